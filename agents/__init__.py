@@ -1,0 +1,1 @@
+"""Thin wiring from Kafka streams to the pure domain logic."""

@@ -1,0 +1,335 @@
+"""The ledger worker: a batch consumer that folds events into positions.
+
+Hot path per poll: strict decode + contract checks, one multi-get for the journal and
+commitments the batch refers to, the pure fold (state.ledger), dead letters, one atomic RocksDB
+write (changes + next offsets), one Redis call, then a Kafka commit. No per-event framework work.
+
+Exactly-once effect under at-least-once delivery: the state stores the next offset of each
+partition in the same write as the balances; on assignment the worker seeks to it, and records
+below it are skipped. A worker taking over a partition it has no state for re-folds it from the
+start (the input topics are the book of record); dead letters are not re-sent for records the
+group had already committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+
+import orjson
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from prometheus_client import generate_latest
+
+from cashpos.metrics import ProcessorMetrics
+from cashpos.names import RedisKeys, Topics
+from cashpos.refdata import governments
+from cashpos.settings import Settings
+from state.ledger import Ledger
+from state.projection import Projection
+from state.store import Store
+from streams.contract import Rejection, check_message
+from streams.deadletter import DeadLetter
+from streams.topics import partition_for
+
+log = logging.getLogger("cashpos.ledger")
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, worker: LedgerWorker) -> None:
+        self.worker = worker
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self.worker.on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        await self.worker.on_assigned(assigned)
+
+
+class LedgerWorker:
+    def __init__(self, settings: Settings, metrics: ProcessorMetrics | None = None) -> None:
+        self.settings = settings
+        self.topics = Topics(settings.namespace)
+        self.keys = RedisKeys(settings.namespace)
+        self.metrics = metrics or ProcessorMetrics()
+        self.side = {self.topics.revenue: "revenue", self.topics.expenditure: "expenditure"}
+        self.store = Store(settings.state_dir)
+        self.ledger = Ledger()
+        self.next_offsets: dict[TopicPartition, int] = {}
+        self.replay_until: dict[TopicPartition, int] = {}  # group-committed offsets at assignment
+        self.owned_orgs: list[str] = []
+        self.org_partition: dict[str, int] = {}
+        self.pending_seed: set[str] = set()
+        self.redis_ok = True
+        self._lock = asyncio.Lock()
+        self._stopping = False
+        self._last_housekeeping = 0.0
+        self.consumer: AIOKafkaConsumer | None = None
+        self.producer: AIOKafkaProducer | None = None
+        self.redis: aioredis.Redis | None = None
+        self.projection: Projection | None = None
+        self.processed_batches = 0
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        s = self.settings
+        self.redis = aioredis.from_url(s.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        self.projection = Projection(self.redis, self.keys, s.worker_id)
+        self.producer = AIOKafkaProducer(**s.kafka_client_args(), acks="all", linger_ms=5)
+        await self.producer.start()
+        self.consumer = AIOKafkaConsumer(
+            **s.kafka_client_args(),
+            group_id=self.topics.ledger_group,
+            client_id=s.worker_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            partition_assignment_strategy=(RangePartitionAssignor,),  # co-locates partition p of both topics
+            session_timeout_ms=s.session_timeout_ms,
+            heartbeat_interval_ms=s.heartbeat_ms,
+            max_poll_interval_ms=300_000,
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+            fetch_max_bytes=64 * 1024 * 1024,
+        )
+        self.consumer.subscribe(list(self.topics.sources), listener=_Rebalance(self))
+        await self.consumer.start()
+        log.info("ledger worker %s started, state in %s", s.worker_id, s.state_dir)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        async with self._lock:
+            if self.consumer is not None:
+                await self.consumer.stop()
+            if self.producer is not None:
+                await self.producer.stop()
+            if self.redis is not None:
+                await self.redis.aclose()
+            self.store.close()
+
+    async def run(self) -> None:
+        """Poll and process until stopped."""
+        assert self.consumer is not None
+        s = self.settings
+        while not self._stopping:
+            batch = await self.consumer.getmany(
+                timeout_ms=s.batch_timeout_ms, max_records=s.batch_max_records
+            )
+            if batch:
+                await self.process(batch)
+            await self.housekeeping()
+
+    # -- rebalancing --------------------------------------------------------------------------
+
+    async def on_revoked(self, revoked: list[TopicPartition]) -> None:
+        async with self._lock:  # let an in-flight batch finish before the partitions move
+            gone = {tp.partition for tp in revoked}
+            for tp in revoked:
+                self.next_offsets.pop(tp, None)
+                self.replay_until.pop(tp, None)
+            still = {tp.partition for tp in self.next_offsets}
+            dropped = {o for o, p in self.org_partition.items() if p in gone and p not in still}
+            for pk in [pk for pk in self.ledger.positions if pk[0] in dropped]:
+                del self.ledger.positions[pk]
+            self._refresh_owned()
+            log.info("revoked %s", sorted(f"{tp.topic}:{tp.partition}" for tp in revoked))
+
+    async def on_assigned(self, assigned: list[TopicPartition]) -> None:
+        assert self.consumer is not None
+        async with self._lock:
+            n = len(self.consumer.partitions_for_topic(self.topics.revenue) or ()) or self.settings.partitions
+            self.org_partition = {org: partition_for(org, n) for org in governments()}
+            for tp in assigned:
+                nxt = self.store.next_offset(tp.topic, tp.partition)
+                self.consumer.seek(tp, nxt or 0)
+                self.next_offsets[tp] = nxt or 0
+                committed = await self.consumer.committed(tp)
+                self.replay_until[tp] = committed or 0
+            before = set(self.owned_orgs)
+            self._refresh_owned()
+            for org in self.owned_orgs:
+                if org not in before:
+                    self.ledger.positions.update(self.store.positions(org))
+            self.pending_seed |= set(self.owned_orgs) - before
+            self.metrics.assigned_partitions.set(len(self.next_offsets))
+            log.info(
+                "assigned %s resuming at %s",
+                sorted(f"{tp.topic}:{tp.partition}" for tp in assigned),
+                {f"{tp.topic}:{tp.partition}": self.next_offsets[tp] for tp in assigned},
+            )
+
+    def _refresh_owned(self) -> None:
+        parts = {tp.partition for tp in self.next_offsets}
+        self.owned_orgs = [o for o, p in self.org_partition.items() if p in parts]
+
+    # -- the hot path -------------------------------------------------------------------------
+
+    async def process(self, batch: dict[TopicPartition, list]) -> None:
+        async with self._lock:
+            offsets = await self._process(batch)
+        # The group offset is for monitoring and replay suppression only (the state holds the
+        # truth); committed outside the lock so a rebalance waiting on the lock cannot deadlock.
+        await self._commit_offsets(offsets)
+
+    async def _process(self, batch: dict[TopicPartition, list]) -> dict[tuple[str, int], int]:
+        t0 = time.perf_counter()
+        m = self.metrics
+        max_bytes = self.settings.max_event_bytes
+        org_partition = self.org_partition
+        good = []
+        dead: list[tuple[Rejection, object]] = []
+        offsets: dict[tuple[str, int], int] = {}
+        applied_by_topic: dict[str, int] = defaultdict(int)
+        skipped = 0
+        last_ts = 0
+        for tp, records in batch.items():
+            start = self.next_offsets.get(tp)
+            if start is None:  # revoked while this batch was in flight
+                continue
+            side = self.side[tp.topic]
+            for r in records:
+                if r.offset < start:
+                    skipped += 1
+                    continue
+                res = check_message(r.value or b"", r.key, side, max_bytes)
+                if isinstance(res, Rejection):
+                    dead.append((res, r))
+                elif org_partition.get(res.org_code, tp.partition) != tp.partition:
+                    dead.append((Rejection("wrong_partition",
+                                           f"{res.org_code} belongs on partition "
+                                           f"{org_partition[res.org_code]}, not {tp.partition}"), r))
+                else:
+                    good.append((res, r))
+            if records:
+                nxt = max(start, records[-1].offset + 1)
+                offsets[(tp.topic, tp.partition)] = nxt
+                self.next_offsets[tp] = nxt
+                last_ts = max(last_ts, records[-1].timestamp)
+        if skipped:
+            m.replayed_skipped.inc(skipped)
+        ledger = self.ledger
+        ev_keys, c_keys = ledger.wants([ev for ev, _ in good])
+        self.store.preload(ledger, ev_keys, c_keys)
+        update = ledger.update
+        for ev, r in good:
+            out = update(ev, r.value, (r.topic, r.partition, r.offset))
+            if out.__class__ is Rejection:
+                dead.append((out, r))  # type: ignore[arg-type]
+            elif out == "applied":
+                applied_by_topic[r.topic] += 1
+        changes = ledger.take_changes()
+
+        # 1. dead letters first: a crash before the state write replays them, never loses them
+        if dead:
+            await self._dead_letter(dead)
+        # 2. one atomic write: balances, journal, commitments, index and next offsets
+        t1 = time.perf_counter()
+        self.store.commit(changes, ledger.positions, offsets)
+        m.state_write_seconds.observe(time.perf_counter() - t1)
+        ledger.journal.clear()
+        ledger.commitments.clear()
+        # 3. the serving copy
+        await self._project(changes.positions, changes.last_event_ms, last_ts)
+
+        for topic, n in applied_by_topic.items():
+            m.events_applied.labels(topic).inc(n)
+        if changes.duplicates:
+            m.duplicates_dropped.inc(changes.duplicates)
+        if last_ts:
+            m.last_applied.set(last_ts / 1000)
+        m.batch_size.observe(sum(len(v) for v in batch.values()))
+        m.batch_seconds.observe(time.perf_counter() - t0)
+        self.processed_batches += 1
+        return offsets
+
+    async def _dead_letter(self, dead: list[tuple[Rejection, object]]) -> None:
+        assert self.producer is not None
+        futures = []
+        for rej, r in dead:
+            self.metrics.events_deadlettered.labels(rej.reason).inc()
+            tp = TopicPartition(r.topic, r.partition)  # type: ignore[attr-defined]
+            if r.offset < self.replay_until.get(tp, 0):  # type: ignore[attr-defined]
+                continue  # the previous owner already dead-lettered it
+            letter = DeadLetter.from_record(rej, r, self.settings.worker_id)
+            futures.append(await self.producer.send(
+                self.topics.deadletter, letter.encode(), key=letter.key(),
+                partition=r.partition,  # type: ignore[attr-defined]
+            ))
+        if futures:
+            await asyncio.gather(*futures)
+
+    async def _project(self, changed: set, last_event_ms: int, last_ts: int) -> None:
+        assert self.projection is not None
+        if not self.redis_ok:
+            return  # housekeeping re-seeds everything once Redis answers again
+        t = time.perf_counter()
+        try:
+            seeds, self.pending_seed = self.pending_seed, set()
+            missing = await self.projection.write(
+                self.ledger.positions, changed, seeds, last_event_ms
+            )
+            if missing:
+                await self.projection.write(self.ledger.positions, (), missing, last_event_ms)
+                self.metrics.redis_reseeds.inc(len(missing))
+            if changed or seeds:
+                orgs = {pk[0] for pk in changed} | seeds
+                await self.projection.notify(orgs, last_event_ms)
+            if seeds:
+                self.metrics.redis_reseeds.inc(len(seeds))
+        except Exception as exc:  # Redis down: keep folding, re-seed when it is back
+            self.pending_seed |= seeds
+            self.redis_ok = False
+            self.metrics.redis_errors.inc()
+            log.warning("redis write failed, will re-seed: %r", exc)
+            return
+        self.metrics.redis_write_seconds.observe(time.perf_counter() - t)
+        if last_ts:
+            self.metrics.event_to_visible.observe(max(0.0, time.time() - last_ts / 1000))
+
+    async def _commit_offsets(self, offsets: dict[tuple[str, int], int]) -> None:
+        assert self.consumer is not None
+        if not offsets:
+            return
+        try:
+            await self.consumer.commit({TopicPartition(t, p): o for (t, p), o in offsets.items()})
+        except Exception as exc:  # a rebalance in progress; the state already holds the offsets
+            log.info("offset commit skipped: %r", exc)
+
+    # -- once a second --------------------------------------------------------------------------
+
+    async def housekeeping(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_housekeeping < 1.0:
+            return
+        self._last_housekeeping = now
+        assert self.projection is not None and self.redis is not None and self.consumer is not None
+        async with self._lock:
+            try:
+                missing = await self.projection.unseeded(self.owned_orgs)
+                if missing or not self.redis_ok:
+                    seeds = set(missing) | (set(self.owned_orgs) if not self.redis_ok else set())
+                    seeds |= self.pending_seed
+                    self.pending_seed = set()
+                    await self.projection.write(self.ledger.positions, (), seeds)
+                    await self.projection.notify(seeds, 0)
+                    self.metrics.redis_reseeds.inc(len(seeds))
+                    if not self.redis_ok:
+                        log.info("redis is back: re-seeded %d governments", len(seeds))
+                    self.redis_ok = True
+                await self.redis.set(
+                    self.keys.worker_metrics(self.settings.worker_id),
+                    generate_latest(self.metrics.registry), ex=30,
+                )
+            except Exception as exc:
+                if self.redis_ok:
+                    log.warning("redis unavailable: %r", exc)
+                self.redis_ok = False
+        lag: dict[str, int] = defaultdict(int)
+        for tp, pos in list(self.next_offsets.items()):
+            hw = self.consumer.highwater(tp)  # from fetch responses: right even on Tansu
+            if hw is not None:
+                lag[tp.topic] += max(0, hw - pos)
+        for topic, n in lag.items():
+            self.metrics.lag.labels(topic).set(n)

@@ -1,0 +1,92 @@
+"""Every Prometheus metric cashpos exports. Names follow Prometheus conventions: the
+``cashpos_`` prefix, base units (seconds, bytes, KRW), ``_total`` for counters, and no
+per-government labels (243 x accounts would explode cardinality)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class ProcessorMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = registry or CollectorRegistry()
+        self.registry = r
+        self.events_applied = Counter(
+            "cashpos_events_applied_total", "Events applied to positions", ["topic"], registry=r
+        )
+        self.events_deadlettered = Counter(
+            "cashpos_events_deadlettered_total", "Events sent to the dead-letter topic", ["reason"], registry=r
+        )
+        self.duplicates_dropped = Counter(
+            "cashpos_duplicates_dropped_total", "Repeated events (same id and content) dropped", registry=r
+        )
+        self.replayed_skipped = Counter(
+            "cashpos_replayed_records_skipped_total",
+            "Records below the state's stored offset, skipped on replay",
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "cashpos_batch_events", "Records per processed batch",
+            buckets=(1, 10, 100, 500, 1000, 5000, 10000, 20000, 50000), registry=r,
+        )
+        self.batch_seconds = Histogram(
+            "cashpos_batch_duration_seconds", "Time to fold, store and project one batch",
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.state_write_seconds = Histogram(
+            "cashpos_state_write_duration_seconds", "RocksDB write of one batch",
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.redis_write_seconds = Histogram(
+            "cashpos_redis_write_duration_seconds", "Redis projection of one batch",
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.redis_errors = Counter(
+            "cashpos_redis_errors_total", "Failed Redis projections (re-seeded later)", registry=r
+        )
+        self.redis_reseeds = Counter(
+            "cashpos_redis_reseeds_total", "Governments re-seeded into Redis from state", registry=r
+        )
+        self.event_to_visible = Histogram(
+            "cashpos_event_to_redis_seconds",
+            "From the Kafka record timestamp to its balance written to Redis",
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.lag = Gauge(
+            "cashpos_consumer_lag_records", "Records behind the high watermark", ["topic"], registry=r
+        )
+        self.last_applied = Gauge(
+            "cashpos_last_event_applied_timestamp_seconds",
+            "Kafka timestamp of the latest applied record (freshness = now - this)", registry=r,
+        )
+        self.assigned_partitions = Gauge(
+            "cashpos_assigned_partitions", "Source partitions this worker owns", registry=r
+        )
+        self.rebuild_records = Counter(
+            "cashpos_rebuild_records_total",
+            "Records re-folded while catching up to the group's committed offset", registry=r,
+        )
+
+
+class ApiMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = registry or CollectorRegistry()
+        self.registry = r
+        self.requests = Counter(
+            "cashpos_api_requests_total", "HTTP requests", ["route", "method", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "cashpos_api_request_duration_seconds", "HTTP request latency", ["route"],
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.ingested = Counter(
+            "cashpos_api_events_ingested_total", "Events accepted by the ingest gateway", registry=r
+        )
+        self.ingest_rejected = Counter(
+            "cashpos_api_events_rejected_total", "Events refused by the ingest gateway", ["reason"], registry=r
+        )
+        self.sse_connections = Gauge(
+            "cashpos_api_sse_connections", "Open server-sent-event streams", registry=r
+        )

@@ -1,0 +1,107 @@
+"""Every external name cashpos uses: Kafka topics, consumer groups and Redis keys.
+
+Nothing else in the code base spells a topic or a Redis key; all of them derive from the
+namespace (CASHPOS_NAMESPACE, default ``cashpos``) so several stacks can share a broker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+REVENUE_KINDS = frozenset({"receipt"})
+EXPENDITURE_KINDS = frozenset({"commitment", "commitment_cancel", "payment", "transfer"})
+
+
+@dataclass(frozen=True)
+class Topics:
+    namespace: str
+
+    @property
+    def revenue(self) -> str:
+        return f"{self.namespace}.events.revenue"
+
+    @property
+    def expenditure(self) -> str:
+        return f"{self.namespace}.events.expenditure"
+
+    @property
+    def deadletter(self) -> str:
+        return f"{self.namespace}.events.deadletter"
+
+    @property
+    def sources(self) -> tuple[str, str]:
+        """The two input topics, co-partitioned by org_code."""
+        return (self.revenue, self.expenditure)
+
+    def for_kind(self, kind: str) -> str:
+        return self.revenue if kind in REVENUE_KINDS else self.expenditure
+
+    @property
+    def ledger_group(self) -> str:
+        return f"{self.namespace}-ledger"
+
+    @property
+    def app_id(self) -> str:
+        return f"{self.namespace}-app"
+
+
+@dataclass(frozen=True)
+class RedisKeys:
+    namespace: str
+
+    def positions(self, org_code: str) -> str:
+        """Hash: field ``{account}|{fiscal_year}`` -> ``{version}|{json}``; field ``_meta``."""
+        return f"{self.namespace}:pos:{org_code}"
+
+    @property
+    def lua_positions_prefix(self) -> str:
+        return f"{self.namespace}:pos:"
+
+    @property
+    def updates_channel(self) -> str:
+        """Pub/sub channel: one message per processed batch listing changed governments."""
+        return f"{self.namespace}:updates"
+
+    @property
+    def freshness(self) -> str:
+        """Hash: last_event_at / last_write_at (epoch ms) per worker and overall."""
+        return f"{self.namespace}:freshness"
+
+    def worker_metrics(self, worker_id: str) -> str:
+        """String: the worker's Prometheus exposition text, refreshed every second."""
+        return f"{self.namespace}:metrics:{worker_id}"
+
+    @property
+    def worker_metrics_pattern(self) -> str:
+        return f"{self.namespace}:metrics:*"
+
+    @property
+    def deadletters_recent(self) -> str:
+        """List: the most recent dead letters (JSON), newest first, capped."""
+        return f"{self.namespace}:deadletters:recent"
+
+    @property
+    def reconciliation(self) -> str:
+        return f"{self.namespace}:reconciliation:last"
+
+    @property
+    def alerts_open(self) -> str:
+        return f"{self.namespace}:alerts:open"
+
+    @property
+    def alerts_recent(self) -> str:
+        return f"{self.namespace}:alerts:recent"
+
+    @property
+    def alerts_channel(self) -> str:
+        return f"{self.namespace}:alerts:stream"
+
+    @property
+    def thresholds(self) -> str:
+        return f"{self.namespace}:thresholds"
+
+
+# Field of every positions hash that marks it as a complete serving copy. The API refuses to
+# answer (503) for a government whose hash lacks it: an empty or flushed Redis must never read
+# as a zero balance.
+META_FIELD = "_meta"

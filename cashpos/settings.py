@@ -1,0 +1,60 @@
+"""Settings from environment variables (CASHPOS_*), read once per process."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(f"CASHPOS_{name}", default)
+
+
+@dataclass(frozen=True)
+class Settings:
+    kafka_bootstrap: str = field(default_factory=lambda: _env("KAFKA_BOOTSTRAP", "127.0.0.1:19092"))
+    redis_url: str = field(default_factory=lambda: _env("REDIS_URL", "redis://127.0.0.1:16379/0"))
+    # Namespace for topic names, Redis keys and consumer groups, so several stacks can share
+    # one broker / Redis (tests use a fresh prefix each).
+    namespace: str = field(default_factory=lambda: _env("NAMESPACE", "cashpos"))
+    partitions: int = field(default_factory=lambda: int(_env("PARTITIONS", "12")))
+    replication_factor: int = field(default_factory=lambda: int(_env("REPLICATION_FACTOR", "1")))
+    state_dir: Path = field(default_factory=lambda: Path(_env("STATE_DIR", "var/state")))
+    worker_id: str = field(default_factory=lambda: _env("WORKER_ID", "worker-1"))
+    worker_web_port: int = field(default_factory=lambda: int(_env("WORKER_WEB_PORT", "6066")))
+    api_host: str = field(default_factory=lambda: _env("API_HOST", "127.0.0.1"))
+    api_port: int = field(default_factory=lambda: int(_env("API_PORT", "8000")))
+    batch_max_records: int = field(default_factory=lambda: int(_env("BATCH_MAX_RECORDS", "20000")))
+    batch_timeout_ms: int = field(default_factory=lambda: int(_env("BATCH_TIMEOUT_MS", "50")))
+    max_event_bytes: int = field(default_factory=lambda: int(_env("MAX_EVENT_BYTES", "8192")))
+    session_timeout_ms: int = field(default_factory=lambda: int(_env("SESSION_TIMEOUT_MS", "6000")))
+    heartbeat_ms: int = field(default_factory=lambda: int(_env("HEARTBEAT_MS", "1000")))
+    # Kafka security passes straight through to aiokafka for real clusters.
+    kafka_security_protocol: str = field(default_factory=lambda: _env("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"))
+    kafka_sasl_mechanism: str | None = field(default_factory=lambda: os.environ.get("CASHPOS_KAFKA_SASL_MECHANISM"))
+    kafka_sasl_username: str | None = field(default_factory=lambda: os.environ.get("CASHPOS_KAFKA_SASL_USERNAME"))
+    kafka_sasl_password: str | None = field(default_factory=lambda: os.environ.get("CASHPOS_KAFKA_SASL_PASSWORD"))
+    log_level: str = field(default_factory=lambda: _env("LOG_LEVEL", "INFO"))
+
+    def kafka_client_args(self) -> dict[str, object]:
+        """Connection arguments shared by every aiokafka client."""
+        args: dict[str, object] = {
+            "bootstrap_servers": self.kafka_bootstrap,
+            "security_protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_sasl_mechanism:
+            args.update(
+                sasl_mechanism=self.kafka_sasl_mechanism,
+                sasl_plain_username=self.kafka_sasl_username,
+                sasl_plain_password=self.kafka_sasl_password,
+            )
+        if self.kafka_security_protocol in ("SSL", "SASL_SSL"):
+            import ssl
+
+            args["ssl_context"] = ssl.create_default_context()
+        return args
+
+
+def load() -> Settings:
+    return Settings()

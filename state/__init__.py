@@ -1,0 +1,1 @@
+"""Ledger state: the pure fold, its RocksDB store and its Redis projection."""

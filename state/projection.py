@@ -1,0 +1,124 @@
+"""Project positions into Redis, the serving copy the API reads.
+
+Values are absolute and version-guarded (a field is only replaced by a higher version), written
+in one pipelined Lua call per batch, after the RocksDB write. A government's hash is only
+trusted by the API when it carries the ``_meta`` field, which only a full seed sets: after a
+FLUSHALL or a restart of Redis the projection notices the missing marker and re-seeds that
+government from state, and until then the API answers 503 instead of a wrong number.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+import orjson
+import redis.asyncio as aioredis
+
+from cashpos.names import META_FIELD, RedisKeys
+from state.ledger import PosKey, Position
+
+# ARGV layout: now_ms, worker, then per key: seed(0/1), meta json, n, n x (field, value).
+# Returns the keys that need a full seed (no _meta and not seeded in this call).
+_LUA = """
+local meta_field = '_meta'
+local out = {}
+local i = 3
+for k = 1, #KEYS do
+  local key = KEYS[k]
+  local seed = ARGV[i] == '1'
+  local meta = ARGV[i + 1]
+  local n = tonumber(ARGV[i + 2])
+  i = i + 3
+  if seed or redis.call('HEXISTS', key, meta_field) == 1 then
+    for j = 1, n do
+      local f, v = ARGV[i], ARGV[i + 1]
+      local cur = redis.call('HGET', key, f)
+      if (not cur) or tonumber(string.match(cur, '^(%d+)|')) < tonumber(string.match(v, '^(%d+)|')) then
+        redis.call('HSET', key, f, v)
+      end
+      i = i + 2
+    end
+    redis.call('HSET', key, meta_field, meta)
+  else
+    out[#out + 1] = key
+    i = i + 2 * n
+  end
+end
+return out
+"""
+
+
+def encode_position(p: Position) -> bytes:
+    body = orjson.dumps({"cash": p.cash, "committed": p.committed, "last_event_ms": p.last_event_ms})
+    return b"%d|%s" % (p.version, body)
+
+
+def decode_position(raw: bytes) -> tuple[int, dict[str, int]]:
+    version, _, body = raw.partition(b"|")
+    return int(version), orjson.loads(body)
+
+
+def field_name(account: str, fiscal_year: int) -> str:
+    return f"{account}|{fiscal_year}"
+
+
+class Projection:
+    def __init__(self, redis: aioredis.Redis, keys: RedisKeys, worker_id: str) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.worker_id = worker_id
+        self._script = redis.register_script(_LUA)
+
+    async def write(
+        self,
+        positions: dict[PosKey, Position],
+        changed: Iterable[PosKey],
+        seed_orgs: Iterable[str] = (),
+        last_event_ms: int = 0,
+    ) -> list[str]:
+        """Write changed positions (and every position of ``seed_orgs``) in one call.
+
+        Returns the org codes whose hash lacked the marker and still needs a seed.
+        """
+        by_org: dict[str, list[PosKey]] = {}
+        for pk in changed:
+            by_org.setdefault(pk[0], []).append(pk)
+        seeds = set(seed_orgs)
+        if seeds:
+            for pk in positions:
+                if pk[0] in seeds:
+                    by_org.setdefault(pk[0], []).append(pk)
+            for org in seeds:
+                by_org.setdefault(org, [])
+        if not by_org:
+            return []
+        now = int(time.time() * 1000)
+        keys: list[str] = []
+        argv: list[object] = [now, self.worker_id]
+        for org, pks in by_org.items():
+            keys.append(self.keys.positions(org))
+            meta = orjson.dumps(
+                {"written_ms": now, "last_event_ms": last_event_ms, "worker": self.worker_id}
+            )
+            argv += ["1" if org in seeds else "0", meta, len(pks)]
+            for pk in pks:
+                argv += [field_name(pk[1], pk[2]), encode_position(positions[pk])]
+        missing = await self._script(keys=keys, args=argv)
+        prefix = len(self.keys.lua_positions_prefix)
+        return [(m.decode() if isinstance(m, bytes) else m)[prefix:] for m in missing]
+
+    async def unseeded(self, orgs: list[str]) -> list[str]:
+        """Governments (of ``orgs``) whose serving copy is missing its marker."""
+        if not orgs:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for org in orgs:
+                pipe.hexists(self.keys.positions(org), META_FIELD)
+            flags = await pipe.execute()
+        return [org for org, ok in zip(orgs, flags) if not ok]
+
+    async def notify(self, orgs: Iterable[str], last_event_ms: int) -> None:
+        payload = orjson.dumps({"orgs": sorted(set(orgs)), "last_event_ms": last_event_ms,
+                                "written_ms": int(time.time() * 1000)})
+        await self.redis.publish(self.keys.updates_channel, payload)

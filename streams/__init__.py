@@ -1,0 +1,1 @@
+"""The event contract and the topics events travel on."""

@@ -1,0 +1,212 @@
+"""The public event contract: one JSON object per Kafka message, keyed by ``org_code``.
+
+Decoding is strict (msgspec): an amount must be a JSON integer (not a float, string or bool, and
+never silently widened past 64 bits), unknown fields are refused, timestamps must carry an offset.
+``check`` returns either a validated :class:`Event` or a :class:`Rejection` with a stable reason
+code; it never raises on bad input. Stateful rules (duplicates, commitments, reversals) live in
+the ledger fold, ``state.ledger``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Annotated, Final, Literal
+
+import msgspec
+
+from cashpos.names import EXPENDITURE_KINDS, REVENUE_KINDS
+from cashpos.refdata import account_sets
+
+MAX_AMOUNT: Final = 10**15
+KST: Final = dt.timezone(dt.timedelta(hours=9), "KST")
+
+Kind = Literal["receipt", "commitment", "commitment_cancel", "payment", "transfer"]
+Category = Literal["local_tax", "non_tax", "grant", "subsidy", "bond", "other"]
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+Code = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[a-z0-9_]+$")]
+
+
+class Event(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_defaults=True):
+    """One revenue or expenditure event. Money is integer KRW."""
+
+    event_id: Id
+    org_code: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{7}$")]
+    account: Code
+    fiscal_year: Annotated[int, msgspec.Meta(ge=1990, le=2200)]
+    kind: Kind
+    amount: Annotated[int, msgspec.Meta(ge=1, le=MAX_AMOUNT)]
+    occurred_at: Annotated[dt.datetime, msgspec.Meta(tz=True)]
+    source: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    category: Category | None = None
+    commitment_id: Id | None = None
+    due_date: dt.date | None = None
+    to_account: Code | None = None
+    reverses: Id | None = None
+
+
+class Rejection(msgspec.Struct, frozen=True):
+    reason: str  # one of REASONS
+    detail: str
+
+
+# Stable reason codes: dashboards, alerts and the `cashpos dlq` tool match on them.
+REASONS: Final = {
+    "empty": "the message has no bytes",
+    "oversized": "the message is larger than the accepted maximum",
+    "not_utf8": "the message is not valid UTF-8",
+    "not_json": "the message is not valid JSON",
+    "not_object": "the JSON value is not an object",
+    "missing_field": "a required field is missing",
+    "unknown_field": "the object has a field the contract does not define",
+    "invalid_amount": "amount is not an integer between 1 and 10^15",
+    "invalid_kind": "kind is not one of the contract's kinds",
+    "invalid_timestamp": "occurred_at is not an RFC 3339 timestamp",
+    "naive_timestamp": "occurred_at has no UTC offset",
+    "invalid_field": "a field has the wrong type or format",
+    "unknown_government": "org_code is not one of the 243 governments",
+    "unknown_account": "account is not in the government's chart of accounts",
+    "fiscal_year_mismatch": "fiscal_year does not match occurred_at (Korea time, 20 Jan rule)",
+    "missing_category": "a receipt needs a category",
+    "missing_commitment_id": "commitment and commitment_cancel need a commitment_id",
+    "missing_to_account": "a transfer needs to_account",
+    "field_not_allowed": "the field is not allowed for this kind",
+    "transfer_same_account": "to_account equals account",
+    "unknown_to_account": "to_account is not in the government's chart of accounts",
+    "key_mismatch": "the message key is not the event's org_code",
+    "wrong_topic": "the event's kind belongs on the other topic",
+    # Stateful, decided by the ledger fold:
+    "event_id_conflict": "the event_id was applied before with different content",
+    "commitment_id_reused": "the commitment_id is already open or was used before",
+    "unknown_commitment": "the commitment_id names no commitment of this government",
+    "commitment_mismatch": "the commitment belongs to another account or fiscal year",
+    "unknown_reversal_target": "reverses names no applied event of this government",
+    "already_reversed": "the event named by reverses was already reversed",
+    "reversal_mismatch": "a reversal must match the original's kind, account and amount",
+    "reversal_not_possible": "the original cannot be undone exactly any more",
+}
+
+_MISSING = re.compile(r"missing required field `(\w+)`")
+_UNKNOWN = re.compile(r"unknown field `([^`]*)`")
+_AT = re.compile(r"at `\$\.(\w+)")
+
+_decoder = msgspec.json.Decoder(Event, strict=True)
+_encoder = msgspec.json.Encoder()
+
+
+def _reason_for(err: msgspec.ValidationError) -> Rejection:
+    msg = str(err)
+    if m := _MISSING.search(msg):
+        return Rejection("missing_field", f"missing field `{m.group(1)}`")
+    if m := _UNKNOWN.search(msg):
+        return Rejection("unknown_field", f"unknown field `{m.group(1)}`")
+    if msg.startswith("Expected `object`"):
+        return Rejection("not_object", msg)
+    at = m.group(1) if (m := _AT.search(msg)) else ""
+    if at == "amount":
+        return Rejection("invalid_amount", msg)
+    if at == "kind":
+        return Rejection("invalid_kind", msg)
+    if at == "occurred_at":
+        if "timezone" in msg:
+            return Rejection("naive_timestamp", msg)
+        return Rejection("invalid_timestamp", msg)
+    return Rejection("invalid_field", msg)
+
+
+def decode(raw: bytes, max_bytes: int = 8192) -> Event | Rejection:
+    """Strictly decode one message value; never raises on bad input."""
+    if not raw:
+        return Rejection("empty", "empty message")
+    if len(raw) > max_bytes:
+        return Rejection("oversized", f"{len(raw)} bytes > {max_bytes}")
+    try:
+        return _decoder.decode(raw)
+    except msgspec.ValidationError as err:
+        return _reason_for(err)
+    except msgspec.DecodeError as err:
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return Rejection("not_utf8", "message is not valid UTF-8")
+        return Rejection("not_json", str(err))
+
+
+def fiscal_years_for(occurred_at: dt.datetime) -> tuple[int, ...]:
+    """Fiscal years an event at this instant may belong to (prior-year processing to 20 Jan)."""
+    local = occurred_at.astimezone(KST)
+    if local.month == 1 and local.day <= 20:
+        return (local.year, local.year - 1)
+    return (local.year,)
+
+
+def check_stateless(ev: Event, accounts: dict[str, frozenset[str]] | None = None) -> Rejection | None:
+    """Rules that need only the event and the reference data."""
+    charts = account_sets() if accounts is None else accounts
+    chart = charts.get(ev.org_code)
+    if chart is None:
+        return Rejection("unknown_government", f"org_code {ev.org_code} is not a known government")
+    if ev.account not in chart:
+        return Rejection("unknown_account", f"{ev.org_code} has no account {ev.account!r}")
+    if ev.fiscal_year not in fiscal_years_for(ev.occurred_at):
+        return Rejection(
+            "fiscal_year_mismatch",
+            f"fiscal_year {ev.fiscal_year} invalid for {ev.occurred_at.isoformat()}",
+        )
+    kind = ev.kind
+    if kind == "receipt":
+        if ev.category is None:
+            return Rejection("missing_category", "receipt without category")
+    elif ev.category is not None:
+        return Rejection("field_not_allowed", f"category is only for receipts, not {kind}")
+    if kind in ("commitment", "commitment_cancel") and ev.commitment_id is None:
+        return Rejection("missing_commitment_id", f"{kind} without commitment_id")
+    if ev.commitment_id is not None and kind in ("receipt", "transfer"):
+        return Rejection("field_not_allowed", f"commitment_id is not allowed on {kind}")
+    if ev.due_date is not None and kind != "commitment":
+        return Rejection("field_not_allowed", f"due_date is only for commitments, not {kind}")
+    if kind == "transfer":
+        if ev.to_account is None:
+            return Rejection("missing_to_account", "transfer without to_account")
+        if ev.to_account == ev.account:
+            return Rejection("transfer_same_account", f"transfer from {ev.account} to itself")
+        if ev.to_account not in chart:
+            return Rejection("unknown_to_account", f"{ev.org_code} has no account {ev.to_account!r}")
+    elif ev.to_account is not None:
+        return Rejection("field_not_allowed", f"to_account is only for transfers, not {kind}")
+    return None
+
+
+def check_message(
+    raw: bytes, key: bytes | None, topic_side: str | None, max_bytes: int = 8192
+) -> Event | Rejection:
+    """Decode and validate one Kafka message. ``topic_side`` is "revenue", "expenditure" or None."""
+    ev = decode(raw, max_bytes)
+    if isinstance(ev, Rejection):
+        return ev
+    bad = check_stateless(ev)
+    if bad is not None:
+        return bad
+    if key is not None and key != ev.org_code.encode():
+        return Rejection("key_mismatch", f"key {key[:16]!r} != org_code {ev.org_code}")
+    if topic_side is not None and side_of(ev.kind) != topic_side:
+        return Rejection("wrong_topic", f"{ev.kind} belongs on the {side_of(ev.kind)} topic")
+    return ev
+
+
+def side_of(kind: str) -> str:
+    return "revenue" if kind in REVENUE_KINDS else "expenditure"
+
+
+def encode(ev: Event) -> bytes:
+    return _encoder.encode(ev)
+
+
+def json_schema() -> dict[str, object]:
+    """The JSON Schema shipped as docs/event.schema.json."""
+    schema = msgspec.json.schema(Event)
+    schema["$comment"] = "cashpos event contract; message key = org_code"
+    return schema
+
+
+assert REVENUE_KINDS | EXPENDITURE_KINDS == set(Kind.__args__)  # type: ignore[attr-defined]
