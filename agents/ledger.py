@@ -318,10 +318,14 @@ class LedgerWorker:
                     if not self.redis_ok:
                         log.info("redis is back: re-seeded %d governments", len(seeds))
                     self.redis_ok = True
-                await self.redis.set(
-                    self.keys.worker_metrics(self.settings.worker_id),
-                    generate_latest(self.metrics.registry), ex=30,
-                )
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    pipe.set(self.keys.worker_metrics(self.settings.worker_id),
+                             generate_latest(self.metrics.registry), ex=30)
+                    pipe.hset(self.keys.freshness, self.settings.worker_id, orjson.dumps({
+                        "heartbeat_ms": int(time.time() * 1000),
+                        "partitions": sorted({tp.partition for tp in self.next_offsets}),
+                    }))
+                    await pipe.execute()
             except Exception as exc:
                 if self.redis_ok:
                     log.warning("redis unavailable: %r", exc)

@@ -1,0 +1,145 @@
+"""`cashpos` command line: run the parts of the service and operate it.
+
+    cashpos run          the whole embedded stack (broker, Redis, worker, API, simulator)
+    cashpos worker       a ledger processor worker (Faust)
+    cashpos api          the HTTP API
+    cashpos simulate     publish a realistic stream for all 243 governments
+    cashpos publish F    publish events from a JSON-lines file
+    cashpos dlq          list dead letters; re-publish selected ones
+    cashpos schema       print the event JSON Schema
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+import orjson
+
+from cashpos.logs import setup_logging
+from cashpos.settings import load
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from cashpos.app import app
+
+    sys.argv = ["cashpos-worker", "worker", f"--loglevel={args.loglevel}"]
+    app.main()
+    return 0
+
+
+def _api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from serving.app import create_app
+
+    s = load()
+    uvicorn.run(create_app(s), host=s.api_host, port=s.api_port, log_level="warning",
+                access_log=False)
+    return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from cashpos.simulator import Simulator, run
+    from streams.publisher import Publisher
+    from streams.topics import ensure_topics
+
+    s = load()
+
+    async def main() -> int:
+        await ensure_topics(s)
+        sim = Simulator(seed=args.seed, speed=args.speed, rate=args.rate)
+        async with Publisher(s) as pub:
+            return await run(pub, sim, total=args.total)
+
+    n = asyncio.run(main())
+    print(f"published {n} events")
+    return 0
+
+
+def _publish(args: argparse.Namespace) -> int:
+    from streams.publisher import Publisher
+    from streams.topics import ensure_topics
+
+    s = load()
+
+    def lines():  # type: ignore[no-untyped-def]
+        with open(args.file, "rb") as f:
+            for line in f:
+                line = line.rstrip(b"\r\n")
+                if line.strip():
+                    yield line
+
+    async def main() -> int:
+        await ensure_topics(s)
+        async with Publisher(s) as pub:
+            return await pub.send_many(lines())
+
+    n = asyncio.run(main())
+    print(f"published {n} events from {args.file}")
+    return 0
+
+
+def _dlq(args: argparse.Namespace) -> int:
+    from cashpos.dlq import list_deadletters, republish
+
+    s = load()
+    if args.republish:
+        n = asyncio.run(republish(s, args.republish, args.fixed))
+        print(f"re-published {n} event(s)")
+        return 0
+    for d in asyncio.run(list_deadletters(s, args.reason, args.limit)):
+        src = d.source
+        print(f"{src.topic}:{src.partition}:{src.offset}\t{d.reason}\t{d.detail}\t{d.value()[:120]!r}")
+    return 0
+
+
+def _schema(args: argparse.Namespace) -> int:
+    from streams.contract import json_schema
+
+    sys.stdout.write(orjson.dumps(json_schema(), option=orjson.OPT_INDENT_2).decode() + "\n")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from cashpos.stack import run_stack
+
+    return run_stack()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="cashpos", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    w = sub.add_parser("worker", help="run a ledger processor worker")
+    w.add_argument("--loglevel", default="info")
+    w.set_defaults(fn=_worker)
+    sub.add_parser("api", help="run the HTTP API").set_defaults(fn=_api)
+    sim = sub.add_parser("simulate", help="publish a realistic event stream")
+    sim.add_argument("--seed", type=int, default=42)
+    sim.add_argument("--rate", type=float, default=50.0, help="events per wall second")
+    sim.add_argument("--speed", type=float, default=60.0, help="simulated seconds per wall second")
+    sim.add_argument("--total", type=int, default=None, help="stop after this many events")
+    sim.set_defaults(fn=_simulate)
+    pub = sub.add_parser("publish", help="publish events from a JSON-lines file")
+    pub.add_argument("file")
+    pub.set_defaults(fn=_publish)
+    d = sub.add_parser("dlq", help="list dead letters, or re-publish selected ones")
+    d.add_argument("--reason", help="only this reason code")
+    d.add_argument("--limit", type=int, default=100)
+    d.add_argument("--republish", nargs="+", metavar="TOPIC:PARTITION:OFFSET",
+                   help="re-publish these dead letters to their source topic")
+    d.add_argument("--fixed", metavar="FILE",
+                   help="JSON-lines file of corrected events to publish instead of the originals")
+    d.set_defaults(fn=_dlq)
+    sub.add_parser("schema", help="print the event JSON Schema").set_defaults(fn=_schema)
+    sub.add_parser("run", help="start the whole embedded stack").set_defaults(fn=_run)
+    args = p.parse_args(argv)
+    setup_logging()
+    return int(args.fn(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,210 @@
+"""An independent reference fold of the event stream, for tests and ``cashpos reconcile``.
+
+Deliberately shares no code with ``state.ledger``: it is written as an event-sourced log. Each
+message is first judged against the history of *accepted* events (kept as plain records, in
+order); balances are then derived only at the end, by summing the effects of the accepted
+events. Only ``streams.contract`` is used, for strict decoding and the stateless rules.
+
+Semantics, per government (org_code), account and fiscal year:
+
+* receipt: cash += amount.
+* payment: cash -= amount; naming a commitment, it also releases min(amount, open) of it.
+* commitment: committed += amount; opens the commitment (an id is usable once per government).
+* commitment_cancel: releases min(amount, open) of the named commitment.
+* transfer: cash moves from ``account`` to ``to_account`` (same fiscal year).
+* an event with ``reverses`` undoes exactly the effects of an earlier accepted event with the
+  same kind, account and amount (same to_account, same commitment_id); once only; a reversal
+  cannot be reversed; a commitment that was ever paid or cancelled cannot be reversed.
+* an event_id already accepted for the government: same content -> duplicate, else rejected.
+
+Money is integer KRW throughout; nothing here ever produces a float.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from streams.contract import Event, Rejection, check_message
+
+PosKey = tuple[str, str, int]  # (org_code, account, fiscal_year)
+Delta = tuple[PosKey, int, int]  # (position, cash delta, committed delta)
+
+
+@dataclass
+class Accepted:
+    """One accepted (applied) event and the position deltas it caused."""
+
+    event: Event
+    deltas: list[Delta]
+    released: int = 0  # commitment amount this event released (payment, cancel)
+    reversed_by: str | None = None
+
+
+@dataclass
+class Reference:
+    """Feed messages in order with :meth:`feed`; read :meth:`positions` at any time."""
+
+    log: list[Accepted] = field(default_factory=list)
+    by_id: dict[tuple[str, str], Accepted] = field(default_factory=dict)
+    # (org, commitment_id) -> the accepted commitment event that opened it
+    opened_by: dict[tuple[str, str], Accepted] = field(default_factory=dict)
+    # (org, commitment_id) -> every accepted payment/cancel that named it, reversed or not
+    consumers: dict[tuple[str, str], list[Accepted]] = field(default_factory=dict)
+    outcomes: list[str] = field(default_factory=list)  # "applied" | "duplicate" | reason code
+
+    # -- input ---------------------------------------------------------------------------------
+
+    def feed(self, raw: bytes, side: str | None = None, key: bytes | None = None) -> str:
+        """Judge one message; returns "applied", "duplicate" or the rejection reason."""
+        checked = check_message(raw, key, side)
+        if isinstance(checked, Rejection):
+            outcome = checked.reason
+        else:
+            outcome = self._judge(checked)
+        self.outcomes.append(outcome)
+        return outcome
+
+    def feed_all(self, messages: Iterable[bytes | tuple]) -> None:
+        for m in messages:
+            if isinstance(m, (bytes, bytearray, memoryview)):
+                self.feed(bytes(m))
+            else:
+                self.feed(*m)
+
+    # -- the rules -----------------------------------------------------------------------------
+
+    def _open_amount(self, org: str, cid: str) -> int:
+        """What is still open of a commitment, recomputed from the accepted history."""
+        opener = self.opened_by[(org, cid)]
+        total = opener.event.amount
+        if opener.reversed_by is not None:
+            total -= opener.event.amount
+        for c in self.consumers.get((org, cid), []):
+            if c.reversed_by is None:
+                total -= c.released
+        assert total >= 0, (org, cid, total)
+        return total
+
+    def _judge(self, ev: Event) -> str:
+        org = ev.org_code
+        earlier = self.by_id.get((org, ev.event_id))
+        if earlier is not None:
+            return "duplicate" if earlier.event == ev else "event_id_conflict"
+        if ev.reverses is not None:
+            return self._judge_reversal(ev)
+
+        acc, fy, amount = ev.account, ev.fiscal_year, ev.amount
+        here = (org, acc, fy)
+        released = 0
+        if ev.kind == "receipt":
+            deltas = [(here, amount, 0)]
+        elif ev.kind == "transfer":
+            assert ev.to_account is not None
+            deltas = [(here, -amount, 0), ((org, ev.to_account, fy), amount, 0)]
+        elif ev.kind == "commitment":
+            assert ev.commitment_id is not None
+            if (org, ev.commitment_id) in self.opened_by:
+                return "commitment_id_reused"
+            deltas = [(here, 0, amount)]
+        else:  # payment or commitment_cancel
+            cash = -amount if ev.kind == "payment" else 0
+            cid = ev.commitment_id
+            if cid is None:
+                assert ev.kind == "payment"
+                deltas = [(here, cash, 0)]
+            else:
+                opener = self.opened_by.get((org, cid))
+                if opener is None:
+                    return "unknown_commitment"
+                if (opener.event.account, opener.event.fiscal_year) != (acc, fy):
+                    return "commitment_mismatch"
+                released = min(amount, self._open_amount(org, cid))
+                deltas = [(here, cash, -released)]
+
+        rec = Accepted(ev, deltas, released)
+        self._accept(rec)
+        if ev.kind == "commitment":
+            self.opened_by[(org, ev.commitment_id)] = rec  # type: ignore[index]
+        elif ev.commitment_id is not None:
+            self.consumers.setdefault((org, ev.commitment_id), []).append(rec)
+        return "applied"
+
+    def _judge_reversal(self, ev: Event) -> str:
+        org = ev.org_code
+        target = self.by_id.get((org, ev.reverses))  # type: ignore[arg-type]
+        if target is None:
+            return "unknown_reversal_target"
+        t = target.event
+        if t.reverses is not None:
+            return "reversal_not_possible"  # a reversal cannot be reversed
+        if target.reversed_by is not None:
+            return "already_reversed"
+        same = (
+            t.kind == ev.kind
+            and t.account == ev.account
+            and t.amount == ev.amount
+            and t.commitment_id == ev.commitment_id
+            and (t.kind != "transfer" or t.to_account == ev.to_account)
+        )
+        if not same:
+            return "reversal_mismatch"
+        if t.kind == "commitment" and self.consumers.get((org, t.commitment_id)):  # type: ignore[arg-type]
+            return "reversal_not_possible"  # paid or cancelled, even partially
+        undo = [(pk, -cash, -committed) for pk, cash, committed in target.deltas]
+        target.reversed_by = ev.event_id
+        self._accept(Accepted(ev, undo))
+        return "applied"
+
+    def _accept(self, rec: Accepted) -> None:
+        self.log.append(rec)
+        self.by_id[(rec.event.org_code, rec.event.event_id)] = rec
+
+    # -- results: derived from the accepted log only, by summation ----------------------------
+
+    def positions(self) -> dict[PosKey, tuple[int, int]]:
+        """(cash, committed) of every position any accepted event touched."""
+        cash: dict[PosKey, int] = {}
+        committed: dict[PosKey, int] = {}
+        for rec in self.log:
+            for pk, dc, dm in rec.deltas:
+                cash[pk] = cash.get(pk, 0) + dc
+                committed[pk] = committed.get(pk, 0) + dm
+        return {pk: (cash[pk], committed[pk]) for pk in cash}
+
+    def versions(self) -> dict[PosKey, int]:
+        """Number of accepted events (reversals included) that touched each position."""
+        out: dict[PosKey, int] = {}
+        for rec in self.log:
+            for pk in {d[0] for d in rec.deltas}:
+                out[pk] = out.get(pk, 0) + 1
+        return out
+
+    def counts(self) -> dict[str, object]:
+        """{"applied": n, "duplicate": n, "rejected": {reason: n}}."""
+        rejected: dict[str, int] = {}
+        applied = duplicate = 0
+        for o in self.outcomes:
+            if o == "applied":
+                applied += 1
+            elif o == "duplicate":
+                duplicate += 1
+            else:
+                rejected[o] = rejected.get(o, 0) + 1
+        return {"applied": applied, "duplicate": duplicate, "rejected": rejected}
+
+
+def fold(
+    messages: Iterable[bytes | tuple],
+) -> tuple[dict[PosKey, tuple[int, int]], dict[str, object]]:
+    """Fold an ordered stream of messages.
+
+    Each item is the raw message value (bytes), or a tuple ``(value, side)`` or
+    ``(value, side, key)`` where side is "revenue", "expenditure" or None (topic unknown) and key
+    the Kafka message key (None: not checked). Returns (positions, counts): positions maps
+    (org_code, account, fiscal_year) -> (cash, committed); counts is
+    {"applied": n, "duplicate": n, "rejected": {reason: n}}.
+    """
+    ref = Reference()
+    ref.feed_all(messages)
+    return ref.positions(), ref.counts()

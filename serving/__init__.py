@@ -1,0 +1,1 @@
+"""The HTTP API: reads Redis only, never the processor's state."""

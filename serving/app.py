@@ -1,0 +1,205 @@
+"""The cashpos HTTP API (FastAPI). Reads Redis only; OpenAPI at /docs.
+
+Run: ``cashpos api`` (uvicorn on CASHPOS_API_HOST:CASHPOS_API_PORT, default 127.0.0.1:8000).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import orjson
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaProducer
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.responses import ORJSONResponse, PlainTextResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from cashpos.metrics import ApiMetrics
+from cashpos.names import RedisKeys, Topics
+from cashpos.refdata import Government, governments
+from cashpos.settings import Settings, load
+from serving.federation import WorkerMetricsCollector
+from serving.ingest import router as ingest_router
+from serving.positions import STALE_AFTER_MS, NotReady, PositionReader
+
+log = logging.getLogger("cashpos.api")
+STATIC = Path(__file__).resolve().parent / "static"
+
+
+def _gov_dict(g: Government, with_accounts: bool) -> dict[str, object]:
+    d: dict[str, object] = {
+        "org_code": g.org_code, "name": g.name, "level": g.level,
+        "province_code": g.province_code, "province_name": g.province_name,
+    }
+    if g.note:
+        d["note"] = g.note
+    if with_accounts:
+        d["accounts"] = [{"account": a.code, "name": a.name, "type": a.type} for a in g.accounts]
+    return d
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or load()
+    keys = RedisKeys(settings.namespace)
+    registry = CollectorRegistry()
+    metrics = ApiMetrics(registry)
+    registry.register(WorkerMetricsCollector(settings.redis_url, keys))  # type: ignore[arg-type]
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        r = aioredis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2,
+                              max_connections=256)
+        producer = AIOKafkaProducer(**settings.kafka_client_args(), acks="all", linger_ms=2)
+        await producer.start()
+        app.state.redis = r
+        app.state.producer = producer
+        app.state.reader = PositionReader(r, keys)
+        yield
+        await producer.stop()
+        await r.aclose()
+
+    app = FastAPI(
+        title="cashpos",
+        version="0.1.0",
+        summary="Live cash positions of Korea's 243 local governments (integer KRW)",
+        default_response_class=ORJSONResponse,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.keys = keys
+    app.state.topics = Topics(settings.namespace)
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next):  # type: ignore[no-untyped-def]
+        t = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            route = request.scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            metrics.requests.labels(path, request.method, str(status)).inc()
+            if not path.startswith("/v1/stream"):
+                metrics.latency.labels(path).observe(time.perf_counter() - t)
+
+    @app.exception_handler(NotReady)
+    async def not_ready(request: Request, exc: NotReady) -> ORJSONResponse:
+        return ORJSONResponse(
+            {"detail": "serving copy is being rebuilt; retry shortly", "governments": exc.orgs[:20]},
+            status_code=503, headers={"Retry-After": "1"},
+        )
+
+    @app.exception_handler(aioredis.RedisError)
+    async def redis_down(request: Request, exc: Exception) -> ORJSONResponse:
+        return ORJSONResponse({"detail": f"serving store unavailable: {exc.__class__.__name__}"},
+                              status_code=503, headers={"Retry-After": "1"})
+
+    def gov_or_404(org_code: str) -> Government:
+        g = governments().get(org_code)
+        if g is None:
+            raise HTTPException(404, f"unknown government {org_code}")
+        return g
+
+    async def processor_status(r: aioredis.Redis) -> dict[str, object]:
+        beats = await r.hgetall(keys.freshness)
+        now = int(time.time() * 1000)
+        workers = {k.decode(): orjson.loads(v) for k, v in beats.items()}
+        newest = max((w.get("heartbeat_ms", 0) for w in workers.values()), default=0)
+        return {
+            "workers": len([w for w in workers.values() if now - w.get("heartbeat_ms", 0) < STALE_AFTER_MS]),
+            "heartbeat_age_seconds": round((now - newest) / 1000, 3) if newest else None,
+            "stale": not newest or now - newest > STALE_AFTER_MS,
+        }
+
+    async def with_status(request: Request, body: dict[str, object]) -> dict[str, object]:
+        status = await processor_status(request.app.state.redis)
+        fresh = body.get("freshness")
+        if isinstance(fresh, dict):
+            fresh["stale"] = status["stale"]
+            fresh["processor_heartbeat_age_seconds"] = status["heartbeat_age_seconds"]
+        return body
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> RedirectResponse:
+        return RedirectResponse("/dashboard/")
+
+    @app.get("/v1/governments", summary="The 243 governments with their province")
+    async def list_governments() -> dict[str, object]:
+        return {"governments": [_gov_dict(g, False) for g in governments().values()]}
+
+    @app.get("/v1/governments/{org_code}", summary="One government with its chart of accounts")
+    async def get_government(org_code: str) -> dict[str, object]:
+        return _gov_dict(gov_or_404(org_code), True)
+
+    @app.get("/v1/positions/{org_code}", summary="Every account's cash, committed and available")
+    async def get_positions(
+        request: Request, org_code: str, fiscal_year: int | None = Query(None)
+    ) -> dict[str, object]:
+        gov_or_404(org_code)
+        body = await request.app.state.reader.government(org_code, fiscal_year)
+        return await with_status(request, body)
+
+    @app.get("/v1/positions/{org_code}/{account}", summary="One account's position per fiscal year")
+    async def get_account(
+        request: Request, org_code: str, account: str, fiscal_year: int | None = Query(None)
+    ) -> dict[str, object]:
+        g = gov_or_404(org_code)
+        if account not in g.account_codes:
+            raise HTTPException(404, f"{org_code} has no account {account}")
+        body = await request.app.state.reader.government(org_code, fiscal_year)
+        rows = [a for a in body["accounts"] if a["account"] == account]
+        acc = next(a for a in g.accounts if a.code == account)
+        return await with_status(request, {
+            "org_code": org_code, "name": g.name, "account": account, "account_name": acc.name,
+            "type": acc.type, "as_of": body["as_of"], "freshness": body["freshness"],
+            "fiscal_years": rows,
+            "totals": {k: sum(r[k] for r in rows) for k in ("cash", "committed", "available")},
+        })
+
+    @app.get("/v1/summary", summary="National totals and one row per province")
+    async def get_summary(request: Request, fiscal_year: int | None = Query(None)) -> dict[str, object]:
+        body = await request.app.state.reader.summary(fiscal_year)
+        return await with_status(request, body)
+
+    @app.get("/v1/deadletters", summary="The most recent dead letters with their reasons")
+    async def recent_deadletters(request: Request, limit: int = Query(50, ge=1, le=500)) -> dict[str, object]:
+        items = await request.app.state.redis.lrange(keys.deadletters_recent, 0, limit - 1)
+        return {"deadletters": [orjson.loads(i) for i in items]}
+
+    @app.get("/healthz", summary="The API process is alive")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="Redis answers and a processor worker is alive")
+    async def readyz(request: Request) -> ORJSONResponse:
+        try:
+            await request.app.state.redis.ping()
+            status = await processor_status(request.app.state.redis)
+        except aioredis.RedisError as exc:
+            return ORJSONResponse({"ready": False, "redis": repr(exc)}, status_code=503)
+        ok = not status["stale"]
+        return ORJSONResponse({"ready": ok, "processor": status}, status_code=200 if ok else 503)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus() -> PlainTextResponse:
+        return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.include_router(ingest_router)
+    try:  # the live dashboard stream (serving/live.py) and pages, when present
+        from serving.live import router as live_router
+
+        app.include_router(live_router)
+    except ImportError:
+        pass
+    if STATIC.is_dir():
+        app.mount("/dashboard", StaticFiles(directory=STATIC, html=True), name="dashboard")
+    return app

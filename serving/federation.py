@@ -1,0 +1,43 @@
+"""Expose the processor workers' metrics through the API's /metrics.
+
+Each worker stores its Prometheus exposition in Redis every second; this collector re-emits
+those families with a bounded ``worker`` label, so one scrape of the API sees the whole service.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import redis
+from prometheus_client.core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+
+from cashpos.names import RedisKeys
+
+
+class WorkerMetricsCollector:
+    def __init__(self, redis_url: str, keys: RedisKeys) -> None:
+        self.redis = redis.Redis.from_url(redis_url, socket_timeout=1, socket_connect_timeout=1)
+        self.keys = keys
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            names = sorted(self.redis.keys(self.keys.worker_metrics_pattern))
+            texts = self.redis.mget(names) if names else []
+        except redis.RedisError:
+            return
+        merged: dict[str, Metric] = {}
+        prefix = len(self.keys.worker_metrics(""))
+        for name, text in zip(names, texts):
+            if not text:
+                continue
+            worker = name.decode()[prefix:]
+            for fam in text_string_to_metric_families(text.decode()):
+                if not fam.name.startswith("cashpos_"):
+                    continue
+                out = merged.get(fam.name)
+                if out is None:
+                    out = merged[fam.name] = Metric(fam.name, fam.documentation, fam.type, fam.unit)
+                for s in fam.samples:
+                    out.add_sample(s.name, {**s.labels, "worker": worker}, s.value, s.timestamp)
+        yield from merged.values()

@@ -1,0 +1,174 @@
+"""Read positions from the Redis serving copy and shape them for the API.
+
+A government whose hash lacks the ``_meta`` marker has no trustworthy serving copy (Redis was
+flushed or restarted and the processor has not re-seeded it yet): callers get
+:class:`NotReady` and answer 503, never a zero.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import orjson
+import redis.asyncio as aioredis
+
+from cashpos.names import META_FIELD, RedisKeys
+from cashpos.refdata import Government, governments
+
+CUSTODY = "custody"  # 세입세출외현금: in the bank, not spendable
+STALE_AFTER_MS = 10_000
+
+
+class NotReady(Exception):
+    def __init__(self, orgs: list[str]) -> None:
+        super().__init__(f"serving copy not ready for {len(orgs)} government(s)")
+        self.orgs = orgs
+
+
+def iso_ms(ms: int) -> str | None:
+    if not ms:
+        return None
+    t = time.gmtime(ms / 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", t) + f".{ms % 1000:03d}Z"
+
+
+@dataclass
+class AccountRow:
+    account: str
+    name: str
+    type: str
+    fiscal_year: int
+    cash: int
+    committed: int
+    version: int
+    last_event_ms: int
+
+    @property
+    def available(self) -> int:
+        return self.cash - self.committed
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "account": self.account,
+            "name": self.name,
+            "type": self.type,
+            "fiscal_year": self.fiscal_year,
+            "cash": self.cash,
+            "committed": self.committed,
+            "available": self.available,
+            "version": self.version,
+            "last_event_at": iso_ms(self.last_event_ms),
+        }
+
+
+def totals(rows: list[AccountRow]) -> dict[str, int]:
+    cash = sum(r.cash for r in rows)
+    committed = sum(r.committed for r in rows)
+    restricted = sum(r.cash for r in rows if r.type == CUSTODY)
+    spendable = sum(r.available for r in rows if r.type != CUSTODY)
+    return {
+        "cash": cash,
+        "committed": committed,
+        "available": cash - committed,
+        "restricted": restricted,
+        "spendable": spendable,
+    }
+
+
+def _rows(gov: Government, raw: dict[bytes, bytes], fiscal_year: int | None) -> list[AccountRow]:
+    names = {a.code: a for a in gov.accounts}
+    rows = []
+    for f, v in raw.items():
+        field = f.decode()
+        if field == META_FIELD:
+            continue
+        account, _, fy = field.partition("|")
+        if fiscal_year is not None and int(fy) != fiscal_year:
+            continue
+        version, _, body = v.partition(b"|")
+        d = orjson.loads(body)
+        acc = names.get(account)
+        rows.append(AccountRow(
+            account, acc.name if acc else account, acc.type if acc else "unknown", int(fy),
+            d["cash"], d["committed"], int(version), d["last_event_ms"],
+        ))
+    order = {a.code: i for i, a in enumerate(gov.accounts)}
+    rows.sort(key=lambda r: (-r.fiscal_year, order.get(r.account, 999)))
+    return rows
+
+
+class PositionReader:
+    def __init__(self, redis: aioredis.Redis, keys: RedisKeys) -> None:
+        self.redis = redis
+        self.keys = keys
+
+    async def raw(self, orgs: list[str]) -> list[dict[bytes, bytes]]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for org in orgs:
+                pipe.hgetall(self.keys.positions(org))
+            result: list[dict[bytes, bytes]] = await pipe.execute()
+        missing = [org for org, h in zip(orgs, result) if META_FIELD.encode() not in h]
+        if missing:
+            raise NotReady(missing)
+        return result
+
+    async def government(self, org: str, fiscal_year: int | None = None) -> dict[str, object]:
+        gov = governments()[org]
+        (raw,) = await self.raw([org])
+        rows = _rows(gov, raw, fiscal_year)
+        meta = orjson.loads(raw[META_FIELD.encode()])
+        return {
+            "org_code": org,
+            "name": gov.name,
+            "province_code": gov.province_code,
+            "province_name": gov.province_name,
+            "as_of": iso_ms(meta.get("written_ms", 0)),
+            "freshness": freshness(meta),
+            "accounts": [r.as_dict() for r in rows],
+            "totals": totals(rows),
+        }
+
+    async def summary(self, fiscal_year: int | None = None) -> dict[str, object]:
+        govs = list(governments().values())
+        raws = await self.raw([g.org_code for g in govs])
+        provinces: dict[str, dict[str, object]] = {}
+        all_rows: list[AccountRow] = []
+        last_event = last_write = 0
+        per_gov = []
+        for gov, raw in zip(govs, raws):
+            rows = _rows(gov, raw, fiscal_year)
+            all_rows += rows
+            meta = orjson.loads(raw[META_FIELD.encode()])
+            last_event = max(last_event, meta.get("last_event_ms", 0))
+            last_write = max(last_write, meta.get("written_ms", 0))
+            t = totals(rows)
+            per_gov.append({"org_code": gov.org_code, "name": gov.name, "level": gov.level,
+                            "province_code": gov.province_code, **t})
+            p = provinces.setdefault(gov.province_code, {
+                "province_code": gov.province_code, "name": gov.province_name,
+                "governments": 0, "_rows": [],
+            })
+            p["governments"] = int(p["governments"]) + 1  # type: ignore[call-overload]
+            p["_rows"].extend(rows)  # type: ignore[attr-defined]
+        prov_out = []
+        for p in provinces.values():
+            rows = p.pop("_rows")
+            prov_out.append({**p, **totals(rows)})  # type: ignore[arg-type]
+        return {
+            "as_of": iso_ms(last_write),
+            "freshness": freshness({"last_event_ms": last_event, "written_ms": last_write}),
+            "national": {"governments": len(govs), **totals(all_rows)},
+            "provinces": prov_out,
+            "governments": per_gov,
+        }
+
+
+def freshness(meta: dict[str, int]) -> dict[str, object]:
+    now = int(time.time() * 1000)
+    written = int(meta.get("written_ms", 0))
+    return {
+        "last_event_at": iso_ms(int(meta.get("last_event_ms", 0))),
+        "last_write_at": iso_ms(written),
+        "write_age_seconds": round((now - written) / 1000, 3) if written else None,
+    }
