@@ -32,10 +32,10 @@ async def read_all(settings: Settings, topic: str, idle_ms: int = 1500) -> list[
             batch = await consumer.getmany(timeout_ms=idle_ms, max_records=10000)
             for recs in batch.values():
                 out += [(r.key, r.value) for r in recs]
-            done = all(
-                (hw := consumer.highwater(tp)) is not None and await consumer.position(tp) >= hw
-                for tp in tps
-            )
+            done = True
+            for tp in tps:
+                hw = consumer.highwater(tp)
+                done = done and hw is not None and await consumer.position(tp) >= hw
             if done or not batch:
                 return out
     finally:
