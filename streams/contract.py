@@ -75,6 +75,7 @@ REASONS: Final = {
     "unknown_to_account": "to_account is not in the government's chart of accounts",
     "key_mismatch": "the message key is not the event's org_code",
     "wrong_topic": "the event's kind belongs on the other topic",
+    "wrong_partition": "the record's partition is not the one its org_code hashes to (murmur2)",
     # Stateful, decided by the ledger fold:
     "event_id_conflict": "the event_id was applied before with different content",
     "commitment_id_reused": "the commitment_id is already open or was used before",

@@ -1,0 +1,139 @@
+"""Processor throughput, end to end (Kafka -> fold -> RocksDB -> Redis), next to a plain
+aiokafka consume of the same topics in the same run.
+
+    python -m bench.processor --events 1000000
+
+Starts a fresh Tansu broker and redis-server, pre-produces realistic simulator events, then
+(1) consumes them with a bare aiokafka loop (the reference: decode nothing, store nothing),
+(2) runs one ledger worker over them from empty state. The last line reads
+``processor_events_per_s=N reference_events_per_s=M ratio=R``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from agents.ledger import LedgerWorker
+from cashpos.embedded import start_redis, start_tansu
+from cashpos.settings import Settings
+from streams.publisher import Publisher
+from streams.topics import ensure_topics
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def produce(settings: Settings, n: int, seed: int) -> float:
+    from cashpos.simulator import Simulator
+
+    sim = Simulator(seed=seed, speed=3600.0, rate=1e9)
+    t = time.perf_counter()
+    async with Publisher(settings, linger_ms=20) as pub:
+        sent = 0
+        while sent < n:
+            batch = sim.next_batch(min(50_000, n - sent))
+            sent += await pub.send_many(batch)
+    return time.perf_counter() - t
+
+
+async def reference_consume(settings: Settings, n: int) -> float:
+    """A plain aiokafka loop over both topics: the ceiling of the client on this machine."""
+    c = AIOKafkaConsumer(**settings.kafka_client_args(), group_id=None, enable_auto_commit=False,
+                         max_partition_fetch_bytes=8 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024)
+    await c.start()
+    try:
+        tps = [TopicPartition(t, p) for t in (f"{settings.namespace}.events.revenue",
+                                               f"{settings.namespace}.events.expenditure")
+               for p in sorted(c.partitions_for_topic(t) or ())]
+        c.assign(tps)
+        for tp in tps:
+            c.seek(tp, 0)
+        got = 0
+        t = time.perf_counter()
+        while got < n:
+            batch = await c.getmany(timeout_ms=1000, max_records=20_000)
+            got += sum(len(v) for v in batch.values())
+        return time.perf_counter() - t
+    finally:
+        await c.stop()
+
+
+async def processor(settings: Settings, n: int) -> tuple[float, float, LedgerWorker]:
+    w = LedgerWorker(settings)
+    t_start = time.perf_counter()
+    await w.start()
+    assert w.consumer is not None
+    first = None
+    while True:
+        batch = await w.consumer.getmany(timeout_ms=settings.batch_timeout_ms,
+                                         max_records=settings.batch_max_records)
+        if batch:
+            if first is None:
+                first = time.perf_counter()
+            await w.process(batch)
+        await w.housekeeping()
+        if sum(w.next_offsets.values()) >= n and w.next_offsets:
+            break
+    end = time.perf_counter()
+    assert first is not None
+    return end - first, end - t_start, w
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--events", type=int, default=1_000_000)
+    ap.add_argument("--partitions", type=int, default=12)
+    ap.add_argument("--seed", type=int, default=7)
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="cashpos-bench-"))
+    kafka = start_tansu(log_path=tmp / "tansu.log")
+    redis = start_redis(log_path=tmp / "redis.log")
+    try:
+        s = Settings(kafka_bootstrap=f"127.0.0.1:{kafka.port}", redis_url=f"redis://127.0.0.1:{redis.port}/0",
+                     namespace="bench", partitions=args.partitions, state_dir=tmp / "state")
+        await ensure_topics(s)
+        print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+              f"python {platform.python_version()}; broker, redis and this process share the cores")
+        t = await produce(s, args.events, args.seed)
+        print(f"produced {args.events} events in {t:.1f}s ({args.events / t:,.0f}/s)")
+        ref = await reference_consume(s, args.events)
+        print(f"reference: plain aiokafka consume {args.events} in {ref:.2f}s")
+        busy, total, w = await processor(s, args.events)
+        reg = w.metrics.registry
+
+        def total_of(name: str) -> float:
+            return sum(s.value for m in reg.collect() for s in m.samples if s.name == name)
+
+        print(f"processor: {args.events} records in {busy:.2f}s after first batch "
+              f"({total:.2f}s incl. start and group join); "
+              f"applied={total_of('cashpos_events_applied_total'):.0f} "
+              f"dead_lettered={total_of('cashpos_events_deadlettered_total'):.0f} "
+              f"duplicates={total_of('cashpos_duplicates_dropped_total'):.0f} "
+              f"batches={w.processed_batches}")
+        print(f"broker rss: {rss_mb(kafka.proc.pid):,.0f} MB")
+        await w.stop()
+        p_rate, r_rate = args.events / busy, args.events / ref
+        print(f"processor_events_per_s={p_rate:.0f} reference_events_per_s={r_rate:.0f} "
+              f"ratio={p_rate / r_rate:.2f}")
+    finally:
+        kafka.stop()
+        redis.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,418 @@
+"""Live updates for the dashboard: ``GET /v1/stream``, server-sent events.
+
+One Redis pub/sub subscription per API process, however many streams are open
+-----------------------------------------------------------------------------
+The :class:`Hub` (one per app, started lazily by the first stream) holds the only Redis
+subscriber of the process, on ``keys.updates_channel`` (one message per processed batch:
+``{"orgs": [...], "last_event_ms", "written_ms"}``) and ``keys.alerts_channel``. For each update it
+reads the changed governments' positions from Redis **once** (one pipelined HGETALL per
+government, batches that queued up meanwhile are coalesced into one read), keeps them in an
+in-memory copy of all 243 governments, encodes each SSE frame once and puts the same bytes on
+every interested client's bounded queue. Thousands of open streams therefore mean one Redis
+subscriber and one read per batch, never one per client.
+
+A slow client never blocks the others: fan-out uses ``put_nowait``; when a client's queue is full
+its backlog is dropped and replaced by a *resync* marker, so the client next receives a fresh
+snapshot (positions are absolute values: a snapshot loses nothing). A client that overflows again
+before it has even taken that snapshot is disconnected (its EventSource reconnects and resumes).
+
+Events (every frame has ``id:`` and ``event:``)
+-----------------------------------------------
+``id`` is ``{seq}-{ms}``: ``seq`` is a per-process counter incremented for every broadcast (so ids
+are monotonic per process and a snapshot carries the ``seq`` it is current to); ``ms`` is the
+batch's ``written_ms`` (positions), or the server time (heartbeat, snapshot, alerts).
+
+- ``positions``: ``{"orgs": [changed codes], "written_ms", "last_event_ms", "governments":
+  {org: body}}``. With ``?org=`` the stream carries only that government's updates, each body in
+  full (the ``/v1/positions/{org}`` shape: ``accounts`` and ``totals``). Without ``org`` (the
+  national view) a body is compact: ``org_code``, ``as_of``, ``totals`` (no account rows).
+  ``not_ready`` lists changed governments whose serving copy is being rebuilt (left out).
+- ``snapshot``: the same shape with every watched government (``"snapshot": true``). Sent first
+  when the client resumes (``Last-Event-ID`` header, as EventSource sends on reconnect, or the
+  ``last_event_id`` query parameter), when it asks with ``?snapshot=1``, after the hub lost and
+  re-established its Redis subscription, and after the client's queue overflowed.
+- ``alerts``: the JSON published on ``keys.alerts_channel``, forwarded as is (filtered by
+  ``org_code`` for ``?org=`` streams).
+- ``heartbeat`` every ~2 s: ``{"server_ms", "server_time", "seq", "last_write_ms",
+  "last_event_ms", "live"}``; ``live`` is false while the hub has no Redis subscription.
+
+The frames start with ``retry: 1000`` so browsers reconnect one second after a drop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import orjson
+import redis.asyncio as aioredis
+from fastapi import APIRouter, FastAPI, Header, HTTPException, Query, Request
+from fastapi.responses import StreamingResponse
+
+from cashpos.metrics import ApiMetrics
+from cashpos.names import META_FIELD, RedisKeys
+from cashpos.refdata import governments
+from cashpos.settings import Settings
+from serving.positions import _rows, iso_ms, totals
+
+log = logging.getLogger("cashpos.api.live")
+
+router = APIRouter(tags=["live"])
+
+HEARTBEAT_S = 2.0
+QUEUE_FRAMES = 256  # per client; a positions frame is one batch, a few KB at most
+RETRY_MS = 1000
+_RESYNC = object()  # queue marker: send this client a fresh snapshot
+_CLOSE = object()  # queue marker: end this client's stream
+
+
+@dataclass(eq=False)
+class Client:
+    org: str | None
+    queue: asyncio.Queue[object] = field(default_factory=lambda: asyncio.Queue(QUEUE_FRAMES))
+    wants_snapshot: bool = False  # still owed a snapshot (the hub was not loaded when it came)
+    resync_pending: bool = False
+
+
+def _frame(event: str, ident: str, data: bytes) -> bytes:
+    return b"id: %s\nevent: %s\ndata: %s\n\n" % (ident.encode(), event.encode(), data)
+
+
+class Hub:
+    """The process's single Redis subscriber and the in-process fan-out to SSE clients."""
+
+    def __init__(self, settings: Settings, keys: RedisKeys, redis: aioredis.Redis) -> None:
+        self.settings = settings
+        self.keys = keys
+        self.redis = redis  # the app's pool, for reads
+        self.clients: set[Client] = set()
+        self.by_org: dict[str | None, set[Client]] = {}
+        self.bodies: dict[str, dict[str, object]] = {}  # org -> full body (accounts + totals)
+        self.not_ready: set[str] = set()
+        self.seq = 0
+        self.last_write_ms = 0
+        self.last_event_ms = 0
+        self.loaded = False  # the in-memory copy is complete (seeded after a (re)subscribe)
+        self.live = False  # subscribed right now
+        self._tasks: list[asyncio.Task[None]] = []
+        self._snapshots: dict[str | None, bytes] = {}  # encoded snapshot data, until the next change
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if not self._tasks:
+            self._tasks = [asyncio.create_task(self._run(), name="sse-hub-subscriber"),
+                           asyncio.create_task(self._heartbeats(), name="sse-hub-heartbeat")]
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._tasks = []
+        for c in list(self.clients):
+            self._offer(c, _CLOSE, force=True)
+
+    # -- clients --------------------------------------------------------------------------------
+
+    def register(self, org: str | None, snapshot: bool) -> tuple[Client, bytes | None]:
+        """Add a client; returns it and, if asked and possible, its snapshot frame, taken in the
+        same step (no await), so that the snapshot plus the queued frames miss nothing."""
+        c = Client(org)
+        self.clients.add(c)
+        self.by_org.setdefault(org, set()).add(c)
+        first = None
+        if snapshot:
+            if self.loaded:
+                first = self.snapshot_frame(c)
+            else:
+                c.wants_snapshot = True  # sent when the hub has loaded
+        return c, first
+
+    def unregister(self, c: Client) -> None:
+        self.clients.discard(c)
+        group = self.by_org.get(c.org)
+        if group is not None:
+            group.discard(c)
+            if not group:
+                del self.by_org[c.org]
+
+    def _offer(self, c: Client, item: object, force: bool = False) -> None:
+        """Queue one frame for a client without ever waiting. On overflow the backlog is replaced
+        by a resync marker (a snapshot supersedes it); a second overflow disconnects."""
+        try:
+            c.queue.put_nowait(item)
+            return
+        except asyncio.QueueFull:
+            pass
+        drop_client = c.resync_pending or force
+        while not c.queue.empty():
+            c.queue.get_nowait()
+        if drop_client:
+            log.info("sse client too slow, disconnecting (org=%s)", c.org)
+            c.queue.put_nowait(_CLOSE)
+            self.unregister(c)
+        else:
+            c.resync_pending = True
+            c.queue.put_nowait(_RESYNC)
+
+    def _fanout(self, item: object, groups: list[str | None] | None = None) -> None:
+        """Offer a frame to every client (``groups`` None) or to the clients watching one of
+        ``groups`` (an org code, or None for the national streams)."""
+        if groups is None:
+            targets = list(self.clients)
+        else:
+            targets = [c for g in groups for c in self.by_org.get(g, ())]
+        for c in targets:
+            self._offer(c, item)
+
+    # -- frames ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def compact(body: dict[str, object]) -> dict[str, object]:
+        return {"org_code": body["org_code"], "as_of": body["as_of"],
+                "last_event_at": body["last_event_at"], "totals": body["totals"]}
+
+    def _ident(self, ms: int) -> str:
+        return f"{self.seq}-{ms}"
+
+    def snapshot_frame(self, c: Client) -> bytes:
+        """The current state of what ``c`` watches. Encoded once per change and shared, so a
+        crowd reconnecting at once costs one encoding, not one per client."""
+        c.resync_pending = False
+        c.wants_snapshot = False
+        data = self._snapshots.get(c.org)
+        if data is None:
+            if c.org is None:
+                govs = {o: self.compact(b) for o, b in self.bodies.items()}
+                watched = list(governments())
+            else:
+                govs = {c.org: self.bodies[c.org]} if c.org in self.bodies else {}
+                watched = [c.org]
+            data = orjson.dumps({
+                "snapshot": True, "orgs": list(govs), "governments": govs,
+                "written_ms": self.last_write_ms, "last_event_ms": self.last_event_ms,
+                "not_ready": [o for o in watched if o not in govs], "seq": self.seq,
+            })
+            self._snapshots[c.org] = data
+        return _frame("snapshot", self._ident(int(time.time() * 1000)), data)
+
+    # -- reading Redis --------------------------------------------------------------------------
+
+    async def _fetch(self, orgs: list[str]) -> tuple[dict[str, dict[str, object]], list[str]]:
+        """Full bodies of these governments, one pipelined round trip; and the not-ready ones."""
+        govs = governments()
+        orgs = [o for o in orgs if o in govs]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for o in orgs:
+                pipe.hgetall(self.keys.positions(o))
+            raws: list[dict[bytes, bytes]] = await pipe.execute()
+        out: dict[str, dict[str, object]] = {}
+        missing: list[str] = []
+        for o, raw in zip(orgs, raws):
+            meta_raw = raw.get(META_FIELD.encode())
+            if meta_raw is None:
+                missing.append(o)
+                continue
+            g = govs[o]
+            rows = _rows(g, raw, None)
+            meta = orjson.loads(meta_raw)
+            last_ev = max((r.last_event_ms for r in rows), default=0)
+            out[o] = {
+                "org_code": o, "name": g.name,
+                "province_code": g.province_code, "province_name": g.province_name,
+                "as_of": iso_ms(int(meta.get("written_ms", 0))),
+                "last_event_at": iso_ms(last_ev),
+                "accounts": [r.as_dict() for r in rows],
+                "totals": totals(rows),
+            }
+        return out, missing
+
+    def _apply(self, bodies: dict[str, dict[str, object]], missing: list[str]) -> None:
+        self._snapshots.clear()
+        self.bodies.update(bodies)
+        for o in missing:
+            self.bodies.pop(o, None)
+        self.not_ready = (self.not_ready - set(bodies)) | set(missing)
+
+    async def _load_all(self) -> None:
+        bodies, missing = await self._fetch(list(governments()))
+        self._apply(bodies, missing)
+
+    async def _on_updates(self, msgs: list[dict[str, object]]) -> None:
+        orgs = sorted({str(o) for m in msgs for o in m.get("orgs", [])})  # type: ignore[attr-defined]
+        written = max(int(m.get("written_ms") or 0) for m in msgs)  # type: ignore[call-overload]
+        last_ev = max(int(m.get("last_event_ms") or 0) for m in msgs)  # type: ignore[call-overload]
+        if not orgs:
+            return
+        bodies, missing = await self._fetch(orgs)
+        self._apply(bodies, missing)
+        self.last_write_ms = max(self.last_write_ms, written)
+        self.last_event_ms = max(self.last_event_ms, last_ev)
+        self.seq += 1
+        self._snapshots.clear()
+        ident = self._ident(written or int(time.time() * 1000))
+        head = {"orgs": list(bodies), "written_ms": written, "last_event_ms": last_ev,
+                "not_ready": missing, "seq": self.seq}
+        if self.by_org.get(None):
+            data = orjson.dumps({**head, "governments": {o: self.compact(b) for o, b in bodies.items()}})
+            self._fanout(_frame("positions", ident, data), [None])
+        for o, b in bodies.items():
+            if self.by_org.get(o):
+                data = orjson.dumps({**head, "orgs": [o], "governments": {o: b},
+                                     "not_ready": []})
+                self._fanout(_frame("positions", ident, data), [o])
+        for o in missing:
+            if self.by_org.get(o):
+                data = orjson.dumps({**head, "orgs": [], "governments": {}, "not_ready": [o]})
+                self._fanout(_frame("positions", ident, data), [o])
+
+    def _on_alert(self, raw: bytes) -> None:
+        try:
+            alert = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            log.warning("ignoring a malformed alert message: %r", raw[:200])
+            return
+        org = None
+        if isinstance(alert, dict):
+            org = alert.get("org_code") or alert.get("org")
+        self.seq += 1
+        self._snapshots.clear()
+        frame = _frame("alerts", self._ident(int(time.time() * 1000)), raw)
+        self._fanout(frame, [None, str(org)] if org else None)
+
+    # -- the loops ------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        backoff = 0.2
+        first = True
+        while True:
+            sub = aioredis.from_url(self.settings.redis_url, socket_connect_timeout=2,
+                                    socket_keepalive=True, health_check_interval=15)
+            pubsub = sub.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.keys.updates_channel, self.keys.alerts_channel)
+                # Subscribed first, then read everything: an update racing the load is re-read.
+                await self._load_all()
+                self.live = self.loaded = True
+                backoff = 0.2
+                for c in list(self.clients):
+                    if first and not c.wants_snapshot:
+                        continue
+                    self._offer(c, _RESYNC)
+                first = False
+                log.info("live hub subscribed to %s", self.keys.updates_channel)
+                await self._consume(pubsub)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis down or restarted: resubscribe, then resync everyone
+                if self.live:
+                    log.warning("live hub lost its Redis subscription: %r", exc)
+                self.live = False
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            finally:
+                self.live = False
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+                with contextlib.suppress(Exception):
+                    await sub.aclose()
+
+    async def _consume(self, pubsub: aioredis.client.PubSub) -> None:
+        updates = self.keys.updates_channel.encode()
+        while True:
+            msg = await pubsub.get_message(timeout=1.0)
+            if msg is None:
+                continue
+            batch: list[dict[str, object]] = []
+            while msg is not None:  # coalesce what has queued up into one read of Redis
+                if msg.get("type") == "message":
+                    if msg["channel"] == updates:
+                        try:
+                            batch.append(orjson.loads(msg["data"]))
+                        except orjson.JSONDecodeError:
+                            log.warning("ignoring a malformed update: %r", msg["data"][:200])
+                    else:
+                        if batch:
+                            await self._on_updates(batch)
+                            batch = []
+                        self._on_alert(msg["data"])
+                if len(batch) >= 200:
+                    break
+                msg = await pubsub.get_message(timeout=0)
+            if batch:
+                await self._on_updates(batch)
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            if not self.clients:
+                continue
+            now = int(time.time() * 1000)
+            data = orjson.dumps({
+                "server_ms": now, "server_time": iso_ms(now), "seq": self.seq,
+                "last_write_ms": self.last_write_ms, "last_event_ms": self.last_event_ms,
+                "live": self.live,
+            })
+            self._fanout(_frame("heartbeat", self._ident(now), data))
+
+
+async def hub_for(app: FastAPI) -> Hub:
+    hub: Hub | None = getattr(app.state, "live_hub", None)
+    if hub is None:
+        hub = Hub(app.state.settings, app.state.keys, app.state.redis)
+        app.state.live_hub = hub
+        hub.start()
+    return hub
+
+
+@router.get(
+    "/v1/stream",
+    summary="Live updates as server-sent events (positions, snapshot, alerts, heartbeat)",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def stream(
+    request: Request,
+    org: str | None = Query(None, description="only this government (7-digit code)"),
+    snapshot: bool = Query(False, description="start with a snapshot of what the stream watches"),
+    last_event_id_q: str | None = Query(None, alias="last_event_id",
+                                        description="resume (same as the Last-Event-ID header)"),
+    last_event_id: str | None = Header(None),
+) -> StreamingResponse:
+    if org is not None and org not in governments():
+        raise HTTPException(404, f"unknown government {org}")
+    hub = await hub_for(request.app)
+    metrics: ApiMetrics = request.app.state.metrics
+    resume = bool(last_event_id or last_event_id_q)
+
+    async def frames() -> AsyncIterator[bytes]:
+        # Registered here, when the response starts, so a client gone before it is never leaked;
+        # the snapshot is taken in the same step (no await) as the registration.
+        client, first = hub.register(org, snapshot or resume)
+        metrics.sse_connections.inc()
+        try:
+            yield b"retry: %d\n\n" % RETRY_MS + (first or b"")
+            while True:
+                item = await client.queue.get()
+                if item is _CLOSE:
+                    return
+                if item is _RESYNC:
+                    if hub.loaded:
+                        yield hub.snapshot_frame(client)
+                    continue
+                yield item  # type: ignore[misc]
+        finally:
+            hub.unregister(client)
+            metrics.sse_connections.dec()
+
+    return StreamingResponse(frames(), media_type="text/event-stream", headers={
+        "Cache-Control": "no-cache, no-transform",
+        "X-Accel-Buffering": "no",
+        "Connection": "keep-alive",
+    })

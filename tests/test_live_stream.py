@@ -1,0 +1,226 @@
+"""GET /v1/stream end to end: real broker, worker, Redis and API process (the ``stack`` fixture).
+
+An event published during the test reaches open streams as a ``positions`` frame; a client that
+resumes with Last-Event-ID first gets a ``snapshot``; and 200 open streams still mean exactly one
+Redis subscriber in the API process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import re
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import httpx
+import orjson
+import pytest
+import redis.asyncio as aioredis
+
+from cashpos.names import RedisKeys
+from streams.publisher import Publisher
+
+pytestmark = pytest.mark.integration
+
+KST = dt.timezone(dt.timedelta(hours=9))
+SEOUL = "6110000"
+JONGNO = "3000000"  # 종로구
+
+
+def event(org: str, amount: int, kind: str = "receipt", account: str = "general") -> bytes:
+    now = dt.datetime.now(KST)
+    ev: dict[str, object] = {
+        "event_id": f"live-{uuid.uuid4().hex}", "org_code": org, "account": account,
+        "fiscal_year": now.year, "kind": kind, "amount": amount,
+        "occurred_at": now.isoformat(), "source": "test_live_stream",
+    }
+    if kind == "receipt":
+        ev["category"] = "local_tax"
+    if kind in ("commitment", "commitment_cancel"):
+        ev["commitment_id"] = f"c-{uuid.uuid4().hex[:16]}"
+    return orjson.dumps(ev)
+
+
+async def publish(settings, *raws: bytes) -> None:  # type: ignore[no-untyped-def]
+    async with Publisher(settings) as pub:
+        for raw in raws:
+            await pub.send(raw)
+
+
+@dataclass
+class Sse:
+    event: str
+    id: str | None
+    data: dict
+
+
+class Stream:
+    """A minimal SSE reader over an httpx streaming response."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+        self.retry: int | None = None
+        self._lines = response.aiter_lines()
+
+    async def next(self, timeout: float = 10.0) -> Sse:
+        return await asyncio.wait_for(self._next(), timeout)
+
+    async def _next(self) -> Sse:
+        event, ident, data = "message", None, []
+        async for line in self._lines:
+            if line == "":
+                if data:
+                    return Sse(event, ident, orjson.loads("\n".join(data)))
+                event, ident, data = "message", None, []
+                continue
+            name, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if name == "event":
+                event = value
+            elif name == "id":
+                ident = value
+            elif name == "data":
+                data.append(value)
+            elif name == "retry":
+                self.retry = int(value)
+        raise EOFError("stream ended")
+
+    async def until(self, pred, timeout: float = 10.0) -> Sse:  # type: ignore[no-untyped-def]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            left = deadline - loop.time()
+            if left <= 0:
+                raise TimeoutError("no matching event")
+            msg = await self.next(left)
+            if pred(msg):
+                return msg
+
+
+@asynccontextmanager
+async def open_stream(client: httpx.AsyncClient, base: str, **params: str) -> AsyncIterator[Stream]:
+    headers = {}
+    if "last_event_id" in params:
+        headers["Last-Event-ID"] = params.pop("last_event_id")
+    async with client.stream("GET", f"{base}/v1/stream", params=params, headers=headers) as r:
+        assert r.status_code == 200, await r.aread()
+        assert r.headers["content-type"].startswith("text/event-stream")
+        yield Stream(r)
+
+
+def sse_gauge(metrics_text: str) -> float:
+    m = re.search(r"^cashpos_api_sse_connections (\S+)$", metrics_text, re.M)
+    assert m, "cashpos_api_sse_connections not exported"
+    return float(m.group(1))
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    limits = httpx.Limits(max_connections=400, max_keepalive_connections=0)
+    async with httpx.AsyncClient(timeout=httpx.Timeout(10, read=None), limits=limits) as c:
+        yield c
+
+
+async def test_published_event_arrives_as_positions(stack, http) -> None:  # type: ignore[no-untyped-def]
+    before = httpx.get(f"{stack.api}/v1/positions/{JONGNO}").json()["totals"]
+    async with open_stream(http, stack.api, org=JONGNO) as one, \
+            open_stream(http, stack.api) as nation:
+        await publish(stack.settings, event(JONGNO, 1_234_567))
+        msg = await one.until(lambda m: m.event == "positions", timeout=15)
+        assert one.retry == 1000
+        assert msg.id and re.fullmatch(r"\d+-\d+", msg.id)
+        assert msg.data["orgs"] == [JONGNO]
+        body = msg.data["governments"][JONGNO]
+        assert body["totals"]["cash"] == before["cash"] + 1_234_567
+        assert {a["account"] for a in body["accounts"]} >= {"general"}  # full body for ?org=
+        assert body == {**body, **{k: v for k, v in httpx.get(
+            f"{stack.api}/v1/positions/{JONGNO}").json().items() if k in ("accounts", "totals")}}
+
+        nat = await nation.until(lambda m: m.event == "positions" and JONGNO in m.data["orgs"])
+        compact = nat.data["governments"][JONGNO]
+        assert "accounts" not in compact  # the national stream carries totals only
+        assert compact["totals"] == body["totals"]
+        assert int(nat.id.split("-")[0]) == int(msg.id.split("-")[0])  # the same broadcast
+
+        hb = await one.until(lambda m: m.event == "heartbeat", timeout=5)
+        assert hb.data["live"] is True and hb.data["server_ms"] > 0
+        assert int(hb.id.split("-")[0]) >= int(msg.id.split("-")[0])  # ids never go back
+
+
+async def test_resume_with_last_event_id_sends_snapshot(stack, http) -> None:  # type: ignore[no-untyped-def]
+    async with open_stream(http, stack.api, org=SEOUL) as s:
+        await publish(stack.settings, event(SEOUL, 5_000_000_000))
+        last = await s.until(lambda m: m.event == "positions", timeout=15)
+    # While disconnected: another update the client must not miss.
+    await publish(stack.settings, event(SEOUL, 777))
+    want = None
+    for _ in range(100):
+        want = httpx.get(f"{stack.api}/v1/positions/{SEOUL}").json()["totals"]
+        if want["cash"] == last.data["governments"][SEOUL]["totals"]["cash"] + 777:
+            break
+        await asyncio.sleep(0.1)
+    async with open_stream(http, stack.api, org=SEOUL, last_event_id=last.id or "") as s:
+        snap = await s.next(timeout=5)
+        assert snap.event == "snapshot"
+        assert snap.data["snapshot"] is True and snap.data["orgs"] == [SEOUL]
+        assert snap.data["governments"][SEOUL]["totals"] == want
+        assert int(snap.id.split("-")[0]) >= int(last.id.split("-")[0])
+    async with open_stream(http, stack.api, last_event_id="0-0") as s:  # the national stream
+        snap = await s.next(timeout=5)
+        assert snap.event == "snapshot"
+        assert len(snap.data["governments"]) == 243 and snap.data["not_ready"] == []
+        summary = httpx.get(f"{stack.api}/v1/summary").json()
+        row = next(g for g in summary["governments"] if g["org_code"] == SEOUL)
+        assert snap.data["governments"][SEOUL]["totals"]["cash"] == row["cash"]
+    async with open_stream(http, stack.api, org=SEOUL) as s:  # a fresh client: no snapshot
+        first = await s.next(timeout=5)
+        assert first.event == "heartbeat"
+
+
+async def test_unknown_government_is_404(stack, http) -> None:  # type: ignore[no-untyped-def]
+    r = await http.get(f"{stack.api}/v1/stream", params={"org": "9999999"})
+    assert r.status_code == 404
+
+
+async def test_many_clients_share_one_redis_subscriber(stack, http) -> None:  # type: ignore[no-untyped-def]
+    keys = RedisKeys(stack.namespace)
+    n = 200
+    org = "3020000"  # 용산구
+    r = aioredis.from_url(stack.infra.redis_url)
+    try:
+        async with asyncio.timeout(60):
+            streams: list[Stream] = []
+            async with contextlib.AsyncExitStack() as stack_cm:
+                for i in range(n):
+                    params = {"snapshot": "1"} | ({"org": org} if i % 2 else {})
+                    streams.append(await stack_cm.enter_async_context(
+                        open_stream(http, stack.api, **params)))
+                snaps = await asyncio.gather(*(s.next() for s in streams))
+                assert {m.event for m in snaps} == {"snapshot"}
+
+                numsub = dict(await r.pubsub_numsub(keys.updates_channel, keys.alerts_channel))
+                assert numsub == {keys.updates_channel.encode(): 1, keys.alerts_channel.encode(): 1}
+                text = (await http.get(f"{stack.api}/metrics")).text
+                assert sse_gauge(text) == n
+
+                await publish(stack.settings, event(org, 4242))
+                got = await asyncio.gather(*(s.until(
+                    lambda m: m.event == "positions" and org in m.data["orgs"], timeout=20)
+                    for s in streams))
+                cash = {m.data["governments"][org]["totals"]["cash"] for m in got}
+                assert len(cash) == 1  # every client saw the same, shared read
+            # All closed: the gauge drops back (disconnects are noticed within a heartbeat).
+            for _ in range(50):
+                if sse_gauge((await http.get(f"{stack.api}/metrics")).text) == 0:
+                    break
+                await asyncio.sleep(0.2)
+            assert sse_gauge((await http.get(f"{stack.api}/metrics")).text) == 0
+            numsub = dict(await r.pubsub_numsub(keys.updates_channel))
+            assert numsub[keys.updates_channel.encode()] == 1  # the hub stays subscribed
+    finally:
+        await r.aclose()
+
