@@ -17,6 +17,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 
 import orjson
 import redis.asyncio as aioredis
@@ -28,7 +29,7 @@ from cashpos.metrics import ProcessorMetrics
 from cashpos.names import RedisKeys, Topics
 from cashpos.refdata import governments
 from cashpos.settings import Settings
-from state.ledger import Ledger
+from state.ledger import Ledger, PosKey
 from state.projection import Projection
 from state.store import Store
 from streams.contract import Rejection, check_message
@@ -231,7 +232,7 @@ class LedgerWorker:
         ledger.journal.clear()
         ledger.commitments.clear()
         # 3. the serving copy
-        await self._project(changes.positions, changes.last_event_ms, last_ts)
+        await self._project(changes.index.keys(), changes.last_event_ms, last_ts)
 
         for topic, n in applied_by_topic.items():
             m.events_applied.labels(topic).inc(n)
@@ -260,7 +261,7 @@ class LedgerWorker:
         if futures:
             await asyncio.gather(*futures)
 
-    async def _project(self, changed: set, last_event_ms: int, last_ts: int) -> None:
+    async def _project(self, changed: Iterable[PosKey], last_event_ms: int, last_ts: int) -> None:
         assert self.projection is not None
         if not self.redis_ok:
             return  # housekeeping re-seeds everything once Redis answers again

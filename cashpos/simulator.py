@@ -258,7 +258,22 @@ _SOURCES: Final = {
     C_CUST_OUT: "e-hojo", C_COMMIT: "e-hojo", C_DIRECT: "e-hojo", C_PAYROLL: "insarang-payroll",
     C_TRANSFER: "e-hojo",
 }
+_N_GOVS: Final = 243
 _SLOTS: Final = 200  # per-government account lookup tables
+
+# Per channel: (kind, category, source, sigma, rounding unit, may carry the prior fiscal year)
+_CH_INFO: Final = [
+    (
+        "receipt" if c <= C_CUST_IN else "payment" if c in (C_CUST_OUT, C_DIRECT, C_PAYROLL)
+        else "",
+        _CATS[c] if c < 6 else "other" if c == C_CUST_IN else None,
+        _SOURCES.get(c, "e-hojo"),
+        _CHANNELS[c][2],
+        _CHANNELS[c][3],
+        (c <= C_CUST_IN and c != R_BOND) or c == C_DIRECT,
+    )
+    for c in range(_N_CHANNELS)
+]
 
 
 def _day_factors(d: dt.date, info: dict[str, Any]) -> list[float]:
@@ -416,6 +431,8 @@ class Simulator:
         if not (1 <= len(self.prefix) <= 40):
             raise ValueError("id_prefix must be 1-40 characters")
         self._rng = random.Random(seed)
+        self._rnd = self._rng.random
+        self._gauss = self._rng.gauss
         self._counter = 0
         self._commit_counter = 0
         self._seq = 0
@@ -443,6 +460,7 @@ class Simulator:
         govs = list(governments().values())
         budgets = annual_budgets()
         self._orgs = [g.org_code for g in govs]
+        assert len(govs) == _N_GOVS, "the reference data must list 243 governments"
         self._budgets = [budgets[g.org_code] for g in govs]
         freq = [b ** FREQ_EXPONENT for b in self._budgets]
         total = sum(freq)
@@ -525,9 +543,11 @@ class Simulator:
 
     # -- clock -----------------------------------------------------------------------------
 
-    def _draw_next(self, t: float) -> float:
-        """Next spontaneous event time after ``t`` (piecewise-constant hourly intensity)."""
-        e = -math.log(1.0 - self._rng.random())
+    def _draw_next(self, t: float, e: float | None = None) -> float:
+        """Next spontaneous event time after ``t`` (piecewise-constant hourly intensity):
+        ``e`` units of Exp(1) work are consumed hour by hour."""
+        if e is None:
+            e = -math.log(1.0 - self._rng.random())
         while True:
             lam = self._lam
             cap = lam * (self._hour_end - t)
@@ -576,34 +596,75 @@ class Simulator:
 
     def _one(self) -> bytes:
         fu = self._followups
-        if fu and fu[0][0] <= self._next_spont:
-            return self._followup()
         t = self._next_spont
+        if fu and fu[0][0] <= t:
+            return self._followup()
         cum = self._next_spont_cum
-        rnd = self._rng.random
-        x = rnd() * cum[-1]
-        ch = bisect_right(cum, x)
+        rnd = self._rnd
+        ch = bisect_right(cum, rnd() * cum[-1])
         if ch >= _N_CHANNELS:
             ch = _N_CHANNELS - 1
-        self._next_spont = self._draw_next(t)
-        self._next_spont_cum = self._cum
+        # the next spontaneous time (inlined _draw_next for the common case)
+        e = -math.log(1.0 - rnd())
+        cap = self._lam * (self._hour_end - t)
+        if e <= cap:
+            self._next_spont = t + e / self._lam
+        else:
+            self._next_spont = self._draw_next(t, e)
+            self._next_spont_cum = self._cum
         self._t = t
         g = bisect_right(self._gov_cum, rnd() * self._gov_total)
-        if g >= len(self._orgs):
-            g = len(self._orgs) - 1
-        if ch == C_REVERSAL:
-            raw = self._reversal(t)
-            if raw is not None:
-                return raw
-            ch = R_TAX
-        if ch == C_COMMIT:
-            if len(fu) >= MAX_OPEN_COMMITMENTS:
-                ch = C_DIRECT
-            else:
+        if g >= _N_GOVS:
+            g = _N_GOVS - 1
+        if ch >= C_COMMIT and ch != C_DIRECT and ch != C_PAYROLL:
+            if ch == C_REVERSAL:
+                raw = self._reversal(t)
+                if raw is not None:
+                    return raw
+                ch = R_TAX
+            elif ch == C_TRANSFER:
+                return self._transfer(g, t)
+            elif len(fu) < MAX_OPEN_COMMITMENTS:
                 return self._commitment(g, t)
-        if ch == C_TRANSFER:
-            return self._transfer(g, t)
-        return self._simple(ch, g, t)
+            else:
+                ch = C_DIRECT
+        # a receipt or a payment without commitment (direct, payroll, custody pay-back)
+        local = t + _KST_OFFSET
+        hour = int(local // 3600)
+        info = self._hours.get(hour) or self._hour_info(hour)
+        ms = int((local - hour * 3600) * 1000)
+        if ms > 3_599_999:
+            ms = 3_599_999
+        mm, rem = divmod(ms, 60_000)
+        ss, frac = divmod(rem, 1000)
+        kind, category, src, sigma, unit, prior = _CH_INFO[ch]
+        table = self._accounts[g][ch]
+        account = table[int(rnd() * len(table))]
+        fy = info.year
+        if info.window and prior and rnd() < PRIOR_YEAR_SHARE:
+            fy -= 1
+        v = self._medians[g][ch] * math.exp(sigma * self._gauss(0.0, 1.0))
+        if unit > 1:
+            amount = int(v / unit + 0.5) * unit
+            if amount < unit:
+                amount = unit
+        else:
+            amount = int(v + 0.5)
+            if amount < 1:
+                amount = 1
+        if amount > MAX_AMOUNT:
+            amount = MAX_AMOUNT
+        self._counter += 1
+        eid = f"{self.prefix}-{self._counter}"
+        d: dict[str, Any] = {
+            "event_id": eid, "org_code": self._orgs[g], "account": account, "fiscal_year": fy,
+            "kind": kind, "amount": amount,
+            "occurred_at": f"{info.prefix}{mm:02d}:{ss:02d}.{frac:03d}+09:00", "source": src,
+        }
+        if category is not None:
+            d["category"] = category
+        self._candidates.append((g, eid, kind, account, amount, fy, category, None, src))
+        return orjson.dumps(d)
 
     def _stamp(self, t: float) -> tuple[str, _HourInfo]:
         local = t + _KST_OFFSET
@@ -617,8 +678,8 @@ class Simulator:
         return f"{info.prefix}{mm:02d}:{ss:02d}.{frac:03d}+09:00", info
 
     def _amount(self, ch: int, g: int) -> int:
-        _count, _style, sigma, unit, _mix = _CHANNELS[ch]
-        v = self._medians[g][ch] * math.exp(sigma * self._rng.gauss(0.0, 1.0))
+        _kind, _cat, _src, sigma, unit, _prior = _CH_INFO[ch]
+        v = self._medians[g][ch] * math.exp(sigma * self._gauss(0.0, 1.0))
         if unit > 1:
             a = int(v / unit + 0.5) * unit
             if a < unit:
@@ -632,36 +693,6 @@ class Simulator:
     def _next_id(self) -> str:
         self._counter += 1
         return f"{self.prefix}-{self._counter}"
-
-    def _simple(self, ch: int, g: int, t: float) -> bytes:
-        """A receipt, a direct/payroll/custody payment."""
-        ts, info = self._stamp(t)
-        rnd = self._rng.random
-        table = self._accounts[g][ch]
-        account = table[int(rnd() * len(table))]
-        fy = info.year
-        if ch <= C_CUST_IN:
-            kind = "receipt"
-            category = _CATS[ch] if ch < 6 else "other"
-            if info.window and ch != R_BOND and rnd() < PRIOR_YEAR_SHARE:
-                fy -= 1
-        else:
-            kind = "payment"
-            category = None
-            if info.window and ch == C_DIRECT and rnd() < PRIOR_YEAR_SHARE:
-                fy -= 1
-        amount = self._amount(ch, g)
-        eid = self._next_id()
-        org = self._orgs[g]
-        src = _SOURCES[ch]
-        d: dict[str, Any] = {
-            "event_id": eid, "org_code": org, "account": account, "fiscal_year": fy,
-            "kind": kind, "amount": amount, "occurred_at": ts, "source": src,
-        }
-        if category is not None:
-            d["category"] = category
-        self._candidates.append((g, eid, kind, account, amount, fy, category, None, src))
-        return orjson.dumps(d)
 
     def _transfer(self, g: int, t: float) -> bytes:
         ts, info = self._stamp(t)

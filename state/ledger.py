@@ -52,13 +52,9 @@ class Commitment(msgspec.Struct, array_like=True):
     reversed: bool = False
 
 
-class Effect(msgspec.Struct, array_like=True):
-    """One position change caused by one event; an event has 1 (or 2 for transfers)."""
-
-    account: str
-    fiscal_year: int
-    cash: int
-    committed: int
+# One position change caused by one event (a transfer has two):
+# (account, fiscal_year, cash delta, committed delta)
+Effect = tuple[str, int, int, int]
 
 
 class Journal(msgspec.Struct, array_like=True):
@@ -80,13 +76,13 @@ class Journal(msgspec.Struct, array_like=True):
 
 @dataclass(slots=True)
 class Changes:
-    """What one batch changed: the store writes exactly this, atomically with the offsets."""
+    """What one batch changed: the store writes exactly this, atomically with the offsets.
+    The changed positions are the keys of ``index``."""
 
-    positions: set[PosKey] = field(default_factory=set)
     journal: dict[EventKey, Journal] = field(default_factory=dict)
     commitments: dict[CommitKey, Commitment] = field(default_factory=dict)
-    # (org, account, fiscal_year, occurred_ms, event_id, cash delta, committed delta)
-    index: list[tuple[str, str, int, int, str, int, int]] = field(default_factory=list)
+    # per changed position: [(occurred_ms, event_id, cash delta, committed delta), ...]
+    index: dict[PosKey, list[tuple[int, str, int, int]]] = field(default_factory=dict)
     applied: int = 0
     duplicates: int = 0
     rejected: int = 0
@@ -164,20 +160,20 @@ class Ledger:
         acc, fy, amt = ev.account, ev.fiscal_year, ev.amount
         kind = ev.kind
         if kind == "receipt":
-            return [Effect(acc, fy, amt, 0)], 0
+            return [(acc, fy, amt, 0)], 0
         if kind == "transfer":
             assert ev.to_account is not None
-            return [Effect(acc, fy, -amt, 0), Effect(ev.to_account, fy, amt, 0)], 0
+            return [(acc, fy, -amt, 0), (ev.to_account, fy, amt, 0)], 0
         if kind == "commitment":
             ck = (ev.org_code, ev.commitment_id or "")
             if ck in self.commitments:
                 return Rejection("commitment_id_reused", f"commitment {ev.commitment_id} exists")
             due = ev.due_date.isoformat() if ev.due_date else None
             self._put_commitment(ck, Commitment(acc, fy, amt, amt, due, ev.event_id))
-            return [Effect(acc, fy, 0, amt)], 0
+            return [(acc, fy, 0, amt)], 0
         # payment or commitment_cancel
         if ev.commitment_id is None:  # a payment not against a commitment
-            return [Effect(acc, fy, -amt, 0)], 0
+            return [(acc, fy, -amt, 0)], 0
         ck = (ev.org_code, ev.commitment_id)
         c = self.commitments.get(ck)
         if c is None:
@@ -192,7 +188,7 @@ class Ledger:
         c.consumed = True
         self._put_commitment(ck, c)
         cash = -amt if kind == "payment" else 0
-        return [Effect(acc, fy, cash, -released)], released
+        return [(acc, fy, cash, -released)], released
 
     def _reversal(self, ev: Event) -> tuple[list[Effect], int] | Rejection:
         ok = (ev.org_code, ev.reverses or "")
@@ -204,7 +200,7 @@ class Ledger:
         if orig.reverses is not None:
             return Rejection("reversal_not_possible", f"{ev.reverses} is itself a reversal")
         if (orig.kind, orig.account, orig.amount) != (ev.kind, ev.account, ev.amount) or (
-            ev.kind == "transfer" and orig.effects[1].account != ev.to_account
+            ev.kind == "transfer" and orig.effects[1][0] != ev.to_account
         ) or (orig.commitment_id != ev.commitment_id):
             return Rejection(
                 "reversal_mismatch",
@@ -228,7 +224,7 @@ class Ledger:
                 released = orig.released
                 c.open += released
             self._put_commitment(ck, c)
-        effects = [Effect(e.account, e.fiscal_year, -e.cash, -e.committed) for e in orig.effects]
+        effects = [(acc, fy, -dc, -dm) for acc, fy, dc, dm in orig.effects]
         orig.reversed_by = ev.event_id
         self.journal[ok] = orig
         self.changes.journal[ok] = orig
@@ -241,18 +237,22 @@ class Ledger:
     def _post(self, org: str, event_id: str, entry: Journal) -> None:
         ch = self.changes
         ms = entry.occurred_ms
-        for e in entry.effects:
-            pk = (org, e.account, e.fiscal_year)
-            pos = self.positions.get(pk)
+        positions = self.positions
+        index = ch.index
+        for account, fy, dc, dm in entry.effects:
+            pk = (org, account, fy)
+            pos = positions.get(pk)
             if pos is None:
-                pos = self.positions[pk] = Position()
-            pos.cash += e.cash
-            pos.committed += e.committed
+                pos = positions[pk] = Position()
+            pos.cash += dc
+            pos.committed += dm
             pos.version += 1
             if ms > pos.last_event_ms:
                 pos.last_event_ms = ms
-            ch.positions.add(pk)
-            ch.index.append((org, e.account, e.fiscal_year, ms, event_id, e.cash, e.committed))
+            rows = index.get(pk)
+            if rows is None:
+                rows = index[pk] = []
+            rows.append((ms, event_id, dc, dm))
         key = (org, event_id)
         self.journal[key] = entry
         ch.journal[key] = entry

@@ -8,8 +8,12 @@ are unambiguous):
     p\0{org}\0{account}\0{fy}                 -> [cash, committed, version, last_event_ms]
     j\0{org}\0{event_id}                      -> Journal (what the event did, its raw bytes)
     c\0{org}\0{commitment_id}                 -> Commitment
-    i\0{org}\0{account}\0{fy}\0{ms:013}\0{id} -> [cash delta, committed delta]  (as-of queries)
+    i\0{org}\0{account}\0{fy}\0{seq:012}     -> [[occurred_ms, event_id, cash delta, committed delta], ...]
     o\0{topic}\0{partition}                   -> next offset to consume
+    m\0seq                                   -> sequence number of the last batch written
+
+The ``i`` blocks (one per position and batch, not per event, to keep the hot path cheap) list
+every change to a position, so a balance as of any instant is a prefix sum over them.
 """
 
 from __future__ import annotations
@@ -26,10 +30,8 @@ _enc = msgspec.msgpack.Encoder()
 _dec_journal = msgspec.msgpack.Decoder(Journal)
 _dec_commit = msgspec.msgpack.Decoder(Commitment)
 _dec_list = msgspec.msgpack.Decoder(list[int])
-
-
-def _pos_key(org: str, account: str, fy: int) -> bytes:
-    return f"p\0{org}\0{account}\0{fy}".encode()
+_dec_rows = msgspec.msgpack.Decoder(list[tuple[int, str, int, int]])
+_SEQ = b"m\0seq"
 
 
 def _journal_key(org: str, event_id: str) -> bytes:
@@ -54,6 +56,8 @@ class Store:
         opts = Options(raw_mode=True)
         opts.create_if_missing(True)
         self.db = Rdict(str(path / "ledger"), opts)
+        raw = self.db.get(_SEQ)
+        self.seq = 0 if raw is None else int(raw)
 
     def close(self) -> None:
         self.db.close()
@@ -95,12 +99,14 @@ class Store:
         raw = self.db.get(_commit_key(org, cid))
         return None if raw is None else _dec_commit.decode(raw)
 
-    def index(self, org: str, account: str, fy: int) -> Iterator[tuple[int, str, int, int]]:
-        """(occurred_ms, event_id, cash delta, committed delta) in time order."""
-        for k, v in self._scan(f"i\0{org}\0{account}\0{fy}\0".encode()):
-            parts = k.decode().split("\0", 5)
-            dc, dm = _dec_list.decode(v)
-            yield int(parts[4]), parts[5], dc, dm
+    def index(self, org: str, account: str, fy: int) -> list[tuple[int, str, int, int]]:
+        """Every change to one position: (occurred_ms, event_id, cash delta, committed delta),
+        in time order (ties in the order applied)."""
+        rows: list[tuple[int, str, int, int]] = []
+        for _, v in self._scan(f"i\0{org}\0{account}\0{fy}\0".encode()):
+            rows += _dec_rows.decode(v)
+        rows.sort(key=lambda r: r[0])  # stable: applied order within the same instant
+        return rows
 
     def preload(self, ledger: Ledger, ev_keys: Iterable[EventKey], c_keys: Iterable[CommitKey]) -> None:
         """Load what a batch may read into the fold's dicts (one multi-get each)."""
@@ -125,15 +131,19 @@ class Store:
     ) -> None:
         wb = WriteBatch(raw_mode=True)
         put = wb.put
-        for pk in changes.positions:
+        enc = _enc.encode
+        seq = self.seq + 1
+        for pk, rows in changes.index.items():
+            org, account, fy = pk
             p = positions[pk]
-            put(_pos_key(*pk), _enc.encode((p.cash, p.committed, p.version, p.last_event_ms)))
+            put(f"p\0{org}\0{account}\0{fy}".encode(), enc((p.cash, p.committed, p.version, p.last_event_ms)))
+            put(f"i\0{org}\0{account}\0{fy}\0{seq:012d}".encode(), enc(rows))
         for (org, eid), entry in changes.journal.items():
-            put(_journal_key(org, eid), _enc.encode(entry))
+            put(f"j\0{org}\0{eid}".encode(), enc(entry))
         for (org, cid), c in changes.commitments.items():
-            put(_commit_key(org, cid), _enc.encode(c))
-        for org, account, fy, ms, eid, dc, dm in changes.index:
-            put(f"i\0{org}\0{account}\0{fy}\0{ms:013d}\0{eid}".encode(), _enc.encode((dc, dm)))
+            put(_commit_key(org, cid), enc(c))
         for (topic, partition), nxt in offsets.items():
             put(_offset_key(topic, partition), str(nxt).encode())
+        put(_SEQ, str(seq).encode())
         self.db.write(wb)
+        self.seq = seq

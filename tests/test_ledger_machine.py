@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from cashpos.refdata import governments
 from reconcile.reference import Reference
@@ -199,7 +199,6 @@ class LedgerMachine(RuleBasedStateMachine):
     def consume(self, data: st.DataObject) -> None:
         self._process(self._fetch(data, rewind=False))
 
-    @precondition(lambda self: any(self.next.values()))
     @rule(data=st.data())
     def redeliver(self, data: st.DataObject) -> None:
         """Re-fetch from an earlier offset: everything below the stored offset must be skipped."""
