@@ -6,6 +6,7 @@
     cashpos simulate     publish a realistic stream for all 243 governments
     cashpos publish F    publish events from a JSON-lines file
     cashpos dlq          list dead letters; re-publish selected ones
+    cashpos reconcile    re-fold the raw topics independently; compare with Redis and state
     cashpos schema       print the event JSON Schema
 """
 
@@ -96,6 +97,28 @@ def _dlq(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reconcile(args: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+
+    from reconcile.run import reconcile
+
+    s = load()
+    while True:
+        rep = asyncio.run(reconcile(s, [Path(d) for d in args.state]))
+        print(f"records={rep.records_in} applied={rep.applied} duplicates={rep.duplicates} "
+              f"dead_letters={rep.dead_letters} positions={rep.positions_checked} "
+              f"lagging={rep.lagging} unseeded={rep.unseeded} diff_krw={rep.diff_krw} "
+              f"seconds={rep.seconds}")
+        for d in rep.differences[:20]:
+            print(f"  DIFF {d.against} {d.org_code}/{d.account}/{d.fiscal_year}: expected "
+                  f"cash={d.expected_cash} committed={d.expected_committed}, got "
+                  f"cash={d.actual_cash} committed={d.actual_committed}")
+        if not args.every:
+            return 0 if rep.diff_krw == 0 else 1
+        time.sleep(args.every)
+
+
 def _schema(args: argparse.Namespace) -> int:
     from streams.contract import json_schema
 
@@ -134,6 +157,11 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--fixed", metavar="FILE",
                    help="JSON-lines file of corrected events to publish instead of the originals")
     d.set_defaults(fn=_dlq)
+    rc = sub.add_parser("reconcile", help="re-fold the raw topics and compare with Redis and state")
+    rc.add_argument("--state", nargs="*", default=[], metavar="DIR",
+                    help="worker state directories to compare too (opened read-only)")
+    rc.add_argument("--every", type=float, default=0, help="repeat every N seconds")
+    rc.set_defaults(fn=_reconcile)
     sub.add_parser("schema", help="print the event JSON Schema").set_defaults(fn=_schema)
     sub.add_parser("run", help="start the whole embedded stack").set_defaults(fn=_run)
     args = p.parse_args(argv)

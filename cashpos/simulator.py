@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import gc
 import math
 import random
 import time
@@ -81,7 +82,7 @@ JO: Final = 10**12  # 조원
 EOK: Final = 10**8  # 억원
 REFERENCE_EVENTS_PER_DAY: Final = 600_000  # national volume the amounts are calibrated to
 FREQ_EXPONENT: Final = 0.8  # events per government ~ budget**0.8, amount scale ~ budget**0.2
-MAX_OPEN_COMMITMENTS: Final = 200_000
+MAX_OPEN_COMMITMENTS: Final = 100_000  # ~50 MB of scheduled follow-ups at most
 REVERSAL_CANDIDATES: Final = 4096
 PRIOR_YEAR_SHARE: Final = 0.30  # receipts/direct payments carrying year-1 between 1 and 20 Jan
 DEFAULT_START: Final = dt.datetime(2026, 1, 1, tzinfo=KST)
@@ -576,10 +577,20 @@ class Simulator:
     # -- public generation -----------------------------------------------------------------
 
     def next_batch(self, n: int) -> list[bytes]:
+        """The next ``n`` events (JSON bytes), advancing the simulated clock."""
         one = self._one
-        return [one() for _ in range(n)]
+        if n < 10_000 or not gc.isenabled():
+            return [one() for _ in range(n)]
+        # Generation creates no reference cycles; pausing the cyclic GC avoids full
+        # collections re-scanning the growing result list (2x faster for 1M events).
+        gc.disable()
+        try:
+            return [one() for _ in range(n)]
+        finally:
+            gc.enable()
 
     def events(self, n: int) -> Iterator[bytes]:
+        """The next ``n`` events, lazily (same sequence as ``next_batch``)."""
         one = self._one
         for _ in range(n):
             yield one()

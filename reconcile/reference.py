@@ -52,12 +52,13 @@ class Reference:
     # (org, commitment_id) -> every accepted payment/cancel that named it, reversed or not
     consumers: dict[tuple[str, str], list[Accepted]] = field(default_factory=dict)
     outcomes: list[str] = field(default_factory=list)  # "applied" | "duplicate" | reason code
+    max_bytes: int = 8192  # the processor's MAX_EVENT_BYTES
 
     # -- input ---------------------------------------------------------------------------------
 
     def feed(self, raw: bytes, side: str | None = None, key: bytes | None = None) -> str:
         """Judge one message; returns "applied", "duplicate" or the rejection reason."""
-        checked = check_message(raw, key, side)
+        checked = check_message(raw, key, side, self.max_bytes)
         if isinstance(checked, Rejection):
             outcome = checked.reason
         else:
@@ -195,7 +196,7 @@ class Reference:
 
 
 def fold(
-    messages: Iterable[bytes | tuple],
+    messages: Iterable[bytes | tuple], max_bytes: int = 8192
 ) -> tuple[dict[PosKey, tuple[int, int]], dict[str, object]]:
     """Fold an ordered stream of messages.
 
@@ -203,8 +204,9 @@ def fold(
     ``(value, side, key)`` where side is "revenue", "expenditure" or None (topic unknown) and key
     the Kafka message key (None: not checked). Returns (positions, counts): positions maps
     (org_code, account, fiscal_year) -> (cash, committed); counts is
-    {"applied": n, "duplicate": n, "rejected": {reason: n}}.
+    {"applied": n, "duplicate": n, "rejected": {reason: n}}. ``wrong_partition`` is not judged
+    (the reference does not know partitions).
     """
-    ref = Reference()
+    ref = Reference(max_bytes=max_bytes)
     ref.feed_all(messages)
     return ref.positions(), ref.counts()

@@ -175,6 +175,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         items = await request.app.state.redis.lrange(keys.deadletters_recent, 0, limit - 1)
         return {"deadletters": [orjson.loads(i) for i in items]}
 
+    @app.get("/v1/reconciliation", summary="The last reconciliation's result (cashpos reconcile)")
+    async def last_reconciliation(request: Request) -> ORJSONResponse:
+        raw = await request.app.state.redis.get(keys.reconciliation)
+        if raw is None:
+            return ORJSONResponse({"detail": "no reconciliation has run yet"}, status_code=404)
+        return ORJSONResponse(orjson.loads(raw))
+
     @app.get("/healthz", summary="The API process is alive")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}

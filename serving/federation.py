@@ -1,4 +1,4 @@
-"""Expose the processor workers' metrics through the API's /metrics.
+"""Expose the processor workers' metrics (and the last reconciliation) through the API's /metrics.
 
 Each worker stores its Prometheus exposition in Redis every second; this collector re-emits
 those families with a bounded ``worker`` label, so one scrape of the API sees the whole service.
@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import redis
-from prometheus_client.core import Metric
+import orjson
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from cashpos.names import RedisKeys
@@ -41,3 +42,24 @@ class WorkerMetricsCollector:
                 for s in fam.samples:
                     out.add_sample(s.name, {**s.labels, "worker": worker}, s.value, s.timestamp)
         yield from merged.values()
+        yield from self._reconciliation()
+
+    def _reconciliation(self) -> Iterator[Metric]:
+        try:
+            raw = self.redis.get(self.keys.reconciliation)
+        except redis.RedisError:
+            return
+        if not raw:
+            return
+        rep = orjson.loads(raw)
+        diff = GaugeMetricFamily(
+            "cashpos_reconciliation_diff_krw",
+            "Absolute KRW difference found by the last reconciliation (0 = exact)",
+        )
+        diff.add_metric([], rep["diff_krw"])
+        yield diff
+        at = GaugeMetricFamily(
+            "cashpos_reconciliation_last_run_timestamp_seconds", "When the last reconciliation finished"
+        )
+        at.add_metric([], rep["finished_ms"] / 1000)
+        yield at

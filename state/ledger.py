@@ -124,7 +124,7 @@ class Ledger:
         key = (ev.org_code, ev.event_id)
         seen = self.journal.get(key)
         if seen is not None:
-            if seen.raw == raw or decode(seen.raw) == ev:
+            if seen.raw == raw or decode(seen.raw, max_bytes=len(seen.raw)) == ev:
                 self.changes.duplicates += 1
                 return DUPLICATE
             return self._reject("event_id_conflict", f"{ev.event_id} was applied with other content")

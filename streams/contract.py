@@ -89,7 +89,7 @@ REASONS: Final = {
 
 _MISSING = re.compile(r"missing required field `(\w+)`")
 _UNKNOWN = re.compile(r"unknown field `([^`]*)`")
-_AT = re.compile(r"at `\$\.(\w+)")
+_AT = re.compile(r" - at `\$\.(\w+)[^`]*`$")
 
 _decoder = msgspec.json.Decoder(Event, strict=True)
 _encoder = msgspec.json.Encoder()
@@ -97,9 +97,10 @@ _encoder = msgspec.json.Encoder()
 
 def _reason_for(err: msgspec.ValidationError) -> Rejection:
     msg = str(err)
-    if m := _MISSING.search(msg):
+    # Match the message's own structure only: a bad *value* quoted in it must not steer the reason.
+    if msg.startswith("Object missing required field") and (m := _MISSING.match(msg, 7)):
         return Rejection("missing_field", f"missing field `{m.group(1)}`")
-    if m := _UNKNOWN.search(msg):
+    if msg.startswith("Object contains unknown field") and (m := _UNKNOWN.match(msg, 16)):
         return Rejection("unknown_field", f"unknown field `{m.group(1)}`")
     if msg.startswith("Expected `object`"):
         return Rejection("not_object", msg)
@@ -125,6 +126,8 @@ def decode(raw: bytes, max_bytes: int = 8192) -> Event | Rejection:
         return _decoder.decode(raw)
     except msgspec.ValidationError as err:
         return _reason_for(err)
+    except UnicodeDecodeError:  # msgspec raises it for invalid UTF-8 inside a string
+        return Rejection("not_utf8", "message is not valid UTF-8")
     except msgspec.DecodeError as err:
         try:
             raw.decode("utf-8")

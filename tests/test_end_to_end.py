@@ -174,3 +174,41 @@ def test_ingest_gateway_accepts_and_refuses(e2e):
             break
         time.sleep(0.2)
     assert got == {("3000000", "general", 2026): (12_345, 0, 12_345)}
+
+
+def test_reconciliation_is_exact_and_served(e2e):
+    from reconcile.run import reconcile
+
+    _wait_for(e2e.api, EXPECTED)
+    rep = asyncio.run(reconcile(e2e.settings, [e2e.root / "state-w1"]))
+    assert rep.diff_krw == 0 and rep.differences == [], rep.differences
+    assert rep.lagging == 0 and rep.unseeded == 0
+    # counts in = applied + duplicates + dead letters
+    assert rep.records_in == rep.applied + rep.duplicates + rep.dead_letters
+    assert rep.duplicates == len(DUPLICATES)
+    body = httpx.get(f"{e2e.api}/v1/reconciliation", timeout=5).json()
+    assert body["diff_krw"] == 0 and body["records_in"] == rep.records_in
+    metrics = httpx.get(f"{e2e.api}/metrics", timeout=5).text
+    assert "cashpos_reconciliation_diff_krw 0.0" in metrics
+
+
+def test_reconciliation_detects_a_wrong_serving_value(e2e):
+    """The reconciler must be able to fail: corrupt one Redis value (same version) and look."""
+    import redis as redis_sync
+
+    from cashpos.names import RedisKeys
+    from reconcile.run import reconcile
+    from state.projection import decode_position
+
+    _wait_for(e2e.api, EXPECTED)
+    r = redis_sync.Redis.from_url(e2e.infra.redis_url)
+    key, field = RedisKeys(e2e.namespace).positions(ORG), f"{FUND}|2026"
+    original = r.hget(key, field)
+    version, body = decode_position(original)
+    try:
+        r.hset(key, field, f'{version}|{{"cash":100001,"committed":0,"last_event_ms":0}}')
+        rep = asyncio.run(reconcile(e2e.settings, publish=False))
+        assert rep.diff_krw == 1
+        assert [(d.org_code, d.account, d.against) for d in rep.differences] == [(ORG, FUND, "redis")]
+    finally:
+        r.hset(key, field, original)

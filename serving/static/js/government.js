@@ -10,6 +10,7 @@ export const name = "government";
 
 const KPIS = ["cash", "committed", "available", "spendable", "restricted", "change"];
 const FEED_MAX = 60;
+const MIN_WINDOW_S = 30;
 
 let root = null;
 let live = null;
@@ -62,7 +63,7 @@ function shell() {
     <div class="grid2">
       <section class="panel chart-panel">
         <header><h2>${esc(t("chartTitle"))}</h2><small class="muted">${esc(t("chartNote"))} · KST</small>
-          <span class="chart-legend"><i class="sw line-avail"></i>${esc(t("available"))} <i class="sw line-cash"></i>${esc(t("cash"))}</span></header>
+</header>
         <div id="gov-chart" class="chart"></div>
       </section>
       <aside class="side">
@@ -136,9 +137,9 @@ function paintAccounts(changedKeys = new Set()) {
   const html = [];
   let active = 0;
   for (const acc of gov.accounts) {
-    const mine = [...rows.values()].filter((r) => r.account === acc.code).sort((a, b) => b.fiscal_year - a.fiscal_year);
+    const mine = [...rows.values()].filter((r) => r.account === acc.account).sort((a, b) => b.fiscal_year - a.fiscal_year);
     if (!mine.length) {
-      html.push(`<tr class="idle" data-account="${esc(acc.code)}"><td><span class="acc-name">${esc(acc.name)}</span><span class="acc-code">${esc(acc.code)}</span></td>
+      html.push(`<tr class="idle" data-account="${esc(acc.account)}"><td><span class="acc-name">${esc(acc.name)}</span><span class="acc-code">${esc(acc.account)}</span></td>
         <td><span class="type type-${esc(acc.type)}">${esc(types[acc.type] || acc.type)}</span></td><td class="num muted">—</td>
         <td class="num amt" data-field="cash" data-krw="0">0</td><td class="num amt" data-field="committed" data-krw="0">0</td><td class="num amt" data-field="available" data-krw="0">0</td>
         <td class="num muted">${esc(t("noActivity"))}</td></tr>`);
@@ -149,7 +150,7 @@ function paintAccounts(changedKeys = new Set()) {
       const k = rowKey(r);
       const cls = [r.available < 0n ? "neg" : "", changedKeys.has(k) ? "flash" : ""].join(" ").trim();
       const cell = (f) => `<td class="num amt${f === "available" && r[f] < 0n ? " neg" : ""}" data-field="${f}" data-krw="${r[f]}" title="${esc(krwExact(r[f], lang))}">${esc(krw(r[f], lang))}</td>`;
-      html.push(`<tr class="${cls}" data-account="${esc(r.account)}" data-fy="${r.fiscal_year}"><td><span class="acc-name">${esc(acc.name)}</span><span class="acc-code">${esc(acc.code)}</span></td>
+      html.push(`<tr class="${cls}" data-account="${esc(r.account)}" data-fy="${r.fiscal_year}"><td><span class="acc-name">${esc(acc.name)}</span><span class="acc-code">${esc(acc.account)}</span></td>
         <td><span class="type type-${esc(acc.type)}">${esc(types[acc.type] || acc.type)}</span></td><td class="num">${r.fiscal_year}</td>
         ${cell("cash")}${cell("committed")}${cell("available")}
         <td class="num muted">${r.last_event_at ? kstTime(r.last_event_at) : "—"}</td></tr>`);
@@ -167,16 +168,16 @@ function paintFeed() {
   if (!ol) return;
   const lang = getLang();
   if (!feed.length) { ol.innerHTML = `<li class="muted empty">${esc(t("feedEmpty"))}</li>`; return; }
-  const names = new Map(gov.accounts.map((a) => [a.code, a.name]));
+  const names = new Map(gov.accounts.map((a) => [a.account, a.name]));
   ol.innerHTML = feed.map((f) => {
-    if (f.snapshot) return `<li class="feed-item sync"><time>${kstTime(f.ms)}</time><span>${esc(t("feedSnapshot"))}</span></li>`;
     const parts = f.items.map((it) => {
       const bits = [];
       if (it.dCash) bits.push(`${esc(t("cash"))} <b class="${it.dCash > 0n ? "up" : "down"}" title="${esc(krwExact(it.dCash, lang))}" data-krw="${it.dCash}">${esc(krwDelta(it.dCash, lang))}</b>`);
       if (it.dCommitted) bits.push(`${esc(t("committed"))} <b class="${it.dCommitted > 0n ? "down" : "up"}" title="${esc(krwExact(it.dCommitted, lang))}" data-krw="${it.dCommitted}">${esc(krwDelta(it.dCommitted, lang))}</b>`);
       return `<div class="feed-line" data-account="${esc(it.account)}"><span class="acc-name">${esc(names.get(it.account) || it.account)}</span> <small class="muted">${it.fy}</small> ${bits.join(" · ")}</div>`;
     }).join("");
-    return `<li class="feed-item"><time>${kstTime(f.ms)}</time><div>${parts}</div></li>`;
+    const sync = f.resumed ? `<div class="sync">${esc(t("feedSnapshot"))}</div>` : "";
+    return `<li class="feed-item${f.resumed ? " resumed" : ""}"><time>${kstTime(f.ms)}</time><div>${sync}${parts}</div></li>`;
   }).join("");
 }
 
@@ -224,12 +225,49 @@ function paintShortfall() {
 function chartData() {
   const h = store.history.get(org) || { t: [], available: [], cash: [] };
   const now = Date.now() / 1000;
-  const xs = [...h.t], av = [...h.available], ca = [...h.cash];
-  if (xs.length) { xs.push(Math.max(now, xs[xs.length - 1] + 0.001)); av.push(av[av.length - 1]); ca.push(ca[ca.length - 1]); }
-  return [xs, av, ca];
+  const xs = [...h.t], av = [...h.available];
+  if (xs.length) { xs.push(Math.max(now, xs[xs.length - 1] + 0.001)); av.push(av[av.length - 1]); }
+  return [xs, av];
 }
 
-function axisKrw(u, vals) { return vals.map((v) => (v === null ? "" : krw(BigInt(Math.round(v)), getLang()))); }
+/** Short axis labels: "6.5조" / "4,500억" / "320만"; "₩6.5tn" / "₩450bn" / "₩3.2m". */
+function axisKrw(u, vals) {
+  const en = getLang() === "en";
+  return vals.map((v) => {
+    if (v === null) return "";
+    const a = Math.abs(v), sign = v < 0 ? "−" : "";
+    if (en) {
+      if (a >= 1e12) return `${sign}₩${+(a / 1e12).toFixed(2)}tn`;
+      if (a >= 1e9) return `${sign}₩${+(a / 1e9).toFixed(1)}bn`;
+      return `${sign}₩${+(a / 1e6).toFixed(1)}m`;
+    }
+    if (a >= 1e12) return `${sign}${+(a / 1e12).toFixed(2)}조`;
+    if (a >= 1e8) return `${sign}${Math.round(a / 1e8).toLocaleString("ko-KR")}억`;
+    return `${sign}${Math.round(a / 1e4).toLocaleString("ko-KR")}만`;
+  });
+}
+
+function axisTime(u, splits) {
+  const fine = splits.length > 1 && splits[1] - splits[0] < 60;
+  return splits.map((s) => (fine ? kstTime(s * 1000) : kstTime(s * 1000).slice(0, 5)));
+}
+
+/** Shade the part of the window before the first value we have: no data, not "no change". */
+function shadeNoData(u) {
+  const xs = u.data[0];
+  if (!xs.length) return;
+  const left = u.bbox.left, x0 = Math.round(u.valToPos(xs[0], "x", true));
+  if (x0 - left < 4) return;
+  const ctx = u.ctx;
+  ctx.save();
+  ctx.fillStyle = "#f4f6f9";
+  ctx.fillRect(left, u.bbox.top, x0 - left, u.bbox.height);
+  ctx.fillStyle = "#9aa3b1";
+  ctx.font = `${12 * devicePixelRatio}px ${getComputedStyle(document.body).fontFamily}`;
+  ctx.textAlign = "center";
+  ctx.fillText(t("chartNoData"), left + (x0 - left) / 2, u.bbox.top + u.bbox.height / 2);
+  ctx.restore();
+}
 
 function makeChart() {
   const el = root.querySelector("#gov-chart");
@@ -242,16 +280,21 @@ function makeChart() {
     width, height: 260,
     tzDate: (ts) => U.tzDate(new Date(ts * 1e3), "Asia/Seoul"),
     cursor: { drag: { x: false, y: false } },
-    legend: { show: false },
-    scales: { x: { time: true }, y: { range: (u, min, max) => { const pad = Math.max(Math.abs(max - min) * 0.15, Math.abs(max) * 0.02, 1e6); return [min - pad, max + pad]; } } },
+    legend: { show: true, live: true },
+    hooks: { drawClear: [shadeNoData] },
+    scales: { x: { time: true, range: (u, min, max) => {
+      // Everything since the first value we have, plus a margin on the left that grows with it
+      // (at least 30 s), so a freshly opened page already shows a readable line.
+      const span = max - (min ?? max);
+      return [max - Math.max(MIN_WINDOW_S, span * 1.25), max];
+    } }, y: { range: (u, min, max) => { const pad = Math.max(Math.abs(max - min) * 0.25, Math.abs(max) * 0.001, 1e5); return [min - pad, max + pad]; } } },
     axes: [
-      { stroke: "#5b6473", grid: { stroke: "#eef0f3" }, ticks: { stroke: "#dfe3e8" } },
-      { stroke: "#5b6473", size: 92, values: axisKrw, grid: { stroke: "#eef0f3" }, ticks: { stroke: "#dfe3e8" } },
+      { stroke: "#5b6473", values: axisTime, space: 70, grid: { stroke: "#eef0f3" }, ticks: { stroke: "#dfe3e8" } },
+      { stroke: "#5b6473", size: 70, values: axisKrw, grid: { stroke: "#eef0f3" }, ticks: { stroke: "#dfe3e8" } },
     ],
     series: [
-      {},
-      { label: t("available"), stroke: "#1f5fbf", width: 2, fill: "rgba(31,95,191,0.08)", paths: stepped, points: { show: false } },
-      { label: t("cash"), stroke: "#8a94a6", width: 1.5, dash: [4, 3], paths: stepped, points: { show: false } },
+      { label: getLang() === "en" ? "Time (KST)" : "시각 (KST)", value: (u, v) => (v == null ? "—" : kstTime(v * 1000)) },
+      { label: t("available"), value: (u, v) => (v == null ? "—" : krw(BigInt(Math.round(v)), getLang())), stroke: "#1f5fbf", width: 2, fill: "rgba(31,95,191,0.08)", paths: stepped, points: { show: false } },
     ],
   }, chartData(), el);
   if (resizeObs) resizeObs.disconnect();
@@ -263,7 +306,7 @@ function refreshChart() { if (chart) chart.setData(chartData()); }
 
 // --- data ----------------------------------------------------------------------------------------
 
-function applyBody(body, ms, isSnapshot) {
+function applyBody(body, ms, isSnapshot, resumed = false) {
   const next = new Map((body.accounts || []).map((a) => [rowKey(a), toRow(a)]));
   const items = [];
   for (const [k, r] of next) {
@@ -271,15 +314,12 @@ function applyBody(body, ms, isSnapshot) {
     const dCash = r.cash - (p ? p.cash : 0n), dCommitted = r.committed - (p ? p.committed : 0n);
     if (dCash || dCommitted) items.push({ key: k, account: r.account, fy: r.fiscal_year, dCash, dCommitted });
   }
-  const hadRows = rows.size > 0 || store.totals.has(org);
   rows = next;
   asOf = body.as_of || asOf;
   setTotals(org, toTotals(body.totals), ms, body.last_event_at);
-  if (isSnapshot) {
-    if (hadRows && items.length) feed.unshift({ ms, snapshot: true });
-  } else if (items.length) {
-    feed.unshift({ ms, items });
-  }
+  // The first state (REST, then the stream's opening snapshot) is no "update"; a snapshot after
+  // a reconnect is: it shows what changed while we were away.
+  if (items.length && (!isSnapshot || resumed)) feed.unshift({ ms, items, resumed: isSnapshot });
   if (feed.length > FEED_MAX) feed.length = FEED_MAX;
   if (!root) return;
   paintKpis();
@@ -348,11 +388,16 @@ export async function mount(el, arg, ctx) {
   live = new LiveStream({
     org,
     on: {
-      snapshot(d) { const b = d.governments && d.governments[org]; if (b) applyBody(b, Date.now(), true); },
+      snapshot(d) {
+        const b = d.governments && d.governments[org];
+        if (b) applyBody(b, Date.now(), true, snapshots > 0);
+        snapshots += 1;
+      },
       positions(d) { const b = d.governments && d.governments[org]; if (b) applyBody(b, d.written_ms || Date.now(), false); },
       alerts: onAlert,
     },
   });
+  let snapshots = 0;
   ctx.live = live;
   live.start();
   chartTimer = setInterval(() => { refreshChart(); paintShortfall(); }, 1000);

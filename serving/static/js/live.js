@@ -84,6 +84,7 @@ export class LiveStream {
   /** Drop the connection as a network failure would, and resume (used by tests and by the
    * "reconnect" button). */
   drop(delayMs = 0) {
+    this.reconnects += 1;
     if (this.es) this.es.close();
     this.es = null;
     this.setState("reconnecting");

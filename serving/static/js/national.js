@@ -58,8 +58,8 @@ function money(el, v, lang = getLang()) {
   el.title = krwExact(v, lang);
 }
 
-function delta(el, v, lang = getLang()) {
-  el.textContent = krwDelta(v, lang);
+function delta(el, v, lang = getLang(), quietZero = false) {
+  el.textContent = quietZero && v === 0n ? "" : krwDelta(v, lang);
   el.dataset.krw = v.toString();
   el.title = `${t("change")}: ${krwExact(v, lang)}`;
   el.classList.toggle("up", v > 0n);
@@ -151,7 +151,7 @@ function shell() {
     a.innerHTML = `
       <div class="gov-top"><span class="gov-name">${esc(g.name)}</span>${g.level === "metropolitan" ? `<span class="badge">${esc(t("metro"))}</span>` : ""}<span class="gov-prov">${esc(g.province_name)}</span><span class="gov-code">${org}</span></div>
       <div class="gov-main"><span class="gov-avail amt" data-field="available"></span><span class="gov-change amt delta" data-field="change"></span></div>
-      <div class="gov-sub"><span class="lbl">${esc(t("cash"))}</span> <span class="amt" data-field="cash"></span><span class="lbl">${esc(t("committed"))}</span> <span class="amt" data-field="committed"></span></div>`;
+      <div class="gov-sub"><span class="lbl">${esc(t("cashShort"))}</span> <span class="amt" data-field="cash"></span><span class="lbl">${esc(t("committedShort"))}</span> <span class="amt" data-field="committed"></span></div>`;
     tiles.set(org, a);
   }
   for (const org of tiles.keys()) paintTile(org);
@@ -181,7 +181,7 @@ function paintTile(org) {
   money(el.querySelector('[data-field="available"]'), tt.available, lang);
   money(el.querySelector('[data-field="cash"]'), tt.cash, lang);
   money(el.querySelector('[data-field="committed"]'), tt.committed, lang);
-  delta(el.querySelector('[data-field="change"]'), changeToday(org), lang);
+  delta(el.querySelector('[data-field="change"]'), changeToday(org), lang, true);
   const cm = cov.months === null ? "—" : t("months", cov.months.toFixed(1));
   el.title = `${g.name} (${org}) · ${g.province_name}\n${t("available")}: ${krwExact(tt.available, lang)}\n${t("cash")}: ${krwExact(tt.cash, lang)}\n${t("committed")}: ${krwExact(tt.committed, lang)}\n${t("spendable")}: ${krwExact(tt.spendable, lang)}\n${t("coverage")}: ${cm}`;
 }
