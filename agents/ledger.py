@@ -17,7 +17,8 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Protocol
 
 import orjson
 import redis.asyncio as aioredis
@@ -29,7 +30,7 @@ from cashpos.metrics import ProcessorMetrics
 from cashpos.names import RedisKeys, Topics
 from cashpos.refdata import governments
 from cashpos.settings import Settings
-from state.ledger import Ledger, PosKey
+from state.ledger import Changes, Ledger, PosKey
 from state.projection import Projection
 from state.store import Store
 from streams.contract import Rejection, check_message
@@ -37,6 +38,26 @@ from streams.deadletter import DeadLetter
 from streams.topics import partition_for
 
 log = logging.getLogger("cashpos.ledger")
+
+
+class BatchHook(Protocol):
+    """Derived processing that runs inside the ledger's batch (e.g. alerting). Its state is
+    written in the same atomic write as the balances it derives from, so a crash can neither
+    lose nor repeat its effects."""
+
+    async def on_assigned(self, worker: LedgerWorker, orgs: list[str]) -> None: ...
+
+    def on_revoked(self, orgs: set[str]) -> None: ...
+
+    def after_fold(self, changes: Changes, ledger: Ledger) -> list[tuple[bytes, bytes]]:
+        """Pure: update from the batch's changes; return records for the same WriteBatch."""
+        ...
+
+    async def after_commit(self) -> None:
+        """Publish what after_fold produced (topics, Redis), after the state write."""
+        ...
+
+    async def housekeeping(self) -> None: ...
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -51,8 +72,10 @@ class _Rebalance(ConsumerRebalanceListener):
 
 
 class LedgerWorker:
-    def __init__(self, settings: Settings, metrics: ProcessorMetrics | None = None) -> None:
+    def __init__(self, settings: Settings, metrics: ProcessorMetrics | None = None,
+                 hooks: Sequence[BatchHook] = ()) -> None:
         self.settings = settings
+        self.hooks = list(hooks)
         self.topics = Topics(settings.namespace)
         self.keys = RedisKeys(settings.namespace)
         self.metrics = metrics or ProcessorMetrics()
@@ -134,6 +157,8 @@ class LedgerWorker:
             dropped = {o for o, p in self.org_partition.items() if p in gone and p not in still}
             for pk in [pk for pk in self.ledger.positions if pk[0] in dropped]:
                 del self.ledger.positions[pk]
+            for hook in self.hooks:
+                hook.on_revoked(dropped)
             self._refresh_owned()
             log.info("revoked %s", sorted(f"{tp.topic}:{tp.partition}" for tp in revoked))
 
@@ -150,9 +175,11 @@ class LedgerWorker:
                 self.replay_until[tp] = committed or 0
             before = set(self.owned_orgs)
             self._refresh_owned()
-            for org in self.owned_orgs:
-                if org not in before:
-                    self.ledger.positions.update(self.store.positions(org))
+            new = [org for org in self.owned_orgs if org not in before]
+            for org in new:
+                self.ledger.positions.update(self.store.positions(org))
+            for hook in self.hooks:
+                await hook.on_assigned(self, new)
             self.pending_seed |= set(self.owned_orgs) - before
             self.metrics.assigned_partitions.set(len(self.next_offsets))
             log.info(
@@ -221,18 +248,21 @@ class LedgerWorker:
             elif out == "applied":
                 applied_by_topic[r.topic] += 1
         changes = ledger.take_changes()
+        extra = [rec for hook in self.hooks for rec in hook.after_fold(changes, ledger)]
 
         # 1. dead letters first: a crash before the state write replays them, never loses them
         if dead:
             await self._dead_letter(dead)
         # 2. one atomic write: balances, journal, commitments, index and next offsets
         t1 = time.perf_counter()
-        self.store.commit(changes, ledger.positions, offsets)
+        self.store.commit(changes, ledger.positions, offsets, extra)
         m.state_write_seconds.observe(time.perf_counter() - t1)
         ledger.journal.clear()
         ledger.commitments.clear()
         # 3. the serving copy
         await self._project(changes.index.keys(), changes.last_event_ms, last_ts)
+        for hook in self.hooks:
+            await hook.after_commit()
 
         for topic, n in applied_by_topic.items():
             m.events_applied.labels(topic).inc(n)
@@ -331,6 +361,8 @@ class LedgerWorker:
                 if self.redis_ok:
                     log.warning("redis unavailable: %r", exc)
                 self.redis_ok = False
+        for hook in self.hooks:
+            await hook.housekeeping()
         lag: dict[str, int] = defaultdict(int)
         for tp, pos in list(self.next_offsets.items()):
             hw = self.consumer.highwater(tp)  # from fetch responses: right even on Tansu

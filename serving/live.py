@@ -44,9 +44,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from types import FrameType
 
 import orjson
 import redis.asyncio as aioredis
@@ -60,8 +63,6 @@ from cashpos.settings import Settings
 from serving.positions import _rows, iso_ms, totals
 
 log = logging.getLogger("cashpos.api.live")
-
-router = APIRouter(tags=["live"])
 
 HEARTBEAT_S = 2.0
 QUEUE_FRAMES = 256  # per client; a positions frame is one batch, a few KB at most
@@ -98,6 +99,7 @@ class Hub:
         self.last_event_ms = 0
         self.loaded = False  # the in-memory copy is complete (seeded after a (re)subscribe)
         self.live = False  # subscribed right now
+        self.closing = False  # the process is shutting down: end every stream
         self._tasks: list[asyncio.Task[None]] = []
         self._snapshots: dict[str | None, bytes] = {}  # encoded snapshot data, until the next change
 
@@ -108,15 +110,20 @@ class Hub:
             self._tasks = [asyncio.create_task(self._run(), name="sse-hub-subscriber"),
                            asyncio.create_task(self._heartbeats(), name="sse-hub-heartbeat")]
 
+    def close_streams(self) -> None:
+        """End every open stream (their clients reconnect elsewhere, or here once we are back)."""
+        self.closing = True
+        for c in list(self.clients):
+            self._offer(c, _CLOSE, force=True)
+
     async def stop(self) -> None:
+        self.close_streams()
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         self._tasks = []
-        for c in list(self.clients):
-            self._offer(c, _CLOSE, force=True)
 
     # -- clients --------------------------------------------------------------------------------
 
@@ -124,6 +131,9 @@ class Hub:
         """Add a client; returns it and, if asked and possible, its snapshot frame, taken in the
         same step (no await), so that the snapshot plus the queued frames miss nothing."""
         c = Client(org)
+        if self.closing:
+            c.queue.put_nowait(_CLOSE)
+            return c, None
         self.clients.add(c)
         self.by_org.setdefault(org, set()).add(c)
         first = None
@@ -144,9 +154,12 @@ class Hub:
 
     def _offer(self, c: Client, item: object, force: bool = False) -> None:
         """Queue one frame for a client without ever waiting. On overflow the backlog is replaced
-        by a resync marker (a snapshot supersedes it); a second overflow disconnects."""
+        by a resync marker (a snapshot supersedes it); a second overflow disconnects. ``force``
+        (with ``_CLOSE``) ends the stream even when the queue is full."""
         try:
             c.queue.put_nowait(item)
+            if item is _CLOSE:
+                self.unregister(c)
             return
         except asyncio.QueueFull:
             pass
@@ -360,6 +373,57 @@ class Hub:
                 "live": self.live,
             })
             self._fanout(_frame("heartbeat", self._ident(now), data))
+
+
+def _end_streams_on_exit_signal(app: FastAPI) -> Callable[[], None]:
+    """Chain onto the server's SIGINT/SIGTERM handlers so that a shutdown ends the open streams.
+
+    Uvicorn waits for every open response to finish before it runs the lifespan shutdown, and an
+    event stream never finishes by itself: without this, a deploy would hang until every browser
+    went away. Returns a function that puts the previous handlers back."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    loop = asyncio.get_running_loop()
+    saved: dict[int, Callable[[int, FrameType | None], object]] = {}
+
+    def close() -> None:
+        hub: Hub | None = getattr(app.state, "live_hub", None)
+        if hub is not None:
+            hub.close_streams()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        prev = signal.getsignal(sig)
+        if not callable(prev):
+            continue
+
+        def handler(signum: int, frame: FrameType | None, prev=prev) -> None:  # type: ignore[no-untyped-def]
+            loop.call_soon_threadsafe(close)
+            prev(signum, frame)
+
+        saved[sig] = prev
+        signal.signal(sig, handler)
+
+    def restore() -> None:
+        for sig, prev in saved.items():
+            signal.signal(sig, prev)
+
+    return restore
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Merged into the app's lifespan by ``include_router``."""
+    restore = _end_streams_on_exit_signal(app)
+    try:
+        yield
+    finally:
+        restore()
+        hub: Hub | None = getattr(app.state, "live_hub", None)
+        if hub is not None:
+            await hub.stop()
+
+
+router = APIRouter(tags=["live"], lifespan=lifespan)
 
 
 async def hub_for(app: FastAPI) -> Hub:

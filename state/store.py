@@ -128,7 +128,10 @@ class Store:
         changes: Changes,
         positions: dict[PosKey, Position],
         offsets: dict[tuple[str, int], int],
+        extra: Iterable[tuple[bytes, bytes]] = (),
     ) -> None:
+        """Write one batch atomically. ``extra`` are further records (e.g. alert state) that
+        must land in the same write as the balances they derive from."""
         wb = WriteBatch(raw_mode=True)
         put = wb.put
         enc = _enc.encode
@@ -144,6 +147,8 @@ class Store:
             put(_commit_key(org, cid), enc(c))
         for (topic, partition), nxt in offsets.items():
             put(_offset_key(topic, partition), str(nxt).encode())
+        for k, v in extra:
+            put(k, v)
         put(_SEQ, str(seq).encode())
         self.db.write(wb)
         self.seq = seq

@@ -22,9 +22,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from cashpos.names import RedisKeys
+from cashpos.settings import Settings
+from serving import live
 from streams.publisher import Publisher
 
-pytestmark = pytest.mark.integration
+integration = pytest.mark.integration
 
 KST = dt.timezone(dt.timedelta(hours=9))
 SEOUL = "6110000"
@@ -125,6 +127,7 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
         yield c
 
 
+@integration
 async def test_published_event_arrives_as_positions(stack, http) -> None:  # type: ignore[no-untyped-def]
     before = httpx.get(f"{stack.api}/v1/positions/{JONGNO}").json()["totals"]
     async with open_stream(http, stack.api, org=JONGNO) as one, \
@@ -151,6 +154,7 @@ async def test_published_event_arrives_as_positions(stack, http) -> None:  # typ
         assert int(hb.id.split("-")[0]) >= int(msg.id.split("-")[0])  # ids never go back
 
 
+@integration
 async def test_resume_with_last_event_id_sends_snapshot(stack, http) -> None:  # type: ignore[no-untyped-def]
     async with open_stream(http, stack.api, org=SEOUL) as s:
         await publish(stack.settings, event(SEOUL, 5_000_000_000))
@@ -181,11 +185,13 @@ async def test_resume_with_last_event_id_sends_snapshot(stack, http) -> None:  #
         assert first.event == "heartbeat"
 
 
+@integration
 async def test_unknown_government_is_404(stack, http) -> None:  # type: ignore[no-untyped-def]
     r = await http.get(f"{stack.api}/v1/stream", params={"org": "9999999"})
     assert r.status_code == 404
 
 
+@integration
 async def test_many_clients_share_one_redis_subscriber(stack, http) -> None:  # type: ignore[no-untyped-def]
     keys = RedisKeys(stack.namespace)
     n = 200
@@ -224,3 +230,28 @@ async def test_many_clients_share_one_redis_subscriber(stack, http) -> None:  # 
     finally:
         await r.aclose()
 
+
+
+async def test_slow_client_gets_a_snapshot_then_is_dropped_never_blocking_others() -> None:
+    """Fan-out never waits: a full queue is replaced by a resync marker (-> snapshot); a client
+    that overflows again before taking it is disconnected. Others are unaffected."""
+    hub = live.Hub(Settings(namespace="unit"), RedisKeys("unit"), redis=None)  # type: ignore[arg-type]
+    hub.loaded = True
+    slow, _ = hub.register(None, snapshot=False)
+    fast, _ = hub.register(None, snapshot=False)
+    for i in range(live.QUEUE_FRAMES):
+        hub._fanout(b"frame %d" % i)
+        assert fast.queue.get_nowait() == b"frame %d" % i  # the fast client keeps up
+    assert slow.queue.full()
+    hub._fanout(b"one too many")
+    assert slow.queue.qsize() == 1 and slow.queue.get_nowait() is live._RESYNC
+    assert fast.queue.get_nowait() == b"one too many"
+    assert slow in hub.clients
+    slow.queue.put_nowait(live._RESYNC)  # not yet consumed: the client is still behind
+    for i in range(live.QUEUE_FRAMES):
+        hub._fanout(b"more %d" % i)
+        fast.queue.get_nowait()
+    assert slow.queue.get_nowait() is live._CLOSE
+    assert slow not in hub.clients and fast in hub.clients
+    frame = hub.snapshot_frame(fast)
+    assert frame.startswith(b"id: 0-") and b"event: snapshot\n" in frame
