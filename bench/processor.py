@@ -37,13 +37,22 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-async def produce(settings: Settings, n: int, seed: int) -> float:
+def simulator(seed: int):  # type: ignore[no-untyped-def]
+    """A business week from Monday 09:00 at the national rate: 600k events per simulated day
+    (speed / rate = 0.144 simulated seconds per event)."""
     from cashpos.simulator import Simulator
+    from streams.contract import KST
 
-    sim = Simulator(seed=seed, speed=3600.0, rate=1e9)
+    import datetime as dt
+
+    return Simulator(seed=seed, start=dt.datetime(2026, 11, 16, 9, 0, tzinfo=KST), speed=144.0, rate=1000.0)
+
+
+async def produce(settings: Settings, n: int, seed: int) -> float:
+    sim = simulator(seed)
     t = time.perf_counter()
     async with Publisher(settings, linger_ms=20) as pub:
-        sent = 0
+        sent = await pub.send_many(sim.opening_balances())
         while sent < n:
             batch = sim.next_batch(min(50_000, n - sent))
             sent += await pub.send_many(batch)

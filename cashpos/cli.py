@@ -50,10 +50,17 @@ def _simulate(args: argparse.Namespace) -> int:
     s = load()
 
     async def main() -> int:
+        import datetime as dt
+
+        from streams.contract import KST
+
         await ensure_topics(s)
-        sim = Simulator(seed=args.seed, speed=args.speed, rate=args.rate)
+        start = dt.datetime.fromisoformat(args.start) if args.start else dt.datetime.now(KST)
+        sim = Simulator(seed=args.seed, speed=args.speed, rate=args.rate, start=start,
+                        id_prefix=f"sim-{args.seed}-{int(start.timestamp())}")
         async with Publisher(s) as pub:
-            return await run(pub, sim, total=args.total)
+            opening = 0 if args.no_opening_balances else await pub.send_many(sim.opening_balances())
+            return opening + await run(pub, sim, total=args.total)
 
     n = asyncio.run(main())
     print(f"published {n} events")
@@ -145,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     sim.add_argument("--rate", type=float, default=50.0, help="events per wall second")
     sim.add_argument("--speed", type=float, default=60.0, help="simulated seconds per wall second")
     sim.add_argument("--total", type=int, default=None, help="stop after this many events")
+    sim.add_argument("--start", help="simulated start time, ISO 8601 (default: now, Korea time)")
+    sim.add_argument("--no-opening-balances", action="store_true",
+                     help="do not first publish each account's opening cash")
     sim.set_defaults(fn=_simulate)
     pub = sub.add_parser("publish", help="publish events from a JSON-lines file")
     pub.add_argument("file")

@@ -517,6 +517,31 @@ class Simulator:
                         pairs.append((a, b))
             self._transfers.append(pairs)
 
+    # Cash held at the start, as a share of the annual budget, by account type: demand deposits
+    # are kept small (DOMAIN.md), funds and special accounts hold their reserves.
+    _OPENING_SHARE: Final = {"general": 0.06, "enterprise": 0.04, "special": 0.01, "fund": 0.008,
+                             "custody": 0.004}
+
+    def opening_balances(self) -> list[bytes]:
+        """One receipt per (government, account) carrying the cash held when the stream starts
+        (cash = opening + receipts - payments), dated one second before ``start``."""
+        t = self.start.timestamp() - 1
+        ts, _ = self._stamp(t)
+        local = dt.datetime.fromtimestamp(t, KST)
+        out = []
+        rnd = random.Random(f"cashpos-opening:{self.seed}")
+        for g, budget in zip(governments().values(), self._budgets):
+            for a in g.accounts:
+                share = self._OPENING_SHARE.get(a.type, 0.005) * (0.5 + rnd.random())
+                amount = max(1, min(MAX_AMOUNT, int(budget * share)))
+                out.append(orjson.dumps({
+                    "event_id": f"{self.prefix}-open-{g.org_code}-{a.code}",
+                    "org_code": g.org_code, "account": a.code, "fiscal_year": local.year,
+                    "kind": "receipt", "amount": amount, "occurred_at": ts,
+                    "source": "opening-balance", "category": "other",
+                }))
+        return out
+
     def _year(self, year: int) -> _Year:
         y = self._years.get(year)
         if y is None:

@@ -18,7 +18,7 @@ import redis
 
 from cashpos.names import RedisKeys
 from cashpos.refdata import governments
-from cashpos.simulator import Simulator
+from bench.processor import simulator as bench_simulator
 from reconcile.reference import Reference
 from state.projection import decode_position
 from streams.contract import side_of
@@ -71,7 +71,8 @@ def crash_stack(infra, tmp_path):
 
 def test_kill9_mid_stream_then_restart_is_exact(crash_stack: Stack):
     s = crash_stack
-    raws = Simulator(seed=11, speed=600.0, rate=1e9).next_batch(N)
+    sim = bench_simulator(11)
+    raws = sim.opening_balances() + sim.next_batch(N)
     s.start_worker("w1")
     s.start_api()
     s.wait_ready()

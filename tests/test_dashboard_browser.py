@@ -176,6 +176,18 @@ async def test_national_view_shows_summary_numbers(stack, seeded, page) -> None:
     assert re.fullmatch(r"갱신 \d+\.\d초 전", await page.locator("#fresh").inner_text())
     assert "KST" in await page.locator("#clock").inner_text()
 
+    # Money beyond 2^53 stays exact (BigInt), and the Korean units read as a person writes them.
+    got = await page.evaluate("""async () => {
+        const f = await import('./js/format.js');
+        const big = f.parseJSON('{"a": 9007199254740993, "b": [12345678901234567], "c": 5}');
+        return [typeof big.a, big.a.toString(), big.b[0].toString(), big.c,
+                f.krwKo(1234500000000n), f.krwKo(1000000000000n), f.krwKo(-234500000000),
+                f.krwKo(32100000), f.krwKo(12345678901234567n), f.krwExact(12345678901234567n, 'ko')];
+    }""")
+    assert got == ["bigint", "9007199254740993", "12345678901234567", 5,
+                   "1조 2,345억원", "1조원", "−2,345억원", "3,210만원", "12,345조 6,789억원",
+                   "12,345,678,901,234,567원"]
+
     ARTIFACTS.mkdir(exist_ok=True)
     await page.screenshot(path=str(ARTIFACTS / "dashboard-national.png"))
     await page.screenshot(path=str(ARTIFACTS / "dashboard-national-full.png"), full_page=True)

@@ -324,3 +324,22 @@ def test_run_clock_pacing_follows_simulated_time() -> None:
     assert [o["occurred_at"] for o in events] == sorted(o["occurred_at"] for o in events)
     with pytest.raises(ValueError):
         asyncio.run(run(pub, sim, total=1, pace="bogus"))
+
+
+def test_opening_balances_cover_every_account_once_and_conform():
+    from cashpos.refdata import governments
+    from streams.contract import Rejection, check_message
+
+    sim = Simulator(seed=5, start=dt.datetime(2026, 11, 20, 9, 0, tzinfo=KST))
+    raws = sim.opening_balances()
+    seen = set()
+    for raw in raws:
+        ev = check_message(raw, orjson.loads(raw)["org_code"].encode(), "revenue")
+        assert not isinstance(ev, Rejection), ev
+        assert ev.kind == "receipt" and ev.amount >= 1 and ev.fiscal_year == 2026
+        seen.add((ev.org_code, ev.account))
+    assert seen == {(g.org_code, a.code) for g in governments().values() for a in g.accounts}
+    assert len(raws) == len(seen)
+    # Seoul's general account opens larger than 울릉군's: sized by budget, not uniform
+    amount = {(orjson.loads(r)["org_code"], orjson.loads(r)["account"]): orjson.loads(r)["amount"] for r in raws}
+    assert amount[("6110000", "general")] > 20 * amount[("5260000", "general")]

@@ -23,6 +23,14 @@ let asOf = null;
 let chart = null;
 let chartTimer = null;
 let resizeObs = null;
+let shellCtx = null;
+
+function crumbs(ctx) {
+  const g = store.govs.get(org);
+  ctx.crumbs(g.level === "metropolitan"
+    ? [{ label: t("nation"), href: "#/" }, { label: g.name }]
+    : [{ label: t("nation"), href: "#/" }, { label: g.province_name, href: `#/gov/${g.province_code}` }, { label: g.name }]);
+}
 
 function money(el, v, lang = getLang()) {
   el.textContent = krw(v, lang);
@@ -230,20 +238,24 @@ function chartData() {
   return [xs, av];
 }
 
-/** Short axis labels: "6.5조" / "4,500억" / "320만"; "₩6.5tn" / "₩450bn" / "₩3.2m". */
+/** Axis labels with just enough precision for the tick step: "1.25조" / "4,500억" / "1,118.5억";
+ * "₩1.25tn" / "₩111.85bn". */
 function axisKrw(u, vals) {
   const en = getLang() === "en";
+  const step = vals.length > 1 ? Math.abs(vals[1] - vals[0]) : Math.abs(vals[0] || 1);
+  const digits = (unit) => Math.min(4, Math.max(0, Math.ceil(-Math.log10(step / unit) - 1e-9)));
   return vals.map((v) => {
     if (v === null) return "";
     const a = Math.abs(v), sign = v < 0 ? "−" : "";
+    const fmt = (unit) => (a / unit).toLocaleString(en ? "en-US" : "ko-KR", { minimumFractionDigits: digits(unit), maximumFractionDigits: digits(unit) });
     if (en) {
-      if (a >= 1e12) return `${sign}₩${+(a / 1e12).toFixed(2)}tn`;
-      if (a >= 1e9) return `${sign}₩${+(a / 1e9).toFixed(1)}bn`;
-      return `${sign}₩${+(a / 1e6).toFixed(1)}m`;
+      if (a >= 1e12 && step >= 1e10) return `${sign}₩${fmt(1e12)}tn`;
+      if (a >= 1e9 && step >= 1e6) return `${sign}₩${fmt(1e9)}bn`;
+      return `${sign}₩${fmt(1e6)}m`;
     }
-    if (a >= 1e12) return `${sign}${+(a / 1e12).toFixed(2)}조`;
-    if (a >= 1e8) return `${sign}${Math.round(a / 1e8).toLocaleString("ko-KR")}억`;
-    return `${sign}${Math.round(a / 1e4).toLocaleString("ko-KR")}만`;
+    if (a >= 1e12 && step >= 1e10) return `${sign}${fmt(1e12)}조`;
+    if (a >= 1e8 && step >= 1e4) return `${sign}${fmt(1e8)}억`;
+    return `${sign}${fmt(1e4)}만`;
   });
 }
 
@@ -365,10 +377,8 @@ export async function mount(el, arg, ctx) {
       ctx.crumbs([{ label: t("nation"), href: "#/" }, { label: org }]);
       return;
     }
-    const g = store.govs.get(org);
-    ctx.crumbs(g.level === "metropolitan"
-      ? [{ label: t("nation"), href: "#/" }, { label: g.name }]
-      : [{ label: t("nation"), href: "#/" }, { label: g.province_name, href: `#/gov/${g.province_code}` }, { label: g.name }]);
+    shellCtx = ctx;
+    crumbs(ctx);
     gov = await getJSON(`v1/governments/${org}`);
     try {
       const pos = await getJSON(`v1/positions/${org}`);
@@ -414,4 +424,8 @@ export function unmount() {
   root = null;
 }
 
-export function relabel() { if (root && gov) shell(); }
+export function relabel() {
+  if (!root || !gov) return;
+  if (shellCtx) crumbs(shellCtx);
+  shell();
+}

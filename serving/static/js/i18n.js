@@ -86,7 +86,7 @@ const STRINGS = {
   en: {
     title: "Local Government Cash Positions",
     subtitle: "243 local governments · live treasury balances",
-    nation: "Nation",
+    nation: "National",
     cash: "Cash",
     cashHelp: "Balance at the designated bank (receipts − payments)",
     cashShort: "Cash",
@@ -102,7 +102,7 @@ const STRINGS = {
     change: "Change today",
     changeHelp: "Change of available funds today: against the first value this browser saw today (since 00:00 Korea time). Changes before the page was first opened are not included.",
     coverage: "Months covered",
-    governments: "governments",
+    governments: "Governments",
     govCount: (n) => `${n}`,
     search: "Search name or code",
     sort: "Sort",

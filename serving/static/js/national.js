@@ -17,6 +17,7 @@ let live = null;
 let tiles = new Map(); // org -> tile element
 let sections = new Map(); // province code -> section element
 let layoutTimer = null;
+let shellCtx = null;
 const ui = loadUi();
 
 function loadUi() {
@@ -149,7 +150,7 @@ function shell() {
     a.dataset.org = org;
     a.href = `#/gov/${org}`;
     a.innerHTML = `
-      <div class="gov-top"><span class="gov-name">${esc(g.name)}</span>${g.level === "metropolitan" ? `<span class="badge">${esc(t("metro"))}</span>` : ""}<span class="gov-prov">${esc(g.province_name)}</span><span class="gov-code">${org}</span></div>
+      <div class="gov-top"><span class="gov-name">${esc(g.name)}</span>${g.level === "metropolitan" ? `<span class="badge">${esc(t("metro"))}</span>` : ""}${g.level === "metropolitan" ? "" : `<span class="gov-prov">${esc(g.province_name)}</span>`}<span class="gov-code">${org}</span></div>
       <div class="gov-main"><span class="gov-avail amt" data-field="available"></span><span class="gov-change amt delta" data-field="change"></span></div>
       <div class="gov-sub"><span class="lbl">${esc(t("cashShort"))}</span> <span class="amt" data-field="cash"></span><span class="lbl">${esc(t("committedShort"))}</span> <span class="amt" data-field="committed"></span></div>`;
     tiles.set(org, a);
@@ -284,6 +285,7 @@ export async function mount(el, _arg, ctx) {
   root = el;
   root.className = "view national";
   root.innerHTML = `<div class="loading">…</div>`;
+  shellCtx = ctx;
   ctx.crumbs([{ label: t("nation") }]);
   live = new LiveStream({
     on: {
@@ -329,5 +331,6 @@ export function unmount() {
 }
 
 export function relabel() {
+  if (shellCtx) shellCtx.crumbs([{ label: t("nation") }]);
   if (root && tiles.size) shell();
 }
