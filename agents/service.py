@@ -4,18 +4,24 @@ from __future__ import annotations
 
 from mode import Service
 
+from agents.alerting import AlertingHook, ensure_alert_topic
 from agents.ledger import LedgerWorker
 from cashpos.app import app, settings
+from cashpos.metrics import ProcessorMetrics
 from streams.topics import ensure_topics
 
 
 @app.service
 class LedgerService(Service):
     worker: LedgerWorker
+    alerting: AlertingHook
 
     async def on_start(self) -> None:
         await ensure_topics(settings)
-        self.worker = LedgerWorker(settings)
+        await ensure_alert_topic(settings)
+        metrics = ProcessorMetrics()
+        self.alerting = AlertingHook(settings, metrics)  # alerts, in the ledger's atomic batch
+        self.worker = LedgerWorker(settings, metrics, hooks=[self.alerting])
         await self.worker.start()
 
     @Service.task
@@ -24,3 +30,4 @@ class LedgerService(Service):
 
     async def on_stop(self) -> None:
         await self.worker.stop()
+        await self.alerting.stop()

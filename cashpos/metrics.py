@@ -71,6 +71,26 @@ class ProcessorMetrics:
             "cashpos_rebuild_records_total",
             "Records re-folded while catching up to the group's committed offset", registry=r,
         )
+        self.alerts_raised = Counter(
+            "cashpos_alerts_raised_total", "Alerts raised (published)", ["rule"], registry=r
+        )
+        self.alerts_resolved = Counter(
+            "cashpos_alerts_resolved_total", "Alerts resolved (published)", ["rule"], registry=r
+        )
+        self.alerts_open = Gauge(
+            "cashpos_alerts_open", "Alerts currently raised or acknowledged", ["rule"], registry=r
+        )
+        self.alert_publish_errors = Counter(
+            "cashpos_alert_publish_errors_total",
+            "Failed attempts to publish alert changes (kept in the outbox and retried)", registry=r
+        )
+        self.alert_errors = Counter(
+            "cashpos_alert_evaluation_errors_total", "Batches whose alert evaluation failed", registry=r
+        )
+        self.alert_webhook = Counter(
+            "cashpos_alert_webhook_deliveries_total",
+            "Alert webhook deliveries by outcome (delivered, failed, dropped)", ["outcome"], registry=r
+        )
 
 
 class ApiMetrics:
@@ -92,4 +112,7 @@ class ApiMetrics:
         )
         self.sse_connections = Gauge(
             "cashpos_api_sse_connections", "Open server-sent-event streams", registry=r
+        )
+        self.alerts_acknowledged = Counter(
+            "cashpos_api_alerts_acknowledged_total", "Alerts acknowledged through the API", registry=r
         )

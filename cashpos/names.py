@@ -29,6 +29,11 @@ class Topics:
         return f"{self.namespace}.events.deadletter"
 
     @property
+    def alerts(self) -> str:
+        """Alert changes (raised, updated, acknowledged, resolved) as JSON, keyed by org_code."""
+        return f"{self.namespace}.alerts"
+
+    @property
     def sources(self) -> tuple[str, str]:
         """The two input topics, co-partitioned by org_code."""
         return (self.revenue, self.expenditure)
@@ -86,18 +91,32 @@ class RedisKeys:
 
     @property
     def alerts_open(self) -> str:
+        """Hash: alert id -> ``{rev}|{json}`` of every raised (or acknowledged) alert."""
         return f"{self.namespace}:alerts:open"
 
     @property
     def alerts_recent(self) -> str:
+        """Hash: alert id -> ``{rev}|{json}`` of recently resolved alerts (capped)."""
         return f"{self.namespace}:alerts:recent"
 
     @property
+    def alerts_recent_order(self) -> str:
+        """Sorted set: resolved alert ids by resolution time (ms), to cap ``alerts_recent``."""
+        return f"{self.namespace}:alerts:recent:order"
+
+    @property
+    def alerts_acks(self) -> str:
+        """Hash: alert id -> ``{"by", "at_ms"}``, the first acknowledgement of each alert."""
+        return f"{self.namespace}:alerts:acks"
+
+    @property
     def alerts_channel(self) -> str:
+        """Pub/sub channel: one JSON message per alert change."""
         return f"{self.namespace}:alerts:stream"
 
     @property
     def thresholds(self) -> str:
+        """Hash: ``{org}|{account}`` (account ``*``: all) -> JSON threshold override."""
         return f"{self.namespace}:thresholds"
 
 

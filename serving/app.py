@@ -24,6 +24,7 @@ from cashpos.metrics import ApiMetrics
 from cashpos.names import RedisKeys, Topics
 from cashpos.refdata import Government, governments
 from cashpos.settings import Settings, load
+from serving.alerts import router as alerts_router
 from serving.federation import WorkerMetricsCollector
 from serving.ingest import router as ingest_router
 from serving.positions import STALE_AFTER_MS, NotReady, PositionReader
@@ -201,6 +202,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(ingest_router)
+    app.include_router(alerts_router)
     try:  # the live dashboard stream (serving/live.py) and pages, when present
         from serving.live import router as live_router
 

@@ -74,12 +74,16 @@ class Journal(msgspec.Struct, array_like=True):
     source: tuple[str, int, int] | None = None  # topic, partition, offset
 
 
+_enc = msgspec.msgpack.Encoder()
+_dec_journal = msgspec.msgpack.Decoder(Journal)
+
+
 @dataclass(slots=True)
 class Changes:
     """What one batch changed: the store writes exactly this, atomically with the offsets.
     The changed positions are the keys of ``index``."""
 
-    journal: dict[EventKey, Journal] = field(default_factory=dict)
+    journal: dict[EventKey, Journal | bytes] = field(default_factory=dict)
     commitments: dict[CommitKey, Commitment] = field(default_factory=dict)
     # per changed position: [(occurred_ms, event_id, cash delta, committed delta), ...]
     index: dict[PosKey, list[tuple[int, str, int, int]]] = field(default_factory=dict)
@@ -89,16 +93,20 @@ class Changes:
     last_event_ms: int = 0
 
 
-def _ms(ev: Event) -> int:
-    return int(ev.occurred_at.timestamp() * 1000)
-
-
 @dataclass(slots=True)
 class Ledger:
     positions: dict[PosKey, Position] = field(default_factory=dict)
-    journal: dict[EventKey, Journal] = field(default_factory=dict)
+    # Journal entries as stored (msgpack bytes, decoded only when a duplicate or a reversal
+    # needs one) or as Journal objects; the store writes bytes as they are.
+    journal: dict[EventKey, Journal | bytes] = field(default_factory=dict)
     commitments: dict[CommitKey, Commitment] = field(default_factory=dict)
     changes: Changes = field(default_factory=Changes)
+
+    def entry(self, key: EventKey) -> Journal | None:
+        v = self.journal.get(key)
+        if v.__class__ is bytes:
+            v = self.journal[key] = _dec_journal.decode(v)  # type: ignore[arg-type]
+        return v  # type: ignore[return-value]
 
     @staticmethod
     def wants(events: list[Event]) -> tuple[set[EventKey], set[CommitKey]]:
@@ -121,35 +129,33 @@ class Ledger:
 
     def update(self, ev: Event, raw: bytes, source: tuple[str, int, int] | None = None) -> Outcome:
         """Apply one validated event. Returns APPLIED, DUPLICATE or a Rejection; never raises."""
-        key = (ev.org_code, ev.event_id)
-        seen = self.journal.get(key)
+        org = ev.org_code
+        key = (org, ev.event_id)
+        seen = self.entry(key) if key in self.journal else None
         if seen is not None:
             if seen.raw == raw or decode(seen.raw, max_bytes=len(seen.raw)) == ev:
                 self.changes.duplicates += 1
                 return DUPLICATE
             return self._reject("event_id_conflict", f"{ev.event_id} was applied with other content")
-        if ev.reverses is not None:
-            result = self._reversal(ev)
-        else:
-            result = self._original(ev)
-        if isinstance(result, Rejection):
+        kind = ev.kind
+        ms = int(ev.occurred_at.timestamp() * 1000)
+        if ev.reverses is None and (kind == "receipt" or (kind == "payment" and ev.commitment_id is None)):
+            # Fast path for the bulk of the stream: one cash effect, no commitment, and the
+            # journal entry encoded straight from a tuple in Journal's field order.
+            amt = ev.amount
+            effects: list[Effect] = [(ev.account, ev.fiscal_year, amt if kind == "receipt" else -amt, 0)]
+            self._post(org, ev.event_id, effects, ms, _enc.encode(
+                (raw, kind, ev.account, ev.fiscal_year, amt, ms, effects, None, 0, None, None, source)
+            ))
+            return APPLIED
+        result = self._reversal(ev) if ev.reverses is not None else self._original(ev)
+        if result.__class__ is Rejection:
             self.changes.rejected += 1
-            return result
-        effects, released = result
-        entry = Journal(
-            raw=raw,
-            kind=ev.kind,
-            account=ev.account,
-            fiscal_year=ev.fiscal_year,
-            amount=ev.amount,
-            occurred_ms=_ms(ev),
-            effects=effects,
-            commitment_id=ev.commitment_id,
-            released=released,
-            reverses=ev.reverses,
-            source=source,
-        )
-        self._post(ev.org_code, ev.event_id, entry)
+            return result  # type: ignore[return-value]
+        effects, released = result  # type: ignore[misc]
+        entry = Journal(raw, kind, ev.account, ev.fiscal_year, ev.amount, ms, effects,
+                        ev.commitment_id, released, ev.reverses, None, source)
+        self._post(org, ev.event_id, effects, ms, entry)
         return APPLIED
 
     def _reject(self, reason: str, detail: str) -> Rejection:
@@ -192,7 +198,7 @@ class Ledger:
 
     def _reversal(self, ev: Event) -> tuple[list[Effect], int] | Rejection:
         ok = (ev.org_code, ev.reverses or "")
-        orig = self.journal.get(ok)
+        orig = self.entry(ok)
         if orig is None:
             return Rejection("unknown_reversal_target", f"no applied event {ev.reverses}")
         if orig.reversed_by is not None:
@@ -234,12 +240,11 @@ class Ledger:
         self.commitments[ck] = c
         self.changes.commitments[ck] = c
 
-    def _post(self, org: str, event_id: str, entry: Journal) -> None:
+    def _post(self, org: str, event_id: str, effects: list[Effect], ms: int, entry: Journal | bytes) -> None:
         ch = self.changes
-        ms = entry.occurred_ms
         positions = self.positions
         index = ch.index
-        for account, fy, dc, dm in entry.effects:
+        for account, fy, dc, dm in effects:
             pk = (org, account, fy)
             pos = positions.get(pk)
             if pos is None:

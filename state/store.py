@@ -112,9 +112,10 @@ class Store:
         """Load what a batch may read into the fold's dicts (one multi-get each)."""
         ek = [k for k in ev_keys if k not in ledger.journal]
         if ek:
-            for k, raw in zip(ek, self.db[[_journal_key(*k) for k in ek]]):
+            journal = ledger.journal
+            for k, raw in zip(ek, self.db[[f"j\0{o}\0{e}".encode() for o, e in ek]]):
                 if raw is not None:
-                    ledger.journal[k] = _dec_journal.decode(raw)
+                    journal[k] = raw  # decoded by the fold only if it needs it
         ck = [k for k in c_keys if k not in ledger.commitments]
         if ck:
             for k, raw in zip(ck, self.db[[_commit_key(*k) for k in ck]]):
@@ -142,7 +143,7 @@ class Store:
             put(f"p\0{org}\0{account}\0{fy}".encode(), enc((p.cash, p.committed, p.version, p.last_event_ms)))
             put(f"i\0{org}\0{account}\0{fy}\0{seq:012d}".encode(), enc(rows))
         for (org, eid), entry in changes.journal.items():
-            put(f"j\0{org}\0{eid}".encode(), enc(entry))
+            put(f"j\0{org}\0{eid}".encode(), entry if entry.__class__ is bytes else enc(entry))
         for (org, cid), c in changes.commitments.items():
             put(_commit_key(org, cid), enc(c))
         for (topic, partition), nxt in offsets.items():

@@ -1,0 +1,177 @@
+"""Alerts over HTTP: ``GET /v1/alerts``, ``POST /v1/alerts/{id}/ack`` and ``/v1/thresholds``.
+
+Reads Redis only (``state.alert_projection``); the workers raise and resolve alerts. An
+acknowledgement is recorded in Redis (first one wins) and published to the alerts topic and the
+live channel. Threshold overrides are stored in Redis (``keys.thresholds``) and picked up by the
+workers within about a second, without a restart.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import msgspec
+import orjson
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import ORJSONResponse
+
+from cashpos.refdata import governments
+from state.alert_projection import AlertProjection
+from state.alerts import RULES, AlertConfig, Override, Resolver, decode_overrides, load_config, override_field
+
+router = APIRouter(tags=["alerts"])
+
+_STATES = {
+    "open": ("raised", "acknowledged"), "raised": ("raised",), "acknowledged": ("acknowledged",),
+    "resolved": ("resolved",), "all": ("raised", "acknowledged", "resolved"),
+}
+_SEVERITY_RANK = {"critical": 0, "warning": 1, "info": 2}
+
+
+class AckBody(msgspec.Struct, forbid_unknown_fields=True):
+    by: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+
+
+def _projection(request: Request) -> AlertProjection:
+    st = request.app.state
+    p: AlertProjection | None = getattr(st, "alert_projection", None)
+    if p is None or p.redis is not st.redis:
+        p = st.alert_projection = AlertProjection(st.redis, st.keys, _config(request).operational.recent_keep)
+    return p
+
+
+def _config(request: Request) -> AlertConfig:
+    st = request.app.state
+    cfg: AlertConfig | None = getattr(st, "alert_config", None)
+    if cfg is None:
+        import os
+
+        cfg = st.alert_config = load_config(os.environ.get("CASHPOS_ALERT_CONFIG") or None)
+    return cfg
+
+
+def _unprocessable(detail: str) -> ORJSONResponse:
+    return ORJSONResponse({"detail": detail}, status_code=422)
+
+
+@router.get("/v1/alerts", summary="Alerts, newest first (default: the open ones)")
+async def list_alerts(
+    request: Request,
+    org: str | None = Query(None, description="one government (7-digit code)"),
+    province: str | None = Query(None, description="province (광역) code or name"),
+    rule: str | None = Query(None, description="|".join(RULES)),
+    state: str = Query("open", description="open (raised or acknowledged) | raised | acknowledged | resolved | all"),
+    limit: int = Query(500, ge=1, le=5000),
+) -> ORJSONResponse:
+    if org is not None and org not in governments():
+        raise HTTPException(404, f"unknown government {org}")
+    if rule is not None and rule not in RULES:
+        return _unprocessable(f"rule must be one of {', '.join(RULES)}")
+    states = _STATES.get(state)
+    if states is None:
+        return _unprocessable(f"state must be one of {', '.join(_STATES)}")
+    alerts = await _projection(request).list(open_="resolved" != state, resolved=state in ("resolved", "all"))
+    out = [a for a in alerts if a.get("state") in states
+           and (org is None or a.get("org_code") == org)
+           and (rule is None or a.get("rule") == rule)
+           and (province is None or province in (a.get("province_code"), a.get("province_name")))]
+    out.sort(key=lambda a: (a.get("state") == "resolved",
+                            _SEVERITY_RANK.get(str(a.get("severity")), 3),
+                            -int(a.get("resolved_ms") or a.get("raised_ms") or 0)))  # type: ignore[call-overload]
+    return ORJSONResponse({"alerts": out[:limit], "count": len(out)})
+
+
+@router.get("/v1/alerts/{alert_id}", summary="One alert (open or recently resolved)")
+async def get_alert(request: Request, alert_id: str) -> ORJSONResponse:
+    a = await _projection(request).get(alert_id)
+    if a is None:
+        raise HTTPException(404, f"no alert {alert_id}")
+    return ORJSONResponse(a)
+
+
+@router.post(
+    "/v1/alerts/{alert_id}/ack",
+    summary="Acknowledge an open alert: body {\"by\": name}",
+    responses={404: {"description": "no such alert"}, 409: {"description": "already resolved"}},
+)
+async def acknowledge(request: Request, alert_id: str) -> ORJSONResponse:
+    try:
+        body = msgspec.json.decode(await request.body(), type=AckBody)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        return _unprocessable(str(exc))
+    proj = _projection(request)
+    outcome, alert = await proj.acknowledge(alert_id, body.by, int(time.time() * 1000))
+    if outcome == "unknown":
+        raise HTTPException(404, f"no alert {alert_id}")
+    if outcome == "resolved":
+        return ORJSONResponse({"detail": "the alert is already resolved", "alert": alert}, status_code=409)
+    assert alert is not None
+    if outcome == "acknowledged":
+        alert["change"] = "acknowledged"
+        msg = orjson.dumps(alert)
+        st = request.app.state
+        try:
+            await st.producer.send_and_wait(st.topics.alerts, msg,
+                                            key=str(alert.get("org_code") or "").encode())
+        except Exception as exc:
+            await proj.unacknowledge(alert_id)
+            return ORJSONResponse({"detail": f"could not publish the acknowledgement: {exc!r}"},
+                                  status_code=503, headers={"Retry-After": "1"})
+        await st.redis.publish(st.keys.alerts_channel, msg)
+        metrics = getattr(st, "metrics", None)
+        if metrics is not None and hasattr(metrics, "alerts_acknowledged"):
+            metrics.alerts_acknowledged.inc()
+    return ORJSONResponse(alert)
+
+
+# -- thresholds -------------------------------------------------------------------------------
+
+
+def _check_target(org_code: str, account: str) -> None:
+    g = governments().get(org_code)
+    if g is None:
+        raise HTTPException(404, f"unknown government {org_code}")
+    if account != "*" and account not in g.account_codes:
+        raise HTTPException(404, f"{org_code} has no account {account}")
+
+
+async def _thresholds_body(request: Request, org_code: str, account: str) -> dict[str, object]:
+    st = request.app.state
+    raw = await st.redis.hgetall(st.keys.thresholds)
+    overrides = decode_overrides(raw)
+    eff = Resolver(_config(request), overrides).get(org_code, account)
+    ov = overrides.get((org_code, account))
+    return {"org_code": org_code, "account": account, "effective": msgspec.to_builtins(eff),
+            "override": msgspec.to_builtins(ov) if ov is not None else None}
+
+
+@router.get("/v1/thresholds/{org_code}/{account}",
+            summary="Effective alert thresholds of one account (account * = government-wide)")
+async def get_thresholds(request: Request, org_code: str, account: str) -> ORJSONResponse:
+    _check_target(org_code, account)
+    return ORJSONResponse(await _thresholds_body(request, org_code, account))
+
+
+@router.put(
+    "/v1/thresholds/{org_code}/{account}",
+    summary="Set (replace) the threshold override of one account; takes effect within seconds",
+    responses={422: {"description": "invalid: integers only, positive amounts and days"}},
+)
+async def put_thresholds(request: Request, org_code: str, account: str) -> ORJSONResponse:
+    _check_target(org_code, account)
+    try:
+        ov = msgspec.json.decode(await request.body(), type=Override)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        return _unprocessable(str(exc))
+    st = request.app.state
+    await st.redis.hset(st.keys.thresholds, override_field(org_code, account), msgspec.json.encode(ov))
+    return ORJSONResponse(await _thresholds_body(request, org_code, account))
+
+
+@router.delete("/v1/thresholds/{org_code}/{account}", summary="Remove the override of one account")
+async def delete_thresholds(request: Request, org_code: str, account: str) -> ORJSONResponse:
+    _check_target(org_code, account)
+    st = request.app.state
+    await st.redis.hdel(st.keys.thresholds, override_field(org_code, account))
+    return ORJSONResponse(await _thresholds_body(request, org_code, account))
