@@ -93,6 +93,7 @@ class LedgerWorker:
         self._lock = asyncio.Lock()
         self._stopping = False
         self._last_housekeeping = 0.0
+        self._last_flush = time.monotonic()
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
         self.redis: aioredis.Redis | None = None
@@ -370,6 +371,9 @@ class LedgerWorker:
                 self.redis_ok = False
         for hook in self.hooks:
             await hook.housekeeping()
+        if now - self._last_flush >= self.settings.state_flush_seconds:
+            self.store.flush()  # in the background; bounds the replay after a crash
+            self._last_flush = now
         lag: dict[str, int] = defaultdict(int)
         for tp, pos in list(self.next_offsets.items()):
             hw = self.consumer.highwater(tp)  # from fetch responses: right even on Tansu

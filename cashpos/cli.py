@@ -58,6 +58,17 @@ def _simulate(args: argparse.Namespace) -> int:
         start = dt.datetime.fromisoformat(args.start) if args.start else dt.datetime.now(KST)
         sim = Simulator(seed=args.seed, speed=args.speed, rate=args.rate, start=start,
                         id_prefix=f"sim-{args.seed}-{int(start.timestamp())}")
+        if args.scenario == "shortfall":
+            from cashpos.simulator import StagedSimulator, shortfall_scenario
+
+            sim = StagedSimulator(seed=args.seed, speed=args.speed, rate=args.rate, start=start,
+                                  id_prefix=sim.prefix)
+            staged = shortfall_scenario(sim)
+            sim.stage(staged)
+            for ev in staged:
+                when = dt.datetime.fromtimestamp(ev.at, KST).isoformat(timespec="seconds")
+                print(f"scenario shortfall: {when} (wall +{(ev.at - sim.start.timestamp()) / args.speed:.0f}s) "
+                      f"울릉군 5260000 general: {ev.what}", flush=True)
         async with Publisher(s) as pub:
             opening = 0 if args.no_opening_balances else await pub.send_many(sim.opening_balances())
             return opening + await run(pub, sim, total=args.total)
@@ -155,6 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     sim.add_argument("--start", help="simulated start time, ISO 8601 (default: now, Korea time)")
     sim.add_argument("--no-opening-balances", action="store_true",
                      help="do not first publish each account's opening cash")
+    sim.add_argument("--scenario", choices=("none", "shortfall"), default="none",
+                     help="stage a scenario: shortfall = 울릉군's general account runs short "
+                          "10 simulated minutes after the start (cash < 0 three days later)")
     sim.set_defaults(fn=_simulate)
     pub = sub.add_parser("publish", help="publish events from a JSON-lines file")
     pub.add_argument("file")

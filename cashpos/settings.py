@@ -27,6 +27,7 @@ class Settings:
     api_port: int = field(default_factory=lambda: int(_env("API_PORT", "8000")))
     batch_max_records: int = field(default_factory=lambda: int(_env("BATCH_MAX_RECORDS", "20000")))
     batch_timeout_ms: int = field(default_factory=lambda: int(_env("BATCH_TIMEOUT_MS", "50")))
+    state_flush_seconds: float = field(default_factory=lambda: float(_env("STATE_FLUSH_SECONDS", "5")))
     max_event_bytes: int = field(default_factory=lambda: int(_env("MAX_EVENT_BYTES", "8192")))
     session_timeout_ms: int = field(default_factory=lambda: int(_env("SESSION_TIMEOUT_MS", "6000")))
     heartbeat_ms: int = field(default_factory=lambda: int(_env("HEARTBEAT_MS", "1000")))

@@ -111,7 +111,7 @@ import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
 from cashpos.refdata import governments
-from state.ledger import Changes, Commitment, Position, PosKey
+from state.ledger import Changes, Commitment, Journal, Position, PosKey
 
 DAY_MS: Final = 86_400_000
 KST_OFFSET_MS: Final = 9 * 3_600_000
@@ -129,6 +129,10 @@ STATES: Final = ("raised", "acknowledged", "resolved")
 _SEVERITY: Final = {SHORTFALL: "critical", BELOW_FLOOR: "warning", PROJECTED: "warning",
                     STALE: "warning", LAG: "warning"}
 TOP_DRIVERS: Final = 5
+_NEVER: Final = 1 << 40  # a day after every real day
+_LAZY: Final = ("", -1, -1)  # "the source of the triggering event, looked up when needed"
+_NEG_INF: Final = float("-inf")
+_POS_INF: Final = float("inf")
 
 
 def day_of(ms: int) -> int:
@@ -480,6 +484,7 @@ _dec_org = msgspec.msgpack.Decoder(OrgRecord)
 _dec_worker = msgspec.msgpack.Decoder(WorkerRecord)
 _dec_day = msgspec.msgpack.Decoder(tuple[int, int])
 _dec_commit = msgspec.msgpack.Decoder(Commitment)
+_dec_journal = msgspec.msgpack.Decoder(Journal)
 
 
 # Key layout (tag ``a``; the free-form id is always last):
@@ -565,6 +570,7 @@ class AlertBook:
         self._dirty_worker = False
         self._commit_records: dict[bytes, bytes] = {}
         self._outbox: list[AlertChange] = []
+        self._journal: Mapping[tuple[str, str], object] = {}
 
     # -- loading ---------------------------------------------------------------------------------
 
@@ -824,7 +830,7 @@ class AlertBook:
         a.message = _message(a)
         rec.open[key] = a
         self._dirty.add(st.pk)
-        self._emit("raised", a, src, out)
+        self._emit("raised", a, src, out, eid)
         return a
 
     def _resolve(self, st: PosState, key: str, ms: int, eid: str | None,
@@ -838,10 +844,12 @@ class AlertBook:
             setattr(a, k, v)
         a.message = f"resolved ({reason}): {_message(a)}"
         self._dirty.add(st.pk)
-        self._emit("resolved", a, src, out)
+        self._emit("resolved", a, src, out, eid)
 
     def _emit(self, change: str, a: Alert, src: tuple[str, int, int] | None,
-              out: list[AlertChange]) -> None:
+              out: list[AlertChange], eid: str | None = None) -> None:
+        if src is _LAZY:
+            src = _src(self._journal, a.org_code, eid) if eid is not None else None
         ch = AlertChange(change, msgspec.structs.replace(a), src)
         out.append(ch)
         self._outbox.append(ch)
@@ -852,7 +860,7 @@ class AlertBook:
         """Update from one batch of the ledger (its ``Changes`` and the positions after it).
         O(changed positions + index rows); a new day re-evaluates the government's positions."""
         out: list[AlertChange] = []
-        journal = changes.journal
+        journal = self._journal = changes.journal
         touched: set[PosKey] = set()
         for (org, cid), c in changes.commitments.items():
             touched.add(self._commitment(org, cid, c).pk)
@@ -861,17 +869,17 @@ class AlertBook:
         for pk, rows in changes.index.items():
             st = self.positions.get(pk) or self._new_pos(pk)
             p = positions[pk]
-            ms, eid = self._walk(st, p, rows, journal, out)
-            trig[pk] = rows[-1][:2]
+            self._walk(st, p, rows, journal, out)
+            ms, eid = rows[-1][:2]
+            trig[pk] = (ms, eid)
             org = pk[0]
             cur = last.get(org)
-            if cur is None or ms > cur[0]:
-                j = journal.get((org, eid))
-                last[org] = (ms, eid, j.source if j is not None else None)
+            if cur is None or p.last_event_ms > cur[0]:
+                last[org] = (p.last_event_ms, eid, None)
             touched.add(pk)
         # government clocks; a new day re-evaluates every position of the government
         again: set[PosKey] = set(touched)
-        for org, (ms, _eid, _src) in last.items():
+        for org, (ms, _eid, _none) in last.items():
             o = self._org(org)
             d = day_of(ms)
             if d > o.clock:
@@ -887,11 +895,10 @@ class AlertBook:
             o = self.orgs[pk[0]]
             t = trig.get(pk)
             if t is not None:
-                j = journal.get((pk[0], t[1]))
-                src = j.source if j is not None else None
                 ms, eid = t
             else:
-                ms, eid, src = last[pk[0]] if pk[0] in last else (o.clock_ms, None, None)
+                ms, eid, _ = last[pk[0]] if pk[0] in last else (o.clock_ms, None, None)
+            src = _LAZY  # looked up in the journal only if an alert changes
             if st.floor_day != st.clock:
                 self._refresh(st)
             self._projected(st, p, o.clock, ms, eid, src, out)
@@ -907,44 +914,57 @@ class AlertBook:
         return out
 
     def _walk(self, st: PosState, p: Position, rows: list[tuple[int, str, int, int]],
-              journal: Mapping[tuple[str, str], object], out: list[AlertChange]) -> tuple[int, str]:
-        """The per-event rules (shortfall, below_floor) over the batch's rows of one position.
-        Returns the latest (occurred_ms, event_id) of the rows."""
+              journal: Mapping[tuple[str, str], object], out: list[AlertChange]) -> None:
+        """The per-event rules (shortfall, below_floor) over the batch's rows of one position,
+        in applied order, and the daily outflow/net buckets. The hot loop: per row a day
+        number, one journal lookup for cash changes and two comparisons."""
         org, acc, _fy = st.pk
         cash, com = p.cash, p.committed
         for r in rows:
             cash -= r[2]
             com -= r[3]
         rec = st.rec
-        opened = rec.open
-        sf = opened.get(SHORTFALL)
-        bf = opened.get(BELOW_FLOOR)
-        enabled = st.cfg.enabled
         days = st.days
         changed = st.changed_days
         clock = st.clock
-        first = rec.first_day
+        first = rec.first_day if rec.first_day >= 0 else _NEVER
         fresh = st.floor_day == clock
-        floor, margin = st.floor, st.margin
-        top_ms, top_eid = rows[0][0], rows[0][1]
+        cur = days.get(clock)  # the bucket of the clock's day, the common case
+        jget = journal.get
+        lo, hi = self._bounds(st)
         for ms, eid, dc, dm in rows:
-            if ms > top_ms:
-                top_ms, top_eid = ms, eid
             day = (ms + KST_OFFSET_MS) // DAY_MS
-            if day > clock:
-                clock = day
-                fresh = False
-            if first < 0 or day < first:
-                first = day
-                rec.first_day = day
-                self._dirty.add(st.pk)
-                fresh = False
+            if day != clock:
+                if day > clock:
+                    if cur is not None:
+                        changed.add(clock)
+                    clock = day
+                    fresh = False
+                    cur = days.get(clock)
+                if day < first:
+                    first = rec.first_day = day
+                    self._dirty.add(st.pk)
+                    fresh = False
             if dc:
-                j = journal.get((org, eid))
-                if j is not None:
+                j = jget((org, eid))
+                if day == clock:
+                    b = cur
+                    if b is None:
+                        b = cur = days[day] = [0, 0]
+                        changed.add(day)
+                else:
                     b = days.get(day)
                     if b is None:
                         b = days[day] = [0, 0]
+                    changed.add(day)
+                    fresh = False  # a past day of the window changed
+                if j.__class__ is bytes:
+                    # the ledger's fast path (kept encoded): a receipt (dc > 0) or a payment
+                    # without commitment (dc < 0); never a reversal or a transfer
+                    if dc < 0:
+                        b[0] -= dc
+                    b[1] += dc
+                elif j is not None:
                     kind = j.kind  # type: ignore[attr-defined]
                     if kind == "payment":
                         b[0] -= dc
@@ -956,41 +976,64 @@ class AlertBook:
                         b[1] += dc
                     else:
                         b[1] += dc
-                    changed.add(day)
-                    if day < clock:
-                        fresh = False
-            cash += dc
-            com += dm
-            if not enabled:
-                continue
+                cash += dc
+            if dm:
+                com += dm
             if not fresh:
                 st.clock = clock
                 self._refresh(st)
-                floor, margin = st.floor, st.margin
+                lo, hi = self._bounds(st)
                 fresh = True
             avail = cash - com
-            if sf is None:
-                if avail < 0:
-                    sf = self._raise(st, SHORTFALL, ms, eid, _src(journal, org, eid), out,
-                                     cash=cash, committed=com, available=avail, threshold=0,
-                                     floor=floor, resolve_at=margin)
-            elif avail >= margin:
-                self._resolve(st, SHORTFALL, ms, eid, _src(journal, org, eid), out, "recovered",
-                              cash=cash, committed=com, available=avail)
-                sf = None
-            if bf is None:
-                if floor is not None and avail < floor:
-                    bf = self._raise(st, BELOW_FLOOR, ms, eid, _src(journal, org, eid), out,
-                                     cash=cash, committed=com, available=avail, threshold=floor,
-                                     floor=floor, resolve_at=floor + margin,
-                                     trend_per_day=st.trend if st.cfg.trend else None)
-            elif floor is None or avail >= floor + margin:
-                self._resolve(st, BELOW_FLOOR, ms, eid, _src(journal, org, eid), out,
-                              "recovered" if floor is not None else "no_floor",
-                              cash=cash, committed=com, available=avail)
-                bf = None
+            if avail < lo or avail >= hi:
+                self._check_row(st, cash, com, ms, eid, journal, out)
+                lo, hi = self._bounds(st)
+        if cur is not None:
+            changed.add(clock)  # (may be unchanged: one record more, never one less)
         st.clock = clock
-        return top_ms, top_eid
+
+    @staticmethod
+    def _bounds(st: PosState) -> tuple[float, float]:
+        """(lo, hi): an available amount in [lo, hi) changes no alert of rules 1-2."""
+        if not st.cfg.enabled:
+            return _NEG_INF, _POS_INF
+        opened = st.rec.open
+        lo: float = _NEG_INF
+        hi: float = _POS_INF
+        if SHORTFALL in opened:
+            hi = st.margin
+        else:
+            lo = 0
+        floor = st.floor
+        if BELOW_FLOOR in opened:
+            hi = min(hi, floor + st.margin) if floor is not None else _NEG_INF  # no floor: resolve
+        elif floor is not None:
+            lo = max(lo, floor)
+        return lo, hi
+
+    def _check_row(self, st: PosState, cash: int, com: int, ms: int, eid: str,
+                   journal: Mapping[tuple[str, str], object], out: list[AlertChange]) -> None:
+        opened = st.rec.open
+        avail = cash - com
+        floor, margin = st.floor, st.margin
+        if SHORTFALL not in opened:
+            if avail < 0:
+                self._raise(st, SHORTFALL, ms, eid, _src(journal, st.pk[0], eid), out,
+                            cash=cash, committed=com, available=avail, threshold=0,
+                            floor=floor, resolve_at=margin)
+        elif avail >= margin:
+            self._resolve(st, SHORTFALL, ms, eid, _src(journal, st.pk[0], eid), out, "recovered",
+                          cash=cash, committed=com, available=avail)
+        if BELOW_FLOOR not in opened:
+            if floor is not None and avail < floor:
+                self._raise(st, BELOW_FLOOR, ms, eid, _src(journal, st.pk[0], eid), out,
+                            cash=cash, committed=com, available=avail, threshold=floor,
+                            floor=floor, resolve_at=floor + margin,
+                            trend_per_day=st.trend if st.cfg.trend else None)
+        elif floor is None or avail >= floor + margin:
+            self._resolve(st, BELOW_FLOOR, ms, eid, _src(journal, st.pk[0], eid), out,
+                          "recovered" if floor is not None else "no_floor",
+                          cash=cash, committed=com, available=avail)
 
     def _check_available(self, st: PosState, p: Position, ms: int, eid: str | None,
                          src: tuple[str, int, int] | None, out: list[AlertChange]) -> None:
@@ -1045,7 +1088,7 @@ class AlertBook:
                 a.drivers = self._drivers(st, day)
                 a.message = _message(a)
                 self._dirty.add(st.pk)
-                self._emit("updated", a, src, out)
+                self._emit("updated", a, src, out, eid)
 
     @staticmethod
     def _first_crossing(st: PosState, cash: int, today: int, end: int, thr: int,
@@ -1216,7 +1259,10 @@ class AlertBook:
 
 
 def _src(journal: Mapping[tuple[str, str], object], org: str, eid: str) -> tuple[str, int, int] | None:
+    """The source record (topic, partition, offset) of an event of the batch."""
     j = journal.get((org, eid))
+    if j.__class__ is bytes:
+        j = _dec_journal.decode(j)  # type: ignore[arg-type]
     return j.source if j is not None else None  # type: ignore[attr-defined]
 
 
