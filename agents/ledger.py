@@ -31,10 +31,10 @@ from cashpos.metrics import ProcessorMetrics
 from cashpos.names import RedisKeys, Topics
 from cashpos.refdata import governments
 from cashpos.settings import Settings
-from state.ledger import Changes, Ledger, PosKey
+from state.ledger import APPLIED, Changes, Ledger, PosKey
 from state.projection import Projection
 from state.store import Store
-from streams.contract import Rejection, check_message
+from streams.contract import Event, Rejection, check_message
 from streams.deadletter import DeadLetter
 from streams.topics import partition_for
 
@@ -215,10 +215,10 @@ class LedgerWorker:
         m = self.metrics
         max_bytes = self.settings.max_event_bytes
         org_partition = self.org_partition
-        good = []
+        good: list[tuple[Event, object]] = []
         dead: list[tuple[Rejection, object]] = []
         offsets: dict[tuple[str, int], int] = {}
-        applied_by_topic: dict[str, int] = defaultdict(int)
+        good_by_topic: dict[str, int] = defaultdict(int)
         skipped = 0
         last_ts = 0
         for tp, records in batch.items():
@@ -226,22 +226,25 @@ class LedgerWorker:
             if start is None:  # revoked while this batch was in flight
                 continue
             side = self.side[tp.topic]
+            part = tp.partition
+            n_good = len(good)
             for r in records:
                 if r.offset < start:
                     skipped += 1
                     continue
                 res = check_message(r.value or b"", r.key, side, max_bytes)
-                if isinstance(res, Rejection):
-                    dead.append((res, r))
-                elif org_partition.get(res.org_code, tp.partition) != tp.partition:
-                    dead.append((Rejection("wrong_partition",
-                                           f"{res.org_code} belongs on partition "
-                                           f"{org_partition[res.org_code]}, not {tp.partition}"), r))
+                if res.__class__ is Rejection:
+                    dead.append((res, r))  # type: ignore[arg-type]
+                elif org_partition.get(res.org_code, part) != part:  # type: ignore[union-attr]
+                    dead.append((Rejection(
+                        "wrong_partition", f"{res.org_code} belongs on partition "  # type: ignore[union-attr]
+                        f"{org_partition[res.org_code]}, not {part}"), r))  # type: ignore[union-attr]
                 else:
-                    good.append((res, r))
+                    good.append((res, r))  # type: ignore[arg-type]
+            good_by_topic[tp.topic] += len(good) - n_good
             if records:
                 nxt = max(start, records[-1].offset + 1)
-                offsets[(tp.topic, tp.partition)] = nxt
+                offsets[(tp.topic, part)] = nxt
                 self.next_offsets[tp] = nxt
                 last_ts = max(last_ts, records[-1].timestamp)
         if skipped:
@@ -250,12 +253,13 @@ class LedgerWorker:
         ev_keys, c_keys = ledger.wants([ev for ev, _ in good])
         self.store.preload(ledger, ev_keys, c_keys)
         update = ledger.update
+        applied_by_topic = good_by_topic
         for ev, r in good:
-            out = update(ev, r.value, (r.topic, r.partition, r.offset))
-            if out.__class__ is Rejection:
-                dead.append((out, r))  # type: ignore[arg-type]
-            elif out == "applied":
-                applied_by_topic[r.topic] += 1
+            out = update(ev, r.value, (r.topic, r.partition, r.offset))  # type: ignore[attr-defined]
+            if out != APPLIED:
+                applied_by_topic[r.topic] -= 1  # type: ignore[attr-defined]
+                if out.__class__ is Rejection:
+                    dead.append((out, r))  # type: ignore[arg-type]
         changes = ledger.take_changes()
         extra = [rec for hook in self.hooks for rec in hook.after_fold(changes, ledger)]
 
@@ -274,7 +278,8 @@ class LedgerWorker:
             await hook.after_commit()
 
         for topic, n in applied_by_topic.items():
-            m.events_applied.labels(topic).inc(n)
+            if n:
+                m.events_applied.labels(topic).inc(n)
         if changes.duplicates:
             m.duplicates_dropped.inc(changes.duplicates)
         if last_ts:
