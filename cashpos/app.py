@@ -28,6 +28,7 @@ app = faust.App(
     web_port=settings.worker_web_port,
     web_host="127.0.0.1",
     web_enabled=False,
+    datadir=str(settings.state_dir / "faust"),
 )
 
 # Importing registers the agents and services with the app.

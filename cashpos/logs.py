@@ -23,10 +23,15 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(out).decode()
 
 
-def setup_logging() -> None:
-    level = os.environ.get("CASHPOS_LOG_LEVEL", "INFO").upper()
+def json_handler() -> logging.Handler:
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter())
+    return handler
+
+
+def setup_logging() -> None:
+    level = os.environ.get("CASHPOS_LOG_LEVEL", "INFO").upper()
+    handler = json_handler()
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

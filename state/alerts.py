@@ -915,14 +915,9 @@ class AlertBook:
 
     def _walk(self, st: PosState, p: Position, rows: list[tuple[int, str, int, int]],
               journal: Mapping[tuple[str, str], object], out: list[AlertChange]) -> None:
-        """The per-event rules (shortfall, below_floor) over the batch's rows of one position,
-        in applied order, and the daily outflow/net buckets. The hot loop: per row a day
-        number, one journal lookup for cash changes and two comparisons."""
+        """The daily buckets (one journal lookup per cash change) and rules 1-2 on the position
+        as it stands after the batch (see ``_available_rules``)."""
         org, acc, _fy = st.pk
-        cash, com = p.cash, p.committed
-        for r in rows:
-            cash -= r[2]
-            com -= r[3]
         rec = st.rec
         days = st.days
         changed = st.changed_days
@@ -931,8 +926,7 @@ class AlertBook:
         fresh = st.floor_day == clock
         cur = days.get(clock)  # the bucket of the clock's day, the common case
         jget = journal.get
-        lo, hi = self._bounds(st)
-        for ms, eid, dc, dm in rows:
+        for ms, eid, dc, _dm in rows:
             day = (ms + KST_OFFSET_MS) // DAY_MS
             if day != clock:
                 if day > clock:
@@ -951,7 +945,6 @@ class AlertBook:
                     b = cur
                     if b is None:
                         b = cur = days[day] = [0, 0]
-                        changed.add(day)
                 else:
                     b = days.get(day)
                     if b is None:
@@ -976,64 +969,64 @@ class AlertBook:
                         b[1] += dc
                     else:
                         b[1] += dc
-                cash += dc
-            if dm:
-                com += dm
-            if not fresh:
-                st.clock = clock
-                self._refresh(st)
-                lo, hi = self._bounds(st)
-                fresh = True
-            avail = cash - com
-            if avail < lo or avail >= hi:
-                self._check_row(st, cash, com, ms, eid, journal, out)
-                lo, hi = self._bounds(st)
         if cur is not None:
             changed.add(clock)  # (may be unchanged: one record more, never one less)
         st.clock = clock
+        if not fresh:
+            self._refresh(st)
+        if st.cfg.enabled:
+            self._available_rules(st, p, rows, journal, out)
 
-    @staticmethod
-    def _bounds(st: PosState) -> tuple[float, float]:
-        """(lo, hi): an available amount in [lo, hi) changes no alert of rules 1-2."""
-        if not st.cfg.enabled:
-            return _NEG_INF, _POS_INF
+    def _available_rules(self, st: PosState, p: Position, rows: list[tuple[int, str, int, int]],
+                         journal: Mapping[tuple[str, str], object], out: list[AlertChange]) -> None:
+        """Rules 1-2 after a batch. A transition is decided on the position after the batch
+        (the two input topics are consumed independently, so a state in the middle of a batch
+        may never have existed: e.g. payments applied before the receipts that preceded them);
+        it is attributed to the event (in occurred_at order) from which the new condition held
+        to the end of the batch."""
+        avail = p.cash - p.committed
         opened = st.rec.open
-        lo: float = _NEG_INF
-        hi: float = _POS_INF
-        if SHORTFALL in opened:
-            hi = st.margin
-        else:
-            lo = 0
-        floor = st.floor
-        if BELOW_FLOOR in opened:
-            hi = min(hi, floor + st.margin) if floor is not None else _NEG_INF  # no floor: resolve
-        elif floor is not None:
-            lo = max(lo, floor)
-        return lo, hi
-
-    def _check_row(self, st: PosState, cash: int, com: int, ms: int, eid: str,
-                   journal: Mapping[tuple[str, str], object], out: list[AlertChange]) -> None:
-        opened = st.rec.open
-        avail = cash - com
         floor, margin = st.floor, st.margin
-        if SHORTFALL not in opened:
-            if avail < 0:
-                self._raise(st, SHORTFALL, ms, eid, _src(journal, st.pk[0], eid), out,
-                            cash=cash, committed=com, available=avail, threshold=0,
-                            floor=floor, resolve_at=margin)
-        elif avail >= margin:
-            self._resolve(st, SHORTFALL, ms, eid, _src(journal, st.pk[0], eid), out, "recovered",
-                          cash=cash, committed=com, available=avail)
-        if BELOW_FLOOR not in opened:
-            if floor is not None and avail < floor:
-                self._raise(st, BELOW_FLOOR, ms, eid, _src(journal, st.pk[0], eid), out,
-                            cash=cash, committed=com, available=avail, threshold=floor,
-                            floor=floor, resolve_at=floor + margin,
-                            trend_per_day=st.trend if st.cfg.trend else None)
-        elif floor is None or avail >= floor + margin:
-            self._resolve(st, BELOW_FLOOR, ms, eid, _src(journal, st.pk[0], eid), out,
-                          "recovered" if floor is not None else "no_floor",
-                          cash=cash, committed=com, available=avail)
+        sf_on = SHORTFALL in opened
+        bf_on = BELOW_FLOOR in opened
+        # what the batch ends in, per rule: True = raise, False = resolve, None = nothing
+        sf = (avail < 0) if not sf_on else (False if avail >= margin else None)
+        if not sf_on and not sf:
+            sf = None
+        if not bf_on:
+            bf = True if floor is not None and avail < floor else None
+        else:
+            bf = False if floor is None or avail >= floor + margin else None
+        if sf is None and bf is None:
+            return
+        ordered = sorted(rows, key=_row_ms) if len(rows) > 1 else rows
+        if sf is not None:
+            cond = (lambda a: a < 0) if sf else (lambda a: a >= margin)
+            ms, eid, cash, com = _since(ordered, p, cond)
+            src = _src(journal, st.pk[0], eid)
+            if sf:
+                self._raise(st, SHORTFALL, ms, eid, src, out, cash=cash, committed=com,
+                            available=cash - com, threshold=0, floor=floor, resolve_at=margin)
+            else:
+                self._resolve(st, SHORTFALL, ms, eid, src, out, "recovered", cash=cash,
+                              committed=com, available=cash - com)
+        if bf is not None:
+            if floor is None:
+                ms, eid = ordered[0][:2]
+                self._resolve(st, BELOW_FLOOR, ms, eid, _src(journal, st.pk[0], eid), out,
+                              "no_floor", cash=p.cash, committed=p.committed, available=avail)
+                return
+            fl = floor
+            cond = (lambda a: a < fl) if bf else (lambda a: a >= fl + margin)
+            ms, eid, cash, com = _since(ordered, p, cond)
+            src = _src(journal, st.pk[0], eid)
+            if bf:
+                self._raise(st, BELOW_FLOOR, ms, eid, src, out, cash=cash, committed=com,
+                            available=cash - com, threshold=floor, floor=floor,
+                            resolve_at=floor + margin, trend_per_day=st.trend if st.cfg.trend else None)
+            else:
+                self._resolve(st, BELOW_FLOOR, ms, eid, src, out, "recovered", cash=cash,
+                              committed=com, available=cash - com)
 
     def _check_available(self, st: PosState, p: Position, ms: int, eid: str | None,
                          src: tuple[str, int, int] | None, out: list[AlertChange]) -> None:
@@ -1256,6 +1249,34 @@ class AlertBook:
                 self._dirty_worker = True
                 self._emit("resolved", a, None, out)
         return out
+
+
+def _row_ms(r: tuple[int, str, int, int]) -> int:
+    return r[0]
+
+
+def _since(ordered: list[tuple[int, str, int, int]], p: Position,
+           cond: Callable[[int], bool]) -> tuple[int, str, int, int]:
+    """The first row (of rows in time order, ending in ``p``) from which ``cond(available)``
+    held to the end; with the position (cash, committed) right after it."""
+    cash, com = p.cash, p.committed
+    at = len(ordered) - 1
+    i = at
+    while i >= 0:
+        if not cond(cash - com):
+            break
+        at = i
+        _ms, _eid, dc, dm = ordered[i]
+        cash -= dc
+        com -= dm
+        i -= 1
+    ms, eid, dc, dm = ordered[at]
+    # the position right after row ``at``: re-add what was undone for rows > at ... recompute
+    cash, com = p.cash, p.committed
+    for r in ordered[at + 1:]:
+        cash -= r[2]
+        com -= r[3]
+    return ms, eid, cash, com
 
 
 def _src(journal: Mapping[tuple[str, str], object], org: str, eid: str) -> tuple[str, int, int] | None:
