@@ -29,6 +29,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+import msgspec
 import orjson
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -42,6 +43,7 @@ from state.alert_projection import AlertProjection, merge_ack
 from state.alerts import (
     LAG,
     OUTBOX_PREFIX,
+    Alert,
     AlertBook,
     AlertChange,
     AlertConfig,
@@ -197,6 +199,22 @@ class WebhookSender:
 Pending = tuple[dict[str, object], tuple[str, int, int] | None]
 
 
+class _Unsettled:
+    """The governments of the partitions that are not settled (``in`` test for the book)."""
+
+    __slots__ = ("partitions", "org_partition")
+
+    def __init__(self, partitions: set[int], org_partition: dict[str, int]) -> None:
+        self.partitions = partitions
+        self.org_partition = org_partition
+
+    def __contains__(self, org: object) -> bool:
+        return self.org_partition.get(org, -1) in self.partitions  # type: ignore[call-overload]
+
+    def __bool__(self) -> bool:
+        return bool(self.partitions)
+
+
 class AlertingHook:
     def __init__(self, settings: Settings, metrics: ProcessorMetrics | None = None,
                  config: AlertConfig | None = None, webhook: WebhookSender | None = None) -> None:
@@ -272,9 +290,15 @@ class AlertingHook:
         changes: list[AlertChange] = []
         if overrides is not None:
             changes += self.book.set_overrides(decode_overrides(overrides), worker.ledger.positions)
+        seed = await self._open_alerts_in_redis() if orgs else {}
+        by_org: dict[str, dict] = {org: {} for org in orgs}
+        for pk, p in worker.ledger.positions.items():
+            d = by_org.get(pk[0])
+            if d is not None:
+                d[pk] = p
         records: list[tuple[bytes, bytes]] = []
         for org in orgs:
-            records += self.book.load_org(org, worker.ledger.positions, self._scan)
+            records += self.book.load_org(org, by_org[org], self._scan, seed.get(org, ()))
         records += self.book.take_records()
         self._write_direct(records)
         self._queue(changes)
@@ -292,9 +316,29 @@ class AlertingHook:
         for org in orgs:
             self.last_applied.pop(org, None)
 
+    def _unsettled(self) -> _Unsettled:
+        """Partitions being rebuilt (below the group's committed offset at assignment) or with
+        more than ``settle_backlog_records`` left on either input topic."""
+        w = self.worker
+        parts: set[int] = set()
+        if w is not None:
+            limit = self.config.operational.settle_backlog_records
+            hw = w.consumer.highwater if w.consumer is not None else (lambda tp: None)
+            for tp, nxt in w.next_offsets.items():
+                if nxt < w.replay_until.get(tp, 0):
+                    parts.add(tp.partition)
+                    continue
+                h = hw(tp)
+                if h is not None and h - nxt > limit:
+                    parts.add(tp.partition)
+        return _Unsettled(parts, w.org_partition if w is not None else {})
+
     def after_fold(self, changes: Changes, ledger: Ledger) -> list[tuple[bytes, bytes]]:
         try:
-            out = self.book.apply(changes, ledger.positions)
+            hold = self._unsettled()
+            out = self.book.apply(changes, ledger.positions, hold)
+            if self.book.held:
+                out += self.book.release(ledger.positions, lambda org: org not in hold)
             if changes.index:
                 now = int(time.time() * 1000)
                 la = self.last_applied
@@ -345,6 +389,9 @@ class AlertingHook:
                     changes += self.book.set_overrides(decode_overrides(overrides), w.ledger.positions)
                 for aid, ack in acks.items():
                     self.book.acknowledge(aid, str(ack.get("by")), int(ack.get("at_ms") or 0))  # type: ignore[call-overload]
+                if self.book.held:
+                    hold = self._unsettled()
+                    changes += self.book.release(w.ledger.positions, lambda org: org not in hold)
                 changes += self.book.check_stale(now_ms, self.last_applied, w.owned_orgs)
                 changes += self.book.check_lag(now_ms, lag)
                 self._write_direct(self.book.take_records())
@@ -363,6 +410,23 @@ class AlertingHook:
             await self.webhook.stop()
 
     # -- publishing --------------------------------------------------------------------------------
+
+    async def _open_alerts_in_redis(self) -> dict[str, list[Alert]]:
+        """The serving copy's open alerts by government: what a previous owner of a partition
+        raised, for a worker that has no alert state for it."""
+        out: dict[str, list[Alert]] = {}
+        if self.projection is None:
+            return out
+        try:
+            for d in await self.projection.list(open_=True):
+                try:
+                    a = msgspec.convert(d, Alert)
+                except msgspec.ValidationError:
+                    continue
+                out.setdefault(a.org_code, []).append(a)
+        except Exception as exc:
+            log.warning("open alerts not read from Redis (a new owner may raise them again): %r", exc)
+        return out
 
     async def _read_overrides(self) -> dict[bytes, bytes] | None:
         w = self.worker

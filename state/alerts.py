@@ -102,7 +102,7 @@ from __future__ import annotations
 import datetime as dt
 import heapq
 import tomllib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Final
@@ -224,6 +224,9 @@ class Operational(Struct, forbid_unknown_fields=True, frozen=True):
     lag_records: Annotated[int, Meta(gt=0)] = 100_000
     lag_seconds: Annotated[int, Meta(ge=0)] = 30
     recent_keep: Annotated[int, Meta(gt=0, le=100_000)] = 2_000  # resolved alerts kept in Redis
+    # A partition is "settled" (its rules evaluated batch by batch) unless it is being rebuilt
+    # or one of its two input topics has more than this many records left to read.
+    settle_backlog_records: Annotated[int, Meta(ge=0)] = 5_000
 
 
 class AlertConfig(Struct, forbid_unknown_fields=True):
@@ -453,9 +456,11 @@ def _label(org: str, account: str | None, fy: int | None) -> str:
 
 class PosRecord(Struct, array_like=True):
     first_day: int = -1
-    seqs: dict[str, int] = {}
+    seqs: dict[str, int] = {}  # crossings per rule
     open: dict[str, Alert] = {}
     ye_stage: int = 0  # the most urgent year-end stage announced (0: none)
+    held: bool = False  # evaluation deferred until the partition is settled (see ``hold``)
+    last_ids: dict[str, str] = {}  # the latest id raised per rule (ids never repeat)
 
 
 class OpenCommitment(Struct, array_like=True):
@@ -571,6 +576,7 @@ class AlertBook:
         self._commit_records: dict[bytes, bytes] = {}
         self._outbox: list[AlertChange] = []
         self._journal: Mapping[tuple[str, str], object] = {}
+        self.held: set[PosKey] = set()  # positions whose evaluation waits for a settled partition
 
     # -- loading ---------------------------------------------------------------------------------
 
@@ -586,10 +592,16 @@ class AlertBook:
         self._org(pk[0]).pks.add(pk)
         return st
 
-    def load_org(self, org: str, positions: Mapping[PosKey, Position], scan: Scan) -> list[tuple[bytes, bytes]]:
+    def load_org(self, org: str, positions: Mapping[PosKey, Position], scan: Scan,
+                 seed: Iterable[Alert] = ()) -> list[tuple[bytes, bytes]]:
         """Load one government's alert state (its records, through ``scan``) next to its
-        positions. Returns records to write (the open-commitment index, built once from the
-        ledger's commitments when missing)."""
+        positions (those of ``org``). Returns records to write.
+
+        Without alert state on disk for ``org`` (first start with alerting, or a worker taking
+        over a partition it never owned), the open-commitment index is built from the ledger's
+        commitments and the open alerts are taken from ``seed`` (the serving copy's open alerts
+        of ``org``, i.e. the previous owner's), so that the new owner continues them instead of
+        raising them again; its positions are evaluated once it has caught up (``hold``)."""
         self.drop_orgs({org})
         o = self._org(org)
         for k, v in scan(f"a\0s\0{org}\0".encode(), None):
@@ -611,6 +623,24 @@ class AlertBook:
                 st.days[int(k[len(prefix):])] = list(_dec_day.decode(v))
         out: list[tuple[bytes, bytes]] = []
         found = any(True for _ in scan(marker_key(org), None))
+        if not found:
+            for a in seed:
+                if a.org_code != org or a.state == "resolved":
+                    continue
+                if a.rule == STALE:
+                    o.rec.stale = a
+                    self._dirty_orgs.add(org)
+                    continue
+                if a.account is None or a.fiscal_year is None or a.rule not in _SEVERITY and a.rule != YEAR_END:
+                    continue
+                pk = (org, a.account, a.fiscal_year)
+                st = self.positions.get(pk) or self._new_pos(pk)
+                st.rec.open[a.rule] = a
+                st.rec.seqs[a.rule] = max(st.rec.seqs.get(a.rule, 0), a.seq)
+                st.rec.last_ids[a.rule] = a.id
+                if a.rule == YEAR_END and a.stage_days:
+                    st.rec.ye_stage = a.stage_days
+                self._dirty.add(pk)
         if found:
             for k, v in scan(f"a\0c\0{org}\0".encode(), None):
                 if v:
@@ -629,6 +659,9 @@ class AlertBook:
             out.append((marker_key(org), b"1"))
         for _k, v in scan(org_key(org), None):
             o.rec = _dec_org.decode(v)
+        for pk in o.pks:
+            if self.positions[pk].rec.held:
+                self.held.add(pk)
         return out
 
     def load_worker(self, scan: Scan) -> None:
@@ -643,6 +676,7 @@ class AlertBook:
             for pk in o.pks:
                 self.positions.pop(pk, None)
                 self._dirty.discard(pk)
+                self.held.discard(pk)
             self._dirty_orgs.discard(org)
 
     # -- queries ---------------------------------------------------------------------------------
@@ -816,14 +850,16 @@ class AlertBook:
         rec = st.rec
         org, acc, fy = st.pk
         key = key or rule
+        seq = rec.seqs.get(rule, 0) + 1
+        rec.seqs[rule] = seq
         if rule == YEAR_END:
-            n = f"d{fields['stage_days']}"
-            seq = int(fields["stage_days"])  # type: ignore[call-overload]
+            aid = f"{org}:{acc}:{fy}:{rule}:d{fields['stage_days']}"
         else:
-            seq = rec.seqs.get(rule, 0) + 1
-            rec.seqs[rule] = seq
-            n = str(seq)
-        a = Alert(id=f"{org}:{acc}:{fy}:{rule}:{n}", rule=rule,
+            aid = f"{org}:{acc}:{fy}:{rule}:{ms}"
+            if rec.last_ids.get(rule, "").split("-")[0] == aid:  # same instant as the last one
+                aid = f"{aid}-{seq}"
+        rec.last_ids[rule] = aid
+        a = Alert(id=aid, rule=rule,
                   severity=severity or _SEVERITY.get(rule, "warning"), state="raised", rev=1,
                   seq=seq, org_code=org, account=acc, fiscal_year=fy, raised_ms=ms,
                   raised_event=eid, **fields)  # type: ignore[arg-type]
@@ -856,30 +892,37 @@ class AlertBook:
 
     # -- the batch -------------------------------------------------------------------------------
 
-    def apply(self, changes: Changes, positions: Mapping[PosKey, Position]) -> list[AlertChange]:
+    def apply(self, changes: Changes, positions: Mapping[PosKey, Position],
+              hold: Container[str] = ()) -> list[AlertChange]:
         """Update from one batch of the ledger (its ``Changes`` and the positions after it).
-        O(changed positions + index rows); a new day re-evaluates the government's positions."""
+        O(changed positions + index rows); a new day re-evaluates the government's positions.
+
+        ``hold``: governments whose partition is not *settled* (being rebuilt from the book of
+        record, or far behind): their history is updated but their rules are evaluated only when
+        ``release`` is called for them, on the state they have then. While a partition catches
+        up, its two input topics are read independently, and a state in between (payments folded
+        before the receipts that preceded them) is not one that existed."""
         out: list[AlertChange] = []
         journal = self._journal = changes.journal
         touched: set[PosKey] = set()
         for (org, cid), c in changes.commitments.items():
             touched.add(self._commitment(org, cid, c).pk)
-        last: dict[str, tuple[int, str, tuple[str, int, int] | None]] = {}  # org -> latest event
+        last: dict[str, tuple[int, str]] = {}  # org -> (latest occurred ms, an event id)
         trig: dict[PosKey, tuple[int, str]] = {}
         for pk, rows in changes.index.items():
             st = self.positions.get(pk) or self._new_pos(pk)
             p = positions[pk]
-            self._walk(st, p, rows, journal, out)
+            org = pk[0]
+            self._walk(st, p, rows, journal, out, org not in hold)
             ms, eid = rows[-1][:2]
             trig[pk] = (ms, eid)
-            org = pk[0]
             cur = last.get(org)
             if cur is None or p.last_event_ms > cur[0]:
-                last[org] = (p.last_event_ms, eid, None)
+                last[org] = (p.last_event_ms, eid)
             touched.add(pk)
         # government clocks; a new day re-evaluates every position of the government
         again: set[PosKey] = set(touched)
-        for org, (ms, _eid, _none) in last.items():
+        for org, (ms, _eid) in last.items():
             o = self._org(org)
             d = day_of(ms)
             if d > o.clock:
@@ -890,19 +933,23 @@ class AlertBook:
         for pk in again:
             st = self.positions.get(pk)
             p = positions.get(pk)
-            if st is None or p is None or not st.cfg.enabled:
+            if st is None or p is None:
+                continue
+            if pk[0] in hold:
+                self._hold(st)
+                continue
+            if not st.cfg.enabled:
                 continue
             o = self.orgs[pk[0]]
             t = trig.get(pk)
             if t is not None:
                 ms, eid = t
             else:
-                ms, eid, _ = last[pk[0]] if pk[0] in last else (o.clock_ms, None, None)
-            src = _LAZY  # looked up in the journal only if an alert changes
+                ms, eid = last[pk[0]] if pk[0] in last else (o.clock_ms, None)  # type: ignore[assignment]
             if st.floor_day != st.clock:
                 self._refresh(st)
-            self._projected(st, p, o.clock, ms, eid, src, out)
-            self._year_end(st, p, o.clock, ms, eid, src, out)
+            self._projected(st, p, o.clock, ms, eid, _LAZY, out)
+            self._year_end(st, p, o.clock, ms, eid, _LAZY, out)
         for pk in changes.index:
             st = self.positions[pk]
             if st.changed_days:
@@ -913,8 +960,40 @@ class AlertBook:
                 st.changed_days.clear()
         return out
 
+    def _hold(self, st: PosState) -> None:
+        if not st.rec.held:
+            st.rec.held = True
+            self._dirty.add(st.pk)
+        self.held.add(st.pk)
+
+    def release(self, positions: Mapping[PosKey, Position],
+                settled: Callable[[str], bool]) -> list[AlertChange]:
+        """Evaluate the held positions of the governments that are ``settled`` now, on their
+        current state (attributed to their latest event time)."""
+        out: list[AlertChange] = []
+        if not self.held:
+            return out
+        self._journal = {}
+        for pk in [pk for pk in self.held if settled(pk[0])]:
+            self.held.discard(pk)
+            st = self.positions.get(pk)
+            p = positions.get(pk)
+            if st is None:
+                continue
+            st.rec.held = False
+            self._dirty.add(pk)
+            if p is None or not st.cfg.enabled:
+                continue
+            o = self.orgs[pk[0]]
+            self._refresh(st)
+            self._available_rules(st, p, [], {}, out)
+            self._projected(st, p, o.clock, p.last_event_ms, None, None, out)
+            self._year_end(st, p, o.clock, p.last_event_ms, None, None, out)
+        return out
+
     def _walk(self, st: PosState, p: Position, rows: list[tuple[int, str, int, int]],
-              journal: Mapping[tuple[str, str], object], out: list[AlertChange]) -> None:
+              journal: Mapping[tuple[str, str], object], out: list[AlertChange],
+              evaluate: bool = True) -> None:
         """The daily buckets (one journal lookup per cash change) and rules 1-2 on the position
         as it stands after the batch (see ``_available_rules``)."""
         org, acc, _fy = st.pk
@@ -974,7 +1053,9 @@ class AlertBook:
         st.clock = clock
         if not fresh:
             self._refresh(st)
-        if st.cfg.enabled:
+        if not evaluate:
+            self._hold(st)
+        elif st.cfg.enabled:
             self._available_rules(st, p, rows, journal, out)
 
     def _available_rules(self, st: PosState, p: Position, rows: list[tuple[int, str, int, int]],
@@ -999,11 +1080,13 @@ class AlertBook:
             bf = False if floor is None or avail >= floor + margin else None
         if sf is None and bf is None:
             return
+        if not rows:  # no events (a release, a change of thresholds): the position as it is
+            rows = [(p.last_event_ms, None, 0, 0)]  # type: ignore[list-item]
         ordered = sorted(rows, key=_row_ms) if len(rows) > 1 else rows
         if sf is not None:
             cond = (lambda a: a < 0) if sf else (lambda a: a >= margin)
             ms, eid, cash, com = _since(ordered, p, cond)
-            src = _src(journal, st.pk[0], eid)
+            src = _src(journal, st.pk[0], eid) if eid is not None else None
             if sf:
                 self._raise(st, SHORTFALL, ms, eid, src, out, cash=cash, committed=com,
                             available=cash - com, threshold=0, floor=floor, resolve_at=margin)
@@ -1013,13 +1096,14 @@ class AlertBook:
         if bf is not None:
             if floor is None:
                 ms, eid = ordered[0][:2]
-                self._resolve(st, BELOW_FLOOR, ms, eid, _src(journal, st.pk[0], eid), out,
+                self._resolve(st, BELOW_FLOOR, ms, eid,
+                              _src(journal, st.pk[0], eid) if eid is not None else None, out,
                               "no_floor", cash=p.cash, committed=p.committed, available=avail)
                 return
             fl = floor
             cond = (lambda a: a < fl) if bf else (lambda a: a >= fl + margin)
             ms, eid, cash, com = _since(ordered, p, cond)
-            src = _src(journal, st.pk[0], eid)
+            src = _src(journal, st.pk[0], eid) if eid is not None else None
             if bf:
                 self._raise(st, BELOW_FLOOR, ms, eid, src, out, cash=cash, committed=com,
                             available=cash - com, threshold=floor, floor=floor,
@@ -1027,27 +1111,6 @@ class AlertBook:
             else:
                 self._resolve(st, BELOW_FLOOR, ms, eid, src, out, "recovered", cash=cash,
                               committed=com, available=cash - com)
-
-    def _check_available(self, st: PosState, p: Position, ms: int, eid: str | None,
-                         src: tuple[str, int, int] | None, out: list[AlertChange]) -> None:
-        """Rules 1-2 against the current position (after a change of thresholds)."""
-        opened = st.rec.open
-        avail = p.cash - p.committed
-        floor, margin = st.floor, st.margin
-        figures = {"cash": p.cash, "committed": p.committed, "available": avail}
-        if SHORTFALL not in opened:
-            if avail < 0:
-                self._raise(st, SHORTFALL, ms, eid, src, out, threshold=0, floor=floor,
-                            resolve_at=margin, **figures)
-        elif avail >= margin:
-            self._resolve(st, SHORTFALL, ms, eid, src, out, "recovered", **figures)
-        if BELOW_FLOOR not in opened:
-            if floor is not None and avail < floor:
-                self._raise(st, BELOW_FLOOR, ms, eid, src, out, threshold=floor, floor=floor,
-                            resolve_at=floor + margin, **figures)
-        elif floor is None or avail >= floor + margin:
-            self._resolve(st, BELOW_FLOOR, ms, eid, src, out,
-                          "recovered" if floor is not None else "no_floor", **figures)
 
     def _projected(self, st: PosState, p: Position, today: int, ms: int, eid: str | None,
                    src: tuple[str, int, int] | None, out: list[AlertChange]) -> None:
@@ -1173,7 +1236,9 @@ class AlertBook:
                 continue
             o = self.orgs[pk[0]]
             self._refresh(st)
-            self._check_available(st, p, ms, None, None, out)
+            if pk in self.held:
+                continue  # evaluated on release
+            self._available_rules(st, p, [], {}, out)
             self._projected(st, p, o.clock, ms, None, None, out)
             self._year_end(st, p, o.clock, ms, None, None, out)
         return out
@@ -1206,7 +1271,7 @@ class AlertBook:
             minutes = office_minutes_between(la, now_ms)
             if minutes >= cfg.stale_minutes:
                 o.rec.stale_seq += 1
-                a = Alert(id=f"{org}::0:{STALE}:{o.rec.stale_seq}", rule=STALE,
+                a = Alert(id=f"{org}::0:{STALE}:{now_ms}", rule=STALE,
                           severity=_SEVERITY[STALE], state="raised", rev=1, seq=o.rec.stale_seq,
                           org_code=org, raised_ms=now_ms, minutes=minutes,
                           threshold=cfg.stale_minutes)
@@ -1227,7 +1292,7 @@ class AlertBook:
                 self._dirty_worker = True
             if w.lag is None and now_ms - w.above_since_ms >= op.lag_seconds * 1000:
                 w.lag_seq += 1
-                a = Alert(id=f"worker-{self.worker_id}::0:{LAG}:{w.lag_seq}", rule=LAG,
+                a = Alert(id=f"worker-{self.worker_id}::0:{LAG}:{now_ms}", rule=LAG,
                           severity=_SEVERITY[LAG], state="raised", rev=1, seq=w.lag_seq,
                           org_code="", raised_ms=now_ms, lag_records=lag_records,
                           threshold=op.lag_records, worker=self.worker_id)

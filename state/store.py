@@ -28,7 +28,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import msgspec
-from rocksdict import Options, Rdict, WriteBatch, WriteOptions
+from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch, WriteOptions
 
 from state.ledger import Changes, Commitment, CommitKey, EventKey, Journal, Ledger, PosKey, Position
 
@@ -61,6 +61,10 @@ class Store:
         path.mkdir(parents=True, exist_ok=True)
         opts = Options(raw_mode=True)
         opts.create_if_missing(True)
+        table = BlockBasedOptions()
+        table.set_bloom_filter(10, False)  # most journal lookups are misses (new event ids)
+        table.set_block_cache(Cache(256 * 1024 * 1024))
+        opts.set_block_based_table_factory(table)
         self.db = Rdict(str(path / "ledger"), opts)
         wo = WriteOptions()
         wo.disable_wal = True

@@ -1,0 +1,579 @@
+"""The alert rules (state/alerts.py), pure: no broker, Redis or disk.
+
+Events go through the real contract check and the real ledger fold; the book sees each batch's
+``Changes`` exactly as the worker's hook does, and its records go to a dict standing in for
+RocksDB, so a restart (and a crash between fold and write) can be replayed from them. Every
+expected figure below is worked by hand from the rules in the module docstring.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+
+import msgspec
+import pytest
+
+from cashpos.simulator import StagedSimulator, shortfall_scenario
+from state.alerts import (
+    BELOW_FLOOR,
+    LAG,
+    PROJECTED,
+    SHORTFALL,
+    STALE,
+    YEAR_END,
+    AlertBook,
+    AlertChange,
+    AlertConfig,
+    Operational,
+    Override,
+    Resolver,
+    alert_dict,
+    decode_config,
+    load_config,
+    office_minutes_between,
+)
+from state.ledger import APPLIED, Ledger
+from streams.contract import KST, Rejection, check_message
+from tests.events import event, first_account
+
+ORG = "5260000"  # 울릉군
+FUND = first_account(ORG, "fund")
+_enc = msgspec.msgpack.Encoder()
+
+
+def at(day: str, hm: str = "10:00") -> str:
+    return f"{day}T{hm}:00+09:00"
+
+
+def ms(day: str, hm: str = "10:00") -> int:
+    return int(dt.datetime.fromisoformat(at(day, hm)).timestamp() * 1000)
+
+
+def d(base: str, days: int) -> str:
+    return (dt.date.fromisoformat(base) + dt.timedelta(days=days)).isoformat()
+
+
+def ev(eid: str, kind: str, amount: int, when: str, **kw: object) -> bytes:
+    return event(eid, kind, amount, org=kw.pop("org", ORG), at=when, **kw)  # type: ignore[arg-type]
+
+
+class Harness:
+    """The worker's hook in miniature: fold, book, records into a dict-'RocksDB'."""
+
+    def __init__(self, config: AlertConfig | None = None, orgs: tuple[str, ...] = (ORG,),
+                 overrides: dict | None = None) -> None:
+        self.config = config or AlertConfig()
+        self.overrides = overrides or {}
+        self.ledger = Ledger()
+        self.store: dict[bytes, bytes] = {}
+        self.log: list[AlertChange] = []
+        self.offset = 0
+        self.orgs = orgs
+        self.book = self._new_book()
+
+    def _new_book(self, seed: dict | None = None) -> AlertBook:
+        book = AlertBook(self.config, self.overrides)
+        for org in self.orgs:
+            pos = {pk: p for pk, p in self.ledger.positions.items() if pk[0] == org}
+            self.write(book.load_org(org, pos, self.scan, (seed or {}).get(org, ())))
+        self.write(book.take_records())
+        return book
+
+    def scan(self, prefix: bytes, start: bytes | None = None):  # type: ignore[no-untyped-def]
+        lo = start or prefix
+        return [(k, self.store[k]) for k in sorted(self.store) if k.startswith(prefix) and k >= lo]
+
+    def write(self, records: list[tuple[bytes, bytes]]) -> None:
+        for k, v in records:
+            if v:
+                self.store[k] = v
+            else:
+                self.store.pop(k, None)
+
+    def fold(self, raws: tuple[bytes, ...]):  # type: ignore[no-untyped-def]
+        for raw in raws:
+            e = check_message(raw, None, None)
+            assert not isinstance(e, Rejection), e
+            assert self.ledger.update(e, raw, ("t", 0, self.offset)) == APPLIED, raw
+            self.offset += 1
+        return self.ledger.take_changes()
+
+    def batch(self, *raws: bytes, hold: tuple[str, ...] = ()) -> list[AlertChange]:
+        ch = self.fold(raws)
+        out = self.book.apply(ch, self.ledger.positions, hold)
+        self.write(self.book.take_records())
+        for (org, cid), c in ch.commitments.items():  # what the ledger's store writes
+            self.store[f"c\0{org}\0{cid}".encode()] = _enc.encode(c)
+        self.log += out
+        return out
+
+    def each(self, *raws: bytes) -> list[AlertChange]:
+        out: list[AlertChange] = []
+        for raw in raws:
+            out += self.batch(raw)
+        return out
+
+    def restart(self) -> None:
+        self.book = self._new_book()
+
+    def open(self) -> dict[str, dict]:
+        return {a.id: msgspec.to_builtins(a) for a in self.book.open_alerts()}
+
+    def outbox(self) -> list[bytes]:
+        return sorted(k for k in self.store if k.startswith(b"a\0q\0"))
+
+
+def summary(changes: list[AlertChange]) -> list[tuple[str, str, str | None]]:
+    return [(c.change, c.alert.rule,
+             c.alert.resolved_event if c.change == "resolved" else
+             (c.alert.raised_event if c.change == "raised" else None)) for c in changes]
+
+
+# -- 1. shortfall ----------------------------------------------------------------------------
+
+
+DAY = "2026-06-01"
+
+
+def test_shortfall_raised_once_at_the_crossing_event_and_resolved_past_the_margin() -> None:
+    h = Harness()
+    assert h.each(ev("r1", "receipt", 1_000_000_000, at(DAY, "09:00")),
+                  ev("p1", "payment", 400_000_000, at(DAY, "09:10"))) == []
+    out = h.batch(ev("c1", "commitment", 700_000_000, at(DAY, "09:20"),
+                     commitment_id="C-1", due_date="2026-08-01"))
+    assert summary(out) == [("raised", SHORTFALL, "c1"), ("raised", PROJECTED, "c1")]
+    sf = out[0].alert
+    assert sf.id == f"{ORG}:general:2026:shortfall:{ms(DAY, '09:20')}"
+    assert (sf.cash, sf.committed, sf.available, sf.threshold) == (600_000_000, 700_000_000, -100_000_000, 0)
+    assert sf.state == "raised" and sf.rev == 1 and sf.severity == "critical"
+    assert out[1].alert.projected_date == "2026-08-01"
+    assert [(x.commitment_id, x.open) for x in out[1].alert.drivers] == [("C-1", 700_000_000)]
+    # still short: nothing new; then back to exactly 0 and to 999,999: inside the margin
+    assert h.each(ev("p2", "payment", 1_000, at(DAY, "09:30")),
+                  ev("r2", "receipt", 100_001_000, at(DAY, "09:40")),
+                  ev("r3", "receipt", 999_999, at(DAY, "09:50"))) == []
+    assert h.ledger.positions[(ORG, "general", 2026)].available == 999_999
+    out = h.batch(ev("r4", "receipt", 1, at(DAY, "10:00")))  # available 1,000,000 = the margin
+    assert summary(out) == [("resolved", SHORTFALL, "r4"), ("resolved", PROJECTED, "r4")]
+    assert out[0].alert.id == sf.id and out[0].alert.rev == 2 and out[0].alert.available == 1_000_000
+    assert h.open() == {}
+
+
+def test_crossing_is_attributed_to_the_event_inside_a_batch() -> None:
+    h = Harness()
+    h.batch(ev("r1", "receipt", 1_000_000_000, at(DAY, "09:00")))
+    out = h.batch(ev("p1", "payment", 400_000_000, at(DAY, "09:10")),
+                  ev("c1", "commitment", 700_000_000, at(DAY, "09:20"), commitment_id="C-1",
+                     due_date="2026-08-01"),
+                  ev("p2", "payment", 5_000, at(DAY, "09:30")))
+    assert summary(out)[0] == ("raised", SHORTFALL, "c1")
+    # the figures are those right after c1, not after the batch
+    assert out[0].alert.available == -100_000_000 and out[0].alert.raised_ms == ms(DAY, "09:20")
+
+
+def test_a_dip_that_recovers_within_the_batch_raises_nothing() -> None:
+    """The two input topics are read independently: a payment may be folded before the
+    receipt that preceded it. Rules judge the position after the batch."""
+    h = Harness()
+    h.batch(ev("r1", "receipt", 100_000_000, at(DAY, "09:00")))
+    out = h.batch(ev("p1", "payment", 150_000_000, at(DAY, "09:30")),
+                  ev("r2", "receipt", 100_000_000, at(DAY, "09:20")))
+    assert out == []
+
+
+def test_flapping_around_zero_raises_once_and_resolves_once() -> None:
+    h = Harness()
+    h.batch(ev("r1", "receipt", 10_000_000, at(DAY, "09:00")))
+    first = h.batch(ev("p0", "payment", 10_001_000, at(DAY, "09:01")))  # cash = available = -1,000
+    # the bank balance itself is below zero today: projected cash too (date: today, no drivers)
+    assert summary(first) == [("raised", SHORTFALL, "p0"), ("raised", PROJECTED, "p0")]
+    assert first[1].alert.projected_date == DAY and first[1].alert.drivers == []
+    for i in range(20):  # +-500,000 around zero: never past the 1,000,000 margin
+        assert h.batch(ev(f"up{i}", "receipt", 500_000, at(DAY, f"10:{i:02d}"))) == []
+        assert h.batch(ev(f"dn{i}", "payment", 500_000, at(DAY, f"11:{i:02d}"))) == []
+    out = h.batch(ev("big", "receipt", 2_000_000, at(DAY, "12:00")))
+    assert summary(out) == [("resolved", SHORTFALL, "big"), ("resolved", PROJECTED, "big")]
+    out = h.batch(ev("again", "payment", 3_000_000, at(DAY, "13:00")))
+    assert summary(out) == [("raised", SHORTFALL, "again"), ("raised", PROJECTED, "again")]
+    assert out[0].alert.id != first[0].alert.id and out[0].alert.seq == 2
+    rules = [(c.change, c.alert.rule) for c in h.log]
+    assert rules.count(("raised", SHORTFALL)) == 2 and rules.count(("resolved", SHORTFALL)) == 1
+    assert len(h.log) == 6
+
+
+# -- 2. below the reserve floor --------------------------------------------------------------
+
+D0 = "2026-03-02"  # a Monday
+
+
+def history(h: Harness, daily_payment: int, days: int = 7, opening: int = 10_000_000_000) -> None:
+    h.batch(ev("open", "receipt", opening, at(D0)))
+    for i in range(1, days + 1):
+        h.batch(ev(f"pay{i}", "payment", daily_payment, at(d(D0, i))))
+
+
+def test_floor_is_two_months_of_average_outflow_once_seven_days_are_observed() -> None:
+    h = Harness()
+    history(h, 30_000_000)  # days 1-7: no floor yet (fewer than 7 days observed)
+    assert h.log == []
+    # day 8: days 1..7 observed (the first day, the opening, never counts): outflow 210,000,000
+    # -> floor = 210,000,000 x 30 x 2 / 7 = 1,800,000,000; margin = 5% of it = 90,000,000
+    assert h.batch(ev("pay8", "payment", 30_000_000, at(d(D0, 8)))) == []  # available 9,760,000,000
+    out = h.batch(ev("c1", "commitment", 8_000_000_000, at(d(D0, 8), "11:00"),
+                     commitment_id="C-1", due_date="2026-12-01"))
+    assert summary(out) == [("raised", BELOW_FLOOR, "c1")]
+    a = out[0].alert
+    assert (a.available, a.floor, a.threshold, a.resolve_at) == (1_760_000_000, 1_800_000_000, 1_800_000_000,
+                                                                 1_890_000_000)
+    assert a.severity == "warning"
+    assert h.batch(ev("r1", "receipt", 100_000_000, at(d(D0, 8), "12:00"))) == []  # 1,860,000,000
+    out = h.batch(ev("r2", "receipt", 30_000_000, at(d(D0, 8), "13:00")))  # 1,890,000,000
+    assert summary(out) == [("resolved", BELOW_FLOOR, "r2")]
+
+
+def test_floor_uses_the_days_observed_and_a_late_day_window() -> None:
+    """With 20 days observed the average is over 20 days, not 90."""
+    h = Harness()
+    history(h, 10_000_000, days=20)  # days 1..20: 10M a day
+    h.batch(ev("x", "receipt", 1, at(d(D0, 21))))
+    st = h.book.positions[(ORG, "general", 2026)]
+    assert st.floor == 200_000_000 * 60 // 20 == 600_000_000  # 60 days of 10M
+    assert st.trend == -10_000_000
+
+
+def test_absolute_floor_from_the_configuration() -> None:
+    cfg = AlertConfig(governments={ORG: {"general": Override(floor_krw=5_000_000_000)}}).validate()
+    h = Harness(cfg)
+    out = h.batch(ev("r1", "receipt", 4_000_000_000, at(DAY)))
+    assert summary(out) == [("raised", BELOW_FLOOR, "r1")]
+    assert out[0].alert.floor == 5_000_000_000
+    # the shipped file: custody cash is held for others, no floor on it
+    assert Resolver(load_config()).get(ORG, "custody").floor_months == 0
+    assert Resolver(load_config()).get(ORG, "general").floor_months == 2
+
+
+def test_changed_thresholds_take_effect_at_once() -> None:
+    h = Harness()
+    h.batch(ev("r1", "receipt", 4_000_000_000, at(DAY)))
+    out = h.book.set_overrides({(ORG, "general"): Override(floor_krw=5_000_000_000)}, h.ledger.positions)
+    assert [(c.change, c.alert.rule, c.alert.floor) for c in out] == [("raised", BELOW_FLOOR, 5_000_000_000)]
+    assert h.book.set_overrides({(ORG, "general"): Override(floor_krw=5_000_000_000)}, h.ledger.positions) == []
+    out = h.book.set_overrides({}, h.ledger.positions)  # override removed: no floor (short history)
+    assert [(c.change, c.alert.rule, c.alert.resolution) for c in out] == [("resolved", BELOW_FLOOR, "no_floor")]
+    out = h.book.set_overrides({(ORG, "*"): Override(floor_krw=4_500_000_000)}, h.ledger.positions)
+    assert [(c.change, c.alert.rule) for c in out] == [("raised", BELOW_FLOOR)]  # government-wide
+
+
+# -- 3. projected shortfall ------------------------------------------------------------------
+
+
+def test_projected_shortfall_names_the_date_and_the_commitments_and_only_escalates() -> None:
+    h = Harness()
+    assert h.each(ev("r1", "receipt", 1_000_000_000, at(DAY, "09:00")),
+                  ev("c1", "commitment", 600_000_000, at(DAY, "09:10"), commitment_id="C-1", due_date="2026-06-20"),
+                  ev("c2", "commitment", 300_000_000, at(DAY, "09:20"), commitment_id="C-2", due_date="2026-06-10"),
+                  ) == []  # cash 1,000M covers 900M due
+    out = h.batch(ev("c3", "commitment", 200_000_000, at(DAY, "09:30"), commitment_id="C-3",
+                     due_date="2026-07-15"))
+    # cash 1,000 - 300 (06-10) = 700 - 600 (06-20) = 100 - 200 (07-15) = -100 (millions)
+    assert summary(out) == [("raised", SHORTFALL, "c3"), ("raised", PROJECTED, "c3")]
+    p = out[1].alert
+    assert (p.projected_date, p.projected_cash) == ("2026-07-15", -100_000_000)
+    assert [(x.commitment_id, x.open, x.due_date) for x in p.drivers] == [
+        ("C-1", 600_000_000, "2026-06-20"), ("C-2", 300_000_000, "2026-06-10"), ("C-3", 200_000_000, "2026-07-15")]
+    # a commitment due earlier moves the date earlier: 1,000 - 500 (06-05) - 300 (06-10) - 600 (06-20) < 0
+    out = h.batch(ev("c4", "commitment", 500_000_000, at(DAY, "09:40"), commitment_id="C-4",
+                     due_date="2026-06-05"))
+    assert [(c.change, c.alert.rule) for c in out] == [("updated", PROJECTED)]
+    u = out[0].alert
+    assert (u.id, u.rev, u.projected_date, u.projected_cash) == (p.id, 2, "2026-06-20", -400_000_000)
+    assert [x.commitment_id for x in u.drivers] == ["C-1", "C-4", "C-2"]
+    # paying C-4 on its due date: cash and committed both fall, the date stays: no update
+    assert h.batch(ev("p4", "payment", 500_000_000, at("2026-06-05", "10:00"), commitment_id="C-4")) == []
+    out = h.batch(ev("r2", "receipt", 1_100_000_000, at("2026-06-05", "11:00")))
+    assert summary(out) == [("resolved", SHORTFALL, "r2"), ("resolved", PROJECTED, "r2")]
+    assert out[1].alert.rev == 3
+
+
+def test_projection_looks_only_as_far_as_the_horizon() -> None:
+    h = Harness(AlertConfig(defaults=Override(horizon_days=10)))
+    h.batch(ev("r1", "receipt", 1_000_000_000, at(DAY)))
+    out = h.batch(ev("c1", "commitment", 1_500_000_000, at(DAY, "11:00"), commitment_id="C-1",
+                     due_date="2026-07-31"))
+    assert summary(out) == [("raised", SHORTFALL, "c1")]  # due beyond 10 days: not projected yet
+    assert h.batch(ev("r2", "receipt", 1, at("2026-07-20"))) == []  # window ends 07-30
+    out = h.batch(ev("r3", "receipt", 1, at("2026-07-21")))  # window ends 07-31
+    assert summary(out) == [("raised", PROJECTED, "r3")]
+    assert out[0].alert.projected_date == "2026-07-31"
+
+
+def test_a_draining_trend_warns_before_available_goes_negative() -> None:
+    h = Harness()
+    history(h, 20_000_000, opening=1_000_000_000)  # days 1..7: 20M a day spent, uncommitted
+    assert h.log == []
+    out = h.batch(ev("pay8", "payment", 20_000_000, at(d(D0, 8))))
+    # cash 840M, trend -20M/day: 840 - 20 k < 0 from k = 43 days -> 2026-03-10 + 43 = 2026-04-22
+    proj = [c.alert for c in out if c.alert.rule == PROJECTED]
+    assert len(proj) == 1 and proj[0].raised_event == "pay8"
+    assert (proj[0].projected_date, proj[0].projected_cash, proj[0].trend_per_day) == (
+        "2026-04-22", -20_000_000, -20_000_000)
+    assert proj[0].drivers == [] and proj[0].available == 840_000_000  # not short yet
+    assert {c.alert.rule for c in out} == {PROJECTED, BELOW_FLOOR}  # floor 1,200M
+    h2 = Harness(AlertConfig(defaults=Override(trend=False)))
+    history(h2, 20_000_000, opening=1_000_000_000)
+    assert [c.alert.rule for c in h2.batch(ev("pay8", "payment", 20_000_000, at(d(D0, 8))))] == [BELOW_FLOOR]
+
+
+# -- 4. year end -----------------------------------------------------------------------------
+
+
+def test_year_end_stages_raise_once_each_for_every_account_with_open_commitments() -> None:
+    h = Harness()
+    h.each(ev("r1", "receipt", 10_000_000_000, at("2026-11-02")),
+           ev("c1", "commitment", 1_000_000_000, at("2026-11-02", "11:00"), commitment_id="C-1",
+              due_date="2026-12-20"),
+           ev("rf", "receipt", 1_000_000_000, at("2026-11-03"), account=FUND),
+           ev("cf", "commitment", 100_000_000, at("2026-11-03", "11:00"), account=FUND,
+              commitment_id="C-F", due_date="2026-12-10"))
+    assert h.log == []
+    assert h.batch(ev("n30", "receipt", 1_000, at("2026-11-30"))) == []  # 31 days left
+    out = h.batch(ev("d30", "receipt", 1_000, at("2026-12-01")))  # 30 days left
+    got = sorted((c.change, c.alert.account, c.alert.id, c.alert.severity) for c in out)
+    assert got == [("raised", FUND, f"{ORG}:{FUND}:2026:year_end:d30", "info"),
+                   ("raised", "general", f"{ORG}:general:2026:year_end:d30", "info")]
+    fund = next(c.alert for c in out if c.alert.account == FUND)
+    assert fund.raised_event == "d30"  # the untouched fund is evaluated on the government's new day
+    assert (fund.open_commitments, fund.open_amount) == (1, 100_000_000)
+    assert h.batch(ev("n", "receipt", 1_000, at("2026-12-05"))) == []
+    out = h.batch(ev("d14", "receipt", 1_000, at("2026-12-17")))
+    assert sorted((c.change, c.alert.account, c.alert.stage_days, c.alert.resolution) for c in out) == [
+        ("raised", FUND, 14, None), ("raised", "general", 14, None),
+        ("resolved", FUND, 30, "superseded"), ("resolved", "general", 30, "superseded")]
+    out = h.batch(ev("d7", "receipt", 1_000, at("2026-12-24")))
+    assert sorted((c.change, c.alert.stage_days) for c in out) == [
+        ("raised", 7), ("raised", 7), ("resolved", 14), ("resolved", 14)]
+    out = h.batch(ev("pay", "payment", 1_000_000_000, at("2026-12-26"), commitment_id="C-1"))
+    assert [(c.change, c.alert.account, c.alert.resolution) for c in out] == [
+        ("resolved", "general", "no_open_commitments")]
+    # a new commitment in the same stage does not raise it again
+    assert h.batch(ev("c2", "commitment", 50_000_000, at("2026-12-27"), commitment_id="C-2")) == []
+    assert sorted(h.open()) == [f"{ORG}:{FUND}:2026:year_end:d7"]
+
+
+# -- 5. operational ----------------------------------------------------------------------------
+
+
+def kst(s: str) -> int:
+    return int(dt.datetime.fromisoformat(s + "+09:00").timestamp() * 1000)
+
+
+def test_office_minutes_skip_nights_weekends_and_holidays() -> None:
+    assert office_minutes_between(kst("2026-11-20T17:00"), kst("2026-11-23T09:30")) == 90  # Fri -> Mon
+    assert office_minutes_between(kst("2026-11-23T08:00"), kst("2026-11-23T19:00")) == 540
+    # 추석 2026: 24-26 September (Thu-Sat)
+    assert office_minutes_between(kst("2026-09-23T17:00"), kst("2026-09-28T09:30")) == 90
+
+
+def test_stale_data_is_raised_once_after_office_hours_of_silence_and_resolved_by_data() -> None:
+    book = AlertBook()
+    last = {ORG: kst("2026-11-20T17:00")}
+    assert book.check_stale(kst("2026-11-23T09:30"), last, [ORG]) == []  # 90 office minutes
+    out = book.check_stale(kst("2026-11-23T10:00"), last, [ORG])  # 120
+    assert [(c.change, c.alert.rule, c.alert.minutes, c.alert.org_code) for c in out] == [
+        ("raised", STALE, 120, ORG)]
+    assert book.check_stale(kst("2026-11-23T10:05"), last, [ORG]) == []
+    last[ORG] = kst("2026-11-23T10:06")
+    out2 = book.check_stale(kst("2026-11-23T10:07"), last, [ORG])
+    assert [(c.change, c.alert.id) for c in out2] == [("resolved", out[0].alert.id)]
+    assert book.check_stale(kst("2026-11-23T10:08"), last, [ORG]) == []
+
+
+def test_processor_lag_needs_to_last_and_resolves_below_half() -> None:
+    book = AlertBook(AlertConfig(operational=Operational(lag_records=100, lag_seconds=30)), worker_id="w1")
+    t0 = 1_800_000_000_000
+    assert book.check_lag(t0, 500) == [] and book.check_lag(t0 + 29_000, 500) == []
+    out = book.check_lag(t0 + 30_000, 400)
+    assert [(c.change, c.alert.rule, c.alert.lag_records, c.alert.worker) for c in out] == [
+        ("raised", LAG, 400, "w1")]
+    assert book.check_lag(t0 + 40_000, 80) == []  # below the threshold, above half of it
+    out = book.check_lag(t0 + 41_000, 50)
+    assert [(c.change, c.alert.resolution) for c in out] == [("resolved", "caught_up")]
+
+
+# -- durability ------------------------------------------------------------------------------
+
+
+def story() -> list[tuple[bytes, ...]]:
+    """Batches exercising every money rule (history, floor, shortfall, projection, year end)."""
+    b: list[tuple[bytes, ...]] = [(ev("open", "receipt", 2_000_000_000, at("2026-11-02")),)]
+    for i in range(1, 10):
+        b.append((ev(f"pay{i}", "payment", 40_000_000, at(d("2026-11-02", i))),))
+    b.append((ev("c1", "commitment", 1_000_000_000, at("2026-11-12", "11:00"), commitment_id="C-1",
+                 due_date="2026-11-20"),
+              ev("c2", "commitment", 700_000_000, at("2026-11-12", "12:00"), commitment_id="C-2",
+                 due_date="2026-12-28")))
+    b.append((ev("r1", "receipt", 500_000_000, at("2026-11-13")),))
+    b.append((ev("pay-c1", "payment", 1_000_000_000, at("2026-11-20"), commitment_id="C-1"),))
+    b.append((ev("r2", "receipt", 2_000_000_000, at("2026-12-01")),
+              ev("c3", "commitment", 100_000_000, at("2026-12-01", "11:00"), commitment_id="C-3",
+                 due_date="2026-12-05", account=FUND),
+              ev("rf", "receipt", 1_000, at("2026-12-01", "11:30"), account=FUND)))
+    b.append((ev("d14", "receipt", 1_000, at("2026-12-18")),))
+    b.append((ev("pay-c2", "payment", 700_000_000, at("2026-12-28"), commitment_id="C-2"),))
+    return b
+
+
+def keys(changes: list[AlertChange]) -> list[tuple[str, str, int]]:
+    return [(c.change, c.alert.id, c.alert.rev) for c in changes]
+
+
+def test_the_story_raises_every_money_rule() -> None:
+    h = Harness()
+    for b in story():
+        h.batch(*b)
+    assert {c.alert.rule for c in h.log if c.change == "raised"} == {SHORTFALL, BELOW_FLOOR, PROJECTED, YEAR_END}
+
+
+def test_restart_after_every_batch_neither_duplicates_nor_loses_an_alert() -> None:
+    ref = Harness()
+    for b in story():
+        ref.batch(*b)
+    h = Harness()
+    for b in story():
+        h.batch(*b)
+        h.restart()  # the book rebuilt from its records and the positions
+    assert keys(h.log) == keys(ref.log)
+    assert h.open() == ref.open()
+    assert h.outbox() == ref.outbox()  # one outbox record per change, none twice
+
+
+def test_a_crash_between_fold_and_write_replays_to_the_same_alerts() -> None:
+    ref = Harness()
+    for b in story():
+        ref.batch(*b)
+    h = Harness()
+    batches = story()
+    for i, b in enumerate(batches):
+        if i in (3, 10, 11):
+            # kill -9 after the fold and the book's update, before the atomic write
+            saved = copy.deepcopy((h.ledger.positions, h.ledger.commitments, h.ledger.journal))
+            h.book.apply(h.fold(b), h.ledger.positions)
+            h.ledger.positions, h.ledger.commitments, h.ledger.journal = saved
+            h.offset -= len(b)
+            h.restart()  # the records of that batch never reached the store
+        h.batch(*b)
+    assert h.outbox() == ref.outbox()
+    assert h.open() == ref.open()
+
+
+def test_acknowledgement_survives_restart_and_resolution() -> None:
+    h = Harness()
+    h.batch(ev("r1", "receipt", 10_000, at(DAY)))
+    aid = h.batch(ev("p1", "payment", 20_000, at(DAY, "11:00")))[0].alert.id
+    assert h.book.acknowledge(aid, "kim", 123) and not h.book.acknowledge(aid, "lee", 456)
+    h.write(h.book.take_records())
+    h.restart()
+    a = h.book.find(aid)
+    assert a is not None and (a.state, a.acknowledged_by, a.acknowledged_ms) == ("acknowledged", "kim", 123)
+    out = h.batch(ev("r2", "receipt", 5_000_000, at(DAY, "12:00")))
+    assert [(c.change, c.alert.rule, c.alert.state, c.alert.acknowledged_by) for c in out] == [
+        ("resolved", SHORTFALL, "resolved", "kim"), ("resolved", PROJECTED, "resolved", None)]
+
+
+def test_held_partition_is_judged_once_it_has_caught_up() -> None:
+    h = Harness()
+    h.batch(ev("r0", "receipt", 100_000_000, at(DAY, "08:00")))
+    # catching up: the payment's topic is read ahead of the receipts' -> no transient alert
+    assert h.batch(ev("p1", "payment", 150_000_000, at(DAY, "09:30")), hold=(ORG,)) == []
+    assert h.batch(ev("r1", "receipt", 100_000_000, at(DAY, "09:00")), hold=(ORG,)) == []
+    assert h.book.held == {(ORG, "general", 2026)}
+    assert h.batch(ev("p2", "payment", 100_000_000, at(DAY, "10:00")), hold=(ORG,)) == []
+    h.restart()  # the hold is part of the state
+    assert h.book.held == {(ORG, "general", 2026)}
+    out = h.book.release(h.ledger.positions, lambda org: True)
+    assert [(c.change, c.alert.rule, c.alert.available, c.alert.raised_ms) for c in out] == [
+        ("raised", SHORTFALL, -50_000_000, ms(DAY, "10:00")),
+        ("raised", PROJECTED, -50_000_000, ms(DAY, "10:00"))]
+    assert h.book.held == set()
+
+
+def test_a_new_owner_continues_the_previous_owners_open_alerts() -> None:
+    old = Harness()
+    for b in story()[:11]:
+        old.batch(*b)
+    before = old.open()
+    assert before, "the story must leave alerts open here"
+    # a worker without state for the partition: rebuilds from the book of record, held, seeded
+    # with the open alerts of the serving copy (the public JSON shape, as stored in Redis)
+    seed = {ORG: [msgspec.convert(alert_dict(a, "raised"), type(a)) for a in old.book.open_alerts()]}
+    new = Harness()
+    new.store.clear()
+    new.book = new._new_book(seed)
+    for b in story()[:11]:
+        assert new.batch(*b, hold=(ORG,)) == []
+    assert new.book.release(new.ledger.positions, lambda org: True) == []  # nothing new to say
+    assert new.open() == before
+    # and it goes on exactly as the old owner would have
+    for b in story()[11:]:
+        old.batch(*b)
+        new.batch(*b)
+    assert new.open() == old.open()
+    assert keys(new.log) == keys(old.log[len(old.log) - len(new.log):])
+
+
+# -- configuration and shape -------------------------------------------------------------------
+
+
+def test_configuration_is_validated() -> None:
+    assert load_config().operational.recent_keep == 2000
+    ok = decode_config(b'[defaults]\nfloor_months = 3\n[governments."5260000".general]\nfloor_krw = 1000\n')
+    assert Resolver(ok).get(ORG, "general").floor_krw == 1000
+    for bad in (b"[defaults]\nfloor_months = 1.5\n", b"[defaults]\nfloor_krw = -5\n",
+                b"[defaults]\nmargin_krw = true\n", b"[defaults]\nnope = 1\n",
+                b'[governments."9999999".general]\nfloor_krw = 1\n',
+                b'[governments."5260000".nope]\nfloor_krw = 1\n'):
+        with pytest.raises((msgspec.ValidationError, ValueError)):
+            decode_config(bad)
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.json.decode(b'{"floor_krw": 0}', type=Override)
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.json.decode(b'{"floor_krw": "5"}', type=Override)
+
+
+def test_public_shape_names_the_government_and_times_in_kst() -> None:
+    h = Harness()
+    h.batch(ev("r1", "receipt", 10_000, at(DAY)))
+    c = h.batch(ev("p1", "payment", 20_000, at(DAY, "11:00")))[0]
+    d_ = c.to_dict()
+    assert d_["name"] == "울릉군" and d_["province_code"] == "6470000" and d_["change"] == "raised"
+    assert d_["raised_at"] == "2026-06-01T11:00:00.000+09:00" and d_["state"] == "raised"
+    assert d_["available"] == -10_000 and "울릉군" in str(d_["message"])
+
+
+# -- the simulator's scenario ------------------------------------------------------------------
+
+
+def test_simulated_shortfall_scenario_crosses_at_the_staged_events() -> None:
+    start = dt.datetime(2026, 11, 16, 9, 0, tzinfo=KST)
+    sim = StagedSimulator(seed=3, start=start, speed=600, rate=5)
+    staged = shortfall_scenario(sim)
+    sim.stage(staged)
+    commit, pay = staged
+    assert dt.datetime.fromtimestamp(commit.at, KST) == start + dt.timedelta(minutes=10)
+    assert dt.datetime.fromtimestamp(pay.at, KST) == dt.datetime(2026, 11, 19, 10, 0, tzinfo=KST)
+    h = Harness(orgs=())
+    raws = sim.opening_balances() + sim.until(pay.at + 3600, 1_000_000)
+    assert commit.raw in raws and pay.raw in raws
+    mine = []
+    for i in range(0, len(raws), 100):
+        before = h.ledger.positions.get((ORG, "general", 2026))
+        cash_before = before.cash if before else 0
+        out = h.batch(*raws[i:i + 100])
+        mine += [c for c in out if c.alert.org_code == ORG and c.alert.account == "general"]
+        if pay.raw in raws[i:i + 100]:
+            assert cash_before > 0 > h.ledger.positions[(ORG, "general", 2026)].cash  # cash goes negative
+    assert [(c.change, c.alert.rule, c.alert.raised_event) for c in mine] == [
+        ("raised", SHORTFALL, "sim-3-scn-shortfall-c"), ("raised", PROJECTED, "sim-3-scn-shortfall-c")]
+    assert mine[1].alert.projected_date == "2026-11-19"
+    assert [x.commitment_id for x in mine[1].alert.drivers] == ["sim-3-scn-shortfall"]
