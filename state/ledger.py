@@ -140,13 +140,31 @@ class Ledger:
         kind = ev.kind
         ms = int(ev.occurred_at.timestamp() * 1000)
         if ev.reverses is None and (kind == "receipt" or (kind == "payment" and ev.commitment_id is None)):
-            # Fast path for the bulk of the stream: one cash effect, no commitment, and the
-            # journal entry encoded straight from a tuple in Journal's field order.
+            # Fast path for the bulk of the stream (_post inlined): one cash effect, no
+            # commitment, and the journal entry encoded straight from a tuple in Journal's order.
             amt = ev.amount
-            effects: list[Effect] = [(ev.account, ev.fiscal_year, amt if kind == "receipt" else -amt, 0)]
-            self._post(org, ev.event_id, effects, ms, _enc.encode(
-                (raw, kind, ev.account, ev.fiscal_year, amt, ms, effects, None, 0, None, None, source)
-            ))
+            account = ev.account
+            fy = ev.fiscal_year
+            dc = amt if kind == "receipt" else -amt
+            pk = (org, account, fy)
+            pos = self.positions.get(pk)
+            if pos is None:
+                pos = self.positions[pk] = Position()
+            pos.cash += dc
+            pos.version += 1
+            if ms > pos.last_event_ms:
+                pos.last_event_ms = ms
+            ch = self.changes
+            rows = ch.index.get(pk)
+            if rows is None:
+                rows = ch.index[pk] = []
+            rows.append((ms, ev.event_id, dc, 0))
+            self.journal[key] = ch.journal[key] = _enc.encode(
+                (raw, kind, account, fy, amt, ms, [(account, fy, dc, 0)], None, 0, None, None, source)
+            )
+            ch.applied += 1
+            if ms > ch.last_event_ms:
+                ch.last_event_ms = ms
             return APPLIED
         result = self._reversal(ev) if ev.reverses is not None else self._original(ev)
         if result.__class__ is Rejection:

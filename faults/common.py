@@ -1,0 +1,399 @@
+"""The harness shared by the fault scenarios and their CI tests.
+
+Everything runs as real processes on loopback: a Tansu broker, redis-server(s), ledger workers
+and the API (``tests.conftest.Stack``). The expected balances come from the independent
+reference fold (``reconcile.reference``); every scenario ends with :func:`reconcile_quiet`:
+Redis and each worker's RocksDB state against a re-fold of the topics, after the system is quiet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import redis
+from prometheus_client.parser import text_string_to_metric_families
+
+from bench.processor import simulator as bench_simulator
+from cashpos.embedded import free_port, start_redis, start_tansu
+from cashpos.names import RedisKeys, Topics
+from reconcile.run import _compare, _fold, _state_view, reconcile
+from streams.publisher import Publisher
+from streams.reader import Record, read_topics
+from streams.topics import ensure_topics, partition_for
+from tests.conftest import Infra, Stack, new_stack
+from tests.test_crash_recovery import expected_view, redis_view
+
+__all__ = [
+    "Feeder", "Infra", "Stack", "new_stack", "expected_view", "redis_view", "workload",
+    "own_infra", "start_worker", "reconcile_quiet", "checksum", "heartbeats", "live_owners",
+    "wait_until", "wait_up", "versions_sum", "worker_metric_totals", "api_metric_totals",
+    "script_main", "read_records",
+]
+
+PosKey = tuple[str, str, int]
+View = dict[PosKey, tuple[int, int, int]]
+
+
+# -- input ----------------------------------------------------------------------------------------
+
+def workload(seed: int, events: int) -> list[bytes]:
+    """``events`` realistic events: each account's opening balance, then a business week."""
+    sim = bench_simulator(seed)
+    raws = sim.opening_balances()
+    return raws + sim.next_batch(max(0, events - len(raws)))
+
+
+class Feeder(threading.Thread):
+    """Publishes ``raws`` in order from a background thread (its own event loop), paced at
+    ``rate`` events per second (None: as fast as the broker takes them)."""
+
+    def __init__(self, settings: Any, raws: list[bytes], rate: float | None = None,
+                 step_s: float = 0.05) -> None:
+        super().__init__(daemon=True, name="feeder")
+        self.settings = settings
+        self.raws = raws
+        self.rate = rate
+        self.step_s = step_s
+        self.sent = 0
+        self.started_at: float | None = None
+        self.finished_at: float | None = None
+        self.marks: list[tuple[float, int]] = []  # (monotonic time acknowledged, events sent)
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as exc:  # reported by wait()
+            self.error = exc
+
+    async def _main(self) -> None:
+        async with Publisher(self.settings) as pub:
+            self.started_at = time.monotonic()
+            if not self.rate:
+                self.sent = await pub.send_many(self.raws)
+                self.marks.append((time.monotonic(), self.sent))
+            else:
+                chunk = max(1, int(self.rate * self.step_s))
+                for i in range(0, len(self.raws), chunk):
+                    self.sent += await pub.send_many(self.raws[i:i + chunk])
+                    now = time.monotonic()
+                    self.marks.append((now, self.sent))
+                    delay = self.started_at + self.sent / self.rate - now
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+            self.finished_at = time.monotonic()
+
+    def wait(self, timeout: float = 600) -> None:
+        self.join(timeout)
+        if self.error is not None:
+            raise RuntimeError("publishing failed") from self.error
+        if self.is_alive():
+            raise TimeoutError(f"publisher still running after {timeout}s ({self.sent} sent)")
+
+    @property
+    def done(self) -> bool:
+        return self.finished_at is not None or self.error is not None
+
+
+def publish(settings: Any, raws: list[bytes]) -> float:
+    """Publish everything now (acknowledged on return); returns the seconds it took."""
+    f = Feeder(settings, raws)
+    t = time.monotonic()
+    f.start()
+    f.wait(3600)
+    return time.monotonic() - t
+
+
+# -- infrastructure and processes -----------------------------------------------------------------
+
+@contextmanager
+def own_infra(root: Path) -> Iterator[Infra]:
+    """A Tansu broker and a redis-server of the script's own (the full-size scripts)."""
+    kafka = start_tansu(log_path=root / "tansu.log")
+    try:
+        r = start_redis(log_path=root / "redis.log")
+    except BaseException:
+        kafka.stop()
+        raise
+    try:
+        yield Infra(kafka, r)
+    finally:
+        kafka.stop()
+        r.stop()
+
+
+def start_worker(stack: Stack, worker_id: str, **env: str) -> subprocess.Popen[bytes]:
+    """``Stack.start_worker`` with extra CASHPOS_* settings (e.g. a CI-scaled flush interval)."""
+    return stack.start(
+        f"worker-{worker_id}", "worker",
+        CASHPOS_WORKER_ID=worker_id,
+        CASHPOS_STATE_DIR=str(stack.root / f"state-{worker_id}"),
+        CASHPOS_WORKER_WEB_PORT=str(free_port()),
+        **env,
+    )
+
+
+def prepare(stack: Stack) -> None:
+    stack.root.mkdir(parents=True, exist_ok=True)
+    asyncio.run(ensure_topics(stack.settings))
+
+
+# -- observing the system -------------------------------------------------------------------------
+
+def wait_until(pred: Callable[[], Any], timeout: float, interval: float = 0.1,
+               what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def _redis(stack: Stack) -> redis.Redis:
+    return redis.Redis.from_url(stack.infra.redis_url, socket_timeout=2, socket_connect_timeout=2)
+
+
+def heartbeats(stack: Stack) -> dict[str, dict[str, Any]]:
+    r = _redis(stack)
+    try:
+        raw = r.hgetall(RedisKeys(stack.namespace).freshness)
+    finally:
+        r.close()
+    return {k.decode(): orjson.loads(v) for k, v in raw.items()}
+
+
+def live_owners(stack: Stack, max_age_s: float = 2.5) -> dict[str, set[int]]:
+    """Partitions per worker, from the heartbeats of the workers alive in the last seconds."""
+    now = time.time() * 1000
+    return {w: set(b.get("partitions", [])) for w, b in heartbeats(stack).items()
+            if now - b.get("heartbeat_ms", 0) < max_age_s * 1000}
+
+
+def wait_up(stack: Stack, worker_id: str, since_ms: int, timeout: float = 90) -> float:
+    """Until the worker's heartbeat (newer than ``since_ms``) lists partitions; returns when."""
+    def up() -> bool:
+        b = heartbeats(stack).get(worker_id)
+        return bool(b and b.get("heartbeat_ms", 0) > since_ms and b.get("partitions"))
+    wait_until(up, timeout, 0.1, f"{worker_id} to own partitions")
+    return time.monotonic()
+
+
+def versions_sum(view: View) -> int:
+    return sum(v for _, _, v in view.values())
+
+
+def checksum(view: View) -> str:
+    """sha256 over the sorted (org, account, fiscal year, cash, committed, version) rows."""
+    h = hashlib.sha256()
+    for (org, account, fy), (cash, committed, version) in sorted(view.items()):
+        h.update(f"{org}|{account}|{fy}|{cash}|{committed}|{version}\n".encode())
+    return h.hexdigest()
+
+
+def _totals(text: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[s.name] = out.get(s.name, 0.0) + s.value
+    return out
+
+
+def worker_metric_totals(stack: Stack) -> dict[str, dict[str, float]]:
+    """Per worker: every sample name summed over its labels (the worker's own exposition,
+    which it refreshes in Redis every second)."""
+    r = _redis(stack)
+    keys = RedisKeys(stack.namespace)
+    try:
+        names = sorted(r.keys(keys.worker_metrics_pattern))
+        texts = r.mget(names) if names else []
+    finally:
+        r.close()
+    prefix = len(keys.worker_metrics(""))
+    return {n.decode()[prefix:]: _totals(t.decode()) for n, t in zip(names, texts) if t}
+
+
+def api_metric_totals(stack: Stack) -> dict[str, float]:
+    """The API's /metrics (which re-exports every worker's metrics), summed over all labels."""
+    return _totals(httpx.get(f"{stack.api}/metrics", timeout=10).text)
+
+
+def state_view(path: Path, attempts: int = 20) -> tuple[View, dict[tuple[str, int], int]]:
+    """A worker's positions and stored offsets, read-only beside the running worker (what the
+    worker has flushed: without a WAL, the memtable is invisible to another process)."""
+    for i in range(attempts):
+        try:
+            return _state_view(path)
+        except Exception:  # a compaction removed a file while opening: try again
+            if i == attempts - 1:
+                raise
+            time.sleep(0.2)
+    raise AssertionError("unreachable")
+
+
+def read_records(stack: Stack) -> list[Record]:
+    return asyncio.run(read_topics(stack.settings, list(Topics(stack.namespace).sources)))
+
+
+# -- the closing reconciliation ---------------------------------------------------------------------
+
+@dataclass
+class Reconciliation:
+    records_in: int
+    applied: int
+    duplicates: int
+    dead_letters: int
+    positions_checked: int
+    lagging: int
+    unseeded: int
+    diff_krw: int
+    state_diff_krw: int
+    state_positions: int
+    seconds: float
+    problems: list[str] = field(default_factory=list)
+
+    def figures(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "problems"}
+
+
+def reconcile_quiet(stack: Stack, states: dict[str, Path], *, published: int | None = None,
+                    owned: dict[str, set[int]] | None = None, timeout: float = 90) -> Reconciliation:
+    """The closing check of every scenario, run once the input has been published.
+
+    1. Waits until each state directory has flushed the end of every partition it owns (all
+       partitions when ``owned`` is None): the system is quiet.
+    2. ``reconcile.run.reconcile``: Redis and (without ``owned``) each state against an
+       independent re-fold of the topics; diff_krw, lagging and unseeded must all be 0.
+    3. With ``owned`` (several workers): each worker's state is compared for exactly the
+       partitions it owns now (a worker that lost a partition keeps stale data for it), and
+       every partition must have exactly one owner.
+    4. counts in = applied + duplicates + dead letters, and = what was published.
+    """
+    t0 = time.monotonic()
+    settings = stack.settings
+    n = stack.partitions
+    problems: list[str] = []
+    records = read_records(stack)
+    ends: dict[tuple[str, int], int] = {}
+    for r in records:
+        ends[(r.topic, r.partition)] = max(ends.get((r.topic, r.partition), 0), r.offset + 1)
+    if owned is not None:
+        counts: dict[int, int] = {}
+        for parts in owned.values():
+            for p in parts:
+                counts[p] = counts.get(p, 0) + 1
+        if sorted(counts) != list(range(n)) or any(c != 1 for c in counts.values()):
+            problems.append(f"partitions not owned exactly once: {owned}")
+    for wid, d in states.items():
+        parts = owned[wid] if owned is not None else set(range(n))
+        need = {tp: end for tp, end in ends.items() if tp[1] in parts}
+        deadline = time.monotonic() + timeout
+        while True:
+            _, offs = state_view(d)
+            behind = {f"{t}:{p}": (offs.get((t, p), 0), end) for (t, p), end in need.items()
+                      if offs.get((t, p), 0) != end}
+            if not behind:
+                break
+            if time.monotonic() > deadline:
+                problems.append(f"{wid}: state not at the end of its partitions: {behind}")
+                break
+            time.sleep(0.5)
+    rep = asyncio.run(reconcile(settings, list(states.values()) if owned is None else [],
+                                publish=True))
+    state_krw = 0
+    state_positions = 0
+    if owned is not None:
+        full = _fold(records, settings.max_event_bytes)
+        expected, versions = full.positions(), full.versions()
+        for wid, d in states.items():
+            parts = owned[wid]
+            pos, _ = state_view(d)
+            exp = {pk: v for pk, v in expected.items() if partition_for(pk[0], n) in parts}
+            act = {pk: v for pk, v in pos.items() if partition_for(pk[0], n) in parts}
+            diffs, _, krw = _compare(exp, versions, act, "state", lag_ok=False)
+            state_krw += krw
+            state_positions += len(exp)
+            if diffs:
+                problems.append(f"{wid}: {len(diffs)} state positions differ, e.g. {diffs[:3]}")
+    else:
+        state_positions = sum(len(state_view(d)[0]) for d in states.values())
+    if rep.diff_krw or rep.differences:
+        problems.append(f"reconcile: diff_krw={rep.diff_krw}, e.g. {rep.differences[:3]}")
+    if rep.lagging:
+        problems.append(f"reconcile: {rep.lagging} positions lagging")
+    if rep.unseeded:
+        problems.append(f"reconcile: {rep.unseeded} governments unseeded")
+    if rep.records_in != rep.applied + rep.duplicates + rep.dead_letters:
+        problems.append(f"counts: {rep.records_in} in != {rep.applied} applied + "
+                        f"{rep.duplicates} duplicates + {rep.dead_letters} dead letters")
+    if published is not None and rep.records_in != published:
+        problems.append(f"counts: {rep.records_in} records on the topics, {published} published")
+    return Reconciliation(
+        records_in=rep.records_in, applied=rep.applied, duplicates=rep.duplicates,
+        dead_letters=rep.dead_letters, positions_checked=rep.positions_checked,
+        lagging=rep.lagging, unseeded=rep.unseeded, diff_krw=rep.diff_krw + state_krw,
+        state_diff_krw=state_krw, state_positions=state_positions,
+        seconds=round(time.monotonic() - t0, 2), problems=problems,
+    )
+
+
+# -- scripts --------------------------------------------------------------------------------------
+
+def base_args(description: str, events: int = 1_000_000) -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--events", type=int, default=events, help="events in the stream")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--partitions", type=int, default=12)
+    ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, state)")
+    return ap
+
+
+def script_main(name: str, args: argparse.Namespace,
+                scenario: Callable[[Infra, Path], dict[str, Any]]) -> int:
+    """Run one scenario on an infra of its own; print its figures; 0 when every check held."""
+    root = Path(tempfile.mkdtemp(prefix=f"cashpos-{name}-"))
+    print(f"{name}: {' '.join(sys.argv[1:])} (work dir {root}; {os.cpu_count()} cores shared "
+          f"by broker, redis, workers, API and this script)", flush=True)
+    t = time.monotonic()
+    figures: dict[str, Any] = {}
+    try:
+        with own_infra(root) as infra:
+            figures = scenario(infra, root)
+    finally:
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    figures["script_seconds"] = round(time.monotonic() - t, 1)
+    problems = figures.pop("problems", [])
+    for k, v in figures.items():
+        print(f"  {k} = {v}")
+    print(("FAIL: " + "; ".join(problems)) if problems else "PASS", flush=True)
+    print("figures " + json.dumps({"scenario": name, **figures, "problems": problems}, default=str))
+    return 1 if problems else 0
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def rng(seed: int, salt: str) -> random.Random:
+    return random.Random(f"{salt}:{seed}")

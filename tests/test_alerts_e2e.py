@@ -1,0 +1,240 @@
+"""Alerts end to end on the real parts: Tansu broker, redis-server, worker and API processes.
+
+An event that causes a shortfall must show up at GET /v1/alerts and on the Redis alerts channel
+within 2 s of being published; acknowledging works and survives resolution; a kill -9 of the
+worker neither repeats nor loses an alert (the alerts topic and Redis are compared before and
+after); a changed threshold takes effect without a restart; and the simulator's staged scenario
+raises its alert.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+
+import httpx
+import orjson
+import pytest
+import redis.asyncio as aioredis
+
+from cashpos.names import RedisKeys, Topics
+from streams.contract import KST
+from streams.publisher import Publisher
+from streams.reader import read_topics
+from tests.conftest import ROOT, Stack, new_stack
+
+pytestmark = pytest.mark.integration
+
+ORG = "5260000"  # 울릉군
+OTHER = "3090000"  # 도봉구
+
+
+def ev(kind: str, amount: int, org: str = ORG, account: str = "general", **extra: object) -> bytes:
+    now = dt.datetime.now(KST)
+    d: dict[str, object] = {
+        "event_id": f"e2e-{uuid.uuid4().hex[:20]}", "org_code": org, "account": account,
+        "fiscal_year": now.year, "kind": kind, "amount": amount,
+        "occurred_at": now.isoformat(timespec="milliseconds"), "source": "test_alerts_e2e", **extra,
+    }
+    if kind == "receipt":
+        d["category"] = "local_tax"
+    return orjson.dumps(d)
+
+
+async def publish(stack: Stack, *raws: bytes) -> None:
+    async with Publisher(stack.settings) as pub:
+        for raw in raws:
+            await pub.send(raw)
+
+
+def alerts(stack: Stack, **params: str) -> list[dict]:
+    r = httpx.get(f"{stack.api}/v1/alerts", params=params, timeout=5)
+    assert r.status_code == 200, r.text
+    return r.json()["alerts"]
+
+
+def wait_alerts(stack: Stack, pred, timeout: float = 15, **params: str) -> list[dict]:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    got: list[dict] = []
+    while time.monotonic() < deadline:
+        got = [a for a in alerts(stack, **params) if pred(a)]
+        if got:
+            return got
+        time.sleep(0.05)
+    raise AssertionError(f"no matching alert within {timeout}s; have {alerts(stack, **params)}")
+
+
+def wait_cash(stack: Stack, org: str, account: str, cash: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = httpx.get(f"{stack.api}/v1/positions/{org}/{account}", timeout=5)
+        if r.status_code == 200 and r.json()["totals"]["cash"] == cash:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{org}/{account} never reached cash {cash}")
+
+
+async def topic_changes(stack: Stack) -> list[dict]:
+    recs = await read_topics(stack.settings, [Topics(stack.namespace).alerts], idle_ms=800)
+    return [orjson.loads(r.value) for r in recs]
+
+
+@pytest.fixture()
+def astack(infra, tmp_path):  # type: ignore[no-untyped-def]
+    s = new_stack(infra, tmp_path)
+    s.start_worker("w1")
+    s.start_api()
+    s.wait_ready()
+    yield s
+    s.stop_all()
+
+
+async def test_shortfall_alert_is_served_and_pushed_within_two_seconds_and_can_be_acknowledged(astack) -> None:  # type: ignore[no-untyped-def]
+    s = astack
+    keys = RedisKeys(s.namespace)
+    await publish(s, ev("receipt", 1_000_000))
+    wait_cash(s, ORG, "general", 1_000_000)
+    assert alerts(s, org=ORG) == []
+    r = aioredis.from_url(s.infra.redis_url)
+    pubsub = r.pubsub(ignore_subscribe_messages=True)
+    await pubsub.subscribe(keys.alerts_channel)
+    try:
+        pay = ev("payment", 3_000_000)
+        await publish(s, pay)
+        t0 = time.monotonic()
+        pushed = None
+        while time.monotonic() - t0 < 5:
+            msg = await pubsub.get_message(timeout=0.2)
+            if msg and msg["type"] == "message":
+                body = orjson.loads(msg["data"])
+                if body.get("org_code") == ORG and body.get("rule") == "shortfall":
+                    pushed = body
+                    break
+        t_push = time.monotonic() - t0
+        got = await asyncio.to_thread(wait_alerts, s, lambda a: a["rule"] == "shortfall", 5, org=ORG)
+        t_api = time.monotonic() - t0
+    finally:
+        await pubsub.aclose()
+        await r.aclose()
+    assert pushed is not None, "no alert on the Redis channel"
+    assert t_push < 2.0 and t_api < 2.0, (t_push, t_api)
+    a = got[0]
+    assert pushed["id"] == a["id"] and pushed["change"] == "raised"
+    assert (a["available"], a["cash"], a["committed"]) == (-2_000_000, -2_000_000, 0)
+    assert a["raised_event"] == orjson.loads(pay)["event_id"] and a["state"] == "raised"
+    assert a["name"] == "울릉군" and a["province_code"] == "6470000" and a["severity"] == "critical"
+    # filters
+    assert [x["id"] for x in alerts(s, province="6470000", rule="shortfall")] == [a["id"]]
+    assert alerts(s, province="6110000") == [] and alerts(s, org=OTHER) == []
+    assert httpx.get(f"{s.api}/v1/alerts", params={"rule": "nope"}).status_code == 422
+    assert httpx.get(f"{s.api}/v1/alerts", params={"org": "9999999"}).status_code == 404
+
+    # acknowledge: recorded once (first wins), published, kept through resolution
+    url = f"{s.api}/v1/alerts/{a['id']}/ack"
+    assert httpx.post(url, json={}, timeout=5).status_code == 422
+    assert httpx.post(url, json={"by": 5}, timeout=5).status_code == 422
+    assert httpx.post(f"{s.api}/v1/alerts/nope/ack", json={"by": "kim"}).status_code == 404
+    ack = httpx.post(url, json={"by": "kim"}, timeout=5)
+    assert ack.status_code == 200 and ack.json()["state"] == "acknowledged"
+    again = httpx.post(url, json={"by": "lee"}, timeout=5).json()
+    assert again["acknowledged_by"] == "kim"
+    now = next(x for x in alerts(s, org=ORG) if x["id"] == a["id"])
+    assert (now["state"], now["acknowledged_by"]) == ("acknowledged", "kim")
+    assert [x["id"] for x in alerts(s, org=ORG, state="acknowledged")] == [a["id"]]
+    await publish(s, ev("receipt", 10_000_000))
+    done = await asyncio.to_thread(wait_alerts, s, lambda x: x["id"] == a["id"], 10, org=ORG, state="resolved")
+    assert done[0]["acknowledged_by"] == "kim" and done[0]["resolution"] == "recovered"
+    assert done[0]["available"] == 8_000_000
+    assert all(x["id"] != a["id"] for x in alerts(s, org=ORG))  # no longer open
+    assert httpx.post(url, json={"by": "park"}, timeout=5).status_code == 409
+    changes = [c for c in await topic_changes(s) if c["id"] == a["id"]]
+    assert [c["change"] for c in changes] == ["raised", "acknowledged", "resolved"]
+    assert changes[-1]["acknowledged_by"] == "kim"
+    metrics = httpx.get(f"{s.api}/metrics", timeout=5).text
+    assert any(ln.startswith('cashpos_alerts_raised_total{') and 'rule="shortfall"' in ln and not ln.endswith(" 0.0")
+               for ln in metrics.splitlines()), "cashpos_alerts_raised_total not exported"
+
+
+async def test_kill9_and_restart_neither_repeats_nor_loses_alerts(infra, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    s = new_stack(infra, tmp_path)
+    try:
+        s.start_worker("w1")
+        s.start_api()
+        s.wait_ready()
+        await publish(s, ev("receipt", 1_000_000), ev("payment", 5_000_000))
+        first = await asyncio.to_thread(wait_alerts, s, lambda a: a["rule"] == "shortfall", 15, org=ORG)
+        before_topic = await topic_changes(s)
+        r = aioredis.from_url(s.infra.redis_url)
+        keys = RedisKeys(s.namespace)
+        before_open = set((await r.hgetall(keys.alerts_open)).keys())
+        s.stop("worker-w1", kill=True)
+        # while it is down: one more payment on the short account (no new crossing) and a new
+        # shortfall elsewhere
+        await publish(s, ev("payment", 1_000), ev("receipt", 100, org=OTHER), ev("payment", 700, org=OTHER))
+        s.start_worker("w1")
+        other = await asyncio.to_thread(wait_alerts, s, lambda a: a["rule"] == "shortfall", 30, org=OTHER)
+        wait_cash(s, ORG, "general", 1_000_000 - 5_000_000 - 1_000)
+        await asyncio.sleep(1.5)  # let any (wrong) repeat surface
+        after_topic = await topic_changes(s)
+        after_open = set((await r.hgetall(keys.alerts_open)).keys())
+        await r.aclose()
+    finally:
+        s.stop_all()
+    # nothing that was published before is published again, nothing is lost
+    assert after_topic[:len(before_topic)] == before_topic
+    counts = Counter((c["id"], c["rev"], c["change"]) for c in after_topic)
+    assert all(n == 1 for n in counts.values()), counts
+    new = after_topic[len(before_topic):]
+    assert [(c["org_code"], c["rule"], c["change"]) for c in new] == [
+        (OTHER, "shortfall", "raised"), (OTHER, "projected_shortfall", "raised")]
+    assert before_open <= after_open  # the open alert is still open, under the same id
+    assert first[0]["id"].encode() in before_open and other[0]["id"].encode() in after_open
+    assert len(after_open) == len(before_open) + 2  # other's shortfall and projected shortfall
+
+
+async def test_thresholds_put_takes_effect_without_restart(astack) -> None:  # type: ignore[no-untyped-def]
+    s = astack
+    await publish(s, ev("receipt", 5_000_000_000))
+    wait_cash(s, ORG, "general", 5_000_000_000)
+    url = f"{s.api}/v1/thresholds/{ORG}/general"
+    base = httpx.get(url, timeout=5).json()
+    assert base["effective"]["floor_months"] == 2 and base["override"] is None
+    for bad in ({"floor_krw": 1.5}, {"floor_krw": -1}, {"floor_krw": "6000000000"}, {"floor_krw": 0},
+                {"nope": 1}, {"margin_pct": 101}, {"floor_months": True}):
+        r = httpx.put(url, json=bad, timeout=5)
+        assert r.status_code == 422, (bad, r.text)
+    assert httpx.put(f"{s.api}/v1/thresholds/9999999/general", json={}).status_code == 404
+    assert httpx.put(f"{s.api}/v1/thresholds/{ORG}/nope", json={}).status_code == 404
+    t0 = time.monotonic()
+    r = httpx.put(url, json={"floor_krw": 6_000_000_000}, timeout=5)
+    assert r.status_code == 200 and r.json()["effective"]["floor_krw"] == 6_000_000_000
+    got = await asyncio.to_thread(wait_alerts, s, lambda a: a["rule"] == "below_floor", 10, org=ORG)
+    assert time.monotonic() - t0 < 5
+    assert (got[0]["floor"], got[0]["available"]) == (6_000_000_000, 5_000_000_000)
+    # the next event is judged against it too: 5,000,000,000 + 1,500,000,000 >= floor + 5%
+    await publish(s, ev("receipt", 1_500_000_000))
+    done = await asyncio.to_thread(wait_alerts, s, lambda a: a["id"] == got[0]["id"], 10, org=ORG,
+                                   state="resolved")
+    assert done[0]["resolution"] == "recovered"
+    assert httpx.delete(url, timeout=5).json()["override"] is None
+
+
+def test_simulator_scenario_raises_the_staged_shortfall(astack) -> None:  # type: ignore[no-untyped-def]
+    s = astack
+    out = subprocess.run(
+        [sys.executable, "-m", "cashpos.cli", "simulate", "--scenario", "shortfall", "--seed", "5",
+         "--speed", "3600", "--rate", "2000", "--total", "4000"],
+        env=s.env(), cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "scenario shortfall" in out.stdout and "울릉군 5260000 general" in out.stdout
+    cid = next(ln for ln in out.stdout.splitlines() if "commitment" in ln).split("commitment ")[1].split()[0]
+    got = wait_alerts(s, lambda a: a["rule"] == "projected_shortfall" and a["account"] == "general", 30, org=ORG)
+    assert [d["commitment_id"] for d in got[0]["drivers"]] == [cid]
+    assert got[0]["raised_event"] == f"{cid}-c"
+    short = wait_alerts(s, lambda a: a["rule"] == "shortfall" and a["account"] == "general", 5, org=ORG)
+    assert short[0]["available"] < 0
