@@ -141,7 +141,12 @@ def own_infra(root: Path) -> Iterator[Infra]:
 
 
 def start_worker(stack: Stack, worker_id: str, **env: str) -> subprocess.Popen[bytes]:
-    """``Stack.start_worker`` with extra CASHPOS_* settings (e.g. a CI-scaled flush interval)."""
+    """``Stack.start_worker`` with extra CASHPOS_* settings (e.g. a CI-scaled flush interval).
+
+    Creates the state directory first: since f74d8d7 the worker's Faust datadir lives inside it
+    and Faust creates it without parents, so a worker whose state directory does not exist dies
+    at start (FileNotFoundError); see docs/reliability.md, bug B1."""
+    (stack.root / f"state-{worker_id}").mkdir(parents=True, exist_ok=True)
     return stack.start(
         f"worker-{worker_id}", "worker",
         CASHPOS_WORKER_ID=worker_id,
