@@ -27,6 +27,7 @@ from cashpos.settings import Settings, load
 from serving.alerts import router as alerts_router
 from serving.federation import WorkerMetricsCollector
 from serving.ingest import router as ingest_router
+from serving.live import router as live_router
 from serving.positions import STALE_AFTER_MS, NotReady, PositionReader
 
 log = logging.getLogger("cashpos.api")
@@ -203,12 +204,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(ingest_router)
     app.include_router(alerts_router)
-    try:  # the live dashboard stream (serving/live.py) and pages, when present
-        from serving.live import router as live_router
-
-        app.include_router(live_router)
-    except ImportError:
-        pass
-    if STATIC.is_dir():
-        app.mount("/dashboard", StaticFiles(directory=STATIC, html=True), name="dashboard")
+    app.include_router(live_router)
+    app.mount("/dashboard", StaticFiles(directory=STATIC, html=True), name="dashboard")
     return app
