@@ -9,6 +9,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disa
 # `_created` series double the exposition for no use in dashboards or alert rules.
 disable_created_metrics()
 
+# Gauges the API derives from the last reconciliation (serving/federation.py emits them).
+RECONCILIATION_DIFF_KRW = "cashpos_reconciliation_diff_krw"
+RECONCILIATION_LAST_RUN = "cashpos_reconciliation_last_run_timestamp_seconds"
+
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 

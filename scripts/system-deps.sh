@@ -4,7 +4,8 @@
 # Usage: scripts/system-deps.sh [run|test]
 set -euo pipefail
 want=(redis-server)
-if [ "${1:-run}" = "test" ]; then want+=(chromium fonts-nanum); fi
+# tests: a real browser, Korean glyphs for it, and promtool for the alert rules
+if [ "${1:-run}" = "test" ]; then want+=(chromium fonts-nanum prometheus); fi
 missing=()
 for pkg in "${want[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

@@ -13,6 +13,7 @@ import orjson
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 
+from cashpos.metrics import RECONCILIATION_DIFF_KRW, RECONCILIATION_LAST_RUN
 from cashpos.names import RedisKeys
 
 
@@ -53,13 +54,13 @@ class WorkerMetricsCollector:
             return
         rep = orjson.loads(raw)
         diff = GaugeMetricFamily(
-            "cashpos_reconciliation_diff_krw",
+            RECONCILIATION_DIFF_KRW,
             "Absolute KRW difference found by the last reconciliation (0 = exact)",
         )
         diff.add_metric([], rep["diff_krw"])
         yield diff
         at = GaugeMetricFamily(
-            "cashpos_reconciliation_last_run_timestamp_seconds", "When the last reconciliation finished"
+            RECONCILIATION_LAST_RUN, "When the last reconciliation finished"
         )
         at.add_metric([], rep["finished_ms"] / 1000)
         yield at
