@@ -16,7 +16,10 @@ Users (each Locust user is one logged-in official or one source-system connectio
 * ``IntegrationSystem``: an official's screen in another system asking for balances at a steady
   pace: ``/v1/positions/{org}/{account}``, ``/v1/positions/{org}``, ``/v1/summary`` (rarely).
 * ``SourceSystem`` (fixed count): ``POST /v1/events`` with the simulator's events (all kinds, all
-  243 governments), paced so that all of them together post ``Plan.tps(t)`` transactions/s.
+  243 governments), open loop: together they start ``Plan.tps(t)`` posts per second.
+
+A spawned reader is mid-session; sessions end (and the user logs in again) at the hazard
+``Plan.session_hazard``, so logins follow the real rate at any compression.
 
 What is measured besides Locust's own request statistics (all in the CSV/HTML as custom types):
 
@@ -29,7 +32,7 @@ What is measured besides Locust's own request statistics (all in the CSV/HTML as
 * ``LAG``: every 5 s, the sum of ``cashpos_consumer_lag_records`` from ``/metrics`` (the value is
   in records, not ms).
 * ``STREAM`` (failures only): a held stream that the server ended or broke before the session
-  did (response time = how long it was held). Sessions started, streams held to the end and
+  did (response time = how long it was held). Logins, streams held to the end and
   frames read are counted in the per-process dumps (``counts``), not in Locust's statistics.
 
 With ``LOADTEST_OUT`` set, each process also writes merged-friendly latency histograms per
@@ -40,6 +43,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import math
 import os
 import random
 import re
@@ -55,7 +59,7 @@ from locust.runners import MasterRunner, WorkerRunner
 
 from cashpos.refdata import governments
 from cashpos.simulator import Simulator, annual_budgets
-from loadtest.profile import SESSION_CLASSES, Plan
+from loadtest.profile import Plan
 
 PLAN = Plan.from_env()
 if os.environ.get("LOADTEST_SHAPE") == "heavy" and PLAN.mode != "heavy":
@@ -73,8 +77,10 @@ DASHBOARD_COLD = 0.25  # sessions that load the page's assets too (empty browser
 LOOK_EVERY_S = 150.0  # a director's look at /v1/positions/{org}, on average
 QUERY_EVERY_S = 30.0  # an integration user's balance query, on average
 SUMMARY_SHARE = 0.02  # of integration queries
-
-_CLASS = {c.name: c for c in SESSION_CLASSES}
+# Probability that a spawned user starts with a login (page load) rather than mid-session; the
+# smoke run sets 1 so that a short run exercises every endpoint.
+SPAWN_LOGIN = float(os.environ.get("LOADTEST_SPAWN_LOGIN", "0"))
+MAX_INFLIGHT = int(os.environ.get("LOADTEST_MAX_INFLIGHT", "32"))  # posts per SourceSystem user
 
 # -- reference data -----------------------------------------------------------------------------
 
@@ -371,49 +377,62 @@ def probe(user: SourceSystem, raw: bytes, ev: dict[str, object]) -> None:
 
 # -- users ----------------------------------------------------------------------------------------
 
-def _session_length(cls: str) -> float:
-    mean = _CLASS[cls].seconds
-    return random.uniform(0.5, 1.5) * mean  # mean preserved, no endless sessions
+def get(user: FastHttpUser, url: str, name: str | None = None, ok404: bool = False) -> int:
+    """GET, recording the status and the start of the body of any error (a 503 says why)."""
+    with user.client.get(url, name=name or url, catch_response=True) as r:
+        code = r.status_code
+        if code == 200 or (ok404 and code == 404):
+            r.success()
+        else:
+            r.failure(f"{code}: {(r.text or '')[:120] if code else repr(getattr(r, 'error', None))}")
+        return code
+
+
+def _session_over(cls: str, dt_: float) -> bool:
+    """Whether the session ends within the last ``dt_`` seconds (hazard λ/users, see profile)."""
+    return random.random() < 1.0 - math.exp(-PLAN.session_hazard(cls, elapsed()) * dt_)
 
 
 class FinanceDirector(FastHttpUser):
-    """A finance director (or treasury official) with the dashboard open."""
+    """A finance director (or treasury official) with the dashboard open. A spawned user is
+    already mid-session (it opens its stream); later sessions start with a login: the page."""
 
     weight = PLAN.weights()["FinanceDirector"]
     wait_time = constant(0)
     network_timeout = 30.0
     connection_timeout = 10.0
+    max_retries = 1  # a keep-alive connection the server just closed (as browsers/clients retry)
     concurrency = 4
     _assets: list[str] | None = None
 
+    def on_start(self) -> None:
+        self._logged_in = random.random() < SPAWN_LOGIN
+
     def _page(self, org: str | None) -> None:
-        r = self.client.get("/dashboard/", name="/dashboard/")
-        if random.random() < DASHBOARD_COLD and r.status_code == 200:
+        with self.client.get("/dashboard/", name="/dashboard/", catch_response=True) as r:
+            html = r.text if r.status_code == 200 else None
+        if html and random.random() < DASHBOARD_COLD:
             if FinanceDirector._assets is None:
-                html = r.text or ""
                 FinanceDirector._assets = [
                     u for u in re.findall(r'(?:src|href)="([^"#:]+)"', html) if not u.startswith("/")
                 ]
             for a in FinanceDirector._assets:
-                self.client.get(f"/dashboard/{a}", name="/dashboard/[static]")
-        self.client.get("/v1/governments")
+                get(self, f"/dashboard/{a}", "/dashboard/[static]")
+        get(self, "/v1/governments")
         if org is None:
-            self.client.get("/v1/summary")
+            get(self, "/v1/summary")
         else:
-            self.client.get(f"/v1/governments/{org}", name="/v1/governments/[org]")
-            self.client.get(f"/v1/positions/{org}", name="/v1/positions/[org]")
-            with self.client.get(f"/v1/alerts?org={org}", name="/v1/alerts?org=[org]",
-                                 catch_response=True) as r:
-                if r.status_code == 404:  # the page shows "no alerts"
-                    r.success()
+            get(self, f"/v1/governments/{org}", "/v1/governments/[org]")
+            get(self, f"/v1/positions/{org}", "/v1/positions/[org]")
+            get(self, f"/v1/alerts?org={org}", "/v1/alerts?org=[org]", ok404=True)  # 404: "no alerts"
 
     @task
     def session(self) -> None:
-        _COUNTS["sessions_FinanceDirector"] += 1
-        started = time.monotonic()
-        end = started + _session_length("FinanceDirector")
         org = None if random.random() < NATIONAL_SHARE else pick_org()
-        self._page(org)
+        if self._logged_in:  # a new login; the first session of a spawned user is under way
+            _COUNTS["sessions_FinanceDirector"] += 1
+            self._page(org)
+        self._logged_in = True
         url = "/v1/stream?snapshot=1" + (f"&org={org}" if org else "")
         name = "/v1/stream?org=[org]" if org else "/v1/stream (national)"
         resp = self.client.get(url, stream=True, name=name)
@@ -421,24 +440,25 @@ class FinanceDirector(FastHttpUser):
             gevent.sleep(random.uniform(1, 3))  # the browser's retry
             return
         sse = SSE(resp)
-        opened = time.monotonic()
+        opened = last = time.monotonic()
         next_look = opened + random.expovariate(1 / LOOK_EVERY_S)
         frames = 0
         try:
             while True:
-                sse.next()
+                sse.next()  # a frame at least every ~2 s (heartbeat)
                 frames += 1
+                _COUNTS["stream_frames"] += 1
                 now = time.monotonic()
-                if now >= end:
+                if _session_over("FinanceDirector", now - last):
                     break
+                last = now
                 if now >= next_look:
                     if org:
-                        self.client.get(f"/v1/positions/{org}", name="/v1/positions/[org]")
+                        get(self, f"/v1/positions/{org}", "/v1/positions/[org]")
                     else:
-                        self.client.get("/v1/summary")
+                        get(self, "/v1/summary")
                     next_look = time.monotonic() + random.expovariate(1 / LOOK_EVERY_S)
             _record("stream_hold", (time.monotonic() - opened) * 1000, False)  # not in Locust's stats
-            _COUNTS["stream_frames"] += frames
         except EOFError as exc:  # the server ended the stream before the session did
             _fire("STREAM", f"{name} held", (time.monotonic() - opened) * 1000, exc, frames)
         except Exception as exc:  # network error while holding it
@@ -449,49 +469,65 @@ class FinanceDirector(FastHttpUser):
 
 
 class IntegrationSystem(FastHttpUser):
-    """An official's screen in another system (e-hojo, ...) asking the API for balances."""
+    """An official's screen in another system (e-hojo, ...) asking the API for balances at a
+    steady pace (~2 a minute). A spawned user is mid-session: its first query comes after a
+    random part of the pause."""
 
     weight = PLAN.weights()["IntegrationSystem"]
     wait_time = constant(0)
     network_timeout = 30.0
     connection_timeout = 10.0
+    max_retries = 1  # a keep-alive connection the server just closed (as browsers/clients retry)
     concurrency = 2
+
+    def on_start(self) -> None:
+        self._logged_in = random.random() < SPAWN_LOGIN
+        if not self._logged_in:
+            gevent.sleep(random.uniform(0, QUERY_EVERY_S))
 
     @task
     def session(self) -> None:
-        _COUNTS["sessions_IntegrationSystem"] += 1
-        end = time.monotonic() + _session_length("IntegrationSystem")
+        if self._logged_in:
+            _COUNTS["sessions_IntegrationSystem"] += 1
+        self._logged_in = True
         org = pick_org()
         while True:
             x = random.random()
             if x < SUMMARY_SHARE:
-                self.client.get("/v1/summary")
+                get(self, "/v1/summary")
             elif x < 0.30:
-                self.client.get(f"/v1/positions/{org}", name="/v1/positions/[org]")
+                get(self, f"/v1/positions/{org}", "/v1/positions/[org]")
             else:
-                acc = pick_account(org)
-                self.client.get(f"/v1/positions/{org}/{acc}", name="/v1/positions/[org]/[account]")
-            pause = random.uniform(0.5, 1.5) * QUERY_EVERY_S  # a steady pace, ~2 a minute
-            if time.monotonic() + pause >= end:
-                gevent.sleep(max(0.0, end - time.monotonic()))
-                return
-            gevent.sleep(pause)
+                get(self, f"/v1/positions/{org}/{pick_account(org)}", "/v1/positions/[org]/[account]")
+            pause = random.uniform(0.5, 1.5) * QUERY_EVERY_S
+            while pause > 0:  # the session may end during the pause (checked every <= 5 s)
+                step = min(pause, 5.0)
+                gevent.sleep(step)
+                pause -= step
+                if _session_over("IntegrationSystem", step):
+                    return  # logout; the next session starts with a query at once
 
 
 class SourceSystem(FastHttpUser):
-    """A source system (tax, non-tax, e-hojo, bank gateway ...) posting events; the
-    ``fixed_count`` users together post ``PLAN.tps(t)`` per second."""
+    """A source system (tax, non-tax, e-hojo, bank gateway ...) posting events. Open loop: the
+    ``fixed_count`` users together start ``PLAN.tps(t)`` posts per second whatever the response
+    times (up to ``MAX_INFLIGHT`` outstanding each), as transactions arrive independently."""
 
     fixed_count = SOURCE_USERS
     weight = 1
     wait_time = constant(0)
     network_timeout = 30.0
     connection_timeout = 10.0
-    concurrency = 12
+    max_retries = 1  # a keep-alive connection the server just closed (as browsers/clients retry)
+    concurrency = MAX_INFLIGHT + 8
 
     def on_start(self) -> None:
         self._due: float | None = None
         self._n = random.randrange(PROBE_EVERY)
+        self._inflight = Group()
+
+    def on_stop(self) -> None:
+        self._inflight.kill(block=False)
 
     def post(self, raw: bytes) -> float | None:
         """POST one event; the monotonic time of the 202, or None."""
@@ -499,8 +535,7 @@ class SourceSystem(FastHttpUser):
                               headers={"Content-Type": "application/json"}, catch_response=True) as r:
             if r.status_code == 202:
                 return time.monotonic()
-            detail = (r.text or "")[:200]
-            r.failure(f"{r.status_code}: {detail}")
+            r.failure(f"{r.status_code}: {(r.text or '')[:120] if r.status_code else repr(getattr(r, 'error', None))}")
             return None
 
     @task
@@ -518,8 +553,10 @@ class SourceSystem(FastHttpUser):
             gevent.sleep(min(self._due - now, 1.0))  # re-read the rate at least every second
             if time.monotonic() < self._due:
                 return
-        # never more than two intervals of catch-up after a slow response: no bursts
-        self._due = max(self._due + interval, time.monotonic() - 2 * interval)
+        self._due += interval
+        if time.monotonic() - self._due > 2.0:  # the generator itself fell behind: no bursts
+            _COUNTS["tx_skipped_generator_behind"] += 1
+            self._due = time.monotonic()
         raw = event_source().next()
         self._n += 1
         if self._n % PROBE_EVERY == 0:
@@ -528,7 +565,11 @@ class SourceSystem(FastHttpUser):
                 _PROBES.spawn(probe, self, raw, ev)
                 return
             self._n -= 1  # probe the next eligible one instead
-        self.post(raw)
+        if len(self._inflight) < MAX_INFLIGHT:
+            self._inflight.spawn(self.post, raw)
+        else:
+            _COUNTS["tx_posted_blocking"] += 1  # back-pressure: the API is very slow
+            self.post(raw)
 
 
 # -- processor lag and bookkeeping ---------------------------------------------------------------
@@ -602,7 +643,10 @@ class _PlanShape:
         t = self.get_run_time()  # type: ignore[attr-defined]
         if t >= self.plan.duration_s:
             return None
-        return self.plan.total_users(t) + SOURCE_USERS, self.plan.spawn_rate(t)
+        target = self.plan.total_users(t) + SOURCE_USERS
+        # follow the curve (d users/dt x 1.5) and close any gap (start, slow spawning) in ~2 s
+        gap = abs(target - self.get_current_user_count()) / 2.0  # type: ignore[attr-defined]
+        return target, max(self.plan.spawn_rate(t), gap)
 
 
 class BusinessDayShape(_PlanShape, LoadTestShape):

@@ -17,6 +17,10 @@ which, for a slowly varying λ, is the familiar ``sessions/hour × average sessi
 Integrating it over the day gives back ``sessions_k × W_k``, i.e. the day's sessions.
 Each Locust user is one logged-in official; it runs sessions back to back, so the Locust user
 count *is* the concurrency, and a spawn rate only follows d users/dt (see ``Plan.spawn_rate``).
+A spawned user starts in the middle of a session (its dashboard already open: it only opens its
+stream); sessions end - and the user logs in again, loading the page - at the hazard
+λ_k(t)/users_k(t) (``Plan.session_hazard``), so logins happen at the real rate λ(t) however fast
+the compressed curve ramps.
 
 =====================  ========  ===========  =======================================
 class                  sessions  mean length  what a session does
@@ -328,6 +332,29 @@ class Plan:
         s = self.day_time(t)
         return {c.name: concurrent(self.day, c, s) * self.user_scale for c in SESSION_CLASSES}
 
+    def session_hazard(self, cls: str, t: float) -> float:
+        """Per-user probability per wall second that a session of ``cls`` ends (and the user
+        logs in anew): λ_k / users_k at the moment the run is showing. Locust users appear and
+        disappear with the curve (a compressed ramp spawns them N times faster than officials
+        log in), so users start *mid-session* and logins happen at this hazard instead: the run
+        then sees the real login rate λ(t) at every moment, at any compression (at N=1 in a
+        steady state it is 1/W, the mean session length)."""
+        c = next(x for x in SESSION_CLASSES if x.name == cls)
+        s = self._peak()[0] if self.mode == "heavy" else self.day_time(t)
+        u = concurrent(self.day, c, s)
+        return session_rate(self.day, c, s) / u if u > 0 else 1.0 / c.seconds
+
+    def logins(self, t0: float = 0.0, t1: float | None = None) -> float:
+        """Sessions (logins) the run should start between run times t0 and t1 (all classes)."""
+        t1 = self.duration_s if t1 is None else min(t1, self.duration_s)
+        n, step, t = 0.0, 1.0, max(0.0, t0)
+        while t < t1:
+            dt_ = min(step, t1 - t)
+            users = self.users(t + dt_ / 2)
+            n += sum(self.session_hazard(k, t + dt_ / 2) * v for k, v in users.items()) * dt_
+            t += dt_
+        return n
+
     def total_users(self, t: float) -> int:
         return int(round(sum(self.users(t).values())))
 
@@ -446,6 +473,7 @@ class Plan:
             "user_scale": self.user_scale, "tx_scale": self.tx_scale,
             "duration_s": round(self.duration_s, 1), "peak_users": round(self.peak_users()),
             "peak_tps": round(self.peak_tps(), 2), "expected_tx": round(self.expected_tx()),
+            "expected_logins": round(self.logins()),
             "day_sessions": self.day.sessions, "day_transactions": self.day.transactions,
             "weights": self.weights(),
         }

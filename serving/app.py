@@ -55,8 +55,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        r = aioredis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2,
-                              max_connections=256)
+        # A blocking pool queues a burst of requests (thousands of dashboards reconnecting)
+        # instead of failing them once 256 connections are busy.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            settings.redis_url, socket_timeout=2, socket_connect_timeout=2,
+            max_connections=256, timeout=5,
+        )
+        r = aioredis.Redis(connection_pool=pool)
         producer = AIOKafkaProducer(**settings.kafka_client_args(), acks="all", linger_ms=2)
         await producer.start()
         app.state.redis = r
