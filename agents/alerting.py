@@ -289,6 +289,7 @@ class AlertingHook:
         overrides = await self._read_overrides()
         changes: list[AlertChange] = []
         if overrides is not None:
+            self._overrides_raw = overrides
             changes += self.book.set_overrides(decode_overrides(overrides), worker.ledger.positions)
         seed = await self._open_alerts_in_redis() if orgs else {}
         by_org: dict[str, dict] = {org: {} for org in orgs}

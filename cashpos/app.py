@@ -14,6 +14,7 @@ from cashpos.settings import load
 
 settings = load()
 topics = Topics(settings.namespace)
+settings.state_dir.mkdir(parents=True, exist_ok=True)  # Faust creates its datadir, not parents
 
 app = faust.App(
     topics.app_id,

@@ -101,6 +101,7 @@ from __future__ import annotations
 
 import datetime as dt
 import heapq
+import operator
 import tomllib
 from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -131,8 +132,6 @@ _SEVERITY: Final = {SHORTFALL: "critical", BELOW_FLOOR: "warning", PROJECTED: "w
 TOP_DRIVERS: Final = 5
 _NEVER: Final = 1 << 40  # a day after every real day
 _LAZY: Final = ("", -1, -1)  # "the source of the triggering event, looked up when needed"
-_NEG_INF: Final = float("-inf")
-_POS_INF: Final = float("inf")
 
 
 def day_of(ms: int) -> int:
@@ -550,6 +549,7 @@ class PosState:
     margin: int = 0
     trend: int = 0
     changed_days: set[int] = field(default_factory=set)
+    ye_from: int = 0  # the first day of the earliest year-end stage
 
 
 @dataclass(slots=True)
@@ -587,7 +587,8 @@ class AlertBook:
         return o
 
     def _new_pos(self, pk: PosKey, rec: PosRecord | None = None) -> PosState:
-        st = PosState(pk, rec or PosRecord(), self.resolver.get(pk[0], pk[1]))
+        cfg = self.resolver.get(pk[0], pk[1])
+        st = PosState(pk, rec or PosRecord(), cfg, ye_from=_ye_from(pk[2], cfg))
         self.positions[pk] = st
         self._org(pk[0]).pks.add(pk)
         return st
@@ -904,60 +905,57 @@ class AlertBook:
         before the receipts that preceded them) is not one that existed."""
         out: list[AlertChange] = []
         journal = self._journal = changes.journal
-        touched: set[PosKey] = set()
+        extra: set[PosKey] = set()
         for (org, cid), c in changes.commitments.items():
-            touched.add(self._commitment(org, cid, c).pk)
+            pk = self._commitment(org, cid, c).pk
+            if pk not in changes.index:
+                extra.add(pk)
         last: dict[str, tuple[int, str]] = {}  # org -> (latest occurred ms, an event id)
-        trig: dict[PosKey, tuple[int, str]] = {}
+        sget = _specials(changes).get
+        book = self.positions
+        work: list[tuple[PosState, Position, int, str]] = []
+        held_orgs = ({org for org, _a, _f in changes.index if org in hold}
+                     | {org for org, _c in changes.commitments if org in hold}) if hold else ()
+        walk = self._walk
         for pk, rows in changes.index.items():
-            st = self.positions.get(pk) or self._new_pos(pk)
+            st = book.get(pk) or self._new_pos(pk)
             p = positions[pk]
             org = pk[0]
-            self._walk(st, p, rows, journal, out, org not in hold)
+            walk(st, p, rows, journal, out, org not in held_orgs, sget(pk))
             ms, eid = rows[-1][:2]
-            trig[pk] = (ms, eid)
+            work.append((st, p, ms, eid))
             cur = last.get(org)
             if cur is None or p.last_event_ms > cur[0]:
                 last[org] = (p.last_event_ms, eid)
-            touched.add(pk)
         # government clocks; a new day re-evaluates every position of the government
-        again: set[PosKey] = set(touched)
-        for org, (ms, _eid) in last.items():
+        for org, (ms, eid) in last.items():
             o = self._org(org)
             d = day_of(ms)
             if d > o.clock:
                 o.clock, o.clock_ms = d, ms
-                again |= o.pks
+                extra |= o.pks
             elif ms > o.clock_ms and d == o.clock:
                 o.clock_ms = ms
-        for pk in again:
-            st = self.positions.get(pk)
+        for pk in extra:
+            st = book.get(pk)
             p = positions.get(pk)
-            if st is None or p is None:
-                continue
-            if pk[0] in hold:
+            if st is not None and p is not None and pk not in changes.index:
+                ms, eid = last.get(pk[0], (p.last_event_ms, None))  # type: ignore[assignment]
+                work.append((st, p, ms, eid))
+        orgs = self.orgs
+        for st, p, ms, eid in work:
+            org = st.pk[0]
+            if org in held_orgs:
                 self._hold(st)
                 continue
             if not st.cfg.enabled:
                 continue
-            o = self.orgs[pk[0]]
-            t = trig.get(pk)
-            if t is not None:
-                ms, eid = t
-            else:
-                ms, eid = last[pk[0]] if pk[0] in last else (o.clock_ms, None)  # type: ignore[assignment]
+            today = orgs[org].clock
             if st.floor_day != st.clock:
                 self._refresh(st)
-            self._projected(st, p, o.clock, ms, eid, _LAZY, out)
-            self._year_end(st, p, o.clock, ms, eid, _LAZY, out)
-        for pk in changes.index:
-            st = self.positions[pk]
-            if st.changed_days:
-                for d in st.changed_days:
-                    b = st.days.get(d)
-                    if b is not None:
-                        self._commit_records[day_key(pk, d)] = _enc.encode(b)
-                st.changed_days.clear()
+            self._projected(st, p, today, ms, eid, _LAZY, out)
+            if today >= st.ye_from or YEAR_END in st.rec.open:
+                self._year_end(st, p, today, ms, eid, _LAZY, out)
         return out
 
     def _hold(self, st: PosState) -> None:
@@ -993,9 +991,14 @@ class AlertBook:
 
     def _walk(self, st: PosState, p: Position, rows: list[tuple[int, str, int, int]],
               journal: Mapping[tuple[str, str], object], out: list[AlertChange],
-              evaluate: bool = True) -> None:
-        """The daily buckets (one journal lookup per cash change) and rules 1-2 on the position
-        as it stands after the batch (see ``_available_rules``)."""
+              evaluate: bool = True, specials: list[tuple[int, str, bool, bool]] | None = None) -> None:
+        """The daily buckets and rules 1-2 on the position as it stands after the batch (see
+        ``_available_rules``).
+
+        Common case (every row on the same day, not before the position clock): the buckets
+        are sums in C over the rows, corrected by the few ``specials`` (cash changes of events
+        that are not plain receipts or payments without commitment, see ``apply``). Otherwise,
+        row by row with a journal lookup per cash change."""
         org, acc, _fy = st.pk
         rec = st.rec
         days = st.days
@@ -1003,6 +1006,50 @@ class AlertBook:
         clock = st.clock
         first = rec.first_day if rec.first_day >= 0 else _NEVER
         fresh = st.floor_day == clock
+        if len(rows) == 1:
+            lo = hi = (rows[0][0] + KST_OFFSET_MS) // DAY_MS
+        else:
+            lo = (min(rows)[0] + KST_OFFSET_MS) // DAY_MS
+            hi = (max(rows)[0] + KST_OFFSET_MS) // DAY_MS
+        if lo == hi and hi >= clock:
+            day = hi
+            if day > clock:
+                clock = day
+                fresh = False
+            if day < first:
+                rec.first_day = day
+                self._dirty.add(st.pk)
+                fresh = False
+            dcs = list(map(_IG2, rows))
+            net = sum(dcs)
+            outflow = -sum(filter(_NEG, dcs))
+            if specials:
+                for dc, kind, uncommitted, from_here in specials:
+                    # undo the plain-row reading (outflow if dc < 0, all of it net), apply the kind's
+                    o = -dc if dc < 0 else 0
+                    if kind == "payment":
+                        outflow += -dc - o
+                        if not uncommitted:
+                            net -= dc
+                    elif kind == "transfer":
+                        outflow += (-dc if from_here else 0) - o
+                    else:
+                        outflow -= o
+            if outflow or net or any(dcs):
+                b = days.get(day)
+                if b is None:
+                    b = days[day] = [0, 0]
+                b[0] += outflow
+                b[1] += net
+                self._commit_records[day_key(st.pk, day)] = _enc.encode(b)
+            st.clock = clock
+            if not fresh:
+                self._refresh(st)
+            if not evaluate:
+                self._hold(st)
+            elif st.cfg.enabled:
+                self._available_rules(st, p, rows, journal, out)
+            return
         cur = days.get(clock)  # the bucket of the clock's day, the common case
         jget = journal.get
         for ms, eid, dc, _dm in rows:
@@ -1050,6 +1097,11 @@ class AlertBook:
                         b[1] += dc
         if cur is not None:
             changed.add(clock)  # (may be unchanged: one record more, never one less)
+        for d in changed:
+            b = days.get(d)
+            if b is not None:
+                self._commit_records[day_key(st.pk, d)] = _enc.encode(b)
+        changed.clear()
         st.clock = clock
         if not fresh:
             self._refresh(st)
@@ -1224,6 +1276,7 @@ class AlertBook:
             if pk[0] not in orgs_all and (pk[0], pk[1]) not in changed:
                 continue
             st.cfg = self.resolver.get(pk[0], pk[1])
+            st.ye_from = _ye_from(pk[2], st.cfg)
             st.floor_day = -2
             st.win_end = None
             p = positions.get(pk)
@@ -1320,6 +1373,46 @@ def _row_ms(r: tuple[int, str, int, int]) -> int:
     return r[0]
 
 
+_IG2: Final = operator.itemgetter(2)
+_NEG: Final = (0).__gt__  # x < 0
+
+
+def _ye_from(fiscal_year: int, cfg: Thresholds) -> int:
+    return year_end_day(fiscal_year) - (cfg.year_end_days[0] if cfg.year_end_days else -(1 << 30))
+
+
+def _specials(changes: Changes) -> dict[PosKey, list[tuple[int, str, bool, bool]]]:
+    """Per position, the cash changes of this batch's events that are not plain receipts or
+    payments without commitment: (cash delta, kind, without commitment, out of this account).
+
+    The ledger keeps the journal entries of its fast path (receipts and payments without
+    commitment, never reversals) encoded as bytes; every other applied event is a Journal
+    object. An entry that is a Journal object only because a reversal in this batch marked it
+    (``reversed_by``) was applied earlier and is skipped unless its row is in this batch."""
+    out: dict[PosKey, list[tuple[int, str, bool, bool]]] = {}
+    index = changes.index
+    for (org, eid), j in changes.journal.items():
+        if j.__class__ is bytes:
+            continue
+        kind = j.kind  # type: ignore[union-attr]
+        if kind == "commitment" or kind == "commitment_cancel":
+            continue  # no cash effect
+        effects = j.effects  # type: ignore[union-attr]
+        if j.reversed_by is not None:  # type: ignore[union-attr]
+            rows = index.get((org, effects[0][0], effects[0][1]), ())
+            if not any(r[1] == eid for r in rows):
+                continue
+        uncommitted = j.commitment_id is None  # type: ignore[union-attr]
+        src = j.account  # type: ignore[union-attr]
+        for acc, fy, dc, _dm in effects:
+            if dc:
+                lst = out.get((org, acc, fy))
+                if lst is None:
+                    lst = out[(org, acc, fy)] = []
+                lst.append((dc, kind, uncommitted, acc == src))
+    return out
+
+
 def _since(ordered: list[tuple[int, str, int, int]], p: Position,
            cond: Callable[[int], bool]) -> tuple[int, str, int, int]:
     """The first row (of rows in time order, ending in ``p``) from which ``cond(available)``
@@ -1335,9 +1428,8 @@ def _since(ordered: list[tuple[int, str, int, int]], p: Position,
         cash -= dc
         com -= dm
         i -= 1
-    ms, eid, dc, dm = ordered[at]
-    # the position right after row ``at``: re-add what was undone for rows > at ... recompute
-    cash, com = p.cash, p.committed
+    ms, eid = ordered[at][:2]
+    cash, com = p.cash, p.committed  # the position right after row ``at``
     for r in ordered[at + 1:]:
         cash -= r[2]
         com -= r[3]

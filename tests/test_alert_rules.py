@@ -242,6 +242,32 @@ def test_floor_uses_the_days_observed_and_a_late_day_window() -> None:
     assert st.trend == -10_000_000
 
 
+@pytest.mark.parametrize("late", [False, True])
+def test_outflow_and_uncommitted_flow_buckets_by_kind(late: bool) -> None:
+    """outflow(d) = payments + transfers out (a reversal counts back); net(d) = every cash change
+    but payments against a commitment. Same buckets whether the rows arrive on the position's
+    current day (summed in C) or as a late day (row by row)."""
+    h = Harness()
+    h.batch(ev("r0", "receipt", 10_000_000, at(D0, "09:00")),
+            ev("c1", "commitment", 3_000_000, at(D0, "09:01"), commitment_id="C-1"))
+    if late:  # the position clock moves to the next day first: D0 becomes a past day
+        h.batch(ev("x", "receipt", 1, at(d(D0, 1))))
+    h.batch(ev("r1", "receipt", 1_000, at(D0, "10:00")),
+            ev("p1", "payment", 200, at(D0, "10:01")),                      # direct
+            ev("p2", "payment", 2_000_000, at(D0, "10:02"), commitment_id="C-1"),  # committed
+            ev("t1", "transfer", 300, at(D0, "10:03"), to_account=FUND),
+            ev("t2", "transfer", 50, at(D0, "10:04"), account=FUND, to_account="general"),
+            ev("rp", "payment", 200, at(D0, "10:05"), reverses="p1"),
+            ev("rr", "receipt", 1_000, at(D0, "10:06"), reverses="r1"))
+    day = (ms(D0) + 9 * 3_600_000) // 86_400_000
+    general = h.book.positions[(ORG, "general", 2026)].days[day]
+    fund = h.book.positions[(ORG, FUND, 2026)].days[day]
+    # general: out = 200 (p1) + 2,000,000 (p2) + 300 (t1) - 200 (rp) = 2,000,300
+    #          net = 10,000,000 + 1,000 - 200 - 300 + 50 + 200 - 1,000 = 9,999,750 (p2 excluded)
+    assert general == [2_000_300, 9_999_750]
+    assert fund == [50, 300 - 50]  # t2 out of the fund; t1 into it is not outflow
+
+
 def test_absolute_floor_from_the_configuration() -> None:
     cfg = AlertConfig(governments={ORG: {"general": Override(floor_krw=5_000_000_000)}}).validate()
     h = Harness(cfg)
