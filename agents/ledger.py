@@ -311,13 +311,16 @@ class LedgerWorker:
             return  # housekeeping re-seeds everything once Redis answers again
         t = time.perf_counter()
         try:
-            seeds, self.pending_seed = self.pending_seed, set()
+            seeds = self._seedable(self.pending_seed)
+            self.pending_seed -= seeds
             missing = await self.projection.write(
                 self.ledger.positions, changed, seeds, last_event_ms
             )
             if missing:
-                await self.projection.write(self.ledger.positions, (), missing, last_event_ms)
-                self.metrics.redis_reseeds.inc(len(missing))
+                ready = self._seedable(missing)
+                self.pending_seed |= set(missing) - ready
+                await self.projection.write(self.ledger.positions, (), ready, last_event_ms)
+                self.metrics.redis_reseeds.inc(len(ready))
             if changed or seeds:
                 orgs = {pk[0] for pk in changed} | seeds
                 await self.projection.notify(orgs, last_event_ms)
@@ -332,6 +335,17 @@ class LedgerWorker:
         self.metrics.redis_write_seconds.observe(time.perf_counter() - t)
         if last_ts:
             self.metrics.event_to_visible.observe(max(0.0, time.time() - last_ts / 1000))
+
+    def _seedable(self, orgs: Iterable[str]) -> set[str]:
+        """Governments whose state may be marked complete in Redis: their partitions have caught
+        up with what the group had already processed. While a partition is being rebuilt (new
+        owner without state, or a deleted state directory) its governments stay unseeded, so
+        the API answers 503 rather than showing a partial history as current."""
+        behind = {tp.partition for tp, nxt in self.next_offsets.items()
+                  if nxt < self.replay_until.get(tp, 0)}
+        if not behind:
+            return set(orgs)
+        return {o for o in orgs if self.org_partition.get(o) not in behind}
 
     async def _commit_offsets(self, offsets: dict[tuple[str, int], int]) -> None:
         assert self.consumer is not None
@@ -354,9 +368,10 @@ class LedgerWorker:
             try:
                 missing = await self.projection.unseeded(self.owned_orgs)
                 if missing or not self.redis_ok:
-                    seeds = set(missing) | (set(self.owned_orgs) if not self.redis_ok else set())
-                    seeds |= self.pending_seed
-                    self.pending_seed = set()
+                    wanted = set(missing) | (set(self.owned_orgs) if not self.redis_ok else set())
+                    wanted |= self.pending_seed
+                    seeds = self._seedable(wanted)
+                    self.pending_seed = wanted - seeds
                     await self.projection.write(self.ledger.positions, (), seeds)
                     await self.projection.notify(seeds, 0)
                     self.metrics.redis_reseeds.inc(len(seeds))
