@@ -32,8 +32,6 @@ from typing import TYPE_CHECKING
 import msgspec
 import orjson
 from aiokafka import TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
 from rocksdict import WriteBatch
 
 from cashpos.metrics import ProcessorMetrics
@@ -57,34 +55,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("cashpos.alerts")
 
-ALERTS_TOPIC_CONFIG = {"cleanup.policy": "delete", "retention.ms": str(400 * 24 * 3600 * 1000)}
 ACK_SYNC_SECONDS = 5.0
-
-
-async def ensure_alert_topic(settings: Settings, attempts: int = 30) -> None:
-    """Create the alerts topic if absent (idempotent; waits for the broker)."""
-    name = Topics(settings.namespace).alerts
-    for attempt in range(attempts):
-        admin = AIOKafkaAdminClient(**settings.kafka_client_args())
-        try:
-            await admin.start()
-            if name not in set(await admin.list_topics()):
-                try:
-                    await admin.create_topics([NewTopic(name, settings.partitions, settings.replication_factor,
-                                                        topic_configs=ALERTS_TOPIC_CONFIG)])
-                except TopicAlreadyExistsError:
-                    pass
-                log.info("created topic %s", name)
-            return
-        except TopicAlreadyExistsError:
-            return
-        except Exception as exc:  # broker not up yet
-            if attempt == attempts - 1:
-                raise
-            log.info("waiting for broker %s: %r", settings.kafka_bootstrap, exc)
-            await asyncio.sleep(1)
-        finally:
-            await admin.close()
 
 
 def alert_config_from_env() -> AlertConfig:

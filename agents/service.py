@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mode import Service
 
-from agents.alerting import AlertingHook, ensure_alert_topic
+from agents.alerting import AlertingHook
 from agents.ledger import LedgerWorker
 from cashpos.app import app, settings
 from cashpos.metrics import ProcessorMetrics
@@ -18,7 +18,6 @@ class LedgerService(Service):
 
     async def on_start(self) -> None:
         await ensure_topics(settings)
-        await ensure_alert_topic(settings)
         metrics = ProcessorMetrics()
         self.alerting = AlertingHook(settings, metrics)  # alerts, in the ledger's atomic batch
         self.worker = LedgerWorker(settings, metrics, hooks=[self.alerting])

@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import csv
 import json
-import math
 import os
 import shutil
 import signal

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 # partition can rebuild its state by re-folding them.
 SOURCE_CONFIG = {"cleanup.policy": "delete", "retention.ms": "-1"}
 DEADLETTER_CONFIG = {"cleanup.policy": "delete", "retention.ms": str(90 * 24 * 3600 * 1000)}
+ALERTS_CONFIG = {"cleanup.policy": "delete", "retention.ms": str(400 * 24 * 3600 * 1000)}
 
 
 def partition_for(org_code: str, partitions: int) -> int:
@@ -31,14 +32,16 @@ def partition_for(org_code: str, partitions: int) -> int:
 
 
 async def ensure_topics(settings: Settings, attempts: int = 30) -> None:
-    """Create the input and dead-letter topics if absent (idempotent; waits for the broker)."""
+    """Create the input, dead-letter and alerts topics if absent (idempotent; waits for the broker)."""
     topics = Topics(settings.namespace)
     wanted = [
         NewTopic(t, settings.partitions, settings.replication_factor, topic_configs=SOURCE_CONFIG)
         for t in topics.sources
     ] + [
         NewTopic(topics.deadletter, settings.partitions, settings.replication_factor,
-                 topic_configs=DEADLETTER_CONFIG)
+                 topic_configs=DEADLETTER_CONFIG),
+        NewTopic(topics.alerts, settings.partitions, settings.replication_factor,
+                 topic_configs=ALERTS_CONFIG),
     ]
     for attempt in range(attempts):
         admin = AIOKafkaAdminClient(**settings.kafka_client_args())
@@ -46,14 +49,12 @@ async def ensure_topics(settings: Settings, attempts: int = 30) -> None:
             await admin.start()
             existing = set(await admin.list_topics())
             missing = [t for t in wanted if t.name not in existing]
-            if missing:
+            for topic in missing:  # one at a time: a concurrent creator must not skip the rest
                 try:
-                    await admin.create_topics(missing)
+                    await admin.create_topics([topic])
+                    log.info("created topic %s", topic.name)
                 except TopicAlreadyExistsError:
                     pass
-                log.info("created topics %s", [t.name for t in missing])
-            return
-        except TopicAlreadyExistsError:
             return
         except Exception as exc:  # broker not up yet
             if attempt == attempts - 1:
