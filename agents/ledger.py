@@ -121,7 +121,7 @@ class LedgerWorker:
             # fetches measured slower (the broker shares the cores).
             max_partition_fetch_bytes=1024 * 1024,
             fetch_max_bytes=16 * 1024 * 1024,
-            fetch_max_wait_ms=100,
+            fetch_max_wait_ms=10,  # Tansu holds a fetch for the full wait: keep freshness low
         )
         self.consumer.subscribe(list(self.topics.sources), listener=_Rebalance(self))
         await self.consumer.start()
