@@ -37,7 +37,7 @@ def _api(args: argparse.Namespace) -> int:
 
     s = load()
     uvicorn.run(create_app(s), host=s.api_host, port=s.api_port, log_level="warning",
-                access_log=False)
+                access_log=False, loop="uvloop", http="httptools")
     return 0
 
 

@@ -28,6 +28,7 @@ from serving.alerts import router as alerts_router
 from serving.federation import WorkerMetricsCollector
 from serving.ingest import router as ingest_router
 from serving.live import router as live_router
+from serving.observe import ObserveMiddleware
 from serving.positions import STALE_AFTER_MS, NotReady, PositionReader
 
 log = logging.getLogger("cashpos.api")
@@ -83,20 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.keys = keys
     app.state.topics = Topics(settings.namespace)
 
-    @app.middleware("http")
-    async def observe(request: Request, call_next):  # type: ignore[no-untyped-def]
-        t = time.perf_counter()
-        status = 500
-        try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
-        finally:
-            route = request.scope.get("route")
-            path = getattr(route, "path", "unmatched")
-            metrics.requests.labels(path, request.method, str(status)).inc()
-            if not path.startswith("/v1/stream"):
-                metrics.latency.labels(path).observe(time.perf_counter() - t)
+    app.add_middleware(ObserveMiddleware, metrics=metrics)
 
     @app.exception_handler(NotReady)
     async def not_ready(request: Request, exc: NotReady) -> ORJSONResponse:
@@ -116,8 +104,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(404, f"unknown government {org_code}")
         return g
 
+    heartbeat_cache: dict[str, object] = {"at": 0.0, "beats": {}}
+
     async def processor_status(r: aioredis.Redis) -> dict[str, object]:
-        beats = await r.hgetall(keys.freshness)
+        # Workers beat once a second; reading their heartbeats once per 0.5 s per process keeps
+        # a Redis round trip off every request.
+        if time.monotonic() - heartbeat_cache["at"] > 0.5:  # type: ignore[operator]
+            heartbeat_cache["beats"] = await r.hgetall(keys.freshness)
+            heartbeat_cache["at"] = time.monotonic()
+        beats: dict[bytes, bytes] = heartbeat_cache["beats"]  # type: ignore[assignment]
         now = int(time.time() * 1000)
         workers = {k.decode(): orjson.loads(v) for k, v in beats.items()}
         newest = max((w.get("heartbeat_ms", 0) for w in workers.values()), default=0)
@@ -127,13 +122,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "stale": not newest or now - newest > STALE_AFTER_MS,
         }
 
-    async def with_status(request: Request, body: dict[str, object]) -> dict[str, object]:
+    async def with_status(request: Request, body: dict[str, object]) -> ORJSONResponse:
+        """Add the processor's liveness to the freshness stamp. Returns the response itself:
+        handing FastAPI a dict would run it through its generic encoder (most of a read's cost)."""
         status = await processor_status(request.app.state.redis)
         fresh = body.get("freshness")
         if isinstance(fresh, dict):
             fresh["stale"] = status["stale"]
             fresh["processor_heartbeat_age_seconds"] = status["heartbeat_age_seconds"]
-        return body
+        return ORJSONResponse(body)
 
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:
@@ -150,7 +147,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/v1/positions/{org_code}", summary="Every account's cash, committed and available")
     async def get_positions(
         request: Request, org_code: str, fiscal_year: int | None = Query(None)
-    ) -> dict[str, object]:
+    ) -> ORJSONResponse:
         gov_or_404(org_code)
         body = await request.app.state.reader.government(org_code, fiscal_year)
         return await with_status(request, body)
@@ -158,7 +155,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/v1/positions/{org_code}/{account}", summary="One account's position per fiscal year")
     async def get_account(
         request: Request, org_code: str, account: str, fiscal_year: int | None = Query(None)
-    ) -> dict[str, object]:
+    ) -> ORJSONResponse:
         g = gov_or_404(org_code)
         if account not in g.account_codes:
             raise HTTPException(404, f"{org_code} has no account {account}")
@@ -173,7 +170,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         })
 
     @app.get("/v1/summary", summary="National totals and one row per province")
-    async def get_summary(request: Request, fiscal_year: int | None = Query(None)) -> dict[str, object]:
+    async def get_summary(request: Request, fiscal_year: int | None = Query(None)) -> ORJSONResponse:
         body = await request.app.state.reader.summary(fiscal_year)
         return await with_status(request, body)
 
