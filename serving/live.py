@@ -66,6 +66,7 @@ log = logging.getLogger("cashpos.api.live")
 
 HEARTBEAT_S = 2.0
 BROADCAST_INTERVAL_S = 0.25  # dashboards still update well within a second of the event
+COALESCE_FROM_STREAMS = 100
 QUEUE_FRAMES = 256  # per client; a positions frame is one batch, a few KB at most
 RETRY_MS = 1000
 _RESYNC = object()  # queue marker: send this client a fresh snapshot
@@ -344,11 +345,12 @@ class Hub:
             msg = await pubsub.get_message(timeout=1.0)
             if msg is None:
                 continue
-            # At most one broadcast per BROADCAST_INTERVAL_S: every broadcast is a write to every
-            # open stream, so at thousands of streams the fan-out, not Redis, is the cost. What
-            # arrives meanwhile is merged into the next one (values are absolute).
+            # With many open streams, at most one broadcast per BROADCAST_INTERVAL_S: every
+            # broadcast is a write to every stream, so at thousands of them the fan-out, not
+            # Redis, is the cost. What arrives meanwhile is merged into the next one (values are
+            # absolute). With few streams every batch goes out at once.
             wait = self._last_broadcast + BROADCAST_INTERVAL_S - time.monotonic()
-            if wait > 0:
+            if wait > 0 and len(self.clients) >= COALESCE_FROM_STREAMS:
                 await asyncio.sleep(wait)
             self._last_broadcast = time.monotonic()
             batch: list[dict[str, object]] = []
