@@ -76,6 +76,7 @@ class Feeder(threading.Thread):
         self.started_at: float | None = None
         self.finished_at: float | None = None
         self.marks: list[tuple[float, int]] = []  # (monotonic time acknowledged, events sent)
+        self.acked_at: list[float] = []  # wall-clock time (epoch s) of each mark
         self.error: BaseException | None = None
 
     def run(self) -> None:
@@ -90,12 +91,14 @@ class Feeder(threading.Thread):
             if not self.rate:
                 self.sent = await pub.send_many(self.raws)
                 self.marks.append((time.monotonic(), self.sent))
+                self.acked_at.append(time.time())
             else:
                 chunk = max(1, int(self.rate * self.step_s))
                 for i in range(0, len(self.raws), chunk):
                     self.sent += await pub.send_many(self.raws[i:i + chunk])
                     now = time.monotonic()
                     self.marks.append((now, self.sent))
+                    self.acked_at.append(time.time())
                     delay = self.started_at + self.sent / self.rate - now
                     if delay > 0:
                         await asyncio.sleep(delay)
@@ -141,12 +144,7 @@ def own_infra(root: Path) -> Iterator[Infra]:
 
 
 def start_worker(stack: Stack, worker_id: str, **env: str) -> subprocess.Popen[bytes]:
-    """``Stack.start_worker`` with extra CASHPOS_* settings (e.g. a CI-scaled flush interval).
-
-    Creates the state directory first: since f74d8d7 the worker's Faust datadir lives inside it
-    and Faust creates it without parents, so a worker whose state directory does not exist dies
-    at start (FileNotFoundError); see docs/reliability.md, bug B1."""
-    (stack.root / f"state-{worker_id}").mkdir(parents=True, exist_ok=True)
+    """``Stack.start_worker`` with extra CASHPOS_* settings (e.g. a CI-scaled flush interval)."""
     return stack.start(
         f"worker-{worker_id}", "worker",
         CASHPOS_WORKER_ID=worker_id,
@@ -197,7 +195,11 @@ def live_owners(stack: Stack, max_age_s: float = 2.5) -> dict[str, set[int]]:
 
 def wait_up(stack: Stack, worker_id: str, since_ms: int, timeout: float = 90) -> float:
     """Until the worker's heartbeat (newer than ``since_ms``) lists partitions; returns when."""
+    proc = stack.procs.get(f"worker-{worker_id}")
+
     def up() -> bool:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"worker {worker_id} exited with {proc.returncode}")
         b = heartbeats(stack).get(worker_id)
         return bool(b and b.get("heartbeat_ms", 0) > since_ms and b.get("partitions"))
     wait_until(up, timeout, 0.1, f"{worker_id} to own partitions")
@@ -236,6 +238,21 @@ def worker_metric_totals(stack: Stack) -> dict[str, dict[str, float]]:
         r.close()
     prefix = len(keys.worker_metrics(""))
     return {n.decode()[prefix:]: _totals(t.decode()) for n, t in zip(names, texts) if t}
+
+
+def worker_histogram(stack: Stack, worker: str, name: str) -> dict[str, float]:
+    """One of a worker's histograms: upper bound ("le") -> cumulative count."""
+    r = _redis(stack)
+    try:
+        text = r.get(RedisKeys(stack.namespace).worker_metrics(worker))
+    finally:
+        r.close()
+    out: dict[str, float] = {}
+    for fam in text_string_to_metric_families((text or b"").decode()):
+        for smp in fam.samples:
+            if smp.name == f"{name}_bucket":
+                out[smp.labels["le"]] = out.get(smp.labels["le"], 0.0) + smp.value
+    return out
 
 
 def api_metric_totals(stack: Stack) -> dict[str, float]:
