@@ -673,25 +673,14 @@ class Simulator:
             ms = 3_599_999
         mm, rem = divmod(ms, 60_000)
         ss, frac = divmod(rem, 1000)
-        kind, category, src, sigma, unit, prior = _CH_INFO[ch]
+        kind, category, src, _sigma, _unit, prior = _CH_INFO[ch]
         table = self._accounts[g][ch]
         account = table[int(rnd() * len(table))]
         fy = info.year
         if info.window and prior and rnd() < PRIOR_YEAR_SHARE:
             fy -= 1
-        v = self._medians[g][ch] * math.exp(sigma * self._gauss(0.0, 1.0))
-        if unit > 1:
-            amount = int(v / unit + 0.5) * unit
-            if amount < unit:
-                amount = unit
-        else:
-            amount = int(v + 0.5)
-            if amount < 1:
-                amount = 1
-        if amount > MAX_AMOUNT:
-            amount = MAX_AMOUNT
-        self._counter += 1
-        eid = f"{self.prefix}-{self._counter}"
+        amount = self._amount(ch, g)
+        eid = self._next_id()
         d: dict[str, Any] = {
             "event_id": eid, "org_code": self._orgs[g], "account": account, "fiscal_year": fy,
             "kind": kind, "amount": amount,

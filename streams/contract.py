@@ -91,6 +91,12 @@ REASONS: Final = {
     "reversal_not_possible": "the original cannot be undone exactly any more",
 }
 
+# Reasons only the ledger fold can decide (they depend on what was applied before).
+STATEFUL_REASONS: Final = frozenset({
+    "event_id_conflict", "commitment_id_reused", "unknown_commitment", "commitment_mismatch",
+    "unknown_reversal_target", "already_reversed", "reversal_mismatch", "reversal_not_possible",
+})
+
 _MISSING = re.compile(r"missing required field `(\w+)`")
 _UNKNOWN = re.compile(r"unknown field `([^`]*)`")
 _AT = re.compile(r" - at `\$\.(\w+)[^`]*`$")

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cashpos.refdata import governments
-from streams.contract import REASONS, Event, Rejection, check_message, decode
+from streams.contract import REASONS, STATEFUL_REASONS, Event, Rejection, check_message, decode
 
 SEOUL = "6110000"
 JONGNO = "3000000"  # 종로구, a basic government under Seoul
@@ -25,16 +25,7 @@ JONGNO_ACCOUNTS = GOVS[JONGNO].account_codes
 FOREIGN_ACCOUNT = sorted(SEOUL_ACCOUNTS - JONGNO_ACCOUNTS)[0]
 UNKNOWN_ORG = next(f"{n:07d}" for n in range(9999999, 0, -1) if f"{n:07d}" not in GOVS)
 
-STATEFUL = {
-    "event_id_conflict",
-    "commitment_id_reused",
-    "unknown_commitment",
-    "commitment_mismatch",
-    "unknown_reversal_target",
-    "already_reversed",
-    "reversal_mismatch",
-    "reversal_not_possible",
-}
+STATEFUL = set(STATEFUL_REASONS)
 # Decided by the worker from the record's partition, not by check_message.
 WORKER_ONLY = {"wrong_partition"}
 STATELESS = set(REASONS) - STATEFUL - WORKER_ONLY

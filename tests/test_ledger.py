@@ -19,23 +19,14 @@ from hypothesis import strategies as st
 from cashpos.refdata import governments
 from reconcile.reference import Reference, fold
 from state.ledger import Ledger
-from streams.contract import REASONS, Event, Rejection, check_message
+from streams.contract import REASONS, STATEFUL_REASONS, Event, Rejection, check_message
 
 SEOUL = "6110000"
 JONGNO = "3000000"
 AT = "2026-03-02T10:00:00+09:00"
 AT_JAN = "2026-01-10T10:00:00+09:00"  # fiscal years 2025 and 2026 both allowed
 
-STATEFUL = {
-    "event_id_conflict",
-    "commitment_id_reused",
-    "unknown_commitment",
-    "commitment_mismatch",
-    "unknown_reversal_target",
-    "already_reversed",
-    "reversal_mismatch",
-    "reversal_not_possible",
-}
+STATEFUL = set(STATEFUL_REASONS)
 STATELESS = set(REASONS) - STATEFUL
 # Rejections that later events can never turn into "applied" on redelivery.
 STABLE_REJECTIONS = STATELESS | {
