@@ -4,13 +4,14 @@
   state, daily outflow buckets, open-commitment index, and one *outbox* record per alert change)
   for the ledger's single atomic WriteBatch: after a kill -9 the alert state on disk matches the
   balances on disk, and the replayed events raise exactly what had not been written.
-* ``after_commit`` publishes the outbox: Redis (open/recent alerts, version-guarded), the Redis
-  channel ``keys.alerts_channel`` (the dashboards' live stream), the alerts topic (keyed by
-  org_code, acks=all) and, if configured, the webhook; then deletes the outbox records. What a
+* ``after_commit`` publishes the outbox: the alerts topic (keyed by org_code, acks=all), Redis
+  (open/recent alerts, version-guarded), the Redis channel ``keys.alerts_channel`` (the
+  dashboards' live stream) and, if configured, the webhook; then deletes the outbox records. What a
   crash interrupts is re-published on start: a change can reach the topic twice (same ``id`` and
   ``rev``: consumers de-duplicate on that pair), never zero times.
 * Changes caused by records below the group's committed offset (a worker rebuilding a partition
-  another worker already processed) update Redis but are not announced again.
+  another worker already processed) update Redis but are not announced again, unless Redis
+  lacks them (then the earlier run never published them).
 * ``housekeeping`` (once a second): threshold overrides from Redis (``PUT /v1/thresholds``)
   take effect without a restart (the positions they touch are re-evaluated at once), the
   operational rules (stale data, processor lag), acknowledgements made through the API are
@@ -416,7 +417,7 @@ class AlertingHook:
         return src[2] < self.worker.replay_until.get(TopicPartition(src[0], src[1]), 0)
 
     async def flush(self) -> None:
-        """Publish the pending alert changes: Redis, channel, topic, webhook; then drop them
+        """Publish the pending alert changes: topic, Redis, channel, webhook; then drop them
         from the outbox. On failure everything stays pending and is retried."""
         async with self._flush_lock:
             items = list(self.pending.items())
@@ -424,21 +425,29 @@ class AlertingHook:
             if not items or w is None or self.projection is None or w.producer is None:
                 return
             try:
-                acks = await self.projection.acks(sorted({str(d["id"]) for _, (d, _) in items}))
+                ids = sorted({str(d["id"]) for _, (d, _) in items})
+                acks = await self.projection.acks(ids)
                 for _, (d, _) in items:
                     merge_ack(d, acks.get(str(d["id"])))
-                await self.projection.write(d for _, (d, _) in items)
-                live = [d for _, (d, src) in items if not self._is_replay(src)]
+                # A replayed change is pushed again unless the serving copy already holds it: a
+                # replay after kill -9 can meet the batch boundaries differently and raise what
+                # the first run never did. The topic goes first, so Redis never holds a change
+                # the topic lacks (a crash in between re-sends it: at least once, same id/rev).
+                known = await self.projection.revs(ids)
+                live = [d for _, (d, src) in items
+                        if not self._is_replay(src) or int(d["rev"]) > known.get(str(d["id"]), -1)]  # type: ignore[call-overload]
                 bodies = [orjson.dumps(d) for d in live]
+                if bodies:
+                    futures = [await w.producer.send(self.topics.alerts, body,
+                                                     key=str(d.get("org_code") or d.get("worker") or "").encode())
+                               for d, body in zip(live, bodies)]
+                    await asyncio.wait_for(asyncio.gather(*futures), timeout=15)
+                await self.projection.write(d for _, (d, _) in items)
                 if bodies:
                     async with w.redis.pipeline(transaction=False) as pipe:  # type: ignore[union-attr]
                         for body in bodies:
                             pipe.publish(self.keys.alerts_channel, body)
                         await pipe.execute()
-                    futures = [await w.producer.send(self.topics.alerts, body,
-                                                     key=str(d.get("org_code") or d.get("worker") or "").encode())
-                               for d, body in zip(live, bodies)]
-                    await asyncio.wait_for(asyncio.gather(*futures), timeout=15)
                     if self.webhook is not None:
                         for body in bodies:
                             self.webhook.offer(body)

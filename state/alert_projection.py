@@ -91,6 +91,21 @@ class AlertProjection:
             await self._write(keys=[k.alerts_open, k.alerts_recent, k.alerts_recent_order, k.alerts_acks],
                               args=argv)
 
+    async def revs(self, ids: list[str]) -> dict[str, int]:
+        """The stored revision of each of ``ids`` that the serving copy holds (open or recent)."""
+        out: dict[str, int] = {}
+        for i in range(0, len(ids), 1000):
+            chunk = ids[i:i + 1000]
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.hmget(self.keys.alerts_open, chunk)
+                pipe.hmget(self.keys.alerts_recent, chunk)
+                opened, recent = await pipe.execute()
+            for aid, a, b in zip(chunk, opened, recent):
+                raw = a if a is not None else b
+                if raw is not None:
+                    out[aid] = int(raw.partition(b"|")[0])
+        return out
+
     async def acks(self, ids: list[str]) -> dict[str, dict[str, object]]:
         if not ids:
             return {}

@@ -6,6 +6,7 @@ Tansu answers it wrongly for multi-record batches (see docs/design.md).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -23,7 +24,11 @@ class Record:
     value: bytes
 
 
-async def read_topics(settings: Settings, topics: list[str], idle_ms: int = 1500) -> list[Record]:
+async def read_topics(settings: Settings, topics: list[str], idle_ms: int = 1500,
+                      timeout_s: float = 60.0) -> list[Record]:
+    """Every record of ``topics``; the end is reached once each partition's high watermark is
+    known (from a fetch response) and consumed. A slow first fetch is waited for, up to
+    ``timeout_s``: an empty answer is never mistaken for an empty topic."""
     consumer = AIOKafkaConsumer(**settings.kafka_client_args(), enable_auto_commit=False,
                                 group_id=None, max_partition_fetch_bytes=8 * 1024 * 1024,
                                 fetch_max_bytes=64 * 1024 * 1024)
@@ -37,6 +42,7 @@ async def read_topics(settings: Settings, topics: list[str], idle_ms: int = 1500
         for tp in tps:
             consumer.seek(tp, 0)
         out: list[Record] = []
+        deadline = time.monotonic() + timeout_s
         while True:
             batch = await consumer.getmany(timeout_ms=idle_ms, max_records=20_000)
             for recs in batch.values():
@@ -46,7 +52,9 @@ async def read_topics(settings: Settings, topics: list[str], idle_ms: int = 1500
             for tp in tps:
                 hw = consumer.highwater(tp)
                 done = done and hw is not None and await consumer.position(tp) >= hw
-            if done or not batch:
+            if done:
                 return out
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topics}: end not reached within {timeout_s}s ({len(out)} records read)")
     finally:
         await consumer.stop()

@@ -314,7 +314,8 @@ async def test_kill9_mid_stream_raises_the_staged_alerts_exactly_once(infra, tmp
         s.stop_all()
     mine = {(c["id"], c["rule"]) for c in changes
             if c["org_code"] == ORG and c["account"] == "general" and c["change"] == "raised"}
-    assert sorted(rule for _, rule in mine) == ["projected_shortfall", "shortfall"], mine
+    assert sorted(rule for _, rule in mine) == ["projected_shortfall", "shortfall"], (mine, len(changes), [
+        (c["org_code"], c["account"], c["rule"], c["change"]) for c in changes][:20], got)
     assert got[0]["id"] in {i for i, _ in mine}
     # the serving copy holds exactly the alerts whose latest change on the topic is not a resolve
     latest: dict[str, dict] = {}
