@@ -8,6 +8,9 @@
     cashpos dlq          list dead letters; re-publish selected ones
     cashpos reconcile    re-fold the raw topics independently; compare with Redis and state
     cashpos schema       print the event JSON Schema
+    cashpos token        create, list and revoke access tokens
+    cashpos audit        print the audit log
+    cashpos redis-acl    print the Redis ACL rules of the service accounts
 """
 
 from __future__ import annotations
@@ -143,6 +146,82 @@ def _schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _admin_redis_url() -> str:
+    """CASHPOS_REDIS_URL, else the embedded stack's admin account (``cashpos run`` writes it)."""
+    import os
+
+    from cashpos.stack import ADMIN_URL_FILE
+
+    if "CASHPOS_REDIS_URL" not in os.environ and ADMIN_URL_FILE.exists():
+        return ADMIN_URL_FILE.read_text().strip()
+    return load().redis_url
+
+
+def _token(args: argparse.Namespace) -> int:
+    import time
+
+    import redis.asyncio as aioredis
+
+    from access.tokens import ScopeError, TokenStore
+    from cashpos.names import RedisKeys
+
+    s = load()
+
+    async def main() -> int:
+        r = aioredis.from_url(_admin_redis_url())
+        store = TokenStore(r, RedisKeys(s.namespace))
+        try:
+            if args.action == "create":
+                orgs = [o for part in args.org for o in part.split(",")]
+                try:
+                    token, rec = await store.create(args.role, orgs, args.name, args.expires or None, args.rate)
+                except (ScopeError, ValueError) as exc:
+                    print(f"error: {exc}", file=sys.stderr)
+                    return 2
+                print(token)
+                print(f"# id {rec.id}, role {rec.role}, orgs {','.join(rec.orgs) or 'all'}, "
+                      f"expires {time.strftime('%Y-%m-%d', time.gmtime(rec.expires_ms / 1000)) if rec.expires_ms else 'never'}"
+                      " - shown once: store it now", file=sys.stderr)
+            elif args.action == "list":
+                now = int(time.time() * 1000)
+                for rec in await store.all():
+                    print(orjson.dumps(rec.public(now)).decode())
+            else:
+                rec = await store.revoke(args.id)
+                if rec is None:
+                    print(f"error: no token {args.id}", file=sys.stderr)
+                    return 1
+                print(f"revoked {rec.id} ({rec.name}, {rec.role})")
+            return 0
+        finally:
+            await r.aclose()
+
+    return asyncio.run(main())
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from cashpos.names import Topics
+    from streams.reader import read_topics
+
+    s = load()
+    for rec in asyncio.run(read_topics(s, [Topics(s.namespace).audit])):
+        entry = orjson.loads(rec.value)
+        if (args.token_id is None or entry.get("token_id") == args.token_id) and \
+                (args.action is None or entry.get("action") == args.action):
+            print(rec.value.decode())
+    return 0
+
+
+def _redis_acl(args: argparse.Namespace) -> int:
+    from cashpos.redis_acl import ROLES, rules, user_name
+
+    ns = load().namespace
+    for role in ROLES:
+        print(f"ACL SETUSER {user_name(ns, role)} {' '.join(rules(ns, role))} ><password>")
+    print("ACL SETUSER default off")
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     from cashpos.stack import run_stack
 
@@ -187,6 +266,26 @@ def main(argv: list[str] | None = None) -> int:
     rc.set_defaults(fn=_reconcile)
     sub.add_parser("schema", help="print the event JSON Schema").set_defaults(fn=_schema)
     sub.add_parser("run", help="start the whole embedded stack").set_defaults(fn=_run)
+    tk = sub.add_parser("token", help="create, list or revoke access tokens")
+    tks = tk.add_subparsers(dest="action", required=True)
+    tc = tks.add_parser("create", help="create a token and print it (once)")
+    from access.policy import Role
+
+    tc.add_argument("--role", required=True, choices=[r.value for r in Role])
+    tc.add_argument("--org", action="append", default=[], metavar="CODE[,CODE]",
+                    help="the government(s) in scope (a metropolitan code for provincial)")
+    tc.add_argument("--name", required=True, help="who or what holds the token")
+    tc.add_argument("--expires", type=int, default=90, metavar="DAYS", help="days until it expires (0: never)")
+    tc.add_argument("--rate", type=int, default=None, help="requests per second (default by role)")
+    tks.add_parser("list", help="every token's record (JSON lines), never the token itself")
+    tr = tks.add_parser("revoke", help="revoke a token by its id")
+    tr.add_argument("id")
+    tk.set_defaults(fn=_token)
+    au = sub.add_parser("audit", help="print the audit log (JSON lines)")
+    au.add_argument("--token-id")
+    au.add_argument("--action")
+    au.set_defaults(fn=_audit)
+    sub.add_parser("redis-acl", help="print the Redis ACL rules of the service accounts").set_defaults(fn=_redis_acl)
     args = p.parse_args(argv)
     setup_logging()
     return int(args.fn(args))

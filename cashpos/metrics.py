@@ -120,3 +120,16 @@ class ApiMetrics:
         self.alerts_acknowledged = Counter(
             "cashpos_api_alerts_acknowledged_total", "Alerts acknowledged through the API", registry=r
         )
+        self.auth_failures = Counter(
+            "cashpos_api_auth_failures_total", "Requests refused for their token", ["reason"], registry=r
+        )
+        self.rate_limited = Counter(
+            "cashpos_api_rate_limited_total", "Requests refused by a token's rate limit", registry=r
+        )
+        self.forbidden = Counter(
+            "cashpos_api_ingest_forbidden_total", "Events refused for a government outside the token's scope",
+            registry=r,
+        )
+        self.audit_errors = Counter(
+            "cashpos_api_audit_errors_total", "Audit records that could not be written", registry=r
+        )

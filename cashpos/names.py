@@ -34,6 +34,11 @@ class Topics:
         return f"{self.namespace}.alerts"
 
     @property
+    def audit(self) -> str:
+        """Append-only audit log (JSON): audited reads and every write, with who and when."""
+        return f"{self.namespace}.audit"
+
+    @property
     def sources(self) -> tuple[str, str]:
         """The two input topics, co-partitioned by org_code."""
         return (self.revenue, self.expenditure)
@@ -113,6 +118,16 @@ class RedisKeys:
     def alerts_channel(self) -> str:
         """Pub/sub channel: one JSON message per alert change."""
         return f"{self.namespace}:alerts:stream"
+
+    @property
+    def tokens(self) -> str:
+        """Hash: SHA-256 of a token -> its JSON record (``access.tokens.TokenRecord``)."""
+        return f"{self.namespace}:tokens"
+
+    @property
+    def pattern(self) -> str:
+        """Every key of this namespace (Redis ACL key pattern)."""
+        return f"{self.namespace}:*"
 
     @property
     def thresholds(self) -> str:

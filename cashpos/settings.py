@@ -36,6 +36,8 @@ class Settings:
     kafka_sasl_mechanism: str | None = field(default_factory=lambda: os.environ.get("CASHPOS_KAFKA_SASL_MECHANISM"))
     kafka_sasl_username: str | None = field(default_factory=lambda: os.environ.get("CASHPOS_KAFKA_SASL_USERNAME"))
     kafka_sasl_password: str | None = field(default_factory=lambda: os.environ.get("CASHPOS_KAFKA_SASL_PASSWORD"))
+    # How long an API process trusts a token lookup: the longest a revocation takes to bite.
+    token_cache_seconds: float = field(default_factory=lambda: float(_env("TOKEN_CACHE_SECONDS", "2")))
     log_level: str = field(default_factory=lambda: _env("LOG_LEVEL", "INFO"))
 
     def kafka_client_args(self) -> dict[str, object]:

@@ -16,7 +16,9 @@ import orjson
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import ORJSONResponse
 
+from access.policy import Permission
 from cashpos.refdata import governments
+from serving.security import audit_write, check, principal, require
 from state.alert_projection import AlertProjection
 from state.alerts import RULES, AlertConfig, Override, Resolver, decode_overrides, load_config, override_field
 
@@ -30,7 +32,8 @@ _SEVERITY_RANK = {"critical": 0, "warning": 1, "info": 2}
 
 
 class AckBody(msgspec.Struct, forbid_unknown_fields=True):
-    by: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    # Who acknowledged is the signed-in principal; ``by`` (optional) is only a free-text note.
+    by: Annotated[str, msgspec.Meta(max_length=128)] = ""
 
 
 def _projection(request: Request) -> AlertProjection:
@@ -55,7 +58,8 @@ def _unprocessable(detail: str) -> ORJSONResponse:
     return ORJSONResponse({"detail": detail}, status_code=422)
 
 
-@router.get("/v1/alerts", summary="Alerts, newest first (default: the open ones)")
+@router.get("/v1/alerts", summary="Alerts in the caller's scope, newest first (default: the open ones)",
+            dependencies=[require(Permission.READ)])
 async def list_alerts(
     request: Request,
     org: str | None = Query(None, description="one government (7-digit code)"),
@@ -64,6 +68,7 @@ async def list_alerts(
     state: str = Query("open", description="open (raised or acknowledged) | raised | acknowledged | resolved | all"),
     limit: int = Query(500, ge=1, le=5000),
 ) -> ORJSONResponse:
+    p = principal(request)  # permission and scope: checked by require()
     if org is not None and org not in governments():
         raise HTTPException(404, f"unknown government {org}")
     if rule is not None and rule not in RULES:
@@ -73,6 +78,7 @@ async def list_alerts(
         return _unprocessable(f"state must be one of {', '.join(_STATES)}")
     alerts = await _projection(request).list(open_="resolved" != state, resolved=state in ("resolved", "all"))
     out = [a for a in alerts if a.get("state") in states
+           and (a.get("org_code") is None and p.orgs is None or p.covers(str(a.get("org_code"))))
            and (org is None or a.get("org_code") == org)
            and (rule is None or a.get("rule") == rule)
            and (province is None or province in (a.get("province_code"), a.get("province_name")))]
@@ -82,26 +88,37 @@ async def list_alerts(
     return ORJSONResponse({"alerts": out[:limit], "count": len(out)})
 
 
-@router.get("/v1/alerts/{alert_id}", summary="One alert (open or recently resolved)")
-async def get_alert(request: Request, alert_id: str) -> ORJSONResponse:
-    a = await _projection(request).get(alert_id)
-    if a is None:
+def _in_scope(request: Request, a: dict[str, object] | None, alert_id: str) -> dict[str, object]:
+    """The alert, if the caller's scope covers its government; else the same 404 as no alert."""
+    p = principal(request)
+    org = a.get("org_code") if a is not None else None
+    if a is None or not (p.covers(str(org)) if org else p.orgs is None):
         raise HTTPException(404, f"no alert {alert_id}")
-    return ORJSONResponse(a)
+    return a
+
+
+@router.get("/v1/alerts/{alert_id}", summary="One alert (open or recently resolved)",
+            dependencies=[require(Permission.READ)])
+async def get_alert(request: Request, alert_id: str) -> ORJSONResponse:
+    return ORJSONResponse(_in_scope(request, await _projection(request).get(alert_id), alert_id))
 
 
 @router.post(
     "/v1/alerts/{alert_id}/ack",
-    summary="Acknowledge an open alert: body {\"by\": name}",
+    summary="Acknowledge an open alert (as the signed-in principal; optional body {\"by\": note})",
     responses={404: {"description": "no such alert"}, 409: {"description": "already resolved"}},
+    dependencies=[require(Permission.ACK)],
 )
 async def acknowledge(request: Request, alert_id: str) -> ORJSONResponse:
+    p = principal(request)
     try:
-        body = msgspec.json.decode(await request.body(), type=AckBody)
+        body = msgspec.json.decode(await request.body() or b"{}", type=AckBody)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         return _unprocessable(str(exc))
     proj = _projection(request)
-    outcome, alert = await proj.acknowledge(alert_id, body.by, int(time.time() * 1000))
+    _in_scope(request, await proj.get(alert_id), alert_id)
+    by = p.name if not body.by or body.by == p.name else f"{p.name} ({body.by})"
+    outcome, alert = await proj.acknowledge(alert_id, by, int(time.time() * 1000))
     if outcome == "unknown":
         raise HTTPException(404, f"no alert {alert_id}")
     if outcome == "resolved":
@@ -119,6 +136,8 @@ async def acknowledge(request: Request, alert_id: str) -> ORJSONResponse:
             return ORJSONResponse({"detail": f"could not publish the acknowledgement: {exc!r}"},
                                   status_code=503, headers={"Retry-After": "1"})
         await st.redis.publish(st.keys.alerts_channel, msg)
+        await audit_write(request, p, "alert_ack", str(alert.get("org_code") or "") or None,
+                          {"alert": alert_id})
         metrics = getattr(st, "metrics", None)
         if metrics is not None and hasattr(metrics, "alerts_acknowledged"):
             metrics.alerts_acknowledged.inc()
@@ -147,8 +166,11 @@ async def _thresholds_body(request: Request, org_code: str, account: str) -> dic
 
 
 @router.get("/v1/thresholds/{org_code}/{account}",
-            summary="Effective alert thresholds of one account (account * = government-wide)")
+            summary="Effective alert thresholds of one account (account * = government-wide)",
+            dependencies=[require(Permission.REFDATA)])
 async def get_thresholds(request: Request, org_code: str, account: str) -> ORJSONResponse:
+    # Readers see their governments' thresholds; admins set them.
+    check(request, Permission.THRESHOLDS if principal(request).may(Permission.THRESHOLDS) else Permission.READ)
     _check_target(org_code, account)
     return ORJSONResponse(await _thresholds_body(request, org_code, account))
 
@@ -157,6 +179,7 @@ async def get_thresholds(request: Request, org_code: str, account: str) -> ORJSO
     "/v1/thresholds/{org_code}/{account}",
     summary="Set (replace) the threshold override of one account; takes effect within seconds",
     responses={422: {"description": "invalid: integers only, positive amounts and days"}},
+    dependencies=[require(Permission.THRESHOLDS)],
 )
 async def put_thresholds(request: Request, org_code: str, account: str) -> ORJSONResponse:
     _check_target(org_code, account)
@@ -166,12 +189,16 @@ async def put_thresholds(request: Request, org_code: str, account: str) -> ORJSO
         return _unprocessable(str(exc))
     st = request.app.state
     await st.redis.hset(st.keys.thresholds, override_field(org_code, account), msgspec.json.encode(ov))
+    await audit_write(request, principal(request), "thresholds_set", org_code,
+                      {"account": account, "override": msgspec.to_builtins(ov)})
     return ORJSONResponse(await _thresholds_body(request, org_code, account))
 
 
-@router.delete("/v1/thresholds/{org_code}/{account}", summary="Remove the override of one account")
+@router.delete("/v1/thresholds/{org_code}/{account}", summary="Remove the override of one account",
+               dependencies=[require(Permission.THRESHOLDS)])
 async def delete_thresholds(request: Request, org_code: str, account: str) -> ORJSONResponse:
     _check_target(org_code, account)
     st = request.app.state
     await st.redis.hdel(st.keys.thresholds, override_field(org_code, account))
+    await audit_write(request, principal(request), "thresholds_remove", org_code, {"account": account})
     return ORJSONResponse(await _thresholds_body(request, org_code, account))

@@ -20,6 +20,9 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from access.audit import AuditLog
+from access.policy import Permission, Principal
+from access.tokens import TokenStore
 from cashpos.metrics import ApiMetrics
 from cashpos.names import RedisKeys, Topics
 from cashpos.refdata import Government, governments
@@ -30,6 +33,9 @@ from serving.ingest import router as ingest_router
 from serving.live import router as live_router
 from serving.observe import ObserveMiddleware
 from serving.positions import STALE_AFTER_MS, NotReady, PositionReader
+from serving.security import AuthMiddleware, require
+from serving.session import router as session_router
+from streams.topics import ensure_topics
 
 log = logging.getLogger("cashpos.api")
 STATIC = Path(__file__).resolve().parent / "static"
@@ -63,11 +69,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_connections=256, timeout=5,
         )
         r = aioredis.Redis(connection_pool=pool)
+        await ensure_topics(settings)
         producer = AIOKafkaProducer(**settings.kafka_client_args(), acks="all", linger_ms=2)
         await producer.start()
         app.state.redis = r
         app.state.producer = producer
         app.state.reader = PositionReader(r, keys)
+        app.state.tokens = TokenStore(r, keys)
+        app.state.audit = AuditLog(producer, app.state.topics.audit)
         yield
         await producer.stop()
         await r.aclose()
@@ -84,6 +93,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.keys = keys
     app.state.topics = Topics(settings.namespace)
 
+    # Added first = inner: every request is counted, refused ones (401/403/429) included.
+    app.add_middleware(AuthMiddleware, ttl=settings.token_cache_seconds)
     app.add_middleware(ObserveMiddleware, metrics=metrics)
 
     @app.exception_handler(NotReady)
@@ -99,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                               status_code=503, headers={"Retry-After": "1"})
 
     def gov_or_404(org_code: str) -> Government:
+        # Out-of-scope codes never get here (``require`` answers the same 404 for them).
         g = governments().get(org_code)
         if g is None:
             raise HTTPException(404, f"unknown government {org_code}")
@@ -136,15 +148,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def root() -> RedirectResponse:
         return RedirectResponse("/dashboard/")
 
-    @app.get("/v1/governments", summary="The 243 governments with their province")
-    async def list_governments() -> dict[str, object]:
-        return {"governments": [_gov_dict(g, False) for g in governments().values()]}
+    @app.get("/v1/governments", summary="The governments in the caller's scope, with their province")
+    async def list_governments(p: Principal = require(Permission.REFDATA)) -> dict[str, object]:
+        return {"governments": [_gov_dict(g, False) for g in governments().values() if p.covers(g.org_code)]}
 
-    @app.get("/v1/governments/{org_code}", summary="One government with its chart of accounts")
+    @app.get("/v1/governments/{org_code}", summary="One government with its chart of accounts",
+             dependencies=[require(Permission.REFDATA)])
     async def get_government(org_code: str) -> dict[str, object]:
         return _gov_dict(gov_or_404(org_code), True)
 
-    @app.get("/v1/positions/{org_code}", summary="Every account's cash, committed and available")
+    @app.get("/v1/positions/{org_code}", summary="Every account's cash, committed and available",
+             dependencies=[require(Permission.READ)])
     async def get_positions(
         request: Request, org_code: str, fiscal_year: int | None = Query(None)
     ) -> ORJSONResponse:
@@ -152,7 +166,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         body = await request.app.state.reader.government(org_code, fiscal_year)
         return await with_status(request, body)
 
-    @app.get("/v1/positions/{org_code}/{account}", summary="One account's position per fiscal year")
+    @app.get("/v1/positions/{org_code}/{account}", summary="One account's position per fiscal year",
+             dependencies=[require(Permission.READ)])
     async def get_account(
         request: Request, org_code: str, account: str, fiscal_year: int | None = Query(None)
     ) -> ORJSONResponse:
@@ -169,17 +184,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "totals": {k: sum(r[k] for r in rows) for k in ("cash", "committed", "available")},
         })
 
-    @app.get("/v1/summary", summary="National totals and one row per province")
-    async def get_summary(request: Request, fiscal_year: int | None = Query(None)) -> ORJSONResponse:
-        body = await request.app.state.reader.summary(fiscal_year)
+    @app.get("/v1/summary", summary="Totals and one row per province, over the caller's scope")
+    async def get_summary(request: Request, fiscal_year: int | None = Query(None),
+                          p: Principal = require(Permission.READ)) -> ORJSONResponse:
+        body = await request.app.state.reader.summary(fiscal_year, p.orgs)
         return await with_status(request, body)
 
-    @app.get("/v1/deadletters", summary="The most recent dead letters with their reasons")
+    @app.get("/v1/deadletters", summary="The most recent dead letters with their reasons",
+             dependencies=[require(Permission.OPERATIONS)])
     async def recent_deadletters(request: Request, limit: int = Query(50, ge=1, le=500)) -> dict[str, object]:
         items = await request.app.state.redis.lrange(keys.deadletters_recent, 0, limit - 1)
         return {"deadletters": [orjson.loads(i) for i in items]}
 
-    @app.get("/v1/reconciliation", summary="The last reconciliation's result (cashpos reconcile)")
+    @app.get("/v1/reconciliation", summary="The last reconciliation's result (cashpos reconcile)",
+             dependencies=[require(Permission.OPERATIONS)])
     async def last_reconciliation(request: Request) -> ORJSONResponse:
         raw = await request.app.state.redis.get(keys.reconciliation)
         if raw is None:
@@ -200,10 +218,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ok = not status["stale"]
         return ORJSONResponse({"ready": ok, "processor": status}, status_code=200 if ok else 503)
 
-    @app.get("/metrics", include_in_schema=False)
+    @app.get("/metrics", include_in_schema=False, dependencies=[require(Permission.OPERATIONS)])
     async def prometheus() -> PlainTextResponse:
         return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
+    app.include_router(session_router)
     app.include_router(ingest_router)
     app.include_router(alerts_router)
     app.include_router(live_router)

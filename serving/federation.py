@@ -24,7 +24,8 @@ class WorkerMetricsCollector:
 
     def collect(self) -> Iterator[Metric]:
         try:
-            names = sorted(self.redis.keys(self.keys.worker_metrics_pattern))
+            # SCAN, not KEYS: KEYS blocks Redis and is denied to the API's ACL user
+            names = sorted(self.redis.scan_iter(match=self.keys.worker_metrics_pattern, count=1000))
             texts = self.redis.mget(names) if names else []
         except redis.RedisError:
             return

@@ -25,14 +25,15 @@ batch's ``written_ms`` (positions), or the server time (heartbeat, snapshot, ale
 - ``positions``: ``{"orgs": [changed codes], "written_ms", "last_event_ms", "governments":
   {org: body}}``. With ``?org=`` the stream carries only that government's updates, each body in
   full (the ``/v1/positions/{org}`` shape: ``accounts`` and ``totals``). Without ``org`` (the
-  national view) a body is compact: ``org_code``, ``as_of``, ``totals`` (no account rows).
+  national view) a body is compact: ``org_code``, ``as_of``, ``totals`` (no account rows); for a
+  principal scoped to some governments (provincial, integration) that view holds only those.
   ``not_ready`` lists changed governments whose serving copy is being rebuilt (left out).
 - ``snapshot``: the same shape with every watched government (``"snapshot": true``). Sent first
   when the client resumes (``Last-Event-ID`` header, as EventSource sends on reconnect, or the
   ``last_event_id`` query parameter), when it asks with ``?snapshot=1``, after the hub lost and
   re-established its Redis subscription, and after the client's queue overflowed.
 - ``alerts``: the JSON published on ``keys.alerts_channel``, forwarded as is (filtered by
-  ``org_code`` for ``?org=`` streams).
+  ``org_code`` for ``?org=`` streams and scoped views).
 - ``heartbeat`` every ~2 s: ``{"server_ms", "server_time", "seq", "last_write_ms",
   "last_event_ms", "live"}``; ``live`` is false while the hub has no Redis subscription.
 
@@ -59,8 +60,10 @@ from fastapi.responses import StreamingResponse
 from cashpos.metrics import ApiMetrics
 from cashpos.names import META_FIELD, RedisKeys
 from cashpos.refdata import governments
+from access.policy import Permission
 from cashpos.settings import Settings
 from serving.positions import _rows, iso_ms, totals
+from serving.security import principal, require
 
 log = logging.getLogger("cashpos.api.live")
 
@@ -73,9 +76,14 @@ _RESYNC = object()  # queue marker: send this client a fresh snapshot
 _CLOSE = object()  # queue marker: end this client's stream
 
 
+# What a stream watches: one government (its code), every government (None), or the
+# governments of a scoped principal's national view (a frozenset: a province, a system's list).
+View = str | frozenset[str] | None
+
+
 @dataclass(eq=False)
 class Client:
-    org: str | None
+    org: View
     queue: asyncio.Queue[object] = field(default_factory=lambda: asyncio.Queue(QUEUE_FRAMES))
     wants_snapshot: bool = False  # still owed a snapshot (the hub was not loaded when it came)
     resync_pending: bool = False
@@ -93,7 +101,7 @@ class Hub:
         self.keys = keys
         self.redis = redis  # the app's pool, for reads
         self.clients: set[Client] = set()
-        self.by_org: dict[str | None, set[Client]] = {}
+        self.by_org: dict[View, set[Client]] = {}
         self.bodies: dict[str, dict[str, object]] = {}  # org -> full body (accounts + totals)
         self.not_ready: set[str] = set()
         self.seq = 0
@@ -104,7 +112,7 @@ class Hub:
         self.live = False  # subscribed right now
         self.closing = False  # the process is shutting down: end every stream
         self._tasks: list[asyncio.Task[None]] = []
-        self._snapshots: dict[str | None, bytes] = {}  # encoded snapshot data, until the next change
+        self._snapshots: dict[View, bytes] = {}  # encoded snapshot data, until the next change
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -130,7 +138,7 @@ class Hub:
 
     # -- clients --------------------------------------------------------------------------------
 
-    def register(self, org: str | None, snapshot: bool) -> tuple[Client, bytes | None]:
+    def register(self, org: View, snapshot: bool) -> tuple[Client, bytes | None]:
         """Add a client; returns it and, if asked and possible, its snapshot frame, taken in the
         same step (no await), so that the snapshot plus the queued frames miss nothing."""
         c = Client(org)
@@ -177,7 +185,7 @@ class Hub:
             c.resync_pending = True
             c.queue.put_nowait(_RESYNC)
 
-    def _fanout(self, item: object, groups: list[str | None] | None = None) -> None:
+    def _fanout(self, item: object, groups: list[View] | None = None) -> None:
         """Offer a frame to every client (``groups`` None) or to the clients watching one of
         ``groups`` (an org code, or None for the national streams)."""
         if groups is None:
@@ -204,9 +212,9 @@ class Hub:
         c.wants_snapshot = False
         data = self._snapshots.get(c.org)
         if data is None:
-            if c.org is None:
-                govs = {o: self.compact(b) for o, b in self.bodies.items()}
-                watched = list(governments())
+            if c.org is None or isinstance(c.org, frozenset):
+                watched = [o for o in governments() if c.org is None or o in c.org]
+                govs = {o: self.compact(self.bodies[o]) for o in watched if o in self.bodies}
             else:
                 govs = {c.org: self.bodies[c.org]} if c.org in self.bodies else {}
                 watched = [c.org]
@@ -278,6 +286,12 @@ class Hub:
         if self.by_org.get(None):
             data = orjson.dumps({**head, "governments": {o: self.compact(b) for o, b in bodies.items()}})
             self._fanout(_frame("positions", ident, data), [None])
+        for view in [v for v in self.by_org if isinstance(v, frozenset)]:
+            mine = {o: self.compact(b) for o, b in bodies.items() if o in view}
+            gone = [o for o in missing if o in view]
+            if mine or gone:
+                data = orjson.dumps({**head, "orgs": list(mine), "governments": mine, "not_ready": gone})
+                self._fanout(_frame("positions", ident, data), [view])
         for o, b in bodies.items():
             if self.by_org.get(o):
                 data = orjson.dumps({**head, "orgs": [o], "governments": {o: b},
@@ -300,7 +314,11 @@ class Hub:
         self.seq += 1
         self._snapshots.clear()
         frame = _frame("alerts", self._ident(int(time.time() * 1000)), raw)
-        self._fanout(frame, [None, str(org)] if org else None)
+        if org:
+            org = str(org)
+            self._fanout(frame, [None, org, *(v for v in self.by_org if isinstance(v, frozenset) and org in v)])
+        else:  # operational alerts (a stalled worker) name no government and carry no money
+            self._fanout(frame)
 
     # -- the loops ------------------------------------------------------------------------------
 
@@ -451,6 +469,7 @@ async def hub_for(app: FastAPI) -> Hub:
     summary="Live updates as server-sent events (positions, snapshot, alerts, heartbeat)",
     response_class=StreamingResponse,
     responses={200: {"content": {"text/event-stream": {}}}},
+    dependencies=[require(Permission.READ)],
 )
 async def stream(
     request: Request,
@@ -460,8 +479,10 @@ async def stream(
                                         description="resume (same as the Last-Event-ID header)"),
     last_event_id: str | None = Header(None),
 ) -> StreamingResponse:
+    p = principal(request)  # permission and scope: checked by require()
     if org is not None and org not in governments():
         raise HTTPException(404, f"unknown government {org}")
+    view: View = org if org is not None else p.orgs  # a scoped principal's national view is its scope
     hub = await hub_for(request.app)
     metrics: ApiMetrics = request.app.state.metrics
     resume = bool(last_event_id or last_event_id_q)
@@ -469,7 +490,7 @@ async def stream(
     async def frames() -> AsyncIterator[bytes]:
         # Registered here, when the response starts, so a client gone before it is never leaked;
         # the snapshot is taken in the same step (no await) as the registration.
-        client, first = hub.register(org, snapshot or resume)
+        client, first = hub.register(view, snapshot or resume)
         metrics.sse_connections.inc()
         try:
             yield b"retry: %d\n\n" % RETRY_MS + (first or b"")

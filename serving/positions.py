@@ -129,8 +129,10 @@ class PositionReader:
             "totals": totals(rows),
         }
 
-    async def summary(self, fiscal_year: int | None = None) -> dict[str, object]:
-        govs = list(governments().values())
+    async def summary(self, fiscal_year: int | None = None,
+                      scope: frozenset[str] | None = None) -> dict[str, object]:
+        """Totals over ``scope`` (None: all 243; then ``national`` is the country's total)."""
+        govs = [g for g in governments().values() if scope is None or g.org_code in scope]
         raws = await self.raw([g.org_code for g in govs])
         provinces: dict[str, dict[str, object]] = {}
         all_rows: list[AccountRow] = []
@@ -158,7 +160,8 @@ class PositionReader:
         return {
             "as_of": iso_ms(last_write),
             "freshness": freshness({"last_event_ms": last_event, "written_ms": last_write}),
-            "national": {"governments": len(govs), **totals(all_rows)},
+            "scope": "national" if scope is None else "partial",
+            "national" if scope is None else "total": {"governments": len(govs), **totals(all_rows)},
             "provinces": prov_out,
             "governments": per_gov,
         }

@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 SOURCE_CONFIG = {"cleanup.policy": "delete", "retention.ms": "-1"}
 DEADLETTER_CONFIG = {"cleanup.policy": "delete", "retention.ms": str(90 * 24 * 3600 * 1000)}
 ALERTS_CONFIG = {"cleanup.policy": "delete", "retention.ms": str(400 * 24 * 3600 * 1000)}
+# The audit log is append-only and kept; one partition gives it a single order.
+AUDIT_CONFIG = {"cleanup.policy": "delete", "retention.ms": "-1"}
 
 
 def partition_for(org_code: str, partitions: int) -> int:
@@ -32,7 +34,7 @@ def partition_for(org_code: str, partitions: int) -> int:
 
 
 async def ensure_topics(settings: Settings, attempts: int = 30) -> None:
-    """Create the input, dead-letter and alerts topics if absent (idempotent; waits for the broker)."""
+    """Create the input, dead-letter, alerts and audit topics if absent (idempotent; waits for the broker)."""
     topics = Topics(settings.namespace)
     wanted = [
         NewTopic(t, settings.partitions, settings.replication_factor, topic_configs=SOURCE_CONFIG)
@@ -42,6 +44,7 @@ async def ensure_topics(settings: Settings, attempts: int = 30) -> None:
                  topic_configs=DEADLETTER_CONFIG),
         NewTopic(topics.alerts, settings.partitions, settings.replication_factor,
                  topic_configs=ALERTS_CONFIG),
+        NewTopic(topics.audit, 1, settings.replication_factor, topic_configs=AUDIT_CONFIG),
     ]
     for attempt in range(attempts):
         admin = AIOKafkaAdminClient(**settings.kafka_client_args())

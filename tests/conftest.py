@@ -21,6 +21,7 @@ import pytest
 from cashpos.embedded import Service, free_port, start_redis, start_tansu, wait_port
 from cashpos.settings import Settings
 
+
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "artifacts"
 
@@ -59,12 +60,80 @@ class Stack:
     partitions: int = 4
     api_port: int = 0
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    redis_urls: dict[str, str] = field(default_factory=dict)  # service account -> URL (ACL users)
+    _tokens: dict[tuple[str, tuple[str, ...]], str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """The namespace's Redis service accounts, as ``cashpos run`` makes them: the worker
+        connects as ``{ns}-processor`` and the API as ``{ns}-api`` (the harness stays default)."""
+        import redis
+
+        from cashpos.redis_acl import apply
+
+        r = redis.Redis.from_url(self.infra.redis_url)
+        try:
+            self.redis_urls = apply(r, self.namespace, self.infra.redis_url)
+        finally:
+            r.close()
+
+    def token(self, role: str = "national", orgs: tuple[str, ...] | list[str] = (), name: str | None = None,
+              **kw: object) -> str:
+        """A real token of this namespace (created through ``access.tokens.TokenStore``); the
+        same (role, orgs) gives the same token unless ``kw`` asks for a special one."""
+        import asyncio
+        import concurrent.futures
+
+        import redis.asyncio as aioredis
+
+        from access.tokens import TokenStore
+        from cashpos.names import RedisKeys
+
+        key = (role, tuple(orgs))
+        if key in self._tokens and not kw and name is None:
+            return self._tokens[key]
+
+        async def create() -> str:
+            r = aioredis.from_url(self.redis_urls["admin"])
+            try:
+                tok, _ = await TokenStore(r, RedisKeys(self.namespace)).create(
+                    role, orgs, name or f"test {role} {','.join(orgs)[:40]}", **kw)  # type: ignore[arg-type]
+                return tok
+            finally:
+                await r.aclose()
+
+        with concurrent.futures.ThreadPoolExecutor(1) as ex:  # callable from async tests too
+            tok = ex.submit(asyncio.run, create()).result()
+        if not kw and name is None:
+            self._tokens[key] = tok
+        return tok
+
+    def auth(self, role: str = "national", orgs: tuple[str, ...] | list[str] = ()) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(role, orgs)}"}
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """A national (read-only, all governments) token's header: the default reader."""
+        return self.auth("national")
+
+    @property
+    def source_headers(self) -> dict[str, str]:
+        """A source token for all 243 governments (the ingest gateway)."""
+        from cashpos.refdata import governments
+
+        return self.auth("source", tuple(governments()))
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        return self.auth("admin")
+
+    def director_headers(self, org: str) -> dict[str, str]:
+        return self.auth("finance_director", (org,))
 
     def env(self, **extra: str) -> dict[str, str]:
         return {
             **os.environ,
             "CASHPOS_KAFKA_BOOTSTRAP": self.infra.bootstrap,
-            "CASHPOS_REDIS_URL": self.infra.redis_url,
+            "CASHPOS_REDIS_URL": self.redis_urls["processor"],
             "CASHPOS_NAMESPACE": self.namespace,
             "CASHPOS_PARTITIONS": str(self.partitions),
             "CASHPOS_API_PORT": str(self.api_port),
@@ -98,7 +167,7 @@ class Stack:
         )
 
     def start_api(self) -> None:
-        p = self.start("api", "api")
+        p = self.start("api", "api", CASHPOS_REDIS_URL=self.redis_urls["api"])
         wait_port(self.api_port, timeout=30, proc=p)
 
     def stop(self, name: str, kill: bool = False) -> None:
@@ -127,7 +196,8 @@ class Stack:
         while time.monotonic() < deadline:
             try:
                 r = httpx.get(f"{self.api}/readyz", timeout=2)
-                if r.status_code == 200 and httpx.get(f"{self.api}/v1/summary", timeout=5).status_code == 200:
+                if r.status_code == 200 and httpx.get(f"{self.api}/v1/summary", headers=self.headers,
+                                                      timeout=5).status_code == 200:
                     return
                 last = r.text
             except httpx.HTTPError as exc:

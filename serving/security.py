@@ -1,0 +1,194 @@
+"""Authentication, rate limits and authorization for every request. Deny by default.
+
+* :class:`AuthMiddleware` (pure ASGI, runs before routing) lets through only the public paths
+  (health probes, API docs, the dashboard's static files, and the sign-in itself); every other
+  request must carry a valid token, as ``Authorization: Bearer <token>`` (systems) or in the
+  HttpOnly session cookie set by ``POST /v1/session`` (the dashboard). A cookie-authenticated
+  request that changes something must also echo the CSRF cookie in ``X-CSRF-Token`` (double
+  submit; the cookies are ``SameSite=Strict`` as well). Then the token's rate limit. Answers 401,
+  403 (CSRF) or 429 itself; otherwise puts the :class:`~access.policy.Principal` on
+  ``request.state.principal``.
+* :func:`require` is the per-route check of a permission and, for routes with an
+  ``{org_code}``, the scope (out of scope = 404, like an unknown code). Every non-public route
+  declares one (``tests/test_access.py`` checks that no route is missing it).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from fastapi import Depends, HTTPException, Request
+
+from access.audit import AuditLog, record
+from access.policy import Decision, Permission, Principal, decide
+from access.ratelimit import RateLimiter
+from access.tokens import TokenRecord, TokenStore, digest, principal_of
+
+SESSION_COOKIE = "cashpos_session"
+CSRF_COOKIE = "cashpos_csrf"
+CSRF_HEADER = b"x-csrf-token"
+PUBLIC_PATHS = frozenset({"/", "/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+PUBLIC_PREFIXES = ("/dashboard/",)
+SIGN_IN = ("POST", "/v1/session")
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+Scope = dict[str, Any]
+
+
+def is_public(method: str, path: str) -> bool:
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES) or path == "/dashboard" \
+        or (method, path) == SIGN_IN
+
+
+def _cookies(scope: Scope) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for k, v in scope["headers"]:
+        if k == b"cookie":
+            for part in v.decode("latin-1").split(";"):
+                name, _, value = part.strip().partition("=")
+                out.setdefault(name, value)
+    return out
+
+
+class TokenCache:
+    """Token lookups, remembered for ``ttl`` seconds per process: a request costs no Redis round
+    trip for its token, and a revocation takes effect everywhere within ``ttl``."""
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._seen: dict[str, tuple[float, TokenRecord | None, Principal | None]] = {}
+
+    async def get(self, store: TokenStore, token: str) -> tuple[TokenRecord | None, Principal | None]:
+        h = digest(token)
+        now = time.monotonic()
+        hit = self._seen.get(h)
+        if hit is not None and now - hit[0] < self.ttl:
+            return hit[1], hit[2]
+        rec = await store.lookup(token)
+        p = principal_of(rec) if rec is not None else None
+        if len(self._seen) > 50_000:
+            self._seen.clear()
+        self._seen[h] = (now, rec, p)
+        return rec, p
+
+    def forget(self) -> None:
+        self._seen.clear()
+
+
+async def _reply(send: Any, status: int, detail: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    body = orjson.dumps({"detail": detail})
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+        *(headers or []),
+    ]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class AuthMiddleware:
+    def __init__(self, app: Any, ttl: float = 2.0) -> None:
+        self.app = app
+        self.cache = TokenCache(ttl)
+        self.limiter = RateLimiter()
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or is_public(scope["method"], scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        token, via_cookie = None, False
+        for k, v in scope["headers"]:
+            if k == b"authorization":
+                scheme, _, cred = v.decode("latin-1").partition(" ")
+                if scheme.lower() == "bearer" and cred.strip():
+                    token = cred.strip()
+                break
+        if token is None:
+            cookies = _cookies(scope)
+            token = cookies.get(SESSION_COOKIE) or None
+            via_cookie = token is not None
+            if via_cookie and scope["method"] not in SAFE_METHODS:
+                sent = next((v.decode("latin-1") for k, v in scope["headers"] if k == CSRF_HEADER), "")
+                if not sent or sent != cookies.get(CSRF_COOKIE):
+                    await _reply(send, 403, "missing or wrong X-CSRF-Token for a cookie session")
+                    return
+        challenge = [(b"www-authenticate", b'Bearer realm="cashpos"')]
+        if token is None:
+            await _reply(send, 401, "authentication required: Authorization: Bearer <token>", challenge)
+            return
+        state = scope["app"].state
+        rec, principal = await self.cache.get(state.tokens, token)
+        status = "invalid" if rec is None else rec.status(int(time.time() * 1000))
+        if status != "active" or principal is None:
+            state.metrics.auth_failures.labels(status).inc()
+            await _reply(send, 401, f"token {status}", challenge)
+            return
+        wait = self.limiter.take(principal.token_id, principal.rate_per_s, time.monotonic())
+        if wait > 0:
+            state.metrics.rate_limited.inc()
+            await _reply(send, 429, f"rate limit of {principal.rate_per_s} requests/s exceeded",
+                         [(b"retry-after", str(max(1, round(wait + 0.5))).encode())])
+            return
+        scope.setdefault("state", {})["principal"] = principal
+        await self.app(scope, receive, send)
+
+
+def principal(request: Request) -> Principal:
+    p: Principal | None = getattr(request.state, "principal", None)
+    if p is None:  # a route reached without the middleware: never serve it
+        raise HTTPException(401, "authentication required")
+    return p
+
+
+def check(request: Request, permission: Permission, org: str | None = None) -> Principal:
+    """Raise the right HTTP error unless the caller may do ``permission`` on ``org``."""
+    p = principal(request)
+    d: Decision = decide(p, permission, org)
+    if d.status != 200:
+        raise HTTPException(d.status, d.reason)
+    return p
+
+
+def audit_log(request: Request) -> AuditLog:
+    log: AuditLog = request.app.state.audit
+    return log
+
+
+async def audit_write(request: Request, p: Principal, action: str, org: str | None = None,
+                      detail: dict[str, object] | None = None) -> None:
+    """Record a write; raises 503 when the audit log cannot take it (no unaudited writes)."""
+    entry = record(p, action, method=request.method, path=request.url.path, org=org, detail=detail)
+    try:
+        await audit_log(request).append(entry, wait=True)
+    except Exception as exc:
+        request.app.state.metrics.audit_errors.inc()
+        raise HTTPException(503, f"audit log unavailable: {exc.__class__.__name__}",
+                            headers={"Retry-After": "1"}) from exc
+
+
+async def audit_read(request: Request, p: Principal, org: str | None = None) -> None:
+    if not p.audited_reads:
+        return
+    entry = record(p, "read", method=request.method, path=request.url.path, org=org,
+                   detail=dict(request.query_params) or None)
+    try:
+        await audit_log(request).append(entry, wait=False)
+    except Exception:
+        request.app.state.metrics.audit_errors.inc()
+        raise HTTPException(503, "audit log unavailable", headers={"Retry-After": "1"}) from None
+
+
+def require(permission: Permission) -> Any:
+    """Route dependency: the permission, and the scope for the government the request names
+    (the path's ``{org_code}`` or the ``org`` query parameter). Reads by provincial and national
+    roles are audited."""
+
+    async def dep(request: Request) -> Principal:
+        org = request.path_params.get("org_code") or request.query_params.get("org")
+        p = check(request, permission, org)
+        if permission is Permission.READ:
+            await audit_read(request, p, org)
+        return p
+
+    dep.__name__ = f"require_{permission}"
+    return Depends(dep)

@@ -1,0 +1,130 @@
+"""Signing in (the dashboard) and managing tokens (admins).
+
+``POST /v1/session`` exchanges a token for two cookies: the token itself, HttpOnly (page scripts
+never see it), and a random CSRF value the page echoes in ``X-CSRF-Token`` on writes. Both are
+``SameSite=Strict`` and ``Secure`` behind HTTPS (or with ``CASHPOS_COOKIE_SECURE=1``).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from typing import Annotated
+
+import msgspec
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import ORJSONResponse
+
+from access.policy import GRANTS, Permission, Principal, Role, ScopeError
+from access.tokens import TokenRecord, now_ms, principal_of
+from cashpos.refdata import governments
+from serving.security import CSRF_COOKIE, SESSION_COOKIE, audit_write, principal, require
+
+router = APIRouter(tags=["access"])
+MAX_SESSION_S = 12 * 3600
+
+
+class SignIn(msgspec.Struct, forbid_unknown_fields=True):
+    token: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+
+
+class NewToken(msgspec.Struct, forbid_unknown_fields=True):
+    role: Role
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    orgs: list[str] = []
+    expires_days: Annotated[int, msgspec.Meta(ge=1, le=3650)] | None = 90
+    rate_per_s: Annotated[int, msgspec.Meta(ge=1, le=100_000)] | None = None
+
+
+def whoami(p: Principal, rec: TokenRecord | None = None) -> dict[str, object]:
+    govs = governments()
+    scope = list(govs) if p.orgs is None else [o for o in govs if o in p.orgs]
+    return {
+        "token_id": p.token_id, "name": p.name, "role": str(p.role),
+        "permissions": sorted(str(x) for x in GRANTS[p.role]),
+        "all_governments": p.orgs is None, "orgs": scope,
+        **({"expires_ms": rec.expires_ms} if rec is not None and rec.expires_ms else {}),
+    }
+
+
+def _decode(body: bytes, typ: type) -> object:
+    try:
+        return msgspec.json.decode(body, type=typ)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise HTTPException(422, str(exc)) from exc
+
+
+@router.post("/v1/session", summary="Sign in: exchange a token for an HttpOnly session cookie")
+async def sign_in(request: Request) -> ORJSONResponse:
+    body = _decode(await request.body(), SignIn)
+    assert isinstance(body, SignIn)
+    st = request.app.state
+    rec = await st.tokens.lookup(body.token)
+    status = "invalid" if rec is None else rec.status(now_ms())
+    if rec is None or status != "active":
+        st.metrics.auth_failures.labels(status).inc()
+        raise HTTPException(401, f"token {status}")
+    p = principal_of(rec)
+    await audit_write(request, p, "sign_in")
+    max_age = MAX_SESSION_S
+    if rec.expires_ms:
+        max_age = max(1, min(max_age, (rec.expires_ms - now_ms()) // 1000))
+    secure = request.url.scheme == "https" or os.environ.get("CASHPOS_COOKIE_SECURE") == "1"
+    resp = ORJSONResponse(whoami(p, rec))
+    resp.set_cookie(SESSION_COOKIE, body.token, max_age=max_age, httponly=True, secure=secure,
+                    samesite="strict", path="/")
+    resp.set_cookie(CSRF_COOKIE, secrets.token_urlsafe(24), max_age=max_age, httponly=False,
+                    secure=secure, samesite="strict", path="/")
+    return resp
+
+
+@router.get("/v1/session", summary="Who am I: role, permissions and the governments in scope",
+            dependencies=[require(Permission.REFDATA)])
+async def get_session(request: Request) -> ORJSONResponse:
+    return ORJSONResponse(whoami(principal(request)))
+
+
+@router.delete("/v1/session", summary="Sign out (clears the session cookies)",
+               dependencies=[require(Permission.REFDATA)])
+async def sign_out(request: Request) -> ORJSONResponse:
+    p = principal(request)
+    await audit_write(request, p, "sign_out")
+    resp = ORJSONResponse({"signed_out": True})
+    resp.delete_cookie(SESSION_COOKIE, path="/")
+    resp.delete_cookie(CSRF_COOKIE, path="/")
+    return resp
+
+
+@router.get("/v1/tokens", summary="Every token's record (never the token itself)",
+            dependencies=[require(Permission.TOKENS)])
+async def list_tokens(request: Request) -> ORJSONResponse:
+    now = now_ms()
+    return ORJSONResponse({"tokens": [r.public(now) for r in await request.app.state.tokens.all()]})
+
+
+@router.post("/v1/tokens", status_code=201, summary="Create a token; the response is the only time it is shown",
+             dependencies=[require(Permission.TOKENS)])
+async def create_token(request: Request) -> ORJSONResponse:
+    p = principal(request)
+    body = _decode(await request.body(), NewToken)
+    assert isinstance(body, NewToken)
+    try:
+        token, rec = await request.app.state.tokens.create(
+            body.role, body.orgs, body.name, body.expires_days, body.rate_per_s)
+    except ScopeError as exc:
+        raise HTTPException(422, str(exc)) from exc
+    await audit_write(request, p, "token_create", detail={"created": rec.id, "role": str(rec.role),
+                                                          "orgs": rec.orgs, "name": rec.name})
+    return ORJSONResponse({"token": token, **rec.public(now_ms())}, status_code=201)
+
+
+@router.delete("/v1/tokens/{token_id}", summary="Revoke a token (takes effect within seconds)",
+               dependencies=[require(Permission.TOKENS)])
+async def revoke_token(request: Request, token_id: str) -> ORJSONResponse:
+    p = principal(request)
+    rec = await request.app.state.tokens.revoke(token_id)
+    if rec is None:
+        raise HTTPException(404, f"no token {token_id}")
+    await audit_write(request, p, "token_revoke", detail={"revoked": token_id})
+    return ORJSONResponse(rec.public(now_ms()))
+
