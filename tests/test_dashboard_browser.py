@@ -79,9 +79,10 @@ def seed_events() -> tuple[list[bytes], int, int]:
     return out, cash, committed
 
 
-async def wait_summary(api: str, pred, timeout: float = 30) -> dict:  # type: ignore[no-untyped-def]
+async def wait_summary(stack, pred, timeout: float = 30) -> dict:  # type: ignore[no-untyped-def]
+    api = stack.api
     deadline = time.monotonic() + timeout
-    async with httpx.AsyncClient(timeout=5) as c:
+    async with httpx.AsyncClient(timeout=5, headers=stack.headers) as c:
         while True:
             r = await c.get(f"{api}/v1/summary")
             if r.status_code == 200 and pred(r.json()):
@@ -99,11 +100,11 @@ async def publisher(stack) -> AsyncIterator[Publisher]:  # type: ignore[no-untyp
 
 @pytest.fixture(scope="module")
 async def seeded(stack, publisher) -> dict:  # type: ignore[no-untyped-def]
-    before = httpx.get(f"{stack.api}/v1/summary", timeout=10).json()["national"]
+    before = httpx.get(f"{stack.api}/v1/summary", headers=stack.headers, timeout=10).json()["national"]
     events, cash, committed = seed_events()
     await publisher.send_many(events)
     want = (before["cash"] + cash, before["committed"] + committed)
-    return await wait_summary(stack.api, lambda s: (s["national"]["cash"], s["national"]["committed"]) == want)
+    return await wait_summary(stack, lambda s: (s["national"]["cash"], s["national"]["committed"]) == want)
 
 
 @pytest.fixture(scope="module")
@@ -116,8 +117,16 @@ async def browser():  # type: ignore[no-untyped-def]
         await b.close()
 
 
+async def sign_in(pg, api: str, token: str) -> None:  # type: ignore[no-untyped-def]
+    """Through the dashboard's own sign-in form, as a person would."""
+    await pg.goto(f"{api}/dashboard/")
+    await pg.fill("#token", token)
+    await pg.click("#signin button[type=submit]")
+    await pg.wait_for_function("() => window.cashpos.session !== null")
+
+
 @pytest.fixture
-async def page(browser, stack):  # type: ignore[no-untyped-def]
+async def anon_page(browser):  # type: ignore[no-untyped-def]
     ctx = await browser.new_context(viewport={"width": 1440, "height": 1000}, locale="ko-KR",
                                     timezone_id="Asia/Seoul", device_scale_factor=1)
     pg = await ctx.new_page()
@@ -127,6 +136,13 @@ async def page(browser, stack):  # type: ignore[no-untyped-def]
     yield pg
     await ctx.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+@pytest.fixture
+async def page(anon_page, stack):  # type: ignore[no-untyped-def]
+    """A page signed in with a national (read-only, all governments) token."""
+    await sign_in(anon_page, stack.api, stack.token("national"))
+    return anon_page
 
 
 async def open_national(page, api: str) -> None:  # type: ignore[no-untyped-def]
@@ -151,7 +167,7 @@ def tile(org: str, field: str) -> str:
 
 async def test_national_view_shows_summary_numbers(stack, seeded, page) -> None:  # type: ignore[no-untyped-def]
     await open_national(page, stack.api)
-    summary = httpx.get(f"{stack.api}/v1/summary", timeout=10).json()
+    summary = httpx.get(f"{stack.api}/v1/summary", headers=stack.headers, timeout=10).json()
     rows = {g["org_code"]: g for g in summary["governments"]}
     assert await page.locator("section.prov:not(.flat)").count() == 17
     assert await page.locator(".gov[data-org]").count() == 243
@@ -256,13 +272,14 @@ async def test_search_sort_and_drill_down(stack, seeded, page, publisher) -> Non
     await page.wait_for_url(re.compile(rf"#/gov/{JONGNO}$"))
     await page.wait_for_selector('#gov-accounts tbody tr[data-account="general"][data-fy]')
     await wait_live(page)
-    pos = httpx.get(f"{stack.api}/v1/positions/{JONGNO}", timeout=5).json()
+    pos = httpx.get(f"{stack.api}/v1/positions/{JONGNO}", headers=stack.headers, timeout=5).json()
     for field in ("cash", "committed", "available", "spendable", "restricted"):
         assert await krw_of(page, f"#gov-kpi-{field}") == pos["totals"][field], field
     gen = next(a for a in pos["accounts"] if a["account"] == "general")
     row = f'#gov-accounts tbody tr[data-account="general"][data-fy="{gen["fiscal_year"]}"]'
     assert await krw_of(page, f'{row} [data-field="available"]') == gen["available"]
-    chart_accounts = httpx.get(f"{stack.api}/v1/governments/{JONGNO}", timeout=5).json()["accounts"]
+    chart_accounts = httpx.get(f"{stack.api}/v1/governments/{JONGNO}", headers=stack.headers,
+                               timeout=5).json()["accounts"]
     assert await page.locator("#gov-accounts tbody tr").count() >= len(chart_accounts)
     assert "경보 없음" in await page.locator("#gov-alerts").inner_text()  # /v1/alerts is 404 for now
     assert await page.locator("#gov-shortfall").inner_text() != ""
@@ -330,3 +347,36 @@ async def test_resumes_after_dropped_connection(stack, seeded, page, publisher) 
         "want => document.querySelector('#gov-kpi-cash')?.dataset.krw === want",
         arg=str(cash + 1_111_111 + 2_222_222), timeout=10_000)
     assert await page.evaluate("() => window.cashpos.live.reconnects") >= 1
+
+
+async def test_sign_in_shows_only_what_the_role_may_see(stack, seeded, anon_page) -> None:  # type: ignore[no-untyped-def]
+    """No session: the sign-in form, nothing else; a wrong token is refused; a provincial token
+    sees its province only (26 governments of 서울); the session cookie is out of the page's
+    reach (HttpOnly); a finance director lands on the own government and cannot open another."""
+    pg = anon_page
+    await pg.goto(f"{stack.api}/dashboard/")
+    await pg.wait_for_selector("#signin #token")
+    assert await pg.locator(".gov").count() == 0
+    await pg.fill("#token", "cpt_wrong")
+    await pg.click("#signin button[type=submit]")
+    await pg.wait_for_selector("#signin-error:not([hidden])")
+
+    await pg.fill("#token", stack.token("provincial", (SEOUL,)))
+    await pg.click("#signin button[type=submit]")
+    await pg.wait_for_selector(f'.gov[data-org="{JONGNO}"] [data-field="available"][data-krw]')
+    await wait_live(pg)
+    shown = set(await pg.eval_on_selector_all(".gov[data-org]", "els => els.map(e => e.dataset.org)"))
+    seoul = {o for o, g in governments().items() if g.province_code == SEOUL}
+    assert shown == seoul and BUSAN not in shown
+    assert "cashpos_session" not in await pg.evaluate("document.cookie")
+    assert "서울특별시" in await pg.inner_text("#crumbs")
+    await pg.screenshot(path=str(ARTIFACTS / "dashboard-provincial.png"))
+
+    await pg.click("#signout")
+    await pg.wait_for_selector("#signin #token")
+    await pg.fill("#token", stack.token("finance_director", (JONGNO,)))
+    await pg.click("#signin button[type=submit]")
+    await pg.wait_for_function(f"() => location.hash === '#/gov/{JONGNO}'")
+    await pg.wait_for_selector("#gov-name")
+    await pg.goto(f"{stack.api}/dashboard/#/gov/{BUSAN}")
+    await pg.wait_for_selector(".error")

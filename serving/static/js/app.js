@@ -1,11 +1,13 @@
-// The dashboard shell: hash router (#/ national, #/gov/{org} one government), language toggle,
-// clock and the freshness indicator shared by both views.
+// The dashboard shell: sign-in, hash router (#/ national, #/gov/{org} one government), language
+// toggle, clock and the freshness indicator shared by both views. What the views show is what the
+// server lets the signed-in role see: the national view of a provincial official is its province.
 
 import { age, kstDateTime } from "./format.js";
 import { getLang, setLang, t } from "./i18n.js";
 import { store } from "./store.js";
 import * as national from "./national.js";
 import * as government from "./government.js";
+import { signInForm, signOut, whoami } from "./session.js";
 
 const STALE_MS = 10_000;
 const $ = (id) => document.getElementById(id);
@@ -43,7 +45,24 @@ function applyLang() {
   $("title").textContent = t("title");
   $("subtitle").textContent = t("subtitle");
   $("lang").textContent = t("lang");
+  $("signout").textContent = t("signOut");
+  paintWho();
 }
+
+function paintWho() {
+  const me = store.session;
+  $("who").hidden = $("signout").hidden = !me;
+  if (!me) return;
+  const role = t("roleNames")[me.role] || me.role;
+  $("who").textContent = `${me.name} · ${role}`;
+  $("who").title = me.all_governments ? "" : t("scopeTitle", me.orgs.length);
+}
+
+$("signout").addEventListener("click", async () => {
+  await signOut();
+  location.hash = "#/";
+  location.reload();
+});
 
 $("lang").addEventListener("click", () => {
   setLang(getLang() === "ko" ? "en" : "ko");
@@ -75,9 +94,31 @@ function tick() {
   document.body.classList.toggle("is-stale", stale);
 }
 
-applyLang();
-window.addEventListener("hashchange", route);
-route();
+async function boot() {
+  applyLang();
+  let me = await whoami();
+  if (!me) {
+    me = await signInForm(viewEl);
+  }
+  store.session = me;
+  paintWho();
+  if (!me.permissions.includes("read")) {
+    viewEl.className = "view";
+    viewEl.innerHTML = `<div class="error">${t("noBalanceRole")}</div>`;
+    return;
+  }
+  // One government in scope: its page is the home page.
+  if (!me.all_governments && me.orgs.length === 1 && !location.hash.startsWith("#/gov/")) {
+    history.replaceState(null, "", `#/gov/${me.orgs[0]}`);
+  }
+  window.addEventListener("hashchange", route);
+  route();
+}
+
+boot().catch(() => {
+  viewEl.innerHTML = `<div class="error">${t("loadError")}</div>`;
+  setTimeout(() => location.reload(), 3000);
+});
 setInterval(tick, 100);
 
 // For operators' consoles and the browser tests.
@@ -85,4 +126,5 @@ window.cashpos = {
   store,
   get live() { return ctx.live; },
   get view() { return current && current.mod.name; },
+  get session() { return store.session; },
 };

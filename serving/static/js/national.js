@@ -8,6 +8,14 @@ import { changeToday, coverage, getJSON, loadGovernments, setTotals, store, sumT
 
 export const name = "national";
 
+// "전국" for national roles; a provincial official's view is its province (the server sends only
+// the governments in the signed-in role's scope).
+function scopeLabel() {
+  const me = store.session;
+  if (!me || me.all_governments) return t("nation");
+  return store.provinces.length === 1 ? store.provinces[0].name : t("scopeTitle", me.orgs.length);
+}
+
 const SORTS = ["code", "available", "cash", "committed", "change", "coverage"];
 const SORT_LABEL = { code: "sortCode", available: "sortAvailable", cash: "sortCash", committed: "sortCommitted", change: "sortChange", coverage: "sortCoverage" };
 const KPIS = ["cash", "committed", "available", "spendable", "change"];
@@ -73,15 +81,15 @@ function shell() {
   const sortOpts = SORTS.map((s) => `<option value="${s}">${esc(t(SORT_LABEL[s]))}</option>`).join("");
   const bands = ["neg", "lt1", "lt2", "ok", "none"].map((b) => `<span class="legend-item"><i class="sw band-${b}"></i>${esc(t("band")[b])}</span>`).join("");
   root.innerHTML = `
-    <section class="kpis" id="nat-kpis" aria-label="${esc(t("nation"))}">
+    <section class="kpis" id="nat-kpis" aria-label="${esc(scopeLabel())}">
       ${KPIS.map((k) => `
         <div class="kpi kpi-${k}" title="${esc(t(k + "Help"))}">
-          <div class="kpi-label">${esc(t("nation"))} ${esc(t(k))}</div>
+          <div class="kpi-label">${esc(scopeLabel())} ${esc(t(k))}</div>
           <div class="kpi-value amt" id="kpi-${k}" data-krw="0">—</div>
         </div>`).join("")}
       <div class="kpi kpi-counts">
         <div class="kpi-label">${esc(t("governments"))}</div>
-        <div class="kpi-value"><span id="kpi-count">243</span><span class="kpi-sub" id="kpi-neg"></span></div>
+        <div class="kpi-value"><span id="kpi-count">${store.govs.size}</span><span class="kpi-sub" id="kpi-neg"></span></div>
       </div>
     </section>
     <section class="toolbar">
@@ -286,7 +294,7 @@ export async function mount(el, _arg, ctx) {
   root.className = "view national";
   root.innerHTML = `<div class="loading">…</div>`;
   shellCtx = ctx;
-  ctx.crumbs([{ label: t("nation") }]);
+  ctx.crumbs([{ label: scopeLabel() }]);
   live = new LiveStream({
     on: {
       snapshot(d) {
@@ -304,6 +312,7 @@ export async function mount(el, _arg, ctx) {
   ctx.live = live;
   try {
     await loadGovernments();
+    ctx.crumbs([{ label: scopeLabel() }]); // the scope's name is known now
     try {
       const summary = await getJSON("v1/summary");
       for (const row of summary.governments) setTotals(row.org_code, toTotals(row));
@@ -331,6 +340,6 @@ export function unmount() {
 }
 
 export function relabel() {
-  if (shellCtx) shellCtx.crumbs([{ label: t("nation") }]);
+  if (shellCtx) shellCtx.crumbs([{ label: scopeLabel() }]);
   if (root && tiles.size) shell();
 }

@@ -13,6 +13,7 @@ export const store = {
   notReady: new Set(),
   history: new Map(), // org -> {t: [s], available: [n], cash: [n]} (today, Korea time)
   lastWriteMs: 0,
+  session: null, // the signed-in principal: {name, role, permissions, all_governments, orgs}
 };
 
 export const API = new URL("../", location.href); // the page lives at /dashboard/
@@ -21,6 +22,7 @@ export async function getJSON(path) {
   const r = await fetch(new URL(path.replace(/^\//, ""), API), { headers: { Accept: "application/json" } });
   const text = await r.text();
   const body = text ? parseJSON(text) : null;
+  if (r.status === 401 && store.session) location.reload(); // signed out or expired: sign in again
   if (!r.ok) {
     const err = new Error(`${r.status} ${path}`);
     err.status = r.status;
