@@ -36,6 +36,10 @@ class Settings:
     kafka_sasl_mechanism: str | None = field(default_factory=lambda: os.environ.get("CASHPOS_KAFKA_SASL_MECHANISM"))
     kafka_sasl_username: str | None = field(default_factory=lambda: os.environ.get("CASHPOS_KAFKA_SASL_USERNAME"))
     kafka_sasl_password: str | None = field(default_factory=lambda: os.environ.get("CASHPOS_KAFKA_SASL_PASSWORD"))
+    # TLS for real clusters: a private CA and, for mutual TLS, a client certificate and key.
+    kafka_ssl_cafile: str | None = field(default_factory=lambda: os.environ.get("CASHPOS_KAFKA_SSL_CAFILE"))
+    kafka_ssl_certfile: str | None = field(default_factory=lambda: os.environ.get("CASHPOS_KAFKA_SSL_CERTFILE"))
+    kafka_ssl_keyfile: str | None = field(default_factory=lambda: os.environ.get("CASHPOS_KAFKA_SSL_KEYFILE"))
     # How long an API process trusts a token lookup: the longest a revocation takes to bite.
     token_cache_seconds: float = field(default_factory=lambda: float(_env("TOKEN_CACHE_SECONDS", "2")))
     log_level: str = field(default_factory=lambda: _env("LOG_LEVEL", "INFO"))
@@ -55,7 +59,10 @@ class Settings:
         if self.kafka_security_protocol in ("SSL", "SASL_SSL"):
             import ssl
 
-            args["ssl_context"] = ssl.create_default_context()
+            ctx = ssl.create_default_context(cafile=self.kafka_ssl_cafile)
+            if self.kafka_ssl_certfile:
+                ctx.load_cert_chain(self.kafka_ssl_certfile, self.kafka_ssl_keyfile)
+            args["ssl_context"] = ctx
         return args
 
 
