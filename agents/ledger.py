@@ -3,6 +3,8 @@
 Hot path per poll: strict decode + contract checks, one multi-get for the journal and
 commitments the batch refers to, the pure fold (state.ledger), dead letters, one atomic RocksDB
 write (changes + next offsets), one Redis call, then a Kafka commit. No per-event framework work.
+Dead letters go to the dead-letter topic (the record) and, once acknowledged, to the Redis list
+of recent ones the API shows.
 
 Exactly-once effect under at-least-once delivery: the state stores the next offset of each
 partition in the same write as the balances; on assignment the worker seeks to it, and records
@@ -17,7 +19,7 @@ import asyncio
 import gc
 import logging
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
@@ -32,10 +34,11 @@ from cashpos.names import RedisKeys, Topics
 from cashpos.refdata import governments
 from cashpos.settings import Settings
 from state.ledger import APPLIED, Changes, Ledger, PosKey
-from state.projection import Projection
+from state.projection import RECENT_DEADLETTERS, Projection
 from state.store import Store
 from streams.contract import Event, Rejection, check_message
 from streams.deadletter import DeadLetter
+from streams.groups import remove_previous_members
 from streams.topics import partition_for
 
 log = logging.getLogger("cashpos.ledger")
@@ -88,6 +91,8 @@ class LedgerWorker:
         self.owned_orgs: list[str] = []
         self.org_partition: dict[str, int] = {}
         self.pending_seed: set[str] = set()
+        # acknowledged dead letters not yet in the Redis recent list (Redis down)
+        self.recent_dead: deque[bytes] = deque(maxlen=RECENT_DEADLETTERS)
         self.redis_ok = True
         self._lock = asyncio.Lock()
         self._stopping = False
@@ -124,12 +129,25 @@ class LedgerWorker:
             fetch_max_wait_ms=10,  # Tansu holds a fetch for the full wait: keep freshness low
         )
         self.consumer.subscribe(list(self.topics.sources), listener=_Rebalance(self))
+        await self._remove_previous_incarnation()
         await self.consumer.start()
         # The batch path allocates millions of short-lived, acyclic objects; the default cyclic
         # GC thresholds make it rescan the long-lived heap constantly (measured ~2x slower).
         gc.freeze()
         gc.set_threshold(100_000, 50, 1000)
         log.info("ledger worker %s started, state in %s", s.worker_id, s.state_dir)
+
+    async def _remove_previous_incarnation(self) -> None:
+        """A restart after a crash would otherwise wait for the dead member's session to expire
+        (~11 s instead of ~3 s). That member is dead: this process holds its state's lock."""
+        s = self.settings
+        try:
+            gone = await remove_previous_members(s, self.topics.ledger_group, s.worker_id)
+        except Exception as exc:  # only the shortcut is lost
+            log.warning("could not look for a previous incarnation in the group: %r", exc)
+            return
+        if gone:
+            log.info("removed this worker's previous incarnation from the group: %s", gone)
 
     async def stop(self) -> None:
         self._stopping = True
@@ -292,18 +310,39 @@ class LedgerWorker:
     async def _dead_letter(self, dead: list[tuple[Rejection, object]]) -> None:
         assert self.producer is not None
         futures = []
+        sent: list[bytes] = []
         for rej, r in dead:
             self.metrics.events_deadlettered.labels(rej.reason).inc()
             tp = TopicPartition(r.topic, r.partition)  # type: ignore[attr-defined]
             if r.offset < self.replay_until.get(tp, 0):  # type: ignore[attr-defined]
                 continue  # the previous owner already dead-lettered it
             letter = DeadLetter.from_record(rej, r, self.settings.worker_id)
+            encoded = letter.encode()
             futures.append(await self.producer.send(
-                self.topics.deadletter, letter.encode(), key=letter.key(),
+                self.topics.deadletter, encoded, key=letter.key(),
                 partition=r.partition,  # type: ignore[attr-defined]
             ))
+            sent.append(encoded)
         if futures:
             await asyncio.gather(*futures)
+            # Before the state write, like the topic: a crash replays (and re-lists) them.
+            self.recent_dead.extend(sent)
+            await self._remember_dead_letters()
+
+    async def _remember_dead_letters(self) -> None:
+        """Copy acknowledged dead letters to the Redis recent list (the API's /v1/deadletters).
+        The topic is the complete record; while Redis is down the newest wait here (bounded)."""
+        assert self.projection is not None
+        if not self.recent_dead or not self.redis_ok:
+            return
+        try:
+            await self.projection.remember_deadletters(list(self.recent_dead))
+        except Exception as exc:  # Redis down: _project and housekeeping take it from here
+            self.redis_ok = False
+            self.metrics.redis_errors.inc()
+            log.warning("redis write failed, dead letters listed later: %r", exc)
+            return
+        self.recent_dead.clear()
 
     async def _project(self, changed: Iterable[PosKey], last_event_ms: int, last_ts: int) -> None:
         assert self.projection is not None
@@ -378,6 +417,7 @@ class LedgerWorker:
                     if not self.redis_ok:
                         log.info("redis is back: re-seeded %d governments", len(seeds))
                     self.redis_ok = True
+                await self._remember_dead_letters()
                 async with self.redis.pipeline(transaction=False) as pipe:
                     pipe.set(self.keys.worker_metrics(self.settings.worker_id),
                              generate_latest(self.metrics.registry), ex=30)

@@ -18,6 +18,10 @@ import redis.asyncio as aioredis
 from cashpos.names import META_FIELD, RedisKeys
 from state.ledger import PosKey, Position
 
+# The Redis list of recent dead letters (the API's /v1/deadletters) keeps this many, newest
+# first; the dead-letter topic is the complete record (``cashpos dlq``).
+RECENT_DEADLETTERS = 1000
+
 # ARGV layout: now_ms, worker, then per key: seed(0/1), meta json, n, n x (field, value).
 # Returns the keys that need a full seed (no _meta and not seeded in this call).
 _LUA = """
@@ -122,3 +126,10 @@ class Projection:
         payload = orjson.dumps({"orgs": sorted(set(orgs)), "last_event_ms": last_event_ms,
                                 "written_ms": int(time.time() * 1000)})
         await self.redis.publish(self.keys.updates_channel, payload)
+
+    async def remember_deadletters(self, letters: list[bytes], keep: int = RECENT_DEADLETTERS) -> None:
+        """Prepend encoded dead letters (in production order) to the capped recent list."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.lpush(self.keys.deadletters_recent, *letters)
+            pipe.ltrim(self.keys.deadletters_recent, 0, keep - 1)
+            await pipe.execute()
