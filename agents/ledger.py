@@ -85,6 +85,7 @@ class LedgerWorker:
         self.metrics = metrics or ProcessorMetrics()
         self.side = {self.topics.revenue: "revenue", self.topics.expenditure: "expenditure"}
         self.store = Store(settings.state_dir)
+        self._state_dir = str(settings.state_dir.resolve())
         self.ledger = Ledger()
         self.next_offsets: dict[TopicPartition, int] = {}
         self.replay_until: dict[TopicPartition, int] = {}  # group-committed offsets at assignment
@@ -424,6 +425,7 @@ class LedgerWorker:
                     pipe.hset(self.keys.freshness, self.settings.worker_id, orjson.dumps({
                         "heartbeat_ms": int(time.time() * 1000),
                         "partitions": sorted({tp.partition for tp in self.next_offsets}),
+                        "state_dir": self._state_dir,  # lets `cashpos reconcile` find the owner
                     }))
                     await pipe.execute()
             except Exception as exc:

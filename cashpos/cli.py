@@ -121,21 +121,35 @@ def _reconcile(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    from reconcile.run import reconcile
+    from reconcile.run import owned_from_heartbeats, reconcile
 
     s = load()
+    dirs = [Path(d) for d in args.state]
     while True:
-        rep = asyncio.run(reconcile(s, [Path(d) for d in args.state]))
+        owned = None  # --owned stored
+        if dirs and args.owned == "all":
+            owned = {d: set(range(s.partitions)) for d in dirs}
+        elif dirs and args.owned == "live":
+            try:
+                owned = asyncio.run(owned_from_heartbeats(s, dirs))
+            except ValueError as exc:
+                print(f"{exc}: for a stopped worker use --owned all (it owned every partition) "
+                      f"or --owned stored", file=sys.stderr)
+                return 2
+        rep = asyncio.run(reconcile(s, dirs, owned=owned))
         print(f"records={rep.records_in} applied={rep.applied} duplicates={rep.duplicates} "
               f"dead_letters={rep.dead_letters} positions={rep.positions_checked} "
               f"lagging={rep.lagging} unseeded={rep.unseeded} diff_krw={rep.diff_krw} "
-              f"seconds={rep.seconds}")
+              f"state_behind={rep.state_behind} seconds={rep.seconds}")
+        for st in rep.states:
+            print(f"  STATE {st.path} {st.mode} partitions={st.partitions} "
+                  f"positions={st.positions_checked} diff_krw={st.diff_krw} behind={st.behind}")
         for d in rep.differences[:20]:
             print(f"  DIFF {d.against} {d.org_code}/{d.account}/{d.fiscal_year}: expected "
                   f"cash={d.expected_cash} committed={d.expected_committed}, got "
                   f"cash={d.actual_cash} committed={d.actual_committed}")
         if not args.every:
-            return 0 if rep.diff_krw == 0 else 1
+            return 0 if rep.ok else 1 if rep.diff_krw or rep.differences else 3
         time.sleep(args.every)
 
 
@@ -262,6 +276,13 @@ def main(argv: list[str] | None = None) -> int:
     rc = sub.add_parser("reconcile", help="re-fold the raw topics and compare with Redis and state")
     rc.add_argument("--state", nargs="*", default=[], metavar="DIR",
                     help="worker state directories to compare too (opened read-only)")
+    rc.add_argument("--owned", choices=("live", "all", "stored"), default="live",
+                    help="which partitions of each state to compare: live = those its worker owns "
+                         "now (from its heartbeat), against the whole topics, counting records not "
+                         "yet folded as state_behind; all = every partition (a stopped single "
+                         "worker); stored = every partition it ever folded, each at its own "
+                         "stored offsets (cannot tell a stuck state from a current one). "
+                         "Exit code: 0 exact, 1 difference, 3 no difference but a state behind")
     rc.add_argument("--every", type=float, default=0, help="repeat every N seconds")
     rc.set_defaults(fn=_reconcile)
     sub.add_parser("schema", help="print the event JSON Schema").set_defaults(fn=_schema)

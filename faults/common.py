@@ -34,10 +34,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench.processor import simulator as bench_simulator
 from cashpos.embedded import free_port, start_redis, start_tansu
 from cashpos.names import RedisKeys, Topics
-from reconcile.run import _compare, _fold, _state_view, reconcile
+from reconcile.run import _state_view, behind, reconcile, topic_ends
 from streams.publisher import Publisher
 from streams.reader import Record, read_topics
-from streams.topics import ensure_topics, partition_for
+from streams.topics import ensure_topics
 from tests.conftest import Infra, Stack, new_stack
 from tests.test_crash_recovery import expected_view, redis_view
 
@@ -291,6 +291,7 @@ class Reconciliation:
     diff_krw: int
     state_diff_krw: int
     state_positions: int
+    state_behind: int
     seconds: float
     problems: list[str] = field(default_factory=list)
 
@@ -302,23 +303,19 @@ def reconcile_quiet(stack: Stack, states: dict[str, Path], *, published: int | N
                     owned: dict[str, set[int]] | None = None, timeout: float = 90) -> Reconciliation:
     """The closing check of every scenario, run once the input has been published.
 
-    1. Waits until each state directory has flushed the end of every partition it owns (all
-       partitions when ``owned`` is None): the system is quiet.
-    2. ``reconcile.run.reconcile``: Redis and (without ``owned``) each state against an
-       independent re-fold of the topics; diff_krw, lagging and unseeded must all be 0.
-    3. With ``owned`` (several workers): each worker's state is compared for exactly the
-       partitions it owns now (a worker that lost a partition keeps stale data for it), and
-       every partition must have exactly one owner.
+    1. Waits until each state directory has flushed the end of every partition its worker owns
+       (``owned``, from the heartbeats; all partitions when None: one worker): the system is
+       quiet.
+    2. ``reconcile.run.reconcile`` in owned mode: Redis, and each state for exactly the
+       partitions its worker owns (a worker that lost a partition keeps stale data for it),
+       against an independent re-fold of the whole topics; diff_krw, lagging, unseeded and
+       state_behind must all be 0.
+    3. With ``owned``, every partition must have exactly one owner.
     4. counts in = applied + duplicates + dead letters, and = what was published.
     """
     t0 = time.monotonic()
-    settings = stack.settings
     n = stack.partitions
     problems: list[str] = []
-    records = read_records(stack)
-    ends: dict[tuple[str, int], int] = {}
-    for r in records:
-        ends[(r.topic, r.partition)] = max(ends.get((r.topic, r.partition), 0), r.offset + 1)
     if owned is not None:
         counts: dict[int, int] = {}
         for parts in owned.values():
@@ -326,41 +323,26 @@ def reconcile_quiet(stack: Stack, states: dict[str, Path], *, published: int | N
                 counts[p] = counts.get(p, 0) + 1
         if sorted(counts) != list(range(n)) or any(c != 1 for c in counts.values()):
             problems.append(f"partitions not owned exactly once: {owned}")
+    parts_of = {wid: owned[wid] if owned is not None else set(range(n)) for wid in states}
+    ends = topic_ends(read_records(stack))
     for wid, d in states.items():
-        parts = owned[wid] if owned is not None else set(range(n))
-        need = {tp: end for tp, end in ends.items() if tp[1] in parts}
         deadline = time.monotonic() + timeout
         while True:
-            _, offs = state_view(d)
-            behind = {f"{t}:{p}": (offs.get((t, p), 0), end) for (t, p), end in need.items()
-                      if offs.get((t, p), 0) != end}
-            if not behind:
+            late = behind(ends, state_view(d)[1], parts_of[wid])
+            if not late:
                 break
             if time.monotonic() > deadline:
-                problems.append(f"{wid}: state not at the end of its partitions: {behind}")
+                problems.append(f"{wid}: state not at the end of its partitions: {late}")
                 break
             time.sleep(0.5)
-    rep = asyncio.run(reconcile(settings, list(states.values()) if owned is None else [],
-                                publish=True))
-    state_krw = 0
-    state_positions = 0
-    if owned is not None:
-        full = _fold(records, settings.max_event_bytes)
-        expected, versions = full.positions(), full.versions()
-        for wid, d in states.items():
-            parts = owned[wid]
-            pos, _ = state_view(d)
-            exp = {pk: v for pk, v in expected.items() if partition_for(pk[0], n) in parts}
-            act = {pk: v for pk, v in pos.items() if partition_for(pk[0], n) in parts}
-            diffs, _, krw = _compare(exp, versions, act, "state", lag_ok=False)
-            state_krw += krw
-            state_positions += len(exp)
-            if diffs:
-                problems.append(f"{wid}: {len(diffs)} state positions differ, e.g. {diffs[:3]}")
-    else:
-        state_positions = sum(len(state_view(d)[0]) for d in states.values())
+    rep = asyncio.run(reconcile(stack.settings, publish=True,
+                                owned={d: parts_of[wid] for wid, d in states.items()}))
+    state_krw = sum(sc.diff_krw for sc in rep.states)
     if rep.diff_krw or rep.differences:
-        problems.append(f"reconcile: diff_krw={rep.diff_krw}, e.g. {rep.differences[:3]}")
+        problems.append(f"reconcile: diff_krw={rep.diff_krw} (states {state_krw}), "
+                        f"e.g. {rep.differences[:3]}")
+    if rep.state_behind:
+        problems.append(f"reconcile: states {rep.state_behind} records behind the topics")
     if rep.lagging:
         problems.append(f"reconcile: {rep.lagging} positions lagging")
     if rep.unseeded:
@@ -373,9 +355,9 @@ def reconcile_quiet(stack: Stack, states: dict[str, Path], *, published: int | N
     return Reconciliation(
         records_in=rep.records_in, applied=rep.applied, duplicates=rep.duplicates,
         dead_letters=rep.dead_letters, positions_checked=rep.positions_checked,
-        lagging=rep.lagging, unseeded=rep.unseeded, diff_krw=rep.diff_krw + state_krw,
-        state_diff_krw=state_krw, state_positions=state_positions,
-        seconds=round(time.monotonic() - t0, 2), problems=problems,
+        lagging=rep.lagging, unseeded=rep.unseeded, diff_krw=rep.diff_krw,
+        state_diff_krw=state_krw, state_positions=sum(sc.positions_checked for sc in rep.states),
+        state_behind=rep.state_behind, seconds=round(time.monotonic() - t0, 2), problems=problems,
     )
 
 

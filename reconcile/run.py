@@ -4,11 +4,27 @@ state directories, with the processor's RocksDB state).
 A position is compared exactly when the serving copy reflects the same number of events as the
 re-fold (same version); a lower version is a lag, reported but not a difference. Reading Redis
 *before* the topics guarantees the re-fold has seen at least what Redis reflects.
+
+A state directory is compared in one of two ways:
+
+* **owned** (``owned={dir: partitions}``, e.g. from the workers' heartbeats,
+  :func:`owned_from_heartbeats`): only the partitions its worker owns, whatever stale data it
+  keeps for partitions it gave away. Each is compared with the re-fold of the topic up to the
+  state's stored offset (exact, versions included) and the records past that offset are counted
+  as ``state_behind``: with ``state_behind == 0`` the state has been compared against the whole
+  topics; a stuck or lagging owner shows as behind, never as exact.
+* **stored** (no ``owned``): every partition the directory ever folded, each at its own stored
+  offsets. Consistent, but it cannot tell a current owner from a stale or stuck one (R1 in
+  docs/reliability.md); for a stopped worker whose ownership is unknown.
+
+Only flushed data is visible beside a running worker (no WAL), so a live state is behind by up
+to one flush interval.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import msgspec
@@ -37,6 +53,15 @@ class Difference(msgspec.Struct):
     actual_committed: int | None
 
 
+class StateCheck(msgspec.Struct):
+    path: str
+    mode: str  # "owned" | "stored"
+    partitions: list[int]  # the partitions compared
+    positions_checked: int
+    diff_krw: int
+    behind: int | None  # owned: records of its partitions not folded (flushed) yet; stored: None
+
+
 class Report(msgspec.Struct):
     finished_ms: int
     seconds: float
@@ -49,10 +74,13 @@ class Report(msgspec.Struct):
     unseeded: int
     diff_krw: int
     differences: list[Difference]
+    state_behind: int = 0  # records of owned partitions the compared states have not folded
+    states: list[StateCheck] = []
 
     @property
     def ok(self) -> bool:
-        return self.diff_krw == 0 and not self.differences
+        """Exact: no difference, and every owned partition's state at the end of its topics."""
+        return self.diff_krw == 0 and not self.differences and self.state_behind == 0
 
 
 async def _redis_view(r: aioredis.Redis, keys: RedisKeys) -> tuple[dict[PosKey, tuple[int, int, int]], int]:
@@ -132,9 +160,85 @@ def _compare(expected: dict[PosKey, tuple[int, int]], versions: dict[PosKey, int
     return diffs, lagging, krw
 
 
+def topic_ends(records: Iterable[Record]) -> dict[tuple[str, int], int]:
+    """The next offset after the last record of each (topic, partition) read."""
+    ends: dict[tuple[str, int], int] = {}
+    for r in records:
+        k = (r.topic, r.partition)
+        if r.offset >= ends.get(k, 0):
+            ends[k] = r.offset + 1
+    return ends
+
+
+def behind(ends: Mapping[tuple[str, int], int], offsets: Mapping[tuple[str, int], int],
+           partitions: Iterable[int]) -> dict[tuple[str, int], int]:
+    """Records of ``partitions`` past a state's stored next offsets, per (topic, partition)."""
+    parts = set(partitions)
+    out = {}
+    for (topic, p), end in ends.items():
+        if p in parts and end > offsets.get((topic, p), 0):
+            out[(topic, p)] = end - offsets.get((topic, p), 0)
+    return out
+
+
+def check_state(records: list[Record], state: dict[PosKey, tuple[int, int, int]],
+                offsets: dict[tuple[str, int], int], partitions: Iterable[int] | None,
+                settings: Settings, path: str = "") -> tuple[StateCheck, list[Difference]]:
+    """One state directory's positions and stored offsets against the records of the topics.
+
+    ``partitions``: the partitions its worker owns (owned mode), or None (stored mode: the
+    partitions it has offsets for)."""
+    n = settings.partitions
+    mode = "stored" if partitions is None else "owned"
+    parts = {p for (_, p) in offsets} if partitions is None else set(partitions)
+    at = _fold(records, settings.max_event_bytes, offsets)
+    exp = {pk: v for pk, v in at.positions().items() if partition_for(pk[0], n) in parts}
+    act = {pk: v for pk, v in state.items() if partition_for(pk[0], n) in parts}
+    diffs, _, krw = _compare(exp, at.versions(), act, "state", lag_ok=False)
+    late = None if partitions is None else sum(behind(topic_ends(records), offsets, parts).values())
+    return StateCheck(path, mode, sorted(parts), len(set(exp) | set(act)), krw, late), diffs
+
+
+async def owned_from_heartbeats(settings: Settings, state_dirs: Iterable[Path],
+                                max_age_s: float = 5.0) -> dict[Path, set[int]]:
+    """The partitions each state directory's worker owns now, from the workers' heartbeats
+    (Redis ``{ns}:freshness``, written every second with the worker's state directory).
+    Raises ValueError for a directory without a live heartbeat (worker stopped or unknown)."""
+    r = aioredis.from_url(settings.redis_url, socket_timeout=5)
+    try:
+        beats = await r.hgetall(RedisKeys(settings.namespace).freshness)
+    finally:
+        await r.aclose()
+    now_ms = time.time() * 1000
+    live: dict[Path, set[int]] = {}
+    for raw in beats.values():
+        b = orjson.loads(raw)
+        if isinstance(b, dict) and b.get("state_dir") and now_ms - b.get("heartbeat_ms", 0) < max_age_s * 1000:
+            live[Path(b["state_dir"]).resolve()] = set(b.get("partitions", []))
+    out: dict[Path, set[int]] = {}
+    missing = []
+    for d in state_dirs:
+        parts = live.get(Path(d).resolve())
+        if parts is None:
+            missing.append(str(d))
+        else:
+            out[Path(d)] = parts
+    if missing:
+        raise ValueError(f"no live worker heartbeat (younger than {max_age_s}s) for {', '.join(missing)}")
+    return out
+
+
 async def reconcile(settings: Settings, state_dirs: list[Path] | None = None,
-                    publish: bool = True) -> Report:
+                    publish: bool = True,
+                    owned: Mapping[Path, Iterable[int]] | None = None) -> Report:
+    """Redis and the state directories against a re-fold of the topics.
+
+    ``owned``: the partitions each state directory's worker owns (owned mode, see the module's
+    doc); its directories are compared as well as ``state_dirs``, which are then optional. A
+    directory in ``state_dirs`` but not in ``owned`` is compared as stored."""
     t0 = time.perf_counter()
+    owned = {Path(d): set(ps) for d, ps in (owned or {}).items()}
+    dirs = list(dict.fromkeys([*map(Path, state_dirs or []), *owned]))
     keys = RedisKeys(settings.namespace)
     topics = Topics(settings.namespace)
     r = aioredis.from_url(settings.redis_url, socket_timeout=5)
@@ -145,17 +249,14 @@ async def reconcile(settings: Settings, state_dirs: list[Path] | None = None,
         expected, versions = ref.positions(), ref.versions()
         diffs, lagging, krw = _compare(expected, versions, redis_view, "redis", lag_ok=True)
         checked = len(set(expected) | set(redis_view))
-        for d in state_dirs or []:
+        states = []
+        for d in dirs:
             state, offsets = _state_view(d)
-            at = _fold(records, settings.max_event_bytes, offsets)
-            owned = {p for (_, p) in offsets}
-            n = settings.partitions
-            exp = {pk: v for pk, v in at.positions().items() if partition_for(pk[0], n) in owned}
-            vers = at.versions()
-            sd, _, sk = _compare(exp, vers, state, "state", lag_ok=False)
+            sc, sd = check_state(records, state, offsets, owned.get(d), settings, str(d))
+            states.append(sc)
             diffs += sd
-            krw += sk
-            checked += len(exp)
+            krw += sc.diff_krw
+            checked += sc.positions_checked
         counts = ref.counts()
         rejected = counts["rejected"]
         report = Report(
@@ -164,7 +265,8 @@ async def reconcile(settings: Settings, state_dirs: list[Path] | None = None,
             duplicates=int(counts["duplicate"]),  # type: ignore[call-overload]
             dead_letters=sum(rejected.values()),  # type: ignore[union-attr]
             positions_checked=checked, lagging=lagging, unseeded=unseeded, diff_krw=krw,
-            differences=diffs[:100],
+            differences=diffs[:100], state_behind=sum(sc.behind or 0 for sc in states),
+            states=states,
         )
         if publish:
             await r.set(keys.reconciliation, msgspec.json.encode(report))
