@@ -30,6 +30,7 @@ from cashpos.settings import Settings, load
 from serving.alerts import router as alerts_router
 from serving.federation import WorkerMetricsCollector
 from serving.ingest import router as ingest_router
+from serving.live import hub_for
 from serving.live import router as live_router
 from serving.observe import ObserveMiddleware
 from serving.positions import STALE_AFTER_MS, NotReady, PositionReader
@@ -74,7 +75,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await producer.start()
         app.state.redis = r
         app.state.producer = producer
-        app.state.reader = PositionReader(r, keys)
+        # The live hub (one Redis subscription) keeps every government in memory: it feeds the
+        # dashboards' streams and answers position and summary reads without a Redis round trip.
+        hub = await hub_for(app)
+        app.state.reader = PositionReader(r, keys, hub)
         app.state.tokens = TokenStore(r, keys)
         app.state.audit = AuditLog(producer, app.state.topics.audit)
         yield

@@ -9,7 +9,9 @@ reads the changed governments' positions from Redis **once** (one pipelined HGET
 government, batches that queued up meanwhile are coalesced into one read), keeps them in an
 in-memory copy of all 243 governments, encodes each SSE frame once and puts the same bytes on
 every interested client's bounded queue. Thousands of open streams therefore mean one Redis
-subscriber and one read per batch, never one per client.
+subscriber and one read per batch, never one per client. The same in-memory copy answers the
+API's reads of positions and the summary (``serving.positions.PositionReader``) while the hub is
+subscribed; otherwise those read Redis.
 
 A slow client never blocks the others: fan-out uses ``put_nowait``; when a client's queue is full
 its backlog is dropped and replaced by a *resync* marker, so the client next receives a fresh
@@ -72,6 +74,7 @@ BROADCAST_INTERVAL_S = 0.25  # dashboards still update well within a second of t
 COALESCE_FROM_STREAMS = 100
 QUEUE_FRAMES = 256  # per client; a positions frame is one batch, a few KB at most
 RETRY_MS = 1000
+VERIFY_S = 1.0  # how often the in-memory copy is checked against Redis for dropped governments
 _RESYNC = object()  # queue marker: send this client a fresh snapshot
 _CLOSE = object()  # queue marker: end this client's stream
 
@@ -103,6 +106,11 @@ class Hub:
         self.clients: set[Client] = set()
         self.by_org: dict[View, set[Client]] = {}
         self.bodies: dict[str, dict[str, object]] = {}  # org -> full body (accounts + totals)
+        self.metas: dict[str, dict[str, int]] = {}  # org -> its ``_meta`` (written_ms, last_event_ms)
+        self.version = 0  # incremented whenever ``bodies`` change (caches key on it)
+        self._pending: set[str] = set()  # changed governments not yet broadcast
+        self._pending_head = (0, 0)  # (written_ms, last_event_ms) of what is pending
+        self._timer: asyncio.TimerHandle | None = None
         self.not_ready: set[str] = set()
         self.seq = 0
         self.last_write_ms = 0
@@ -119,7 +127,8 @@ class Hub:
     def start(self) -> None:
         if not self._tasks:
             self._tasks = [asyncio.create_task(self._run(), name="sse-hub-subscriber"),
-                           asyncio.create_task(self._heartbeats(), name="sse-hub-heartbeat")]
+                           asyncio.create_task(self._heartbeats(), name="sse-hub-heartbeat"),
+                           asyncio.create_task(self._verify(), name="sse-hub-verify")]
 
     def close_streams(self) -> None:
         """End every open stream (their clients reconnect elsewhere, or here once we are back)."""
@@ -228,6 +237,11 @@ class Hub:
 
     # -- reading Redis --------------------------------------------------------------------------
 
+    @property
+    def serving(self) -> bool:
+        """The in-memory copy is complete and following Redis: reads may be answered from it."""
+        return self.live and self.loaded
+
     async def _fetch(self, orgs: list[str]) -> tuple[dict[str, dict[str, object]], list[str]]:
         """Full bodies of these governments, one pipelined round trip; and the not-ready ones."""
         govs = governments()
@@ -246,6 +260,7 @@ class Hub:
             g = govs[o]
             rows = _rows(g, raw, None)
             meta = orjson.loads(meta_raw)
+            self.metas[o] = meta
             last_ev = max((r.last_event_ms for r in rows), default=0)
             out[o] = {
                 "org_code": o, "name": g.name,
@@ -259,6 +274,7 @@ class Hub:
 
     def _apply(self, bodies: dict[str, dict[str, object]], missing: list[str]) -> None:
         self._snapshots.clear()
+        self.version += 1
         self.bodies.update(bodies)
         for o in missing:
             self.bodies.pop(o, None)
@@ -269,6 +285,8 @@ class Hub:
         self._apply(bodies, missing)
 
     async def _on_updates(self, msgs: list[dict[str, object]]) -> None:
+        """Read the changed governments at once (reads served from memory stay fresh), then
+        broadcast: at once with few streams, else at most every BROADCAST_INTERVAL_S."""
         orgs = sorted({str(o) for m in msgs for o in m.get("orgs", [])})  # type: ignore[attr-defined]
         written = max(int(m.get("written_ms") or 0) for m in msgs)  # type: ignore[call-overload]
         last_ev = max(int(m.get("last_event_ms") or 0) for m in msgs)  # type: ignore[call-overload]
@@ -278,6 +296,28 @@ class Hub:
         self._apply(bodies, missing)
         self.last_write_ms = max(self.last_write_ms, written)
         self.last_event_ms = max(self.last_event_ms, last_ev)
+        self._pending.update(orgs)
+        self._pending_head = (max(self._pending_head[0], written), max(self._pending_head[1], last_ev))
+        wait = self._last_broadcast + BROADCAST_INTERVAL_S - time.monotonic()
+        if wait <= 0 or len(self.clients) < COALESCE_FROM_STREAMS:
+            self._broadcast()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(wait, self._broadcast)
+
+    def _broadcast(self) -> None:
+        """One positions frame per watching view for everything changed since the last one
+        (values are absolute: the latest body says it all)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._pending:
+            return
+        self._last_broadcast = time.monotonic()
+        changed, self._pending = sorted(self._pending), set()
+        written, last_ev = self._pending_head
+        self._pending_head = (0, 0)
+        bodies = {o: self.bodies[o] for o in changed if o in self.bodies}
+        missing = [o for o in changed if o not in self.bodies]
         self.seq += 1
         self._snapshots.clear()
         ident = self._ident(written or int(time.time() * 1000))
@@ -311,6 +351,7 @@ class Hub:
         org = None
         if isinstance(alert, dict):
             org = alert.get("org_code") or alert.get("org")
+        self._broadcast()  # positions changed before the alert go out before it
         self.seq += 1
         self._snapshots.clear()
         frame = _frame("alerts", self._ident(int(time.time() * 1000)), raw)
@@ -352,6 +393,7 @@ class Hub:
                 backoff = min(backoff * 2, 5.0)
             finally:
                 self.live = False
+                self._broadcast()
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
                 with contextlib.suppress(Exception):
@@ -363,14 +405,9 @@ class Hub:
             msg = await pubsub.get_message(timeout=1.0)
             if msg is None:
                 continue
-            # With many open streams, at most one broadcast per BROADCAST_INTERVAL_S: every
-            # broadcast is a write to every stream, so at thousands of them the fan-out, not
-            # Redis, is the cost. What arrives meanwhile is merged into the next one (values are
-            # absolute). With few streams every batch goes out at once.
-            wait = self._last_broadcast + BROADCAST_INTERVAL_S - time.monotonic()
-            if wait > 0 and len(self.clients) >= COALESCE_FROM_STREAMS:
-                await asyncio.sleep(wait)
-            self._last_broadcast = time.monotonic()
+            # Updates are read at once (reads served from memory stay fresh); with many open
+            # streams the broadcast is throttled in _on_updates: every broadcast is a write to
+            # every stream, so at thousands of them the fan-out, not Redis, is the cost.
             batch: list[dict[str, object]] = []
             while msg is not None:  # coalesce what has queued up into one read of Redis
                 if msg.get("type") == "message":
@@ -389,6 +426,31 @@ class Hub:
                 msg = await pubsub.get_message(timeout=0)
             if batch:
                 await self._on_updates(batch)
+
+    async def _verify(self) -> None:
+        """Once a second, check that Redis still holds the serving copy of every government held
+        in memory. A copy dropped without an update (FLUSHALL, an operator deleting it to force a
+        re-projection) must stop being served within a second, as it would from Redis."""
+        marker = META_FIELD.encode()
+        while True:
+            await asyncio.sleep(VERIFY_S)
+            if not self.serving:
+                continue
+            orgs = list(self.bodies)
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for o in orgs:
+                        pipe.hexists(self.keys.positions(o), marker)
+                    present = await pipe.execute()
+            except Exception as exc:
+                log.debug("serving copy check skipped: %r", exc)
+                continue
+            gone = [o for o, ok in zip(orgs, present) if not ok]
+            if gone:
+                log.warning("serving copy of %d government(s) vanished from Redis; not serving them", len(gone))
+                self._apply({}, gone)
+                self._pending.update(gone)
+                self._broadcast()
 
     async def _heartbeats(self) -> None:
         while True:

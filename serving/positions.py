@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
 import orjson
 import redis.asyncio as aioredis
@@ -98,10 +99,60 @@ def _rows(gov: Government, raw: dict[bytes, bytes], fiscal_year: int | None) -> 
     return rows
 
 
+class MemoryCopy(Protocol):
+    """What the live hub (``serving.live.Hub``) offers readers: every government's body, kept
+    current from the processor's update channel."""
+
+    serving: bool
+    bodies: dict[str, dict[str, object]]
+    metas: dict[str, dict[str, int]]
+    version: int
+
+
+def summarize(govs: list[Government], totals_of: dict[str, dict[str, int]],
+              metas: dict[str, dict[str, int]], scope: frozenset[str] | None) -> dict[str, object]:
+    """Totals per government, per province and over all of ``govs`` (pure)."""
+    zero = dict.fromkeys(("cash", "committed", "available", "restricted", "spendable"), 0)
+    provinces: dict[str, dict[str, object]] = {}
+    overall = dict(zero)
+    per_gov = []
+    last_event = last_write = 0
+    for gov in govs:
+        t = totals_of[gov.org_code]
+        meta = metas.get(gov.org_code, {})
+        last_event = max(last_event, int(meta.get("last_event_ms", 0)))
+        last_write = max(last_write, int(meta.get("written_ms", 0)))
+        per_gov.append({"org_code": gov.org_code, "name": gov.name, "level": gov.level,
+                        "province_code": gov.province_code, **t})
+        p = provinces.setdefault(gov.province_code, {
+            "province_code": gov.province_code, "name": gov.province_name, "governments": 0, **zero})
+        p["governments"] = int(p["governments"]) + 1  # type: ignore[call-overload]
+        for k in zero:
+            p[k] = int(p[k]) + t[k]  # type: ignore[call-overload]
+            overall[k] += t[k]
+    return {
+        "as_of": iso_ms(last_write),
+        "_fresh": {"last_event_ms": last_event, "written_ms": last_write},
+        "scope": "national" if scope is None else "partial",
+        "national" if scope is None else "total": {"governments": len(govs), **overall},
+        "provinces": list(provinces.values()),
+        "governments": per_gov,
+    }
+
+
 class PositionReader:
-    def __init__(self, redis: aioredis.Redis, keys: RedisKeys) -> None:
+    """Positions and summaries: from the live hub's memory while it follows Redis (no round
+    trip), else from Redis. Queries for one fiscal year always read Redis."""
+
+    def __init__(self, redis: aioredis.Redis, keys: RedisKeys, memory: MemoryCopy | None = None) -> None:
         self.redis = redis
         self.keys = keys
+        self.memory = memory
+        self._summaries: dict[frozenset[str] | None, tuple[int, dict[str, object]]] = {}
+
+    def _live(self, fiscal_year: int | None) -> MemoryCopy | None:
+        m = self.memory
+        return m if fiscal_year is None and m is not None and m.serving else None
 
     async def raw(self, orgs: list[str]) -> list[dict[bytes, bytes]]:
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -115,6 +166,17 @@ class PositionReader:
 
     async def government(self, org: str, fiscal_year: int | None = None) -> dict[str, object]:
         gov = governments()[org]
+        m = self._live(fiscal_year)
+        if m is not None:
+            body = m.bodies.get(org)
+            if body is None:
+                raise NotReady([org])
+            return {
+                "org_code": org, "name": gov.name, "province_code": gov.province_code,
+                "province_name": gov.province_name, "as_of": body["as_of"],
+                "freshness": freshness(m.metas.get(org, {})),
+                "accounts": body["accounts"], "totals": body["totals"],
+            }
         (raw,) = await self.raw([org])
         rows = _rows(gov, raw, fiscal_year)
         meta = orjson.loads(raw[META_FIELD.encode()])
@@ -133,38 +195,27 @@ class PositionReader:
                       scope: frozenset[str] | None = None) -> dict[str, object]:
         """Totals over ``scope`` (None: all 243; then ``national`` is the country's total)."""
         govs = [g for g in governments().values() if scope is None or g.org_code in scope]
-        raws = await self.raw([g.org_code for g in govs])
-        provinces: dict[str, dict[str, object]] = {}
-        all_rows: list[AccountRow] = []
-        last_event = last_write = 0
-        per_gov = []
-        for gov, raw in zip(govs, raws):
-            rows = _rows(gov, raw, fiscal_year)
-            all_rows += rows
-            meta = orjson.loads(raw[META_FIELD.encode()])
-            last_event = max(last_event, meta.get("last_event_ms", 0))
-            last_write = max(last_write, meta.get("written_ms", 0))
-            t = totals(rows)
-            per_gov.append({"org_code": gov.org_code, "name": gov.name, "level": gov.level,
-                            "province_code": gov.province_code, **t})
-            p = provinces.setdefault(gov.province_code, {
-                "province_code": gov.province_code, "name": gov.province_name,
-                "governments": 0, "_rows": [],
-            })
-            p["governments"] = int(p["governments"]) + 1  # type: ignore[call-overload]
-            p["_rows"].extend(rows)  # type: ignore[attr-defined]
-        prov_out = []
-        for p in provinces.values():
-            rows = p.pop("_rows")
-            prov_out.append({**p, **totals(rows)})  # type: ignore[arg-type]
-        return {
-            "as_of": iso_ms(last_write),
-            "freshness": freshness({"last_event_ms": last_event, "written_ms": last_write}),
-            "scope": "national" if scope is None else "partial",
-            "national" if scope is None else "total": {"governments": len(govs), **totals(all_rows)},
-            "provinces": prov_out,
-            "governments": per_gov,
-        }
+        m = self._live(fiscal_year)
+        if m is not None:
+            cached = self._summaries.get(scope)
+            if cached is None or cached[0] != m.version:  # built once per change, per scope
+                missing = [g.org_code for g in govs if g.org_code not in m.bodies]
+                if missing:
+                    raise NotReady(missing)
+                totals_of = {g.org_code: m.bodies[g.org_code]["totals"] for g in govs}
+                cached = (m.version, summarize(govs, totals_of, m.metas, scope))  # type: ignore[arg-type]
+                if len(self._summaries) > 1000:
+                    self._summaries.clear()
+                self._summaries[scope] = cached
+            body = cached[1]
+        else:
+            raws = await self.raw([g.org_code for g in govs])
+            metas = {g.org_code: orjson.loads(raw[META_FIELD.encode()]) for g, raw in zip(govs, raws)}
+            body = summarize(govs, {g.org_code: totals(_rows(g, raw, fiscal_year)) for g, raw in zip(govs, raws)},
+                             metas, scope)
+        out = {k: v for k, v in body.items() if k != "_fresh"}
+        out["freshness"] = freshness(body["_fresh"])  # type: ignore[arg-type]
+        return out
 
 
 def freshness(meta: dict[str, int]) -> dict[str, object]:

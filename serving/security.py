@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 from fastapi import Depends, HTTPException, Request
+from redis.exceptions import RedisError
 
 from access.audit import AuditLog, record
 from access.policy import Decision, Permission, Principal, decide
@@ -117,7 +118,12 @@ class AuthMiddleware:
             await _reply(send, 401, "authentication required: Authorization: Bearer <token>", challenge)
             return
         state = scope["app"].state
-        rec, principal = await self.cache.get(state.tokens, token)
+        try:
+            rec, principal = await self.cache.get(state.tokens, token)
+        except RedisError as exc:  # the token store is unreachable: the same 503 as any read
+            await _reply(send, 503, f"serving store unavailable: {exc.__class__.__name__}",
+                         [(b"retry-after", b"1")])
+            return
         status = "invalid" if rec is None else rec.status(int(time.time() * 1000))
         if status != "active" or principal is None:
             state.metrics.auth_failures.labels(status).inc()
