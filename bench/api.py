@@ -2,9 +2,10 @@
 
     python -m bench.api --streams 5000 --rate 2000 --seconds 30
 
-Opens ``--streams`` server-sent-event connections to /v1/stream (half national, half one
-government each) and keeps them drained, runs a realistic background event stream, then issues
-``GET /v1/positions/{org}`` at a fixed ``--rate`` over keep-alive connections. Latency is measured
+Opens ``--streams`` server-sent-event connections to /v1/stream (half national, with a national
+token, half one government each, with its finance director's token) and keeps them drained, runs
+a realistic background event stream, then issues ``GET /v1/positions/{org}`` (a random
+government, with its director's token) at a fixed ``--rate`` over keep-alive connections. Latency is measured
 from each request's *scheduled* send time, so a stalled server cannot hide behind a slowed-down
 client (no coordinated omission). Target: p99 < 20 ms at 2,000 req/s with 5,000 streams.
 """
@@ -25,13 +26,23 @@ from cashpos.refdata import governments
 from streams.publisher import Publisher
 
 
-async def open_stream(host: str, port: int, path: str, stop: asyncio.Event, counts: list[int]) -> None:
+async def open_stream(host: str, port: int, path: str, token: str, stop: asyncio.Event,
+                      counts: list[int]) -> None:
     try:
         reader, writer = await asyncio.open_connection(host, port)
     except OSError:
         counts[1] += 1
         return
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n".encode())
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n"
+                 f"Authorization: Bearer {token}\r\n\r\n".encode())
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except (OSError, asyncio.IncompleteReadError):
+        head = b"HTTP/1.1 000 closed"
+    if int(head.split(b" ", 2)[1]) != 200:  # refused (401, 404, 429) or closed: not an open stream
+        counts[1] += 1
+        writer.close()
+        return
     counts[0] += 1
     try:
         while not stop.is_set():
@@ -56,7 +67,8 @@ async def read_response(reader: asyncio.StreamReader) -> int:
     return status
 
 
-async def reader_client(host: str, port: int, schedule: asyncio.Queue, lat: list[float], errors: list[int]) -> None:
+async def reader_client(host: str, port: int, tokens: dict[str, str], schedule: asyncio.Queue,
+                        lat: list[float], errors: list[int]) -> None:
     reader, writer = await asyncio.open_connection(host, port)
     orgs = list(governments())
     while True:
@@ -64,7 +76,8 @@ async def reader_client(host: str, port: int, schedule: asyncio.Queue, lat: list
         if due is None:
             break
         org = random.choice(orgs)
-        writer.write(f"GET /v1/positions/{org} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        writer.write(f"GET /v1/positions/{org} HTTP/1.1\r\nHost: {host}\r\n"
+                     f"Authorization: Bearer {tokens[org]}\r\n\r\n".encode())
         status = await read_response(reader)
         lat.append(time.perf_counter() - due)
         if status != 200:
@@ -86,10 +99,13 @@ async def main() -> None:
         stop = asyncio.Event()
         counts = [0, 0, 0]  # opened, failed, dropped
         orgs = list(governments())
+        directors = st.director_tokens()
+        national = st.token("national")
         streams = []
         for i in range(args.streams):
-            path = "/v1/stream" if i % 2 else f"/v1/stream?org={orgs[i % len(orgs)]}"
-            streams.append(asyncio.create_task(open_stream(host, port, path, stop, counts)))
+            org = orgs[i % len(orgs)]
+            path, token = ("/v1/stream", national) if i % 2 else (f"/v1/stream?org={org}", directors[org])
+            streams.append(asyncio.create_task(open_stream(host, port, path, token, stop, counts)))
             if i % 200 == 199:
                 await asyncio.sleep(0.05)
         await asyncio.sleep(3)
@@ -99,7 +115,7 @@ async def main() -> None:
             schedule: asyncio.Queue = asyncio.Queue()
             lat: list[float] = []
             errors = [0]
-            clients = [asyncio.create_task(reader_client(host, port, schedule, lat, errors))
+            clients = [asyncio.create_task(reader_client(host, port, directors, schedule, lat, errors))
                        for _ in range(args.clients)]
             t0 = time.perf_counter()
             n = int(args.rate * args.seconds)

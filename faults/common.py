@@ -45,7 +45,7 @@ __all__ = [
     "Feeder", "Infra", "Stack", "new_stack", "expected_view", "redis_view", "workload",
     "own_infra", "start_worker", "reconcile_quiet", "checksum", "heartbeats", "live_owners",
     "wait_until", "wait_up", "versions_sum", "worker_metric_totals", "api_metric_totals",
-    "script_main", "read_records",
+    "script_main", "read_records", "access_backup", "restore_access",
 ]
 
 PosKey = tuple[str, str, int]
@@ -154,6 +154,34 @@ def start_worker(stack: Stack, worker_id: str, **env: str) -> subprocess.Popen[b
     )
 
 
+def access_backup(stack: Stack) -> dict[bytes, bytes]:
+    """The namespace's token records (hash of the token -> record), as an operator's backup."""
+    r = _redis(stack)
+    try:
+        return r.hgetall(RedisKeys(stack.namespace).tokens)
+    finally:
+        r.close()
+
+
+def restore_access(stack: Stack, tokens: dict[bytes, bytes], client: redis.Redis | None = None) -> None:
+    """What an operator restores into a Redis that came back empty (or was flushed): the
+    service accounts (ACL users, with the passwords the processes already hold) and the token
+    records. Neither is part of the serving copy, which the processor re-seeds itself."""
+    from urllib.parse import unquote, urlsplit
+
+    from cashpos.redis_acl import apply
+
+    passwords = {role: unquote(urlsplit(url).password or "") for role, url in stack.redis_urls.items()}
+    r = client or _redis(stack)
+    try:
+        apply(r, stack.namespace, stack.infra.redis_url, passwords)
+        if tokens:
+            r.hset(RedisKeys(stack.namespace).tokens, mapping=tokens)  # type: ignore[arg-type]
+    finally:
+        if client is None:
+            r.close()
+
+
 def prepare(stack: Stack) -> None:
     stack.root.mkdir(parents=True, exist_ok=True)
     asyncio.run(ensure_topics(stack.settings))
@@ -257,7 +285,9 @@ def worker_histogram(stack: Stack, worker: str, name: str) -> dict[str, float]:
 
 def api_metric_totals(stack: Stack) -> dict[str, float]:
     """The API's /metrics (which re-exports every worker's metrics), summed over all labels."""
-    return _totals(httpx.get(f"{stack.api}/metrics", timeout=10).text)
+    r = httpx.get(f"{stack.api}/metrics", headers=stack.headers, timeout=10)  # national: operations
+    r.raise_for_status()
+    return _totals(r.text)
 
 
 def state_view(path: Path, attempts: int = 20) -> tuple[View, dict[tuple[str, int], int]]:

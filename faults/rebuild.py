@@ -76,7 +76,7 @@ def run(infra: Infra, root: Path, *, events: int, seed: int, partitions: int = 1
     """``empty_redis``: Redis also lost the serving copy while the worker was stopped (restart,
     FLUSHALL); the API is polled during the rebuild and must never answer with anything but the
     final figures (503 until then)."""
-    from faults.redis_outage import Poller
+    from faults.redis_outage import Poller, poller_headers
 
     s = new_stack(infra, root, partitions)
     prepare(s)
@@ -84,7 +84,7 @@ def run(infra: Infra, root: Path, *, events: int, seed: int, partitions: int = 1
     raws = workload(seed, events)
     want = expected_view(raws)
     state_dir = s.root / "state-w1"
-    poller = Poller(s.api, interval=0.01)
+    poller = Poller(s.api, interval=0.01, headers=poller_headers(s))
     extra: dict[str, Any] = {}
     try:
         log(f"publishing a history of {len(raws)} events")

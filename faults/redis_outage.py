@@ -4,7 +4,9 @@
 
 A dedicated redis-server serves one worker and the API while events stream in at ``--rate``.
 At 20 % of the stream it is killed (``kill -9``) and, ``--outage`` seconds later, started again
-on the same port with the same arguments (empty); at 55 % it is emptied with FLUSHALL.
+on the same port with the same arguments (empty); at 55 % it is emptied with FLUSHALL. What is
+not the serving copy, the service accounts (ACL users) and the access tokens, is put back at
+once each time, as an operator restores them (an ACL file, a backup of the token records).
 Meanwhile a client polls the API (one government after another) and keeps every answer.
 
 Required: the API answers 503 (or marks the data stale) and never a wrong number: every 200
@@ -31,8 +33,8 @@ from cashpos.embedded import start_redis
 from cashpos.names import META_FIELD, RedisKeys
 from cashpos.refdata import governments
 from faults.common import (
-    Feeder, Infra, Stack, base_args, expected_view, log, new_stack, prepare, read_records,
-    reconcile_quiet, redis_view, script_main, start_worker, wait_until, workload,
+    Feeder, Infra, Stack, access_backup, base_args, expected_view, log, new_stack, prepare, read_records,
+    reconcile_quiet, redis_view, restore_access, script_main, start_worker, wait_until, workload,
 )
 from reconcile.reference import Reference
 
@@ -73,12 +75,19 @@ class PrefixOracle:
         return False
 
 
-class Poller(threading.Thread):
-    """Asks the API for one government after another and keeps every answer."""
+def poller_headers(s: Stack) -> dict[str, str]:
+    """A national (read-only) token for the poller, with a rate limit above its pace."""
+    return {"Authorization": f"Bearer {s.token('national', name='fault scenario poller', rate_per_s=10_000)}"}
 
-    def __init__(self, api: str, interval: float = 0.02) -> None:
+
+class Poller(threading.Thread):
+    """Asks the API for one government after another and keeps every answer (with ``headers``:
+    a national token's ``Authorization``)."""
+
+    def __init__(self, api: str, interval: float = 0.02, headers: dict[str, str] | None = None) -> None:
         super().__init__(daemon=True, name="api-poller")
         self.api = api
+        self.headers = headers or {}
         self.interval = interval
         self.stop = threading.Event()
         # (monotonic time, org, status, [(account, fy, cash, committed, version)], stale)
@@ -88,7 +97,7 @@ class Poller(threading.Thread):
     def run(self) -> None:
         orgs = list(governments())
         i = 0
-        with httpx.Client(timeout=5) as c:
+        with httpx.Client(timeout=5, headers=self.headers) as c:
             while not self.stop.is_set():
                 org = orgs[i % len(orgs)]
                 i += 1
@@ -135,11 +144,12 @@ def run(infra: Infra, root: Path, *, events: int, seed: int, rate: float, partit
     problems: list[str] = []
     raws = workload(seed, events)
     want = expected_view(raws)
-    poller = Poller(s.api)
+    poller = Poller(s.api, headers=poller_headers(s))
     try:
         start_worker(s, "w1")
         s.start_api()
         s.wait_ready()
+        access = access_backup(s)  # every token made so far (the poller's, the harness's)
         direct = redis.Redis.from_url(own.redis_url, socket_timeout=1, socket_connect_timeout=1)
         duration = len(raws) / rate
         feeder = Feeder(s.settings, raws, rate)
@@ -154,13 +164,17 @@ def run(infra: Infra, root: Path, *, events: int, seed: int, rate: float, partit
         timeline["redis_killed_s"] = time.monotonic() - t0
         time.sleep(outage_s)
         own.redis = start_redis(port=rsv.port, log_path=root / "redis-dedicated.log")
+        restore_access(s, access)  # the ACL users and tokens, as the operator would
         back = time.monotonic()
         timeline["redis_back_s"] = back - t0
         reseed_after_restart = _measure_reseed(direct, keys, back)
         log(f"redis back on port {rsv.port}; all governments re-seeded after {reseed_after_restart}s")
 
         time.sleep(max(0.0, t0 + 0.55 * duration - time.monotonic()))
-        direct.flushall()
+        with direct.pipeline(transaction=True) as pipe:  # FLUSHALL, and the tokens put back at once
+            pipe.flushall()
+            pipe.hset(keys.tokens, mapping=access)  # type: ignore[arg-type]
+            pipe.execute()
         flushed = time.monotonic()
         timeline["flushall_s"] = flushed - t0
         reseed_after_flush = _measure_reseed(direct, keys, flushed)

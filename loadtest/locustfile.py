@@ -35,6 +35,14 @@ What is measured besides Locust's own request statistics (all in the CSV/HTML as
   did (response time = how long it was held). Logins, streams held to the end and
   frames read are counted in the per-process dumps (``counts``), not in Locust's statistics.
 
+Access: every API call carries ``Authorization: Bearer <token>``. The tokens come from the JSON
+file named by ``LOADTEST_TOKENS`` (``python -m loadtest.run`` provisions them and writes it; see
+``loadtest.run.provision_tokens`` for the format): a director uses its government's
+``finance_director`` token (the national view: the ``national`` token), an integration user the
+``integration`` token, a source system the ``source`` token, the freshness probes read as the
+government's director and the lag scraper reads ``/metrics`` with the ``national`` token. Many
+simulated users share one token, so the tokens are made with a high rate limit.
+
 With ``LOADTEST_OUT`` set, each process also writes merged-friendly latency histograms per
 category (read, write, page, stream, freshness, lag) to ``$LOADTEST_OUT/raw/`` for run.py.
 """
@@ -81,6 +89,36 @@ SUMMARY_SHARE = 0.02  # of integration queries
 # smoke run sets 1 so that a short run exercises every endpoint.
 SPAWN_LOGIN = float(os.environ.get("LOADTEST_SPAWN_LOGIN", "0"))
 MAX_INFLIGHT = int(os.environ.get("LOADTEST_MAX_INFLIGHT", "32"))  # posts per SourceSystem user
+
+
+# -- access tokens -------------------------------------------------------------------------------
+
+def _load_tokens() -> dict[str, object]:
+    path = os.environ.get("LOADTEST_TOKENS")
+    if not path:
+        raise RuntimeError("LOADTEST_TOKENS is not set: the API needs tokens. python -m loadtest.run "
+                           "provisions them (or give it --tokens FILE / --admin-token)")
+    d = orjson.loads(Path(path).read_bytes())
+    missing = [k for k in ("national", "integration", "source", "directors") if not d.get(k)]
+    if missing:
+        raise RuntimeError(f"{path}: no {', '.join(missing)} token(s)")
+    return d  # type: ignore[no-any-return]
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+_TOKENS = _load_tokens()
+NATIONAL_AUTH = _bearer(str(_TOKENS["national"]))
+INTEGRATION_AUTH = _bearer(str(_TOKENS["integration"]))
+SOURCE_AUTH = _bearer(str(_TOKENS["source"]))
+_DIRECTOR_AUTH = {org: _bearer(tok) for org, tok in _TOKENS["directors"].items()}  # type: ignore[union-attr]
+
+
+def director_auth(org: str) -> dict[str, str]:
+    """The header of the finance director of ``org``."""
+    return _DIRECTOR_AUTH[org]
 
 # -- reference data -----------------------------------------------------------------------------
 
@@ -303,11 +341,12 @@ def probe(user: SourceSystem, raw: bytes, ev: dict[str, object]) -> None:
     org, account, fy = str(ev["org_code"]), str(ev["account"]), int(ev["fiscal_year"])  # type: ignore[call-overload]
     ours = _occurred_ms(str(ev["occurred_at"]))
     client = user.client
+    auth = director_auth(org)  # what the government's own director sees
     sse: SSE | None = None
     poller: gevent.Greenlet | None = None
     api_name, stream_name = "api: 202 -> GET shows it", "stream: 202 -> SSE frame shows it"
     try:
-        resp = client.get(f"/v1/stream?org={org}&snapshot=1", stream=True,
+        resp = client.get(f"/v1/stream?org={org}&snapshot=1", stream=True, headers=auth,
                           name="probe: /v1/stream?org=[org]")
         if resp.status_code != 200:
             _COUNTS["probe_stream_failed"] += 1
@@ -334,7 +373,7 @@ def probe(user: SourceSystem, raw: bytes, ev: dict[str, object]) -> None:
         def poll() -> None:
             n = 0
             while time.monotonic() < t_end:
-                r = client.get(f"/v1/positions/{org}/{account}?fiscal_year={fy}",
+                r = client.get(f"/v1/positions/{org}/{account}?fiscal_year={fy}", headers=auth,
                                name="probe: /v1/positions/[org]/[account]")
                 if r.status_code == 200:
                     v, last = _row(orjson.loads(r.content)["fiscal_years"], account, fy)
@@ -378,8 +417,9 @@ def probe(user: SourceSystem, raw: bytes, ev: dict[str, object]) -> None:
 # -- users ----------------------------------------------------------------------------------------
 
 def get(user: FastHttpUser, url: str, name: str | None = None, ok404: bool = False) -> int:
-    """GET, recording the status and the start of the body of any error (a 503 says why)."""
-    with user.client.get(url, name=name or url, catch_response=True) as r:
+    """GET with the user's token (``user.auth``), recording the status and the start of the body
+    of any error (a 503 says why)."""
+    with user.client.get(url, name=name or url, headers=user.auth, catch_response=True) as r:  # type: ignore[attr-defined]
         code = r.status_code
         if code == 200 or (ok404 and code == 404):
             r.success()
@@ -407,6 +447,7 @@ class FinanceDirector(FastHttpUser):
 
     def on_start(self) -> None:
         self._logged_in = random.random() < SPAWN_LOGIN
+        self.auth = NATIONAL_AUTH
 
     def _page(self, org: str | None) -> None:
         with self.client.get("/dashboard/", name="/dashboard/", catch_response=True) as r:
@@ -429,13 +470,14 @@ class FinanceDirector(FastHttpUser):
     @task
     def session(self) -> None:
         org = None if random.random() < NATIONAL_SHARE else pick_org()
+        self.auth = NATIONAL_AUTH if org is None else director_auth(org)  # this session's official
         if self._logged_in:  # a new login; the first session of a spawned user is under way
             _COUNTS["sessions_FinanceDirector"] += 1
             self._page(org)
         self._logged_in = True
         url = "/v1/stream?snapshot=1" + (f"&org={org}" if org else "")
         name = "/v1/stream?org=[org]" if org else "/v1/stream (national)"
-        resp = self.client.get(url, stream=True, name=name)
+        resp = self.client.get(url, stream=True, name=name, headers=self.auth)
         if resp.status_code != 200:
             gevent.sleep(random.uniform(1, 3))  # the browser's retry
             return
@@ -482,6 +524,7 @@ class IntegrationSystem(FastHttpUser):
 
     def on_start(self) -> None:
         self._logged_in = random.random() < SPAWN_LOGIN
+        self.auth = INTEGRATION_AUTH
         if not self._logged_in:
             gevent.sleep(random.uniform(0, QUERY_EVERY_S))
 
@@ -522,6 +565,7 @@ class SourceSystem(FastHttpUser):
     concurrency = MAX_INFLIGHT + 8
 
     def on_start(self) -> None:
+        self.auth = SOURCE_AUTH
         self._due: float | None = None
         self._n = random.randrange(PROBE_EVERY)
         self._inflight = Group()
@@ -532,7 +576,8 @@ class SourceSystem(FastHttpUser):
     def post(self, raw: bytes) -> float | None:
         """POST one event; the monotonic time of the 202, or None."""
         with self.client.post("/v1/events", data=raw, name="/v1/events",
-                              headers={"Content-Type": "application/json"}, catch_response=True) as r:
+                              headers={"Content-Type": "application/json", **SOURCE_AUTH},
+                              catch_response=True) as r:
             if r.status_code == 202:
                 return time.monotonic()
             r.failure(f"{r.status_code}: {(r.text or '')[:120] if r.status_code else repr(getattr(r, 'error', None))}")
@@ -585,8 +630,10 @@ def _scrape_lag(host: str) -> None:
     while True:
         t = time.monotonic()
         try:
-            r = http.get(url.request_uri)
+            r = http.get(url.request_uri, headers=NATIONAL_AUTH)  # /metrics: operations
             body = r.read()
+            if r.status_code != 200:
+                raise RuntimeError(f"/metrics answered {r.status_code}: {body[:120]!r}")
             values = [float(v) for v in _LAG_RE.findall(body)]
             if values:
                 _fire("LAG", "cashpos_consumer_lag_records (value = records)", sum(values))

@@ -7,12 +7,19 @@
     python -m loadtest.run --day-type jan2 --compress 96
     python -m loadtest.run --host http://api:8000   # an existing deployment (no stack started)
 
-Steps: start Tansu + redis-server + one ledger worker + the API (fresh namespace and state under
-``var/loadtest/<run>/``), wait for ``/readyz`` and ``/v1/summary``, publish the simulator's opening
-balances and wait until the API shows them, run Locust headless in its own process(es) while
+Steps: start Tansu + redis-server (with the service accounts ``cashpos run`` makes: the worker and
+the API connect as their own ACL users) + one ledger worker + the API (fresh namespace and state
+under ``var/loadtest/<run>/``), provision the access tokens the simulated users carry (one
+finance director per government, a national, an integration and a source token, with a high rate
+limit since many simulated users share each), wait for ``/readyz`` and ``/v1/summary``, publish
+the simulator's opening balances and wait until the API shows them, run Locust headless in its own process(es) while
 sampling CPU and memory of every process, then write ``artifacts/loadtest/<run>/``:
 ``locust_*.csv``, ``locust.html``, ``monitor.csv``, ``summary.json`` and ``summary.md``. Exits 1
 when a threshold fails, 2 when the run itself could not be done.
+
+Against ``--host`` (an existing deployment) the tokens are made through the admin API with
+``--admin-token`` (or ``CASHPOS_ADMIN_TOKEN``; they expire after a day and are revoked after the
+run), or read from ``--tokens FILE`` (the format of :func:`provision_tokens`).
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,6 +77,11 @@ THRESHOLDS: dict[str, dict[str, float]] = {
 }
 
 
+# Many simulated users share one token (every director of a government, every source system):
+# the tokens' rate limit must not be what the load test measures.
+TOKEN_RATE_PER_S = 100_000
+
+
 def log(msg: str) -> None:
     print(f"[loadtest {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
@@ -85,6 +98,8 @@ class Stack:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     pids: dict[str, int] = field(default_factory=dict)
+    redis_urls: dict[str, str] = field(default_factory=dict)  # service account -> URL (ACL users)
+    headers: dict[str, str] = field(default_factory=dict)  # a national token's, for the harness
 
     @property
     def api(self) -> str:
@@ -99,11 +114,13 @@ class Stack:
         redis = start_redis(log_path=self.root / "redis.log")
         self.services.append(redis)
         self.pids["tansu"], self.pids["redis"] = kafka.proc.pid, redis.proc.pid
+        base_url = f"redis://127.0.0.1:{redis.port}/0"
+        self.redis_urls = _service_accounts(self.namespace, base_url)
         self.api_port = free_port()
         self.env = {
             **os.environ,
             "CASHPOS_KAFKA_BOOTSTRAP": f"127.0.0.1:{kafka.port}",
-            "CASHPOS_REDIS_URL": f"redis://127.0.0.1:{redis.port}/0",
+            "CASHPOS_REDIS_URL": base_url,  # the harness's (publish_opening), not the processes'
             "CASHPOS_NAMESPACE": self.namespace,
             "CASHPOS_PARTITIONS": str(self.partitions),
             "CASHPOS_API_PORT": str(self.api_port),
@@ -112,9 +129,10 @@ class Stack:
             "CASHPOS_WORKER_WEB_PORT": str(free_port()),
             "CASHPOS_LOG_LEVEL": "WARNING",
         }
-        for name, args in (("worker", ["worker"]), ("api", ["api"])):
+        for name, args, account in (("worker", ["worker"], "processor"), ("api", ["api"], "api")):
             out = open(self.root / f"{name}.log", "ab")
-            p = subprocess.Popen([sys.executable, "-m", "cashpos.cli", *args], env=self.env,
+            env = {**self.env, "CASHPOS_REDIS_URL": self.redis_urls[account]}
+            p = subprocess.Popen([sys.executable, "-m", "cashpos.cli", *args], env=env,
                                  stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
                                  preexec_fn=_affinity(stack_cpus))
             self.procs[name] = p
@@ -134,7 +152,7 @@ class Stack:
             try:
                 r = httpx.get(f"{self.api}/readyz", timeout=3)
                 if r.status_code == 200:
-                    s = httpx.get(f"{self.api}/v1/summary", timeout=10)
+                    s = httpx.get(f"{self.api}/v1/summary", headers=self.headers, timeout=10)
                     if s.status_code == 200:
                         return
                     last = f"summary {s.status_code}"
@@ -157,6 +175,110 @@ class Stack:
                 p.wait()
         for svc in reversed(self.services):
             svc.stop()  # type: ignore[attr-defined]
+
+
+def _service_accounts(namespace: str, base_url: str) -> dict[str, str]:
+    """The namespace's Redis ACL users (processor, api, admin), as ``cashpos run`` makes them;
+    the harness keeps the default user. Returns account -> URL."""
+    import redis
+
+    from cashpos.redis_acl import apply
+
+    r = redis.Redis.from_url(base_url)
+    try:
+        return apply(r, namespace, base_url)
+    finally:
+        r.close()
+
+
+# -- access tokens ----------------------------------------------------------------------------------
+
+def provision_tokens(create: Callable[[str, list[str], str], str], run_id: str) -> dict[str, object]:
+    """The tokens the simulated users carry, made with ``create(role, orgs, name) -> token``:
+
+    ``{"national": t, "integration": t, "source": t, "directors": {org: t, ...}}``: the national
+    view and the /metrics scrape; one integration system serving every government; every source
+    system (one gateway, all governments); the finance director of each of the 243 governments."""
+    from cashpos.refdata import governments
+
+    orgs = list(governments())
+    return {
+        "national": create("national", [], f"loadtest {run_id} national"),
+        "integration": create("integration", orgs, f"loadtest {run_id} integration"),
+        "source": create("source", orgs, f"loadtest {run_id} source"),
+        "directors": {o: create("finance_director", [o], f"loadtest {run_id} director {o}") for o in orgs},
+    }
+
+
+def tokens_from_redis(admin_url: str, namespace: str, run_id: str) -> dict[str, object]:
+    """Provision with ``access.tokens.TokenStore`` straight into the stack's Redis (as
+    ``cashpos token create`` does), each with a rate limit of ``TOKEN_RATE_PER_S``."""
+    import redis.asyncio as aioredis
+
+    from access.tokens import TokenStore
+    from cashpos.names import RedisKeys
+
+    loop = asyncio.new_event_loop()
+    r = aioredis.from_url(admin_url)
+    store = TokenStore(r, RedisKeys(namespace))
+
+    def create(role: str, orgs: list[str], name: str) -> str:
+        token, _ = loop.run_until_complete(
+            store.create(role, orgs, name, expires_days=1, rate_per_s=TOKEN_RATE_PER_S))
+        return token
+
+    try:
+        return provision_tokens(create, run_id)
+    finally:
+        loop.run_until_complete(r.aclose())
+        loop.close()
+
+
+class ApiTokens:
+    """Provision through an existing deployment's admin API (``POST /v1/tokens``); the tokens
+    expire after a day and :meth:`revoke` revokes them after the run."""
+
+    def __init__(self, host: str, admin_token: str) -> None:
+        self.client = httpx.Client(base_url=host, timeout=10,
+                                   headers={"Authorization": f"Bearer {admin_token}"})
+        self.ids: list[str] = []
+
+    def _call(self, method: str, url: str, **kw: object) -> httpx.Response:
+        for _ in range(60):
+            r = self.client.request(method, url, **kw)  # type: ignore[arg-type]
+            if r.status_code != 429:  # the admin token's own rate limit: wait and go on
+                return r
+            time.sleep(float(r.headers.get("retry-after", "1")))
+        return r
+
+    def create(self, role: str, orgs: list[str], name: str) -> str:
+        r = self._call("POST", "/v1/tokens", json={"role": role, "orgs": orgs, "name": name,
+                                                   "expires_days": 1, "rate_per_s": TOKEN_RATE_PER_S})
+        if r.status_code != 201:
+            raise RuntimeError(f"POST /v1/tokens ({role}) answered {r.status_code}: {r.text[:200]}")
+        body = r.json()
+        self.ids.append(body["id"])
+        return str(body["token"])
+
+    def revoke(self) -> None:
+        for i in self.ids:
+            try:
+                self._call("DELETE", f"/v1/tokens/{i}")
+            except httpx.HTTPError as exc:
+                log(f"could not revoke token {i}: {exc!r}")
+        self.client.close()
+
+
+def write_tokens(path: Path, tokens: dict[str, object]) -> None:
+    """The tokens for the Locust processes: a secret file (0600), never in the reports."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    path.write_text(json.dumps(tokens))
+
+
+def _bearer(tokens: dict[str, object]) -> dict[str, str]:
+    return {"Authorization": f"Bearer {tokens['national']}"}
 
 
 def _affinity(cpus: set[int] | None):  # type: ignore[no-untyped-def]
@@ -189,12 +311,12 @@ def publish_opening(stack: Stack, plan: Plan, run_id: str) -> tuple[int, int]:
     return n, total
 
 
-def wait_cash(api: str, expected: int, timeout: float = 180) -> None:
+def wait_cash(api: str, expected: int, headers: dict[str, str], timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     cash = None
     while time.monotonic() < deadline:
         try:
-            r = httpx.get(f"{api}/v1/summary", timeout=10)
+            r = httpx.get(f"{api}/v1/summary", headers=headers, timeout=10)  # a national token
             if r.status_code == 200:
                 cash = r.json()["national"]["cash"]
                 if cash == expected:
@@ -289,10 +411,10 @@ def _busy(t: psutil._common.scputimes) -> float:  # type: ignore[name-defined]
 # -- Locust -----------------------------------------------------------------------------------------
 
 def run_locust(args: argparse.Namespace, plan: Plan, host: str, out: Path, run_id: str,
-               monitor: Monitor | None, locust_cpus: set[int] | None) -> int:
+               monitor: Monitor | None, locust_cpus: set[int] | None, tokens_file: Path) -> int:
     env = {
         **os.environ, **plan.to_env(),
-        "LOADTEST_OUT": str(out), "LOADTEST_RUN_ID": run_id,
+        "LOADTEST_OUT": str(out), "LOADTEST_RUN_ID": run_id, "LOADTEST_TOKENS": str(tokens_file),
         "LOADTEST_PROCESSES": str(args.locust_processes),
         "LOADTEST_PROBE_EVERY": str(args.probe_every),
         "LOADTEST_SPAWN_LOGIN": str(args.spawn_login),
@@ -463,7 +585,7 @@ def timeline(out: Path, plan: Plan, monitor_rows: list[dict[str, float]], points
     return out_rows
 
 
-def scrape_metrics(api: str) -> dict[str, float]:
+def scrape_metrics(api: str, headers: dict[str, str]) -> dict[str, float]:
     """A few totals from /metrics at the end of the run."""
     want = ("cashpos_events_applied_total", "cashpos_events_deadlettered_total",
             "cashpos_duplicates_dropped_total", "cashpos_api_events_ingested_total",
@@ -471,9 +593,13 @@ def scrape_metrics(api: str) -> dict[str, float]:
             "cashpos_api_sse_connections")
     out: dict[str, float] = {}
     try:
-        text = httpx.get(f"{api}/metrics", timeout=10).text
+        r = httpx.get(f"{api}/metrics", headers=headers, timeout=10)  # a national token: operations
     except httpx.HTTPError:
         return out
+    if r.status_code != 200:
+        log(f"/metrics answered {r.status_code}: {r.text[:200]}")
+        return out
+    text = r.text
     for line in text.splitlines():
         if line.startswith("#"):
             continue
@@ -729,6 +855,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                          "[0; smoke 1]")
     ap.add_argument("--partitions", type=int, default=12)
     ap.add_argument("--host", default=None, help="test this API instead of starting a stack")
+    ap.add_argument("--admin-token", default=os.environ.get("CASHPOS_ADMIN_TOKEN"),
+                    help="with --host: an admin token to create the run's tokens through the API "
+                         "(revoked after the run) [$CASHPOS_ADMIN_TOKEN]")
+    ap.add_argument("--tokens", type=Path, default=None,
+                    help="with --host: a JSON file of ready-made tokens (national, integration, "
+                         "source, directors: {org: token}) instead of --admin-token")
     ap.add_argument("--out", type=Path, default=None, help="report directory [artifacts/loadtest/<run>]")
     ap.add_argument("--locust-cpus", default=None, help="pin Locust to these CPUs, e.g. 1")
     ap.add_argument("--stack-cpus", default=None, help="pin the stack to these CPUs, e.g. 0")
@@ -783,19 +915,32 @@ def main(argv: list[str] | None = None) -> int:
     log(f"reports in {out}")
     stack: Stack | None = None
     monitor: Monitor | None = None
+    api_tokens: ApiTokens | None = None
+    given = args.tokens.resolve() if args.host and args.tokens else None  # ready-made tokens
+    tokens_file = given or var / "tokens.json"
     extra: dict[str, object] = {"run_id": run_id, "reports": str(out)}
     try:
         if args.host:
             host = args.host.rstrip("/")
+            if given is None:
+                if not args.admin_token:
+                    log("--host needs --admin-token (or CASHPOS_ADMIN_TOKEN) or --tokens FILE")
+                    return 2
+                api_tokens = ApiTokens(host, args.admin_token)
+                write_tokens(tokens_file, provision_tokens(api_tokens.create, run_id))
+                log(f"{len(api_tokens.ids)} tokens made through {host}/v1/tokens")
             monitor = Monitor({}, out / "monitor.csv")
             extra["stack"] = f"external: {host} (no stack started, no opening balances)"
         else:
             stack = Stack(var, namespace=run_id, partitions=args.partitions)
             log(f"starting the stack in {var} (namespace {run_id})")
             stack.start(_cpus(args.stack_cpus))
+            tokens = tokens_from_redis(stack.redis_urls["admin"], run_id, run_id)
+            write_tokens(tokens_file, tokens)
+            stack.headers = _bearer(tokens)
             stack.wait_ready()
             n, total = publish_opening(stack, plan, run_id)
-            wait_cash(stack.api, total)
+            wait_cash(stack.api, total, stack.headers)
             log(f"stack ready at {stack.api}; {n:,} opening balances visible ({total:,} KRW)")
             host = stack.api
             monitor = Monitor(dict(stack.pids), out / "monitor.csv")
@@ -803,13 +948,13 @@ def main(argv: list[str] | None = None) -> int:
                               f"process, {args.partitions} partitions, namespace {run_id}, logs {var}")
         monitor.start()
         t0 = time.monotonic()
-        rc = run_locust(args, plan, host, out, run_id, monitor, _cpus(args.locust_cpus))
+        rc = run_locust(args, plan, host, out, run_id, monitor, _cpus(args.locust_cpus), tokens_file)
         run_s = time.monotonic() - t0
         time.sleep(1)
         monitor.stop()
         log(f"locust exited with {rc} after {run_s:.0f}s")
         if stack is not None:
-            extra["metrics"] = scrape_metrics(stack.api)
+            extra["metrics"] = scrape_metrics(stack.api, stack.headers)
         merged = merge_raw(out)
         if not merged["categories"]:
             log("no measurements were written (see locust.log / locust.stdout)")
@@ -835,6 +980,10 @@ def main(argv: list[str] | None = None) -> int:
             monitor.stop()
         return 2
     finally:
+        if api_tokens is not None:
+            api_tokens.revoke()
+        if given is None:
+            tokens_file.unlink(missing_ok=True)  # the secrets are of no use after the run
         if stack is not None:
             stack.stop()
             if not args.keep_state:

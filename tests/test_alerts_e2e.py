@@ -53,7 +53,7 @@ async def publish(stack: Stack, *raws: bytes) -> None:
 
 
 def alerts(stack: Stack, **params: str) -> list[dict]:
-    r = httpx.get(f"{stack.api}/v1/alerts", params=params, timeout=5)
+    r = httpx.get(f"{stack.api}/v1/alerts", params=params, headers=stack.headers, timeout=5)
     assert r.status_code == 200, r.text
     return r.json()["alerts"]
 
@@ -72,7 +72,7 @@ def wait_alerts(stack: Stack, pred, timeout: float = 15, **params: str) -> list[
 def wait_cash(stack: Stack, org: str, account: str, cash: int, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        r = httpx.get(f"{stack.api}/v1/positions/{org}/{account}", timeout=5)
+        r = httpx.get(f"{stack.api}/v1/positions/{org}/{account}", headers=stack.headers, timeout=5)
         if r.status_code == 200 and r.json()["totals"]["cash"] == cash:
             return
         time.sleep(0.1)
@@ -147,17 +147,23 @@ async def test_shortfall_alert_is_served_and_pushed_within_two_seconds_and_can_b
     # filters
     assert [x["id"] for x in alerts(s, province="6470000", rule="shortfall")] == [a["id"]]
     assert alerts(s, province="6110000") == [] and alerts(s, org=OTHER) == []
-    assert httpx.get(f"{s.api}/v1/alerts", params={"rule": "nope"}).status_code == 422
-    assert httpx.get(f"{s.api}/v1/alerts", params={"org": "9999999"}).status_code == 404
+    assert httpx.get(f"{s.api}/v1/alerts", params={"rule": "nope"}, headers=s.headers).status_code == 422
+    assert httpx.get(f"{s.api}/v1/alerts", params={"org": "9999999"}, headers=s.headers).status_code == 404
 
-    # acknowledge: recorded once (first wins), published, kept through resolution
+    # acknowledge (by 울릉군's finance director, whose token is named "kim"): recorded once
+    # (first wins), published, kept through resolution
     url = f"{s.api}/v1/alerts/{a['id']}/ack"
-    assert httpx.post(url, json={}, timeout=5).status_code == 422
-    assert httpx.post(url, json={"by": 5}, timeout=5).status_code == 422
-    assert httpx.post(f"{s.api}/v1/alerts/nope/ack", json={"by": "kim"}).status_code == 404
-    ack = httpx.post(url, json={"by": "kim"}, timeout=5)
+    kim = {"Authorization": f"Bearer {s.token('finance_director', (ORG,), name='kim')}"}
+    lee = {"Authorization": f"Bearer {s.token('finance_director', (ORG,), name='lee')}"}
+    assert httpx.post(url, json={}, timeout=5).status_code == 401  # no token
+    assert httpx.post(url, json={"by": "kim"}, headers=s.headers, timeout=5).status_code == 403  # national: read-only
+    assert httpx.post(url, json={"by": 5}, headers=kim, timeout=5).status_code == 422
+    assert httpx.post(url, json={"who": "kim"}, headers=kim, timeout=5).status_code == 422
+    assert httpx.post(f"{s.api}/v1/alerts/nope/ack", json={"by": "kim"}, headers=kim).status_code == 404
+    ack = httpx.post(url, json={"by": "kim"}, headers=kim, timeout=5)
     assert ack.status_code == 200 and ack.json()["state"] == "acknowledged"
-    again = httpx.post(url, json={"by": "lee"}, timeout=5).json()
+    assert ack.json()["acknowledged_by"] == "kim"
+    again = httpx.post(url, json={"by": "lee"}, headers=lee, timeout=5).json()
     assert again["acknowledged_by"] == "kim"
     now = next(x for x in alerts(s, org=ORG) if x["id"] == a["id"])
     assert (now["state"], now["acknowledged_by"]) == ("acknowledged", "kim")
@@ -167,14 +173,14 @@ async def test_shortfall_alert_is_served_and_pushed_within_two_seconds_and_can_b
     assert done[0]["acknowledged_by"] == "kim" and done[0]["resolution"] == "recovered"
     assert done[0]["available"] == 8_000_000
     assert all(x["id"] != a["id"] for x in alerts(s, org=ORG))  # no longer open
-    assert httpx.post(url, json={"by": "park"}, timeout=5).status_code == 409
+    assert httpx.post(url, json={"by": "park"}, headers=kim, timeout=5).status_code == 409
     changes = [c for c in await topic_changes(s) if c["id"] == a["id"]]
     assert [c["change"] for c in changes] == ["raised", "acknowledged", "resolved"]
     assert changes[-1]["acknowledged_by"] == "kim"
     # the worker's counter, re-exported by the API (a scrape may miss the workers under load)
     deadline, line = time.monotonic() + 10, ""
     while time.monotonic() < deadline and not line:
-        text = httpx.get(f"{s.api}/metrics", timeout=5).text
+        text = httpx.get(f"{s.api}/metrics", headers=s.headers, timeout=5).text
         line = next((ln for ln in text.splitlines() if ln.startswith("cashpos_alerts_raised_total{")
                      and 'rule="shortfall"' in ln), "")
         await asyncio.sleep(0.3)
@@ -227,16 +233,17 @@ async def test_thresholds_put_takes_effect_without_restart(astack) -> None:  # t
     await publish(s, ev("receipt", 5_000_000_000))
     wait_cash(s, ORG, "general", 5_000_000_000)
     url = f"{s.api}/v1/thresholds/{ORG}/general"
-    base = httpx.get(url, timeout=5).json()
+    base = httpx.get(url, headers=s.headers, timeout=5).json()
     assert base["effective"]["floor_months"] == 2 and base["override"] is None
     for bad in ({"floor_krw": 1.5}, {"floor_krw": -1}, {"floor_krw": "6000000000"}, {"floor_krw": 0},
                 {"nope": 1}, {"margin_pct": 101}, {"floor_months": True}):
-        r = httpx.put(url, json=bad, timeout=5)
+        r = httpx.put(url, json=bad, headers=s.admin_headers, timeout=5)
         assert r.status_code == 422, (bad, r.text)
-    assert httpx.put(f"{s.api}/v1/thresholds/9999999/general", json={}).status_code == 404
-    assert httpx.put(f"{s.api}/v1/thresholds/{ORG}/nope", json={}).status_code == 404
+    assert httpx.put(f"{s.api}/v1/thresholds/9999999/general", json={}, headers=s.admin_headers).status_code == 404
+    assert httpx.put(f"{s.api}/v1/thresholds/{ORG}/nope", json={}, headers=s.admin_headers).status_code == 404
+    assert httpx.put(url, json={"floor_krw": 6_000_000_000}, headers=s.headers).status_code == 403  # readers
     t0 = time.monotonic()
-    r = httpx.put(url, json={"floor_krw": 6_000_000_000}, timeout=5)
+    r = httpx.put(url, json={"floor_krw": 6_000_000_000}, headers=s.admin_headers, timeout=5)
     assert r.status_code == 200 and r.json()["effective"]["floor_krw"] == 6_000_000_000
     got = await asyncio.to_thread(wait_alerts, s, lambda a: a["rule"] == "below_floor", 10, org=ORG)
     assert time.monotonic() - t0 < 5
@@ -246,7 +253,7 @@ async def test_thresholds_put_takes_effect_without_restart(astack) -> None:  # t
     done = await asyncio.to_thread(wait_alerts, s, lambda a: a["id"] == got[0]["id"], 10, org=ORG,
                                    state="resolved")
     assert done[0]["resolution"] == "recovered"
-    assert httpx.delete(url, timeout=5).json()["override"] is None
+    assert httpx.delete(url, headers=s.admin_headers, timeout=5).json()["override"] is None
 
 
 def test_simulator_scenario_raises_the_staged_shortfall(astack) -> None:  # type: ignore[no-untyped-def]

@@ -104,7 +104,7 @@ def test_kill9_mid_stream_then_restart_is_exact(crash_stack: Stack):
     diff = {k: (got.get(k), want.get(k)) for k in set(got) | set(want) if got.get(k) != want.get(k)}
     assert not diff, f"{len(diff)} positions differ after kill -9 at ~{killed_at}: {list(diff.items())[:5]}"
     # And the API serves those same numbers.
-    body = httpx.get(f"{s.api}/v1/positions/6110000", timeout=5).json()
+    body = httpx.get(f"{s.api}/v1/positions/6110000", headers=s.headers, timeout=5).json()
     for a in body["accounts"]:
         cash, committed, _ = want[("6110000", a["account"], a["fiscal_year"])]
         assert (a["cash"], a["committed"]) == (cash, committed)

@@ -16,7 +16,7 @@ import pytest
 
 from cashpos.dlq import list_deadletters
 from streams.publisher import Publisher
-from tests.conftest import new_stack
+from tests.conftest import Stack, new_stack
 from tests.events import event, first_account
 
 pytestmark = pytest.mark.integration
@@ -83,17 +83,17 @@ def e2e(infra, tmp_path_factory):
     s.stop_all()
 
 
-def _positions(api: str, org: str) -> dict[tuple[str, str, int], tuple[int, int, int]]:
-    body = httpx.get(f"{api}/v1/positions/{org}", timeout=5).json()
+def _positions(api: str, org: str, headers: dict[str, str]) -> dict[tuple[str, str, int], tuple[int, int, int]]:
+    body = httpx.get(f"{api}/v1/positions/{org}", headers=headers, timeout=5).json()
     return {(org, a["account"], a["fiscal_year"]): (a["cash"], a["committed"], a["available"])
             for a in body["accounts"]}
 
 
-def _wait_for(api: str, expected: dict, timeout: float = 20) -> dict:
+def _wait_for(s: Stack, expected: dict, timeout: float = 20) -> dict:
     deadline = time.monotonic() + timeout
     got: dict = {}
     while time.monotonic() < deadline:
-        got = {**_positions(api, ORG), **_positions(api, OTHER)}
+        got = {**_positions(s.api, ORG, s.headers), **_positions(s.api, OTHER, s.headers)}
         if {k: v[:2] for k, v in got.items()} == expected:
             return got
         time.sleep(0.2)
@@ -101,7 +101,7 @@ def _wait_for(api: str, expected: dict, timeout: float = 20) -> dict:
 
 
 def test_api_shows_exact_positions(e2e):
-    got = _wait_for(e2e.api, EXPECTED)
+    got = _wait_for(e2e, EXPECTED)
     assert {k: v[:2] for k, v in got.items()} == EXPECTED
     for cash, committed, available in got.values():
         assert available == cash - committed
@@ -109,12 +109,12 @@ def test_api_shows_exact_positions(e2e):
 
 
 def test_totals_and_summary_add_up(e2e):
-    _wait_for(e2e.api, EXPECTED)
-    body = httpx.get(f"{e2e.api}/v1/positions/{OTHER}", timeout=5).json()
+    _wait_for(e2e, EXPECTED)
+    body = httpx.get(f"{e2e.api}/v1/positions/{OTHER}", headers=e2e.headers, timeout=5).json()
     assert body["totals"]["cash"] == 49_000
     assert body["totals"]["restricted"] == 40_000  # custody cash is held for others
     assert body["totals"]["spendable"] == 9_000
-    summary = httpx.get(f"{e2e.api}/v1/summary", timeout=5).json()
+    summary = httpx.get(f"{e2e.api}/v1/summary", headers=e2e.headers, timeout=5).json()
     expected_cash = sum(c for c, _ in EXPECTED.values())
     assert summary["national"]["cash"] == expected_cash
     seoul = next(p for p in summary["provinces"] if p["province_code"] == "6110000")
@@ -123,17 +123,17 @@ def test_totals_and_summary_add_up(e2e):
 
 
 def test_account_endpoint_and_fiscal_year_filter(e2e):
-    _wait_for(e2e.api, EXPECTED)
-    one = httpx.get(f"{e2e.api}/v1/positions/{ORG}/general", timeout=5).json()
+    _wait_for(e2e, EXPECTED)
+    one = httpx.get(f"{e2e.api}/v1/positions/{ORG}/general", headers=e2e.headers, timeout=5).json()
     assert one["totals"] == {"cash": 980_000, "committed": 30_000, "available": 950_000}
-    prior = httpx.get(f"{e2e.api}/v1/positions/{OTHER}?fiscal_year=2027", timeout=5).json()
+    prior = httpx.get(f"{e2e.api}/v1/positions/{OTHER}?fiscal_year=2027", headers=e2e.headers, timeout=5).json()
     assert prior["accounts"] == []
-    assert httpx.get(f"{e2e.api}/v1/positions/0000000", timeout=5).status_code == 404
-    assert httpx.get(f"{e2e.api}/v1/positions/{ORG}/nope", timeout=5).status_code == 404
+    assert httpx.get(f"{e2e.api}/v1/positions/0000000", headers=e2e.headers, timeout=5).status_code == 404
+    assert httpx.get(f"{e2e.api}/v1/positions/{ORG}/nope", headers=e2e.headers, timeout=5).status_code == 404
 
 
 def test_dead_letters_hold_every_bad_event_with_reason_and_bytes(e2e):
-    _wait_for(e2e.api, EXPECTED)
+    _wait_for(e2e, EXPECTED)
     deadline = time.monotonic() + 15
     letters = []
     while time.monotonic() < deadline:
@@ -151,10 +151,10 @@ def test_dead_letters_hold_every_bad_event_with_reason_and_bytes(e2e):
 
 
 def test_duplicates_are_counted(e2e):
-    _wait_for(e2e.api, EXPECTED)
+    _wait_for(e2e, EXPECTED)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        text = httpx.get(f"{e2e.api}/metrics", timeout=5).text
+        text = httpx.get(f"{e2e.api}/metrics", headers=e2e.headers, timeout=5).text
         line = next((ln for ln in text.splitlines() if ln.startswith("cashpos_duplicates_dropped_total")), "")
         if line and float(line.rsplit(" ", 1)[1]) == len(DUPLICATES):
             return
@@ -163,13 +163,15 @@ def test_duplicates_are_counted(e2e):
 
 
 def test_ingest_gateway_accepts_and_refuses(e2e):
-    ok = httpx.post(f"{e2e.api}/v1/events", content=event("gw1", "receipt", 12_345, org="3000000"), timeout=10)
+    ok = httpx.post(f"{e2e.api}/v1/events", content=event("gw1", "receipt", 12_345, org="3000000"),
+                    headers=e2e.source_headers, timeout=10)
     assert ok.status_code == 202 and ok.json()["event_id"] == "gw1"
-    bad = httpx.post(f"{e2e.api}/v1/events", content=event("gw2", "receipt", 0, org="3000000"), timeout=10)
+    bad = httpx.post(f"{e2e.api}/v1/events", content=event("gw2", "receipt", 0, org="3000000"),
+                     headers=e2e.source_headers, timeout=10)
     assert bad.status_code == 422 and bad.json()["reason"] == "invalid_amount"
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        got = _positions(e2e.api, "3000000")
+        got = _positions(e2e.api, "3000000", e2e.headers)
         if got:
             break
         time.sleep(0.2)
@@ -179,16 +181,16 @@ def test_ingest_gateway_accepts_and_refuses(e2e):
 def test_reconciliation_is_exact_and_served(e2e):
     from reconcile.run import reconcile
 
-    _wait_for(e2e.api, EXPECTED)
+    _wait_for(e2e, EXPECTED)
     rep = asyncio.run(reconcile(e2e.settings, [e2e.root / "state-w1"]))
     assert rep.diff_krw == 0 and rep.differences == [], rep.differences
     assert rep.lagging == 0 and rep.unseeded == 0
     # counts in = applied + duplicates + dead letters
     assert rep.records_in == rep.applied + rep.duplicates + rep.dead_letters
     assert rep.duplicates == len(DUPLICATES)
-    body = httpx.get(f"{e2e.api}/v1/reconciliation", timeout=5).json()
+    body = httpx.get(f"{e2e.api}/v1/reconciliation", headers=e2e.headers, timeout=5).json()
     assert body["diff_krw"] == 0 and body["records_in"] == rep.records_in
-    metrics = httpx.get(f"{e2e.api}/metrics", timeout=5).text
+    metrics = httpx.get(f"{e2e.api}/metrics", headers=e2e.headers, timeout=5).text
     assert "cashpos_reconciliation_diff_krw 0.0" in metrics
 
 
@@ -200,7 +202,7 @@ def test_reconciliation_detects_a_wrong_serving_value(e2e):
     from reconcile.run import reconcile
     from state.projection import decode_position
 
-    _wait_for(e2e.api, EXPECTED)
+    _wait_for(e2e, EXPECTED)
     r = redis_sync.Redis.from_url(e2e.infra.redis_url)
     key, field = RedisKeys(e2e.namespace).positions(ORG), f"{FUND}|2026"
     original = r.hget(key, field)

@@ -121,15 +121,18 @@ def sse_gauge(metrics_text: str) -> float:
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
+async def http(stack) -> AsyncIterator[httpx.AsyncClient]:  # type: ignore[no-untyped-def]
+    """A client with a national token of its own (a high rate limit: 200 streams open at once)."""
     limits = httpx.Limits(max_connections=400, max_keepalive_connections=0)
-    async with httpx.AsyncClient(timeout=httpx.Timeout(10, read=None), limits=limits) as c:
+    token = stack.token("national", name="test_live_stream", rate_per_s=5_000)
+    async with httpx.AsyncClient(timeout=httpx.Timeout(10, read=None), limits=limits,
+                                 headers={"Authorization": f"Bearer {token}"}) as c:
         yield c
 
 
 @integration
 async def test_published_event_arrives_as_positions(stack, http) -> None:  # type: ignore[no-untyped-def]
-    before = httpx.get(f"{stack.api}/v1/positions/{JONGNO}").json()["totals"]
+    before = httpx.get(f"{stack.api}/v1/positions/{JONGNO}", headers=stack.headers).json()["totals"]
     async with open_stream(http, stack.api, org=JONGNO) as one, \
             open_stream(http, stack.api) as nation:
         await publish(stack.settings, event(JONGNO, 1_234_567))
@@ -141,7 +144,7 @@ async def test_published_event_arrives_as_positions(stack, http) -> None:  # typ
         assert body["totals"]["cash"] == before["cash"] + 1_234_567
         assert {a["account"] for a in body["accounts"]} >= {"general"}  # full body for ?org=
         assert body == {**body, **{k: v for k, v in httpx.get(
-            f"{stack.api}/v1/positions/{JONGNO}").json().items() if k in ("accounts", "totals")}}
+            f"{stack.api}/v1/positions/{JONGNO}", headers=stack.headers).json().items() if k in ("accounts", "totals")}}
 
         nat = await nation.until(lambda m: m.event == "positions" and JONGNO in m.data["orgs"])
         compact = nat.data["governments"][JONGNO]
@@ -163,7 +166,7 @@ async def test_resume_with_last_event_id_sends_snapshot(stack, http) -> None:  #
     await publish(stack.settings, event(SEOUL, 777))
     want = None
     for _ in range(100):
-        want = httpx.get(f"{stack.api}/v1/positions/{SEOUL}").json()["totals"]
+        want = httpx.get(f"{stack.api}/v1/positions/{SEOUL}", headers=stack.headers).json()["totals"]
         if want["cash"] == last.data["governments"][SEOUL]["totals"]["cash"] + 777:
             break
         await asyncio.sleep(0.1)
@@ -177,7 +180,7 @@ async def test_resume_with_last_event_id_sends_snapshot(stack, http) -> None:  #
         snap = await s.next(timeout=5)
         assert snap.event == "snapshot"
         assert len(snap.data["governments"]) == 243 and snap.data["not_ready"] == []
-        summary = httpx.get(f"{stack.api}/v1/summary").json()
+        summary = httpx.get(f"{stack.api}/v1/summary", headers=stack.headers).json()
         row = next(g for g in summary["governments"] if g["org_code"] == SEOUL)
         assert snap.data["governments"][SEOUL]["totals"]["cash"] == row["cash"]
     async with open_stream(http, stack.api, org=SEOUL) as s:  # a fresh client: no snapshot
