@@ -68,7 +68,9 @@ class TokenCache:
         if hit is not None and now - hit[0] < self.ttl:
             return hit[1], hit[2]
         rec = await store.lookup(token)
-        p = principal_of(rec) if rec is not None else None
+        if rec is None:  # not remembered: a token restored after a Redis loss works at once
+            return None, None
+        p = principal_of(rec)
         if len(self._seen) > 50_000:
             self._seen.clear()
         self._seen[h] = (now, rec, p)
