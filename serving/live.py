@@ -36,8 +36,9 @@ batch's ``written_ms`` (positions), or the server time (heartbeat, snapshot, ale
   re-established its Redis subscription, and after the client's queue overflowed.
 - ``alerts``: the JSON published on ``keys.alerts_channel``, forwarded as is (filtered by
   ``org_code`` for ``?org=`` streams and scoped views).
-- ``heartbeat`` every ~2 s: ``{"server_ms", "server_time", "seq", "last_write_ms",
-  "last_event_ms", "live"}``; ``live`` is false while the hub has no Redis subscription.
+- ``heartbeat`` every ~2 s to a stream that had no other frame meanwhile (and to all when
+  ``live`` changes): ``{"server_ms", "server_time", "seq", "last_write_ms", "last_event_ms",
+  "live"}``; ``live`` is false while the hub has no Redis subscription.
 
 The frames start with ``retry: 1000`` so browsers reconnect one second after a drop.
 """
@@ -70,8 +71,10 @@ from serving.security import principal, require
 log = logging.getLogger("cashpos.api.live")
 
 HEARTBEAT_S = 2.0
-BROADCAST_INTERVAL_S = 0.25  # dashboards still update well within a second of the event
-COALESCE_FROM_STREAMS = 100
+# Every broadcast is one write per open stream, so the more streams, the rarer the broadcasts:
+# (from this many streams, at most one broadcast per this many seconds). A dashboard still shows
+# an event within about a second.
+BROADCAST_INTERVALS = ((1000, 1.0), (100, 0.25), (0, 0.0))
 QUEUE_FRAMES = 256  # per client; a positions frame is one batch, a few KB at most
 RETRY_MS = 1000
 VERIFY_S = 1.0  # how often the in-memory copy is checked against Redis for dropped governments
@@ -90,6 +93,7 @@ class Client:
     queue: asyncio.Queue[object] = field(default_factory=lambda: asyncio.Queue(QUEUE_FRAMES))
     wants_snapshot: bool = False  # still owed a snapshot (the hub was not loaded when it came)
     resync_pending: bool = False
+    sent_at: float = 0.0  # monotonic time of the last frame queued (heartbeats go to idle streams)
 
 
 def _frame(event: str, ident: str, data: bytes) -> bytes:
@@ -111,6 +115,7 @@ class Hub:
         self._pending: set[str] = set()  # changed governments not yet broadcast
         self._pending_head = (0, 0)  # (written_ms, last_event_ms) of what is pending
         self._timer: asyncio.TimerHandle | None = None
+        self._heartbeat_live = False  # ``live`` as the last heartbeat round told everyone
         self.not_ready: set[str] = set()
         self.seq = 0
         self.last_write_ms = 0
@@ -178,6 +183,7 @@ class Hub:
         (with ``_CLOSE``) ends the stream even when the queue is full."""
         try:
             c.queue.put_nowait(item)
+            c.sent_at = time.monotonic()
             if item is _CLOSE:
                 self.unregister(c)
             return
@@ -286,7 +292,7 @@ class Hub:
 
     async def _on_updates(self, msgs: list[dict[str, object]]) -> None:
         """Read the changed governments at once (reads served from memory stay fresh), then
-        broadcast: at once with few streams, else at most every BROADCAST_INTERVAL_S."""
+        broadcast: at once with few streams, else at most once per BROADCAST_INTERVALS."""
         orgs = sorted({str(o) for m in msgs for o in m.get("orgs", [])})  # type: ignore[attr-defined]
         written = max(int(m.get("written_ms") or 0) for m in msgs)  # type: ignore[call-overload]
         last_ev = max(int(m.get("last_event_ms") or 0) for m in msgs)  # type: ignore[call-overload]
@@ -298,8 +304,9 @@ class Hub:
         self.last_event_ms = max(self.last_event_ms, last_ev)
         self._pending.update(orgs)
         self._pending_head = (max(self._pending_head[0], written), max(self._pending_head[1], last_ev))
-        wait = self._last_broadcast + BROADCAST_INTERVAL_S - time.monotonic()
-        if wait <= 0 or len(self.clients) < COALESCE_FROM_STREAMS:
+        interval = next(s for n, s in BROADCAST_INTERVALS if len(self.clients) >= n)
+        wait = self._last_broadcast + interval - time.monotonic()
+        if wait <= 0:
             self._broadcast()
         elif self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(wait, self._broadcast)
@@ -463,7 +470,13 @@ class Hub:
                 "last_write_ms": self.last_write_ms, "last_event_ms": self.last_event_ms,
                 "live": self.live,
             })
-            self._fanout(_frame("heartbeat", self._ident(now), data))
+            frame = _frame("heartbeat", self._ident(now), data)
+            quiet_since = time.monotonic() - HEARTBEAT_S * 0.9
+            # Only streams without another frame lately, unless ``live`` is news to them.
+            everyone = not self.live or self.live != self._heartbeat_live
+            self._heartbeat_live = self.live
+            for c in [c for c in self.clients if everyone or c.sent_at <= quiet_since]:
+                self._offer(c, frame)
 
 
 def _end_streams_on_exit_signal(app: FastAPI) -> Callable[[], None]:
