@@ -4,7 +4,7 @@ stream in; automatic restart; exact, and at most 2x the fault-free wall time.
 The CI run scales the fault timings down together: kills every 1-3 s after the worker is up
 (full size: 5-15 s), state flush every 0.5 s (product: 5 s; with kills more frequent than
 flushes no progress would ever be kept), group session 2 s (product: 6 s; a restart then takes
-about 4 s instead of about 16 s). Full size: ``python -m faults.kill_loop``.
+about 2 s instead of about 4). Full size: ``python -m faults.kill_loop``.
 """
 
 from __future__ import annotations
