@@ -223,8 +223,15 @@ class LedgerWorker:
     # -- the hot path -------------------------------------------------------------------------
 
     async def process(self, batch: dict[TopicPartition, list]) -> None:
-        async with self._lock:
-            offsets = await self._process(batch)
+        # No cyclic GC while a batch is in flight: it would trace the batch's records and tuples
+        # again and again (~10 containers per event, none in a cycle, all freed with the batch;
+        # measured 1.3-1.7 µs per event). It runs between batches, when they are gone.
+        gc.disable()
+        try:
+            async with self._lock:
+                offsets = await self._process(batch)
+        finally:
+            gc.enable()
         # The group offset is for monitoring and replay suppression only (the state holds the
         # truth); committed outside the lock so a rebalance waiting on the lock cannot deadlock.
         await self._commit_offsets(offsets)
@@ -247,10 +254,11 @@ class LedgerWorker:
             side = self.side[tp.topic]
             part = tp.partition
             n_good = len(good)
-            for r in records:
-                if r.offset < start:
-                    skipped += 1
-                    continue
+            todo = records
+            if records and records[0].offset < start:  # already in state (a replay): skip
+                todo = [r for r in records if r.offset >= start]
+                skipped += len(records) - len(todo)
+            for r in todo:
                 res = check_message(r.value or b"", r.key, side, max_bytes)
                 if res.__class__ is Rejection:
                     dead.append((res, r))  # type: ignore[arg-type]

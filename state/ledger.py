@@ -18,7 +18,7 @@ from typing import Final
 
 import msgspec
 
-from streams.contract import Event, Rejection, decode
+from streams.contract import Event, Rejection, decode, epoch_ms
 
 PosKey = tuple[str, str, int]  # (org_code, account, fiscal_year)
 EventKey = tuple[str, str]  # (org_code, event_id): ids are unique per government (= per key)
@@ -138,7 +138,7 @@ class Ledger:
                 return DUPLICATE
             return self._reject("event_id_conflict", f"{ev.event_id} was applied with other content")
         kind = ev.kind
-        ms = int(ev.occurred_at.timestamp() * 1000)
+        ms = epoch_ms(ev.occurred_at)
         if ev.reverses is None and (kind == "receipt" or (kind == "payment" and ev.commitment_id is None)):
             # Fast path for the bulk of the stream (_post inlined): one cash effect, no
             # commitment, and the journal entry encoded straight from a tuple in Journal's order.

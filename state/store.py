@@ -65,6 +65,10 @@ class Store:
         table.set_bloom_filter(10, False)  # most journal lookups are misses (new event ids)
         table.set_block_cache(Cache(256 * 1024 * 1024))
         opts.set_block_based_table_factory(table)
+        # A bloom filter in the memtables too (WAL off: the recent journal lives there until a
+        # flush): a multi-get of new ids then skips the skiplist search (preload −0.6 µs/event).
+        opts.set_memtable_whole_key_filtering(True)
+        opts.set_memtable_prefix_bloom_ratio(0.02)
         self.db = Rdict(str(path / "ledger"), opts)
         wo = WriteOptions()
         wo.disable_wal = True

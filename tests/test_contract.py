@@ -374,3 +374,30 @@ def test_check_message_never_raises_on_bytes_in_a_string(junk: bytes) -> None:
     value = b'{"event_id": "' + junk.replace(b'"', b"").replace(b"\\", b"") + b'"}'
     res = check_message(value, None, None)
     assert isinstance(res, Rejection) and res.reason in STATELESS
+
+
+def test_fast_acceptance_agrees_with_the_full_rules() -> None:
+    """check_message accepts the common shapes without running every rule; over every
+    combination of the fields the rules look at, it must answer exactly what the full rules
+    (decode + check_stateless + key + topic) answer."""
+    import itertools
+
+    from streams.contract import _check_decoded
+
+    cases = 0
+    for kind, cat, cid, due, to, (at, fy), key, side in itertools.product(
+        SIDE, [None, "grant"], [None, "c-9"], [None, "2026-04-30"], [None, "custody", "general"],
+        [("2026-03-02T10:00:00+09:00", 2026), ("2026-03-02T10:00:00+09:00", 2025),
+         ("2026-01-15T10:00:00+09:00", 2025), ("2026-01-25T10:00:00+09:00", 2025),
+         ("2026-12-31T20:00:00Z", 2027), ("2026-12-31T20:00:00Z", 2026),
+         ("2026-03-02T10:00:00+00:00", 2026)],
+        [None, SEOUL.encode(), b"3000000"], [None, "revenue", "expenditure"],
+    ):
+        value = raw(kind, category=cat or _DROP, commitment_id=cid or _DROP, due_date=due or _DROP,
+                    to_account=to or _DROP, occurred_at=at, fiscal_year=fy)
+        full = decode(value)
+        if isinstance(full, Event):
+            full = _check_decoded(full, key, side)
+        assert check_message(value, key, side) == full, (value, key, side)
+        cases += 1
+    assert cases == 5 * 2 * 2 * 2 * 3 * 7 * 3 * 3
