@@ -116,4 +116,29 @@ class TokenStore:
         return None
 
 
-__all__ = ["DEFAULT_EXPIRES_DAYS", "ScopeError", "TokenRecord", "TokenStore", "digest", "principal_of"]
+def create_sync(redis_url: str, namespace: str, role: Role | str, orgs: Iterable[str], name: str,
+                **kw: object) -> str:
+    """``TokenStore.create`` for synchronous callers (harnesses, scripts), also from inside a
+    running event loop (it then runs on a loop of its own in a thread). Returns the token."""
+    import asyncio
+    import concurrent.futures
+
+    from cashpos.names import RedisKeys
+
+    async def create() -> str:
+        r = aioredis.from_url(redis_url)
+        try:
+            token, _ = await TokenStore(r, RedisKeys(namespace)).create(role, orgs, name, **kw)  # type: ignore[arg-type]
+            return token
+        finally:
+            await r.aclose()
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(create())
+    with concurrent.futures.ThreadPoolExecutor(1) as ex:
+        return ex.submit(asyncio.run, create()).result()
+
+
+__all__ = ["DEFAULT_EXPIRES_DAYS", "ScopeError", "TokenRecord", "TokenStore", "create_sync", "digest", "principal_of"]

@@ -54,30 +54,10 @@ class BenchStack:
 
 
 def make_token(admin_url: str, namespace: str, role: str, orgs: tuple[str, ...] | list[str] = ()) -> str:
-    import asyncio
+    from access.tokens import create_sync
 
-    import redis.asyncio as aioredis
-
-    from access.tokens import TokenStore
-    from cashpos.names import RedisKeys
-
-    async def create() -> str:
-        r = aioredis.from_url(admin_url)
-        try:
-            tok, _ = await TokenStore(r, RedisKeys(namespace)).create(
-                role, orgs, f"bench {role} {','.join(orgs)[:40]}", expires_days=1, rate_per_s=BENCH_RATE_PER_S)
-            return tok
-        finally:
-            await r.aclose()
-
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(create())
-    import concurrent.futures  # called from a coroutine: run it on a loop of its own
-
-    with concurrent.futures.ThreadPoolExecutor(1) as ex:
-        return ex.submit(asyncio.run, create()).result()
+    return create_sync(admin_url, namespace, role, orgs, f"bench {role} {','.join(orgs)[:40]}",
+                       expires_days=1, rate_per_s=BENCH_RATE_PER_S)
 
 
 def _service_accounts(namespace: str, base_url: str) -> dict[str, str]:

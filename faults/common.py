@@ -328,6 +328,12 @@ class Reconciliation:
     def figures(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "problems"}
 
+    def outcome(self) -> dict[str, Any]:
+        """The figures every scenario reports: the difference and where each record ended."""
+        return {"diff_krw": self.diff_krw, "lagging": self.lagging, "unseeded": self.unseeded,
+                "records_in": self.records_in, "applied": self.applied,
+                "duplicates": self.duplicates, "dead_letters": self.dead_letters}
+
 
 def reconcile_quiet(stack: Stack, states: dict[str, Path], *, published: int | None = None,
                     owned: dict[str, set[int]] | None = None, timeout: float = 90) -> Reconciliation:
@@ -400,6 +406,19 @@ def base_args(description: str, events: int = 1_000_000) -> argparse.ArgumentPar
     ap.add_argument("--partitions", type=int, default=12)
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, state)")
     return ap
+
+
+def add_session_arg(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--session-timeout-ms", type=int, default=None,
+                    help="the workers' CASHPOS_SESSION_TIMEOUT_MS (default: the product's)")
+
+
+def session_env(args: argparse.Namespace) -> dict[str, str]:
+    """The workers' environment for ``--session-timeout-ms`` (heartbeat a quarter of it)."""
+    if not args.session_timeout_ms:
+        return {}
+    return {"CASHPOS_SESSION_TIMEOUT_MS": str(args.session_timeout_ms),
+            "CASHPOS_HEARTBEAT_MS": str(max(100, args.session_timeout_ms // 4))}
 
 
 def script_main(name: str, args: argparse.Namespace,

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from faults.common import (
-    Feeder, Infra, base_args, expected_view, log, new_stack, prepare, publish, reconcile_quiet,
+    Feeder, Infra, add_session_arg, base_args, expected_view, log, new_stack, prepare, publish,
+    reconcile_quiet, session_env,
     redis_view, rng, script_main, start_worker, versions_sum, wait_up, workload,
 )
 
@@ -149,15 +150,11 @@ def main() -> int:
     ap.add_argument("--kill-min", type=float, default=5.0)
     ap.add_argument("--kill-max", type=float, default=15.0)
     ap.add_argument("--max-ratio", type=float, default=2.0)
-    ap.add_argument("--session-timeout-ms", type=int, default=None,
-                    help="the workers' CASHPOS_SESSION_TIMEOUT_MS (default: the product's)")
+    add_session_arg(ap)
     ap.add_argument("--flush-seconds", type=float, default=None,
                     help="the workers' CASHPOS_STATE_FLUSH_SECONDS (default: the product's)")
     args = ap.parse_args()
-    env: dict[str, str] = {}
-    if args.session_timeout_ms:
-        env["CASHPOS_SESSION_TIMEOUT_MS"] = str(args.session_timeout_ms)
-        env["CASHPOS_HEARTBEAT_MS"] = str(max(100, args.session_timeout_ms // 4))
+    env = session_env(args)
     if args.flush_seconds:
         env["CASHPOS_STATE_FLUSH_SECONDS"] = str(args.flush_seconds)
     return script_main("kill_loop", args, lambda infra, root: run(

@@ -234,9 +234,7 @@ def run(infra: Infra, root: Path, *, events: int, seed: int, rate: float, every:
             "max_deadletter_latency_s": round(max(dl_latency, default=0), 3),
             "max_deadletter_after_broker_ack_s": round(max(dl_after_ack, default=0), 3),
             "slowest_deadletters": slowest_dl,
-            "diff_krw": rec.diff_krw, "lagging": rec.lagging, "unseeded": rec.unseeded,
-            "records_in": rec.records_in, "applied": rec.applied,
-            "duplicates": rec.duplicates, "dead_letters": rec.dead_letters,
+            **rec.outcome(),
             "problems": problems,
         }
     finally:

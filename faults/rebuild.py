@@ -168,9 +168,7 @@ def run(infra: Infra, root: Path, *, events: int, seed: int, partitions: int = 1
             "rebuild_s": round(rebuilt - t_restart, 1),
             "rebuild_fold_busy_s": round(busy, 1),
             "rebuild_events_per_s": round(len(raws) / (rebuilt - up)) if rebuilt > up else None,
-            "diff_krw": rec.diff_krw, "lagging": rec.lagging, "unseeded": rec.unseeded,
-            "records_in": rec.records_in, "applied": rec.applied,
-            "duplicates": rec.duplicates, "dead_letters": rec.dead_letters,
+            **rec.outcome(),
             **extra,
             "problems": problems,
         }

@@ -245,9 +245,7 @@ def run(infra: Infra, root: Path, *, events: int, seed: int, rate: float, partit
             "api_200_marked_stale": stale_200, "api_connection_errors": poller.errors,
             "positions_checked_in_answers": checked, "oracle_self_check": self_check, "wrong_numbers": len(wrong),
             "regressions": len(regressions),
-            "diff_krw": rec.diff_krw, "lagging": rec.lagging, "unseeded": rec.unseeded,
-            "records_in": rec.records_in, "applied": rec.applied,
-            "duplicates": rec.duplicates, "dead_letters": rec.dead_letters,
+            **rec.outcome(),
             "problems": problems,
         }
     finally:

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from faults.common import (
-    Feeder, Infra, base_args, expected_view, live_owners, log, new_stack, prepare,
+    Feeder, Infra, add_session_arg, base_args, expected_view, live_owners, log, new_stack, prepare,
+    session_env,
     reconcile_quiet, redis_view, script_main, start_worker, wait_until, workload,
 )
 from reconcile.run import reconcile
@@ -122,13 +123,9 @@ def main() -> int:
     ap = base_args(__doc__.split("\n\n")[0])
     ap.set_defaults(partitions=6)
     ap.add_argument("--rate", type=float, default=10_000, help="events per second")
-    ap.add_argument("--session-timeout-ms", type=int, default=None,
-                    help="the workers' CASHPOS_SESSION_TIMEOUT_MS (default: the product's)")
+    add_session_arg(ap)
     args = ap.parse_args()
-    env: dict[str, str] = {}
-    if args.session_timeout_ms:
-        env["CASHPOS_SESSION_TIMEOUT_MS"] = str(args.session_timeout_ms)
-        env["CASHPOS_HEARTBEAT_MS"] = str(max(100, args.session_timeout_ms // 4))
+    env = session_env(args)
     return script_main("scale_out", args, lambda infra, root: run(
         infra, root, events=args.events, seed=args.seed, rate=args.rate,
         partitions=args.partitions, env=env))

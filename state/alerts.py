@@ -1042,13 +1042,7 @@ class AlertBook:
                 b[0] += outflow
                 b[1] += net
                 self._commit_records[day_key(st.pk, day)] = _enc.encode(b)
-            st.clock = clock
-            if not fresh:
-                self._refresh(st)
-            if not evaluate:
-                self._hold(st)
-            elif st.cfg.enabled:
-                self._available_rules(st, p, rows, journal, out)
+            self._settle(st, clock, fresh, evaluate, p, rows, journal, out)
             return
         cur = days.get(clock)  # the bucket of the clock's day, the common case
         jget = journal.get
@@ -1102,6 +1096,13 @@ class AlertBook:
             if b is not None:
                 self._commit_records[day_key(st.pk, d)] = _enc.encode(b)
         changed.clear()
+        self._settle(st, clock, fresh, evaluate, p, rows, journal, out)
+
+    def _settle(self, st: PosState, clock: int, fresh: bool, evaluate: bool, p: Position,
+                rows: list[tuple[int, str, int, int]], journal: Mapping[tuple[str, str], object],
+                out: list[AlertChange]) -> None:
+        """After a position's buckets moved: advance its clock, refresh its floor if the day
+        changed, then evaluate its rules (or hold them while its partition settles)."""
         st.clock = clock
         if not fresh:
             self._refresh(st)

@@ -80,29 +80,13 @@ class Stack:
               **kw: object) -> str:
         """A real token of this namespace (created through ``access.tokens.TokenStore``); the
         same (role, orgs) gives the same token unless ``kw`` asks for a special one."""
-        import asyncio
-        import concurrent.futures
-
-        import redis.asyncio as aioredis
-
-        from access.tokens import TokenStore
-        from cashpos.names import RedisKeys
+        from access.tokens import create_sync
 
         key = (role, tuple(orgs))
         if key in self._tokens and not kw and name is None:
             return self._tokens[key]
-
-        async def create() -> str:
-            r = aioredis.from_url(self.redis_urls["admin"])
-            try:
-                tok, _ = await TokenStore(r, RedisKeys(self.namespace)).create(
-                    role, orgs, name or f"test {role} {','.join(orgs)[:40]}", **kw)  # type: ignore[arg-type]
-                return tok
-            finally:
-                await r.aclose()
-
-        with concurrent.futures.ThreadPoolExecutor(1) as ex:  # callable from async tests too
-            tok = ex.submit(asyncio.run, create()).result()
+        tok = create_sync(self.redis_urls["admin"], self.namespace, role, orgs,
+                          name or f"test {role} {','.join(orgs)[:40]}", **kw)
         if not kw and name is None:
             self._tokens[key] = tok
         return tok
