@@ -55,8 +55,7 @@ def main() -> None:
         ev_keys, c_keys = ledger.wants([e for e, _ in chunk])
         store.preload(ledger, ev_keys, c_keys)
         b = clock()
-        for j, (e, r) in enumerate(chunk):
-            ledger.update(e, r, ("t", 0, i + j))
+        ledger.fold([(e, r, ("t", 0, i + j)) for j, (e, r) in enumerate(chunk)])
         c = clock()
         store.commit(ledger.take_changes(), ledger.positions, {("t", 0): i + len(chunk)})
         ledger.journal.clear()

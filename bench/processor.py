@@ -133,6 +133,11 @@ async def main() -> None:
               f"dead_lettered={total_of('cashpos_events_deadlettered_total'):.0f} "
               f"duplicates={total_of('cashpos_duplicates_dropped_total'):.0f} "
               f"batches={w.processed_batches}")
+        per_event = {name: total_of(f"cashpos_{name}_duration_seconds_sum") / args.events * 1e6
+                     for name in ("batch", "state_write", "redis_write")}
+        print("inside the worker, µs per event: " + " ".join(
+            f"{k}={v:.2f}" for k, v in per_event.items()) +
+            f" outside_batches={busy / args.events * 1e6 - per_event['batch']:.2f}")
         print(f"broker rss: {rss_mb(kafka.proc.pid):,.0f} MB")
         await w.stop()
         p_rate, r_rate = args.events / busy, args.events / ref

@@ -14,6 +14,7 @@ everything. A key absent from a dict means "not in state".
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Iterable
 from typing import Final
 
 import msgspec
@@ -23,6 +24,7 @@ from streams.contract import Event, Rejection, decode, epoch_ms
 PosKey = tuple[str, str, int]  # (org_code, account, fiscal_year)
 EventKey = tuple[str, str]  # (org_code, event_id): ids are unique per government (= per key)
 CommitKey = tuple[str, str]  # (org_code, commitment_id)
+Source = tuple[str, int, int]  # the record an event came from: topic, partition, offset
 
 APPLIED: Final = "applied"
 DUPLICATE: Final = "duplicate"
@@ -127,53 +129,93 @@ class Ledger:
 
     # -- the fold ---------------------------------------------------------------------------
 
-    def update(self, ev: Event, raw: bytes, source: tuple[str, int, int] | None = None) -> Outcome:
+    def update(self, ev: Event, raw: bytes, source: Source | None = None) -> Outcome:
         """Apply one validated event. Returns APPLIED, DUPLICATE or a Rejection; never raises."""
-        org = ev.org_code
-        key = (org, ev.event_id)
+        for _, out in self.fold(((ev, raw, source),)):
+            return out
+        return APPLIED
+
+    def fold(self, items: Iterable[tuple[Event, bytes, Source | None]]) -> list[tuple[int, Outcome]]:
+        """Apply events in order, as ``update`` would one by one. Returns (position in
+        ``items``, outcome) for each event not APPLIED (duplicates and rejections).
+
+        The bulk of the stream — receipts and payments without a commitment, not seen before,
+        not reversals — takes a loop with everything it touches in local variables: one cash
+        effect, and the journal entry encoded straight from a tuple in Journal's order. Every
+        other event takes ``_apply``."""
+        positions = self.positions
+        journal = self.journal
+        ch = self.changes
+        index = ch.index
+        ch_journal = ch.journal
+        encode = _enc.encode
+        to_ms = epoch_ms
+        not_applied: list[tuple[int, Outcome]] = []
+        applied = 0
+        last_ms = ch.last_event_ms
+        i = -1
+        for ev, raw, source in items:
+            i += 1
+            org = ev.org_code
+            key = (org, ev.event_id)
+            kind = ev.kind
+            if kind == "receipt":
+                dc = ev.amount
+            elif kind == "payment" and ev.commitment_id is None:
+                dc = -ev.amount
+            else:
+                dc = 0
+            if not dc or ev.reverses is not None or key in journal:
+                ch.applied += applied
+                ch.last_event_ms = last_ms
+                applied = 0
+                out = self._apply(ev, raw, source, key)
+                last_ms = ch.last_event_ms
+                if out is not APPLIED:
+                    not_applied.append((i, out))
+                continue
+            ms = to_ms(ev.occurred_at)
+            account = ev.account
+            fy = ev.fiscal_year
+            pk = (org, account, fy)
+            pos = positions.get(pk)
+            if pos is None:
+                pos = positions[pk] = Position()
+            pos.cash += dc
+            pos.version += 1
+            if ms > pos.last_event_ms:
+                pos.last_event_ms = ms
+            rows = index.get(pk)
+            if rows is None:
+                rows = index[pk] = []
+            rows.append((ms, ev.event_id, dc, 0))
+            journal[key] = ch_journal[key] = encode(
+                (raw, kind, account, fy, ev.amount, ms, [(account, fy, dc, 0)], None, 0, None, None, source)
+            )
+            applied += 1
+            if ms > last_ms:
+                last_ms = ms
+        ch.applied += applied
+        ch.last_event_ms = last_ms
+        return not_applied
+
+    def _apply(self, ev: Event, raw: bytes, source: Source | None, key: EventKey) -> Outcome:
+        """Every event the fast loop of ``fold`` does not take."""
         seen = self.entry(key) if key in self.journal else None
         if seen is not None:
             if seen.raw == raw or decode(seen.raw, max_bytes=len(seen.raw)) == ev:
                 self.changes.duplicates += 1
                 return DUPLICATE
             return self._reject("event_id_conflict", f"{ev.event_id} was applied with other content")
-        kind = ev.kind
-        ms = epoch_ms(ev.occurred_at)
-        if ev.reverses is None and (kind == "receipt" or (kind == "payment" and ev.commitment_id is None)):
-            # Fast path for the bulk of the stream (_post inlined): one cash effect, no
-            # commitment, and the journal entry encoded straight from a tuple in Journal's order.
-            amt = ev.amount
-            account = ev.account
-            fy = ev.fiscal_year
-            dc = amt if kind == "receipt" else -amt
-            pk = (org, account, fy)
-            pos = self.positions.get(pk)
-            if pos is None:
-                pos = self.positions[pk] = Position()
-            pos.cash += dc
-            pos.version += 1
-            if ms > pos.last_event_ms:
-                pos.last_event_ms = ms
-            ch = self.changes
-            rows = ch.index.get(pk)
-            if rows is None:
-                rows = ch.index[pk] = []
-            rows.append((ms, ev.event_id, dc, 0))
-            self.journal[key] = ch.journal[key] = _enc.encode(
-                (raw, kind, account, fy, amt, ms, [(account, fy, dc, 0)], None, 0, None, None, source)
-            )
-            ch.applied += 1
-            if ms > ch.last_event_ms:
-                ch.last_event_ms = ms
-            return APPLIED
         result = self._reversal(ev) if ev.reverses is not None else self._original(ev)
         if result.__class__ is Rejection:
             self.changes.rejected += 1
             return result  # type: ignore[return-value]
         effects, released = result  # type: ignore[misc]
-        entry = Journal(raw, kind, ev.account, ev.fiscal_year, ev.amount, ms, effects,
+        ms = epoch_ms(ev.occurred_at)
+        entry = Journal(raw, ev.kind, ev.account, ev.fiscal_year, ev.amount, ms, effects,
                         ev.commitment_id, released, ev.reverses, None, source)
-        self._post(org, ev.event_id, effects, ms, entry)
+        self._post(ev.org_code, ev.event_id, effects, ms, entry)
         return APPLIED
 
     def _reject(self, reason: str, detail: str) -> Rejection:

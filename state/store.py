@@ -131,18 +131,21 @@ class Store:
         return rows
 
     def preload(self, ledger: Ledger, ev_keys: Iterable[EventKey], c_keys: Iterable[CommitKey]) -> None:
-        """Load what a batch may read into the fold's dicts (one multi-get each)."""
-        ek = [k for k in ev_keys if k not in ledger.journal]
-        if ek:
-            journal = ledger.journal
-            for k, raw in zip(ek, self.db[[f"j\0{o}\0{e}".encode() for o, e in ek]]):
+        """Load what a batch may read into the fold's dicts. One ``get`` per key: rocksdict's
+        multi-get measured ≈ 0.4 µs per key slower (its per-key conversion), on misses too."""
+        journal = ledger.journal
+        get = self.db.get
+        for k in ev_keys:
+            if k not in journal:
+                raw = get(f"j\0{k[0]}\0{k[1]}".encode())
                 if raw is not None:
                     journal[k] = raw  # decoded by the fold only if it needs it
-        ck = [k for k in c_keys if k not in ledger.commitments]
-        if ck:
-            for k, raw in zip(ck, self.db[[_commit_key(*k) for k in ck]]):
+        commitments = ledger.commitments
+        for k in c_keys:
+            if k not in commitments:
+                raw = get(_commit_key(*k))
                 if raw is not None:
-                    ledger.commitments[k] = _dec_commit.decode(raw)
+                    commitments[k] = _dec_commit.decode(raw)
 
     # -- the one write per batch ----------------------------------------------------------------
 
