@@ -89,7 +89,7 @@ class LedgerWorker:
         self.side = {self.topics.revenue: "revenue", self.topics.expenditure: "expenditure"}
         self.store = Store(settings.state_dir)
         self._state_dir = str(settings.state_dir.resolve())
-        self.ledger = Ledger()
+        self.ledger = self.store.attach(Ledger())
         self.next_offsets: dict[TopicPartition, int] = {}
         self.replay_until: dict[TopicPartition, int] = {}  # group-committed offsets at assignment
         self.owned_orgs: list[str] = []
@@ -294,8 +294,6 @@ class LedgerWorker:
         if skipped:
             m.replayed_skipped.inc(skipped)
         ledger = self.ledger
-        ev_keys, c_keys = ledger.wants([ev for ev, _, _ in good])
-        self.store.preload(ledger, ev_keys, c_keys)
         applied_by_topic = good_by_topic
         if good:
             by_offset: dict[TopicPartition, dict[int, RawRecord]] = {}  # for dead letters only

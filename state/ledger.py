@@ -6,15 +6,15 @@ behave like two-phase transfers: opened by ``commitment``, consumed by ``payment
 ``commitment_cancel``. Every applied event is journalled with its exact effect, which makes
 duplicates detectable, reversals exact, and balances as of any instant re-derivable.
 
-The fold sees state as plain dicts. In production the store preloads, per batch, the journal
-entries and commitments the batch refers to (``Ledger.wants``); in tests the dicts simply hold
-everything. A key absent from a dict means "not in state".
+The fold sees state as plain dicts. In production an entry absent from them is looked up in the
+store through ``load_journal``/``load_commitment`` (point reads, no other I/O); in tests the
+dicts simply hold everything. A key absent from both means "not in state".
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Final
 
 import msgspec
@@ -103,25 +103,27 @@ class Ledger:
     journal: dict[EventKey, Journal | bytes] = field(default_factory=dict)
     commitments: dict[CommitKey, Commitment] = field(default_factory=dict)
     changes: Changes = field(default_factory=Changes)
+    # Where an entry absent from the dicts is looked up (the store, one key at a time); without
+    # them the dicts hold everything. The worker clears the dicts after each batch's write.
+    load_journal: Callable[[EventKey], bytes | None] | None = None
+    load_commitment: Callable[[CommitKey], Commitment | None] | None = None
 
     def entry(self, key: EventKey) -> Journal | None:
         v = self.journal.get(key)
+        if v is None:
+            if self.load_journal is None or (v := self.load_journal(key)) is None:
+                return None
         if v.__class__ is bytes:
             v = self.journal[key] = _dec_journal.decode(v)  # type: ignore[arg-type]
         return v  # type: ignore[return-value]
 
-    @staticmethod
-    def wants(events: list[Event]) -> tuple[set[EventKey], set[CommitKey]]:
-        """Journal and commitment keys a batch may read, for the store to preload."""
-        ev_keys: set[EventKey] = set()
-        c_keys: set[CommitKey] = set()
-        for ev in events:
-            ev_keys.add((ev.org_code, ev.event_id))
-            if ev.reverses is not None:
-                ev_keys.add((ev.org_code, ev.reverses))
-            if ev.commitment_id is not None:
-                c_keys.add((ev.org_code, ev.commitment_id))
-        return ev_keys, c_keys
+    def commitment(self, key: CommitKey) -> Commitment | None:
+        c = self.commitments.get(key)
+        if c is None and self.load_commitment is not None:
+            c = self.load_commitment(key)
+            if c is not None:
+                self.commitments[key] = c
+        return c
 
     def take_changes(self) -> Changes:
         out, self.changes = self.changes, Changes()
@@ -150,6 +152,7 @@ class Ledger:
         ch_journal = ch.journal
         encode = _enc.encode
         to_ms = epoch_ms
+        load = self.load_journal
         not_applied: list[tuple[int, Outcome]] = []
         applied = 0
         last_ms = ch.last_event_ms
@@ -165,7 +168,13 @@ class Ledger:
                 dc = -ev.amount
             else:
                 dc = 0
-            if not dc or ev.reverses is not None or key in journal:
+            fast = dc and ev.reverses is None and key not in journal
+            if fast and load is not None:
+                stored = load(key)
+                if stored is not None:  # applied before: a duplicate or a conflict
+                    journal[key] = stored
+                    fast = False
+            if not fast:
                 ch.applied += applied
                 ch.last_event_ms = last_ms
                 applied = 0
@@ -201,7 +210,7 @@ class Ledger:
 
     def _apply(self, ev: Event, raw: bytes, source: Source | None, key: EventKey) -> Outcome:
         """Every event the fast loop of ``fold`` does not take."""
-        seen = self.entry(key) if key in self.journal else None
+        seen = self.entry(key)
         if seen is not None:
             if seen.raw == raw or decode(seen.raw, max_bytes=len(seen.raw)) == ev:
                 self.changes.duplicates += 1
@@ -232,7 +241,7 @@ class Ledger:
             return [(acc, fy, -amt, 0), (ev.to_account, fy, amt, 0)], 0
         if kind == "commitment":
             ck = (ev.org_code, ev.commitment_id or "")
-            if ck in self.commitments:
+            if self.commitment(ck) is not None:
                 return Rejection("commitment_id_reused", f"commitment {ev.commitment_id} exists")
             due = ev.due_date.isoformat() if ev.due_date else None
             self._put_commitment(ck, Commitment(acc, fy, amt, amt, due, ev.event_id))
@@ -241,7 +250,7 @@ class Ledger:
         if ev.commitment_id is None:  # a payment not against a commitment
             return [(acc, fy, -amt, 0)], 0
         ck = (ev.org_code, ev.commitment_id)
-        c = self.commitments.get(ck)
+        c = self.commitment(ck)
         if c is None:
             return Rejection("unknown_commitment", f"no commitment {ev.commitment_id}")
         if c.account != acc or c.fiscal_year != fy:
@@ -275,7 +284,7 @@ class Ledger:
         released = 0
         if orig.commitment_id is not None:
             ck = (ev.org_code, orig.commitment_id)
-            c = self.commitments.get(ck)
+            c = self.commitment(ck)
             if c is None:  # journal and commitments are written together; cannot happen
                 return Rejection("reversal_not_possible", f"commitment {orig.commitment_id} missing")
             if orig.kind == "commitment":

@@ -130,22 +130,21 @@ class Store:
         rows.sort(key=lambda r: r[0])  # stable: applied order within the same instant
         return rows
 
-    def preload(self, ledger: Ledger, ev_keys: Iterable[EventKey], c_keys: Iterable[CommitKey]) -> None:
-        """Load what a batch may read into the fold's dicts. One ``get`` per key: rocksdict's
-        multi-get measured ≈ 0.4 µs per key slower (its per-key conversion), on misses too."""
-        journal = ledger.journal
-        get = self.db.get
-        for k in ev_keys:
-            if k not in journal:
-                raw = get(f"j\0{k[0]}\0{k[1]}".encode())
-                if raw is not None:
-                    journal[k] = raw  # decoded by the fold only if it needs it
-        commitments = ledger.commitments
-        for k in c_keys:
-            if k not in commitments:
-                raw = get(_commit_key(*k))
-                if raw is not None:
-                    commitments[k] = _dec_commit.decode(raw)
+    def journal_bytes(self, key: EventKey) -> bytes | None:
+        """A journal entry as stored (the fold's ``load_journal``): one point read. Point reads
+        measured ≈ 0.4 µs per key cheaper than rocksdict's multi-get (its per-key conversion)."""
+        return self.db.get(f"j\0{key[0]}\0{key[1]}".encode())
+
+    def commitment_at(self, key: CommitKey) -> Commitment | None:
+        """A commitment (the fold's ``load_commitment``)."""
+        raw = self.db.get(_commit_key(*key))
+        return None if raw is None else _dec_commit.decode(raw)
+
+    def attach(self, ledger: Ledger) -> Ledger:
+        """Let the fold look up what its dicts lack in this store."""
+        ledger.load_journal = self.journal_bytes
+        ledger.load_commitment = self.commitment_at
+        return ledger
 
     # -- the one write per batch ----------------------------------------------------------------
 
