@@ -5,17 +5,21 @@ aiokafka consume of the same topics in the same run.
 
 Starts a fresh Tansu broker and redis-server, pre-produces realistic simulator events, then
 (1) consumes them with a bare aiokafka loop (the reference: decode nothing, store nothing),
-(2) runs one ledger worker over them from empty state. The last line reads
-``processor_events_per_s=N reference_events_per_s=M ratio=R``.
+(2) runs one ledger worker over them from empty state; both ``--rounds`` times (default 3, each
+round as the first: empty state, empty Redis, the group's offsets at 0), because one 10-second
+sample on shared cores swings by ±10 %. The last line reads
+``processor_events_per_s=N reference_events_per_s=M ratio=R`` (medians of the rounds).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import platform
 import shutil
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +28,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from agents.ledger import LedgerWorker
 from cashpos.embedded import start_redis, start_tansu
+from cashpos.names import Topics
 from cashpos.settings import Settings
 from streams.publisher import Publisher
 from streams.topics import ensure_topics
@@ -102,45 +107,76 @@ async def processor(settings: Settings, n: int) -> tuple[float, float, LedgerWor
     return end - first, end - t_start, w
 
 
+async def new_round(settings: Settings, redis_url: str) -> None:
+    """Make a round start as the first did: the ledger group's offsets back to 0 (else the next
+    worker would see the partitions as a rebuild in progress) and an empty Redis."""
+    import redis.asyncio as aioredis
+
+    topics = Topics(settings.namespace)
+    c = AIOKafkaConsumer(**settings.kafka_client_args(), group_id=topics.ledger_group,
+                         enable_auto_commit=False)
+    await c.start()
+    try:
+        tps = [TopicPartition(t, p) for t in topics.sources for p in sorted(c.partitions_for_topic(t) or ())]
+        c.assign(tps)
+        await c.commit(dict.fromkeys(tps, 0))
+    finally:
+        await c.stop()
+    r = aioredis.from_url(redis_url)
+    await r.flushdb()
+    await r.aclose()
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--partitions", type=int, default=12)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="reference and processor runs over the same events; medians are reported")
     args = ap.parse_args()
+    n = args.events
     tmp = Path(tempfile.mkdtemp(prefix="cashpos-bench-"))
     kafka = start_tansu(log_path=tmp / "tansu.log")
     redis = start_redis(log_path=tmp / "redis.log")
     try:
-        s = Settings(kafka_bootstrap=f"127.0.0.1:{kafka.port}", redis_url=f"redis://127.0.0.1:{redis.port}/0",
-                     namespace="bench", partitions=args.partitions, state_dir=tmp / "state")
-        await ensure_topics(s)
+        redis_url = f"redis://127.0.0.1:{redis.port}/0"
+        base = Settings(kafka_bootstrap=f"127.0.0.1:{kafka.port}", redis_url=redis_url,
+                        namespace="bench", partitions=args.partitions, state_dir=tmp / "state-0")
+        await ensure_topics(base)
         print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
               f"python {platform.python_version()}; broker, redis and this process share the cores")
-        t = await produce(s, args.events, args.seed)
-        print(f"produced {args.events} events in {t:.1f}s ({args.events / t:,.0f}/s)")
-        ref = await reference_consume(s, args.events)
-        print(f"reference: plain aiokafka consume {args.events} in {ref:.2f}s")
-        busy, total, w = await processor(s, args.events)
-        reg = w.metrics.registry
+        t = await produce(base, n, args.seed)
+        print(f"produced {n} events in {t:.1f}s ({n / t:,.0f}/s)")
+        p_rates: list[float] = []
+        r_rates: list[float] = []
+        for i in range(args.rounds):
+            s = dataclasses.replace(base, state_dir=tmp / f"state-{i}")
+            if i:
+                await new_round(s, redis_url)
+            ref = await reference_consume(s, n)
+            busy, total, w = await processor(s, n)
+            reg = w.metrics.registry
 
-        def total_of(name: str) -> float:
-            return sum(s.value for m in reg.collect() for s in m.samples if s.name == name)
+            def total_of(name: str) -> float:
+                return sum(x.value for m in reg.collect() for x in m.samples if x.name == name)
 
-        print(f"processor: {args.events} records in {busy:.2f}s after first batch "
-              f"({total:.2f}s incl. start and group join); "
-              f"applied={total_of('cashpos_events_applied_total'):.0f} "
-              f"dead_lettered={total_of('cashpos_events_deadlettered_total'):.0f} "
-              f"duplicates={total_of('cashpos_duplicates_dropped_total'):.0f} "
-              f"batches={w.processed_batches}")
-        per_event = {name: total_of(f"cashpos_{name}_duration_seconds_sum") / args.events * 1e6
-                     for name in ("batch", "state_write", "redis_write")}
-        print("inside the worker, µs per event: " + " ".join(
-            f"{k}={v:.2f}" for k, v in per_event.items()) +
-            f" outside_batches={busy / args.events * 1e6 - per_event['batch']:.2f}")
+            per_event = {name: total_of(f"cashpos_{name}_duration_seconds_sum") / n * 1e6
+                         for name in ("batch", "state_write", "redis_write")}
+            await w.stop()
+            p_rates.append(n / busy)
+            r_rates.append(n / ref)
+            print(f"round {i + 1}: reference {n / ref:,.0f} events/s ({ref:.2f}s); processor "
+                  f"{n / busy:,.0f} events/s ({busy:.2f}s after the first batch, {total:.2f}s "
+                  f"incl. start and group join); applied={total_of('cashpos_events_applied_total'):.0f} "
+                  f"dead_lettered={total_of('cashpos_events_deadlettered_total'):.0f} "
+                  f"duplicates={total_of('cashpos_duplicates_dropped_total'):.0f} "
+                  f"batches={w.processed_batches}")
+            print("  inside the worker, µs per event: " + " ".join(
+                f"{k}={v:.2f}" for k, v in per_event.items()) +
+                f" outside_batches={busy / n * 1e6 - per_event['batch']:.2f}")
         print(f"broker rss: {rss_mb(kafka.proc.pid):,.0f} MB")
-        await w.stop()
-        p_rate, r_rate = args.events / busy, args.events / ref
+        p_rate, r_rate = statistics.median(p_rates), statistics.median(r_rates)
         print(f"processor_events_per_s={p_rate:.0f} reference_events_per_s={r_rate:.0f} "
               f"ratio={p_rate / r_rate:.2f}")
     finally:
