@@ -53,6 +53,18 @@ return out
 """
 
 
+# The 1-based positions in KEYS of the hashes without the marker field ARGV[1].
+_UNSEEDED_LUA = """
+local out = {}
+for i = 1, #KEYS do
+  if redis.call('HEXISTS', KEYS[i], ARGV[1]) == 0 then
+    out[#out + 1] = i
+  end
+end
+return out
+"""
+
+
 def encode_position(p: Position) -> bytes:
     body = orjson.dumps({"cash": p.cash, "committed": p.committed, "last_event_ms": p.last_event_ms})
     return b"%d|%s" % (p.version, body)
@@ -73,6 +85,7 @@ class Projection:
         self.keys = keys
         self.worker_id = worker_id
         self._script = redis.register_script(_LUA)
+        self._unseeded = redis.register_script(_UNSEEDED_LUA)
 
     async def write(
         self,
@@ -129,14 +142,13 @@ class Projection:
         return [(m.decode() if isinstance(m, bytes) else m)[prefix:] for m in missing]
 
     async def unseeded(self, orgs: list[str]) -> list[str]:
-        """Governments (of ``orgs``) whose serving copy is missing its marker."""
+        """Governments (of ``orgs``) whose serving copy is missing its marker: one script call
+        (asked every second for all 243; as 243 pipelined HEXISTS it cost ≈ 1 % of a busy
+        worker's CPU in the client)."""
         if not orgs:
             return []
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for org in orgs:
-                pipe.hexists(self.keys.positions(org), META_FIELD)
-            flags = await pipe.execute()
-        return [org for org, ok in zip(orgs, flags) if not ok]
+        missing = await self._unseeded(keys=[self.keys.positions(org) for org in orgs], args=[META_FIELD])
+        return [orgs[int(i) - 1] for i in missing]
 
     async def notify(self, orgs: Iterable[str], last_event_ms: int) -> None:
         payload = orjson.dumps({"orgs": sorted(set(orgs)), "last_event_ms": last_event_ms,
