@@ -31,16 +31,14 @@ class DeadLetter(msgspec.Struct):
     dead_lettered_ms: int
 
     @classmethod
-    def from_record(cls, rej: Rejection, topic: str, partition: int, record: object,
-                    worker: str) -> DeadLetter:
-        """``record``: anything with ``offset``, ``timestamp``, ``key`` and ``value``."""
+    def from_record(cls, rej: Rejection, record: object, worker: str) -> DeadLetter:
         r = record
         key = r.key  # type: ignore[attr-defined]
         return cls(
             reason=rej.reason,
             detail=rej.detail,
             source=Source(
-                topic, partition, r.offset, r.timestamp,  # type: ignore[attr-defined]
+                r.topic, r.partition, r.offset, r.timestamp,  # type: ignore[attr-defined]
                 key.decode("utf-8", "replace") if key is not None else None,
             ),
             value_b64=base64.b64encode(r.value or b"").decode(),  # type: ignore[attr-defined]
