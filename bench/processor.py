@@ -6,7 +6,7 @@ aiokafka consume of the same topics in the same run.
 Starts a fresh Tansu broker and redis-server, pre-produces realistic simulator events, then
 (1) consumes them with a bare aiokafka loop (the reference: decode nothing, store nothing),
 (2) runs one ledger worker over them from empty state; both ``--rounds`` times (default 3, each
-round as the first: empty state, empty Redis, the group's offsets at 0), because one 10-second
+round as the first: empty state, empty Redis, a consumer group of its own), because one 10-second
 sample on shared cores swings by ±10 %. The last line reads
 ``processor_events_per_s=N reference_events_per_s=M ratio=R`` (medians of the rounds).
 """
@@ -15,16 +15,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import os
 import platform
 import shutil
 import statistics
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from agents.ledger import LedgerWorker
@@ -123,8 +123,6 @@ class RoundTopics(Topics):
 
 
 async def new_round(redis_url: str) -> None:
-    import redis.asyncio as aioredis
-
     r = aioredis.from_url(redis_url)
     await r.flushdb()  # an empty serving copy, as in the first round
     await r.aclose()
@@ -154,7 +152,7 @@ async def main() -> None:
         p_rates: list[float] = []
         r_rates: list[float] = []
         for i in range(args.rounds):
-            s = dataclasses.replace(base, state_dir=tmp / f"state-{i}")
+            s = replace(base, state_dir=tmp / f"state-{i}")
             if i:
                 await new_round(redis_url)
             ref = await reference_consume(s, n)
