@@ -1,8 +1,10 @@
 """The ledger worker: a batch consumer that folds events into positions.
 
-Hot path per poll: strict decode + contract checks, one multi-get for the journal and
-commitments the batch refers to, the pure fold (state.ledger), dead letters, one atomic RocksDB
-write (changes + next offsets), one Redis call, then a Kafka commit. No per-event framework work.
+Hot path per poll: aiokafka's parsed records as they are (streams.lean_records), strict decode +
+contract checks, a point read for each journal entry and commitment the batch refers to, the pure
+fold (state.ledger), dead letters, one atomic RocksDB write (changes + next offsets), then one
+Redis call and a Kafka commit, both sent while the next batch is folded. No per-event framework
+work.
 Dead letters go to the dead-letter topic (the record) and, once acknowledged, to the Redis list
 of recent ones the API shows.
 
@@ -33,12 +35,13 @@ from cashpos.metrics import ProcessorMetrics
 from cashpos.names import RedisKeys, Topics
 from cashpos.refdata import governments
 from cashpos.settings import Settings
-from state.ledger import APPLIED, Changes, Ledger, PosKey
+from state.ledger import Changes, Ledger, PosKey, Source
 from state.projection import RECENT_DEADLETTERS, Projection
 from state.store import Store
 from streams.contract import Event, Rejection, check_message
 from streams.deadletter import DeadLetter
 from streams.groups import remove_previous_members
+from streams.lean_records import RAW, RawRecord, install as install_lean_records
 from streams.topics import partition_for
 
 log = logging.getLogger("cashpos.ledger")
@@ -86,7 +89,7 @@ class LedgerWorker:
         self.side = {self.topics.revenue: "revenue", self.topics.expenditure: "expenditure"}
         self.store = Store(settings.state_dir)
         self._state_dir = str(settings.state_dir.resolve())
-        self.ledger = Ledger()
+        self.ledger = self.store.attach(Ledger())
         self.next_offsets: dict[TopicPartition, int] = {}
         self.replay_until: dict[TopicPartition, int] = {}  # group-committed offsets at assignment
         self.owned_orgs: list[str] = []
@@ -104,6 +107,8 @@ class LedgerWorker:
         self.redis: aioredis.Redis | None = None
         self.projection: Projection | None = None
         self.processed_batches = 0
+        self._projecting: asyncio.Future[None] | None = None  # the Redis write in flight
+        self._committing: asyncio.Future[None] | None = None  # the Kafka offset commit in flight
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -113,6 +118,7 @@ class LedgerWorker:
         self.projection = Projection(self.redis, self.keys, s.worker_id)
         self.producer = AIOKafkaProducer(**s.kafka_client_args(), acks="all", linger_ms=5)
         await self.producer.start()
+        install_lean_records()
         self.consumer = AIOKafkaConsumer(
             **s.kafka_client_args(),
             group_id=self.topics.ledger_group,
@@ -128,6 +134,7 @@ class LedgerWorker:
             max_partition_fetch_bytes=1024 * 1024,
             fetch_max_bytes=16 * 1024 * 1024,
             fetch_max_wait_ms=10,  # Tansu holds a fetch for the full wait: keep freshness low
+            value_deserializer=RAW,  # aiokafka's parsed records, no ConsumerRecord per message
         )
         self.consumer.subscribe(list(self.topics.sources), listener=_Rebalance(self))
         await self._remove_previous_incarnation()
@@ -153,6 +160,8 @@ class LedgerWorker:
     async def stop(self) -> None:
         self._stopping = True
         async with self._lock:
+            await self.projection_done()
+            await self.offsets_committed()
             if self.consumer is not None:
                 await self.consumer.stop()
             if self.producer is not None:
@@ -177,6 +186,7 @@ class LedgerWorker:
 
     async def on_revoked(self, revoked: list[TopicPartition]) -> None:
         async with self._lock:  # let an in-flight batch finish before the partitions move
+            await self.projection_done()
             gone = {tp.partition for tp in revoked}
             for tp in revoked:
                 self.next_offsets.pop(tp, None)
@@ -222,7 +232,7 @@ class LedgerWorker:
 
     # -- the hot path -------------------------------------------------------------------------
 
-    async def process(self, batch: dict[TopicPartition, list]) -> None:
+    async def process(self, batch: dict[TopicPartition, list[RawRecord]]) -> None:
         # No cyclic GC while a batch is in flight: it would trace the batch's records and tuples
         # again and again (~10 containers per event, none in a cycle, all freed with the batch;
         # measured 1.3-1.7 µs per event). It runs between batches, when they are gone.
@@ -233,16 +243,23 @@ class LedgerWorker:
         finally:
             gc.enable()
         # The group offset is for monitoring and replay suppression only (the state holds the
-        # truth); committed outside the lock so a rebalance waiting on the lock cannot deadlock.
-        await self._commit_offsets(offsets)
+        # truth); committed outside the lock so a rebalance waiting on the lock cannot deadlock,
+        # and in the background (one at a time, in order) while the next batch is folded.
+        await self.offsets_committed()
+        self._committing = asyncio.ensure_future(self._commit_offsets(offsets))
 
-    async def _process(self, batch: dict[TopicPartition, list]) -> dict[tuple[str, int], int]:
+    async def offsets_committed(self) -> None:
+        if self._committing is not None:
+            task, self._committing = self._committing, None
+            await task
+
+    async def _process(self, batch: dict[TopicPartition, list[RawRecord]]) -> dict[tuple[str, int], int]:
         t0 = time.perf_counter()
         m = self.metrics
         max_bytes = self.settings.max_event_bytes
         org_partition = self.org_partition
-        good: list[tuple[Event, object]] = []
-        dead: list[tuple[Rejection, object]] = []
+        good: list[tuple[Event, bytes, Source]] = []
+        dead: list[tuple[Rejection, TopicPartition, RawRecord]] = []
         offsets: dict[tuple[str, int], int] = {}
         good_by_topic: dict[str, int] = defaultdict(int)
         skipped = 0
@@ -252,7 +269,7 @@ class LedgerWorker:
             if start is None:  # revoked while this batch was in flight
                 continue
             side = self.side[tp.topic]
-            part = tp.partition
+            topic, part = tp.topic, tp.partition
             n_good = len(good)
             todo = records
             if records and records[0].offset < start:  # already in state (a replay): skip
@@ -261,32 +278,33 @@ class LedgerWorker:
             for r in todo:
                 res = check_message(r.value or b"", r.key, side, max_bytes)
                 if res.__class__ is Rejection:
-                    dead.append((res, r))  # type: ignore[arg-type]
+                    dead.append((res, tp, r))  # type: ignore[arg-type]
                 elif org_partition.get(res.org_code, part) != part:  # type: ignore[union-attr]
                     dead.append((Rejection(
                         "wrong_partition", f"{res.org_code} belongs on partition "  # type: ignore[union-attr]
-                        f"{org_partition[res.org_code]}, not {part}"), r))  # type: ignore[union-attr]
+                        f"{org_partition[res.org_code]}, not {part}"), tp, r))  # type: ignore[union-attr]
                 else:
-                    good.append((res, r))  # type: ignore[arg-type]
-            good_by_topic[tp.topic] += len(good) - n_good
+                    good.append((res, r.value, (topic, part, r.offset)))  # type: ignore[arg-type]
+            good_by_topic[topic] += len(good) - n_good
             if records:
                 nxt = max(start, records[-1].offset + 1)
-                offsets[(tp.topic, part)] = nxt
+                offsets[(topic, part)] = nxt
                 self.next_offsets[tp] = nxt
                 last_ts = max(last_ts, records[-1].timestamp)
         if skipped:
             m.replayed_skipped.inc(skipped)
         ledger = self.ledger
-        ev_keys, c_keys = ledger.wants([ev for ev, _ in good])
-        self.store.preload(ledger, ev_keys, c_keys)
-        update = ledger.update
         applied_by_topic = good_by_topic
-        for ev, r in good:
-            out = update(ev, r.value, (r.topic, r.partition, r.offset))  # type: ignore[attr-defined]
-            if out != APPLIED:
-                applied_by_topic[r.topic] -= 1  # type: ignore[attr-defined]
+        if good:
+            by_offset: dict[TopicPartition, dict[int, RawRecord]] = {}  # for dead letters only
+            for i, out in ledger.fold(good):
+                src = good[i][2]
+                applied_by_topic[src[0]] -= 1
                 if out.__class__ is Rejection:
-                    dead.append((out, r))  # type: ignore[arg-type]
+                    tp = TopicPartition(src[0], src[1])
+                    if tp not in by_offset:
+                        by_offset[tp] = {r.offset: r for r in batch[tp]}
+                    dead.append((out, tp, by_offset[tp][src[2]]))  # type: ignore[arg-type]
         changes = ledger.take_changes()
         extra = [rec for hook in self.hooks for rec in hook.after_fold(changes, ledger)]
 
@@ -316,20 +334,18 @@ class LedgerWorker:
         self.processed_batches += 1
         return offsets
 
-    async def _dead_letter(self, dead: list[tuple[Rejection, object]]) -> None:
+    async def _dead_letter(self, dead: list[tuple[Rejection, TopicPartition, RawRecord]]) -> None:
         assert self.producer is not None
         futures = []
         sent: list[bytes] = []
-        for rej, r in dead:
+        for rej, tp, r in dead:
             self.metrics.events_deadlettered.labels(rej.reason).inc()
-            tp = TopicPartition(r.topic, r.partition)  # type: ignore[attr-defined]
-            if r.offset < self.replay_until.get(tp, 0):  # type: ignore[attr-defined]
+            if r.offset < self.replay_until.get(tp, 0):
                 continue  # the previous owner already dead-lettered it
-            letter = DeadLetter.from_record(rej, r, self.settings.worker_id)
+            letter = DeadLetter.from_record(rej, tp.topic, tp.partition, r, self.settings.worker_id)
             encoded = letter.encode()
             futures.append(await self.producer.send(
-                self.topics.deadletter, encoded, key=letter.key(),
-                partition=r.partition,  # type: ignore[attr-defined]
+                self.topics.deadletter, encoded, key=letter.key(), partition=tp.partition,
             ))
             sent.append(encoded)
         if futures:
@@ -354,21 +370,35 @@ class LedgerWorker:
         self.recent_dead.clear()
 
     async def _project(self, changed: Iterable[PosKey], last_event_ms: int, last_ts: int) -> None:
+        """Encode the batch's positions now and send them while the next batch is folded: the
+        worker waits for Redis only before the next projection, which keeps the writes in order
+        (measured ≈ 0.3 µs per event of waiting for the Lua call, off the hot path now)."""
         assert self.projection is not None
+        await self.projection_done()
         if not self.redis_ok:
             return  # housekeeping re-seeds everything once Redis answers again
+        seeds = self._seedable(self.pending_seed)
+        self.pending_seed -= seeds
+        changed = list(changed)
+        call = self.projection.prepare(self.ledger.positions, changed, seeds, last_event_ms)
+        self._projecting = asyncio.ensure_future(
+            self._send_projection(call, changed, seeds, last_event_ms, last_ts))
+
+    async def projection_done(self) -> None:
+        """Wait for the projection in flight, if any (it never raises)."""
+        if self._projecting is not None:
+            task, self._projecting = self._projecting, None
+            await task
+
+    async def _send_projection(self, call: tuple[list[str], list[object]] | None,
+                               changed: list[PosKey], seeds: set[str], last_event_ms: int,
+                               last_ts: int) -> None:
+        assert self.projection is not None
         t = time.perf_counter()
         try:
-            seeds = self._seedable(self.pending_seed)
-            self.pending_seed -= seeds
-            missing = await self.projection.write(
-                self.ledger.positions, changed, seeds, last_event_ms
-            )
-            if missing:
-                ready = self._seedable(missing)
-                self.pending_seed |= set(missing) - ready
-                await self.projection.write(self.ledger.positions, (), ready, last_event_ms)
-                self.metrics.redis_reseeds.inc(len(ready))
+            missing = await self.projection.send(call)
+            if missing:  # the next projection (or housekeeping) seeds them from committed state
+                self.pending_seed |= set(missing)
             if changed or seeds:
                 orgs = {pk[0] for pk in changed} | seeds
                 await self.projection.notify(orgs, last_event_ms)
@@ -413,6 +443,7 @@ class LedgerWorker:
         self._last_housekeeping = now
         assert self.projection is not None and self.redis is not None and self.consumer is not None
         async with self._lock:
+            await self.projection_done()
             try:
                 missing = await self.projection.unseeded(self.owned_orgs)
                 if missing or not self.redis_ok:

@@ -6,14 +6,15 @@ behave like two-phase transfers: opened by ``commitment``, consumed by ``payment
 ``commitment_cancel``. Every applied event is journalled with its exact effect, which makes
 duplicates detectable, reversals exact, and balances as of any instant re-derivable.
 
-The fold sees state as plain dicts. In production the store preloads, per batch, the journal
-entries and commitments the batch refers to (``Ledger.wants``); in tests the dicts simply hold
-everything. A key absent from a dict means "not in state".
+The fold sees state as plain dicts. In production an entry absent from them is looked up in the
+store through ``load_journal``/``load_commitment`` (point reads, no other I/O); in tests the
+dicts simply hold everything. A key absent from both means "not in state".
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
 from typing import Final
 
 import msgspec
@@ -23,6 +24,7 @@ from streams.contract import Event, Rejection, decode, epoch_ms
 PosKey = tuple[str, str, int]  # (org_code, account, fiscal_year)
 EventKey = tuple[str, str]  # (org_code, event_id): ids are unique per government (= per key)
 CommitKey = tuple[str, str]  # (org_code, commitment_id)
+Source = tuple[str, int, int]  # the record an event came from: topic, partition, offset
 
 APPLIED: Final = "applied"
 DUPLICATE: Final = "duplicate"
@@ -101,25 +103,27 @@ class Ledger:
     journal: dict[EventKey, Journal | bytes] = field(default_factory=dict)
     commitments: dict[CommitKey, Commitment] = field(default_factory=dict)
     changes: Changes = field(default_factory=Changes)
+    # Where an entry absent from the dicts is looked up (the store, one key at a time); without
+    # them the dicts hold everything. The worker clears the dicts after each batch's write.
+    load_journal: Callable[[EventKey], bytes | None] | None = None
+    load_commitment: Callable[[CommitKey], Commitment | None] | None = None
 
     def entry(self, key: EventKey) -> Journal | None:
         v = self.journal.get(key)
+        if v is None:
+            if self.load_journal is None or (v := self.load_journal(key)) is None:
+                return None
         if v.__class__ is bytes:
             v = self.journal[key] = _dec_journal.decode(v)  # type: ignore[arg-type]
         return v  # type: ignore[return-value]
 
-    @staticmethod
-    def wants(events: list[Event]) -> tuple[set[EventKey], set[CommitKey]]:
-        """Journal and commitment keys a batch may read, for the store to preload."""
-        ev_keys: set[EventKey] = set()
-        c_keys: set[CommitKey] = set()
-        for ev in events:
-            ev_keys.add((ev.org_code, ev.event_id))
-            if ev.reverses is not None:
-                ev_keys.add((ev.org_code, ev.reverses))
-            if ev.commitment_id is not None:
-                c_keys.add((ev.org_code, ev.commitment_id))
-        return ev_keys, c_keys
+    def commitment(self, key: CommitKey) -> Commitment | None:
+        c = self.commitments.get(key)
+        if c is None and self.load_commitment is not None:
+            c = self.load_commitment(key)
+            if c is not None:
+                self.commitments[key] = c
+        return c
 
     def take_changes(self) -> Changes:
         out, self.changes = self.changes, Changes()
@@ -127,53 +131,100 @@ class Ledger:
 
     # -- the fold ---------------------------------------------------------------------------
 
-    def update(self, ev: Event, raw: bytes, source: tuple[str, int, int] | None = None) -> Outcome:
+    def update(self, ev: Event, raw: bytes, source: Source | None = None) -> Outcome:
         """Apply one validated event. Returns APPLIED, DUPLICATE or a Rejection; never raises."""
-        org = ev.org_code
-        key = (org, ev.event_id)
-        seen = self.entry(key) if key in self.journal else None
+        for _, out in self.fold(((ev, raw, source),)):
+            return out
+        return APPLIED
+
+    def fold(self, items: Iterable[tuple[Event, bytes, Source | None]]) -> list[tuple[int, Outcome]]:
+        """Apply events in order, as ``update`` would one by one. Returns (position in
+        ``items``, outcome) for each event not APPLIED (duplicates and rejections).
+
+        The bulk of the stream — receipts and payments without a commitment, not seen before,
+        not reversals — takes a loop with everything it touches in local variables: one cash
+        effect, and the journal entry encoded straight from a tuple in Journal's order. Every
+        other event takes ``_apply``."""
+        positions = self.positions
+        journal = self.journal
+        ch = self.changes
+        index = ch.index
+        ch_journal = ch.journal
+        encode = _enc.encode
+        to_ms = epoch_ms
+        load = self.load_journal
+        not_applied: list[tuple[int, Outcome]] = []
+        applied = 0
+        last_ms = ch.last_event_ms
+        i = -1
+        for ev, raw, source in items:
+            i += 1
+            org = ev.org_code
+            key = (org, ev.event_id)
+            kind = ev.kind
+            if kind == "receipt":
+                dc = ev.amount
+            elif kind == "payment" and ev.commitment_id is None:
+                dc = -ev.amount
+            else:
+                dc = 0
+            fast = dc and ev.reverses is None and key not in journal
+            if fast and load is not None:
+                stored = load(key)
+                if stored is not None:  # applied before: a duplicate or a conflict
+                    journal[key] = stored
+                    fast = False
+            if not fast:
+                ch.applied += applied
+                ch.last_event_ms = last_ms
+                applied = 0
+                out = self._apply(ev, raw, source, key)
+                last_ms = ch.last_event_ms
+                if out is not APPLIED:
+                    not_applied.append((i, out))
+                continue
+            ms = to_ms(ev.occurred_at)
+            account = ev.account
+            fy = ev.fiscal_year
+            pk = (org, account, fy)
+            pos = positions.get(pk)
+            if pos is None:
+                pos = positions[pk] = Position()
+            pos.cash += dc
+            pos.version += 1
+            if ms > pos.last_event_ms:
+                pos.last_event_ms = ms
+            rows = index.get(pk)
+            if rows is None:
+                rows = index[pk] = []
+            rows.append((ms, ev.event_id, dc, 0))
+            journal[key] = ch_journal[key] = encode(
+                (raw, kind, account, fy, ev.amount, ms, [(account, fy, dc, 0)], None, 0, None, None, source)
+            )
+            applied += 1
+            if ms > last_ms:
+                last_ms = ms
+        ch.applied += applied
+        ch.last_event_ms = last_ms
+        return not_applied
+
+    def _apply(self, ev: Event, raw: bytes, source: Source | None, key: EventKey) -> Outcome:
+        """Every event the fast loop of ``fold`` does not take."""
+        seen = self.entry(key)
         if seen is not None:
             if seen.raw == raw or decode(seen.raw, max_bytes=len(seen.raw)) == ev:
                 self.changes.duplicates += 1
                 return DUPLICATE
             return self._reject("event_id_conflict", f"{ev.event_id} was applied with other content")
-        kind = ev.kind
-        ms = epoch_ms(ev.occurred_at)
-        if ev.reverses is None and (kind == "receipt" or (kind == "payment" and ev.commitment_id is None)):
-            # Fast path for the bulk of the stream (_post inlined): one cash effect, no
-            # commitment, and the journal entry encoded straight from a tuple in Journal's order.
-            amt = ev.amount
-            account = ev.account
-            fy = ev.fiscal_year
-            dc = amt if kind == "receipt" else -amt
-            pk = (org, account, fy)
-            pos = self.positions.get(pk)
-            if pos is None:
-                pos = self.positions[pk] = Position()
-            pos.cash += dc
-            pos.version += 1
-            if ms > pos.last_event_ms:
-                pos.last_event_ms = ms
-            ch = self.changes
-            rows = ch.index.get(pk)
-            if rows is None:
-                rows = ch.index[pk] = []
-            rows.append((ms, ev.event_id, dc, 0))
-            self.journal[key] = ch.journal[key] = _enc.encode(
-                (raw, kind, account, fy, amt, ms, [(account, fy, dc, 0)], None, 0, None, None, source)
-            )
-            ch.applied += 1
-            if ms > ch.last_event_ms:
-                ch.last_event_ms = ms
-            return APPLIED
         result = self._reversal(ev) if ev.reverses is not None else self._original(ev)
         if result.__class__ is Rejection:
             self.changes.rejected += 1
             return result  # type: ignore[return-value]
         effects, released = result  # type: ignore[misc]
-        entry = Journal(raw, kind, ev.account, ev.fiscal_year, ev.amount, ms, effects,
+        ms = epoch_ms(ev.occurred_at)
+        entry = Journal(raw, ev.kind, ev.account, ev.fiscal_year, ev.amount, ms, effects,
                         ev.commitment_id, released, ev.reverses, None, source)
-        self._post(org, ev.event_id, effects, ms, entry)
+        self._post(ev.org_code, ev.event_id, effects, ms, entry)
         return APPLIED
 
     def _reject(self, reason: str, detail: str) -> Rejection:
@@ -190,7 +241,7 @@ class Ledger:
             return [(acc, fy, -amt, 0), (ev.to_account, fy, amt, 0)], 0
         if kind == "commitment":
             ck = (ev.org_code, ev.commitment_id or "")
-            if ck in self.commitments:
+            if self.commitment(ck) is not None:
                 return Rejection("commitment_id_reused", f"commitment {ev.commitment_id} exists")
             due = ev.due_date.isoformat() if ev.due_date else None
             self._put_commitment(ck, Commitment(acc, fy, amt, amt, due, ev.event_id))
@@ -199,7 +250,7 @@ class Ledger:
         if ev.commitment_id is None:  # a payment not against a commitment
             return [(acc, fy, -amt, 0)], 0
         ck = (ev.org_code, ev.commitment_id)
-        c = self.commitments.get(ck)
+        c = self.commitment(ck)
         if c is None:
             return Rejection("unknown_commitment", f"no commitment {ev.commitment_id}")
         if c.account != acc or c.fiscal_year != fy:
@@ -233,7 +284,7 @@ class Ledger:
         released = 0
         if orig.commitment_id is not None:
             ck = (ev.org_code, orig.commitment_id)
-            c = self.commitments.get(ck)
+            c = self.commitment(ck)
             if c is None:  # journal and commitments are written together; cannot happen
                 return Rejection("reversal_not_possible", f"commitment {orig.commitment_id} missing")
             if orig.kind == "commitment":

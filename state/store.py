@@ -130,19 +130,21 @@ class Store:
         rows.sort(key=lambda r: r[0])  # stable: applied order within the same instant
         return rows
 
-    def preload(self, ledger: Ledger, ev_keys: Iterable[EventKey], c_keys: Iterable[CommitKey]) -> None:
-        """Load what a batch may read into the fold's dicts (one multi-get each)."""
-        ek = [k for k in ev_keys if k not in ledger.journal]
-        if ek:
-            journal = ledger.journal
-            for k, raw in zip(ek, self.db[[f"j\0{o}\0{e}".encode() for o, e in ek]]):
-                if raw is not None:
-                    journal[k] = raw  # decoded by the fold only if it needs it
-        ck = [k for k in c_keys if k not in ledger.commitments]
-        if ck:
-            for k, raw in zip(ck, self.db[[_commit_key(*k) for k in ck]]):
-                if raw is not None:
-                    ledger.commitments[k] = _dec_commit.decode(raw)
+    def journal_bytes(self, key: EventKey) -> bytes | None:
+        """A journal entry as stored (the fold's ``load_journal``): one point read. Point reads
+        measured ≈ 0.4 µs per key cheaper than rocksdict's multi-get (its per-key conversion)."""
+        return self.db.get(f"j\0{key[0]}\0{key[1]}".encode())
+
+    def commitment_at(self, key: CommitKey) -> Commitment | None:
+        """A commitment (the fold's ``load_commitment``)."""
+        raw = self.db.get(_commit_key(*key))
+        return None if raw is None else _dec_commit.decode(raw)
+
+    def attach(self, ledger: Ledger) -> Ledger:
+        """Let the fold look up what its dicts lack in this store."""
+        ledger.load_journal = self.journal_bytes
+        ledger.load_commitment = self.commitment_at
+        return ledger
 
     # -- the one write per batch ----------------------------------------------------------------
 

@@ -31,14 +31,16 @@ class DeadLetter(msgspec.Struct):
     dead_lettered_ms: int
 
     @classmethod
-    def from_record(cls, rej: Rejection, record: object, worker: str) -> DeadLetter:
+    def from_record(cls, rej: Rejection, topic: str, partition: int, record: object,
+                    worker: str) -> DeadLetter:
+        """``record``: anything with ``offset``, ``timestamp``, ``key`` and ``value``."""
         r = record
         key = r.key  # type: ignore[attr-defined]
         return cls(
             reason=rej.reason,
             detail=rej.detail,
             source=Source(
-                r.topic, r.partition, r.offset, r.timestamp,  # type: ignore[attr-defined]
+                topic, partition, r.offset, r.timestamp,  # type: ignore[attr-defined]
                 key.decode("utf-8", "replace") if key is not None else None,
             ),
             value_b64=base64.b64encode(r.value or b"").decode(),  # type: ignore[attr-defined]

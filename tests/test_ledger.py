@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from cashpos.refdata import governments
 from reconcile.reference import Reference, fold
 from state.ledger import Ledger
-from streams.contract import REASONS, STATEFUL_REASONS, Event, Rejection, check_message
+from streams.contract import REASONS, STATEFUL_REASONS, Event, Rejection, check_message, epoch_ms
 
 SEOUL = "6110000"
 JONGNO = "3000000"
@@ -698,3 +698,42 @@ def test_redelivery_of_a_prefix_without_transient_rejections(stream: list[Msg], 
     assert {k: (p.cash, p.committed, p.version) for k, p in ledger.positions.items()} == before
     ch = ledger.take_changes()
     assert ch.applied == outs.count("applied")
+
+
+@PROPS
+@given(streams(), st.data())
+def test_fold_in_batches_equals_the_reference_fold(stream: list[Msg], data: st.DataObject) -> None:
+    """``Ledger.fold`` (the worker's batch path, with its fast loop) gives the reference's
+    outcomes, positions, versions and change counts, however the stream is cut into batches."""
+    ledger = Ledger()
+    ref = Reference()
+    ref_outs = [ref.feed(*m) for m in stream]
+    outs: list[str] = []
+    checked = []
+    for value, side, key in stream:
+        ev = check_message(value, key, side)
+        checked.append((ev, value))
+    i = 0
+    while i < len(checked):
+        n = data.draw(st.integers(1, 12), label="batch")
+        chunk = checked[i:i + n]
+        good = [(ev, value, ("t", 0, i + j)) for j, (ev, value) in enumerate(chunk)
+                if not isinstance(ev, Rejection)]
+        where = [j for j, (ev, _) in enumerate(chunk) if not isinstance(ev, Rejection)]
+        batch_outs: list[str] = [ev.reason if isinstance(ev, Rejection) else "applied" for ev, _ in chunk]
+        for k, out in ledger.fold(good):
+            batch_outs[where[k]] = out if isinstance(out, str) else out.reason
+        outs += batch_outs
+        ch = ledger.take_changes()
+        assert ch.applied == batch_outs.count("applied")
+        assert ch.duplicates == batch_outs.count("duplicate")
+        assert ch.rejected == sum(o in STATEFUL for o in batch_outs)
+        assert set(ch.journal) >= {(ev.org_code, ev.event_id) for (ev, _), o in zip(chunk, batch_outs)
+                                   if o == "applied"}
+        assert ch.last_event_ms == max((epoch_ms(ev.occurred_at) for (ev, _), o in zip(chunk, batch_outs)
+                                        if o == "applied"), default=0)
+        i += n
+    assert outs == ref_outs
+    assert snapshot(ledger) == ref.positions()
+    assert versions(ledger) == ref.versions()
+    check_invariants(ledger, stream, outs)

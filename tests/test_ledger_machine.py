@@ -64,7 +64,7 @@ class LedgerMachine(RuleBasedStateMachine):
         super().__init__()
         self.tmp = Path(tempfile.mkdtemp(prefix="cashpos-ledger-machine-"))
         self.store = Store(self.tmp)
-        self.ledger = Ledger()
+        self.ledger = self.store.attach(Ledger())
         self.logs: dict[str, list[Record]] = {t: [] for t in TOPICS}
         self.next: dict[str, int] = dict.fromkeys(TOPICS, 0)
         # what the store has accepted, in fold order: (value, side, key) and the fold's outcome
@@ -172,12 +172,9 @@ class LedgerMachine(RuleBasedStateMachine):
             if records:
                 offsets[(topic, 0)] = max(start, records[-1][0] + 1)
         ledger = self.ledger
-        ev_keys, c_keys = Ledger.wants([ev for ev, *_ in good])
-        self.store.preload(ledger, ev_keys, c_keys)
-        outs = []
-        for ev, value, topic, offset in good:
-            o = ledger.update(ev, value, (topic, 0, offset))
-            outs.append(o if isinstance(o, str) else o.reason)
+        outs = ["applied"] * len(good)
+        for i, o in ledger.fold([(ev, value, (topic, 0, offset)) for ev, value, topic, offset in good]):
+            outs[i] = o if isinstance(o, str) else o.reason
         changes = ledger.take_changes()
         assert changes.applied == outs.count("applied")
         assert changes.duplicates == outs.count("duplicate")
@@ -221,7 +218,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.crashes += 1
         self.store.close()
         self.store = Store(self.tmp)
-        self.ledger = Ledger()
+        self.ledger = self.store.attach(Ledger())
         for org in ORG_ACCOUNTS:
             self.ledger.positions.update(self.store.positions(org))
         for t in TOPICS:
