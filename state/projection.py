@@ -98,6 +98,17 @@ class Projection:
 
         Returns the org codes whose hash lacked the marker and still needs a seed.
         """
+        return await self.send(self.prepare(positions, changed, seed_orgs, last_event_ms))
+
+    def prepare(
+        self,
+        positions: dict[PosKey, Position],
+        changed: Iterable[PosKey],
+        seed_orgs: Iterable[str] = (),
+        last_event_ms: int = 0,
+    ) -> tuple[list[str], list[object]] | None:
+        """The values of ``write`` encoded now, to be sent later (``send``): the positions keep
+        changing after this returns, the call carries the values of this instant."""
         by_org: dict[str, list[PosKey]] = {}
         for pk in changed:
             by_org.setdefault(pk[0], []).append(pk)
@@ -109,7 +120,7 @@ class Projection:
             for org in seeds:
                 by_org.setdefault(org, [])
         if not by_org:
-            return []
+            return None
         now = int(time.time() * 1000)
         keys: list[str] = []
         argv: list[object] = [now, self.worker_id]
@@ -119,6 +130,13 @@ class Projection:
             argv += ["1" if org in seeds else "0", meta, len(pks)]
             for pk in pks:
                 argv += [field_name(pk[1], pk[2]), encode_position(positions[pk])]
+        return keys, argv
+
+    async def send(self, prepared: tuple[list[str], list[object]] | None) -> list[str]:
+        """Send what ``prepare`` encoded; the org codes still needing a seed."""
+        if prepared is None:
+            return []
+        keys, argv = prepared
         missing = await self._script(keys=keys, args=argv)
         prefix = len(self.keys.lua_positions_prefix)
         return [(m.decode() if isinstance(m, bytes) else m)[prefix:] for m in missing]
