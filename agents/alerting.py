@@ -4,11 +4,14 @@
   state, daily outflow buckets, open-commitment index, and one *outbox* record per alert change)
   for the ledger's single atomic WriteBatch: after a kill -9 the alert state on disk matches the
   balances on disk, and the replayed events raise exactly what had not been written.
-* ``after_commit`` publishes the outbox: the alerts topic (keyed by org_code, acks=all), Redis
+* ``after_commit`` publishes the outbox, once the state holding it is flushed to disk: the
+  alerts topic (keyed by org_code, acks=all), Redis
   (open/recent alerts, version-guarded), the Redis channel ``keys.alerts_channel`` (the
   dashboards' live stream) and, if configured, the webhook; then deletes the outbox records. What a
   crash interrupts is re-published on start: a change can reach the topic twice (same ``id`` and
   ``rev``: consumers de-duplicate on that pair), never zero times.
+* Rules are evaluated only on a *settled* partition (see ``_unsettled``); while one catches up,
+  its positions are held and judged once, on the state it reaches.
 * Changes caused by records below the group's committed offset (a worker rebuilding a partition
   another worker already processed) update Redis but are not announced again, unless Redis
   lacks them (then the earlier run never published them).
@@ -207,6 +210,7 @@ class AlertingHook:
         self._overrides_raw: dict[bytes, bytes] | None = None
         self._last_ack_sync = 0.0
         self._retry_at = 0.0
+        self._settle_at: dict[TopicPartition, int] = {}  # first high watermark seen since assignment
 
     # -- store access ------------------------------------------------------------------------------
 
@@ -247,6 +251,7 @@ class AlertingHook:
 
     async def on_assigned(self, worker: LedgerWorker, orgs: list[str]) -> None:
         self.worker = worker
+        self._settle_at.clear()
         if self.projection is None and worker.redis is not None:
             self.projection = AlertProjection(worker.redis, self.keys, self.config.operational.recent_keep)
         if not self._started:
@@ -290,19 +295,26 @@ class AlertingHook:
             self.last_applied.pop(org, None)
 
     def _unsettled(self) -> _Unsettled:
-        """Partitions being rebuilt (below the group's committed offset at assignment) or with
-        more than ``settle_backlog_records`` left on either input topic."""
+        """Partitions not caught up since their assignment: below the group's committed offset
+        or the first high watermark seen (unknown until a fetch reports it) on either input
+        topic, or with more than ``settle_backlog_records`` left on either. The two topics are
+        read independently, so a partition catching up goes through states that never existed
+        (receipts folded before the commitment they preceded... or followed)."""
         w = self.worker
         parts: set[int] = set()
         if w is not None:
             limit = self.config.operational.settle_backlog_records
             hw = w.consumer.highwater if w.consumer is not None else (lambda tp: None)
+            settle_at = self._settle_at
             for tp, nxt in w.next_offsets.items():
-                if nxt < w.replay_until.get(tp, 0):
-                    parts.add(tp.partition)
-                    continue
                 h = hw(tp)
-                if h is not None and h - nxt > limit:
+                first = settle_at.get(tp)
+                if first is None:
+                    if h is None:
+                        parts.add(tp.partition)
+                        continue
+                    first = settle_at[tp] = h
+                if nxt < w.replay_until.get(tp, 0) or nxt < first or (h is not None and h - nxt > limit):
                     parts.add(tp.partition)
         return _Unsettled(parts, w.org_partition if w is not None else {})
 
@@ -438,6 +450,10 @@ class AlertingHook:
                         if not self._is_replay(src) or int(d["rev"]) > known.get(str(d["id"]), -1)]  # type: ignore[call-overload]
                 bodies = [orjson.dumps(d) for d in live]
                 if bodies:
+                    # Announced means on disk: the state that raised these changes (and their
+                    # outbox records) is flushed first; the write-ahead log is off, so a kill -9
+                    # would otherwise lose it and the replay would raise them again.
+                    await asyncio.to_thread(w.store.flush, True)
                     futures = [await w.producer.send(self.topics.alerts, body,
                                                      key=str(d.get("org_code") or d.get("worker") or "").encode())
                                for d, body in zip(live, bodies)]
@@ -463,3 +479,4 @@ class AlertingHook:
                 self.metrics.alert_publish_errors.inc()
                 self._retry_at = time.monotonic() + 1.0
                 log.warning("alert publication failed (%d pending, retried): %r", len(self.pending), exc)
+

@@ -576,7 +576,10 @@ class AlertBook:
         self._commit_records: dict[bytes, bytes] = {}
         self._outbox: list[AlertChange] = []
         self._journal: Mapping[tuple[str, str], object] = {}
+        self._commitments: Mapping[tuple[str, str], Commitment] = {}  # the batch's
         self.held: set[PosKey] = set()  # positions whose evaluation waits for a settled partition
+        # Open in the serving copy but not in this book (see ``load_org``): per position, by rule
+        self.published: dict[PosKey, dict[str, Alert]] = {}
 
     # -- loading ---------------------------------------------------------------------------------
 
@@ -624,24 +627,26 @@ class AlertBook:
                 st.days[int(k[len(prefix):])] = list(_dec_day.decode(v))
         out: list[tuple[bytes, bytes]] = []
         found = any(True for _ in scan(marker_key(org), None))
-        if not found:
-            for a in seed:
-                if a.org_code != org or a.state == "resolved":
-                    continue
-                if a.rule == STALE:
+        for a in seed:
+            if a.org_code != org or a.state == "resolved":
+                continue
+            if a.rule == STALE:
+                if not found:
                     o.rec.stale = a
                     self._dirty_orgs.add(org)
-                    continue
-                if a.account is None or a.fiscal_year is None or a.rule not in _SEVERITY and a.rule != YEAR_END:
-                    continue
-                pk = (org, a.account, a.fiscal_year)
-                st = self.positions.get(pk) or self._new_pos(pk)
-                st.rec.open[a.rule] = a
-                st.rec.seqs[a.rule] = max(st.rec.seqs.get(a.rule, 0), a.seq)
-                st.rec.last_ids[a.rule] = a.id
-                if a.rule == YEAR_END and a.stage_days:
-                    st.rec.ye_stage = a.stage_days
-                self._dirty.add(pk)
+                continue
+            if a.account is None or a.fiscal_year is None or a.rule not in _SEVERITY and a.rule != YEAR_END:
+                continue
+            pk = (org, a.account, a.fiscal_year)
+            st = self.positions.get(pk) or self._new_pos(pk)
+            if not found:
+                self._adopt(st, a)
+                continue
+            cur = st.rec.open.get(a.rule)
+            if cur is None or cur.id != a.id:
+                # published after this state was last written (a crash lost the rest): a raise
+                # of the same rule continues it; see ``_reconcile``
+                self.published.setdefault(pk, {})[a.rule] = a
         if found:
             for k, v in scan(f"a\0c\0{org}\0".encode(), None):
                 if v:
@@ -678,6 +683,7 @@ class AlertBook:
                 self.positions.pop(pk, None)
                 self._dirty.discard(pk)
                 self.held.discard(pk)
+                self.published.pop(pk, None)
             self._dirty_orgs.discard(org)
 
     # -- queries ---------------------------------------------------------------------------------
@@ -851,6 +857,14 @@ class AlertBook:
         rec = st.rec
         org, acc, fy = st.pk
         key = key or rule
+        pub = self.published.get(st.pk)
+        if pub is not None:
+            prior = pub.get(key)
+            if prior is not None and (rule != YEAR_END or prior.stage_days == fields.get("stage_days")):
+                del pub[key]
+                if not pub:
+                    del self.published[st.pk]
+                return self._adopt(st, prior)  # already announced: continued, not raised again
         seq = rec.seqs.get(rule, 0) + 1
         rec.seqs[rule] = seq
         if rule == YEAR_END:
@@ -869,6 +883,37 @@ class AlertBook:
         self._dirty.add(st.pk)
         self._emit("raised", a, src, out, eid)
         return a
+
+    def _adopt(self, st: PosState, a: Alert) -> Alert:
+        """Make ``a`` (an alert another run announced) this book's open alert of its rule."""
+        rec = st.rec
+        rec.open[a.rule] = a
+        rec.seqs[a.rule] = max(rec.seqs.get(a.rule, 0), a.seq)
+        rec.last_ids[a.rule] = a.id
+        if a.rule == YEAR_END and a.stage_days:
+            rec.ye_stage = a.stage_days
+        self._dirty.add(st.pk)
+        return a
+
+    def _reconcile(self, st: PosState, p: Position, ms: int, out: list[AlertChange]) -> None:
+        """After the first evaluation of a position on a settled partition: what the serving
+        copy still shows open and this evaluation did not raise again. The latest announced
+        alert of a rule that is open here replaces this book's older one (whose resolution was
+        announced); otherwise it no longer holds and is resolved."""
+        for rule, a in self.published.pop(st.pk, {}).items():
+            cur = st.rec.open.get(rule)
+            if cur is not None and cur.id == a.id:
+                continue
+            if cur is not None and (rule != YEAR_END or (a.stage_days or 0) < (cur.stage_days or 0)):
+                self._adopt(st, a)
+                continue
+            a = msgspec.structs.replace(a)
+            st.rec.open[rule] = a
+            self._resolve(st, rule, ms, None, None, out,
+                          "superseded" if cur is not None else "recovered",
+                          cash=p.cash, committed=p.committed, available=p.cash - p.committed)
+            if cur is not None:
+                st.rec.open[rule] = cur
 
     def _resolve(self, st: PosState, key: str, ms: int, eid: str | None,
                  src: tuple[str, int, int] | None, out: list[AlertChange], reason: str,
@@ -905,6 +950,7 @@ class AlertBook:
         before the receipts that preceded them) is not one that existed."""
         out: list[AlertChange] = []
         journal = self._journal = changes.journal
+        self._commitments = changes.commitments
         extra: set[PosKey] = set()
         for (org, cid), c in changes.commitments.items():
             pk = self._commitment(org, cid, c).pk
@@ -923,7 +969,7 @@ class AlertBook:
             org = pk[0]
             walk(st, p, rows, journal, out, org not in held_orgs, sget(pk))
             ms, eid = rows[-1][:2]
-            work.append((st, p, ms, eid))
+            work.append((st, p, ms, eid, rows))
             cur = last.get(org)
             if cur is None or p.last_event_ms > cur[0]:
                 last[org] = (p.last_event_ms, eid)
@@ -941,9 +987,9 @@ class AlertBook:
             p = positions.get(pk)
             if st is not None and p is not None and pk not in changes.index:
                 ms, eid = last.get(pk[0], (p.last_event_ms, None))  # type: ignore[assignment]
-                work.append((st, p, ms, eid))
+                work.append((st, p, ms, eid, None))
         orgs = self.orgs
-        for st, p, ms, eid in work:
+        for st, p, ms, eid, rows in work:
             org = st.pk[0]
             if org in held_orgs:
                 self._hold(st)
@@ -953,9 +999,11 @@ class AlertBook:
             today = orgs[org].clock
             if st.floor_day != st.clock:
                 self._refresh(st)
-            self._projected(st, p, today, ms, eid, _LAZY, out)
+            self._projected(st, p, today, ms, eid, _LAZY, out, rows)
             if today >= st.ye_from or YEAR_END in st.rec.open:
                 self._year_end(st, p, today, ms, eid, _LAZY, out)
+            if rows is not None and self.published and st.pk in self.published:
+                self._reconcile(st, p, ms, out)
         return out
 
     def _hold(self, st: PosState) -> None:
@@ -987,6 +1035,8 @@ class AlertBook:
             self._available_rules(st, p, [], {}, out)
             self._projected(st, p, o.clock, p.last_event_ms, None, None, out)
             self._year_end(st, p, o.clock, p.last_event_ms, None, None, out)
+            if pk in self.published:
+                self._reconcile(st, p, p.last_event_ms, out)
         return out
 
     def _walk(self, st: PosState, p: Position, rows: list[tuple[int, str, int, int]],
@@ -1166,7 +1216,8 @@ class AlertBook:
                               committed=com, available=cash - com)
 
     def _projected(self, st: PosState, p: Position, today: int, ms: int, eid: str | None,
-                   src: tuple[str, int, int] | None, out: list[AlertChange]) -> None:
+                   src: tuple[str, int, int] | None, out: list[AlertChange],
+                   rows: list[tuple[int, str, int, int]] | None = None) -> None:
         cfg = st.cfg
         end = today + cfg.horizon_days
         if st.win_end != end:
@@ -1177,6 +1228,8 @@ class AlertBook:
         a = st.rec.open.get(PROJECTED)
         if a is None:
             if low < thr:
+                if rows:
+                    ms, eid = self._projected_since(st, rows, low, thr, end)
                 day, pc = self._first_crossing(st, p.cash, today, end, thr, tneg)
                 self._raise(st, PROJECTED, ms, eid, src, out, cash=p.cash, committed=p.committed,
                             available=p.cash - p.committed, threshold=thr, floor=st.floor,
@@ -1198,6 +1251,41 @@ class AlertBook:
                 a.message = _message(a)
                 self._dirty.add(st.pk)
                 self._emit("updated", a, src, out, eid)
+
+    def _projected_since(self, st: PosState, rows: list[tuple[int, str, int, int]], low: int,
+                         thr: int, end: int) -> tuple[int, str]:
+        """The batch's event (in occurred_at order) from which the projection stayed below
+        ``thr`` to the end of the batch: like ``_since``, so that the alert's id does not depend
+        on where a batch ends (a replay after a crash batches differently). Walking back, an
+        event's cash change and its change to the open commitments due inside the window are
+        undone; the day and the trend are the batch's."""
+        ordered = sorted(rows, key=_row_ms) if len(rows) > 1 else rows
+        org = st.pk[0]
+        at = len(ordered) - 1
+        i = at
+        while i >= 0 and low < thr:
+            at = i
+            _ms, eid, dc, dm = ordered[i]
+            low -= dc
+            if dm and self._due_by(st, org, eid, end):
+                low += dm
+            i -= 1
+        return ordered[at][0], ordered[at][1]
+
+    def _due_by(self, st: PosState, org: str, eid: str, end: int) -> bool:
+        """Whether the commitment an event changed falls due by ``end`` (unknown: yes)."""
+        j = self._journal.get((org, eid))
+        cid = getattr(j, "commitment_id", None)
+        if cid is None:
+            return True
+        c = st.commits.get(cid)
+        if c is not None:
+            return c[1] <= end
+        cm = self._commitments.get((org, cid))
+        if cm is None:
+            return True
+        due = date_day(dt.date.fromisoformat(cm.due_date)) if cm.due_date else year_end_day(st.pk[2])
+        return due <= end
 
     @staticmethod
     def _first_crossing(st: PosState, cash: int, today: int, end: int, thr: int,

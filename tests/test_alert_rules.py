@@ -322,6 +322,30 @@ def test_projected_shortfall_names_the_date_and_the_commitments_and_only_escalat
     assert out[1].alert.rev == 3
 
 
+def test_projected_shortfall_keeps_its_id_however_the_stream_is_batched() -> None:
+    """A replay after kill -9 cuts the same stream into other batches: the alert it raises must
+    be the one already published (its id carries the crossing instant), attributed to the event
+    that caused it, not to whichever event ended the batch."""
+    stream = [ev("r1", "receipt", 1_000_000_000, at(DAY, "09:00")),
+              ev("c1", "commitment", 1_200_000_000, at(DAY, "09:10"), commitment_id="C-1", due_date="2026-06-11"),
+              ev("r2", "receipt", 1_000, at(DAY, "09:20")),
+              # due after the 90-day window: no part of the projection
+              ev("c2", "commitment", 3_000_000_000, at(DAY, "09:25"), commitment_id="C-2", due_date="2026-12-20"),
+              ev("p1", "payment", 100_000_000, at(DAY, "09:30"), commitment_id="C-1"),
+              ev("r3", "receipt", 50_000_000, at(DAY, "09:50"))]
+    want = [(f"{ORG}:general:2026:{PROJECTED}:{ms(DAY, '09:10')}", "c1")]
+    for cuts in range(1 << (len(stream) - 1)):  # every way to cut the stream into batches
+        h, batch = Harness(), [stream[0]]
+        for i, raw in enumerate(stream[1:]):
+            if cuts >> i & 1:
+                h.batch(*batch)
+                batch = []
+            batch.append(raw)
+        h.batch(*batch)
+        got = [(c.alert.id, c.alert.raised_event) for c in h.log if c.alert.rule == PROJECTED]
+        assert got == want, bin(cuts)
+
+
 def test_projection_looks_only_as_far_as_the_horizon() -> None:
     h = Harness(AlertConfig(defaults=Override(horizon_days=10)))
     h.batch(ev("r1", "receipt", 1_000_000_000, at(DAY)))
@@ -522,6 +546,30 @@ def test_held_partition_is_judged_once_it_has_caught_up() -> None:
         ("raised", SHORTFALL, -50_000_000, ms(DAY, "10:00")),
         ("raised", PROJECTED, -50_000_000, ms(DAY, "10:00"))]
     assert h.book.held == set()
+
+
+def test_a_replay_continues_what_was_announced_after_the_last_state_write() -> None:
+    """kill -9 after alerts were announced but before the state that raised them reached disk:
+    the restarted worker finds them open in the serving copy and continues them; one it does
+    not confirm is resolved."""
+    h = Harness()
+    h.batch(ev("r1", "receipt", 1_000_000_000, at(DAY, "09:00")))
+    disk = copy.deepcopy((h.store, h.ledger.positions, h.ledger.commitments, h.ledger.journal, h.offset))
+    lost = (ev("c1", "commitment", 1_200_000_000, at(DAY, "09:10"), commitment_id="C-1", due_date="2026-06-11"),
+            ev("r2", "receipt", 1_000, at(DAY, "09:20")))
+    for raw in lost:  # announced batch by batch ...
+        h.batch(raw)
+    announced = [msgspec.convert(alert_dict(a, "raised"), type(a)) for a in h.book.open_alerts()]
+    assert sorted(a.rule for a in announced) == [PROJECTED, SHORTFALL]
+    ghost = msgspec.structs.replace(announced[0], id=f"{ORG}:general:2026:{BELOW_FLOOR}:1", rule=BELOW_FLOOR)
+    # ... then the state of those batches is lost; the serving copy has them (and a ghost)
+    h.store, h.ledger.positions, h.ledger.commitments, h.ledger.journal, h.offset = disk
+    h.book = h._new_book({ORG: announced + [ghost]})
+    out = h.batch(*lost)  # replayed in one batch
+    assert [(c.change, c.alert.id, c.alert.resolution) for c in out] == [("resolved", ghost.id, "recovered")]
+    assert sorted(h.open()) == sorted(a.id for a in announced)
+    h.restart()  # continued for good: in the book's own records now
+    assert sorted(h.open()) == sorted(a.id for a in announced)
 
 
 def test_a_new_owner_continues_the_previous_owners_open_alerts() -> None:
