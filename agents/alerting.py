@@ -172,6 +172,9 @@ class WebhookSender:
 # The hook
 
 Pending = tuple[dict[str, object], tuple[str, int, int] | None]
+# The source of an outbox record found on start: it may have been published before the crash
+# (its deletion was not flushed), so it is treated like a replayed change (see ``flush``).
+RECOVERED: tuple[str, int, int] = ("", -1, -1)
 
 
 class _Unsettled:
@@ -258,7 +261,7 @@ class AlertingHook:
             self._started = True
             self.book.load_worker(self._scan)
             for k, v in self._scan(OUTBOX_PREFIX):  # committed but not yet published (a crash)
-                self.pending[k] = (orjson.loads(v), None)
+                self.pending[k] = (orjson.loads(v), RECOVERED)
             if self.pending:
                 log.info("re-publishing %d alert change(s) from the outbox", len(self.pending))
             if self.webhook is not None:
@@ -424,6 +427,8 @@ class AlertingHook:
             return None
 
     def _is_replay(self, src: tuple[str, int, int] | None) -> bool:
+        if src is RECOVERED:
+            return True
         if src is None or self.worker is None:
             return False
         return src[2] < self.worker.replay_until.get(TopicPartition(src[0], src[1]), 0)
