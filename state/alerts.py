@@ -61,7 +61,9 @@ The rules
    announces when the commitments are registered, before it happens. Without a trend it cannot
    fire while ``available >= 0`` *and* every commitment falls due within the horizon.
    Evaluated at the end of each batch for the positions the batch touched (and, on a new day,
-   for the whole government). While raised, the date is only ever moved *earlier* (an
+   for the whole government). A raise is attributed to the batch's event (in occurred_at order)
+   from which the projection stayed below the threshold, so, like rules 1-2, it does not depend
+   on where batches end (a replay batches differently). While raised, the date is only ever moved *earlier* (an
    ``updated`` change with new drivers); it is not moved later, so a wobbling balance cannot
    produce a stream of updates.
 4. **year_end** (info at 30 days, warning at 14 and 7): the position has open commitments
@@ -86,9 +88,10 @@ levels nothing happens, so a balance wobbling around a threshold raises one aler
 
 Identity and lifecycle
 ----------------------
-``id = {org}:{account}:{fiscal_year}:{rule}:{n}`` where ``n`` counts the crossings of that rule
-on that position (year-end: ``...:year_end:d{N}``; operational: ``{org}::0:stale_data:{n}`` and
-``worker-{id}::0:processor_lag:{n}``). ``rev`` counts the changes of one alert. States: ``raised``
+``id = {org}:{account}:{fiscal_year}:{rule}:{ms}`` where ``ms`` is the epoch-ms instant of the
+event the raise is attributed to (``-{seq}`` appended when two crossings share an instant;
+year-end: ``...:year_end:d{N}``; operational: ``{org}::0:stale_data:{ms}`` and
+``worker-{id}::0:processor_lag:{ms}``, wall-clock instants). ``rev`` counts the changes of one alert. States: ``raised``
 -> ``acknowledged`` (by a user) -> ``resolved``; an acknowledgement is kept through resolution.
 The book's state (per position: crossing counters, open alerts, year-end stage, first day; daily
 buckets; the open commitments with their due days) is encoded as RocksDB records that the worker
