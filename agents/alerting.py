@@ -302,7 +302,7 @@ class AlertingHook:
         or the first high watermark seen (unknown until a fetch reports it) on either input
         topic, or with more than ``settle_backlog_records`` left on either. The two topics are
         read independently, so a partition catching up goes through states that never existed
-        (receipts folded before the commitment they preceded... or followed)."""
+        (e.g. receipts folded before a commitment that preceded them)."""
         w = self.worker
         parts: set[int] = set()
         if w is not None:
@@ -484,4 +484,3 @@ class AlertingHook:
                 self.metrics.alert_publish_errors.inc()
                 self._retry_at = time.monotonic() + 1.0
                 log.warning("alert publication failed (%d pending, retried): %r", len(self.pending), exc)
-

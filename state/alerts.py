@@ -910,18 +910,18 @@ class AlertBook:
             if cur is not None and (rule != YEAR_END or (a.stage_days or 0) < (cur.stage_days or 0)):
                 self._adopt(st, a)
                 continue
-            a = msgspec.structs.replace(a)
-            st.rec.open[rule] = a
-            self._resolve(st, rule, ms, None, None, out,
-                          "superseded" if cur is not None else "recovered",
-                          cash=p.cash, committed=p.committed, available=p.cash - p.committed)
-            if cur is not None:
-                st.rec.open[rule] = cur
+            self._close(st, msgspec.structs.replace(a), ms, None, None, out,
+                        "superseded" if cur is not None else "recovered",
+                        cash=p.cash, committed=p.committed, available=p.cash - p.committed)
 
     def _resolve(self, st: PosState, key: str, ms: int, eid: str | None,
                  src: tuple[str, int, int] | None, out: list[AlertChange], reason: str,
                  **fields: object) -> None:
-        a = st.rec.open.pop(key)
+        self._close(st, st.rec.open.pop(key), ms, eid, src, out, reason, **fields)
+
+    def _close(self, st: PosState, a: Alert, ms: int, eid: str | None,
+               src: tuple[str, int, int] | None, out: list[AlertChange], reason: str,
+               **fields: object) -> None:
         a.state = "resolved"
         a.rev += 1
         a.resolved_ms, a.resolved_event, a.resolution = ms, eid, reason
