@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test test-fast bench loadtest loadtest-smoke deps clean schema
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml state/_kernel.c
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip

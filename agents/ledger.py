@@ -35,10 +35,11 @@ from cashpos.metrics import ProcessorMetrics
 from cashpos.names import RedisKeys, Topics
 from cashpos.refdata import governments
 from cashpos.settings import Settings
-from state.ledger import Changes, Ledger, PosKey, Source
+from state.ledger import Changes, Ledger, PosKey
+from state.partition import fold_partition
 from state.projection import RECENT_DEADLETTERS, Projection
 from state.store import Store
-from streams.contract import Event, Rejection, check_message
+from streams.contract import Rejection
 from streams.deadletter import DeadLetter
 from streams.groups import remove_previous_members
 from streams.lean_records import RAW, RawRecord, install as install_lean_records
@@ -258,34 +259,26 @@ class LedgerWorker:
         m = self.metrics
         max_bytes = self.settings.max_event_bytes
         org_partition = self.org_partition
-        good: list[tuple[Event, bytes, Source]] = []
+        ledger = self.ledger
         dead: list[tuple[Rejection, TopicPartition, RawRecord]] = []
         offsets: dict[tuple[str, int], int] = {}
-        good_by_topic: dict[str, int] = defaultdict(int)
+        applied_by_topic: dict[str, int] = defaultdict(int)
         skipped = 0
         last_ts = 0
         for tp, records in batch.items():
             start = self.next_offsets.get(tp)
             if start is None:  # revoked while this batch was in flight
                 continue
-            side = self.side[tp.topic]
             topic, part = tp.topic, tp.partition
-            n_good = len(good)
             todo = records
             if records and records[0].offset < start:  # already in state (a replay): skip
                 todo = [r for r in records if r.offset >= start]
                 skipped += len(records) - len(todo)
-            for r in todo:
-                res = check_message(r.value or b"", r.key, side, max_bytes)
-                if res.__class__ is Rejection:
-                    dead.append((res, tp, r))  # type: ignore[arg-type]
-                elif org_partition.get(res.org_code, part) != part:  # type: ignore[union-attr]
-                    dead.append((Rejection(
-                        "wrong_partition", f"{res.org_code} belongs on partition "  # type: ignore[union-attr]
-                        f"{org_partition[res.org_code]}, not {part}"), tp, r))  # type: ignore[union-attr]
-                else:
-                    good.append((res, r.value, (topic, part, r.offset)))  # type: ignore[arg-type]
-            good_by_topic[topic] += len(good) - n_good
+            if todo:
+                applied, rejected = fold_partition(ledger, todo, topic, part, self.side[topic],
+                                                   org_partition, max_bytes)
+                applied_by_topic[topic] += applied
+                dead += [(rej, tp, r) for rej, r in rejected]
             if records:
                 nxt = max(start, records[-1].offset + 1)
                 offsets[(topic, part)] = nxt
@@ -293,18 +286,6 @@ class LedgerWorker:
                 last_ts = max(last_ts, records[-1].timestamp)
         if skipped:
             m.replayed_skipped.inc(skipped)
-        ledger = self.ledger
-        applied_by_topic = good_by_topic
-        if good:
-            by_offset: dict[TopicPartition, dict[int, RawRecord]] = {}  # for dead letters only
-            for i, out in ledger.fold(good):
-                src = good[i][2]
-                applied_by_topic[src[0]] -= 1
-                if out.__class__ is Rejection:
-                    tp = TopicPartition(src[0], src[1])
-                    if tp not in by_offset:
-                        by_offset[tp] = {r.offset: r for r in batch[tp]}
-                    dead.append((out, tp, by_offset[tp][src[2]]))  # type: ignore[arg-type]
         changes = ledger.take_changes()
         extra = [rec for hook in self.hooks for rec in hook.after_fold(changes, ledger)]
 

@@ -107,6 +107,9 @@ class Ledger:
     # them the dicts hold everything. The worker clears the dicts after each batch's write.
     load_journal: Callable[[EventKey], bytes | None] | None = None
     load_commitment: Callable[[CommitKey], Commitment | None] | None = None
+    # The same lookup for the C kernel (state/partition.py): the store's raw get and the
+    # journal keys' prefix (key = prefix + org + NUL + event_id, as the store lays them out).
+    journal_source: tuple[Callable[[bytes], bytes | None], bytes] | None = None
 
     def entry(self, key: EventKey) -> Journal | None:
         v = self.journal.get(key)

@@ -40,8 +40,11 @@ _dec_rows = msgspec.msgpack.Decoder(list[tuple[int, str, int, int]])
 _SEQ = b"m\0seq"
 
 
+_JOURNAL_PREFIX = b"j\0"
+
+
 def _journal_key(org: str, event_id: str) -> bytes:
-    return f"j\0{org}\0{event_id}".encode()
+    return _JOURNAL_PREFIX + f"{org}\0{event_id}".encode()
 
 
 def _commit_key(org: str, cid: str) -> bytes:
@@ -145,6 +148,7 @@ class Store:
         """Let the fold look up what its dicts lack in this store."""
         ledger.load_journal = self.journal_bytes
         ledger.load_commitment = self.commitment_at
+        ledger.journal_source = (self.db.get, _JOURNAL_PREFIX)
         return ledger
 
     # -- the one write per batch ----------------------------------------------------------------

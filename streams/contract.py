@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Callable
 from typing import Annotated, Final, Literal
 
 import msgspec
@@ -210,6 +211,14 @@ def _reference() -> tuple[dict[str, frozenset[str]], dict[str, bytes]]:
         charts = account_sets()
         _refs = charts, {org: org.encode() for org in charts}
     return _refs
+
+
+def hot_rules() -> tuple[Callable[[bytes], Event], dict[str, frozenset[str]], dict[str, bytes], dt.tzinfo]:
+    """What the hot path of ``check_message`` tests against (the strict decoder, the charts of
+    accounts, the expected message key per org_code, msgspec's "+09:00" tzinfo), for the C
+    kernel in ``state/partition.py``, which must accept only what that hot path accepts."""
+    charts, org_keys = _refs or _reference()
+    return _decoder.decode, charts, org_keys, _KST_TZ  # type: ignore[return-value]
 
 
 def check_message(

@@ -1,0 +1,391 @@
+/* The ledger's hot loop in C: decode, contract checks and fold of the common event, one call
+ * per run of such events (state/partition.py says when it is used and what it must equal).
+ *
+ * It takes only what both Python paths accept without question: a receipt, or a payment not
+ * against a commitment, in Korea time, not a reversal, never seen before, whose every contract
+ * rule holds on the hot-path tests of streams.contract.check_message. At the first record that
+ * is anything else it returns that record's index; the Python path decides it (a rejection, a
+ * duplicate, a commitment ...) and calls again after it. So this file holds no rule of its own:
+ * only a faster way to reach the same state, which tests/test_partition_fold.py compares with
+ * the pure Python path byte for byte (positions, journal entries, index rows, outcomes).
+ *
+ * The journal entry is the msgpack array streams msgspec writes for state.ledger.Journal
+ * (array_like), encoded here directly: integers in their shortest form, as msgspec does.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <datetime.h>
+#include <string.h>
+
+static PyObject *s_value, *s_key, *s_offset;
+static PyObject *s_org_code, *s_event_id, *s_account, *s_fiscal_year, *s_kind, *s_amount;
+static PyObject *s_occurred_at, *s_category, *s_commitment_id, *s_due_date, *s_to_account;
+static PyObject *s_reverses, *s_cash, *s_version, *s_last_event_ms;
+
+/* -- msgpack, the subset a journal entry needs ------------------------------------------------ */
+
+typedef struct {
+    char *p;
+    char *end;
+} Buf;
+
+static inline void put_u8(Buf *b, unsigned v) { *b->p++ = (char)v; }
+
+static inline void put_be(Buf *b, unsigned long long v, int n) {
+    for (int i = n - 1; i >= 0; i--) *b->p++ = (char)((v >> (8 * i)) & 0xff);
+}
+
+static void put_int(Buf *b, long long v) {
+    if (v >= 0) {
+        if (v < 128) put_u8(b, (unsigned)v);
+        else if (v < 256) { put_u8(b, 0xcc); put_be(b, (unsigned long long)v, 1); }
+        else if (v < 65536) { put_u8(b, 0xcd); put_be(b, (unsigned long long)v, 2); }
+        else if (v < 4294967296LL) { put_u8(b, 0xce); put_be(b, (unsigned long long)v, 4); }
+        else { put_u8(b, 0xcf); put_be(b, (unsigned long long)v, 8); }
+    } else {
+        if (v >= -32) put_u8(b, (unsigned)(v & 0xff));
+        else if (v >= -128) { put_u8(b, 0xd0); put_be(b, (unsigned long long)v, 1); }
+        else if (v >= -32768) { put_u8(b, 0xd1); put_be(b, (unsigned long long)v, 2); }
+        else if (v >= -2147483648LL) { put_u8(b, 0xd2); put_be(b, (unsigned long long)v, 4); }
+        else { put_u8(b, 0xd3); put_be(b, (unsigned long long)v, 8); }
+    }
+}
+
+static void put_str(Buf *b, const char *s, Py_ssize_t n) {
+    if (n < 32) put_u8(b, 0xa0 | (unsigned)n);
+    else if (n < 256) { put_u8(b, 0xd9); put_be(b, (unsigned long long)n, 1); }
+    else if (n < 65536) { put_u8(b, 0xda); put_be(b, (unsigned long long)n, 2); }
+    else { put_u8(b, 0xdb); put_be(b, (unsigned long long)n, 4); }
+    memcpy(b->p, s, (size_t)n);
+    b->p += n;
+}
+
+static void put_bin(Buf *b, const char *s, Py_ssize_t n) {
+    if (n < 256) { put_u8(b, 0xc4); put_be(b, (unsigned long long)n, 1); }
+    else if (n < 65536) { put_u8(b, 0xc5); put_be(b, (unsigned long long)n, 2); }
+    else { put_u8(b, 0xc6); put_be(b, (unsigned long long)n, 4); }
+    memcpy(b->p, s, (size_t)n);
+    b->p += n;
+}
+
+/* -- helpers ------------------------------------------------------------------------------------ */
+
+/* Days from 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's days_from_civil). */
+static long long days_from_civil(int y, int m, int d) {
+    y -= m <= 2;
+    const long long era = (y >= 0 ? y : y - 399) / 400;
+    const unsigned yoe = (unsigned)(y - era * 400);
+    const unsigned doy = (153 * (unsigned)(m + (m > 2 ? -3 : 9)) + 2) / 5 + (unsigned)d - 1;
+    const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + (long long)doe - 719468;
+}
+
+static inline int is_str(PyObject *o, const char *lit) {
+    return PyUnicode_Check(o) && PyUnicode_CompareWithASCIIString(o, lit) == 0;
+}
+
+/* fold_hot(records, start, ctx, last_ms) -> (stop, applied, last_ms)
+ *
+ * ctx = (decode, charts, org_keys, kst_tz, org_partition, partition, side, max_bytes, topic,
+ *        positions, journal, ch_journal, index, db_get, journal_prefix, position_type)
+ * Applies records[start:stop] (every one of them), stop being the first record it does not
+ * take or len(records). A stored journal entry found on the way is put into ``journal`` (as
+ * the Python fold does) before returning at its record.
+ */
+static PyObject *fold_hot(PyObject *self, PyObject *args) {
+    PyObject *records, *ctx;
+    Py_ssize_t start;
+    long long last_ms;
+    if (!PyArg_ParseTuple(args, "O!nO!L", &PyList_Type, &records, &start, &PyTuple_Type, &ctx, &last_ms))
+        return NULL;
+    PyObject *decode, *charts, *org_keys, *kst_tz, *org_partition, *partition, *side, *topic;
+    PyObject *positions, *journal, *ch_journal, *index, *db_get, *prefix, *position_type;
+    Py_ssize_t max_bytes;
+    if (!PyArg_ParseTuple(ctx, "OO!O!OO!O!OnO!O!O!O!O!OO!O",
+                          &decode, &PyDict_Type, &charts, &PyDict_Type, &org_keys, &kst_tz,
+                          &PyDict_Type, &org_partition, &PyLong_Type, &partition, &side, &max_bytes,
+                          &PyUnicode_Type, &topic, &PyDict_Type, &positions, &PyDict_Type, &journal,
+                          &PyDict_Type, &ch_journal, &PyDict_Type, &index, &db_get,
+                          &PyBytes_Type, &prefix, &position_type))
+        return NULL;
+    const int side_any = side == Py_None;
+    const int side_revenue = !side_any && is_str(side, "revenue");
+    const int side_expenditure = !side_any && is_str(side, "expenditure");
+    const long long part = PyLong_AsLongLong(partition);
+    Py_ssize_t topic_len;
+    const char *topic_s = PyUnicode_AsUTF8AndSize(topic, &topic_len);
+    if (topic_s == NULL) return NULL;
+    const char *prefix_s = PyBytes_AS_STRING(prefix);
+    const Py_ssize_t prefix_len = PyBytes_GET_SIZE(prefix);
+
+    const Py_ssize_t n = PyList_GET_SIZE(records);
+    Py_ssize_t i = start;
+    long long applied = 0;
+    char *buf = NULL;
+    Py_ssize_t buf_cap = 0;
+
+    /* Every object fetched in one iteration, released at its end (or on the way out). */
+    PyObject *value = NULL, *rkey = NULL, *offset = NULL, *ev = NULL, *org = NULL, *eid = NULL;
+    PyObject *account = NULL, *fy = NULL, *kind = NULL, *amount = NULL, *at = NULL, *f = NULL;
+    PyObject *jkey = NULL, *dbkey = NULL, *stored = NULL, *dc = NULL, *pk = NULL, *row = NULL;
+    PyObject *entry = NULL, *tmp = NULL, *ms_obj = NULL;
+#define RELEASE()                                                                             \
+    do {                                                                                      \
+        Py_CLEAR(value); Py_CLEAR(rkey); Py_CLEAR(offset); Py_CLEAR(ev); Py_CLEAR(org);       \
+        Py_CLEAR(eid); Py_CLEAR(account); Py_CLEAR(fy); Py_CLEAR(kind); Py_CLEAR(amount);     \
+        Py_CLEAR(at); Py_CLEAR(f); Py_CLEAR(jkey); Py_CLEAR(dbkey); Py_CLEAR(stored);         \
+        Py_CLEAR(dc); Py_CLEAR(pk); Py_CLEAR(row); Py_CLEAR(entry); Py_CLEAR(tmp);            \
+        Py_CLEAR(ms_obj);                                                                     \
+    } while (0)
+#define GET(var, obj, name) if (((var) = PyObject_GetAttr((obj), (name))) == NULL) goto error
+#define STOP() do { RELEASE(); goto done; } while (0)
+
+    for (; i < n; i++) {
+        PyObject *r = PyList_GET_ITEM(records, i);
+        GET(value, r, s_value);
+        if (!PyBytes_CheckExact(value)) STOP();
+        const Py_ssize_t vlen = PyBytes_GET_SIZE(value);
+        if (vlen == 0 || vlen > max_bytes) STOP();
+        ev = PyObject_CallOneArg(decode, value);
+        if (ev == NULL) {  /* bad input: the Python path names the reason */
+            PyErr_Clear();
+            STOP();
+        }
+        GET(org, ev, s_org_code);
+        GET(account, ev, s_account);
+        GET(kind, ev, s_kind);
+        GET(at, ev, s_occurred_at);
+        PyObject *chart = PyDict_GetItemWithError(charts, org);
+        if (chart == NULL) { if (PyErr_Occurred()) goto error; STOP(); }
+        int has = PySet_Contains(chart, account);
+        if (has < 0) goto error;
+        if (!has) STOP();
+        if (!PyDateTime_Check(at) || PyDateTime_DATE_GET_TZINFO(at) != kst_tz) STOP();
+        GET(fy, ev, s_fiscal_year);
+        if (!PyLong_CheckExact(fy) || PyLong_AsLong(fy) != PyDateTime_GET_YEAR(at)) {
+            PyErr_Clear();
+            STOP();
+        }
+        GET(rkey, r, s_key);
+        if (rkey != Py_None) {
+            PyObject *want = PyDict_GetItemWithError(org_keys, org);
+            if (want == NULL) { if (PyErr_Occurred()) goto error; STOP(); }
+            int eq = PyObject_RichCompareBool(rkey, want, Py_EQ);
+            if (eq < 0) goto error;
+            if (!eq) STOP();
+        }
+        GET(f, ev, s_to_account);
+        if (f != Py_None) STOP();
+        Py_CLEAR(f);
+        int negative;
+        if (is_str(kind, "receipt")) {
+            if (!(side_any || side_revenue)) STOP();
+            GET(f, ev, s_category);
+            if (f == Py_None) STOP();
+            Py_CLEAR(f);
+            negative = 0;
+        } else if (is_str(kind, "payment")) {
+            if (!(side_any || side_expenditure)) STOP();
+            GET(f, ev, s_category);
+            if (f != Py_None) STOP();
+            Py_CLEAR(f);
+            negative = 1;
+        } else {
+            STOP();  /* commitments, cancels and transfers: the Python path */
+        }
+        GET(f, ev, s_commitment_id);
+        if (f != Py_None) STOP();
+        Py_CLEAR(f);
+        GET(f, ev, s_due_date);
+        if (f != Py_None) STOP();
+        Py_CLEAR(f);
+        GET(f, ev, s_reverses);
+        if (f != Py_None) STOP();
+        Py_CLEAR(f);
+        PyObject *owner = PyDict_GetItemWithError(org_partition, org);
+        if (owner == NULL && PyErr_Occurred()) goto error;
+        if (owner != NULL) {
+            int eq = PyObject_RichCompareBool(owner, partition, Py_EQ);
+            if (eq < 0) goto error;
+            if (!eq) STOP();  /* wrong_partition */
+        }
+        GET(eid, ev, s_event_id);
+        jkey = PyTuple_Pack(2, org, eid);
+        if (jkey == NULL) goto error;
+        int seen = PyDict_Contains(journal, jkey);
+        if (seen < 0) goto error;
+        if (seen) STOP();  /* applied in this batch: a duplicate or a conflict */
+        Py_ssize_t org_len, eid_len;
+        const char *org_s = PyUnicode_AsUTF8AndSize(org, &org_len);
+        if (org_s == NULL) goto error;
+        const char *eid_s = PyUnicode_AsUTF8AndSize(eid, &eid_len);
+        if (eid_s == NULL) goto error;
+        if (db_get != Py_None) {
+            dbkey = PyBytes_FromStringAndSize(NULL, prefix_len + org_len + 1 + eid_len);
+            if (dbkey == NULL) goto error;
+            char *k = PyBytes_AS_STRING(dbkey);
+            memcpy(k, prefix_s, (size_t)prefix_len);
+            memcpy(k + prefix_len, org_s, (size_t)org_len);
+            k[prefix_len + org_len] = '\0';
+            memcpy(k + prefix_len + org_len + 1, eid_s, (size_t)eid_len);
+            stored = PyObject_CallOneArg(db_get, dbkey);
+            if (stored == NULL) goto error;
+            if (stored != Py_None) {  /* applied before: the Python path decides which */
+                if (PyDict_SetItem(journal, jkey, stored) < 0) goto error;
+                STOP();
+            }
+        }
+        GET(amount, ev, s_amount);
+        if (!PyLong_CheckExact(amount)) STOP();
+        dc = negative ? PyNumber_Negative(amount) : (Py_INCREF(amount), amount);
+        if (dc == NULL) goto error;
+        const long long amount_v = PyLong_AsLongLong(amount);
+        if (amount_v == -1 && PyErr_Occurred()) goto error;
+        const long long dc_v = negative ? -amount_v : amount_v;
+        const long long fy_v = PyLong_AsLongLong(fy);
+        GET(offset, r, s_offset);
+        const long long offset_v = PyLong_AsLongLong(offset);
+        if (offset_v == -1 && PyErr_Occurred()) goto error;
+
+        /* epoch milliseconds of occurred_at (KST = UTC+9), as streams.contract.epoch_ms */
+        const long long ms = days_from_civil(PyDateTime_GET_YEAR(at), PyDateTime_GET_MONTH(at),
+                                             PyDateTime_GET_DAY(at)) * 86400000LL - 32400000LL
+            + ((PyDateTime_DATE_GET_HOUR(at) * 60LL + PyDateTime_DATE_GET_MINUTE(at)) * 60LL
+               + PyDateTime_DATE_GET_SECOND(at)) * 1000LL
+            + PyDateTime_DATE_GET_MICROSECOND(at) / 1000;
+        ms_obj = PyLong_FromLongLong(ms);
+        if (ms_obj == NULL) goto error;
+
+        /* the position */
+        pk = PyTuple_Pack(3, org, account, fy);
+        if (pk == NULL) goto error;
+        PyObject *pos = PyDict_GetItemWithError(positions, pk);  /* borrowed */
+        if (pos == NULL) {
+            if (PyErr_Occurred()) goto error;
+            tmp = PyObject_CallNoArgs(position_type);
+            if (tmp == NULL || PyDict_SetItem(positions, pk, tmp) < 0) goto error;
+            pos = tmp;  /* the dict holds it too; tmp is released at the end */
+        }
+        {
+            PyObject *v = PyObject_GetAttr(pos, s_cash);
+            if (v == NULL) goto error;
+            PyObject *nv = PyNumber_Add(v, dc);
+            Py_DECREF(v);
+            if (nv == NULL) goto error;
+            int rc = PyObject_SetAttr(pos, s_cash, nv);
+            Py_DECREF(nv);
+            if (rc < 0) goto error;
+            v = PyObject_GetAttr(pos, s_version);
+            if (v == NULL) goto error;
+            long long ver = PyLong_AsLongLong(v);
+            Py_DECREF(v);
+            if (ver == -1 && PyErr_Occurred()) goto error;
+            nv = PyLong_FromLongLong(ver + 1);
+            if (nv == NULL) goto error;
+            rc = PyObject_SetAttr(pos, s_version, nv);
+            Py_DECREF(nv);
+            if (rc < 0) goto error;
+            v = PyObject_GetAttr(pos, s_last_event_ms);
+            if (v == NULL) goto error;
+            long long last = PyLong_AsLongLong(v);
+            Py_DECREF(v);
+            if (last == -1 && PyErr_Occurred()) goto error;
+            if (ms > last && PyObject_SetAttr(pos, s_last_event_ms, ms_obj) < 0) goto error;
+        }
+
+        /* the position's index row: (occurred_ms, event_id, cash delta, committed delta) */
+        PyObject *rows = PyDict_GetItemWithError(index, pk);  /* borrowed */
+        if (rows == NULL) {
+            if (PyErr_Occurred()) goto error;
+            Py_CLEAR(tmp);
+            tmp = PyList_New(0);
+            if (tmp == NULL || PyDict_SetItem(index, pk, tmp) < 0) goto error;
+            rows = tmp;
+        }
+        row = PyTuple_New(4);
+        if (row == NULL) goto error;
+        Py_INCREF(ms_obj); PyTuple_SET_ITEM(row, 0, ms_obj);
+        Py_INCREF(eid); PyTuple_SET_ITEM(row, 1, eid);
+        Py_INCREF(dc); PyTuple_SET_ITEM(row, 2, dc);
+        PyObject *zero = PyLong_FromLong(0);
+        if (zero == NULL) goto error;
+        PyTuple_SET_ITEM(row, 3, zero);
+        if (PyList_Append(rows, row) < 0) goto error;
+
+        /* the journal entry: [raw, kind, account, fy, amount, ms, [[account, fy, dc, 0]],
+         *                     nil, 0, nil, nil, [topic, partition, offset]] */
+        Py_ssize_t kind_len, acc_len;
+        const char *kind_s = PyUnicode_AsUTF8AndSize(kind, &kind_len);
+        if (kind_s == NULL) goto error;
+        const char *acc_s = PyUnicode_AsUTF8AndSize(account, &acc_len);
+        if (acc_s == NULL) goto error;
+        const Py_ssize_t need = 64 + vlen + kind_len + 2 * acc_len + topic_len + 9 * 6;
+        if (need > buf_cap) {
+            PyMem_Free(buf);
+            buf_cap = need * 2;
+            buf = PyMem_Malloc((size_t)buf_cap);
+            if (buf == NULL) { buf_cap = 0; PyErr_NoMemory(); goto error; }
+        }
+        Buf b = {buf, buf + buf_cap};
+        put_u8(&b, 0x9c);  /* fixarray of 12 */
+        put_bin(&b, PyBytes_AS_STRING(value), vlen);
+        put_str(&b, kind_s, kind_len);
+        put_str(&b, acc_s, acc_len);
+        put_int(&b, fy_v);
+        put_int(&b, amount_v);
+        put_int(&b, ms);
+        put_u8(&b, 0x91);
+        put_u8(&b, 0x94);
+        put_str(&b, acc_s, acc_len);
+        put_int(&b, fy_v);
+        put_int(&b, dc_v);
+        put_u8(&b, 0x00);
+        put_u8(&b, 0xc0);
+        put_u8(&b, 0x00);
+        put_u8(&b, 0xc0);
+        put_u8(&b, 0xc0);
+        put_u8(&b, 0x93);
+        put_str(&b, topic_s, topic_len);
+        put_int(&b, part);
+        put_int(&b, offset_v);
+        entry = PyBytes_FromStringAndSize(buf, b.p - buf);
+        if (entry == NULL) goto error;
+        if (PyDict_SetItem(journal, jkey, entry) < 0 || PyDict_SetItem(ch_journal, jkey, entry) < 0)
+            goto error;
+        applied++;
+        if (ms > last_ms) last_ms = ms;
+        RELEASE();
+    }
+done:
+    PyMem_Free(buf);
+    return Py_BuildValue("nLL", i, applied, last_ms);
+error:
+    RELEASE();
+    PyMem_Free(buf);
+    return NULL;
+#undef RELEASE
+#undef GET
+#undef STOP
+}
+
+static PyMethodDef methods[] = {
+    {"fold_hot", fold_hot, METH_VARARGS, "Apply a run of common events; see state/partition.py."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "state._kernel", NULL, -1, methods};
+
+PyMODINIT_FUNC PyInit__kernel(void) {
+    PyDateTime_IMPORT;
+    if (PyDateTimeAPI == NULL) return NULL;
+#define INTERN(var, s) if (((var) = PyUnicode_InternFromString(s)) == NULL) return NULL
+    INTERN(s_value, "value"); INTERN(s_key, "key"); INTERN(s_offset, "offset");
+    INTERN(s_org_code, "org_code"); INTERN(s_event_id, "event_id"); INTERN(s_account, "account");
+    INTERN(s_fiscal_year, "fiscal_year"); INTERN(s_kind, "kind"); INTERN(s_amount, "amount");
+    INTERN(s_occurred_at, "occurred_at"); INTERN(s_category, "category");
+    INTERN(s_commitment_id, "commitment_id"); INTERN(s_due_date, "due_date");
+    INTERN(s_to_account, "to_account"); INTERN(s_reverses, "reverses"); INTERN(s_cash, "cash");
+    INTERN(s_version, "version"); INTERN(s_last_event_ms, "last_event_ms");
+#undef INTERN
+    return PyModule_Create(&module);
+}

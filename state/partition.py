@@ -1,0 +1,106 @@
+"""One partition's records of a batch into the ledger: decode, contract checks, the fold.
+
+``fold_partition`` has two implementations of the same function:
+
+- ``fold_partition_py``: every record through ``streams.contract.check_message`` and the
+  partition check, then one ``Ledger.fold`` over the good ones. Pure Python; the reference.
+- ``fold_partition_native``: runs of the common event (a new receipt, or a payment not against a
+  commitment, with every hot-path contract test passing) go through the C kernel
+  (``state/_kernel.c``), one call per run; the kernel stops at any other record, which this
+  module then decides exactly as the pure path does, one at a time. The kernel holds no rule
+  of its own: it only accepts what both Python paths accept without question.
+
+Both return the number of events applied and the dead letters in offset order, and leave the
+ledger in the same state (positions, journal bytes, index rows, counters):
+tests/test_partition_fold.py compares them on generated streams. The native one is used when
+the kernel was built (``pip install`` compiles it) unless ``CASHPOS_PURE_PYTHON=1``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Final
+
+from state.ledger import Ledger, Position, Source
+from streams.contract import Event, Rejection, check_message, hot_rules
+from streams.lean_records import RawRecord
+
+try:
+    from state._kernel import fold_hot  # type: ignore[import-not-found]
+except ImportError:  # not built (no C compiler): the pure path does everything
+    fold_hot = None
+
+Dead = list[tuple[Rejection, RawRecord]]
+Fold = Callable[[Ledger, list[RawRecord], str, int, "str | None", dict[str, int], int], tuple[int, Dead]]
+
+
+def _classify(r: RawRecord, topic: str, partition: int, side: str | None,
+              org_partition: dict[str, int], max_bytes: int) -> tuple[Event, bytes, Source] | Rejection:
+    """The stateless verdict on one record: the event to fold, or why it is dead."""
+    res = check_message(r.value or b"", r.key, side, max_bytes)
+    if res.__class__ is Rejection:
+        return res  # type: ignore[return-value]
+    ev: Event = res  # type: ignore[assignment]
+    owner = org_partition.get(ev.org_code, partition)
+    if owner != partition:
+        return Rejection("wrong_partition", f"{ev.org_code} belongs on partition {owner}, not {partition}")
+    return ev, r.value, (topic, partition, r.offset)  # type: ignore[return-value]
+
+
+def _by_offset(dead: Dead) -> Dead:
+    dead.sort(key=lambda d: d[1].offset)
+    return dead
+
+
+def fold_partition_py(ledger: Ledger, records: list[RawRecord], topic: str, partition: int,
+                      side: str | None, org_partition: dict[str, int], max_bytes: int) -> tuple[int, Dead]:
+    good: list[tuple[Event, bytes, Source]] = []
+    good_records: list[RawRecord] = []
+    dead: Dead = []
+    for r in records:
+        res = _classify(r, topic, partition, side, org_partition, max_bytes)
+        if res.__class__ is Rejection:
+            dead.append((res, r))  # type: ignore[arg-type]
+        else:
+            good.append(res)  # type: ignore[arg-type]
+            good_records.append(r)
+    applied = len(good)
+    if good:
+        for i, out in ledger.fold(good):
+            applied -= 1
+            if out.__class__ is Rejection:
+                dead.append((out, good_records[i]))  # type: ignore[arg-type]
+    return applied, _by_offset(dead)
+
+
+def fold_partition_native(ledger: Ledger, records: list[RawRecord], topic: str, partition: int,
+                          side: str | None, org_partition: dict[str, int], max_bytes: int) -> tuple[int, Dead]:
+    assert fold_hot is not None
+    decode, charts, org_keys, kst = hot_rules()
+    get, prefix = ledger.journal_source or (None, b"")
+    ch = ledger.changes
+    ctx = (decode, charts, org_keys, kst, org_partition, partition, side, max_bytes, topic,
+           ledger.positions, ledger.journal, ch.journal, ch.index, get, prefix, Position)
+    dead: Dead = []
+    applied = 0
+    i, n = 0, len(records)
+    while True:
+        i, k, ch.last_event_ms = fold_hot(records, i, ctx, ch.last_event_ms)
+        ch.applied += k
+        applied += k
+        if i >= n:
+            return applied, dead  # appended in offset order
+        r = records[i]  # not the common case: decided as the pure path decides it
+        res = _classify(r, topic, partition, side, org_partition, max_bytes)
+        if res.__class__ is Rejection:
+            dead.append((res, r))  # type: ignore[arg-type]
+        elif not (outs := ledger.fold((res,))):  # type: ignore[arg-type]
+            applied += 1
+        elif outs[0][1].__class__ is Rejection:
+            dead.append((outs[0][1], r))  # type: ignore[arg-type]
+        i += 1
+
+
+NATIVE: Final = fold_hot is not None and os.environ.get("CASHPOS_PURE_PYTHON", "") not in ("1", "true")
+fold_partition: Final[Fold] = fold_partition_native if NATIVE else fold_partition_py  # type: ignore[assignment]

@@ -1,0 +1,179 @@
+"""The C kernel path of ``fold_partition`` against the pure Python path (state/partition.py).
+
+Both run over the same generated streams, cut into the same batches, each with a real RocksDB
+store as the worker has it; after every batch they must agree on everything the worker writes
+or sends: the changes (journal entries byte for byte, index rows, commitments, counters), the
+positions, the number applied and the dead letters with their reasons and offsets.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from state import partition
+from state.ledger import Journal, Ledger
+from state.store import Store
+from streams.contract import epoch_ms, hot_rules
+from tests.events import event
+
+SEOUL, BUSAN = "6110000", "6260000"
+OTHER_ACCOUNT = "public_dev"  # in Seoul's chart of accounts
+
+pytestmark = pytest.mark.skipif(partition.fold_hot is None, reason="see test_the_kernel_is_built")
+
+
+def test_the_kernel_is_built() -> None:
+    """`pip install` compiles state/_kernel.c; without it the worker runs the slower pure path."""
+    assert partition.fold_hot is not None, "state._kernel is not built: is a C compiler installed?"
+
+
+@dataclass(slots=True)
+class Rec:
+    """What a lean aiokafka record offers the worker."""
+
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+
+
+def _variant(draw: Any, i: int, ids: list[str], values: list[bytes]) -> bytes | None:
+    """One message: mostly the kernel's common case, then everything that must leave it."""
+    eid = f"e{i}"
+    org = draw(st.sampled_from([SEOUL, SEOUL, BUSAN]))
+    # msgpack's integer widths change at these (the kernel writes the journal entry itself)
+    amount = draw(st.sampled_from([1, 31, 32, 33, 127, 128, 255, 256, 65_535, 65_536, 2**32 - 1,
+                                   2**32, 10**15, draw(st.integers(1, 10**12))]))
+    at = draw(st.sampled_from([
+        "2026-11-20T10:00:00+09:00", "2026-11-20T10:00:00.5+09:00", "2026-11-20T23:59:59.999+09:00",
+        "2026-03-01T00:00:00.5+09:00",
+        "2026-11-20T01:00:00Z",  # another offset: the general path
+        "2026-01-10T09:00:00+09:00",  # on or before 20 January: prior-year processing
+    ]))
+    fy = 2025 if at.startswith("2026-01") and draw(st.booleans()) else 2026
+    kind = draw(st.sampled_from(["receipt"] * 6 + ["payment"] * 3 + [
+        "commitment", "commitment_cancel", "transfer", "dup", "conflict", "reversal", "junk",
+        "wrong_key", "payment_on_commitment", "long_id", "other_account", "none"]))
+    common: dict[str, Any] = {"org": org, "at": at, "fiscal_year": fy}
+    if kind == "receipt":
+        return event(eid, "receipt", amount, **common)
+    if kind == "payment":
+        return event(eid, "payment", amount, **common)
+    if kind == "other_account":
+        return event(eid, "receipt", amount, account=OTHER_ACCOUNT, **{**common, "org": SEOUL})
+    if kind == "long_id":
+        return event("x" * 40 + eid, "receipt", amount, **common)
+    if kind == "commitment":
+        return event(eid, "commitment", amount, commitment_id=f"c{i % 7}", **common)
+    if kind in ("commitment_cancel", "payment_on_commitment"):
+        k = "payment" if kind == "payment_on_commitment" else kind
+        return event(eid, k, amount, commitment_id=f"c{draw(st.integers(0, 6))}", **common)
+    if kind == "transfer":
+        return event(eid, "transfer", amount, to_account=OTHER_ACCOUNT, **{**common, "org": SEOUL})
+    if kind in ("dup", "conflict", "reversal") and ids:
+        old = draw(st.sampled_from(ids))
+        if kind == "dup":  # the same message again
+            return draw(st.sampled_from(values))
+        if kind == "conflict":
+            return event(old, "receipt", 2_000, org=SEOUL)
+        return event(eid, "receipt", 1_000, org=SEOUL, reverses=old)
+    if kind == "junk":
+        return draw(st.sampled_from([b"", b"{", b'{"event_id": 1}', b"\xff\xfe", b"[]",
+                                     event(eid, "receipt", 0, **common),
+                                     event(eid, "receipt", amount, **common).replace(b'"receipt"', b'"gift"')]))
+    if kind == "none":
+        return None
+    return event(eid, "receipt", amount, **common)  # "wrong_key" and ids not yet there
+
+
+@st.composite
+def streams(draw: Any) -> tuple[list[Rec], list[int], dict[str, int]]:
+    n = draw(st.integers(1, 60))
+    ids: list[str] = []
+    values: list[bytes] = []
+    recs: list[Rec] = []
+    for i in range(n):
+        value = _variant(draw, i, ids, values)
+        key: bytes | None = None
+        if value and value.startswith(b"{") and b'"org_code"' in value:
+            org = orjson.loads(value).get("org_code", "") if value.endswith(b"}") else ""
+            key = draw(st.sampled_from([org.encode(), None, b"9999999"]))
+            if b'"receipt"' in value and b'"reverses"' not in value:
+                ids.append(orjson.loads(value)["event_id"])
+                values.append(value)
+        recs.append(Rec(1_000 + i, 0, key, value))
+    cuts = sorted(draw(st.lists(st.integers(0, n), max_size=4)))
+    owner = draw(st.sampled_from([{}, {BUSAN: 1}]))  # Busan's events are on the wrong partition
+    return recs, cuts, owner
+
+
+def _journal(v: Journal | bytes) -> bytes:
+    return v if v.__class__ is bytes else msgspec.msgpack.encode(v)  # type: ignore[return-value]
+
+
+def _run(fold: partition.Fold, recs: list[Rec], cuts: list[int], owner: dict[str, int],
+         side: str | None) -> list[Any]:
+    store = Store(Path(tempfile.mkdtemp(prefix="cashpos-kernel-")))
+    ledger = store.attach(Ledger())
+    seen: list[Any] = []
+    try:
+        for lo, hi in zip([0, *cuts], [*cuts, len(recs)]):
+            if lo >= hi:
+                continue
+            applied, dead = fold(ledger, recs[lo:hi], "cashpos.events.revenue", 0, side, owner, 8192)
+            ch = ledger.take_changes()
+            seen.append((
+                applied, [(rej.reason, rej.detail, r.offset) for rej, r in dead],
+                {k: _journal(v) for k, v in ch.journal.items()}, ch.index, ch.commitments,
+                (ch.applied, ch.duplicates, ch.rejected, ch.last_event_ms),
+                {k: (p.cash, p.committed, p.version, p.last_event_ms) for k, p in ledger.positions.items()},
+            ))
+            store.commit(ch, ledger.positions, {("cashpos.events.revenue", 0): recs[hi - 1].offset + 1})
+            ledger.journal.clear()
+            ledger.commitments.clear()
+    finally:
+        store.close()
+    return seen
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(streams(), st.sampled_from([None, "revenue", "expenditure"]))
+def test_the_kernel_reaches_the_same_state_as_the_pure_path(
+        stream: tuple[list[Rec], list[int], dict[str, int]], side: str | None) -> None:
+    recs, cuts, owner = stream
+    native = _run(partition.fold_partition_native, recs, cuts, owner, side)
+    pure = _run(partition.fold_partition_py, recs, cuts, owner, side)
+    assert native == pure
+
+
+def test_the_kernel_takes_the_common_events_and_stops_at_the_rest() -> None:
+    """The differential test above would pass if the kernel took nothing: this one pins down
+    that it does the work, and where it hands over."""
+    assert partition.fold_hot is not None
+    recs = [Rec(0, 0, SEOUL.encode(), event("a", "receipt", 5, org=SEOUL)),
+            Rec(1, 0, None, event("b", "payment", 2, org=SEOUL)),
+            Rec(2, 0, None, event("c", "commitment", 1, org=SEOUL, commitment_id="c")),
+            Rec(3, 0, None, event("d", "receipt", 7, org=SEOUL))]
+    ledger = Ledger()
+    decode, charts, org_keys, kst = hot_rules()
+    ch = ledger.changes
+    ctx = (decode, charts, org_keys, kst, {}, 0, "revenue", 8192, "t", ledger.positions,
+           ledger.journal, ch.journal, ch.index, None, b"j\0", partition.Position)
+    stop, applied, last_ms = partition.fold_hot(recs, 0, ctx, 0)
+    assert (stop, applied) == (1, 1)  # a payment on the revenue topic is for the Python path
+    ctx = ctx[:6] + (None,) + ctx[7:]
+    assert partition.fold_hot(recs, 1, ctx, last_ms)[:2] == (2, 1)
+    assert partition.fold_hot(recs, 3, ctx, last_ms)[:2] == (4, 1)
+    pos = ledger.positions[(SEOUL, "general", 2026)]
+    assert (pos.cash, pos.version) == (5 - 2 + 7, 3)
+    entry = msgspec.msgpack.decode(ledger.journal[(SEOUL, "a")], type=Journal)
+    assert entry.raw == recs[0].value and entry.source == ("t", 0, 0)
+    assert entry.occurred_ms == epoch_ms(decode(recs[0].value).occurred_at)  # type: ignore[union-attr]
