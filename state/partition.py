@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Final
 
 from state.ledger import Ledger, Position, Source
-from streams.contract import Event, Rejection, check_message, hot_rules
+from streams.contract import Event, Rejection, check_decoded, check_message, hot_rules
 from streams.lean_records import RawRecord
 
 try:
@@ -36,9 +36,14 @@ Fold = Callable[[Ledger, list[RawRecord], str, int, "str | None", dict[str, int]
 
 
 def _classify(r: RawRecord, topic: str, partition: int, side: str | None,
-              org_partition: dict[str, int], max_bytes: int) -> tuple[Event, bytes, Source] | Rejection:
-    """The stateless verdict on one record: the event to fold, or why it is dead."""
-    res = check_message(r.value or b"", r.key, side, max_bytes)
+              org_partition: dict[str, int], max_bytes: int,
+              decoded: Event | None = None) -> tuple[Event, bytes, Source] | Rejection:
+    """The stateless verdict on one record: the event to fold, or why it is dead. ``decoded``:
+    its value already decoded by the strict decoder (the kernel's, when it stopped there)."""
+    if decoded is None:
+        res = check_message(r.value or b"", r.key, side, max_bytes)
+    else:
+        res = check_decoded(decoded, r.key, side)
     if res.__class__ is Rejection:
         return res  # type: ignore[return-value]
     ev: Event = res  # type: ignore[assignment]
@@ -86,13 +91,13 @@ def fold_partition_native(ledger: Ledger, records: list[RawRecord], topic: str, 
     applied = 0
     i, n = 0, len(records)
     while True:
-        i, k, ch.last_event_ms = fold_hot(records, i, ctx, ch.last_event_ms)
+        i, k, ch.last_event_ms, decoded = fold_hot(records, i, ctx, ch.last_event_ms)
         ch.applied += k
         applied += k
         if i >= n:
             return applied, dead  # appended in offset order
         r = records[i]  # not the common case: decided as the pure path decides it
-        res = _classify(r, topic, partition, side, org_partition, max_bytes)
+        res = _classify(r, topic, partition, side, org_partition, max_bytes, decoded)
         if res.__class__ is Rejection:
             dead.append((res, r))  # type: ignore[arg-type]
         elif not (outs := ledger.fold((res,))):  # type: ignore[arg-type]

@@ -256,7 +256,7 @@ def check_message(
                 if ev.commitment_id is not None and ev.due_date is None:
                     return ev
             # transfers always take the full rules (to_account: 1% of the stream)
-    return _check_decoded(ev, key, topic_side)
+    return check_decoded(ev, key, topic_side)
 
 
 def epoch_ms(at: dt.datetime) -> int:
@@ -271,7 +271,9 @@ _EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 _MS: Final = dt.timedelta(milliseconds=1)
 
 
-def _check_decoded(ev: Event, key: bytes | None, topic_side: str | None) -> Event | Rejection:
+def check_decoded(ev: Event, key: bytes | None, topic_side: str | None) -> Event | Rejection:
+    """``check_message`` for a message already decoded by the strict decoder (its size within
+    the maximum): every rule, without the hot path's shortcut."""
     bad = check_stateless(ev)
     if bad is not None:
         return bad

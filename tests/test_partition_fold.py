@@ -167,8 +167,9 @@ def test_the_kernel_takes_the_common_events_and_stops_at_the_rest() -> None:
     ch = ledger.changes
     ctx = (decode, charts, org_keys, kst, {}, 0, "revenue", 8192, "t", ledger.positions,
            ledger.journal, ch.journal, ch.index, None, b"j\0", partition.Position)
-    stop, applied, last_ms = partition.fold_hot(recs, 0, ctx, 0)
+    stop, applied, last_ms, at_stop = partition.fold_hot(recs, 0, ctx, 0)
     assert (stop, applied) == (1, 1)  # a payment on the revenue topic is for the Python path
+    assert at_stop == decode(recs[1].value)  # handed over decoded  # type: ignore[arg-type]
     ctx = ctx[:6] + (None,) + ctx[7:]
     assert partition.fold_hot(recs, 1, ctx, last_ms)[:2] == (2, 1)
     assert partition.fold_hot(recs, 3, ctx, last_ms)[:2] == (4, 1)
