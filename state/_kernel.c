@@ -403,8 +403,50 @@ error:
 #undef STOP
 }
 
+/* put_journal(put, journal, prefix, encode): ``put(prefix + org + NUL + event_id, entry)`` for
+ * every ``(org, event_id) -> entry`` of a batch's journal, ``entry`` as it is when bytes and
+ * ``encode(entry)`` otherwise: the journal part of state.store.Store.commit, without building
+ * each key in Python. */
+static PyObject *put_journal(PyObject *self, PyObject *args) {
+    PyObject *put, *journal, *prefix, *encode;
+    if (!PyArg_ParseTuple(args, "OO!O!O", &put, &PyDict_Type, &journal, &PyBytes_Type, &prefix, &encode))
+        return NULL;
+    const char *prefix_s = PyBytes_AS_STRING(prefix);
+    const Py_ssize_t prefix_len = PyBytes_GET_SIZE(prefix);
+    Py_ssize_t pos = 0;
+    PyObject *k, *v;
+    while (PyDict_Next(journal, &pos, &k, &v)) {
+        if (!PyTuple_CheckExact(k) || PyTuple_GET_SIZE(k) != 2) {
+            PyErr_SetString(PyExc_TypeError, "journal keys are (org_code, event_id)");
+            return NULL;
+        }
+        Py_ssize_t org_len, eid_len;
+        const char *org_s = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(k, 0), &org_len);
+        if (org_s == NULL) return NULL;
+        const char *eid_s = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(k, 1), &eid_len);
+        if (eid_s == NULL) return NULL;
+        PyObject *key = PyBytes_FromStringAndSize(NULL, prefix_len + org_len + 1 + eid_len);
+        if (key == NULL) return NULL;
+        char *p = PyBytes_AS_STRING(key);
+        memcpy(p, prefix_s, (size_t)prefix_len);
+        memcpy(p + prefix_len, org_s, (size_t)org_len);
+        p[prefix_len + org_len] = '\0';
+        memcpy(p + prefix_len + org_len + 1, eid_s, (size_t)eid_len);
+        PyObject *value = PyBytes_CheckExact(v) ? Py_NewRef(v) : PyObject_CallOneArg(encode, v);
+        if (value == NULL) { Py_DECREF(key); return NULL; }
+        PyObject *argv[2] = {key, value};
+        PyObject *res = PyObject_Vectorcall(put, argv, 2, NULL);
+        Py_DECREF(key);
+        Py_DECREF(value);
+        if (res == NULL) return NULL;
+        Py_DECREF(res);
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"fold_hot", fold_hot, METH_VARARGS, "Apply a run of common events; see state/partition.py."},
+    {"put_journal", put_journal, METH_VARARGS, "Put a batch's journal entries; see state/store.py."},
     {NULL, NULL, 0, NULL},
 };
 

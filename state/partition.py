@@ -13,23 +13,20 @@
 Both return the number of events applied and the dead letters in offset order, and leave the
 ledger in the same state (positions, journal bytes, index rows, counters):
 tests/test_partition_fold.py compares them on generated streams. The native one is used when
-the kernel was built (``pip install`` compiles it) unless ``CASHPOS_PURE_PYTHON=1``.
+the kernel is there (``state.native``).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Final
 
 from state.ledger import Ledger, Position, Source
 from streams.contract import Event, Rejection, check_decoded, check_message, hot_rules
+from state import native
 from streams.lean_records import RawRecord
 
-try:
-    from state._kernel import fold_hot  # type: ignore[import-not-found]
-except ImportError:  # not built (no C compiler): the pure path does everything
-    fold_hot = None
+fold_hot = native.built.fold_hot if native.built is not None else None
 
 Dead = list[tuple[Rejection, RawRecord]]
 Fold = Callable[[Ledger, list[RawRecord], str, int, "str | None", dict[str, int], int], tuple[int, Dead]]
@@ -107,5 +104,4 @@ def fold_partition_native(ledger: Ledger, records: list[RawRecord], topic: str, 
         i += 1
 
 
-NATIVE: Final = fold_hot is not None and os.environ.get("CASHPOS_PURE_PYTHON", "") not in ("1", "true")
-fold_partition: Final[Fold] = fold_partition_native if NATIVE else fold_partition_py  # type: ignore[assignment]
+fold_partition: Final[Fold] = fold_partition_native if native.kernel is not None else fold_partition_py  # type: ignore[assignment]

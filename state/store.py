@@ -31,6 +31,7 @@ import msgspec
 from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch, WriteOptions
 
 from state.ledger import Changes, Commitment, CommitKey, EventKey, Journal, Ledger, PosKey, Position
+from state.native import kernel
 
 _enc = msgspec.msgpack.Encoder()
 _dec_journal = msgspec.msgpack.Decoder(Journal)
@@ -171,8 +172,11 @@ class Store:
             p = positions[pk]
             put(f"p\0{org}\0{account}\0{fy}".encode(), enc((p.cash, p.committed, p.version, p.last_event_ms)))
             put(f"i\0{org}\0{account}\0{fy}\0{seq:012d}".encode(), enc(rows))
-        for (org, eid), entry in changes.journal.items():
-            put(f"j\0{org}\0{eid}".encode(), entry if entry.__class__ is bytes else enc(entry))
+        if kernel is not None:  # the same loop in C, keys built without f-strings
+            kernel.put_journal(put, changes.journal, _JOURNAL_PREFIX, enc)
+        else:
+            for (org, eid), entry in changes.journal.items():
+                put(_journal_key(org, eid), entry if entry.__class__ is bytes else enc(entry))
         for (org, cid), c in changes.commitments.items():
             put(_commit_key(org, cid), enc(c))
         for (topic, partition), nxt in offsets.items():

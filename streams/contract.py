@@ -231,9 +231,15 @@ def check_message(
         ev = _decoder.decode(raw)
     except (msgspec.DecodeError, UnicodeDecodeError):  # ValidationError is a DecodeError
         return decode(raw, max_bytes)  # bad input only: decode again to name the reason
+    return check_decoded(ev, key, topic_side)
+
+
+def check_decoded(ev: Event, key: bytes | None, topic_side: str | None) -> Event | Rejection:
+    """``check_message`` for a message already decoded by the strict decoder (its size within
+    the maximum)."""
     # Hot path: accept the common shapes with a few identity and set tests. Anything else (a
     # rule broken, a prior-year event in January, another UTC offset) goes through the full
-    # rules below, which name the reason; this block only ever accepts what they accept.
+    # rules, which name the reason; this block only ever accepts what they accept.
     charts, org_keys = _refs or _reference()
     org = ev.org_code
     chart = charts.get(org)
@@ -256,7 +262,7 @@ def check_message(
                 if ev.commitment_id is not None and ev.due_date is None:
                     return ev
             # transfers always take the full rules (to_account: 1% of the stream)
-    return check_decoded(ev, key, topic_side)
+    return _full_rules(ev, key, topic_side)
 
 
 def epoch_ms(at: dt.datetime) -> int:
@@ -271,9 +277,8 @@ _EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 _MS: Final = dt.timedelta(milliseconds=1)
 
 
-def check_decoded(ev: Event, key: bytes | None, topic_side: str | None) -> Event | Rejection:
-    """``check_message`` for a message already decoded by the strict decoder (its size within
-    the maximum): every rule, without the hot path's shortcut."""
+def _full_rules(ev: Event, key: bytes | None, topic_side: str | None) -> Event | Rejection:
+    """Every stateless rule, without the hot path's shortcut; names the reason."""
     bad = check_stateless(ev)
     if bad is not None:
         return bad

@@ -178,3 +178,21 @@ def test_the_kernel_takes_the_common_events_and_stops_at_the_rest() -> None:
     entry = msgspec.msgpack.decode(ledger.journal[(SEOUL, "a")], type=Journal)
     assert entry.raw == recs[0].value and entry.source == ("t", 0, 0)
     assert entry.occurred_ms == epoch_ms(decode(recs[0].value).occurred_at)  # type: ignore[union-attr]
+
+
+def test_the_journal_puts_in_c_equal_the_python_loop() -> None:
+    """Store.commit's journal puts: keys and values exactly as the Python loop makes them."""
+    from state import native, store as store_module
+
+    assert native.built is not None
+    enc = msgspec.msgpack.Encoder().encode
+    journal: dict[tuple[str, str], Journal | bytes] = {
+        (SEOUL, "a"): b"\x91\x01",
+        (BUSAN, "ü-" + "x" * 60): Journal(b"{}", "commitment", "general", 2026, 5, 1, [("general", 2026, 0, 5)], "c1"),
+        (SEOUL, ""): b"",
+    }
+    c_puts: list[tuple[bytes, bytes]] = []
+    native.built.put_journal(lambda k, v: c_puts.append((k, v)), journal, b"j\0", enc)
+    py_puts = [(store_module._journal_key(o, e), v if v.__class__ is bytes else enc(v))
+               for (o, e), v in journal.items()]
+    assert c_puts == py_puts

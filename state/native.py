@@ -1,0 +1,17 @@
+"""The C kernel (``state/_kernel.c``): the ledger's hot loop and the journal puts of a batch.
+
+``pip install`` compiles it; without a C compiler the install still succeeds and the pure
+Python paths do the same work, slower. ``CASHPOS_PURE_PYTHON=1`` switches it off (to compare).
+"""
+
+from __future__ import annotations
+
+import os
+from types import ModuleType
+
+try:
+    from state import _kernel as built  # type: ignore[attr-defined]
+except ImportError:
+    built = None
+
+kernel: ModuleType | None = None if os.environ.get("CASHPOS_PURE_PYTHON", "") in ("1", "true") else built
