@@ -1,10 +1,11 @@
 """The ledger worker: a batch consumer that folds events into positions.
 
-Hot path per poll: aiokafka's parsed records as they are (streams.lean_records), strict decode +
-contract checks, a point read for each journal entry and commitment the batch refers to, the pure
-fold (state.ledger), dead letters, one atomic RocksDB write (changes + next offsets), then one
-Redis call and a Kafka commit, both sent while the next batch is folded. No per-event framework
-work.
+Hot path per poll: aiokafka's parsed records as they are (streams.lean_records); per partition,
+strict decode + contract checks + the fold (state.partition: the C kernel for the common event,
+the pure fold of state.ledger for the rest, with a point read for each journal entry and
+commitment the batch refers to); dead letters, one atomic RocksDB write (changes + next
+offsets), then one Redis call and a Kafka commit, both sent while the next batch is folded. No
+per-event framework work.
 Dead letters go to the dead-letter topic (the record) and, once acknowledged, to the Redis list
 of recent ones the API shows.
 
