@@ -161,7 +161,6 @@ static PyObject *fold_hot(PyObject *self, PyObject *args) {
     char *buf = NULL;
     Py_ssize_t buf_cap = 0;
 
-    /* Every object fetched in one iteration, released at its end (or on the way out). */
     /* Owned references of one iteration, released at its end (or on the way out). The event's
      * fields are borrowed from ``ev``. */
     PyObject *value = NULL, *rkey = NULL, *offset = NULL, *ev = NULL, *jkey = NULL, *dbkey = NULL;
@@ -228,12 +227,12 @@ static PyObject *fold_hot(PyObject *self, PyObject *args) {
             if (!(side_any || side_revenue)) STOP();
             FIELD(f, F_CATEGORY);
             if (f == Py_None) STOP();
-                negative = 0;
+            negative = 0;
         } else if (is_str(kind, "payment")) {
             if (!(side_any || side_expenditure)) STOP();
             FIELD(f, F_CATEGORY);
             if (f != Py_None) STOP();
-                negative = 1;
+            negative = 1;
         } else {
             STOP();  /* commitments, cancels and transfers: the Python path */
         }
