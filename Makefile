@@ -10,6 +10,7 @@ $(STAMP): pyproject.toml state/_kernel.c
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	@rm -f state/_kernel.*.so  # a failed (optional) build must not leave an old kernel in place
 	$(BIN)/pip install -q -e '.[test]'
 	@touch $(STAMP)
 

@@ -117,6 +117,24 @@ static long long days_from_civil(int y, int m, int d) {
     return era * 146097 + (long long)doe - 719468;
 }
 
+/* prefix + org + NUL + event_id: a journal entry's key, as state/store.py lays it out. */
+static PyObject *journal_key(PyObject *prefix, PyObject *org, PyObject *eid) {
+    Py_ssize_t org_len, eid_len;
+    const char *org_s = PyUnicode_AsUTF8AndSize(org, &org_len);
+    if (org_s == NULL) return NULL;
+    const char *eid_s = PyUnicode_AsUTF8AndSize(eid, &eid_len);
+    if (eid_s == NULL) return NULL;
+    const Py_ssize_t prefix_len = PyBytes_GET_SIZE(prefix);
+    PyObject *key = PyBytes_FromStringAndSize(NULL, prefix_len + org_len + 1 + eid_len);
+    if (key == NULL) return NULL;
+    char *k = PyBytes_AS_STRING(key);
+    memcpy(k, PyBytes_AS_STRING(prefix), (size_t)prefix_len);
+    memcpy(k + prefix_len, org_s, (size_t)org_len);
+    k[prefix_len + org_len] = '\0';
+    memcpy(k + prefix_len + org_len + 1, eid_s, (size_t)eid_len);
+    return key;
+}
+
 static inline int is_str(PyObject *o, const char *lit) {
     return PyUnicode_Check(o) && PyUnicode_CompareWithASCIIString(o, lit) == 0;
 }
@@ -152,9 +170,6 @@ static PyObject *fold_hot(PyObject *self, PyObject *args) {
     Py_ssize_t topic_len;
     const char *topic_s = PyUnicode_AsUTF8AndSize(topic, &topic_len);
     if (topic_s == NULL) return NULL;
-    const char *prefix_s = PyBytes_AS_STRING(prefix);
-    const Py_ssize_t prefix_len = PyBytes_GET_SIZE(prefix);
-
     const Py_ssize_t n = PyList_GET_SIZE(records);
     Py_ssize_t i = start;
     long long applied = 0;
@@ -255,19 +270,9 @@ static PyObject *fold_hot(PyObject *self, PyObject *args) {
         int seen = PyDict_Contains(journal, jkey);
         if (seen < 0) goto error;
         if (seen) STOP();  /* applied in this batch: a duplicate or a conflict */
-        Py_ssize_t org_len, eid_len;
-        const char *org_s = PyUnicode_AsUTF8AndSize(org, &org_len);
-        if (org_s == NULL) goto error;
-        const char *eid_s = PyUnicode_AsUTF8AndSize(eid, &eid_len);
-        if (eid_s == NULL) goto error;
         if (db_get != Py_None) {
-            dbkey = PyBytes_FromStringAndSize(NULL, prefix_len + org_len + 1 + eid_len);
+            dbkey = journal_key(prefix, org, eid);
             if (dbkey == NULL) goto error;
-            char *k = PyBytes_AS_STRING(dbkey);
-            memcpy(k, prefix_s, (size_t)prefix_len);
-            memcpy(k + prefix_len, org_s, (size_t)org_len);
-            k[prefix_len + org_len] = '\0';
-            memcpy(k + prefix_len + org_len + 1, eid_s, (size_t)eid_len);
             stored = PyObject_CallOneArg(db_get, dbkey);
             if (stored == NULL) goto error;
             if (stored != Py_None) {  /* applied before: the Python path decides which */
@@ -410,8 +415,6 @@ static PyObject *put_journal(PyObject *self, PyObject *args) {
     PyObject *put, *journal, *prefix, *encode;
     if (!PyArg_ParseTuple(args, "OO!O!O", &put, &PyDict_Type, &journal, &PyBytes_Type, &prefix, &encode))
         return NULL;
-    const char *prefix_s = PyBytes_AS_STRING(prefix);
-    const Py_ssize_t prefix_len = PyBytes_GET_SIZE(prefix);
     Py_ssize_t pos = 0;
     PyObject *k, *v;
     while (PyDict_Next(journal, &pos, &k, &v)) {
@@ -419,18 +422,8 @@ static PyObject *put_journal(PyObject *self, PyObject *args) {
             PyErr_SetString(PyExc_TypeError, "journal keys are (org_code, event_id)");
             return NULL;
         }
-        Py_ssize_t org_len, eid_len;
-        const char *org_s = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(k, 0), &org_len);
-        if (org_s == NULL) return NULL;
-        const char *eid_s = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(k, 1), &eid_len);
-        if (eid_s == NULL) return NULL;
-        PyObject *key = PyBytes_FromStringAndSize(NULL, prefix_len + org_len + 1 + eid_len);
+        PyObject *key = journal_key(prefix, PyTuple_GET_ITEM(k, 0), PyTuple_GET_ITEM(k, 1));
         if (key == NULL) return NULL;
-        char *p = PyBytes_AS_STRING(key);
-        memcpy(p, prefix_s, (size_t)prefix_len);
-        memcpy(p + prefix_len, org_s, (size_t)org_len);
-        p[prefix_len + org_len] = '\0';
-        memcpy(p + prefix_len + org_len + 1, eid_s, (size_t)eid_len);
         PyObject *value = PyBytes_CheckExact(v) ? Py_NewRef(v) : PyObject_CallOneArg(encode, v);
         if (value == NULL) { Py_DECREF(key); return NULL; }
         PyObject *argv[2] = {key, value};
