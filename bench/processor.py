@@ -5,7 +5,8 @@ aiokafka consume of the same topics in the same run.
 
 Starts a fresh Tansu broker and redis-server, pre-produces realistic simulator events, then
 (1) consumes them with a bare aiokafka loop (the reference: decode nothing, store nothing),
-(2) runs one ledger worker over them from empty state; both ``--rounds`` times (default 3, each
+(2) runs one ledger worker over them from empty state (``--alerts``: with the alerting hook, as
+``cashpos worker`` runs it); both ``--rounds`` times (default 3, each
 round as the first: empty state, empty Redis, a consumer group of its own), because one 10-second
 sample on shared cores swings by ±10 %. The last line reads
 ``processor_events_per_s=N reference_events_per_s=M ratio=R`` (medians of the rounds).
@@ -27,7 +28,9 @@ from pathlib import Path
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from agents.alerting import AlertingHook
 from agents.ledger import LedgerWorker
+from cashpos.metrics import ProcessorMetrics
 from cashpos.embedded import start_redis, start_tansu
 from cashpos.names import Topics
 from cashpos.settings import Settings
@@ -87,8 +90,11 @@ async def reference_consume(settings: Settings, n: int) -> float:
         await c.stop()
 
 
-async def processor(settings: Settings, n: int, round_no: int = 0) -> tuple[float, float, LedgerWorker]:
-    w = LedgerWorker(settings)
+async def processor(settings: Settings, n: int, round_no: int = 0,
+                    alerts: bool = False) -> tuple[float, float, LedgerWorker]:
+    metrics = ProcessorMetrics()
+    hooks = [AlertingHook(settings, metrics)] if alerts else []
+    w = LedgerWorker(settings, metrics, hooks=hooks)
     w.topics = RoundTopics(settings.namespace, round_no)
     t_start = time.perf_counter()
     await w.start()
@@ -106,6 +112,8 @@ async def processor(settings: Settings, n: int, round_no: int = 0) -> tuple[floa
             break
     end = time.perf_counter()
     assert first is not None
+    for hook in hooks:
+        await hook.stop()
     return end - first, end - t_start, w
 
 
@@ -135,6 +143,8 @@ async def main() -> None:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--rounds", type=int, default=3,
                     help="reference and processor runs over the same events; medians are reported")
+    ap.add_argument("--alerts", action="store_true",
+                    help="run the worker with the alerting hook, as `cashpos worker` does")
     args = ap.parse_args()
     n = args.events
     tmp = Path(tempfile.mkdtemp(prefix="cashpos-bench-"))
@@ -156,7 +166,7 @@ async def main() -> None:
             if i:
                 await new_round(redis_url)
             ref = await reference_consume(s, n)
-            busy, total, w = await processor(s, n, i)
+            busy, total, w = await processor(s, n, i, args.alerts)
             reg = w.metrics.registry
 
             def total_of(name: str) -> float:
