@@ -21,9 +21,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final
 
+from state import native
 from state.ledger import Ledger, Position, Source
 from streams.contract import Event, Rejection, check_decoded, check_message, hot_rules
-from state import native
 from streams.lean_records import RawRecord
 
 fold_hot = native.built.fold_hot if native.built is not None else None
