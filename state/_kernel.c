@@ -9,7 +9,7 @@
  * only a faster way to reach the same state, which tests/test_partition_fold.py compares with
  * the pure Python path byte for byte (positions, journal entries, index rows, outcomes).
  *
- * The journal entry is the msgpack array streams msgspec writes for state.ledger.Journal
+ * The journal entry is the msgpack array msgspec writes for state.ledger.Journal
  * (array_like), encoded here directly: integers in their shortest form, as msgspec does.
  */
 #define PY_SSIZE_T_CLEAN
@@ -23,8 +23,7 @@ static PyObject *s_value, *s_key, *s_offset;  /* the record's attributes */
 /* -- msgpack, the subset a journal entry needs ------------------------------------------------ */
 
 typedef struct {
-    char *p;
-    char *end;
+    char *p;  /* the caller sizes the buffer for the whole entry */
 } Buf;
 
 static inline void put_u8(Buf *b, unsigned v) { *b->p++ = (char)v; }
@@ -363,7 +362,7 @@ static PyObject *fold_hot(PyObject *self, PyObject *args) {
             buf = PyMem_Malloc((size_t)buf_cap);
             if (buf == NULL) { buf_cap = 0; PyErr_NoMemory(); goto error; }
         }
-        Buf b = {buf, buf + buf_cap};
+        Buf b = {buf};
         put_u8(&b, 0x9c);  /* fixarray of 12 */
         put_bin(&b, PyBytes_AS_STRING(value), vlen);
         put_str(&b, kind_s, kind_len);

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Final
 
 from state import native
-from state.ledger import Ledger, Position, Source
+from state.ledger import APPLIED, Ledger, Position, Source
 from streams.contract import Event, Rejection, check_decoded, check_message, hot_rules
 from streams.lean_records import RawRecord
 
@@ -97,10 +97,10 @@ def fold_partition_native(ledger: Ledger, records: list[RawRecord], topic: str, 
         res = _classify(r, topic, partition, side, org_partition, max_bytes, decoded)
         if res.__class__ is Rejection:
             dead.append((res, r))  # type: ignore[arg-type]
-        elif not (outs := ledger.fold((res,))):  # type: ignore[arg-type]
+        elif (out := ledger.update(*res)) is APPLIED:  # type: ignore[misc]
             applied += 1
-        elif outs[0][1].__class__ is Rejection:
-            dead.append((outs[0][1], r))  # type: ignore[arg-type]
+        elif out.__class__ is Rejection:  # else a duplicate
+            dead.append((out, r))  # type: ignore[arg-type]
         i += 1
 
 
