@@ -15,7 +15,11 @@ Semantics, per government (org_code), account and fiscal year:
 * an event with ``reverses`` undoes exactly the effects of an earlier accepted event with the
   same kind, account and amount (same to_account, same commitment_id); once only; a reversal
   cannot be reversed; a commitment that was ever paid or cancelled cannot be reversed.
-* an event_id already accepted for the government: same content -> duplicate, else rejected.
+* an event_id already accepted for the government on the same side (revenue: receipts;
+  expenditure: every other kind): same content -> duplicate, else rejected. The two sides have
+  separate id spaces, and a reversal names an event of its own side.
+* an event that would take its side's net share of a position's cash, or the committed amount,
+  past ±MAX_SIDE_TOTAL is rejected (position_out_of_range).
 
 Money is integer KRW throughout; nothing here ever produces a float.
 """
@@ -25,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from streams.contract import Event, Rejection, check_message
+from streams.contract import MAX_SIDE_TOTAL, Event, Rejection, check_message, side_of
 
 PosKey = tuple[str, str, int]  # (org_code, account, fiscal_year)
 Delta = tuple[PosKey, int, int]  # (position, cash delta, committed delta)
@@ -46,7 +50,10 @@ class Reference:
     """Feed messages in order with :meth:`feed`; read :meth:`positions` at any time."""
 
     log: list[Accepted] = field(default_factory=list)
-    by_id: dict[tuple[str, str], Accepted] = field(default_factory=dict)
+    by_id: dict[tuple[str, str, str], Accepted] = field(default_factory=dict)  # (org, side, id)
+    # running sums the bound is judged on: (position, side) -> net cash; position -> committed
+    share: dict[tuple[PosKey, str], int] = field(default_factory=dict)
+    open_total: dict[PosKey, int] = field(default_factory=dict)
     # (org, commitment_id) -> the accepted commitment event that opened it
     opened_by: dict[tuple[str, str], Accepted] = field(default_factory=dict)
     # (org, commitment_id) -> every accepted payment/cancel that named it, reversed or not
@@ -89,7 +96,7 @@ class Reference:
 
     def _judge(self, ev: Event) -> str:
         org = ev.org_code
-        earlier = self.by_id.get((org, ev.event_id))
+        earlier = self.by_id.get((org, side_of(ev.kind), ev.event_id))
         if earlier is not None:
             return "duplicate" if earlier.event == ev else "event_id_conflict"
         if ev.reverses is not None:
@@ -124,7 +131,8 @@ class Reference:
                 deltas = [(here, cash, -released)]
 
         rec = Accepted(ev, deltas, released)
-        self._accept(rec)
+        if not self._accept(rec):
+            return "position_out_of_range"
         if ev.kind == "commitment":
             self.opened_by[(org, ev.commitment_id)] = rec  # type: ignore[index]
         elif ev.commitment_id is not None:
@@ -133,7 +141,7 @@ class Reference:
 
     def _judge_reversal(self, ev: Event) -> str:
         org = ev.org_code
-        target = self.by_id.get((org, ev.reverses))  # type: ignore[arg-type]
+        target = self.by_id.get((org, side_of(ev.kind), ev.reverses))  # type: ignore[arg-type]
         if target is None:
             return "unknown_reversal_target"
         t = target.event
@@ -153,13 +161,25 @@ class Reference:
         if t.kind == "commitment" and self.consumers.get((org, t.commitment_id)):  # type: ignore[arg-type]
             return "reversal_not_possible"  # paid or cancelled, even partially
         undo = [(pk, -cash, -committed) for pk, cash, committed in target.deltas]
+        if not self._accept(Accepted(ev, undo)):
+            return "position_out_of_range"
         target.reversed_by = ev.event_id
-        self._accept(Accepted(ev, undo))
         return "applied"
 
-    def _accept(self, rec: Accepted) -> None:
+    def _accept(self, rec: Accepted) -> bool:
+        """Record an accepted event, unless it breaks the bound (then nothing is recorded)."""
+        side = side_of(rec.event.kind)
+        for pk, dc, dm in rec.deltas:
+            if abs(self.share.get((pk, side), 0) + dc) > MAX_SIDE_TOTAL:
+                return False
+            if self.open_total.get(pk, 0) + dm > MAX_SIDE_TOTAL:
+                return False
+        for pk, dc, dm in rec.deltas:
+            self.share[(pk, side)] = self.share.get((pk, side), 0) + dc
+            self.open_total[pk] = self.open_total.get(pk, 0) + dm
         self.log.append(rec)
-        self.by_id[(rec.event.org_code, rec.event.event_id)] = rec
+        self.by_id[(rec.event.org_code, side, rec.event.event_id)] = rec
+        return True
 
     # -- results: derived from the accepted log only, by summation ----------------------------
 

@@ -19,6 +19,7 @@
 #include <string.h>
 
 static PyObject *s_value, *s_key, *s_offset;  /* the record's attributes */
+static PyObject *s_revenue_tag, *s_expenditure_tag;  /* state.ledger's side tags of event ids */
 
 /* -- msgpack, the subset a journal entry needs ------------------------------------------------ */
 
@@ -70,7 +71,7 @@ static void put_bin(Buf *b, const char *s, Py_ssize_t n) {
 
 enum { F_ORG, F_EID, F_ACCOUNT, F_FY, F_KIND, F_AMOUNT, F_AT, F_CATEGORY, F_COMMITMENT, F_DUE,
        F_TO_ACCOUNT, F_REVERSES, N_EVENT_FIELDS };
-enum { P_CASH, P_VERSION, P_LAST, N_POSITION_FIELDS };
+enum { P_CASH, P_VERSION, P_LAST, P_RECEIVED, N_POSITION_FIELDS };
 static PyObject *event_names[N_EVENT_FIELDS], *position_names[N_POSITION_FIELDS];
 
 typedef struct {
@@ -134,6 +135,41 @@ static PyObject *journal_key(PyObject *prefix, PyObject *org, PyObject *eid) {
     return key;
 }
 
+/* 1 if the message ``s`` (which the strict decoder accepted as an Event: a flat object of
+ * scalars) names no field twice, has no escape in a key or in occurred_at, and its occurred_at
+ * ends in "+09:00"; else 0, and the Python path decides (streams.contract.check_raw). */
+static int raw_plain(const char *s, Py_ssize_t n) {
+    const char *keys[16];
+    Py_ssize_t lens[16];
+    int nk = 0, at_value = 0;
+    Py_ssize_t i = 0;
+    while (i < n) {
+        if (s[i] != '"') { i++; continue; }
+        const Py_ssize_t a = ++i;
+        int esc = 0;
+        while (i < n && s[i] != '"') {
+            if (s[i] == '\\') { esc = 1; i += 2; } else i++;
+        }
+        if (i >= n) return 0;
+        const Py_ssize_t len = i - a;
+        Py_ssize_t j = ++i;
+        while (j < n && (s[j] == ' ' || s[j] == '\t' || s[j] == '\n' || s[j] == '\r')) j++;
+        if (j < n && s[j] == ':') {  /* a key */
+            if (esc || nk == 16) return 0;
+            for (int k = 0; k < nk; k++)
+                if (lens[k] == len && memcmp(keys[k], s + a, (size_t)len) == 0) return 0;
+            keys[nk] = s + a;
+            lens[nk++] = len;
+            at_value = len == 11 && memcmp(s + a, "occurred_at", 11) == 0;
+            i = j + 1;
+        } else if (at_value) {  /* occurred_at's value */
+            if (esc || len < 6 || memcmp(s + a + len - 6, "+09:00", 6) != 0) return 0;
+            at_value = 0;
+        }
+    }
+    return 1;
+}
+
 static inline int is_str(PyObject *o, const char *lit) {
     return PyUnicode_Check(o) && PyUnicode_CompareWithASCIIString(o, lit) == 0;
 }
@@ -141,7 +177,8 @@ static inline int is_str(PyObject *o, const char *lit) {
 /* fold_hot(records, start, ctx, last_ms) -> (stop, applied, last_ms)
  *
  * ctx = (decode, charts, org_keys, kst_tz, org_partition, partition, side, max_bytes, topic,
- *        positions, journal, ch_journal, index, db_get, journal_prefix, position_type)
+ *        positions, journal, ch_journal, index, db_get, journal_prefix, position_type,
+ *        max_side_total)
  * Applies records[start:stop] (every one of them), stop being the first record it does not
  * take or len(records). A stored journal entry found on the way is put into ``journal`` (as
  * the Python fold does) before returning at its record.
@@ -155,12 +192,13 @@ static PyObject *fold_hot(PyObject *self, PyObject *args) {
     PyObject *decode, *charts, *org_keys, *kst_tz, *org_partition, *partition, *side, *topic;
     PyObject *positions, *journal, *ch_journal, *index, *db_get, *prefix, *position_type;
     Py_ssize_t max_bytes;
-    if (!PyArg_ParseTuple(ctx, "OO!O!OO!O!OnO!O!O!O!O!OO!O",
+    long long max_side;
+    if (!PyArg_ParseTuple(ctx, "OO!O!OO!O!OnO!O!O!O!O!OO!OL",
                           &decode, &PyDict_Type, &charts, &PyDict_Type, &org_keys, &kst_tz,
                           &PyDict_Type, &org_partition, &PyLong_Type, &partition, &side, &max_bytes,
                           &PyUnicode_Type, &topic, &PyDict_Type, &positions, &PyDict_Type, &journal,
                           &PyDict_Type, &ch_journal, &PyDict_Type, &index, &db_get,
-                          &PyBytes_Type, &prefix, &position_type))
+                          &PyBytes_Type, &prefix, &position_type, &max_side))
         return NULL;
     const int side_any = side == Py_None;
     const int side_revenue = !side_any && is_str(side, "revenue");
@@ -179,20 +217,20 @@ static PyObject *fold_hot(PyObject *self, PyObject *args) {
      * fields are borrowed from ``ev``. */
     PyObject *value = NULL, *rkey = NULL, *offset = NULL, *ev = NULL, *jkey = NULL, *dbkey = NULL;
     PyObject *stored = NULL, *dc = NULL, *pk = NULL, *row = NULL, *entry = NULL, *tmp = NULL;
-    PyObject *ms_obj = NULL;
+    PyObject *ms_obj = NULL, *sid = NULL;
     PyObject *org, *eid, *account, *fy, *kind, *amount, *at, *f;
     PyObject *stopped = NULL;  /* the decoded event of the record stopped at, for the Python path */
 #define RELEASE()                                                                             \
     do {                                                                                      \
         Py_CLEAR(value); Py_CLEAR(rkey); Py_CLEAR(offset); Py_CLEAR(ev); Py_CLEAR(jkey);      \
         Py_CLEAR(dbkey); Py_CLEAR(stored); Py_CLEAR(dc); Py_CLEAR(pk); Py_CLEAR(row);         \
-        Py_CLEAR(entry); Py_CLEAR(tmp); Py_CLEAR(ms_obj);                                     \
+        Py_CLEAR(entry); Py_CLEAR(tmp); Py_CLEAR(ms_obj); Py_CLEAR(sid);                      \
     } while (0)
 #define GET(var, obj, name) if (((var) = PyObject_GetAttr((obj), (name))) == NULL) goto error
 #define FIELD(var, k) if (((var) = SLOT(ev, event_layout.off[k])) == NULL) STOP()
 #define STOP() do { stopped = ev; ev = NULL; RELEASE(); goto done; } while (0)
     if (layout_of(&position_layout, (PyTypeObject *)position_type, position_names, N_POSITION_FIELDS) < 0) {
-        PyErr_SetString(PyExc_TypeError, "position_type: cash, version and last_event_ms must be slots");
+        PyErr_SetString(PyExc_TypeError, "position_type: cash, version, last_event_ms and received must be slots");
         return NULL;
     }
 
@@ -211,6 +249,7 @@ static PyObject *fold_hot(PyObject *self, PyObject *args) {
             PyErr_Clear();
             STOP();  /* not the Struct expected: leave it all to the Python path */
         }
+        if (!raw_plain(PyBytes_AS_STRING(value), vlen)) STOP();  /* duplicate_key, +0900 ... */
         FIELD(org, F_ORG);
         FIELD(account, F_ACCOUNT);
         FIELD(kind, F_KIND);
@@ -227,7 +266,8 @@ static PyObject *fold_hot(PyObject *self, PyObject *args) {
             STOP();
         }
         GET(rkey, r, s_key);
-        if (rkey != Py_None) {
+        if (rkey == Py_None) STOP();  /* missing_key */
+        {
             PyObject *want = PyDict_GetItemWithError(org_keys, org);
             if (want == NULL) { if (PyErr_Occurred()) goto error; STOP(); }
             int eq = PyObject_RichCompareBool(rkey, want, Py_EQ);
@@ -264,13 +304,15 @@ static PyObject *fold_hot(PyObject *self, PyObject *args) {
             if (!eq) STOP();  /* wrong_partition */
         }
         FIELD(eid, F_EID);
-        jkey = PyTuple_Pack(2, org, eid);
+        sid = PyUnicode_Concat(negative ? s_expenditure_tag : s_revenue_tag, eid);
+        if (sid == NULL) goto error;
+        jkey = PyTuple_Pack(2, org, sid);
         if (jkey == NULL) goto error;
         int seen = PyDict_Contains(journal, jkey);
         if (seen < 0) goto error;
         if (seen) STOP();  /* applied in this batch: a duplicate or a conflict */
         if (db_get != Py_None) {
-            dbkey = journal_key(prefix, org, eid);
+            dbkey = journal_key(prefix, org, sid);
             if (dbkey == NULL) goto error;
             stored = PyObject_CallOneArg(db_get, dbkey);
             if (stored == NULL) goto error;
@@ -281,8 +323,6 @@ static PyObject *fold_hot(PyObject *self, PyObject *args) {
         }
         FIELD(amount, F_AMOUNT);
         if (!PyLong_CheckExact(amount)) STOP();
-        dc = negative ? PyNumber_Negative(amount) : (Py_INCREF(amount), amount);
-        if (dc == NULL) goto error;
         const long long amount_v = PyLong_AsLongLong(amount);
         if (amount_v == -1 && PyErr_Occurred()) goto error;
         const long long dc_v = negative ? -amount_v : amount_v;
@@ -313,21 +353,36 @@ static PyObject *fold_hot(PyObject *self, PyObject *args) {
         {
             const Py_ssize_t *po = position_layout.off;
             PyObject *v = SLOT(pos, po[P_CASH]), *w = SLOT(pos, po[P_VERSION]), *l = SLOT(pos, po[P_LAST]);
-            if (v == NULL || w == NULL || l == NULL) {
-                PyErr_SetString(PyExc_AttributeError, "a position without cash, version or last_event_ms");
+            PyObject *rv = SLOT(pos, po[P_RECEIVED]);
+            if (v == NULL || w == NULL || l == NULL || rv == NULL) {
+                PyErr_SetString(PyExc_AttributeError, "a position without cash, version, last_event_ms or received");
                 goto error;
             }
-            PyObject *cash = PyNumber_Add(v, dc);
-            if (cash == NULL) goto error;
+            /* Within the bound every figure fits 64 bits (streams.contract.MAX_SIDE_TOTAL);
+             * anything else, or an event that would leave it, is the Python path's. */
+            const long long cash_v = PyLong_AsLongLong(v), rec_v = PyLong_AsLongLong(rv);
             const long long ver = PyLong_AsLongLong(w);
             const long long last = PyLong_AsLongLong(l);
-            if ((ver == -1 || last == -1) && PyErr_Occurred()) { Py_DECREF(cash); goto error; }
+            if (PyErr_Occurred()) { PyErr_Clear(); Py_CLEAR(tmp); STOP(); }
+            if (negative ? cash_v - rec_v + dc_v < -max_side : rec_v + dc_v > max_side) {
+                Py_CLEAR(tmp);
+                STOP();  /* position_out_of_range */
+            }
+            PyObject *cash = PyLong_FromLongLong(cash_v + dc_v);
+            if (cash == NULL) goto error;
             PyObject *version = PyLong_FromLongLong(ver + 1);
             if (version == NULL) { Py_DECREF(cash); goto error; }
+            if (!negative) {
+                PyObject *received = PyLong_FromLongLong(rec_v + dc_v);
+                if (received == NULL) { Py_DECREF(cash); Py_DECREF(version); goto error; }
+                slot_set(pos, po[P_RECEIVED], received);
+            }
             slot_set(pos, po[P_CASH], cash);
             slot_set(pos, po[P_VERSION], version);
             if (ms > last) slot_set(pos, po[P_LAST], Py_NewRef(ms_obj));
         }
+        dc = PyLong_FromLongLong(dc_v);
+        if (dc == NULL) goto error;
 
         /* the position's index row: (occurred_ms, event_id, cash delta, committed delta) */
         PyObject *rows = PyDict_GetItemWithError(index, pk);  /* borrowed */
@@ -341,7 +396,7 @@ static PyObject *fold_hot(PyObject *self, PyObject *args) {
         row = PyTuple_New(4);
         if (row == NULL) goto error;
         Py_INCREF(ms_obj); PyTuple_SET_ITEM(row, 0, ms_obj);
-        Py_INCREF(eid); PyTuple_SET_ITEM(row, 1, eid);
+        Py_INCREF(sid); PyTuple_SET_ITEM(row, 1, sid);
         Py_INCREF(dc); PyTuple_SET_ITEM(row, 2, dc);
         PyObject *zero = PyLong_FromLong(0);
         if (zero == NULL) goto error;
@@ -455,6 +510,9 @@ PyMODINIT_FUNC PyInit__kernel(void) {
     INTERN(position_names[P_CASH], "cash");
     INTERN(position_names[P_VERSION], "version");
     INTERN(position_names[P_LAST], "last_event_ms");
+    INTERN(position_names[P_RECEIVED], "received");
+    INTERN(s_revenue_tag, "r:");
+    INTERN(s_expenditure_tag, "e:");
 #undef INTERN
     return PyModule_Create(&module);
 }

@@ -115,7 +115,7 @@ import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
 from cashpos.refdata import governments
-from state.ledger import Changes, Commitment, Journal, Position, PosKey
+from state.ledger import Changes, Commitment, Journal, Position, PosKey, unscoped_id
 
 DAY_MS: Final = 86_400_000
 KST_OFFSET_MS: Final = 9 * 3_600_000
@@ -880,7 +880,7 @@ class AlertBook:
         a = Alert(id=aid, rule=rule,
                   severity=severity or _SEVERITY.get(rule, "warning"), state="raised", rev=1,
                   seq=seq, org_code=org, account=acc, fiscal_year=fy, raised_ms=ms,
-                  raised_event=eid, **fields)  # type: ignore[arg-type]
+                  raised_event=_public_id(eid), **fields)  # type: ignore[arg-type]
         a.message = _message(a)
         rec.open[key] = a
         self._dirty.add(st.pk)
@@ -924,7 +924,7 @@ class AlertBook:
                **fields: object) -> None:
         a.state = "resolved"
         a.rev += 1
-        a.resolved_ms, a.resolved_event, a.resolution = ms, eid, reason
+        a.resolved_ms, a.resolved_event, a.resolution = ms, _public_id(eid), reason
         for k, v in fields.items():
             setattr(a, k, v)
         a.message = f"resolved ({reason}): {_message(a)}"
@@ -1526,6 +1526,11 @@ def _since(ordered: list[tuple[int, str, int, int]], p: Position,
         cash -= r[2]
         com -= r[3]
     return ms, eid, cash, com
+
+
+def _public_id(sid: str | None) -> str | None:
+    """The event_id its source sent, from the journal's side-scoped name of it."""
+    return None if sid is None else unscoped_id(sid)
 
 
 def _src(journal: Mapping[tuple[str, str], object], org: str, eid: str) -> tuple[str, int, int] | None:

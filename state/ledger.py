@@ -1,10 +1,16 @@
 """The ledger fold: pure, no I/O. Applies validated events to per-account positions.
 
 A position is kept per (government, account, fiscal year): ``cash`` (bank truth), ``committed``
-(open commitments not yet paid) and ``version`` (number of events that changed it). Commitments
+(open commitments not yet paid), ``version`` (number of events that changed it) and ``received``
+(the revenue side's net share of ``cash``; the rest is the expenditure side's). Commitments
 behave like two-phase transfers: opened by ``commitment``, consumed by ``payment``, released by
 ``commitment_cancel``. Every applied event is journalled with its exact effect, which makes
 duplicates detectable, reversals exact, and balances as of any instant re-derivable.
+
+The two input topics are folded independently: event ids are unique per government *and side*
+(a receipt and a payment may share an id), every reference (a reversal, a commitment) stays on
+its own side, and the bound on positions is checked per side (``MAX_SIDE_TOTAL``). So no verdict
+depends on how the two topics' records interleave, and a rebuild reproduces the live state.
 
 The fold sees state as plain dicts. In production an entry absent from them is looked up in the
 store through ``load_journal``/``load_commitment`` (point reads, no other I/O); in tests the
@@ -19,12 +25,28 @@ from typing import Final
 
 import msgspec
 
-from streams.contract import Event, Rejection, decode, epoch_ms
+from streams.contract import MAX_SIDE_TOTAL, Event, Rejection, decode, epoch_ms
 
 PosKey = tuple[str, str, int]  # (org_code, account, fiscal_year)
-EventKey = tuple[str, str]  # (org_code, event_id): ids are unique per government (= per key)
+# (org_code, scoped id): ids are unique per government and side, the scoped id is the event_id
+# behind its side's tag (``scoped_id``). Index rows and the store's journal keys use it too.
+EventKey = tuple[str, str]
 CommitKey = tuple[str, str]  # (org_code, commitment_id)
 Source = tuple[str, int, int]  # the record an event came from: topic, partition, offset
+
+REVENUE_TAG: Final = "r:"
+EXPENDITURE_TAG: Final = "e:"
+
+
+def scoped_id(kind: str, event_id: str) -> str:
+    """The journal's name for an event: its id in its side's scope."""
+    return (REVENUE_TAG if kind == "receipt" else EXPENDITURE_TAG) + event_id
+
+
+def unscoped_id(scoped: str) -> str:
+    """The event_id a source system sent, from a journal name (``scoped_id``)."""
+    return scoped[2:]
+
 
 APPLIED: Final = "applied"
 DUPLICATE: Final = "duplicate"
@@ -37,6 +59,7 @@ class Position:
     committed: int = 0
     version: int = 0
     last_event_ms: int = 0  # occurred_at of the latest event applied, epoch ms
+    received: int = 0  # the revenue side's net share of cash (receipts less their reversals)
 
     @property
     def available(self) -> int:
@@ -87,7 +110,7 @@ class Changes:
 
     journal: dict[EventKey, Journal | bytes] = field(default_factory=dict)
     commitments: dict[CommitKey, Commitment] = field(default_factory=dict)
-    # per changed position: [(occurred_ms, event_id, cash delta, committed delta), ...]
+    # per changed position: [(occurred_ms, scoped id, cash delta, committed delta), ...]
     index: dict[PosKey, list[tuple[int, str, int, int]]] = field(default_factory=dict)
     applied: int = 0
     duplicates: int = 0
@@ -108,7 +131,7 @@ class Ledger:
     load_journal: Callable[[EventKey], bytes | None] | None = None
     load_commitment: Callable[[CommitKey], Commitment | None] | None = None
     # The same lookup for the C kernel (state/partition.py): the store's raw get and the
-    # journal keys' prefix (key = prefix + org + NUL + event_id, as the store lays them out).
+    # journal keys' prefix (key = prefix + org + NUL + scoped id, as the store lays them out).
     journal_source: tuple[Callable[[bytes], bytes | None], bytes] | None = None
 
     def entry(self, key: EventKey) -> Journal | None:
@@ -163,20 +186,26 @@ class Ledger:
         for ev, raw, source in items:
             i += 1
             org = ev.org_code
-            key = (org, ev.event_id)
             kind = ev.kind
             if kind == "receipt":
                 dc = ev.amount
-            elif kind == "payment" and ev.commitment_id is None:
-                dc = -ev.amount
+                sid = REVENUE_TAG + ev.event_id
             else:
-                dc = 0
+                dc = -ev.amount if kind == "payment" and ev.commitment_id is None else 0
+                sid = EXPENDITURE_TAG + ev.event_id
+            key = (org, sid)
             fast = dc and ev.reverses is None and key not in journal
             if fast and load is not None:
                 stored = load(key)
                 if stored is not None:  # applied before: a duplicate or a conflict
                     journal[key] = stored
                     fast = False
+            if fast:
+                pk = (org, ev.account, ev.fiscal_year)
+                pos = positions.get(pk)
+                if pos is not None and (pos.received + dc > MAX_SIDE_TOTAL if dc > 0
+                                        else pos.cash - pos.received + dc < -MAX_SIDE_TOTAL):
+                    fast = False  # past the bound: _apply names it
             if not fast:
                 ch.applied += applied
                 ch.last_event_ms = last_ms
@@ -189,18 +218,18 @@ class Ledger:
             ms = to_ms(ev.occurred_at)
             account = ev.account
             fy = ev.fiscal_year
-            pk = (org, account, fy)
-            pos = positions.get(pk)
             if pos is None:
                 pos = positions[pk] = Position()
             pos.cash += dc
+            if dc > 0:
+                pos.received += dc
             pos.version += 1
             if ms > pos.last_event_ms:
                 pos.last_event_ms = ms
             rows = index.get(pk)
             if rows is None:
                 rows = index[pk] = []
-            rows.append((ms, ev.event_id, dc, 0))
+            rows.append((ms, sid, dc, 0))
             journal[key] = ch_journal[key] = encode(
                 (raw, kind, account, fy, ev.amount, ms, [(account, fy, dc, 0)], None, 0, None, None, source)
             )
@@ -227,32 +256,52 @@ class Ledger:
         ms = epoch_ms(ev.occurred_at)
         entry = Journal(raw, ev.kind, ev.account, ev.fiscal_year, ev.amount, ms, effects,
                         ev.commitment_id, released, ev.reverses, None, source)
-        self._post(ev.org_code, ev.event_id, effects, ms, entry)
+        self._post(ev.org_code, key[1], effects, ms, entry, ev.kind == "receipt")
         return APPLIED
 
     def _reject(self, reason: str, detail: str) -> Rejection:
         self.changes.rejected += 1
         return Rejection(reason, detail)
 
+    def _out_of_range(self, org: str, revenue: bool, effects: list[Effect]) -> Rejection | None:
+        """The bound (``MAX_SIDE_TOTAL``) on the side's share of each position these effects
+        touch. Called before anything is changed, so a refused event leaves no trace."""
+        for account, fy, dc, dm in effects:
+            pos = self.positions.get((org, account, fy))
+            cash, received, committed = (0, 0, 0) if pos is None else (pos.cash, pos.received, pos.committed)
+            share = received + dc if revenue else cash - received + dc
+            if not -MAX_SIDE_TOTAL <= share <= MAX_SIDE_TOTAL or committed + dm > MAX_SIDE_TOTAL:
+                return Rejection("position_out_of_range",
+                                 f"{account}/{fy} would leave ±{MAX_SIDE_TOTAL} on the "
+                                 f"{'revenue' if revenue else 'expenditure'} side")
+        return None
+
     def _original(self, ev: Event) -> tuple[list[Effect], int] | Rejection:
         acc, fy, amt = ev.account, ev.fiscal_year, ev.amount
         kind = ev.kind
+        org = ev.org_code
         if kind == "receipt":
-            return [(acc, fy, amt, 0)], 0
+            effects = [(acc, fy, amt, 0)]
+            return self._out_of_range(org, True, effects) or (effects, 0)
         if kind == "transfer":
             assert ev.to_account is not None
-            return [(acc, fy, -amt, 0), (ev.to_account, fy, amt, 0)], 0
+            effects = [(acc, fy, -amt, 0), (ev.to_account, fy, amt, 0)]
+            return self._out_of_range(org, False, effects) or (effects, 0)
         if kind == "commitment":
-            ck = (ev.org_code, ev.commitment_id or "")
+            ck = (org, ev.commitment_id or "")
             if self.commitment(ck) is not None:
                 return Rejection("commitment_id_reused", f"commitment {ev.commitment_id} exists")
+            effects = [(acc, fy, 0, amt)]
+            if (bad := self._out_of_range(org, False, effects)) is not None:
+                return bad
             due = ev.due_date.isoformat() if ev.due_date else None
             self._put_commitment(ck, Commitment(acc, fy, amt, amt, due, ev.event_id))
-            return [(acc, fy, 0, amt)], 0
+            return effects, 0
         # payment or commitment_cancel
         if ev.commitment_id is None:  # a payment not against a commitment
-            return [(acc, fy, -amt, 0)], 0
-        ck = (ev.org_code, ev.commitment_id)
+            effects = [(acc, fy, -amt, 0)]
+            return self._out_of_range(org, False, effects) or (effects, 0)
+        ck = (org, ev.commitment_id)
         c = self.commitment(ck)
         if c is None:
             return Rejection("unknown_commitment", f"no commitment {ev.commitment_id}")
@@ -262,14 +311,16 @@ class Ledger:
                 f"commitment {ev.commitment_id} is on {c.account}/{c.fiscal_year}",
             )
         released = min(amt, c.open)
+        effects = [(acc, fy, -amt if kind == "payment" else 0, -released)]
+        if (bad := self._out_of_range(org, False, effects)) is not None:
+            return bad
         c.open -= released
         c.consumed = True
         self._put_commitment(ck, c)
-        cash = -amt if kind == "payment" else 0
-        return [(acc, fy, cash, -released)], released
+        return effects, released
 
     def _reversal(self, ev: Event) -> tuple[list[Effect], int] | Rejection:
-        ok = (ev.org_code, ev.reverses or "")
+        ok = (ev.org_code, scoped_id(ev.kind, ev.reverses or ""))
         orig = self.entry(ok)
         if orig is None:
             return Rejection("unknown_reversal_target", f"no applied event {ev.reverses}")
@@ -284,25 +335,28 @@ class Ledger:
                 "reversal_mismatch",
                 f"{ev.reverses} was {orig.kind} {orig.account} {orig.amount}",
             )
+        effects = [(acc, fy, -dc, -dm) for acc, fy, dc, dm in orig.effects]
         released = 0
+        c = None
         if orig.commitment_id is not None:
-            ck = (ev.org_code, orig.commitment_id)
-            c = self.commitment(ck)
+            c = self.commitment((ev.org_code, orig.commitment_id))
             if c is None:  # journal and commitments are written together; cannot happen
                 return Rejection("reversal_not_possible", f"commitment {orig.commitment_id} missing")
+            if orig.kind == "commitment" and (c.consumed or c.reversed):
+                return Rejection(
+                    "reversal_not_possible",
+                    f"commitment {orig.commitment_id} was paid or cancelled; cancel it instead",
+                )
+        if (bad := self._out_of_range(ev.org_code, ev.kind == "receipt", effects)) is not None:
+            return bad
+        if c is not None:
             if orig.kind == "commitment":
-                if c.consumed or c.reversed:
-                    return Rejection(
-                        "reversal_not_possible",
-                        f"commitment {orig.commitment_id} was paid or cancelled; cancel it instead",
-                    )
                 c.open = 0
                 c.reversed = True
             else:  # payment/cancel: give back what it released
                 released = orig.released
                 c.open += released
-            self._put_commitment(ck, c)
-        effects = [(acc, fy, -dc, -dm) for acc, fy, dc, dm in orig.effects]
+            self._put_commitment((ev.org_code, orig.commitment_id or ""), c)
         orig.reversed_by = ev.event_id
         self.journal[ok] = orig
         self.changes.journal[ok] = orig
@@ -312,7 +366,8 @@ class Ledger:
         self.commitments[ck] = c
         self.changes.commitments[ck] = c
 
-    def _post(self, org: str, event_id: str, effects: list[Effect], ms: int, entry: Journal | bytes) -> None:
+    def _post(self, org: str, sid: str, effects: list[Effect], ms: int, entry: Journal | bytes,
+              revenue: bool) -> None:
         ch = self.changes
         positions = self.positions
         index = ch.index
@@ -322,6 +377,8 @@ class Ledger:
             if pos is None:
                 pos = positions[pk] = Position()
             pos.cash += dc
+            if revenue:
+                pos.received += dc
             pos.committed += dm
             pos.version += 1
             if ms > pos.last_event_ms:
@@ -329,8 +386,8 @@ class Ledger:
             rows = index.get(pk)
             if rows is None:
                 rows = index[pk] = []
-            rows.append((ms, event_id, dc, dm))
-        key = (org, event_id)
+            rows.append((ms, sid, dc, dm))
+        key = (org, sid)
         self.journal[key] = entry
         ch.journal[key] = entry
         ch.applied += 1

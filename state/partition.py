@@ -23,7 +23,7 @@ from typing import Final
 
 from state import native
 from state.ledger import APPLIED, Ledger, Position, Source
-from streams.contract import Event, Rejection, check_decoded, check_message, hot_rules
+from streams.contract import MAX_SIDE_TOTAL, Event, Rejection, check_decoded, check_message, hot_rules
 from streams.lean_records import RawRecord
 
 fold_hot = native.built.fold_hot if native.built is not None else None
@@ -40,9 +40,11 @@ def _classify(r: RawRecord, topic: str, partition: int, side: str | None,
     if decoded is None:
         res = check_message(r.value or b"", r.key, side, max_bytes)
     else:
-        res = check_decoded(decoded, r.key, side)
+        res = check_decoded(decoded, r.value, r.key, side)
     if res.__class__ is Rejection:
         return res  # type: ignore[return-value]
+    if r.key is None:  # the contract's key is org_code; only the API's check goes without one
+        return Rejection("missing_key", "the record has no key; the contract requires key = org_code")
     ev: Event = res  # type: ignore[assignment]
     owner = org_partition.get(ev.org_code, partition)
     if owner != partition:
@@ -83,7 +85,7 @@ def fold_partition_native(ledger: Ledger, records: list[RawRecord], topic: str, 
     get, prefix = ledger.journal_source or (None, b"")
     ch = ledger.changes
     ctx = (decode, charts, org_keys, kst, org_partition, partition, side, max_bytes, topic,
-           ledger.positions, ledger.journal, ch.journal, ch.index, get, prefix, Position)
+           ledger.positions, ledger.journal, ch.journal, ch.index, get, prefix, Position, MAX_SIDE_TOTAL)
     dead: Dead = []
     applied = 0
     i, n = 0, len(records)

@@ -5,12 +5,17 @@ partition it consumed, so the state on disk always equals the fold of exactly th
 those offsets. Key layout (one byte tag, NUL-separated; the free-form id is always last, so keys
 are unambiguous):
 
-    p\0{org}\0{account}\0{fy}                 -> [cash, committed, version, last_event_ms]
-    j\0{org}\0{event_id}                      -> Journal (what the event did, its raw bytes)
+    p\0{org}\0{account}\0{fy}                 -> [cash, committed, version, last_event_ms, received]
+    j\0{org}\0{r|e}:{event_id}                -> Journal (what the event did, its raw bytes)
     c\0{org}\0{commitment_id}                 -> Commitment
-    i\0{org}\0{account}\0{fy}\0{seq:012}     -> [[occurred_ms, event_id, cash delta, committed delta], ...]
+    i\0{org}\0{account}\0{fy}\0{seq:012}     -> [[occurred_ms, scoped id, cash delta, committed delta], ...]
     o\0{topic}\0{partition}                   -> next offset to consume
     m\0seq                                   -> sequence number of the last batch written
+    m\0layout                                -> LAYOUT: a store of another layout is rebuilt
+
+The journal's ids are scoped by side (``state.ledger.scoped_id``: ``r:`` revenue, ``e:``
+expenditure). The state is derived from the input topics, the book of record: a store written
+in another layout is deleted on open and the worker re-folds its partitions from the topics.
 
 Durability: the write-ahead log is off. RocksDB applies a WriteBatch to one memtable atomically
 and flushes whole memtables, so after a kill -9 the store reopens at the last flushed batch
@@ -24,6 +29,7 @@ every change to a position, so a balance as of any instant is a prefix sum over 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -33,12 +39,15 @@ from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch, Writ
 from state.ledger import Changes, Commitment, CommitKey, EventKey, Journal, Ledger, PosKey, Position
 from state.native import kernel
 
+log = logging.getLogger(__name__)
 _enc = msgspec.msgpack.Encoder()
 _dec_journal = msgspec.msgpack.Decoder(Journal)
 _dec_commit = msgspec.msgpack.Decoder(Commitment)
 _dec_list = msgspec.msgpack.Decoder(list[int])
 _dec_rows = msgspec.msgpack.Decoder(list[tuple[int, str, int, int]])
 _SEQ = b"m\0seq"
+_LAYOUT = b"m\0layout"
+LAYOUT = b"2"  # 2: journal ids scoped by side, positions with `received`
 
 
 _JOURNAL_PREFIX = b"j\0"
@@ -74,6 +83,13 @@ class Store:
         opts.set_memtable_whole_key_filtering(True)
         opts.set_memtable_prefix_bloom_ratio(0.02)
         self.db = Rdict(str(path / "ledger"), opts)
+        if self.db.get(_SEQ) is not None and self.db.get(_LAYOUT) != LAYOUT:
+            log.warning("state in %s has layout %r, not %r: deleting it, the partitions are "
+                        "re-folded from the topics", path, self.db.get(_LAYOUT), LAYOUT)
+            self.db.close()
+            Rdict.destroy(str(path / "ledger"), opts)
+            self.db = Rdict(str(path / "ledger"), opts)
+        self.db[_LAYOUT] = LAYOUT
         wo = WriteOptions()
         wo.disable_wal = True
         self.db.set_write_options(wo)
@@ -109,12 +125,12 @@ class Store:
         out: dict[PosKey, Position] = {}
         for k, v in self._scan(f"p\0{org}\0".encode()):
             _, o, account, fy = k.decode().split("\0")
-            cash, committed, version, last = _dec_list.decode(v)
-            out[(o, account, int(fy))] = Position(cash, committed, version, last)
+            out[(o, account, int(fy))] = Position(*_dec_list.decode(v))
         return out
 
-    def journal(self, org: str, event_id: str) -> Journal | None:
-        raw = self.db.get(_journal_key(org, event_id))
+    def journal(self, org: str, sid: str) -> Journal | None:
+        """The journal entry of ``sid`` (``state.ledger.scoped_id``)."""
+        raw = self.db.get(_journal_key(org, sid))
         return None if raw is None else _dec_journal.decode(raw)
 
     def journal_entries(self, org: str) -> Iterator[tuple[str, Journal]]:
@@ -170,7 +186,8 @@ class Store:
         for pk, rows in changes.index.items():
             org, account, fy = pk
             p = positions[pk]
-            put(f"p\0{org}\0{account}\0{fy}".encode(), enc((p.cash, p.committed, p.version, p.last_event_ms)))
+            put(f"p\0{org}\0{account}\0{fy}".encode(),
+                enc((p.cash, p.committed, p.version, p.last_event_ms, p.received)))
             put(f"i\0{org}\0{account}\0{fy}\0{seq:012d}".encode(), enc(rows))
         if kernel is not None:  # the same loop in C, keys built without f-strings
             kernel.put_journal(put, changes.journal, _JOURNAL_PREFIX, enc)

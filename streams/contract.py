@@ -20,6 +20,13 @@ from cashpos.names import EXPENDITURE_KINDS, REVENUE_KINDS
 from cashpos.refdata import account_sets
 
 MAX_AMOUNT: Final = 10**15
+# Each side's net contribution to a position's cash (revenue: receipts; expenditure: payments and
+# transfers), and its committed amount, stay within ±MAX_SIDE_TOTAL; an event that would leave
+# that range is dead-lettered ``position_out_of_range``. Checked per side, so the verdict depends
+# only on that side's own stream (deterministic whatever the interleaving of the two topics).
+# Hence |cash| <= 2e18, 0 <= committed <= 1e18 and |available| <= 3e18: inside a signed 64-bit
+# integer (9.22e18), the widest integer the C kernel, msgpack, orjson and Redis carry.
+MAX_SIDE_TOTAL: Final = 10**18
 KST: Final = dt.timezone(dt.timedelta(hours=9), "KST")
 
 Kind = Literal["receipt", "commitment", "commitment_cancel", "payment", "transfer"]
@@ -66,9 +73,10 @@ REASONS: Final = {
     "unknown_field": "the object has a field the contract does not define",
     "invalid_amount": "amount is not an integer between 1 and 10^15",
     "invalid_kind": "kind is not one of the contract's kinds",
-    "invalid_timestamp": "occurred_at is not an RFC 3339 timestamp",
+    "invalid_timestamp": "occurred_at is not an RFC 3339 timestamp (with a ±hh:mm or Z offset) in range",
     "naive_timestamp": "occurred_at has no UTC offset",
     "invalid_field": "a field has the wrong type or format",
+    "duplicate_key": "the JSON object names a field twice",
     "unknown_government": "org_code is not one of the 243 governments",
     "unknown_account": "account is not in the government's chart of accounts",
     "fiscal_year_mismatch": "fiscal_year does not match occurred_at (Korea time, 20 Jan rule)",
@@ -79,6 +87,7 @@ REASONS: Final = {
     "transfer_same_account": "to_account equals account",
     "unknown_to_account": "to_account is not in the government's chart of accounts",
     "key_mismatch": "the message key is not the event's org_code",
+    "missing_key": "the Kafka message has no key (the contract requires key = org_code)",
     "wrong_topic": "the event's kind belongs on the other topic",
     "wrong_partition": "the record's partition is not the one its org_code hashes to (murmur2)",
     # Stateful, decided by the ledger fold:
@@ -90,12 +99,16 @@ REASONS: Final = {
     "already_reversed": "the event named by reverses was already reversed",
     "reversal_mismatch": "a reversal must match the original's kind, account and amount",
     "reversal_not_possible": "the original cannot be undone exactly any more",
+    "position_out_of_range": "the event would take a position past the contract's bound (±10^18 per side)",
+    # Raised by the worker, never by a rule: deciding or folding the record failed unexpectedly.
+    "internal_error": "processing this record raised an unexpected error (a defect; see detail)",
 }
 
 # Reasons only the ledger fold can decide (they depend on what was applied before).
 STATEFUL_REASONS: Final = frozenset({
     "event_id_conflict", "commitment_id_reused", "unknown_commitment", "commitment_mismatch",
     "unknown_reversal_target", "already_reversed", "reversal_mismatch", "reversal_not_possible",
+    "position_out_of_range",
 })
 
 _MISSING = re.compile(r"missing required field `(\w+)`")
@@ -147,11 +160,39 @@ def decode(raw: bytes, max_bytes: int = 8192) -> Event | Rejection:
         return Rejection("not_json", str(err))
 
 
+# A JSON string token and whether a colon follows it (then it is a key). Applied to a value the
+# strict decoder accepted as an Event (a flat object of scalars), finditer meets every string in
+# order and only strings: numbers, literals and punctuation hold no quote.
+_STRING = re.compile(rb'"((?:[^"\\]|\\.)*)"[ \t\r\n]*(:?)')
+_RFC3339_OFFSET = re.compile(r"(?:[Zz]|[+-][0-9]{2}:[0-9]{2})$")
+
+
+def _unescape(s: bytes) -> str:
+    return msgspec.json.decode(b'"' + s + b'"', type=str) if b"\\" in s else s.decode()
+
+
+def check_raw(raw: bytes) -> Rejection | None:
+    """What the decoder cannot see in a message it accepted: a field named twice (the decoder
+    keeps the last one, so ``{"amount":1,"amount":999}`` would apply 999) and an offset in a
+    form RFC 3339 does not allow (``+0900``)."""
+    seen: set[str] = set()
+    key = ""
+    for m in _STRING.finditer(raw):
+        if m.group(2):
+            key = _unescape(m.group(1))
+            if key in seen:
+                return Rejection("duplicate_key", f"field `{key}` appears more than once")
+            seen.add(key)
+        elif key == "occurred_at" and not _RFC3339_OFFSET.search(_unescape(m.group(1))):
+            return Rejection("invalid_timestamp", "occurred_at's offset is not RFC 3339 (±hh:mm or Z)")
+    return None
+
+
 def fiscal_years_for(occurred_at: dt.datetime) -> tuple[int, ...]:
     """Fiscal years an event at this instant may belong to (prior-year processing to 20 Jan)."""
     if occurred_at.utcoffset() == _KST_OFFSET:  # the norm: the local date is the Korean date
         y, m, d = occurred_at.year, occurred_at.month, occurred_at.day
-    else:
+    else:  # may raise OverflowError at the ends of the calendar (check_stateless catches it)
         local = occurred_at.astimezone(KST)
         y, m, d = local.year, local.month, local.day
     return (y, y - 1) if m == 1 and d <= 20 else (y,)
@@ -168,7 +209,11 @@ def check_stateless(ev: Event, accounts: dict[str, frozenset[str]] | None = None
         return Rejection("unknown_government", f"org_code {ev.org_code} is not a known government")
     if ev.account not in chart:
         return Rejection("unknown_account", f"{ev.org_code} has no account {ev.account!r}")
-    if ev.fiscal_year not in fiscal_years_for(ev.occurred_at):
+    try:
+        years = fiscal_years_for(ev.occurred_at)
+    except OverflowError:  # 0001-01-01T00:00:00+10:00, 9999-12-31T23:59:59Z: no Korean date
+        return Rejection("invalid_timestamp", f"occurred_at {ev.occurred_at.isoformat()} has no date in Korea time")
+    if ev.fiscal_year not in years:
         return Rejection(
             "fiscal_year_mismatch",
             f"fiscal_year {ev.fiscal_year} invalid for {ev.occurred_at.isoformat()}",
@@ -231,12 +276,15 @@ def check_message(
         ev = _decoder.decode(raw)
     except (msgspec.DecodeError, UnicodeDecodeError):  # ValidationError is a DecodeError
         return decode(raw, max_bytes)  # bad input only: decode again to name the reason
-    return check_decoded(ev, key, topic_side)
+    return check_decoded(ev, raw, key, topic_side)
 
 
-def check_decoded(ev: Event, key: bytes | None, topic_side: str | None) -> Event | Rejection:
-    """``check_message`` for a message already decoded by the strict decoder (its size within
-    the maximum)."""
+def check_decoded(ev: Event, raw: bytes, key: bytes | None, topic_side: str | None) -> Event | Rejection:
+    """``check_message`` for ``raw`` already decoded by the strict decoder into ``ev`` (its size
+    within the maximum)."""
+    bad = check_raw(raw)
+    if bad is not None:
+        return bad
     # Hot path: accept the common shapes with a few identity and set tests. Anything else (a
     # rule broken, a prior-year event in January, another UTC offset) goes through the full
     # rules, which name the reason; this block only ever accepts what they accept.

@@ -27,7 +27,7 @@ UNKNOWN_ORG = next(f"{n:07d}" for n in range(9999999, 0, -1) if f"{n:07d}" not i
 
 STATEFUL = set(STATEFUL_REASONS)
 # Decided by the worker from the record's partition, not by check_message.
-WORKER_ONLY = {"wrong_partition"}
+WORKER_ONLY = {"wrong_partition", "missing_key", "internal_error"}
 STATELESS = set(REASONS) - STATEFUL - WORKER_ONLY
 
 SIDE = {
@@ -134,6 +134,18 @@ CASES: list[tuple[str, bytes, bytes | None, str | None, str]] = [
     ("ts_number", raw(occurred_at=1772413200), None, None, "invalid_timestamp"),
     ("ts_null", raw(occurred_at=None), None, None, "invalid_timestamp"),
     ("ts_naive", raw(occurred_at="2026-03-02T10:00:00"), None, None, "naive_timestamp"),
+    # Instants with no Korean date (astimezone overflows): the worker once died on these.
+    ("ts_year_1_east_of_utc", raw(occurred_at="0001-01-01T00:00:00+10:00"), None, None, "invalid_timestamp"),
+    ("ts_year_9999_west_of_utc", raw(occurred_at="9999-12-31T23:00:00-05:00"), None, None, "invalid_timestamp"),
+    ("ts_year_9999_utc", raw(occurred_at="9999-12-31T23:59:59Z"), None, None, "invalid_timestamp"),
+    ("ts_offset_without_colon", raw(occurred_at="2026-03-02T10:00:00+0900"), None, None, "invalid_timestamp"),
+    ("ts_offset_escaped", raw().replace(b"+09:00", b"\\u002b0900"), None, None, "invalid_timestamp"),
+    ("duplicate_amount", raw().replace(b'"amount": 1000', b'"amount": 1, "amount": 999'), None, None,
+     "duplicate_key"),
+    ("duplicate_escaped_key", raw().replace(b'"amount": 1000', b'"amount": 1, "amo\\u0075nt": 1'),
+     None, None, "duplicate_key"),
+    ("duplicate_same_value", raw().replace(b'"source": "test"', b'"source": "test", "source": "test"'),
+     None, None, "duplicate_key"),
     ("ts_naive_fraction", raw(occurred_at="2026-03-02T10:00:00.250"), None, None, "naive_timestamp"),
     ("org_code_short", raw(org_code="611000"), None, None, "invalid_field"),
     ("org_code_number", raw(org_code=6110000), None, None, "invalid_field"),

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 from cashpos.refdata import governments
 from reconcile.reference import Reference, fold
-from state.ledger import Ledger
-from streams.contract import REASONS, STATEFUL_REASONS, Event, Rejection, check_message, epoch_ms
+from state.ledger import Ledger, scoped_id
+from streams.contract import MAX_SIDE_TOTAL, REASONS, STATEFUL_REASONS, Event, Rejection, check_message, epoch_ms
 
 SEOUL = "6110000"
 JONGNO = "3000000"
@@ -203,12 +203,15 @@ def test_same_content_other_encoding_is_a_duplicate(f: Fold) -> None:
 def test_same_event_id_other_content_is_a_conflict(f: Fold) -> None:
     assert f.send(msg("receipt", "r1", 1_000)) == "applied"
     assert f.send(msg("receipt", "r1", 999)) == "event_id_conflict"
-    assert f.send(msg("payment", "r1", 1_000)) == "event_id_conflict"
     assert f.send(msg("receipt", "r1", 1_000, account="custody")) == "event_id_conflict"
     assert f.pos() == (1_000, 0, 1)
+    # ids are unique per side: the expenditure side has its own "r1"
+    assert f.send(msg("commitment", "r1", 700, commitment_id="c")) == "applied"
+    assert f.send(msg("payment", "r1", 1_000)) == "event_id_conflict"
+    assert f.pos() == (1_000, 700, 2)
     assert f.pos("custody") is None
     ch = f.ledger.take_changes()
-    assert (ch.applied, ch.duplicates, ch.rejected) == (1, 0, 3)
+    assert (ch.applied, ch.duplicates, ch.rejected) == (2, 0, 3)
 
 
 def test_rejected_event_does_not_use_up_its_id(f: Fold) -> None:
@@ -373,20 +376,48 @@ def test_already_reversed(f: Fold) -> None:
     assert f.pos() == (0, 0, 2)
 
 
+def test_a_reversal_names_an_event_of_its_own_side(f: Fold) -> None:
+    """Ids are scoped per side: a receipt cannot reverse a payment, whatever their ids."""
+    assert f.send(msg("payment", "o", 100)) == "applied"
+    assert f.send(msg("receipt", "r", 100, reverses="o")) == "unknown_reversal_target"
+    assert f.send(msg("receipt", "o", 100)) == "applied"  # the same id, the other side
+    assert f.send(msg("payment", "r", 100, reverses="o")) == "applied"  # undoes the payment
+    assert f.pos() == (100, 0, 3)
+    f.check_reference()
+
+
+@pytest.mark.parametrize("kind", ["receipt", "payment"])
+def test_position_bound_is_exact_and_per_side(f: Fold, kind: str) -> None:
+    """A side's share of a position stops at MAX_SIDE_TOTAL, exactly: the event that would pass
+    it is refused and changes nothing; the other side is not affected."""
+    step = 10**15
+    n = MAX_SIDE_TOTAL // step
+    sign = 1 if kind == "receipt" else -1
+    for i in range(n):
+        assert f.send(msg(kind, f"x{i}", step)) == "applied"
+    assert f.pos()[0] == sign * MAX_SIDE_TOTAL  # type: ignore[index]
+    before = snapshot(f.ledger)
+    assert f.send(msg(kind, "over", 1)) == "position_out_of_range"
+    assert snapshot(f.ledger) == before
+    other = "payment" if kind == "receipt" else "receipt"
+    assert f.send(msg(other, "o1", step)) == "applied"  # the other side's share is its own
+    assert f.send(msg(kind, "over2", 1)) == "position_out_of_range"  # still at its bound
+    assert f.send(msg(kind, f"x{n - 1}", step)) == "duplicate"
+    f.check_reference()
+
+
 @pytest.mark.parametrize(
     ("original", "reversal"),
     [
         (msg("receipt", "o", 100), msg("receipt", "r", 99, reverses="o")),
         (msg("receipt", "o", 100), msg("receipt", "r", 100, account="custody", reverses="o")),
-        (msg("receipt", "o", 100), msg("payment", "r", 100, reverses="o")),
-        (msg("payment", "o", 100), msg("receipt", "r", 100, reverses="o")),
+        (msg("transfer", "o", 100, to_account="custody"), msg("payment", "r", 100, reverses="o")),
         (msg("transfer", "o", 100, to_account="custody"),
          msg("transfer", "r", 100, to_account="sewerage", reverses="o")),
         (msg("transfer", "o", 100, to_account="custody"),
          msg("transfer", "r", 100, account="custody", to_account="general", reverses="o")),
     ],
-    ids=["amount", "account", "kind_receipt_as_payment", "kind_payment_as_receipt", "to_account",
-         "swapped_transfer"],
+    ids=["amount", "account", "kind_transfer_as_payment", "to_account", "swapped_transfer"],
 )
 def test_reversal_mismatch(f: Fold, original: bytes, reversal: bytes) -> None:
     assert f.send(original) == "applied"
@@ -449,7 +480,7 @@ def test_rejections_count_in_changes(f: Fold) -> None:
     ch = f.ledger.take_changes()
     assert (ch.applied, ch.duplicates, ch.rejected) == (1, 1, 3)
     assert set(ch.index) == {(SEOUL, "general", 2026)}  # the changed positions
-    assert set(ch.journal) == {(SEOUL, "r1")}
+    assert set(ch.journal) == {(SEOUL, "r:r1")}
     ch2 = f.ledger.take_changes()
     assert (ch2.applied, ch2.duplicates, ch2.rejected, ch2.index) == (0, 0, 0, {})
 
@@ -728,7 +759,8 @@ def test_fold_in_batches_equals_the_reference_fold(stream: list[Msg], data: st.D
         assert ch.applied == batch_outs.count("applied")
         assert ch.duplicates == batch_outs.count("duplicate")
         assert ch.rejected == sum(o in STATEFUL for o in batch_outs)
-        assert set(ch.journal) >= {(ev.org_code, ev.event_id) for (ev, _), o in zip(chunk, batch_outs)
+        assert set(ch.journal) >= {(ev.org_code, scoped_id(ev.kind, ev.event_id))
+                                   for (ev, _), o in zip(chunk, batch_outs)
                                    if o == "applied"}
         assert ch.last_event_ms == max((epoch_ms(ev.occurred_at) for (ev, _), o in zip(chunk, batch_outs)
                                         if o == "applied"), default=0)

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from state import partition
 from state.ledger import Journal, Ledger
 from state.store import Store
-from streams.contract import epoch_ms, hot_rules
+from streams.contract import MAX_SIDE_TOTAL, epoch_ms, hot_rules
 from tests.events import event
 
 SEOUL, BUSAN = "6110000", "6260000"
@@ -61,7 +61,8 @@ def _variant(draw: Any, i: int, ids: list[str], values: list[bytes]) -> bytes | 
     fy = 2025 if at.startswith("2026-01") and draw(st.booleans()) else 2026
     kind = draw(st.sampled_from(["receipt"] * 6 + ["payment"] * 3 + [
         "commitment", "commitment_cancel", "transfer", "dup", "conflict", "reversal", "junk",
-        "wrong_key", "payment_on_commitment", "long_id", "other_account", "none"]))
+        "wrong_key", "payment_on_commitment", "long_id", "other_account", "none", "duplicate_key",
+        "offset_without_colon", "escaped_key"]))
     common: dict[str, Any] = {"org": org, "at": at, "fiscal_year": fy}
     if kind == "receipt":
         return event(eid, "receipt", amount, **common)
@@ -91,11 +92,17 @@ def _variant(draw: Any, i: int, ids: list[str], values: list[bytes]) -> bytes | 
                                      event(eid, "receipt", amount, **common).replace(b'"receipt"', b'"gift"')]))
     if kind == "none":
         return None
+    if kind == "duplicate_key":  # the decoder keeps the last; the contract refuses both
+        return event(eid, "receipt", amount, **common).replace(b'"amount":', b'"amount":1,"amount":', 1)
+    if kind == "offset_without_colon":
+        return event(eid, "payment", amount, **{**common, "at": "2026-11-20T10:00:00+0900"})
+    if kind == "escaped_key":  # a plain key spelt with an escape: the Python path decides
+        return event(eid, "receipt", amount, **common).replace(b'"source"', b'"sourc\\u0065"')
     return event(eid, "receipt", amount, **common)  # "wrong_key" and ids not yet there
 
 
 @st.composite
-def streams(draw: Any) -> tuple[list[Rec], list[int], dict[str, int]]:
+def streams(draw: Any) -> tuple[list[Rec], list[int], dict[str, int], int | None]:
     n = draw(st.integers(1, 60))
     ids: list[str] = []
     values: list[bytes] = []
@@ -112,7 +119,9 @@ def streams(draw: Any) -> tuple[list[Rec], list[int], dict[str, int]]:
         recs.append(Rec(1_000 + i, 0, key, value))
     cuts = sorted(draw(st.lists(st.integers(0, n), max_size=4)))
     owner = draw(st.sampled_from([{}, {BUSAN: 1}]))  # Busan's events are on the wrong partition
-    return recs, cuts, owner
+    # Seoul's general account may start within a few events of the bound, either side
+    near = draw(st.sampled_from([None, None, 0, 1, 3]))
+    return recs, cuts, owner, near
 
 
 def _journal(v: Journal | bytes) -> bytes:
@@ -120,9 +129,12 @@ def _journal(v: Journal | bytes) -> bytes:
 
 
 def _run(fold: partition.Fold, recs: list[Rec], cuts: list[int], owner: dict[str, int],
-         side: str | None) -> list[Any]:
+         side: str | None, near: int | None = None) -> list[Any]:
     store = Store(Path(tempfile.mkdtemp(prefix="cashpos-kernel-")))
     ledger = store.attach(Ledger())
+    if near is not None:  # revenue share `near` 10^15s below +bound, expenditure's above -bound
+        top = MAX_SIDE_TOTAL - near * 10**15
+        ledger.positions[(SEOUL, "general", 2026)] = partition.Position(cash=0, received=top)
     seen: list[Any] = []
     try:
         for lo, hi in zip([0, *cuts], [*cuts, len(recs)]):
@@ -134,7 +146,8 @@ def _run(fold: partition.Fold, recs: list[Rec], cuts: list[int], owner: dict[str
                 applied, [(rej.reason, rej.detail, r.offset) for rej, r in dead],
                 {k: _journal(v) for k, v in ch.journal.items()}, ch.index, ch.commitments,
                 (ch.applied, ch.duplicates, ch.rejected, ch.last_event_ms),
-                {k: (p.cash, p.committed, p.version, p.last_event_ms) for k, p in ledger.positions.items()},
+                {k: (p.cash, p.committed, p.version, p.last_event_ms, p.received)
+                 for k, p in ledger.positions.items()},
             ))
             store.commit(ch, ledger.positions, {("cashpos.events.revenue", 0): recs[hi - 1].offset + 1})
             ledger.journal.clear()
@@ -147,10 +160,10 @@ def _run(fold: partition.Fold, recs: list[Rec], cuts: list[int], owner: dict[str
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(streams(), st.sampled_from([None, "revenue", "expenditure"]))
 def test_the_kernel_reaches_the_same_state_as_the_pure_path(
-        stream: tuple[list[Rec], list[int], dict[str, int]], side: str | None) -> None:
-    recs, cuts, owner = stream
-    native = _run(partition.fold_partition_native, recs, cuts, owner, side)
-    pure = _run(partition.fold_partition_py, recs, cuts, owner, side)
+        stream: tuple[list[Rec], list[int], dict[str, int], int | None], side: str | None) -> None:
+    recs, cuts, owner, near = stream
+    native = _run(partition.fold_partition_native, recs, cuts, owner, side, near)
+    pure = _run(partition.fold_partition_py, recs, cuts, owner, side, near)
     assert native == pure
 
 
@@ -158,15 +171,16 @@ def test_the_kernel_takes_the_common_events_and_stops_at_the_rest() -> None:
     """The differential test above would pass if the kernel took nothing: this one pins down
     that it does the work, and where it hands over."""
     assert partition.fold_hot is not None
-    recs = [Rec(0, 0, SEOUL.encode(), event("a", "receipt", 5, org=SEOUL)),
-            Rec(1, 0, None, event("b", "payment", 2, org=SEOUL)),
-            Rec(2, 0, None, event("c", "commitment", 1, org=SEOUL, commitment_id="c")),
-            Rec(3, 0, None, event("d", "receipt", 7, org=SEOUL))]
+    key = SEOUL.encode()
+    recs = [Rec(0, 0, key, event("a", "receipt", 5, org=SEOUL)),
+            Rec(1, 0, key, event("b", "payment", 2, org=SEOUL)),
+            Rec(2, 0, key, event("c", "commitment", 1, org=SEOUL, commitment_id="c")),
+            Rec(3, 0, key, event("d", "receipt", 7, org=SEOUL))]
     ledger = Ledger()
     decode, charts, org_keys, kst = hot_rules()
     ch = ledger.changes
     ctx = (decode, charts, org_keys, kst, {}, 0, "revenue", 8192, "t", ledger.positions,
-           ledger.journal, ch.journal, ch.index, None, b"j\0", partition.Position)
+           ledger.journal, ch.journal, ch.index, None, b"j\0", partition.Position, MAX_SIDE_TOTAL)
     stop, applied, last_ms, at_stop = partition.fold_hot(recs, 0, ctx, 0)
     assert (stop, applied) == (1, 1)  # a payment on the revenue topic is for the Python path
     assert at_stop == decode(recs[1].value)  # handed over decoded  # type: ignore[arg-type]
@@ -175,7 +189,7 @@ def test_the_kernel_takes_the_common_events_and_stops_at_the_rest() -> None:
     assert partition.fold_hot(recs, 3, ctx, last_ms)[:2] == (4, 1)
     pos = ledger.positions[(SEOUL, "general", 2026)]
     assert (pos.cash, pos.version) == (5 - 2 + 7, 3)
-    entry = msgspec.msgpack.decode(ledger.journal[(SEOUL, "a")], type=Journal)
+    entry = msgspec.msgpack.decode(ledger.journal[(SEOUL, "r:a")], type=Journal)
     assert entry.raw == recs[0].value and entry.source == ("t", 0, 0)
     assert entry.occurred_ms == epoch_ms(decode(recs[0].value).occurred_at)  # type: ignore[union-attr]
 
