@@ -48,6 +48,9 @@ from streams.topics import partition_for
 
 log = logging.getLogger("cashpos.ledger")
 
+_Work = list[tuple[TopicPartition, list[RawRecord]]]  # a batch: records to fold, per partition
+_Dead = list[tuple[Rejection, TopicPartition, RawRecord]]
+
 
 class BatchHook(Protocol):
     """Derived processing that runs inside the ledger's batch (e.g. alerting). Its state is
@@ -264,33 +267,27 @@ class LedgerWorker:
     async def _process(self, batch: dict[TopicPartition, list[RawRecord]]) -> dict[tuple[str, int], int]:
         t0 = time.perf_counter()
         m = self.metrics
-        max_bytes = self.settings.max_event_bytes
-        org_partition = self.org_partition
         ledger = self.ledger
-        dead: list[tuple[Rejection, TopicPartition, RawRecord]] = []
+        work: _Work = []
         offsets: dict[tuple[str, int], int] = {}
-        applied_by_topic: dict[str, int] = defaultdict(int)
         skipped = 0
         last_ts = 0
         for tp, records in batch.items():
             start = self.next_offsets.get(tp)
             if start is None:  # revoked while this batch was in flight
                 continue
-            topic, part = tp.topic, tp.partition
             todo = records
             if records and records[0].offset < start:  # already in state (a replay): skip
                 todo = [r for r in records if r.offset >= start]
                 skipped += len(records) - len(todo)
             if todo:
-                applied, rejected = fold_partition(ledger, todo, topic, part, self.side[topic],
-                                                   org_partition, max_bytes)
-                applied_by_topic[topic] += applied
-                dead += [(rej, tp, r) for rej, r in rejected]
+                work.append((tp, todo))
             if records:
-                nxt = max(start, records[-1].offset + 1)
-                offsets[(topic, part)] = nxt
-                self.next_offsets[tp] = nxt
+                offsets[(tp.topic, tp.partition)] = max(start, records[-1].offset + 1)
                 last_ts = max(last_ts, records[-1].timestamp)
+        applied_by_topic, dead = self._fold_contained(work)
+        for (topic, part), nxt in offsets.items():
+            self.next_offsets[TopicPartition(topic, part)] = nxt
         if skipped:
             m.replayed_skipped.inc(skipped)
         changes = ledger.take_changes()
@@ -321,6 +318,82 @@ class LedgerWorker:
         m.batch_seconds.observe(time.perf_counter() - t0)
         self.processed_batches += 1
         return offsets
+
+    # -- poison containment -------------------------------------------------------------------
+
+    def _fold_contained(self, work: _Work) -> tuple[dict[str, int], _Dead]:
+        """Fold the batch; whatever a record contains, the worker does not stop on it.
+
+        A record whose decision or fold raises becomes an ``internal_error`` dead letter and
+        the rest of the batch is applied exactly as if it were absent: the ledger is put back
+        to the state on disk (the last committed batch) and the batch folded again without it.
+        The culprit is found by bisection on the batch's prefix (the fold is deterministic, so
+        the shortest failing prefix ends at it); repeated until the batch folds."""
+        try:
+            return self._fold_once(work, {})
+        except Exception as exc:  # noqa: BLE001 - any defect on any input
+            log.error("a batch failed to fold (%r); isolating the record that causes it", exc)
+        poison: dict[tuple[TopicPartition, int], str] = {}
+        flat = [(tp, r) for tp, records in work for r in records]
+        while True:
+            self._restore_from_store()
+            try:
+                return self._fold_once(work, poison)
+            except Exception:  # noqa: BLE001
+                pass
+            lo, hi, error = 0, len(flat), ""  # the prefix of length hi fails
+            while lo + 1 < hi:
+                mid = (lo + hi) // 2
+                self._restore_from_store()
+                try:
+                    self._fold_once(self._prefix(work, mid), poison)
+                    lo = mid
+                except Exception as exc:  # noqa: BLE001
+                    hi, error = mid, f"{exc.__class__.__name__}: {exc}"
+            tp, r = flat[hi - 1]
+            if (tp, r.offset) in poison:  # not reproducible: give up on the whole batch
+                raise RuntimeError("a batch fails to fold, and no one record explains it")
+            poison[(tp, r.offset)] = error or "the record's fold raised"
+            log.error("record %s:%d@%d isolated as internal_error: %s", tp.topic, tp.partition,
+                      r.offset, poison[(tp, r.offset)])
+
+    @staticmethod
+    def _prefix(work: _Work, n: int) -> _Work:
+        out: _Work = []
+        for tp, records in work:
+            if n <= 0:
+                break
+            out.append((tp, records[:n]))
+            n -= len(records)
+        return out
+
+    def _fold_once(self, work: _Work, poison: dict[tuple[TopicPartition, int], str]
+                   ) -> tuple[dict[str, int], _Dead]:
+        org_partition = self.org_partition
+        max_bytes = self.settings.max_event_bytes
+        applied_by_topic: dict[str, int] = defaultdict(int)
+        dead: _Dead = []
+        for tp, todo in work:
+            topic, part = tp.topic, tp.partition
+            if poison:
+                bad = [r for r in todo if (tp, r.offset) in poison]
+                dead += [(Rejection("internal_error", poison[(tp, r.offset)]), tp, r) for r in bad]
+                todo = [r for r in todo if (tp, r.offset) not in poison]
+            applied, rejected = fold_partition(self.ledger, todo, topic, part, self.side[topic],
+                                               org_partition, max_bytes)
+            applied_by_topic[topic] += applied
+            dead += [(rej, tp, r) for rej, r in rejected]
+        return applied_by_topic, dead
+
+    def _restore_from_store(self) -> None:
+        """Put the ledger back to the last committed batch (what the store holds)."""
+        ledger = self.ledger
+        ledger.take_changes()
+        ledger.journal.clear()
+        ledger.commitments.clear()
+        ledger.positions.clear()
+        for org in self.owned_orgs:
+            ledger.positions.update(self.store.positions(org))
 
     async def _dead_letter(self, dead: list[tuple[Rejection, TopicPartition, RawRecord]]) -> None:
         assert self.producer is not None

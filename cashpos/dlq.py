@@ -33,6 +33,10 @@ async def republish(settings: Settings, coords: list[str], fixed_file: str | Non
         if len(bodies) != len(coords):
             raise SystemExit(f"{fixed_file} has {len(bodies)} events for {len(coords)} dead letters")
     else:
+        partial = [c for c in coords if letters[c].value_truncated]
+        if partial:  # only part of the original is kept: it cannot be sent again as it was
+            raise SystemExit(f"{', '.join(partial)} kept only part of the original value; "
+                             "republish a corrected event with --fixed")
         bodies = [letters[c].value() for c in coords]
     async with Publisher(settings) as pub:
         return await pub.send_many(bodies)

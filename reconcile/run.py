@@ -110,7 +110,7 @@ def _fold(records: list[Record], max_bytes: int, below: dict[tuple[str, int], in
         if below is not None and rec.offset >= below.get((rec.topic, rec.partition), 0):
             continue
         side = "revenue" if rec.topic.endswith(".revenue") else "expenditure"
-        ref.feed(rec.value, side, rec.key)
+        ref.feed_record(rec.value, side, rec.key)
     return ref
 
 
@@ -130,7 +130,7 @@ def _state_view(path: Path) -> tuple[dict[PosKey, tuple[int, int, int]], dict[tu
         it.seek(b"p\0")
         while it.valid() and it.key().startswith(b"p\0"):
             _, org, account, fy = it.key().decode().split("\0")
-            cash, committed, version, _ = msgspec.msgpack.decode(it.value())
+            cash, committed, version = msgspec.msgpack.decode(it.value())[:3]
             pos[(org, account, int(fy))] = (cash, committed, version)
             it.next()
         return pos, offsets

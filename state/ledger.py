@@ -19,8 +19,8 @@ dicts simply hold everything. A key absent from both means "not in state".
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Final
 
 import msgspec
@@ -224,8 +224,7 @@ class Ledger:
             if dc > 0:
                 pos.received += dc
             pos.version += 1
-            if ms > pos.last_event_ms:
-                pos.last_event_ms = ms
+            pos.last_event_ms = max(pos.last_event_ms, ms)
             rows = index.get(pk)
             if rows is None:
                 rows = index[pk] = []
@@ -234,8 +233,7 @@ class Ledger:
                 (raw, kind, account, fy, ev.amount, ms, [(account, fy, dc, 0)], None, 0, None, None, source)
             )
             applied += 1
-            if ms > last_ms:
-                last_ms = ms
+            last_ms = max(last_ms, ms)
         ch.applied += applied
         ch.last_event_ms = last_ms
         return not_applied
@@ -381,8 +379,7 @@ class Ledger:
                 pos.received += dc
             pos.committed += dm
             pos.version += 1
-            if ms > pos.last_event_ms:
-                pos.last_event_ms = ms
+            pos.last_event_ms = max(pos.last_event_ms, ms)
             rows = index.get(pk)
             if rows is None:
                 rows = index[pk] = []
@@ -391,5 +388,4 @@ class Ledger:
         self.journal[key] = entry
         ch.journal[key] = entry
         ch.applied += 1
-        if ms > ch.last_event_ms:
-            ch.last_event_ms = ms
+        ch.last_event_ms = max(ch.last_event_ms, ms)

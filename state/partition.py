@@ -23,7 +23,14 @@ from typing import Final
 
 from state import native
 from state.ledger import APPLIED, Ledger, Position, Source
-from streams.contract import MAX_SIDE_TOTAL, Event, Rejection, check_decoded, check_message, hot_rules
+from streams.contract import (
+    MAX_SIDE_TOTAL,
+    Event,
+    Rejection,
+    check_decoded,
+    check_message,
+    hot_rules,
+)
 from streams.lean_records import RawRecord
 
 fold_hot = native.built.fold_hot if native.built is not None else None
