@@ -287,3 +287,27 @@ def test_json_bodies_are_exact_at_every_integer_width(n: int) -> None:
     raw = dumps(body)
     assert json.loads(raw) == body  # Python's json reads integers exactly
     assert msgspec.json.decode(raw) == body
+
+
+@pytest.mark.parametrize("cash,committed,received", [
+    (2 * MAX_SIDE_TOTAL, MAX_SIDE_TOTAL, MAX_SIDE_TOTAL),  # both sides at +bound, committed full
+    (-2 * MAX_SIDE_TOTAL, MAX_SIDE_TOTAL, -MAX_SIDE_TOTAL),  # available = -3e18
+    (0, 0, MAX_SIDE_TOTAL), (2**31, 2**32, 2**32 - 1),
+])
+def test_the_extreme_positions_round_trip_through_the_state_and_the_serving_codec(
+        cash: int, committed: int, received: int) -> None:
+    """Within the bound every figure fits the state's msgpack and the Redis field's orjson."""
+    from state.ledger import Changes, Position
+    from state.projection import decode_position, encode_position
+
+    p = Position(cash=cash, committed=committed, version=2**40, last_event_ms=2**45, received=received)
+    assert abs(p.available) <= 3 * MAX_SIDE_TOTAL < 2**63
+    store = Store(Path(tempfile.mkdtemp(prefix="cashpos-extreme-")))
+    try:
+        pk = (SEOUL, "general", 2026)
+        store.commit(Changes(index={pk: [(0, "r:x", 1, 0)]}), {pk: p}, {})
+        assert store.positions(SEOUL) == {pk: p}
+    finally:
+        store.close()
+    version, body = decode_position(encode_position(p))
+    assert (version, body["cash"], body["committed"]) == (2**40, cash, committed)
