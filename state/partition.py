@@ -34,6 +34,7 @@ from streams.contract import (
 from streams.lean_records import RawRecord
 
 fold_hot = native.built.fold_hot if native.built is not None else None
+raw_plain = native.built.raw_plain if native.built is not None else None
 
 Dead = list[tuple[Rejection, RawRecord]]
 Fold = Callable[[Ledger, list[RawRecord], str, int, "str | None", dict[str, int], int], tuple[int, Dead]]
@@ -46,8 +47,9 @@ def _classify(r: RawRecord, topic: str, partition: int, side: str | None,
     its value already decoded by the strict decoder (the kernel's, when it stopped there)."""
     if decoded is None:
         res = check_message(r.value or b"", r.key, side, max_bytes)
-    else:
-        res = check_decoded(decoded, r.value, r.key, side)
+    else:  # the kernel stopped here: its test of the raw bytes spares the slower Python one
+        res = check_decoded(decoded, r.value, r.key, side,
+                            raw_checked=raw_plain is not None and raw_plain(r.value))
     if res.__class__ is Rejection:
         return res  # type: ignore[return-value]
     if r.key is None:  # the contract's key is org_code; only the API's check goes without one
