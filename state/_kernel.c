@@ -136,38 +136,35 @@ static PyObject *journal_key(PyObject *prefix, PyObject *org, PyObject *eid) {
 }
 
 /* 1 if the message ``s`` (which the strict decoder accepted as an Event: a flat object of
- * scalars) names no field twice, has no escape in a key or in occurred_at, and its occurred_at
- * ends in "+09:00"; else 0, and the Python path decides (streams.contract.check_raw). */
+ * scalars) names no field twice, has no escape in any string, and its occurred_at ends in
+ * "+09:00"; else 0, and the Python path decides (streams.contract.check_raw). */
 static int raw_plain(const char *s, Py_ssize_t n) {
     const char *keys[16];
     Py_ssize_t lens[16];
     int nk = 0, at_value = 0;
-    Py_ssize_t i = 0;
-    while (i < n) {
-        if (s[i] != '"') { i++; continue; }
-        const Py_ssize_t a = ++i;
-        int esc = 0;
-        while (i < n && s[i] != '"') {
-            if (s[i] == '\\') { esc = 1; i += 2; } else i++;
-        }
-        if (i >= n) return 0;
-        const Py_ssize_t len = i - a;
-        Py_ssize_t j = ++i;
-        while (j < n && (s[j] == ' ' || s[j] == '\t' || s[j] == '\n' || s[j] == '\r')) j++;
-        if (j < n && s[j] == ':') {  /* a key */
-            if (esc || nk == 16) return 0;
+    const char *p = s, *end = s + n;
+    for (;;) {  /* string by string (memchr: the bytes between strings hold no quote) */
+        const char *q = memchr(p, '"', (size_t)(end - p));
+        if (q == NULL) return 1;
+        const char *a = q + 1;
+        const char *e = memchr(a, '"', (size_t)(end - a));
+        if (e == NULL || memchr(a, '\\', (size_t)(e - a)) != NULL) return 0;  /* an escape: Python's */
+        const Py_ssize_t len = e - a;
+        p = e + 1;
+        while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')) p++;
+        if (p < end && *p == ':') {  /* a key */
+            if (nk == 16) return 0;
             for (int k = 0; k < nk; k++)
-                if (lens[k] == len && memcmp(keys[k], s + a, (size_t)len) == 0) return 0;
-            keys[nk] = s + a;
+                if (lens[k] == len && memcmp(keys[k], a, (size_t)len) == 0) return 0;
+            keys[nk] = a;
             lens[nk++] = len;
-            at_value = len == 11 && memcmp(s + a, "occurred_at", 11) == 0;
-            i = j + 1;
+            at_value = len == 11 && memcmp(a, "occurred_at", 11) == 0;
+            p++;
         } else if (at_value) {  /* occurred_at's value */
-            if (esc || len < 6 || memcmp(s + a + len - 6, "+09:00", 6) != 0) return 0;
+            if (len < 6 || memcmp(a + len - 6, "+09:00", 6) != 0) return 0;
             at_value = 0;
         }
     }
-    return 1;
 }
 
 static inline int is_str(PyObject *o, const char *lit) {
