@@ -8,7 +8,9 @@ record; a revoked record is kept (the audit log and ``token list`` still name it
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import secrets
 import time
 from collections.abc import Iterable
@@ -56,6 +58,15 @@ def digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def csrf_for(token: str) -> str:
+    """The CSRF value of a dashboard session signed in with ``token``: an HMAC keyed by the token
+    itself, so it is bound to that session (a value planted from another session, or a second
+    ``cashpos_csrf`` cookie, does not match), is the same in every API process without a shared
+    server secret, and reveals nothing about the token (nor does the stored hash lead to it)."""
+    mac = hmac.new(token.encode(), b"cashpos csrf v1", hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -100,6 +111,13 @@ class TokenStore:
         raw = await self.redis.hget(self.key, digest(token))
         return None if raw is None else _decode(raw)
 
+    async def lookup_digests(self, digests: list[str]) -> list[TokenRecord | None]:
+        """The records of these token hashes (None: unknown), in one round trip."""
+        if not digests:
+            return []
+        raws = await self.redis.hmget(self.key, digests)
+        return [None if raw is None else _decode(raw) for raw in raws]
+
     async def all(self) -> list[TokenRecord]:
         recs = [_decode(v) for v in (await self.redis.hgetall(self.key)).values()]
         return sorted(recs, key=lambda r: r.created_ms)
@@ -141,4 +159,5 @@ def create_sync(redis_url: str, namespace: str, role: Role | str, orgs: Iterable
         return ex.submit(asyncio.run, create()).result()
 
 
-__all__ = ["DEFAULT_EXPIRES_DAYS", "ScopeError", "TokenRecord", "TokenStore", "create_sync", "digest", "principal_of"]
+__all__ = ["DEFAULT_EXPIRES_DAYS", "ScopeError", "TokenRecord", "TokenStore", "create_sync", "csrf_for", "digest",
+           "principal_of"]

@@ -43,6 +43,20 @@ class Settings:
     # How long an API process trusts a token lookup: the longest a revocation takes to bite.
     token_cache_seconds: float = field(default_factory=lambda: float(_env("TOKEN_CACHE_SECONDS", "2")))
     log_level: str = field(default_factory=lambda: _env("LOG_LEVEL", "INFO"))
+    # API limits (docs/access.md, "Limits"). Open live streams per token, per API process.
+    max_streams_per_token: int = field(default_factory=lambda: int(_env("MAX_STREAMS_PER_TOKEN", "8")))
+    # Request bodies of every endpoint but POST /v1/events (whose limit is max_event_bytes).
+    max_body_bytes: int = field(default_factory=lambda: int(_env("MAX_BODY_BYTES", "16384")))
+    # The request line and headers together.
+    max_header_bytes: int = field(default_factory=lambda: int(_env("MAX_HEADER_BYTES", "16384")))
+    # A request's line and headers must arrive within this long of its first byte (or of the
+    # connection opening); its body within body_timeout_seconds of the headers.
+    header_timeout_seconds: float = field(default_factory=lambda: float(_env("HEADER_TIMEOUT_SECONDS", "10")))
+    body_timeout_seconds: float = field(default_factory=lambda: float(_env("BODY_TIMEOUT_SECONDS", "15")))
+    # An idle keep-alive connection is closed after this many seconds.
+    keep_alive_seconds: int = field(default_factory=lambda: int(_env("KEEP_ALIVE_SECONDS", "5")))
+    # Open connections (streams included) per API process; beyond it new requests get 503.
+    api_max_connections: int = field(default_factory=lambda: int(_env("API_MAX_CONNECTIONS", "10000")))
 
     def kafka_client_args(self) -> dict[str, object]:
         """Connection arguments shared by every aiokafka client."""

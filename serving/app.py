@@ -10,10 +10,11 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Annotated
 
 import orjson
 import redis.asyncio as aioredis
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import ORJSONResponse, PlainTextResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
@@ -30,11 +31,13 @@ from cashpos.settings import Settings, load
 from serving.alerts import router as alerts_router
 from serving.federation import WorkerMetricsCollector
 from serving.ingest import router as ingest_router
+from serving.limits import RequestLimits
 from serving.live import hub_for
 from serving.live import router as live_router
 from serving.observe import ObserveMiddleware
 from serving.positions import STALE_AFTER_MS, NotReady, PositionReader
-from serving.security import AuthMiddleware, require
+from serving.problems import router as problems_router
+from serving.security import AuthMiddleware, TokenCache, require
 from serving.session import router as session_router
 from streams.topics import ensure_topics
 
@@ -100,8 +103,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.keys = keys
     app.state.topics = Topics(settings.namespace)
 
-    # Added first = inner: every request is counted, refused ones (401/403/429) included.
-    app.add_middleware(AuthMiddleware, ttl=settings.token_cache_seconds)
+    # Added first = inner: every request is counted, refused ones (401/403/413/429/431) included;
+    # size limits come before authentication (an anonymous 64 MB body is never read).
+    app.state.token_cache = TokenCache(settings.token_cache_seconds)  # shared with the live hub
+    app.add_middleware(AuthMiddleware, cache=app.state.token_cache)
+    app.add_middleware(RequestLimits, settings=settings)
     app.add_middleware(ObserveMiddleware, metrics=metrics)
 
     @app.exception_handler(NotReady)
@@ -156,7 +162,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return RedirectResponse("/dashboard/")
 
     @app.get("/v1/governments", summary="The governments in the caller's scope, with their province")
-    async def list_governments(p: Principal = require(Permission.REFDATA)) -> dict[str, object]:
+    async def list_governments(p: Annotated[Principal, require(Permission.REFDATA)]) -> dict[str, object]:
         return {"governments": [_gov_dict(g, False) for g in governments().values() if p.covers(g.org_code)]}
 
     @app.get("/v1/governments/{org_code}", summary="One government with its chart of accounts",
@@ -192,8 +198,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         })
 
     @app.get("/v1/summary", summary="Totals and one row per province, over the caller's scope")
-    async def get_summary(request: Request, fiscal_year: int | None = Query(None),
-                          p: Principal = require(Permission.READ)) -> ORJSONResponse:
+    async def get_summary(request: Request, p: Annotated[Principal, require(Permission.READ)],
+                          fiscal_year: int | None = Query(None)) -> ORJSONResponse:
         body = await request.app.state.reader.summary(fiscal_year, p.orgs)
         return await with_status(request, body)
 
@@ -233,5 +239,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ingest_router)
     app.include_router(alerts_router)
     app.include_router(live_router)
+    app.include_router(problems_router)
     app.mount("/dashboard", StaticFiles(directory=STATIC, html=True), name="dashboard")
     return app

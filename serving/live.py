@@ -39,6 +39,14 @@ batch's ``written_ms`` (positions), or the server time (heartbeat, snapshot, ale
 - ``heartbeat`` every ~2 s to a stream that had no other frame meanwhile (and to all when
   ``live`` changes): ``{"server_ms", "server_time", "seq", "last_write_ms", "last_event_ms",
   "live"}``; ``live`` is false while the hub has no Redis subscription.
+- ``closed``: ``{"reason": "token_revoked" | "token_expired" | "token_invalid", "server_ms"}``,
+  the last frame of a stream whose token is no longer valid (frames still queued for it are
+  dropped). The hub re-reads the tokens of every open stream once per
+  ``CASHPOS_TOKEN_CACHE_SECONDS``, all in one Redis round trip, so a revocation or an expiry ends
+  a stream as soon as it refuses new requests. (If Redis does not answer, streams stay open.)
+
+Per token and API process at most ``CASHPOS_MAX_STREAMS_PER_TOKEN`` streams are open at once;
+one more is answered 429 (problem details, reason ``too_many_streams``).
 
 The frames start with ``retry: 1000`` so browsers reconnect one second after a drop.
 """
@@ -54,19 +62,22 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from types import FrameType
+from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
 from fastapi import APIRouter, FastAPI, Header, HTTPException, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
+from access.policy import Permission
+from access.tokens import TokenStore, now_ms
 from cashpos.metrics import ApiMetrics
 from cashpos.names import META_FIELD, RedisKeys
 from cashpos.refdata import governments
-from access.policy import Permission
 from cashpos.settings import Settings
 from serving.positions import _rows, iso_ms, totals
-from serving.security import principal, require
+from serving.problems import problem_response
+from serving.security import TokenCache, principal, require
 
 log = logging.getLogger("cashpos.api.live")
 
@@ -90,6 +101,7 @@ View = str | frozenset[str] | None
 @dataclass(eq=False)
 class Client:
     org: View
+    token: str = ""  # the hash of the token the stream was opened with ("": not checked)
     queue: asyncio.Queue[object] = field(default_factory=lambda: asyncio.Queue(QUEUE_FRAMES))
     wants_snapshot: bool = False  # still owed a snapshot (the hub was not loaded when it came)
     resync_pending: bool = False
@@ -126,6 +138,9 @@ class Hub:
         self.closing = False  # the process is shutting down: end every stream
         self._tasks: list[asyncio.Task[None]] = []
         self._snapshots: dict[View, bytes] = {}  # encoded snapshot data, until the next change
+        self.tokens = TokenStore(redis, keys)
+        self.held: dict[str, int] = {}  # token id -> streams open (or being opened) with it
+        self.token_cache: TokenCache | None = None  # the app's: told what the re-checks find
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -133,7 +148,8 @@ class Hub:
         if not self._tasks:
             self._tasks = [asyncio.create_task(self._run(), name="sse-hub-subscriber"),
                            asyncio.create_task(self._heartbeats(), name="sse-hub-heartbeat"),
-                           asyncio.create_task(self._verify(), name="sse-hub-verify")]
+                           asyncio.create_task(self._verify(), name="sse-hub-verify"),
+                           asyncio.create_task(self._token_checks(), name="sse-hub-tokens")]
 
     def close_streams(self) -> None:
         """End every open stream (their clients reconnect elsewhere, or here once we are back)."""
@@ -152,10 +168,25 @@ class Hub:
 
     # -- clients --------------------------------------------------------------------------------
 
-    def register(self, org: View, snapshot: bool) -> tuple[Client, bytes | None]:
+    def reserve(self, token_id: str, cap: int) -> bool:
+        """Count one more stream of this token, unless it has ``cap`` already."""
+        n = self.held.get(token_id, 0)
+        if n >= cap:
+            return False
+        self.held[token_id] = n + 1
+        return True
+
+    def release(self, token_id: str) -> None:
+        n = self.held.get(token_id, 0) - 1
+        if n > 0:
+            self.held[token_id] = n
+        else:
+            self.held.pop(token_id, None)
+
+    def register(self, org: View, snapshot: bool, token: str = "") -> tuple[Client, bytes | None]:
         """Add a client; returns it and, if asked and possible, its snapshot frame, taken in the
         same step (no await), so that the snapshot plus the queued frames miss nothing."""
-        c = Client(org)
+        c = Client(org, token)
         if self.closing:
             c.queue.put_nowait(_CLOSE)
             return c, None
@@ -199,6 +230,42 @@ class Hub:
         else:
             c.resync_pending = True
             c.queue.put_nowait(_RESYNC)
+
+    def end(self, c: Client, frame: bytes) -> None:
+        """End a stream now: whatever is queued for it is dropped, ``frame`` is its last."""
+        while not c.queue.empty():
+            c.queue.get_nowait()
+        c.queue.put_nowait(frame)
+        c.queue.put_nowait(_CLOSE)
+        self.unregister(c)
+
+    async def check_tokens(self) -> int:
+        """End the streams whose token is revoked, expired or gone; returns how many."""
+        by_token: dict[str, list[Client]] = {}
+        for c in self.clients:
+            if c.token:
+                by_token.setdefault(c.token, []).append(c)
+        if not by_token:
+            return 0
+        digests = list(by_token)
+        records = await self.tokens.lookup_digests(digests)
+        now = now_ms()
+        ended = 0
+        for h, rec in zip(digests, records):
+            status = "invalid" if rec is None else rec.status(now)
+            if status == "active":
+                continue
+            if self.token_cache is not None:  # reconnects are refused at once, not after the cache
+                self.token_cache.remember(h, rec)
+            data = orjson.dumps({"reason": f"token_{status}", "server_ms": now})
+            frame = _frame("closed", self._ident(now), data)
+            for c in by_token[h]:
+                if c in self.clients:
+                    self.end(c, frame)
+                    ended += 1
+        if ended:
+            log.info("ended %d live stream(s) of revoked or expired tokens", ended)
+        return ended
 
     def _fanout(self, item: object, groups: list[View] | None = None) -> None:
         """Offer a frame to every client (``groups`` None) or to the clients watching one of
@@ -392,7 +459,7 @@ class Hub:
                 await self._consume(pubsub)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # Redis down or restarted: resubscribe, then resync everyone
+            except Exception as exc:  # noqa: BLE001 Redis down or restarted: resubscribe, then resync everyone
                 if self.live:
                     log.warning("live hub lost its Redis subscription: %r", exc)
                 self.live = False
@@ -449,7 +516,7 @@ class Hub:
                     for o in orgs:
                         pipe.hexists(self.keys.positions(o), marker)
                     present = await pipe.execute()
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 the check must outlive any failure; retried in a second
                 log.debug("serving copy check skipped: %r", exc)
                 continue
             gone = [o for o, ok in zip(orgs, present) if not ok]
@@ -458,6 +525,16 @@ class Hub:
                 self._apply({}, gone)
                 self._pending.update(gone)
                 self._broadcast()
+
+    async def _token_checks(self) -> None:
+        """Once per token-cache period: a revoked or expired token keeps no stream open longer
+        than it would be trusted for a request."""
+        while True:
+            await asyncio.sleep(self.settings.token_cache_seconds)
+            try:
+                await self.check_tokens()
+            except Exception as exc:  # noqa: BLE001 Redis unreachable (or a bad record): keep the streams, retry
+                log.debug("stream token check skipped: %r", exc)
 
     async def _heartbeats(self) -> None:
         while True:
@@ -530,10 +607,26 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 router = APIRouter(tags=["live"], lifespan=lifespan)
 
 
+class _HeldStream(StreamingResponse):
+    """A stream that gives its token's slot back however it ends (even if its body never
+    started: the client was gone before the response began)."""
+
+    def __init__(self, content: AsyncIterator[bytes], release: Callable[[], None], **kw: object) -> None:
+        super().__init__(content, **kw)  # type: ignore[arg-type]
+        self._release = release
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()
+
+
 async def hub_for(app: FastAPI) -> Hub:
     hub: Hub | None = getattr(app.state, "live_hub", None)
     if hub is None:
         hub = Hub(app.state.settings, app.state.keys, app.state.redis)
+        hub.token_cache = getattr(app.state, "token_cache", None)
         app.state.live_hub = hub
         hub.start()
     return hub
@@ -543,7 +636,8 @@ async def hub_for(app: FastAPI) -> Hub:
     "/v1/stream",
     summary="Live updates as server-sent events (positions, snapshot, alerts, heartbeat)",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}}},
+    responses={200: {"content": {"text/event-stream": {}}},
+               429: {"description": "too many open streams for this token (problem details)"}},
     dependencies=[require(Permission.READ)],
 )
 async def stream(
@@ -553,7 +647,7 @@ async def stream(
     last_event_id_q: str | None = Query(None, alias="last_event_id",
                                         description="resume (same as the Last-Event-ID header)"),
     last_event_id: str | None = Header(None),
-) -> StreamingResponse:
+) -> Response:
     p = principal(request)  # permission and scope: checked by require()
     if org is not None and org not in governments():
         raise HTTPException(404, f"unknown government {org}")
@@ -561,11 +655,24 @@ async def stream(
     hub = await hub_for(request.app)
     metrics: ApiMetrics = request.app.state.metrics
     resume = bool(last_event_id or last_event_id_q)
+    token: str = getattr(request.state, "token_digest", "")
+    cap: int = request.app.state.settings.max_streams_per_token
+    if not hub.reserve(p.token_id, cap):
+        return problem_response(
+            "too_many_streams", f"this token has {cap} live streams open on this server already",
+            root_path=request.scope.get("root_path", ""), limit=cap)
+    released = False
+
+    def release() -> None:
+        nonlocal released
+        if not released:
+            released = True
+            hub.release(p.token_id)
 
     async def frames() -> AsyncIterator[bytes]:
         # Registered here, when the response starts, so a client gone before it is never leaked;
         # the snapshot is taken in the same step (no await) as the registration.
-        client, first = hub.register(view, snapshot or resume)
+        client, first = hub.register(view, snapshot or resume, token)
         metrics.sse_connections.inc()
         try:
             yield b"retry: %d\n\n" % RETRY_MS + (first or b"")
@@ -582,7 +689,7 @@ async def stream(
             hub.unregister(client)
             metrics.sse_connections.dec()
 
-    return StreamingResponse(frames(), media_type="text/event-stream", headers={
+    return _HeldStream(frames(), release, media_type="text/event-stream", headers={
         "Cache-Control": "no-cache, no-transform",
         "X-Accel-Buffering": "no",
         "Connection": "keep-alive",

@@ -103,7 +103,9 @@ class MemoryCopy(Protocol):
     """What the live hub (``serving.live.Hub``) offers readers: every government's body, kept
     current from the processor's update channel."""
 
-    serving: bool
+    @property
+    def serving(self) -> bool: ...
+
     bodies: dict[str, dict[str, object]]
     metas: dict[str, dict[str, int]]
     version: int

@@ -4,10 +4,12 @@
   (health probes, API docs, the dashboard's static files, and the sign-in itself); every other
   request must carry a valid token, as ``Authorization: Bearer <token>`` (systems) or in the
   HttpOnly session cookie set by ``POST /v1/session`` (the dashboard). A cookie-authenticated
-  request that changes something must also echo the CSRF cookie in ``X-CSRF-Token`` (double
-  submit; the cookies are ``SameSite=Strict`` as well). Then the token's rate limit. Answers 401,
-  403 (CSRF) or 429 itself; otherwise puts the :class:`~access.policy.Principal` on
-  ``request.state.principal``.
+  request that changes something must also send the session's CSRF value in ``X-CSRF-Token``
+  (double submit, bound to the session: the value must be ``csrf_for`` of the session's own
+  token, whatever ``cashpos_csrf`` cookies come along; the cookies are ``SameSite=Strict`` as
+  well). Then the token's rate limit. Answers 401, 403 (CSRF) or 429 itself; otherwise puts the
+  :class:`~access.policy.Principal` on ``request.state.principal`` and the token's hash on
+  ``request.state.token_digest`` (open streams re-check it: ``serving.live``).
 * :func:`require` is the per-route check of a permission and, for routes with an
   ``{org_code}``, the scope (out of scope = 404, like an unknown code). Every non-public route
   declares one (``tests/test_access.py`` checks that no route is missing it).
@@ -15,6 +17,7 @@
 
 from __future__ import annotations
 
+import hmac
 import time
 from typing import Any
 
@@ -25,13 +28,14 @@ from redis.exceptions import RedisError
 from access.audit import AuditLog, record
 from access.policy import Decision, Permission, Principal, decide
 from access.ratelimit import RateLimiter
-from access.tokens import TokenRecord, TokenStore, digest, principal_of
+from access.tokens import TokenRecord, TokenStore, csrf_for, digest, principal_of
+from serving.problems import send_problem
 
 SESSION_COOKIE = "cashpos_session"
 CSRF_COOKIE = "cashpos_csrf"
 CSRF_HEADER = b"x-csrf-token"
 PUBLIC_PATHS = frozenset({"/", "/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
-PUBLIC_PREFIXES = ("/dashboard/",)
+PUBLIC_PREFIXES = ("/dashboard/", "/problems/")
 SIGN_IN = ("POST", "/v1/session")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -61,8 +65,10 @@ class TokenCache:
         self.ttl = ttl
         self._seen: dict[str, tuple[float, TokenRecord | None, Principal | None]] = {}
 
-    async def get(self, store: TokenStore, token: str) -> tuple[TokenRecord | None, Principal | None]:
-        h = digest(token)
+    async def get(self, store: TokenStore, token: str, h: str | None = None
+                  ) -> tuple[TokenRecord | None, Principal | None]:
+        """The token's record and principal; ``h`` is its digest if the caller has it already."""
+        h = h or digest(token)
         now = time.monotonic()
         hit = self._seen.get(h)
         if hit is not None and now - hit[0] < self.ttl:
@@ -75,6 +81,15 @@ class TokenCache:
             self._seen.clear()
         self._seen[h] = (now, rec, p)
         return rec, p
+
+    def remember(self, h: str, rec: TokenRecord | None) -> None:
+        """What a caller just read from the store for the token hashed ``h`` (the live hub's
+        re-check of open streams): a revoked token is refused from now on, not once the entry
+        would have expired."""
+        if rec is None:
+            self._seen.pop(h, None)
+        else:
+            self._seen[h] = (time.monotonic(), rec, principal_of(rec))
 
     def forget(self) -> None:
         self._seen.clear()
@@ -90,16 +105,16 @@ async def _reply(send: Any, status: int, detail: str, headers: list[tuple[bytes,
 
 
 class AuthMiddleware:
-    def __init__(self, app: Any, ttl: float = 2.0) -> None:
+    def __init__(self, app: Any, ttl: float = 2.0, cache: TokenCache | None = None) -> None:
         self.app = app
-        self.cache = TokenCache(ttl)
+        self.cache = cache or TokenCache(ttl)
         self.limiter = RateLimiter()
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or is_public(scope["method"], scope["path"]):
             await self.app(scope, receive, send)
             return
-        token, via_cookie = None, False
+        token = None
         for k, v in scope["headers"]:
             if k == b"authorization":
                 scheme, _, cred = v.decode("latin-1").partition(" ")
@@ -109,11 +124,13 @@ class AuthMiddleware:
         if token is None:
             cookies = _cookies(scope)
             token = cookies.get(SESSION_COOKIE) or None
-            via_cookie = token is not None
-            if via_cookie and scope["method"] not in SAFE_METHODS:
-                sent = next((v.decode("latin-1") for k, v in scope["headers"] if k == CSRF_HEADER), "")
-                if not sent or sent != cookies.get(CSRF_COOKIE):
-                    await _reply(send, 403, "missing or wrong X-CSRF-Token for a cookie session")
+            if token is not None and scope["method"] not in SAFE_METHODS:
+                sent = next((v for k, v in scope["headers"] if k == CSRF_HEADER), b"")
+                if not sent:
+                    await send_problem(send, scope, "csrf_mismatch", "X-CSRF-Token missing for a cookie session")
+                    return
+                if not hmac.compare_digest(sent, csrf_for(token).encode()):
+                    await send_problem(send, scope, "csrf_mismatch", "X-CSRF-Token is not this session's")
                     return
         challenge = [(b"www-authenticate", b'Bearer realm="cashpos"')]
         if token is None:
@@ -121,7 +138,8 @@ class AuthMiddleware:
             return
         state = scope["app"].state
         try:
-            rec, principal = await self.cache.get(state.tokens, token)
+            h = digest(token)
+            rec, principal = await self.cache.get(state.tokens, token, h)
         except RedisError as exc:  # the token store is unreachable: the same 503 as any read
             await _reply(send, 503, f"serving store unavailable: {exc.__class__.__name__}",
                          [(b"retry-after", b"1")])
@@ -137,7 +155,9 @@ class AuthMiddleware:
             await _reply(send, 429, f"rate limit of {principal.rate_per_s} requests/s exceeded",
                          [(b"retry-after", str(max(1, round(wait + 0.5))).encode())])
             return
-        scope.setdefault("state", {})["principal"] = principal
+        st = scope.setdefault("state", {})
+        st["principal"] = principal
+        st["token_digest"] = h
         await self.app(scope, receive, send)
 
 
@@ -181,7 +201,7 @@ async def audit_read(request: Request, p: Principal, org: str | None = None) -> 
                    detail=dict(request.query_params) or None)
     try:
         await audit_log(request).append(entry, wait=False)
-    except Exception:
+    except Exception:  # noqa: BLE001 whatever the producer raises, the read is refused (503)
         request.app.state.metrics.audit_errors.inc()
         raise HTTPException(503, "audit log unavailable", headers={"Retry-After": "1"}) from None
 

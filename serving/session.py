@@ -1,14 +1,14 @@
 """Signing in (the dashboard) and managing tokens (admins).
 
 ``POST /v1/session`` exchanges a token for two cookies: the token itself, HttpOnly (page scripts
-never see it), and a random CSRF value the page echoes in ``X-CSRF-Token`` on writes. Both are
-``SameSite=Strict`` and ``Secure`` behind HTTPS (or with ``CASHPOS_COOKIE_SECURE=1``).
+never see it), and the session's CSRF value (``access.tokens.csrf_for``: bound to the token) that
+the page echoes in ``X-CSRF-Token`` on writes. Both are ``SameSite=Strict`` and ``Secure`` behind
+HTTPS (or with ``CASHPOS_COOKIE_SECURE=1``).
 """
 
 from __future__ import annotations
 
 import os
-import secrets
 from typing import Annotated
 
 import msgspec
@@ -16,9 +16,15 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import ORJSONResponse
 
 from access.policy import GRANTS, Permission, Principal, Role, ScopeError
-from access.tokens import TokenRecord, now_ms, principal_of
+from access.tokens import TokenRecord, csrf_for, now_ms, principal_of
 from cashpos.refdata import governments
-from serving.security import CSRF_COOKIE, SESSION_COOKIE, audit_write, principal, require
+from serving.security import (
+    CSRF_COOKIE,
+    SESSION_COOKIE,
+    audit_write,
+    principal,
+    require,
+)
 
 router = APIRouter(tags=["access"])
 MAX_SESSION_S = 12 * 3600
@@ -73,7 +79,7 @@ async def sign_in(request: Request) -> ORJSONResponse:
     resp = ORJSONResponse(whoami(p, rec))
     resp.set_cookie(SESSION_COOKIE, body.token, max_age=max_age, httponly=True, secure=secure,
                     samesite="strict", path="/")
-    resp.set_cookie(CSRF_COOKIE, secrets.token_urlsafe(24), max_age=max_age, httponly=False,
+    resp.set_cookie(CSRF_COOKIE, csrf_for(body.token), max_age=max_age, httponly=False,
                     secure=secure, samesite="strict", path="/")
     return resp
 

@@ -219,7 +219,9 @@ def test_expired_and_revoked_tokens_are_refused(acc) -> None:  # type: ignore[no
 
     r = redis.Redis.from_url(acc.infra.redis_url)
     key = RedisKeys(acc.namespace).tokens
-    rec = orjson.loads(r.hget(key, digest(tok)))
+    stored = r.hget(key, digest(tok))
+    assert isinstance(stored, bytes)
+    rec = orjson.loads(stored)
     rec["expires_ms"] = int(time.time() * 1000) - 1
     r.hset(key, digest(tok), orjson.dumps(rec))
     time.sleep(2.5)  # the API trusts a lookup for CASHPOS_TOKEN_CACHE_SECONDS (2)
@@ -280,6 +282,39 @@ def test_dashboard_session_cookie_is_httponly_and_writes_need_the_csrf_header(ac
         out = c.delete("/v1/session", headers={"X-CSRF-Token": c.cookies["cashpos_csrf"]})
         assert out.status_code == 200
         assert c.get(f"/v1/positions/{OWN}").status_code == 401
+
+
+def test_the_csrf_value_is_bound_to_its_session(acc) -> None:  # type: ignore[no-untyped-def]
+    """Double submit compares X-CSRF-Token with the session's own value, not with whichever
+    ``cashpos_csrf`` cookie comes first: a planted cookie, or a value from another session, fails."""
+    sessions = []
+    for who in ("mine", "theirs"):
+        tok = acc.token("finance_director", (OWN,), name=f"csrf {who}")
+        with httpx.Client(base_url=acc.api, timeout=10) as c:
+            r = c.post("/v1/session", json={"token": tok})
+            assert r.status_code == 200, r.text
+            sessions.append((tok, c.cookies["cashpos_csrf"]))
+    (mine, my_csrf), (_, their_csrf) = sessions
+    assert my_csrf != their_csrf
+
+    def sign_out(cookie: str, header: str) -> httpx.Response:  # a write by the cookie session
+        return httpx.delete(f"{acc.api}/v1/session", timeout=10,
+                            headers={"Cookie": cookie, "X-CSRF-Token": header})
+
+    # another session's (valid) value, as cookie and header
+    r = sign_out(f"cashpos_session={mine}; cashpos_csrf={their_csrf}", their_csrf)
+    assert r.status_code == 403 and r.headers["content-type"] == "application/problem+json"
+    assert r.json()["reason"] == "csrf_mismatch" and r.json()["status"] == 403
+    # two CSRF cookies: a planted one first, the session's own second
+    r = sign_out(f"cashpos_session={mine}; cashpos_csrf=planted; cashpos_csrf={my_csrf}", "planted")
+    assert r.status_code == 403 and r.json()["reason"] == "csrf_mismatch"
+    r = sign_out(f"cashpos_session={mine}; cashpos_csrf=planted; cashpos_csrf={my_csrf}", my_csrf)
+    assert r.status_code == 200, r.text  # the session's own value passes, whatever else is there
+    assert sign_out(f"cashpos_session={mine}; cashpos_csrf={my_csrf}", my_csrf).status_code == 200
+    assert sign_out(f"cashpos_session={mine}; cashpos_csrf={my_csrf}", "").status_code == 403
+    # a bearer token needs no CSRF value (no ambient credential to abuse)
+    assert httpx.delete(f"{acc.api}/v1/session", timeout=10,
+                        headers={"Authorization": f"Bearer {mine}"}).status_code == 200
 
 
 def test_reads_by_national_and_every_write_are_audited(acc) -> None:  # type: ignore[no-untyped-def]

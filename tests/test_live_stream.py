@@ -1,8 +1,9 @@
 """GET /v1/stream end to end: real broker, worker, Redis and API process (the ``stack`` fixture).
 
 An event published during the test reaches open streams as a ``positions`` frame; a client that
-resumes with Last-Event-ID first gets a ``snapshot``; and 200 open streams still mean exactly one
-Redis subscriber in the API process.
+resumes with Last-Event-ID first gets a ``snapshot``; 200 open streams still mean exactly one
+Redis subscriber in the API process; a token revoked or expired while its streams are open ends
+them within the token-cache period; and a token holds at most CASHPOS_MAX_STREAMS_PER_TOKEN.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import math
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,8 +24,9 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
+from access.tokens import TokenStore, digest
 from cashpos.names import RedisKeys
-from cashpos.settings import Settings
+from cashpos.settings import Settings, load
 from serving import live
 from streams.publisher import Publisher
 
@@ -72,7 +76,8 @@ class Stream:
         return await asyncio.wait_for(self._next(), timeout)
 
     async def _next(self) -> Sse:
-        event, ident, data = "message", None, []
+        event, ident = "message", None
+        data: list[str] = []
         async for line in self._lines:
             if line == "":
                 if data:
@@ -80,7 +85,7 @@ class Stream:
                 event, ident, data = "message", None, []
                 continue
             name, _, value = line.partition(":")
-            value = value[1:] if value.startswith(" ") else value
+            value = value.removeprefix(" ")
             if name == "event":
                 event = value
             elif name == "id":
@@ -104,8 +109,10 @@ class Stream:
 
 
 @asynccontextmanager
-async def open_stream(client: httpx.AsyncClient, base: str, **params: str) -> AsyncIterator[Stream]:
-    headers = {}
+async def open_stream(client: httpx.AsyncClient, base: str, token: str | None = None,
+                      **params: str) -> AsyncIterator[Stream]:
+    """A stream opened with the client's token, or with ``token``."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     if "last_event_id" in params:
         headers["Last-Event-ID"] = params.pop("last_event_id")
     async with client.stream("GET", f"{base}/v1/stream", params=params, headers=headers) as r:
@@ -115,7 +122,7 @@ async def open_stream(client: httpx.AsyncClient, base: str, **params: str) -> As
 
 
 def sse_gauge(metrics_text: str) -> float:
-    m = re.search(r"^cashpos_api_sse_connections (\S+)$", metrics_text, re.M)
+    m = re.search(r"^cashpos_api_sse_connections (\S+)$", metrics_text, re.MULTILINE)
     assert m, "cashpos_api_sse_connections not exported"
     return float(m.group(1))
 
@@ -132,7 +139,7 @@ async def http(stack) -> AsyncIterator[httpx.AsyncClient]:  # type: ignore[no-un
 
 @integration
 async def test_published_event_arrives_as_positions(stack, http) -> None:  # type: ignore[no-untyped-def]
-    before = httpx.get(f"{stack.api}/v1/positions/{JONGNO}", headers=stack.headers).json()["totals"]
+    before = (await http.get(f"{stack.api}/v1/positions/{JONGNO}")).json()["totals"]
     async with open_stream(http, stack.api, org=JONGNO) as one, \
             open_stream(http, stack.api) as nation:
         await publish(stack.settings, event(JONGNO, 1_234_567))
@@ -143,18 +150,18 @@ async def test_published_event_arrives_as_positions(stack, http) -> None:  # typ
         body = msg.data["governments"][JONGNO]
         assert body["totals"]["cash"] == before["cash"] + 1_234_567
         assert {a["account"] for a in body["accounts"]} >= {"general"}  # full body for ?org=
-        assert body == {**body, **{k: v for k, v in httpx.get(
-            f"{stack.api}/v1/positions/{JONGNO}", headers=stack.headers).json().items() if k in ("accounts", "totals")}}
+        assert body == {**body, **{k: v for k, v in (await http.get(
+            f"{stack.api}/v1/positions/{JONGNO}")).json().items() if k in ("accounts", "totals")}}
 
         nat = await nation.until(lambda m: m.event == "positions" and JONGNO in m.data["orgs"])
         compact = nat.data["governments"][JONGNO]
         assert "accounts" not in compact  # the national stream carries totals only
         assert compact["totals"] == body["totals"]
-        assert int(nat.id.split("-")[0]) == int(msg.id.split("-")[0])  # the same broadcast
+        assert int(str(nat.id).split("-")[0]) == int(str(msg.id).split("-")[0])  # the same broadcast
 
         hb = await one.until(lambda m: m.event == "heartbeat", timeout=5)
         assert hb.data["live"] is True and hb.data["server_ms"] > 0
-        assert int(hb.id.split("-")[0]) >= int(msg.id.split("-")[0])  # ids never go back
+        assert int(str(hb.id).split("-")[0]) >= int(str(msg.id).split("-")[0])  # ids never go back
 
 
 @integration
@@ -166,7 +173,7 @@ async def test_resume_with_last_event_id_sends_snapshot(stack, http) -> None:  #
     await publish(stack.settings, event(SEOUL, 777))
     want = None
     for _ in range(100):
-        want = httpx.get(f"{stack.api}/v1/positions/{SEOUL}", headers=stack.headers).json()["totals"]
+        want = (await http.get(f"{stack.api}/v1/positions/{SEOUL}")).json()["totals"]
         if want["cash"] == last.data["governments"][SEOUL]["totals"]["cash"] + 777:
             break
         await asyncio.sleep(0.1)
@@ -175,12 +182,12 @@ async def test_resume_with_last_event_id_sends_snapshot(stack, http) -> None:  #
         assert snap.event == "snapshot"
         assert snap.data["snapshot"] is True and snap.data["orgs"] == [SEOUL]
         assert snap.data["governments"][SEOUL]["totals"] == want
-        assert int(snap.id.split("-")[0]) >= int(last.id.split("-")[0])
+        assert int(str(snap.id).split("-")[0]) >= int(str(last.id).split("-")[0])
     async with open_stream(http, stack.api, last_event_id="0-0") as s:  # the national stream
         snap = await s.next(timeout=5)
         assert snap.event == "snapshot"
         assert len(snap.data["governments"]) == 243 and snap.data["not_ready"] == []
-        summary = httpx.get(f"{stack.api}/v1/summary", headers=stack.headers).json()
+        summary = (await http.get(f"{stack.api}/v1/summary")).json()
         row = next(g for g in summary["governments"] if g["org_code"] == SEOUL)
         assert snap.data["governments"][SEOUL]["totals"]["cash"] == row["cash"]
     async with open_stream(http, stack.api, org=SEOUL) as s:  # a fresh client: no snapshot
@@ -199,6 +206,9 @@ async def test_many_clients_share_one_redis_subscriber(stack, http) -> None:  # 
     keys = RedisKeys(stack.namespace)
     n = 200
     org = "3020000"  # 용산구
+    cap = load().max_streams_per_token  # per token: the 200 streams come from several tokens
+    tokens = [stack.token("national", name=f"test_live_stream many {i}", rate_per_s=5_000)
+              for i in range(math.ceil(n / cap))]
     r = aioredis.from_url(stack.infra.redis_url)
     try:
         async with asyncio.timeout(60):
@@ -207,7 +217,7 @@ async def test_many_clients_share_one_redis_subscriber(stack, http) -> None:  # 
                 for i in range(n):
                     params = {"snapshot": "1"} | ({"org": org} if i % 2 else {})
                     streams.append(await stack_cm.enter_async_context(
-                        open_stream(http, stack.api, **params)))
+                        open_stream(http, stack.api, tokens[i // cap], **params)))
                 snaps = await asyncio.gather(*(s.next() for s in streams))
                 assert {m.event for m in snaps} == {"snapshot"}
 
@@ -233,6 +243,99 @@ async def test_many_clients_share_one_redis_subscriber(stack, http) -> None:  # 
     finally:
         await r.aclose()
 
+
+@integration
+async def test_a_revoked_or_expired_token_ends_its_open_streams(stack) -> None:  # type: ignore[no-untyped-def]
+    """Streams re-check their token once per token-cache period: one revoked (as ``cashpos token
+    revoke`` does) and one expired end within that period with a ``closed`` frame, and nothing
+    after it, while events for their government keep coming; a third token's stream goes on."""
+    ttl = load().token_cache_seconds
+    revoked, expiring, valid = (stack.token("finance_director", (JONGNO,), name=f"streaming {what}")
+                                for what in ("revoked", "expiring", "valid"))
+    stop = asyncio.Event()
+
+    async def feed() -> None:  # a positions frame for 종로구 every ~0.25 s
+        async with Publisher(stack.settings) as pub:
+            while not stop.is_set():
+                await pub.send(event(JONGNO, 1))
+                await asyncio.sleep(0.25)
+
+    async def until_closed(s: Stream, t0: float) -> tuple[list[Sse], float]:
+        """The frames until the stream ends (at most ttl + 3 s: frames keep coming otherwise)."""
+        frames: list[Sse] = []
+        with contextlib.suppress(EOFError, TimeoutError):
+            async with asyncio.timeout(ttl + 3):
+                while True:
+                    frames.append(await s.next())
+        return frames, time.monotonic() - t0
+
+    positions = lambda m: m.event == "positions"
+    admin = aioredis.from_url(stack.redis_urls["admin"])
+    feeder = asyncio.create_task(feed())
+    try:
+        async with httpx.AsyncClient(timeout=httpx.Timeout(10, read=None)) as c, \
+                open_stream(c, stack.api, revoked, org=JONGNO) as s1, \
+                open_stream(c, stack.api, expiring, org=JONGNO) as s2, \
+                open_stream(c, stack.api, valid, org=JONGNO) as s3:
+            for s in (s1, s2, s3):
+                await s.until(positions, timeout=15)
+            store = TokenStore(admin, RedisKeys(stack.namespace))
+            rec = await store.lookup(revoked)
+            assert rec is not None and await store.revoke(rec.id) is not None
+            key = RedisKeys(stack.namespace).tokens
+            stored = await admin.hget(key, digest(expiring))
+            assert stored is not None
+            raw = orjson.loads(stored)
+            raw["expires_ms"] = int(time.time() * 1000) - 1
+            await admin.hset(key, digest(expiring), orjson.dumps(raw))
+            t0 = time.monotonic()
+            (f1, took1), (f2, took2) = await asyncio.gather(until_closed(s1, t0), until_closed(s2, t0))
+            for frames, took, reason in ((f1, took1, "token_revoked"), (f2, took2, "token_expired")):
+                assert took <= ttl + 0.5, f"{reason}: stream open {took:.2f} s after the change"
+                assert frames and frames[-1].event == "closed", [f.event for f in frames]
+                assert frames[-1].data["reason"] == reason
+            await s3.until(positions, timeout=5)  # the valid token's stream goes on
+            for tok in (revoked, expiring):  # and the closed ones cannot come back
+                again = await c.get(f"{stack.api}/v1/stream", params={"org": JONGNO},
+                                    headers={"Authorization": f"Bearer {tok}"})
+                assert again.status_code == 401
+    finally:
+        stop.set()
+        await feeder
+        await admin.aclose()
+
+
+@integration
+async def test_open_streams_per_token_are_capped(stack) -> None:  # type: ignore[no-untyped-def]
+    cap = load().max_streams_per_token
+    tok = stack.token("national", name="many tabs", rate_per_s=1_000)
+    other = stack.token("national", name="one tab", rate_per_s=1_000)
+    async with httpx.AsyncClient(timeout=httpx.Timeout(10, read=None)) as c:
+        async def refused() -> httpx.Response:
+            return await c.get(f"{stack.api}/v1/stream", headers={"Authorization": f"Bearer {tok}"})
+
+        async with contextlib.AsyncExitStack() as held:
+            first = await held.enter_async_context(contextlib.AsyncExitStack())
+            await first.enter_async_context(open_stream(c, stack.api, tok))
+            for _ in range(cap - 1):
+                await held.enter_async_context(open_stream(c, stack.api, tok))
+            r = await refused()
+            assert r.status_code == 429, r.text
+            assert r.headers["content-type"] == "application/problem+json"
+            p = r.json()
+            assert p["reason"] == "too_many_streams" and p["status"] == 429 and p["limit"] == cap
+            assert p["type"] == "/problems/too_many_streams" and p["title"] and p["detail"]
+            async with open_stream(c, stack.api, other) as s:  # another token is not affected
+                await s.next(timeout=5)
+            await first.aclose()  # one closed: its slot is free again
+            for _ in range(50):
+                with contextlib.suppress(AssertionError):
+                    async with open_stream(c, stack.api, tok) as s:
+                        assert (await refused()).status_code == 429  # full again while it is open
+                        break
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("a closed stream's slot was not given back")
 
 
 async def test_slow_client_gets_a_snapshot_then_is_dropped_never_blocking_others() -> None:
