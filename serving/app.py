@@ -16,7 +16,7 @@ import orjson
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
 from fastapi import FastAPI, HTTPException, Query, Request
-from fastapi.responses import ORJSONResponse, PlainTextResponse, RedirectResponse
+from fastapi.responses import PlainTextResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -39,6 +39,7 @@ from serving.positions import STALE_AFTER_MS, NotReady, PositionReader
 from serving.problems import router as problems_router
 from serving.security import AuthMiddleware, TokenCache, require
 from serving.session import router as session_router
+from serving.wire import ExactJSONResponse
 from streams.topics import ensure_topics
 
 log = logging.getLogger("cashpos.api")
@@ -92,7 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="cashpos",
         version="0.1.0",
         summary="Live cash positions of Korea's 243 local governments (integer KRW)",
-        default_response_class=ORJSONResponse,
+        default_response_class=ExactJSONResponse,
         lifespan=lifespan,
         # Prometheus (/metrics) is the telemetry here; FastAPI's built-in OpenTelemetry hooks
         # would otherwise be consulted on every request (a few % of a read's cost).
@@ -111,15 +112,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(ObserveMiddleware, metrics=metrics)
 
     @app.exception_handler(NotReady)
-    async def not_ready(request: Request, exc: NotReady) -> ORJSONResponse:
-        return ORJSONResponse(
+    async def not_ready(request: Request, exc: NotReady) -> ExactJSONResponse:
+        return ExactJSONResponse(
             {"detail": "serving copy is being rebuilt; retry shortly", "governments": exc.orgs[:20]},
             status_code=503, headers={"Retry-After": "1"},
         )
 
     @app.exception_handler(aioredis.RedisError)
-    async def redis_down(request: Request, exc: Exception) -> ORJSONResponse:
-        return ORJSONResponse({"detail": f"serving store unavailable: {exc.__class__.__name__}"},
+    async def redis_down(request: Request, exc: Exception) -> ExactJSONResponse:
+        return ExactJSONResponse({"detail": f"serving store unavailable: {exc.__class__.__name__}"},
                               status_code=503, headers={"Retry-After": "1"})
 
     def gov_or_404(org_code: str) -> Government:
@@ -147,7 +148,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "stale": not newest or now - newest > STALE_AFTER_MS,
         }
 
-    async def with_status(request: Request, body: dict[str, object]) -> ORJSONResponse:
+    async def with_status(request: Request, body: dict[str, object]) -> ExactJSONResponse:
         """Add the processor's liveness to the freshness stamp. Returns the response itself:
         handing FastAPI a dict would run it through its generic encoder (most of a read's cost)."""
         status = await processor_status(request.app.state.redis)
@@ -155,7 +156,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if isinstance(fresh, dict):
             fresh["stale"] = status["stale"]
             fresh["processor_heartbeat_age_seconds"] = status["heartbeat_age_seconds"]
-        return ORJSONResponse(body)
+        return ExactJSONResponse(body)
 
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:
@@ -174,7 +175,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
              dependencies=[require(Permission.READ)])
     async def get_positions(
         request: Request, org_code: str, fiscal_year: int | None = Query(None)
-    ) -> ORJSONResponse:
+    ) -> ExactJSONResponse:
         gov_or_404(org_code)
         body = await request.app.state.reader.government(org_code, fiscal_year)
         return await with_status(request, body)
@@ -183,7 +184,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
              dependencies=[require(Permission.READ)])
     async def get_account(
         request: Request, org_code: str, account: str, fiscal_year: int | None = Query(None)
-    ) -> ORJSONResponse:
+    ) -> ExactJSONResponse:
         g = gov_or_404(org_code)
         if account not in g.account_codes:
             raise HTTPException(404, f"{org_code} has no account {account}")
@@ -199,7 +200,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/v1/summary", summary="Totals and one row per province, over the caller's scope")
     async def get_summary(request: Request, p: Annotated[Principal, require(Permission.READ)],
-                          fiscal_year: int | None = Query(None)) -> ORJSONResponse:
+                          fiscal_year: int | None = Query(None)) -> ExactJSONResponse:
         body = await request.app.state.reader.summary(fiscal_year, p.orgs)
         return await with_status(request, body)
 
@@ -211,25 +212,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/v1/reconciliation", summary="The last reconciliation's result (cashpos reconcile)",
              dependencies=[require(Permission.OPERATIONS)])
-    async def last_reconciliation(request: Request) -> ORJSONResponse:
+    async def last_reconciliation(request: Request) -> ExactJSONResponse:
         raw = await request.app.state.redis.get(keys.reconciliation)
         if raw is None:
-            return ORJSONResponse({"detail": "no reconciliation has run yet"}, status_code=404)
-        return ORJSONResponse(orjson.loads(raw))
+            return ExactJSONResponse({"detail": "no reconciliation has run yet"}, status_code=404)
+        return ExactJSONResponse(orjson.loads(raw))
 
     @app.get("/healthz", summary="The API process is alive")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     @app.get("/readyz", summary="Redis answers and a processor worker is alive")
-    async def readyz(request: Request) -> ORJSONResponse:
+    async def readyz(request: Request) -> ExactJSONResponse:
         try:
             await request.app.state.redis.ping()
             status = await processor_status(request.app.state.redis)
         except aioredis.RedisError as exc:
-            return ORJSONResponse({"ready": False, "redis": repr(exc)}, status_code=503)
+            return ExactJSONResponse({"ready": False, "redis": repr(exc)}, status_code=503)
         ok = not status["stale"]
-        return ORJSONResponse({"ready": ok, "processor": status}, status_code=200 if ok else 503)
+        return ExactJSONResponse({"ready": ok, "processor": status}, status_code=200 if ok else 503)
 
     @app.get("/metrics", include_in_schema=False, dependencies=[require(Permission.OPERATIONS)])
     async def prometheus() -> PlainTextResponse:

@@ -75,6 +75,7 @@ from cashpos.metrics import ApiMetrics
 from cashpos.names import META_FIELD, RedisKeys
 from cashpos.refdata import governments
 from cashpos.settings import Settings
+from serving import wire
 from serving.positions import _rows, iso_ms, totals
 from serving.problems import problem_response
 from serving.security import TokenCache, principal, require
@@ -257,7 +258,7 @@ class Hub:
                 continue
             if self.token_cache is not None:  # reconnects are refused at once, not after the cache
                 self.token_cache.remember(h, rec)
-            data = orjson.dumps({"reason": f"token_{status}", "server_ms": now})
+            data = wire.dumps({"reason": f"token_{status}", "server_ms": now})
             frame = _frame("closed", self._ident(now), data)
             for c in by_token[h]:
                 if c in self.clients:
@@ -300,7 +301,7 @@ class Hub:
             else:
                 govs = {c.org: self.bodies[c.org]} if c.org in self.bodies else {}
                 watched = [c.org]
-            data = orjson.dumps({
+            data = wire.dumps({
                 "snapshot": True, "orgs": list(govs), "governments": govs,
                 "written_ms": self.last_write_ms, "last_event_ms": self.last_event_ms,
                 "not_ready": [o for o in watched if o not in govs], "seq": self.seq,
@@ -398,22 +399,22 @@ class Hub:
         head = {"orgs": list(bodies), "written_ms": written, "last_event_ms": last_ev,
                 "not_ready": missing, "seq": self.seq}
         if self.by_org.get(None):
-            data = orjson.dumps({**head, "governments": {o: self.compact(b) for o, b in bodies.items()}})
+            data = wire.dumps({**head, "governments": {o: self.compact(b) for o, b in bodies.items()}})
             self._fanout(_frame("positions", ident, data), [None])
         for view in [v for v in self.by_org if isinstance(v, frozenset)]:
             mine = {o: self.compact(b) for o, b in bodies.items() if o in view}
             gone = [o for o in missing if o in view]
             if mine or gone:
-                data = orjson.dumps({**head, "orgs": list(mine), "governments": mine, "not_ready": gone})
+                data = wire.dumps({**head, "orgs": list(mine), "governments": mine, "not_ready": gone})
                 self._fanout(_frame("positions", ident, data), [view])
         for o, b in bodies.items():
             if self.by_org.get(o):
-                data = orjson.dumps({**head, "orgs": [o], "governments": {o: b},
+                data = wire.dumps({**head, "orgs": [o], "governments": {o: b},
                                      "not_ready": []})
                 self._fanout(_frame("positions", ident, data), [o])
         for o in missing:
             if self.by_org.get(o):
-                data = orjson.dumps({**head, "orgs": [], "governments": {}, "not_ready": [o]})
+                data = wire.dumps({**head, "orgs": [], "governments": {}, "not_ready": [o]})
                 self._fanout(_frame("positions", ident, data), [o])
 
     def _on_alert(self, raw: bytes) -> None:
@@ -542,7 +543,7 @@ class Hub:
             if not self.clients:
                 continue
             now = int(time.time() * 1000)
-            data = orjson.dumps({
+            data = wire.dumps({
                 "server_ms": now, "server_time": iso_ms(now), "seq": self.seq,
                 "last_write_ms": self.last_write_ms, "last_event_ms": self.last_event_ms,
                 "live": self.live,
