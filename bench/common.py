@@ -88,7 +88,8 @@ def bench_stack(partitions: int = 12) -> Iterator[BenchStack]:
     env = {**os.environ, "CASHPOS_KAFKA_BOOTSTRAP": f"127.0.0.1:{kafka.port}",
            "CASHPOS_REDIS_URL": base_url, "CASHPOS_NAMESPACE": "bench",
            "CASHPOS_PARTITIONS": str(partitions), "CASHPOS_API_PORT": str(api_port),
-           "CASHPOS_STATE_DIR": str(tmp / "state"), "CASHPOS_WORKER_WEB_PORT": str(free_port())}
+           "CASHPOS_STATE_DIR": str(tmp / "state"), "CASHPOS_WORKER_WEB_PORT": str(free_port()),
+           "CASHPOS_MAX_STREAMS_PER_TOKEN": "100000"}  # many simulated dashboards share a token
     procs = [subprocess.Popen([sys.executable, "-m", "cashpos.cli", cmd],
                               env={**env, "CASHPOS_REDIS_URL": urls[account]},
                               stdout=open(tmp / f"{cmd}.log", "wb"), stderr=subprocess.STDOUT)

@@ -34,13 +34,9 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _api(args: argparse.Namespace) -> int:
-    import uvicorn
+    from serving.server import serve  # uvicorn with the header, body and slow-client guards
 
-    from serving.app import create_app
-
-    s = load()
-    uvicorn.run(create_app(s), host=s.api_host, port=s.api_port, log_level="warning",
-                access_log=False, loop="uvloop", http="httptools")
+    serve(load())
     return 0
 
 

@@ -128,6 +128,8 @@ class Stack:
             "CASHPOS_STATE_DIR": str(self.root / "state-w1"),
             "CASHPOS_WORKER_WEB_PORT": str(free_port()),
             "CASHPOS_LOG_LEVEL": "WARNING",
+            # thousands of simulated dashboards share one token per role and government
+            "CASHPOS_MAX_STREAMS_PER_TOKEN": "100000",
         }
         for name, args, account in (("worker", ["worker"], "processor"), ("api", ["api"], "api")):
             out = open(self.root / f"{name}.log", "ab")
