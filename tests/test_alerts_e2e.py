@@ -319,8 +319,11 @@ async def test_kill9_mid_stream_raises_the_staged_alerts_exactly_once(infra, tmp
         await r.aclose()
     finally:
         s.stop_all()
+    # (a year_end notice joins them in December, when the stream's open commitments are within
+    # 30 days of 31 December: the date's doing, not the scenario's)
     mine = {(c["id"], c["rule"]) for c in changes
-            if c["org_code"] == ORG and c["account"] == "general" and c["change"] == "raised"}
+            if c["org_code"] == ORG and c["account"] == "general" and c["change"] == "raised"
+            and c["rule"] != "year_end"}
     assert sorted(rule for _, rule in mine) == ["projected_shortfall", "shortfall"], (mine, len(changes), [
         (c["org_code"], c["account"], c["rule"], c["change"]) for c in changes][:20], got)
     assert got[0]["id"] in {i for i, _ in mine}
