@@ -28,7 +28,12 @@ from typing import Protocol
 
 import orjson
 import redis.asyncio as aioredis
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import (
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+    ConsumerRebalanceListener,
+    TopicPartition,
+)
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from prometheus_client import generate_latest
 
@@ -42,9 +47,11 @@ from state.projection import RECENT_DEADLETTERS, Projection
 from state.store import Store
 from streams.contract import Rejection
 from streams.deadletter import DeadLetter
-from streams.groups import remove_previous_members
-from streams.lean_records import RAW, RawRecord, install as install_lean_records
+from streams.groups import remove_previous_members, repair_orphaned_leader
+from streams.lean_records import RAW, RawRecord
+from streams.lean_records import install as install_lean_records
 from streams.topics import partition_for
+from streams.watchdog import AssignmentWatchdog, WatchedConsumer
 
 log = logging.getLogger("cashpos.ledger")
 
@@ -117,6 +124,8 @@ class LedgerWorker:
 
     # -- lifecycle ----------------------------------------------------------------------------
 
+    watched: WatchedConsumer | None = None  # the consumer under the assignment watchdog
+
     async def start(self) -> None:
         s = self.settings
         self.redis = aioredis.from_url(s.redis_url, socket_timeout=2, socket_connect_timeout=2)
@@ -124,7 +133,7 @@ class LedgerWorker:
         self.producer = AIOKafkaProducer(**s.kafka_client_args(), acks="all", linger_ms=5)
         await self.producer.start()
         install_lean_records()
-        self.consumer = AIOKafkaConsumer(
+        make = lambda: AIOKafkaConsumer(  # a new member each (re)start
             **s.kafka_client_args(),
             group_id=self.topics.ledger_group,
             client_id=s.worker_id,
@@ -141,9 +150,14 @@ class LedgerWorker:
             fetch_max_wait_ms=10,  # Tansu holds a fetch for the full wait: keep freshness low
             value_deserializer=RAW,  # aiokafka's parsed records, no ConsumerRecord per message
         )
-        self.consumer.subscribe(list(self.topics.sources), listener=_Rebalance(self))
+        sources = list(self.topics.sources)
+        self.watched = WatchedConsumer(
+            make, lambda c: setattr(self, "consumer", c), sources, _Rebalance(self),
+            AssignmentWatchdog(s.rejoin_after_seconds), self.topics.ledger_group, s.worker_id,
+            repair=lambda: repair_orphaned_leader(s, self.topics.ledger_group, s.worker_id, sources,
+                                                  RangePartitionAssignor.name, s.session_timeout_ms))
         await self._remove_previous_incarnation()
-        await self.consumer.start()
+        await self.watched.start()  # returns once assigned (a new member after each stuck bound)
         # The batch path allocates millions of short-lived, acyclic objects; the default cyclic
         # GC thresholds make it rescan the long-lived heap constantly (measured ~2x slower).
         gc.freeze()
@@ -155,19 +169,24 @@ class LedgerWorker:
         (~11 s instead of ~3 s). That member is dead: this process holds its state's lock."""
         s = self.settings
         try:
-            gone = await remove_previous_members(s, self.topics.ledger_group, s.worker_id)
-        except Exception as exc:  # only the shortcut is lost
+            found = await remove_previous_members(s, self.topics.ledger_group, s.worker_id)
+        except Exception as exc:  # noqa: BLE001 - only the shortcut is lost
             log.warning("could not look for a previous incarnation in the group: %r", exc)
             return
-        if gone:
-            log.info("removed this worker's previous incarnation from the group: %s", gone)
+        if found.removed:
+            log.info("removed this worker's previous incarnation from the group: %s", found.removed)
+        if found.kept:  # removing an elected leader mid-rebalance can wedge the group (Tansu)
+            log.info("previous incarnation %s left to its session's expiry: group %s is %s",
+                     found.kept, self.topics.ledger_group, found.state or "in an unknown state")
 
     async def stop(self) -> None:
         self._stopping = True
         async with self._lock:
             await self.projection_done()
             await self.offsets_committed()
-            if self.consumer is not None:
+            if self.watched is not None:
+                await self.watched.stop()
+            elif self.consumer is not None:
                 await self.consumer.stop()
             if self.producer is not None:
                 await self.producer.stop()
@@ -180,6 +199,8 @@ class LedgerWorker:
         assert self.consumer is not None
         s = self.settings
         while not self._stopping:
+            if self.watched is not None and await self.watched.check():
+                continue  # a new consumer (member) after too long without an assignment
             batch = await self.consumer.getmany(
                 timeout_ms=s.batch_timeout_ms, max_records=s.batch_max_records
             )

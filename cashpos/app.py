@@ -11,6 +11,8 @@ from the ledger batch that produces them.
 
 from __future__ import annotations
 
+import socket
+
 import faust
 from faust.app.base import BootStrategy
 
@@ -29,17 +31,38 @@ class LifecycleOnly(BootStrategy):
     enable_kafka = False
 
 
+WILDCARDS = ("", "0.0.0.0", "::")  # addresses that mean every interface
+
+
 app = faust.App(
     topics.app_id,
     broker=f"kafka://{settings.kafka_bootstrap}",
     autodiscover=False,
     store="memory://",
+    # Faust's web server (/router/, /table/) runs in every worker: `faust worker` turns it on
+    # whatever the app says (its --with-web default). It binds to web_bind (Faust's default is
+    # every interface); web_host only names it in URLs and the banner.
+    web_enabled=True,
     web_port=settings.worker_web_port,
-    web_host="127.0.0.1",
-    web_enabled=False,
+    web_bind=settings.worker_web_bind,
+    web_host=settings.worker_web_bind if settings.worker_web_bind not in WILDCARDS else socket.gethostname(),
     datadir=str(settings.state_dir / "faust"),
 )
 app.boot_strategy = LifecycleOnly(app)
+
+
+def web_addresses() -> list[str]:
+    """Where the worker's web server really listens ("host:port" per bound socket; empty
+    before it started). Read from aiohttp's runner, not from the settings."""
+    runner = getattr(app.web, "_runner", None)
+    out = []
+    for addr in getattr(runner, "addresses", None) or ():
+        if isinstance(addr, tuple) and len(addr) >= 2:
+            host = f"[{addr[0]}]" if ":" in str(addr[0]) else str(addr[0])
+            out.append(f"{host}:{addr[1]}")
+        else:
+            out.append(str(addr))
+    return out
 
 # Importing registers the ledger service with the app.
 from agents import service  # noqa: E402,F401

@@ -23,6 +23,16 @@ class Settings:
     state_dir: Path = field(default_factory=lambda: Path(_env("STATE_DIR", "var/state")))
     worker_id: str = field(default_factory=lambda: _env("WORKER_ID", "worker-1"))
     worker_web_port: int = field(default_factory=lambda: int(_env("WORKER_WEB_PORT", "6066")))
+    # The interface the worker's (Faust) web server binds to: the loopback unless asked.
+    worker_web_bind: str = field(default_factory=lambda: _env("WORKER_WEB_BIND", "127.0.0.1"))
+    # A worker that has had no partition assignment for this long while its topics have
+    # partitions leaves the group and joins again as a new member (the assignment watchdog).
+    rejoin_after_seconds: float = field(default_factory=lambda: float(_env("REJOIN_AFTER_SECONDS", "30")))
+    # `cashpos run` restarts a worker or API that died: first after this delay, doubling up to
+    # the maximum; the delay starts again from the first after a child ran this long.
+    restart_delay_seconds: float = field(default_factory=lambda: float(_env("RESTART_DELAY_SECONDS", "1")))
+    restart_delay_max_seconds: float = field(default_factory=lambda: float(_env("RESTART_DELAY_MAX_SECONDS", "60")))
+    restart_reset_seconds: float = field(default_factory=lambda: float(_env("RESTART_RESET_SECONDS", "60")))
     api_host: str = field(default_factory=lambda: _env("API_HOST", "127.0.0.1"))
     api_port: int = field(default_factory=lambda: int(_env("API_PORT", "8000")))
     batch_max_records: int = field(default_factory=lambda: int(_env("BATCH_MAX_RECORDS", "20000")))
