@@ -1,12 +1,19 @@
 """`cashpos run`: the whole service on one machine, for newcomers and demos.
 
-Starts (unless CASHPOS_KAFKA_BOOTSTRAP / CASHPOS_REDIS_URL point elsewhere) a Tansu broker and a
-redis-server, then a ledger worker, the API and the simulator (CASHPOS_SIMULATOR=off to skip
-it), each as its own process. Ctrl-C stops every child.
+Starts (unless CASHPOS_KAFKA_BOOTSTRAP / CASHPOS_REDIS_URL point elsewhere, or
+CASHPOS_EMBEDDED=on asks for them at those addresses) a Tansu broker and a redis-server, then a
+ledger worker, the API and the simulator (CASHPOS_SIMULATOR=off to skip it), each as its own
+process. It supervises the worker and the API like systemd's ``Restart=on-failure``: one that
+dies (a crash, ``kill -9``, the OOM killer) is started again after a delay that doubles with each
+restart (CASHPOS_RESTART_DELAY_SECONDS .. CASHPOS_RESTART_DELAY_MAX_SECONDS, back to the first
+once it ran CASHPOS_RESTART_RESET_SECONDS), and the embedded broker and Redis — which hold
+everything in memory — are never stopped because a child died. Ctrl-C or SIGTERM stops every
+child, then the broker and Redis.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import signal
@@ -15,13 +22,18 @@ import sys
 import time
 from pathlib import Path
 
+import orjson
+
 from cashpos.embedded import Service, start_redis, start_tansu, wait_port
 from cashpos.settings import Settings, load
+
+log = logging.getLogger("cashpos.run")
+SUPERVISED = ("worker", "api")  # restarted when they die; the simulator is not (it may finish)
 
 SECRETS = Path("var/secrets")  # never committed (var/ is ignored); files are mode 0600
 ADMIN_URL_FILE = SECRETS / "redis-admin.url"
 DEMO_TOKENS_FILE = SECRETS / "demo-tokens.json"
-DEMO_TOKENS = (  # (key, role, orgs, name, what the printout calls it)
+DEMO_TOKENS: tuple[tuple[str, str, list[str], str, str], ...] = (  # (key, role, orgs, name, what the printout calls it)
     ("national", "national", [], "demo national (ministry)", "national, all 243 governments, read-only"),
     ("finance_director", "finance_director", ["3000000"], "demo finance director 종로구",
      "finance director of 종로구 (3000000)"),
@@ -92,6 +104,46 @@ def _port(hostport: str) -> int:
     return int(hostport.rsplit(":", 1)[1].split("/")[0])
 
 
+def _embedded(variable: str) -> bool:
+    """Start the embedded broker (Redis): CASHPOS_EMBEDDED=on always, off never, auto (the
+    default) when ``variable`` does not point at an existing one."""
+    mode = os.environ.get("CASHPOS_EMBEDDED", "auto").lower()
+    return mode in ("on", "1", "true", "yes") or (mode == "auto" and variable not in os.environ)
+
+
+def describe_exit(returncode: int) -> str:
+    """'exit code 3' or 'signal SIGKILL' (Popen reports a signal as a negative code)."""
+    if returncode < 0:
+        try:
+            return f"signal {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"signal {-returncode}"
+    return f"exit code {returncode}"
+
+
+def failed(returncode: int) -> bool:
+    """Whether an exit is a failure to restart after (systemd's Restart=on-failure): not a clean
+    exit, nor the stop signals someone sends on purpose."""
+    return returncode != 0 and -returncode not in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+class Backoff:
+    """Restart delays of one child: ``first``, doubling up to ``cap``; a child that ran for
+    ``reset`` seconds before it died starts again from ``first``."""
+
+    def __init__(self, first: float, cap: float, reset: float) -> None:
+        self.first, self.cap, self.reset = first, max(cap, first), reset
+        self.failures = 0  # consecutive quick deaths
+        self.restarts = 0  # all restarts
+
+    def next_delay(self, ran_for: float) -> float:
+        if ran_for >= self.reset:
+            self.failures = 0
+        self.failures += 1
+        self.restarts += 1
+        return float(min(self.cap, self.first * 2 ** (self.failures - 1)))
+
+
 def run_stack() -> int:
     s = load()
     var = Path("var")
@@ -99,12 +151,12 @@ def run_stack() -> int:
     services: list[Service] = []
     env = dict(os.environ)
     try:
-        if "CASHPOS_KAFKA_BOOTSTRAP" not in os.environ:
+        if _embedded("CASHPOS_KAFKA_BOOTSTRAP"):
             services.append(start_tansu(_port(s.kafka_bootstrap), var / "log" / "tansu.log"))
             print(f"broker    kafka://{s.kafka_bootstrap} (embedded Tansu, in memory)")
         worker_env, api_env = dict(env), dict(env)
         admin_url = s.redis_url
-        if "CASHPOS_REDIS_URL" not in os.environ:
+        if _embedded("CASHPOS_REDIS_URL"):
             services.append(start_redis(_port(s.redis_url), var / "log" / "redis.log"))
             urls = _service_accounts(s)
             worker_env["CASHPOS_REDIS_URL"], api_env["CASHPOS_REDIS_URL"] = urls["processor"], urls["api"]
@@ -113,21 +165,25 @@ def run_stack() -> int:
                   "default user off; credentials in var/secrets/)")
         tokens = _demo_tokens(s, admin_url)
         # The embedded broker keeps nothing across restarts, so neither may the state.
-        if "CASHPOS_KAFKA_BOOTSTRAP" not in os.environ:
+        if _embedded("CASHPOS_KAFKA_BOOTSTRAP"):
             import shutil
 
             shutil.rmtree(s.state_dir, ignore_errors=True)
         py = sys.executable
-        procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+        procs: dict[str, subprocess.Popen[bytes]] = {}
+        commands: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {}
+        started: dict[str, float] = {}
 
         def spawn(name: str, *args: str, env: dict[str, str] = env) -> None:
-            log = open(var / "log" / f"{name}.log", "ab")
-            procs.append((name, subprocess.Popen([py, "-m", "cashpos.cli", *args], env=env,
-                                                 stdout=log, stderr=subprocess.STDOUT)))
+            commands[name] = (args, env)
+            with open(var / "log" / f"{name}.log", "ab") as out:  # the child keeps its own fd
+                procs[name] = subprocess.Popen([py, "-m", "cashpos.cli", *args], env=env,
+                                               stdout=out, stderr=subprocess.STDOUT)
+            started[name] = time.monotonic()
 
         spawn("worker", "worker", env=worker_env)
         spawn("api", "api", env=api_env)
-        wait_port(s.api_port, timeout=60, proc=procs[-1][1])
+        wait_port(s.api_port, timeout=60, proc=procs["api"])
         if os.environ.get("CASHPOS_SIMULATOR", "on").lower() not in ("off", "0", "false", "no"):
             spawn("simulator", "simulate", "--rate", os.environ.get("CASHPOS_SIMULATOR_RATE", "50"),
                   "--speed", os.environ.get("CASHPOS_SIMULATOR_SPEED", "60"))
@@ -148,16 +204,43 @@ def run_stack() -> int:
 
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGTERM, on_signal)
+        backoff = {name: Backoff(s.restart_delay_seconds, s.restart_delay_max_seconds,
+                                 s.restart_reset_seconds) for name in SUPERVISED}
+        due: dict[str, float] = {}  # child -> when it is started again
+        gone: set[str] = set()  # stopped cleanly by someone: not restarted
         while not stop:
-            for name, p in procs:
-                if p.poll() is not None and name != "simulator":
-                    print(f"{name} exited with {p.returncode}; see var/log/{name}.log")
-                    stop = True
-            time.sleep(0.5)
-        for _, p in procs:
+            now = time.monotonic()
+            for name in SUPERVISED:
+                p = procs[name]
+                if stop or name in gone:
+                    continue
+                if name not in due and p.poll() is not None:
+                    if not failed(p.returncode):  # like systemd's on-failure: a clean stop stays
+                        gone.add(name)
+                        log.warning("child stopped, not restarted %s", orjson.dumps({
+                            "event": "child_stopped", "child": name, "pid": p.pid,
+                            "exit": describe_exit(p.returncode)}).decode())
+                        continue
+                    b = backoff[name]
+                    delay = b.next_delay(now - started[name])
+                    due[name] = now + delay
+                    log.warning("child exited, restarting %s", orjson.dumps({
+                        "event": "child_exited", "child": name, "pid": p.pid,
+                        "exit": describe_exit(p.returncode), "ran_s": round(now - started[name], 1),
+                        "restart": b.restarts, "delay_s": delay, "log": f"var/log/{name}.log",
+                    }).decode())
+                elif name in due and now >= due[name]:
+                    del due[name]
+                    spawn(name, *commands[name][0], env=commands[name][1])
+                    log.warning("child restarted %s", orjson.dumps({
+                        "event": "child_restarted", "child": name, "pid": procs[name].pid,
+                        "restart": backoff[name].restarts,
+                    }).decode())
+            time.sleep(0.2)
+        for p in procs.values():
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
-        for _, p in procs:
+        for p in procs.values():
             try:
                 p.wait(15)
             except subprocess.TimeoutExpired:
