@@ -36,7 +36,6 @@ from typing import TYPE_CHECKING
 import msgspec
 import orjson
 from aiokafka import TopicPartition
-from rocksdict import WriteBatch
 
 from cashpos.metrics import ProcessorMetrics
 from cashpos.names import RedisKeys, Topics
@@ -44,7 +43,6 @@ from cashpos.settings import Settings
 from state.alert_projection import AlertProjection, merge_ack
 from state.alerts import (
     LAG,
-    OUTBOX_PREFIX,
     Alert,
     AlertBook,
     AlertChange,
@@ -52,6 +50,7 @@ from state.alerts import (
     decode_overrides,
     load_config,
 )
+from state.layout import OUTBOX_PREFIX
 from state.ledger import Changes, Ledger
 
 if TYPE_CHECKING:
@@ -219,32 +218,19 @@ class AlertingHook:
 
     def _scan(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
         assert self.worker is not None
-        it = self.worker.store.db.iter()
-        it.seek(start or prefix)
-        while it.valid():
-            k = it.key()
-            if not k.startswith(prefix):
-                break
-            yield k, it.value()
-            it.next()
+        yield from self.worker.store.scan(prefix, start)
 
     def _write_direct(self, records: list[tuple[bytes, bytes]]) -> None:
         """Records produced outside a batch (load, thresholds, operational rules, acks): written
         on their own; they depend on nothing a replay could change."""
         if not records or self.worker is None:
             return
-        wb = WriteBatch(raw_mode=True)
-        for k, v in records:
-            wb.put(k, v)
-        self.worker.store.db.write(wb)
+        self.worker.store.write(records)
         self._delete([k for k, v in records if not v])
 
     def _delete(self, keys: list[bytes]) -> None:
         if keys and self.worker is not None:
-            wb = WriteBatch(raw_mode=True)
-            for k in keys:
-                wb.delete(k)
-            self.worker.store.db.write(wb)
+            self.worker.store.delete(keys)
 
     def _queue(self, changes: list[AlertChange]) -> None:
         for ch in changes:

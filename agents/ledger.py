@@ -38,7 +38,7 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from prometheus_client import generate_latest
 
 from cashpos.metrics import ProcessorMetrics
-from cashpos.names import RedisKeys, Topics
+from cashpos.names import RedisKeys, Topics, side_of_topic
 from cashpos.refdata import governments
 from cashpos.settings import Settings
 from state.ledger import Changes, Ledger, PosKey
@@ -98,7 +98,7 @@ class LedgerWorker:
         self.topics = Topics(settings.namespace)
         self.keys = RedisKeys(settings.namespace)
         self.metrics = metrics or ProcessorMetrics()
-        self.side = {self.topics.revenue: "revenue", self.topics.expenditure: "expenditure"}
+        self.side = {t: side_of_topic(t) for t in self.topics.sources}
         self.store = Store(settings.state_dir)
         self._state_dir = str(settings.state_dir.resolve())
         self.ledger = self.store.attach(Ledger())

@@ -8,8 +8,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Which kind goes on which side, and so on which input topic: spelt only here (``side_of_kind``,
+# ``side_of_topic``, ``Topics.for_kind``; ``streams.contract`` checks every kind is on one side).
+REVENUE = "revenue"
+EXPENDITURE = "expenditure"
 REVENUE_KINDS = frozenset({"receipt"})
 EXPENDITURE_KINDS = frozenset({"commitment", "commitment_cancel", "payment", "transfer"})
+
+
+def side_of_kind(kind: str) -> str:
+    """``revenue`` or ``expenditure``: the side (and input topic) of an event kind."""
+    return REVENUE if kind in REVENUE_KINDS else EXPENDITURE
+
+
+def side_of_topic(topic: str) -> str:
+    """The side of an input topic (``Topics.revenue`` or ``Topics.expenditure``)."""
+    return REVENUE if topic.endswith("." + REVENUE) else EXPENDITURE
 
 
 @dataclass(frozen=True)
@@ -18,11 +32,11 @@ class Topics:
 
     @property
     def revenue(self) -> str:
-        return f"{self.namespace}.events.revenue"
+        return f"{self.namespace}.events.{REVENUE}"
 
     @property
     def expenditure(self) -> str:
-        return f"{self.namespace}.events.expenditure"
+        return f"{self.namespace}.events.{EXPENDITURE}"
 
     @property
     def deadletter(self) -> str:
@@ -44,7 +58,12 @@ class Topics:
         return (self.revenue, self.expenditure)
 
     def for_kind(self, kind: str) -> str:
-        return self.revenue if kind in REVENUE_KINDS else self.expenditure
+        """The input topic of an event kind."""
+        return self.for_side(side_of_kind(kind))
+
+    def for_side(self, side: str) -> str:
+        """The input topic of a side (``side_of_kind``)."""
+        return self.revenue if side == REVENUE else self.expenditure
 
     @property
     def ledger_group(self) -> str:

@@ -33,7 +33,7 @@ import orjson
 import redis
 
 from cashpos.dlq import list_deadletters
-from cashpos.names import RedisKeys, Topics
+from cashpos.names import RedisKeys, Topics, side_of_topic
 from faults.common import (
     Feeder, Infra, base_args, expected_view, log, new_stack, prepare, reconcile_quiet,
     redis_view, script_main, start_worker, wait_until, wait_up, worker_histogram, worker_metric_totals,
@@ -141,7 +141,7 @@ def run(infra: Infra, root: Path, *, events: int, seed: int, rate: float, every:
     ref = Reference()
     for raw in raws:
         topic, key = route(Topics(s.namespace), raw)
-        ref.feed(raw, "revenue" if topic.endswith(".revenue") else "expenditure", key)
+        ref.feed(raw, side_of_topic(topic), key)
     expected_reasons = Counter(ref.counts()["rejected"])  # type: ignore[arg-type]
     log(f"{len(good)} events and {len(bad)} malformed: {dict(expected_reasons)}")
     try:

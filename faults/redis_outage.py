@@ -30,7 +30,7 @@ import httpx
 import redis
 
 from cashpos.embedded import start_redis
-from cashpos.names import META_FIELD, RedisKeys
+from cashpos.names import META_FIELD, RedisKeys, side_of_topic
 from cashpos.refdata import governments
 from faults.common import (
     Feeder, Infra, Stack, access_backup, base_args, expected_view, log, new_stack, prepare, read_records,
@@ -50,7 +50,7 @@ class PrefixOracle:
         ref = Reference(max_bytes=max_bytes)
         self.cum: dict[PosKey, dict[str, list[tuple[int, int]]]] = {}
         for rec in sorted(records, key=lambda r: (r.partition, r.topic, r.offset)):
-            side = "revenue" if rec.topic.endswith(".revenue") else "expenditure"
+            side = side_of_topic(rec.topic)
             if ref.feed(rec.value, side, rec.key) != "applied":
                 continue
             agg: dict[PosKey, list[int]] = {}

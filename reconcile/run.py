@@ -32,10 +32,12 @@ import orjson
 import redis.asyncio as aioredis
 from rocksdict import AccessType, Options, Rdict
 
-from cashpos.names import META_FIELD, RedisKeys, Topics
+from cashpos.names import META_FIELD, RedisKeys, Topics, side_of_topic
 from cashpos.refdata import governments
 from cashpos.settings import Settings
 from reconcile.reference import Reference
+from state import layout
+from state.projection import decode_position, parse_field
 from streams.reader import Record, read_topics
 from streams.topics import partition_for
 
@@ -97,10 +99,9 @@ async def _redis_view(r: aioredis.Redis, keys: RedisKeys) -> tuple[dict[PosKey, 
         for f, v in h.items():
             if f == META_FIELD.encode():
                 continue
-            account, _, fy = f.decode().partition("|")
-            version, _, body = v.partition(b"|")
-            d = orjson.loads(body)
-            view[(org, account, int(fy))] = (d["cash"], d["committed"], int(version))
+            account, fy = parse_field(f.decode())
+            version, d = decode_position(v)
+            view[(org, account, fy)] = (d["cash"], d["committed"], version)
     return view, unseeded
 
 
@@ -109,8 +110,7 @@ def _fold(records: list[Record], max_bytes: int, below: dict[tuple[str, int], in
     for rec in sorted(records, key=lambda r: (r.partition, r.topic, r.offset)):
         if below is not None and rec.offset >= below.get((rec.topic, rec.partition), 0):
             continue
-        side = "revenue" if rec.topic.endswith(".revenue") else "expenditure"
-        ref.feed_record(rec.value, side, rec.key)
+        ref.feed_record(rec.value, side_of_topic(rec.topic), rec.key)
     return ref
 
 
@@ -122,16 +122,14 @@ def _state_view(path: Path) -> tuple[dict[PosKey, tuple[int, int, int]], dict[tu
         pos: dict[PosKey, tuple[int, int, int]] = {}
         offsets: dict[tuple[str, int], int] = {}
         it = db.iter()
-        it.seek(b"o\0")
-        while it.valid() and it.key().startswith(b"o\0"):
-            _, topic, part = it.key().decode().split("\0")
-            offsets[(topic, int(part))] = int(it.value())
+        it.seek(layout.OFFSET_TAG)
+        while it.valid() and it.key().startswith(layout.OFFSET_TAG):
+            offsets[layout.parse_offset_key(it.key())] = layout.decode_int(it.value())
             it.next()
-        it.seek(b"p\0")
-        while it.valid() and it.key().startswith(b"p\0"):
-            _, org, account, fy = it.key().decode().split("\0")
-            cash, committed, version = msgspec.msgpack.decode(it.value())[:3]
-            pos[(org, account, int(fy))] = (cash, committed, version)
+        it.seek(layout.POSITION_TAG)
+        while it.valid() and it.key().startswith(layout.POSITION_TAG):
+            p = layout.decode_position(it.value())
+            pos[layout.parse_position_key(it.key())] = (p.cash, p.committed, p.version)
             it.next()
         return pos, offsets
     finally:

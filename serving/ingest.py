@@ -12,7 +12,7 @@ from fastapi.responses import ORJSONResponse
 from access.audit import record
 from access.policy import Permission
 from serving.security import audit_log, principal, require
-from streams.contract import Rejection, check_message, side_of
+from streams.contract import Rejection, check_message
 
 router = APIRouter()
 
@@ -40,7 +40,7 @@ async def post_event(request: Request) -> ORJSONResponse:
                                "detail": f"this token may not submit events for {res.org_code}"},
                               status_code=403)
     md = await state.producer.send_and_wait(
-        state.topics.revenue if side_of(res.kind) == "revenue" else state.topics.expenditure,
+        state.topics.for_kind(res.kind),
         raw, key=res.org_code.encode(),
     )
     state.metrics.ingested.inc()

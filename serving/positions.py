@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 
 from cashpos.names import META_FIELD, RedisKeys
 from cashpos.refdata import Government, governments
+from state.projection import decode_position, parse_field
 
 CUSTODY = "custody"  # 세입세출외현금: in the bank, not spendable
 STALE_AFTER_MS = 10_000
@@ -84,15 +85,14 @@ def _rows(gov: Government, raw: dict[bytes, bytes], fiscal_year: int | None) -> 
         field = f.decode()
         if field == META_FIELD:
             continue
-        account, _, fy = field.partition("|")
-        if fiscal_year is not None and int(fy) != fiscal_year:
+        account, fy = parse_field(field)
+        if fiscal_year is not None and fy != fiscal_year:
             continue
-        version, _, body = v.partition(b"|")
-        d = orjson.loads(body)
+        version, d = decode_position(v)
         acc = names.get(account)
         rows.append(AccountRow(
-            account, acc.name if acc else account, acc.type if acc else "unknown", int(fy),
-            d["cash"], d["committed"], int(version), d["last_event_ms"],
+            account, acc.name if acc else account, acc.type if acc else "unknown", fy,
+            d["cash"], d["committed"], version, d["last_event_ms"],
         ))
     order = {a.code: i for i, a in enumerate(gov.accounts)}
     rows.sort(key=lambda r: (-r.fiscal_year, order.get(r.account, 999)))

@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 
 from cashpos.names import RedisKeys
 from state.alerts import iso_ms
+from state.projection import encode_value, lua_version, value_json, value_version
 
 _WRITE = """
 local keep = tonumber(ARGV[1])
@@ -30,7 +31,7 @@ while i <= #ARGV do
   local cur = redis.call('HGET', KEYS[1], id)
   if not cur then cur = redis.call('HGET', KEYS[2], id) end
   local cur_rev = -1
-  if cur then cur_rev = tonumber(string.match(cur, '^(%d+)|')) end
+  if cur then cur_rev = {VERSION_CUR} end
   if rev > cur_rev then
     if resolved then
       redis.call('HDEL', KEYS[1], id)
@@ -51,12 +52,11 @@ if n > keep then
   redis.call('ZREMRANGEBYRANK', KEYS[3], 0, n - keep - 1)
 end
 return 0
-"""
+""".replace("{VERSION_CUR}", lua_version("cur"))
 
 
 def _decode(raw: bytes) -> dict[str, object]:
-    _, _, body = raw.partition(b"|")
-    return orjson.loads(body)
+    return value_json(raw)
 
 
 def merge_ack(alert: dict[str, object], ack: dict[str, object] | None) -> dict[str, object]:
@@ -85,7 +85,7 @@ class AlertProjection:
             resolved = a.get("state") == "resolved"
             score = a.get("resolved_ms") or a.get("raised_ms") or 0
             argv += [a["id"], a["rev"], "1" if resolved else "0",
-                     b"%d|%s" % (a["rev"], orjson.dumps(a)), score]  # type: ignore[str-bytes-safe]
+                     encode_value(a["rev"], orjson.dumps(a)), score]  # type: ignore[arg-type]
         if len(argv) > 1:
             k = self.keys
             await self._write(keys=[k.alerts_open, k.alerts_recent, k.alerts_recent_order, k.alerts_acks],
@@ -103,7 +103,7 @@ class AlertProjection:
             for aid, a, b in zip(chunk, opened, recent):
                 raw = a if a is not None else b
                 if raw is not None:
-                    out[aid] = int(raw.partition(b"|")[0])
+                    out[aid] = value_version(raw)
         return out
 
     async def acks(self, ids: list[str]) -> dict[str, dict[str, object]]:

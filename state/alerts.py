@@ -115,7 +115,10 @@ import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
 from cashpos.refdata import governments
-from state.ledger import Changes, Commitment, Journal, Position, PosKey, unscoped_id
+from state import layout
+from state.layout import day_key, marker_key, open_key, org_key, worker_key
+from state.layout import alert_pos_key as pos_key
+from state.ledger import Changes, Commitment, Position, PosKey, unscoped_id
 
 DAY_MS: Final = 86_400_000
 KST_OFFSET_MS: Final = 9 * 3_600_000
@@ -405,7 +408,7 @@ class AlertChange:
     @property
     def outbox_key(self) -> bytes:
         a = self.alert
-        return f"a\0q\0{a.org_code}\0{a.id}\0{a.rev:06d}".encode()
+        return layout.outbox_key(a.org_code, a.id, a.rev)
 
     def to_dict(self) -> dict[str, object]:
         return alert_dict(self.alert, self.change)
@@ -484,49 +487,12 @@ class WorkerRecord(Struct, array_like=True):
     above_since_ms: int = 0
 
 
-_enc = msgspec.msgpack.Encoder()
-_dec_pos = msgspec.msgpack.Decoder(PosRecord)
-_dec_open = msgspec.msgpack.Decoder(OpenCommitment)
-_dec_org = msgspec.msgpack.Decoder(OrgRecord)
-_dec_worker = msgspec.msgpack.Decoder(WorkerRecord)
-_dec_day = msgspec.msgpack.Decoder(tuple[int, int])
-_dec_commit = msgspec.msgpack.Decoder(Commitment)
-_dec_journal = msgspec.msgpack.Decoder(Journal)
-
-
-# Key layout (tag ``a``; the free-form id is always last):
-#   a\0s\0{org}\0{account}\0{fy}          -> PosRecord
-#   a\0d\0{org}\0{account}\0{fy}\0{day:06} -> (outflow, net uncommitted flow) of one KST day
-#   a\0c\0{org}\0{commitment_id}          -> OpenCommitment (b"": closed, deleted after the write)
-#   a\0m\0{org}                            -> the open-commitment index of org is built
-#   a\0g\0{org}                            -> OrgRecord (stale-data alert)
-#   a\0w\0{worker_id}                      -> WorkerRecord (processor-lag alert)
-#   a\0q\0{org}\0{alert_id}\0{rev:06}      -> outbox: one alert change (JSON) not yet published
-def pos_key(pk: PosKey) -> bytes:
-    return f"a\0s\0{pk[0]}\0{pk[1]}\0{pk[2]}".encode()
-
-
-def day_key(pk: PosKey, day: int) -> bytes:
-    return f"a\0d\0{pk[0]}\0{pk[1]}\0{pk[2]}\0{day:06d}".encode()
-
-
-def open_key(org: str, cid: str) -> bytes:
-    return f"a\0c\0{org}\0{cid}".encode()
-
-
-def marker_key(org: str) -> bytes:
-    return f"a\0m\0{org}".encode()
-
-
-def org_key(org: str) -> bytes:
-    return f"a\0g\0{org}".encode()
-
-
-def worker_key(worker_id: str) -> bytes:
-    return f"a\0w\0{worker_id}".encode()
-
-
-OUTBOX_PREFIX: Final = b"a\0q\0"
+# The keys of these records (tag ``a``) and their msgpack codec are ``state.layout``'s.
+_encode = layout.encode_record
+_dec_pos = layout.record_decoder(PosRecord)
+_dec_open = layout.record_decoder(OpenCommitment)
+_dec_org = layout.record_decoder(OrgRecord)
+_dec_worker = layout.record_decoder(WorkerRecord)
 
 # scan(prefix, start) -> (key, value) pairs with key >= start (or prefix) and key.startswith(prefix)
 Scan = Callable[[bytes, bytes | None], Iterable[tuple[bytes, bytes]]]
@@ -611,9 +577,8 @@ class AlertBook:
         raising them again; its positions are evaluated once it has caught up (``hold``)."""
         self.drop_orgs({org})
         o = self._org(org)
-        for k, v in scan(f"a\0s\0{org}\0".encode(), None):
-            _, _, _, account, fy = k.decode().split("\0")
-            self._new_pos((org, account, int(fy)), _dec_pos.decode(v))
+        for k, v in scan(layout.alert_pos_prefix(org), None):
+            self._new_pos(layout.parse_alert_pos_key(k), _dec_pos.decode(v))
         for pk, p in positions.items():
             if pk[0] != org:
                 continue
@@ -625,9 +590,9 @@ class AlertBook:
         for pk in list(o.pks):
             st = self.positions[pk]
             start = st.clock - st.cfg.outflow_days - 1
-            prefix = f"a\0d\0{pk[0]}\0{pk[1]}\0{pk[2]}\0".encode()
-            for k, v in scan(prefix, prefix + f"{max(start, 0):06d}".encode()):
-                st.days[int(k[len(prefix):])] = list(_dec_day.decode(v))
+            prefix = layout.day_prefix(pk)
+            for k, v in scan(prefix, layout.day_start(prefix, max(start, 0))):
+                st.days[layout.day_of_key(prefix, k)] = list(layout.decode_day(v))
         out: list[tuple[bytes, bytes]] = []
         found = any(True for _ in scan(marker_key(org), None))
         for a in seed:
@@ -651,20 +616,20 @@ class AlertBook:
                 # of the same rule continues it; see ``_reconcile``
                 self.published.setdefault(pk, {})[a.rule] = a
         if found:
-            for k, v in scan(f"a\0c\0{org}\0".encode(), None):
+            for k, v in scan(layout.open_prefix(org), None):
                 if v:
                     oc = _dec_open.decode(v)
-                    self._set_open(org, k.decode().split("\0", 3)[3], oc.account, oc.fiscal_year,
+                    self._set_open(org, layout.open_cid(k), oc.account, oc.fiscal_year,
                                    oc.open, oc.due_day, oc.due_date)
         else:  # first start with alerting on this state: index the ledger's open commitments
-            for k, v in scan(f"c\0{org}\0".encode(), None):
-                c = _dec_commit.decode(v)
+            for k, v in scan(layout.commitments_prefix(org), None):
+                c = layout.decode_commitment(v)
                 if c.open > 0 and not c.reversed:
-                    cid = k.decode().split("\0", 2)[2]
+                    cid = layout.commitment_id(k)
                     due = date_day(dt.date.fromisoformat(c.due_date)) if c.due_date else -1
                     self._set_open(org, cid, c.account, c.fiscal_year, c.open, due, c.due_date)
                     out.append((open_key(org, cid),
-                                _enc.encode(OpenCommitment(c.account, c.fiscal_year, c.open, due, c.due_date))))
+                                _encode(OpenCommitment(c.account, c.fiscal_year, c.open, due, c.due_date))))
             out.append((marker_key(org), b"1"))
         for _k, v in scan(org_key(org), None):
             o.rec = _dec_org.decode(v)
@@ -736,7 +701,7 @@ class AlertBook:
     def take_records(self) -> list[tuple[bytes, bytes]]:
         """Encoded state changed since the last call, and one outbox record per alert change."""
         out: list[tuple[bytes, bytes]] = []
-        enc = _enc.encode
+        enc = _encode
         for pk in self._dirty:
             st = self.positions.get(pk)
             if st is not None:
@@ -800,7 +765,7 @@ class AlertBook:
             due_day = date_day(dt.date.fromisoformat(due_date)) if due_date else -1
         st = self._set_open(org, cid, c.account, c.fiscal_year, open_, due_day if due_date else -1, due_date)
         if open_ > 0:
-            self._commit_records[open_key(org, cid)] = _enc.encode(
+            self._commit_records[open_key(org, cid)] = _encode(
                 OpenCommitment(c.account, c.fiscal_year, open_, due_day if due_date else -1, due_date))
         else:
             self._commit_records[open_key(org, cid)] = b""  # tombstone, deleted after the write
@@ -1094,7 +1059,7 @@ class AlertBook:
                     b = days[day] = [0, 0]
                 b[0] += outflow
                 b[1] += net
-                self._commit_records[day_key(st.pk, day)] = _enc.encode(b)
+                self._commit_records[day_key(st.pk, day)] = _encode(b)
             self._settle(st, clock, fresh, evaluate, p, rows, journal, out)
             return
         cur = days.get(clock)  # the bucket of the clock's day, the common case
@@ -1147,7 +1112,7 @@ class AlertBook:
         for d in changed:
             b = days.get(d)
             if b is not None:
-                self._commit_records[day_key(st.pk, d)] = _enc.encode(b)
+                self._commit_records[day_key(st.pk, d)] = _encode(b)
         changed.clear()
         self._settle(st, clock, fresh, evaluate, p, rows, journal, out)
 
@@ -1537,7 +1502,7 @@ def _src(journal: Mapping[tuple[str, str], object], org: str, eid: str) -> tuple
     """The source record (topic, partition, offset) of an event of the batch."""
     j = journal.get((org, eid))
     if j.__class__ is bytes:
-        j = _dec_journal.decode(j)  # type: ignore[arg-type]
+        j = layout.decode_journal(j)  # type: ignore[arg-type]
     return j.source if j is not None else None  # type: ignore[attr-defined]
 
 

@@ -5,12 +5,19 @@ in one pipelined Lua call per batch, after the RocksDB write. A government's has
 trusted by the API when it carries the ``_meta`` field, which only a full seed sets: after a
 FLUSHALL or a restart of Redis the projection notices the missing marker and re-seeds that
 government from state, and until then the API answers 503 instead of a wrong number.
+
+This module owns the serving copy's value format, ``{version}|{json}`` (positions here, alerts
+in ``state.alert_projection``), and the position field ``{account}|{fiscal_year}``: every reader
+(the API, ``cashpos reconcile``) decodes through ``decode_position``/``decode_value``/
+``parse_field``, and the Lua scripts read a version through ``lua_version``. The marker field's
+name is ``cashpos.names.META_FIELD``.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
@@ -22,10 +29,16 @@ from state.ledger import PosKey, Position
 # first; the dead-letter topic is the complete record (``cashpos dlq``).
 RECENT_DEADLETTERS = 1000
 
+
+def lua_version(var: str) -> str:
+    """A Lua expression: the version of the value held in the Lua variable ``var``."""
+    return f"tonumber(string.match({var}, '^(%d+)|'))"
+
+
 # ARGV layout: now_ms, worker, then per key: seed(0/1), meta json, n, n x (field, value).
-# Returns the keys that need a full seed (no _meta and not seeded in this call).
+# Returns the keys that need a full seed (no marker field and not seeded in this call).
 _LUA = """
-local meta_field = '_meta'
+local meta_field = '{META_FIELD}'
 local out = {}
 local i = 3
 for k = 1, #KEYS do
@@ -38,7 +51,7 @@ for k = 1, #KEYS do
     for j = 1, n do
       local f, v = ARGV[i], ARGV[i + 1]
       local cur = redis.call('HGET', key, f)
-      if (not cur) or tonumber(string.match(cur, '^(%d+)|')) < tonumber(string.match(v, '^(%d+)|')) then
+      if (not cur) or {VERSION_CUR} < {VERSION_V} then
         redis.call('HSET', key, f, v)
       end
       i = i + 2
@@ -50,7 +63,8 @@ for k = 1, #KEYS do
   end
 end
 return out
-"""
+""".replace("{META_FIELD}", META_FIELD).replace("{VERSION_CUR}", lua_version("cur")).replace(
+    "{VERSION_V}", lua_version("v"))
 
 
 # The 1-based positions in KEYS of the hashes without the marker field ARGV[1].
@@ -65,18 +79,44 @@ return out
 """
 
 
-def encode_position(p: Position) -> bytes:
-    body = orjson.dumps({"cash": p.cash, "committed": p.committed, "last_event_ms": p.last_event_ms})
-    return b"%d|%s" % (p.version, body)
+def encode_value(version: int, body: bytes) -> bytes:
+    """A serving-copy value: ``{version}|{json}`` (``body``: the JSON)."""
+    return b"%d|%s" % (version, body)
 
 
-def decode_position(raw: bytes) -> tuple[int, dict[str, int]]:
+def decode_value(raw: bytes) -> tuple[int, Any]:
+    """The version and the decoded JSON of a serving-copy value."""
     version, _, body = raw.partition(b"|")
     return int(version), orjson.loads(body)
 
 
+def value_version(raw: bytes) -> int:
+    """The version of a serving-copy value."""
+    return int(raw.partition(b"|")[0])
+
+
+def value_json(raw: bytes) -> Any:
+    """The decoded JSON of a serving-copy value (its version not read)."""
+    return orjson.loads(raw.partition(b"|")[2])
+
+
+def encode_position(p: Position) -> bytes:
+    body = orjson.dumps({"cash": p.cash, "committed": p.committed, "last_event_ms": p.last_event_ms})
+    return encode_value(p.version, body)
+
+
+def decode_position(raw: bytes) -> tuple[int, dict[str, int]]:
+    return decode_value(raw)
+
+
 def field_name(account: str, fiscal_year: int) -> str:
     return f"{account}|{fiscal_year}"
+
+
+def parse_field(field: str) -> tuple[str, int]:
+    """The account and fiscal year of a position field (not the marker field)."""
+    account, _, fy = field.partition("|")
+    return account, int(fy)
 
 
 class Projection:

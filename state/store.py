@@ -2,16 +2,9 @@
 
 Each batch is one WriteBatch holding every changed record *and* the next source offset of each
 partition it consumed, so the state on disk always equals the fold of exactly the events below
-those offsets. Key layout (one byte tag, NUL-separated; the free-form id is always last, so keys
-are unambiguous):
-
-    p\0{org}\0{account}\0{fy}                 -> [cash, committed, version, last_event_ms, received]
-    j\0{org}\0{r|e}:{event_id}                -> Journal (what the event did, its raw bytes)
-    c\0{org}\0{commitment_id}                 -> Commitment
-    i\0{org}\0{account}\0{fy}\0{seq:012}     -> [[occurred_ms, scoped id, cash delta, committed delta], ...]
-    o\0{topic}\0{partition}                   -> next offset to consume
-    m\0seq                                   -> sequence number of the last batch written
-    m\0layout                                -> LAYOUT: a store of another layout is rebuilt
+those offsets. The key layout and the codecs of every record are ``state.layout``'s (the only
+module that spells them); ``Store`` owns the database: nobody else reads or writes ``db``
+(``scan``, ``write`` and ``delete`` serve the alert book).
 
 The journal's ids are scoped by side (``state.ledger.scoped_id``: ``r:`` revenue, ``e:``
 expenditure). The state is derived from the input topics, the book of record: a store written
@@ -33,40 +26,22 @@ import logging
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-import msgspec
 from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch, WriteOptions
 
+from state import layout as L
+from state.layout import LAYOUT
+from state.layout import journal_key as _journal_key  # the name the differential test uses
 from state.ledger import Changes, Commitment, CommitKey, EventKey, Journal, Ledger, PosKey, Position
 from state.native import kernel
 
+__all__ = ["LAYOUT", "Store"]
+
 log = logging.getLogger(__name__)
-_enc = msgspec.msgpack.Encoder()
-_dec_journal = msgspec.msgpack.Decoder(Journal)
-_dec_commit = msgspec.msgpack.Decoder(Commitment)
-_dec_list = msgspec.msgpack.Decoder(list[int])
-_dec_rows = msgspec.msgpack.Decoder(list[tuple[int, str, int, int]])
-_SEQ = b"m\0seq"
-_LAYOUT = b"m\0layout"
-LAYOUT = b"2"  # 2: journal ids scoped by side, positions with `received`
-
-
-_JOURNAL_PREFIX = b"j\0"
-
-
-def _journal_key(org: str, event_id: str) -> bytes:
-    return _JOURNAL_PREFIX + f"{org}\0{event_id}".encode()
-
-
-def _commit_key(org: str, cid: str) -> bytes:
-    return f"c\0{org}\0{cid}".encode()
-
-
-def _offset_key(topic: str, partition: int) -> bytes:
-    return f"o\0{topic}\0{partition}".encode()
-
-
-def _prefix_end(prefix: bytes) -> bytes:
-    return prefix[:-1] + bytes([prefix[-1] + 1])
+_SEQ = L.SEQ_KEY
+_LAYOUT = L.LAYOUT_KEY
+_JOURNAL_PREFIX = L.JOURNAL_PREFIX
+_commit_key = L.commitment_key
+_offset_key = L.offset_key
 
 
 class Store:
@@ -94,7 +69,7 @@ class Store:
         wo.disable_wal = True
         self.db.set_write_options(wo)
         raw = self.db.get(_SEQ)
-        self.seq = 0 if raw is None else int(raw)
+        self.seq = 0 if raw is None else L.decode_int(raw)
 
     def flush(self, wait: bool = False) -> None:
         """Persist everything written so far (bounds the replay after a crash)."""
@@ -108,58 +83,60 @@ class Store:
 
     def next_offset(self, topic: str, partition: int) -> int | None:
         raw = self.db.get(_offset_key(topic, partition))
-        return None if raw is None else int(raw)
+        return None if raw is None else L.decode_int(raw)
 
-    def _scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+    def scan(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) of every key starting with ``prefix``, in key order, from ``start``
+        (a key at or after ``prefix``) if given."""
         it = self.db.iter()
-        it.seek(prefix)
-        end = _prefix_end(prefix)
+        it.seek(start or prefix)
         while it.valid():
             k = it.key()
-            if k >= end:
+            if not k.startswith(prefix):
                 break
             yield k, it.value()
             it.next()
 
+    _scan = scan
+
     def positions(self, org: str) -> dict[PosKey, Position]:
         out: dict[PosKey, Position] = {}
-        for k, v in self._scan(f"p\0{org}\0".encode()):
-            _, o, account, fy = k.decode().split("\0")
-            out[(o, account, int(fy))] = Position(*_dec_list.decode(v))
+        for k, v in self.scan(L.positions_prefix(org)):
+            out[L.parse_position_key(k)] = L.decode_position(v)
         return out
 
     def journal(self, org: str, sid: str) -> Journal | None:
         """The journal entry of ``sid`` (``state.ledger.scoped_id``)."""
         raw = self.db.get(_journal_key(org, sid))
-        return None if raw is None else _dec_journal.decode(raw)
+        return None if raw is None else L.decode_journal(raw)
 
     def journal_entries(self, org: str) -> Iterator[tuple[str, Journal]]:
-        for k, v in self._scan(f"j\0{org}\0".encode()):
-            yield k.decode().split("\0", 2)[2], _dec_journal.decode(v)
+        for k, v in self.scan(L.journal_prefix(org)):
+            yield L.journal_sid(k), L.decode_journal(v)
 
     def commitment(self, org: str, cid: str) -> Commitment | None:
         raw = self.db.get(_commit_key(org, cid))
-        return None if raw is None else _dec_commit.decode(raw)
+        return None if raw is None else L.decode_commitment(raw)
 
     def index(self, org: str, account: str, fy: int) -> list[tuple[int, str, int, int]]:
         """Every change to one position: (occurred_ms, event_id, cash delta, committed delta),
         in time order (ties in the order applied)."""
         rows: list[tuple[int, str, int, int]] = []
-        for _, v in self._scan(f"i\0{org}\0{account}\0{fy}\0".encode()):
-            rows += _dec_rows.decode(v)
+        for _, v in self.scan(L.index_prefix(org, account, fy)):
+            rows += L.decode_index(v)
         rows.sort(key=lambda r: r[0])  # stable: applied order within the same instant
         return rows
 
     def journal_bytes(self, key: EventKey) -> bytes | None:
-        """A journal entry as stored (the fold's ``load_journal``): one point read, with the key
-        of ``_journal_key`` built inline (once per event). Against a multi-get of the batch's
-        keys it measured cheaper on a young store and equal on a grown one (docs/benchmarks.md)."""
-        return self.db.get(f"j\0{key[0]}\0{key[1]}".encode())
+        """A journal entry as stored (the fold's ``load_journal``): one point read (once per
+        event). Against a multi-get of the batch's keys it measured cheaper on a young store and
+        equal on a grown one (docs/benchmarks.md)."""
+        return self.db.get(_journal_key(key[0], key[1]))
 
     def commitment_at(self, key: CommitKey) -> Commitment | None:
         """A commitment (the fold's ``load_commitment``)."""
         raw = self.db.get(_commit_key(*key))
-        return None if raw is None else _dec_commit.decode(raw)
+        return None if raw is None else L.decode_commitment(raw)
 
     def attach(self, ledger: Ledger) -> Ledger:
         """Let the fold look up what its dicts lack in this store."""
@@ -181,14 +158,13 @@ class Store:
         must land in the same write as the balances they derive from."""
         wb = WriteBatch(raw_mode=True)
         put = wb.put
-        enc = _enc.encode
+        enc = L.encode_record
         seq = self.seq + 1
         for pk, rows in changes.index.items():
             org, account, fy = pk
             p = positions[pk]
-            put(f"p\0{org}\0{account}\0{fy}".encode(),
-                enc((p.cash, p.committed, p.version, p.last_event_ms, p.received)))
-            put(f"i\0{org}\0{account}\0{fy}\0{seq:012d}".encode(), enc(rows))
+            put(L.position_key(org, account, fy), L.encode_position(p))
+            put(L.index_key(org, account, fy, seq), enc(rows))
         if kernel is not None:  # the same loop in C, keys built without f-strings
             kernel.put_journal(put, changes.journal, _JOURNAL_PREFIX, enc)
         else:
@@ -197,9 +173,26 @@ class Store:
         for (org, cid), c in changes.commitments.items():
             put(_commit_key(org, cid), enc(c))
         for (topic, partition), nxt in offsets.items():
-            put(_offset_key(topic, partition), str(nxt).encode())
+            put(_offset_key(topic, partition), L.encode_int(nxt))
         for k, v in extra:
             put(k, v)
-        put(_SEQ, str(seq).encode())
+        put(_SEQ, L.encode_int(seq))
         self.db.write(wb)
         self.seq = seq
+
+    # -- records outside a batch (the alert book's) -----------------------------------------------
+
+    def write(self, records: Iterable[tuple[bytes, bytes]]) -> None:
+        """Put ``records`` in one atomic write (records of ``state.layout``, e.g. alert state
+        produced outside a batch)."""
+        wb = WriteBatch(raw_mode=True)
+        for k, v in records:
+            wb.put(k, v)
+        self.db.write(wb)
+
+    def delete(self, keys: Iterable[bytes]) -> None:
+        """Delete ``keys`` in one atomic write."""
+        wb = WriteBatch(raw_mode=True)
+        for k in keys:
+            wb.delete(k)
+        self.db.write(wb)

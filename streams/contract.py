@@ -16,7 +16,7 @@ from typing import Annotated, Final, Literal
 
 import msgspec
 
-from cashpos.names import EXPENDITURE_KINDS, REVENUE_KINDS
+from cashpos.names import EXPENDITURE_KINDS, REVENUE_KINDS, side_of_kind
 from cashpos.refdata import account_sets
 
 MAX_AMOUNT: Final = 10**15
@@ -253,7 +253,7 @@ def check_stateless(ev: Event, accounts: dict[str, frozenset[str]] | None = None
 # The timezone object msgspec gives every "+09:00" timestamp (it caches them): an identity test
 # is ~6x cheaper than utcoffset() == 9 h. Another object for KST only means the general path.
 _KST_TZ: Final = msgspec.json.decode(b'"2026-01-01T00:00:00+09:00"', type=dt.datetime).tzinfo
-_SIDE: Final = {k: ("revenue" if k in REVENUE_KINDS else "expenditure") for k in Kind.__args__}  # type: ignore[attr-defined]
+_SIDE: Final = {k: side_of_kind(k) for k in Kind.__args__}  # type: ignore[attr-defined]
 _refs: tuple[dict[str, frozenset[str]], dict[str, bytes]] | None = None
 
 
@@ -346,8 +346,7 @@ def _full_rules(ev: Event, key: bytes | None, topic_side: str | None) -> Event |
     return ev
 
 
-def side_of(kind: str) -> str:
-    return "revenue" if kind in REVENUE_KINDS else "expenditure"
+side_of = side_of_kind  # the side of a kind: ``cashpos.names`` owns it
 
 
 def encode(ev: Event) -> bytes:

@@ -22,7 +22,7 @@ def route(topics: Topics, raw: bytes) -> tuple[str, bytes | None]:
         org = obj.get("org_code") if isinstance(obj, dict) else None
     except orjson.JSONDecodeError:
         kind, org = None, None
-    topic = topics.revenue if kind == "receipt" else topics.expenditure
+    topic = topics.for_kind(kind) if isinstance(kind, str) else topics.expenditure
     return topic, org.encode() if isinstance(org, str) else None
 
 

@@ -1,0 +1,226 @@
+"""The RocksDB layout of a worker's state: every key tag, key builder, key parser and codec.
+
+This module is the only place that spells a key of the store (``tests/test_format_owners.py``
+checks it). ``state.store.Store`` owns the database handle; the alert book (``state.alerts``)
+and ``cashpos reconcile`` (which opens a worker's store read-only) build and read keys and
+values only through the functions here. The C kernel (``state/_kernel.c``) is given
+``JOURNAL_PREFIX`` from Python.
+
+Keys are a one byte tag and NUL-separated parts; the free-form id is always last, so keys are
+unambiguous::
+
+    p\\0{org}\\0{account}\\0{fy}                 -> [cash, committed, version, last_event_ms, received]
+    j\\0{org}\\0{r|e}:{event_id}                -> Journal (what the event did, its raw bytes)
+    c\\0{org}\\0{commitment_id}                 -> Commitment
+    i\\0{org}\\0{account}\\0{fy}\\0{seq:012}     -> [[occurred_ms, scoped id, cash delta, committed delta], ...]
+    o\\0{topic}\\0{partition}                   -> next offset to consume
+    m\\0seq                                   -> sequence number of the last batch written
+    m\\0layout                                -> LAYOUT: a store of another layout is rebuilt
+
+Alert state (tag ``a``, written by ``state.alerts.AlertBook``)::
+
+    a\\0s\\0{org}\\0{account}\\0{fy}          -> PosRecord
+    a\\0d\\0{org}\\0{account}\\0{fy}\\0{day:06} -> (outflow, net uncommitted flow) of one KST day
+    a\\0c\\0{org}\\0{commitment_id}          -> OpenCommitment (b"": closed, deleted after the write)
+    a\\0m\\0{org}                            -> the open-commitment index of org is built
+    a\\0g\\0{org}                            -> OrgRecord (stale-data alert)
+    a\\0w\\0{worker_id}                      -> WorkerRecord (processor-lag alert)
+    a\\0q\\0{org}\\0{alert_id}\\0{rev:06}      -> outbox: one alert change (JSON) not yet published
+
+Values are msgpack (``encode_record``; the alert records' schemas are their ``msgspec`` structs
+in ``state.alerts``, decoded with ``record_decoder``), except offsets and the sequence number
+(decimal ASCII) and the outbox (JSON).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import msgspec
+
+from state.ledger import Commitment, Journal, Position, PosKey
+
+LAYOUT: Final = b"2"  # 2: journal ids scoped by side, positions with `received`
+
+POSITION_TAG: Final = b"p\0"
+JOURNAL_PREFIX: Final = b"j\0"
+COMMITMENT_TAG: Final = b"c\0"
+INDEX_TAG: Final = b"i\0"
+OFFSET_TAG: Final = b"o\0"
+SEQ_KEY: Final = b"m\0seq"
+LAYOUT_KEY: Final = b"m\0layout"
+
+ALERT_TAG: Final = b"a\0"
+OUTBOX_PREFIX: Final = b"a\0q\0"
+
+_enc = msgspec.msgpack.Encoder()
+encode_record = _enc.encode
+_dec_journal = msgspec.msgpack.Decoder(Journal)
+_dec_commit = msgspec.msgpack.Decoder(Commitment)
+_dec_list = msgspec.msgpack.Decoder(list[int])
+_dec_rows = msgspec.msgpack.Decoder(list[tuple[int, str, int, int]])
+_dec_day = msgspec.msgpack.Decoder(tuple[int, int])
+
+
+def record_decoder(type_: type) -> msgspec.msgpack.Decoder:
+    """The decoder of a record stored with ``encode_record`` (msgpack of a ``msgspec`` struct)."""
+    return msgspec.msgpack.Decoder(type_)
+
+
+def prefix_end(prefix: bytes) -> bytes:
+    """The first key after every key starting with ``prefix``."""
+    return prefix[:-1] + bytes([prefix[-1] + 1])
+
+
+# -- ledger records -------------------------------------------------------------------------------
+
+def position_key(org: str, account: str, fy: int) -> bytes:
+    return f"p\0{org}\0{account}\0{fy}".encode()
+
+
+def positions_prefix(org: str | None = None) -> bytes:
+    """Every position key (of ``org``, if given)."""
+    return POSITION_TAG if org is None else f"p\0{org}\0".encode()
+
+
+def parse_position_key(key: bytes) -> PosKey:
+    _, org, account, fy = key.decode().split("\0")
+    return (org, account, int(fy))
+
+
+def encode_position(p: Position) -> bytes:
+    return _enc.encode((p.cash, p.committed, p.version, p.last_event_ms, p.received))
+
+
+def decode_position(raw: bytes) -> Position:
+    return Position(*_dec_list.decode(raw))
+
+
+def journal_key(org: str, sid: str) -> bytes:
+    """The journal key of ``sid`` (``state.ledger.scoped_id``) of ``org``."""
+    return f"j\0{org}\0{sid}".encode()
+
+
+def journal_prefix(org: str) -> bytes:
+    return f"j\0{org}\0".encode()
+
+
+def journal_sid(key: bytes) -> str:
+    """The scoped id of a journal key."""
+    return key.decode().split("\0", 2)[2]
+
+
+def decode_journal(raw: bytes) -> Journal:
+    return _dec_journal.decode(raw)
+
+
+def commitment_key(org: str, cid: str) -> bytes:
+    return f"c\0{org}\0{cid}".encode()
+
+
+def commitments_prefix(org: str) -> bytes:
+    return f"c\0{org}\0".encode()
+
+
+def commitment_id(key: bytes) -> str:
+    """The commitment id of a commitment key."""
+    return key.decode().split("\0", 2)[2]
+
+
+def decode_commitment(raw: bytes) -> Commitment:
+    return _dec_commit.decode(raw)
+
+
+def index_key(org: str, account: str, fy: int, seq: int) -> bytes:
+    return f"i\0{org}\0{account}\0{fy}\0{seq:012d}".encode()
+
+
+def index_prefix(org: str, account: str, fy: int) -> bytes:
+    return f"i\0{org}\0{account}\0{fy}\0".encode()
+
+
+def decode_index(raw: bytes) -> list[tuple[int, str, int, int]]:
+    return _dec_rows.decode(raw)
+
+
+def offset_key(topic: str, partition: int) -> bytes:
+    return f"o\0{topic}\0{partition}".encode()
+
+
+def parse_offset_key(key: bytes) -> tuple[str, int]:
+    _, topic, part = key.decode().split("\0")
+    return (topic, int(part))
+
+
+def encode_int(n: int) -> bytes:
+    """Offsets and the batch sequence number: decimal ASCII."""
+    return str(n).encode()
+
+
+def decode_int(raw: bytes) -> int:
+    return int(raw)
+
+
+# -- alert records (``state.alerts``) -------------------------------------------------------------
+
+def alert_pos_key(pk: PosKey) -> bytes:
+    return f"a\0s\0{pk[0]}\0{pk[1]}\0{pk[2]}".encode()
+
+
+def alert_pos_prefix(org: str) -> bytes:
+    return f"a\0s\0{org}\0".encode()
+
+
+def parse_alert_pos_key(key: bytes) -> PosKey:
+    _, _, org, account, fy = key.decode().split("\0")
+    return (org, account, int(fy))
+
+
+def day_key(pk: PosKey, day: int) -> bytes:
+    return f"a\0d\0{pk[0]}\0{pk[1]}\0{pk[2]}\0{day:06d}".encode()
+
+
+def day_prefix(pk: PosKey) -> bytes:
+    """Every day key of one position; ``day_start`` gives the first key of a day on."""
+    return f"a\0d\0{pk[0]}\0{pk[1]}\0{pk[2]}\0".encode()
+
+
+def day_start(prefix: bytes, day: int) -> bytes:
+    return prefix + f"{day:06d}".encode()
+
+
+def day_of_key(prefix: bytes, key: bytes) -> int:
+    return int(key[len(prefix):])
+
+
+def decode_day(raw: bytes) -> tuple[int, int]:
+    return _dec_day.decode(raw)
+
+
+def open_key(org: str, cid: str) -> bytes:
+    return f"a\0c\0{org}\0{cid}".encode()
+
+
+def open_prefix(org: str) -> bytes:
+    return f"a\0c\0{org}\0".encode()
+
+
+def open_cid(key: bytes) -> str:
+    """The commitment id of an open-commitment key."""
+    return key.decode().split("\0", 3)[3]
+
+
+def marker_key(org: str) -> bytes:
+    return f"a\0m\0{org}".encode()
+
+
+def org_key(org: str) -> bytes:
+    return f"a\0g\0{org}".encode()
+
+
+def worker_key(worker_id: str) -> bytes:
+    return f"a\0w\0{worker_id}".encode()
+
+
+def outbox_key(org: str, alert_id: str, rev: int) -> bytes:
+    return f"a\0q\0{org}\0{alert_id}\0{rev:06d}".encode()
