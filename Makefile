@@ -2,17 +2,24 @@
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
+# One stamp per install: the service alone (`make run`: service and simulator), with the `load`
+# extra (`make bench`, `make loadtest`), with the `test` extra (includes `load`).
 STAMP := $(VENV)/.installed
+STAMP_LOAD := $(VENV)/.installed-load
+STAMP_TEST := $(VENV)/.installed-test
 
 .PHONY: run test test-fast bench loadtest loadtest-smoke deps clean schema
 
-$(STAMP): pyproject.toml state/_kernel.c
+$(STAMP): REQ := .
+$(STAMP_LOAD): REQ := .[load]
+$(STAMP_TEST): REQ := .[test]
+$(STAMP) $(STAMP_LOAD) $(STAMP_TEST): pyproject.toml state/_kernel.c
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	@rm -f state/_kernel.*.so  # a failed (optional) build must not leave an old kernel in place
-	$(BIN)/pip install -q -e '.[test]'
-	@touch $(STAMP)
+	$(BIN)/pip install -q -e '$(REQ)'
+	@touch $@
 
 deps:
 	@scripts/system-deps.sh run
@@ -22,22 +29,22 @@ run: $(STAMP) deps
 	$(BIN)/cashpos run
 
 ## Run the whole test suite against a real broker, redis-server and Chromium.
-test: $(STAMP)
+test: $(STAMP_TEST)
 	@scripts/system-deps.sh test
 	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
 
 ## Unit and property tests only (no broker, Redis or browser).
-test-fast: $(STAMP)
+test-fast: $(STAMP_TEST)
 	$(BIN)/python -m pytest -q -m "not integration and not browser"
 
 ## Processor throughput on 1M pre-produced events next to a plain aiokafka consume.
-bench: $(STAMP) deps
+bench: $(STAMP_LOAD) deps
 	$(BIN)/python -m bench.processor --events $${EVENTS:-1000000}
 
-loadtest: $(STAMP) deps
+loadtest: $(STAMP_LOAD) deps
 	$(BIN)/python -m loadtest.run --compress $${COMPRESS:-48}
 
-loadtest-smoke: $(STAMP) deps
+loadtest-smoke: $(STAMP_LOAD) deps
 	$(BIN)/python -m loadtest.run --smoke
 
 schema: $(STAMP)
