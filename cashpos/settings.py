@@ -1,72 +1,233 @@
-"""Settings from environment variables (CASHPOS_*), read once per process."""
+"""Settings from environment variables (CASHPOS_*), read once per process: their one typed owner.
+
+Every variable is a field of :class:`Settings` with its type, default and description
+(``docs/configuration.md`` is generated from them: ``python -m cashpos.settings``; a test fails
+when the two differ). A value that does not parse names the variable and what it expects,
+secrets are :class:`Secret` (never printed), and ``load()`` warns about a ``CASHPOS_`` variable
+that nothing reads (a misspelt one would otherwise be silently ignored).
+"""
 
 from __future__ import annotations
 
+import logging
 import os
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+PREFIX = "CASHPOS_"
 
 
-def _env(name: str, default: str) -> str:
-    return os.environ.get(f"CASHPOS_{name}", default)
+class SettingsError(ValueError):
+    """A CASHPOS_ variable whose value cannot be used; the message names it."""
+
+
+class Secret:
+    """A secret value: ``str()`` and ``repr()`` never show it; ``reveal()`` does."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def _str(raw: str) -> str:
+    return raw
+
+
+def _int(raw: str) -> int:
+    return int(raw)
+
+
+def _float(raw: str) -> float:
+    return float(raw)
+
+
+def _path(raw: str) -> Path:
+    return Path(raw)
+
+
+def _optional(raw: str) -> str | None:
+    return raw or None
+
+
+def _secret(raw: str) -> Secret | None:
+    return Secret(raw) if raw else None
+
+
+_EXPECTS: dict[Callable[[str], Any], str] = {
+    _int: "an integer", _float: "a number", _str: "a string", _path: "a path",
+    _optional: "a string", _secret: "a string (secret)"}
+
+
+def _setting(name: str, default: str | None, parse: Callable[[str], Any], *doc: str) -> Any:
+    """A field read from CASHPOS_{name} (else ``default``), parsed by ``parse``."""
+
+    def read() -> Any:
+        raw = os.environ.get(PREFIX + name, default)
+        if raw is None:
+            return None
+        try:
+            return parse(raw)
+        except ValueError:
+            raise SettingsError(f"{PREFIX}{name}={raw!r}: expected {_EXPECTS[parse]}") from None
+
+    return field(default_factory=read, metadata={
+        "env": PREFIX + name, "default": default, "doc": " ".join(doc), "expects": _EXPECTS[parse]})
+
+
+# Variables read outside Settings, by the one component that needs them.
+OTHER_VARIABLES: dict[str, str] = {
+    "CASHPOS_ALERT_CONFIG": "Path of an alert-thresholds TOML file replacing the packaged cashpos/alerts.toml (docs/alerts.md).",
+    "CASHPOS_ALERT_WEBHOOK_URL": "URL alert changes are POSTed to (off when unset).",
+    "CASHPOS_ALERT_WEBHOOK_SECRET": "HMAC key signing the alert webhook's requests.",
+    "CASHPOS_COOKIE_SECURE": "1: the dashboard's session cookie is marked Secure (behind HTTPS).",
+    "CASHPOS_EMBEDDED": "on: `cashpos run` starts the embedded broker and Redis at the configured addresses.",
+    "CASHPOS_SIMULATOR": "off: `cashpos run` starts no simulator.",
+    "CASHPOS_SIMULATOR_RATE": "Events per second of the simulator `cashpos run` starts.",
+    "CASHPOS_SIMULATOR_SPEED": "Simulated seconds per real second of that simulator.",
+    "CASHPOS_PURE_PYTHON": "1: never load the C kernel (the pure Python fold, for comparison).",
+    "CASHPOS_ADMIN_TOKEN": "An admin token for the load test's setup (loadtest/run.py).",
+}
 
 
 @dataclass(frozen=True)
 class Settings:
-    kafka_bootstrap: str = field(default_factory=lambda: _env("KAFKA_BOOTSTRAP", "127.0.0.1:19092"))
-    redis_url: str = field(default_factory=lambda: _env("REDIS_URL", "redis://127.0.0.1:16379/0"))
-    # Namespace for topic names, Redis keys and consumer groups, so several stacks can share
-    # one broker / Redis (tests use a fresh prefix each).
-    namespace: str = field(default_factory=lambda: _env("NAMESPACE", "cashpos"))
-    partitions: int = field(default_factory=lambda: int(_env("PARTITIONS", "12")))
-    replication_factor: int = field(default_factory=lambda: int(_env("REPLICATION_FACTOR", "1")))
-    state_dir: Path = field(default_factory=lambda: Path(_env("STATE_DIR", "var/state")))
-    worker_id: str = field(default_factory=lambda: _env("WORKER_ID", "worker-1"))
-    worker_web_port: int = field(default_factory=lambda: int(_env("WORKER_WEB_PORT", "6066")))
-    # The interface the worker's (Faust) web server binds to: the loopback unless asked.
-    worker_web_bind: str = field(default_factory=lambda: _env("WORKER_WEB_BIND", "127.0.0.1"))
-    # A worker that has had no partition assignment for this long while its topics have
-    # partitions leaves the group and joins again as a new member (the assignment watchdog).
-    rejoin_after_seconds: float = field(default_factory=lambda: float(_env("REJOIN_AFTER_SECONDS", "30")))
-    # `cashpos run` restarts a worker or API that died: first after this delay, doubling up to
-    # the maximum; the delay starts again from the first after a child ran this long.
-    restart_delay_seconds: float = field(default_factory=lambda: float(_env("RESTART_DELAY_SECONDS", "1")))
-    restart_delay_max_seconds: float = field(default_factory=lambda: float(_env("RESTART_DELAY_MAX_SECONDS", "60")))
-    restart_reset_seconds: float = field(default_factory=lambda: float(_env("RESTART_RESET_SECONDS", "60")))
-    api_host: str = field(default_factory=lambda: _env("API_HOST", "127.0.0.1"))
-    api_port: int = field(default_factory=lambda: int(_env("API_PORT", "8000")))
-    batch_max_records: int = field(default_factory=lambda: int(_env("BATCH_MAX_RECORDS", "20000")))
-    batch_timeout_ms: int = field(default_factory=lambda: int(_env("BATCH_TIMEOUT_MS", "50")))
-    state_flush_seconds: float = field(default_factory=lambda: float(_env("STATE_FLUSH_SECONDS", "5")))
-    max_event_bytes: int = field(default_factory=lambda: int(_env("MAX_EVENT_BYTES", "8192")))
-    session_timeout_ms: int = field(default_factory=lambda: int(_env("SESSION_TIMEOUT_MS", "6000")))
-    heartbeat_ms: int = field(default_factory=lambda: int(_env("HEARTBEAT_MS", "1000")))
-    # Kafka security passes straight through to aiokafka for real clusters.
-    kafka_security_protocol: str = field(default_factory=lambda: _env("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"))
-    kafka_sasl_mechanism: str | None = field(default_factory=lambda: os.environ.get("CASHPOS_KAFKA_SASL_MECHANISM"))
-    kafka_sasl_username: str | None = field(default_factory=lambda: os.environ.get("CASHPOS_KAFKA_SASL_USERNAME"))
-    kafka_sasl_password: str | None = field(default_factory=lambda: os.environ.get("CASHPOS_KAFKA_SASL_PASSWORD"))
-    # TLS for real clusters: a private CA and, for mutual TLS, a client certificate and key.
-    kafka_ssl_cafile: str | None = field(default_factory=lambda: os.environ.get("CASHPOS_KAFKA_SSL_CAFILE"))
-    kafka_ssl_certfile: str | None = field(default_factory=lambda: os.environ.get("CASHPOS_KAFKA_SSL_CERTFILE"))
-    kafka_ssl_keyfile: str | None = field(default_factory=lambda: os.environ.get("CASHPOS_KAFKA_SSL_KEYFILE"))
-    # How long an API process trusts a token lookup: the longest a revocation takes to bite.
-    token_cache_seconds: float = field(default_factory=lambda: float(_env("TOKEN_CACHE_SECONDS", "2")))
-    log_level: str = field(default_factory=lambda: _env("LOG_LEVEL", "INFO"))
-    # API limits (docs/access.md, "Limits"). Open live streams per token, per API process.
-    max_streams_per_token: int = field(default_factory=lambda: int(_env("MAX_STREAMS_PER_TOKEN", "8")))
-    # Request bodies of every endpoint but POST /v1/events (whose limit is max_event_bytes).
-    max_body_bytes: int = field(default_factory=lambda: int(_env("MAX_BODY_BYTES", "16384")))
-    # The request line and headers together.
-    max_header_bytes: int = field(default_factory=lambda: int(_env("MAX_HEADER_BYTES", "16384")))
-    # A request's line and headers must arrive within this long of its first byte (or of the
-    # connection opening); its body within body_timeout_seconds of the headers.
-    header_timeout_seconds: float = field(default_factory=lambda: float(_env("HEADER_TIMEOUT_SECONDS", "10")))
-    body_timeout_seconds: float = field(default_factory=lambda: float(_env("BODY_TIMEOUT_SECONDS", "15")))
-    # An idle keep-alive connection is closed after this many seconds.
-    keep_alive_seconds: int = field(default_factory=lambda: int(_env("KEEP_ALIVE_SECONDS", "5")))
-    # Open connections (streams included) per API process; beyond it new requests get 503.
-    api_max_connections: int = field(default_factory=lambda: int(_env("API_MAX_CONNECTIONS", "10000")))
+    kafka_bootstrap: str = _setting(
+        'KAFKA_BOOTSTRAP', '127.0.0.1:19092', _str,
+        'Kafka bootstrap servers (host:port, comma-separated). The embedded broker listens here',
+        'in `cashpos run`.')
+    redis_url: str = _setting(
+        'REDIS_URL', 'redis://127.0.0.1:16379/0', _str,
+        'Redis URL of the serving copy (redis://[user:password@]host:port/db).')
+    namespace: str = _setting(
+        'NAMESPACE', 'cashpos', _str,
+        'Namespace for topic names, Redis keys and consumer groups, so several stacks can share',
+        'one broker / Redis (tests use a fresh prefix each).')
+    partitions: int = _setting(
+        'PARTITIONS', '12', _int,
+        'Partitions of each input topic when cashpos creates them (both topics alike:',
+        'co-partitioned by org_code).')
+    replication_factor: int = _setting(
+        'REPLICATION_FACTOR', '1', _int,
+        'Replication factor of the topics cashpos creates (use 3 on a real cluster).')
+    state_dir: Path = _setting(  # noqa: RUF009 - _setting returns a dataclasses.field
+        'STATE_DIR', 'var/state', _path,
+        "The worker's RocksDB state directory (one per worker).")
+    worker_id: str = _setting(
+        'WORKER_ID', 'worker-1', _str,
+        "This worker's id, unique per worker: its consumer-group client id and its name in",
+        'metrics and heartbeats.')
+    worker_web_port: int = _setting(
+        'WORKER_WEB_PORT', '6066', _int,
+        "Port of the worker's internal (Faust) web server; give every worker on a host its own.")
+    worker_web_bind: str = _setting(
+        'WORKER_WEB_BIND', '127.0.0.1', _str,
+        "The interface the worker's (Faust) web server binds to: the loopback unless asked.")
+    rejoin_after_seconds: float = _setting(
+        'REJOIN_AFTER_SECONDS', '30', _float,
+        'A worker that has had no partition assignment for this long while its topics have',
+        'partitions leaves the group and joins again as a new member (the assignment watchdog).')
+    restart_delay_seconds: float = _setting(
+        'RESTART_DELAY_SECONDS', '1', _float,
+        '`cashpos run` restarts a worker or API that died: first after this delay, doubling up to',
+        'the maximum; the delay starts again from the first after a child ran this long.')
+    restart_delay_max_seconds: float = _setting(
+        'RESTART_DELAY_MAX_SECONDS', '60', _float,
+        'The longest delay between two restarts of a crashed child of `cashpos run`.')
+    restart_reset_seconds: float = _setting(
+        'RESTART_RESET_SECONDS', '60', _float,
+        'A child that ran this long is restarted after the first delay again.')
+    api_host: str = _setting(
+        'API_HOST', '127.0.0.1', _str,
+        'Interface the HTTP API listens on.')
+    api_port: int = _setting(
+        'API_PORT', '8000', _int,
+        'Port the HTTP API listens on.')
+    batch_max_records: int = _setting(
+        'BATCH_MAX_RECORDS', '20000', _int,
+        'Most records the worker folds in one batch (one RocksDB write, one Redis call).')
+    batch_timeout_ms: int = _setting(
+        'BATCH_TIMEOUT_MS', '50', _int,
+        'Longest wait for records before a (smaller) batch is folded.')
+    state_flush_seconds: float = _setting(
+        'STATE_FLUSH_SECONDS', '5', _float,
+        "Interval of the state's background flush: bounds the replay after a crash.")
+    max_event_bytes: int = _setting(
+        'MAX_EVENT_BYTES', '8192', _int,
+        'Largest accepted event (message value and POST /v1/events body), in bytes; larger is',
+        '`oversized`.')
+    session_timeout_ms: int = _setting(
+        'SESSION_TIMEOUT_MS', '6000', _int,
+        'Consumer-group session timeout (Tansu delays a join by half of it).')
+    heartbeat_ms: int = _setting(
+        'HEARTBEAT_MS', '1000', _int,
+        'Consumer-group heartbeat interval.')
+    kafka_security_protocol: str = _setting(
+        'KAFKA_SECURITY_PROTOCOL', 'PLAINTEXT', _str,
+        'Kafka security passes straight through to aiokafka for real clusters.')
+    kafka_sasl_mechanism: str | None = _setting(
+        'KAFKA_SASL_MECHANISM', None, _optional,
+        'SASL mechanism for a real cluster (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512).')
+    kafka_sasl_username: str | None = _setting(
+        'KAFKA_SASL_USERNAME', None, _optional,
+        'SASL user name.')
+    kafka_sasl_password: Secret | None = _setting(  # noqa: RUF009 - a dataclasses.field
+        'KAFKA_SASL_PASSWORD', None, _secret,
+        'SASL password (a secret: never printed).')
+    kafka_ssl_cafile: str | None = _setting(
+        'KAFKA_SSL_CAFILE', None, _optional,
+        'TLS for real clusters: a private CA and, for mutual TLS, a client certificate and key.')
+    kafka_ssl_certfile: str | None = _setting(
+        'KAFKA_SSL_CERTFILE', None, _optional,
+        'Client certificate for mutual TLS.')
+    kafka_ssl_keyfile: str | None = _setting(
+        'KAFKA_SSL_KEYFILE', None, _optional,
+        'Client key for mutual TLS.')
+    token_cache_seconds: float = _setting(
+        'TOKEN_CACHE_SECONDS', '2', _float,
+        'How long an API process trusts a token lookup: the longest a revocation takes to bite.')
+    log_level: str = _setting(
+        'LOG_LEVEL', 'INFO', _str,
+        'Log level (DEBUG, INFO, WARNING, ERROR).')
+    max_streams_per_token: int = _setting(
+        'MAX_STREAMS_PER_TOKEN', '8', _int,
+        'API limits (docs/access.md, "Limits"). Open live streams per token, per API process.')
+    max_body_bytes: int = _setting(
+        'MAX_BODY_BYTES', '16384', _int,
+        'Request bodies of every endpoint but POST /v1/events (whose limit is max_event_bytes).')
+    max_header_bytes: int = _setting(
+        'MAX_HEADER_BYTES', '16384', _int,
+        'The request line and headers together.')
+    header_timeout_seconds: float = _setting(
+        'HEADER_TIMEOUT_SECONDS', '10', _float,
+        "A request's line and headers must arrive within this long of its first byte (or of the",
+        'connection opening); its body within body_timeout_seconds of the headers.')
+    body_timeout_seconds: float = _setting(
+        'BODY_TIMEOUT_SECONDS', '15', _float,
+        'A request body must arrive within this long of its headers (else 408).')
+    keep_alive_seconds: int = _setting(
+        'KEEP_ALIVE_SECONDS', '5', _int,
+        'An idle keep-alive connection is closed after this many seconds.')
+    api_max_connections: int = _setting(
+        'API_MAX_CONNECTIONS', '10000', _int,
+        'Open connections (streams included) per API process; beyond it new requests get 503.')
 
     def kafka_client_args(self) -> dict[str, object]:
         """Connection arguments shared by every aiokafka client."""
@@ -78,7 +239,8 @@ class Settings:
             args.update(
                 sasl_mechanism=self.kafka_sasl_mechanism,
                 sasl_plain_username=self.kafka_sasl_username,
-                sasl_plain_password=self.kafka_sasl_password,
+                sasl_plain_password=(self.kafka_sasl_password.reveal()
+                                     if self.kafka_sasl_password else None),
             )
         if self.kafka_security_protocol in ("SSL", "SASL_SSL"):
             import ssl
@@ -91,4 +253,31 @@ class Settings:
 
 
 def load() -> Settings:
+    """The settings of this process; warns about CASHPOS_ variables nothing reads."""
+    known = {f.metadata["env"] for f in fields(Settings)} | set(OTHER_VARIABLES)
+    for name in sorted(set(os.environ) - known):
+        if name.startswith(PREFIX):
+            log.warning("unknown setting %s is ignored (docs/configuration.md lists them)", name)
     return Settings()
+
+
+def configuration_markdown() -> str:
+    """docs/configuration.md, generated from the fields of Settings."""
+    out = ["# Configuration", "",
+           "Every setting is an environment variable. This page is generated from",
+           "`cashpos/settings.py` (`python -m cashpos.settings > docs/configuration.md`); a test fails",
+           "when they differ. A value that does not parse stops the process with a message naming",
+           "the variable; an unknown `CASHPOS_` variable is reported at start.", "",
+           "| variable | expects | default | what it does |", "|---|---|---|---|"]
+    for f in fields(Settings):
+        m = f.metadata
+        default = "(unset)" if m["default"] is None else f"`{m['default']}`"
+        out.append(f"| `{m['env']}` | {m['expects']} | {default} | {m['doc']} |")
+    out += ["", "Read outside the settings object, by the one component that needs each:", "",
+            "| variable | what it does |", "|---|---|"]
+    out += [f"| `{k}` | {v} |" for k, v in sorted(OTHER_VARIABLES.items())]
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+    print(configuration_markdown(), end="")
