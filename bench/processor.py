@@ -50,7 +50,7 @@ def simulator(seed: int):  # type: ignore[no-untyped-def]
     """A business week from Monday 09:00 at the national rate: 600k events per simulated day
     (speed / rate = 0.144 simulated seconds per event)."""
     from cashpos.simulator import Simulator
-    from streams.contract import KST
+    from cashpos.calendar import KST
 
     import datetime as dt
 

@@ -50,7 +50,7 @@ def _simulate(args: argparse.Namespace) -> int:
     async def main() -> int:
         import datetime as dt
 
-        from streams.contract import KST
+        from cashpos.calendar import KST
 
         await ensure_topics(s)
         start = dt.datetime.fromisoformat(args.start) if args.start else dt.datetime.now(KST)

@@ -65,8 +65,9 @@ from typing import Any, Final, Protocol
 
 import orjson
 
+from cashpos.calendar import KST, KST_OFFSET_SECONDS, is_business_day
 from cashpos.refdata import governments
-from streams.contract import KST, MAX_AMOUNT
+from streams.contract import MAX_AMOUNT
 
 __all__ = [
     "MAX_OPEN_COMMITMENTS",
@@ -152,30 +153,8 @@ def annual_budgets() -> dict[str, int]:
 # ---------------------------------------------------------------------------------------------
 # Calendar (KST)
 
-_FIXED_HOLIDAYS: Final = {(1, 1), (3, 1), (5, 5), (6, 6), (8, 15), (10, 3), (10, 9), (12, 25)}
-_LUNAR_HOLIDAYS: Final = {  # 설날, 부처님오신날, 추석 (+ substitute days), 2024-2030
-    2024: ["02-09", "02-10", "02-11", "02-12", "05-15", "09-16", "09-17", "09-18"],
-    2025: ["01-28", "01-29", "01-30", "05-06", "10-05", "10-06", "10-07", "10-08"],
-    2026: ["02-16", "02-17", "02-18", "05-24", "05-25", "09-24", "09-25", "09-26"],
-    2027: ["02-06", "02-07", "02-08", "02-09", "05-13", "09-14", "09-15", "09-16"],
-    2028: ["01-25", "01-26", "01-27", "05-02", "10-02", "10-04", "10-05"],
-    2029: ["02-12", "02-13", "02-14", "05-20", "05-21", "09-21", "09-22", "09-23", "09-24"],
-    2030: ["02-02", "02-03", "02-04", "02-05", "05-09", "09-11", "09-12", "09-13"],
-}
 _KST_EPOCH_DAY: Final = dt.date(1970, 1, 1).toordinal()
-_KST_OFFSET: Final = 9 * 3600
-
-
-@cache
-def _holidays(year: int) -> frozenset[dt.date]:
-    days = {dt.date(year, m, d) for m, d in _FIXED_HOLIDAYS}
-    for md in _LUNAR_HOLIDAYS.get(year, ()):
-        days.add(dt.date(year, int(md[:2]), int(md[3:])))
-    return frozenset(days)
-
-
-def is_business_day(d: dt.date) -> bool:
-    return d.weekday() < 5 and d not in _holidays(d.year)
+_KST_OFFSET: Final = KST_OFFSET_SECONDS
 
 
 def _day_index(d: dt.date) -> int:

@@ -16,6 +16,7 @@ from typing import Annotated, Final, Literal
 
 import msgspec
 
+from cashpos.calendar import fiscal_years_for
 from cashpos.names import EXPENDITURE_KINDS, REVENUE_KINDS, side_of_kind
 from cashpos.refdata import account_sets
 
@@ -27,7 +28,6 @@ MAX_AMOUNT: Final = 10**15
 # Hence |cash| <= 2e18, 0 <= committed <= 1e18 and |available| <= 3e18: inside a signed 64-bit
 # integer (9.22e18), the widest integer the C kernel, msgpack, orjson and Redis carry.
 MAX_SIDE_TOTAL: Final = 10**18
-KST: Final = dt.timezone(dt.timedelta(hours=9), "KST")
 
 Kind = Literal["receipt", "commitment", "commitment_cancel", "payment", "transfer"]
 Category = Literal["local_tax", "non_tax", "grant", "subsidy", "bond", "other"]
@@ -194,19 +194,6 @@ def check_raw(raw: bytes) -> Rejection | None:
         elif key == "occurred_at" and not _RFC3339_OFFSET.search(_unescape(name)):
             return Rejection("invalid_timestamp", "occurred_at's offset is not RFC 3339 (±hh:mm or Z)")
     return None
-
-
-def fiscal_years_for(occurred_at: dt.datetime) -> tuple[int, ...]:
-    """Fiscal years an event at this instant may belong to (prior-year processing to 20 Jan)."""
-    if occurred_at.utcoffset() == _KST_OFFSET:  # the norm: the local date is the Korean date
-        y, m, d = occurred_at.year, occurred_at.month, occurred_at.day
-    else:  # may raise OverflowError at the ends of the calendar (check_stateless catches it)
-        local = occurred_at.astimezone(KST)
-        y, m, d = local.year, local.month, local.day
-    return (y, y - 1) if m == 1 and d <= 20 else (y,)
-
-
-_KST_OFFSET: Final = dt.timedelta(hours=9)
 
 
 def check_stateless(ev: Event, accounts: dict[str, frozenset[str]] | None = None) -> Rejection | None:

@@ -34,7 +34,8 @@ from state.alerts import (
     office_minutes_between,
 )
 from state.ledger import APPLIED, Ledger
-from streams.contract import KST, Rejection, check_message
+from cashpos.calendar import KST
+from streams.contract import Rejection, check_message
 from tests.events import event, first_account
 
 ORG = "5260000"  # 울릉군

@@ -23,7 +23,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from cashpos.names import RedisKeys, Topics
-from streams.contract import KST
+from cashpos.calendar import KST
 from streams.publisher import Publisher
 from streams.reader import read_topics
 from tests.conftest import ROOT, Stack, new_stack

@@ -18,7 +18,8 @@ import pytest
 from cashpos.refdata import governments
 from cashpos.simulator import Simulator, annual_budgets, budget_class, run
 from state.ledger import APPLIED, Ledger
-from streams.contract import KST, Rejection, check_message, side_of
+from cashpos.calendar import KST
+from streams.contract import Rejection, check_message, side_of
 
 N = 50_000
 STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+09:00$")
