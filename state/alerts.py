@@ -114,16 +114,14 @@ from typing import Annotated, Final
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
+from cashpos.calendar import DAY_MS, KST, KST_OFFSET_MS, is_business_day
 from cashpos.refdata import governments
 from state import layout
-from state.layout import day_key, marker_key, open_key, org_key, worker_key
 from state.layout import alert_pos_key as pos_key
+from state.layout import day_key, marker_key, open_key, org_key, worker_key
 from state.ledger import Changes, Commitment, Position, PosKey, unscoped_id
 
-DAY_MS: Final = 86_400_000
-KST_OFFSET_MS: Final = 9 * 3_600_000
 _EPOCH: Final = dt.date(1970, 1, 1).toordinal()
-KST: Final = dt.timezone(dt.timedelta(hours=9), "KST")
 
 SHORTFALL: Final = "shortfall"
 BELOW_FLOOR: Final = "below_floor"
@@ -1535,7 +1533,6 @@ def _message(a: Alert) -> str:
 def office_minutes_between(start_ms: int, end_ms: int, max_days: int = 31) -> int:
     """Minutes of [start, end) that fall in KST office hours (09:00-18:00 on business days:
     weekdays that are not public holidays). Looks back at most ``max_days`` days."""
-    from cashpos.simulator import is_business_day  # the holiday calendar
 
     if end_ms <= start_ms:
         return 0
@@ -1553,7 +1550,6 @@ def office_minutes_between(start_ms: int, end_ms: int, max_days: int = 31) -> in
 
 
 def is_office_hours(ms: int) -> bool:
-    from cashpos.simulator import is_business_day
 
     day = day_of(ms)
     into = ms - day_start_ms(day)

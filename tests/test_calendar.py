@@ -1,0 +1,45 @@
+"""The one calendar module: Korea time, business days and the fiscal year's January window."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+
+import pytest
+
+from cashpos.calendar import KST, fiscal_years_for, holidays, is_business_day
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_korea_time_and_the_holidays_are_defined_once() -> None:
+    spelt = re.compile(r"timedelta\(hours=9\)|9 \* 3_?600|_LUNAR_HOLIDAYS\s*[:=]")
+    places = [str(p.relative_to(ROOT)) for p in ROOT.rglob("*.py")
+              if ".venv" not in p.parts and "tests" not in p.parts and spelt.search(p.read_text())]
+    assert places == ["cashpos/calendar.py"]
+
+
+def test_business_days() -> None:
+    assert is_business_day(dt.date(2026, 12, 7))  # a Monday
+    assert not is_business_day(dt.date(2026, 12, 5))  # Saturday
+    assert not is_business_day(dt.date(2026, 12, 25))  # Christmas
+    assert not is_business_day(dt.date(2026, 9, 25))  # 추석
+    assert dt.date(2027, 2, 8) in holidays(2027)  # 설날
+
+
+@pytest.mark.parametrize(("at", "years"), [
+    ("2027-01-20T23:59:59.999+09:00", (2027, 2026)),  # the last instant of prior-year processing
+    ("2027-01-21T00:00:00+09:00", (2027,)),
+    ("2027-01-20T15:00:00Z", (2027,)),  # already 21 January in Korea
+    ("2026-12-31T15:00:00Z", (2027, 2026)),  # New Year in Korea
+    ("2026-12-31T23:59:59+09:00", (2026,)),
+])
+def test_the_fiscal_years_an_instant_may_belong_to(at: str, years: tuple[int, ...]) -> None:
+    assert fiscal_years_for(dt.datetime.fromisoformat(at.replace("Z", "+00:00"))) == years
+
+
+def test_an_instant_with_no_korean_date_raises_overflow() -> None:
+    with pytest.raises(OverflowError):
+        fiscal_years_for(dt.datetime(9999, 12, 31, 23, 59, tzinfo=dt.timezone.utc))
+    assert KST.utcoffset(None) == dt.timedelta(hours=9)
