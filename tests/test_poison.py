@@ -16,7 +16,6 @@ import hashlib
 import json
 import random
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,31 +23,25 @@ import msgspec
 import orjson
 import pytest
 from aiokafka import TopicPartition
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from agents.ledger import LedgerWorker
 from cashpos.settings import Settings
 from reconcile.reference import Reference
+from serving.wire import dumps
 from state import partition
 from state.ledger import Ledger
 from state.store import Store
 from streams.contract import MAX_SIDE_TOTAL, REASONS, Rejection
 from streams.deadletter import KEEP_VALUE_BYTES, MAX_LETTER_BYTES, DeadLetter
-from serving.wire import dumps
 from tests.events import event
+from tests.test_partition_fold import Rec
 
 SEOUL, JONGNO = "6110000", "3000000"
 REV, EXP = "cashpos.events.revenue", "cashpos.events.expenditure"
 FOLDS = [partition.fold_partition_py] + (
     [partition.fold_partition_native] if partition.fold_hot is not None else [])
-
-
-@dataclass(slots=True)
-class Rec:
-    offset: int
-    timestamp: int
-    key: bytes | None
-    value: bytes | None
 
 
 def _positions(ledger: Ledger) -> dict[tuple[str, str, int], tuple[int, int]]:
