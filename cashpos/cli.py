@@ -26,7 +26,7 @@ from cashpos.settings import load
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from cashpos.app import app
+    from agents.worker import app
 
     sys.argv = ["cashpos-worker", "worker", f"--loglevel={args.loglevel}"]
     app.main()

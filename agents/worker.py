@@ -1,7 +1,7 @@
-"""The Faust application: worker lifecycle, CLI, signals and logging.
+"""The worker: the Faust application (lifecycle, CLI, signals, logging) and its ledger service.
 
 The ledger path is not a Faust stream (its per-event path tops out near 13k events/s here); it
-runs as a Faust Service (agents.service) owning its own aiokafka batch consumer, which is the
+runs as a Faust Service (``LedgerService`` below) owning its own aiokafka batch consumer, which is the
 worker's only consumer group (``Topics.ledger_group``). Faust's own Kafka consumer and producer
 are not started: a consumer group of Faust's would have to be joined (and, after a crash, wait
 for the dead member's session to expire) before Faust starts any service, which made a restart
@@ -11,13 +11,21 @@ from the ledger batch that produces them.
 
 from __future__ import annotations
 
+import logging
 import socket
 
 import faust
 from faust.app.base import BootStrategy
+from mode import Service
 
+from agents.alerting import AlertingHook
+from agents.ledger import LedgerWorker
+from cashpos.metrics import ProcessorMetrics
 from cashpos.names import Topics
 from cashpos.settings import load
+from streams.topics import ensure_topics
+
+log = logging.getLogger("cashpos.worker")
 
 settings = load()
 topics = Topics(settings.namespace)
@@ -64,5 +72,29 @@ def web_addresses() -> list[str]:
             out.append(str(addr))
     return out
 
-# Importing registers the ledger service with the app.
-from agents import service  # noqa: E402,F401
+
+@app.service
+class LedgerService(Service):
+    worker: LedgerWorker
+    alerting: AlertingHook
+
+    async def on_start(self) -> None:
+        where = web_addresses()  # Faust started its web server before the app's services
+        log.info("worker web server (Faust: /router/, /table/) listening on %s",
+                 ", ".join(where) or "nothing (not started)")
+        await ensure_topics(settings)
+        metrics = ProcessorMetrics()
+        self.alerting = AlertingHook(settings, metrics)  # alerts, in the ledger's atomic batch
+        self.worker = LedgerWorker(settings, metrics, hooks=[self.alerting])
+        await self.worker.start()
+
+    @Service.task
+    async def _consume(self) -> None:
+        await self.worker.run()
+
+    async def on_stop(self) -> None:
+        # A stop while on_start still waits (e.g. for the broker) finds neither yet.
+        if hasattr(self, "worker"):
+            await self.worker.stop()
+        if hasattr(self, "alerting"):
+            await self.alerting.stop()
