@@ -76,10 +76,12 @@ class Reference:
     def feed_record(self, raw: bytes, side: str, key: bytes | None) -> str:
         """Judge one Kafka record: as ``feed``, and a record without a key is refused (the
         contract's key is org_code)."""
-        if key is None and not isinstance(check_message(raw, None, side, self.max_bytes), Rejection):
-            self.outcomes.append("missing_key")
-            return "missing_key"
-        return self.feed(raw, side, key)
+        if key is not None:
+            return self.feed(raw, side, key)
+        checked = check_message(raw, None, side, self.max_bytes)  # the contract names bad input first
+        outcome = checked.reason if isinstance(checked, Rejection) else "missing_key"
+        self.outcomes.append(outcome)
+        return outcome
 
     def feed_all(self, messages: Iterable[bytes | tuple]) -> None:
         for m in messages:
