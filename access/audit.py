@@ -14,6 +14,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from access.policy import Principal
+from cashpos.calendar import utc_stamp
 
 log = logging.getLogger("cashpos.audit")
 
@@ -25,7 +26,7 @@ def record(p: Principal | None, action: str, *, method: str, path: str, org: str
     at = at_ms if at_ms is not None else int(time.time() * 1000)
     return {
         "at_ms": at,
-        "at": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at / 1000)) + f".{at % 1000:03d}Z",
+        "at": utc_stamp(at),
         "token_id": p.token_id if p else None, "name": p.name if p else None,
         "role": str(p.role) if p else None,
         "action": action, "method": method, "path": path, "org_code": org, "outcome": outcome,

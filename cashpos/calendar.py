@@ -63,3 +63,15 @@ def fiscal_years_for(occurred_at: dt.datetime) -> tuple[int, ...]:
         local = occurred_at.astimezone(KST)
         y, m, d = local.year, local.month, local.day
     return (y, y - 1) if m == 1 and d <= PRIOR_YEAR_LAST_JANUARY_DAY else (y,)
+
+
+_EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def utc_stamp(ms: int) -> str:
+    """The one timestamp format cashpos writes (API bodies, topics, logs, audit): RFC 3339 in UTC,
+    milliseconds, ``Z`` — e.g. ``2026-12-07T04:27:49.123Z``. Integer arithmetic: no float
+    rounding at any epoch. Dates (``due_date``, ``projected_date``) are Korean calendar dates."""
+    seconds, millis = divmod(ms, 1000)
+    t = _EPOCH + dt.timedelta(seconds=seconds)
+    return f"{t:%Y-%m-%dT%H:%M:%S}.{millis:03d}Z"

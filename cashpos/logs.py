@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 
 import orjson
+
+from cashpos.calendar import utc_stamp
 
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         out = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "ts": utc_stamp(int(record.created * 1000)),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),

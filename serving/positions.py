@@ -14,6 +14,7 @@ from typing import Protocol
 import orjson
 import redis.asyncio as aioredis
 
+from cashpos.calendar import utc_stamp
 from cashpos.names import META_FIELD, RedisKeys
 from cashpos.refdata import Government, governments
 from state.projection import decode_position, parse_field
@@ -29,10 +30,8 @@ class NotReady(Exception):
 
 
 def iso_ms(ms: int) -> str | None:
-    if not ms:
-        return None
-    t = time.gmtime(ms / 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", t) + f".{ms % 1000:03d}Z"
+    """A freshness stamp in the one timestamp format; ``None`` for "never"."""
+    return utc_stamp(ms) if ms else None
 
 
 @dataclass
