@@ -39,7 +39,7 @@ async def background(pub: Publisher, rate: int, stop: asyncio.Event) -> int:
     return sent
 
 
-def _route(pub: Publisher, raw: bytes):  # type: ignore[no-untyped-def]
+def _route(pub: Publisher, raw: bytes):
     from streams.publisher import route
 
     topic, key = route(pub.topics, raw)

@@ -46,7 +46,7 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def simulator(seed: int):  # type: ignore[no-untyped-def]
+def simulator(seed: int):
     """A business week from Monday 09:00 at the national rate: 600k events per simulated day
     (speed / rate = 0.144 simulated seconds per event)."""
     from cashpos.simulator import Simulator

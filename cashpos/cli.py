@@ -82,7 +82,7 @@ def _publish(args: argparse.Namespace) -> int:
 
     s = load()
 
-    def lines():  # type: ignore[no-untyped-def]
+    def lines():
         with open(args.file, "rb") as f:
             for line in f:
                 line = line.rstrip(b"\r\n")

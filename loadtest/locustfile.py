@@ -102,7 +102,7 @@ def _load_tokens() -> dict[str, object]:
     missing = [k for k in ("national", "integration", "source", "directors") if not d.get(k)]
     if missing:
         raise RuntimeError(f"{path}: no {', '.join(missing)} token(s)")
-    return d  # type: ignore[no-any-return]
+    return d
 
 
 def _bearer(token: str) -> dict[str, str]:
@@ -113,7 +113,7 @@ _TOKENS = _load_tokens()
 NATIONAL_AUTH = _bearer(str(_TOKENS["national"]))
 INTEGRATION_AUTH = _bearer(str(_TOKENS["integration"]))
 SOURCE_AUTH = _bearer(str(_TOKENS["source"]))
-_DIRECTOR_AUTH = {org: _bearer(tok) for org, tok in _TOKENS["directors"].items()}  # type: ignore[union-attr]
+_DIRECTOR_AUTH = {org: _bearer(tok) for org, tok in _TOKENS["directors"].items()}
 
 
 def director_auth(org: str) -> dict[str, str]:
@@ -377,7 +377,7 @@ def probe(user: SourceSystem, raw: bytes, ev: dict[str, object]) -> None:
                                name="probe: /v1/positions/[org]/[account]")
                 if r.status_code == 200:
                     v, last = _row(orjson.loads(r.content)["fiscal_years"], account, fy)
-                    if v > v0 and last >= ours:  # type: ignore[operator]
+                    if v > v0 and last >= ours:
                         _fire("FRESHNESS", api_name, (time.monotonic() - accepted_at) * 1000)
                         return
                 n += 1
@@ -646,14 +646,14 @@ _LAG_GREENLET: gevent.Greenlet | None = None
 
 
 @events.test_start.add_listener
-def _on_test_start(environment, **_: object) -> None:  # type: ignore[no-untyped-def]
+def _on_test_start(environment, **_: object) -> None:
     global _T0, _LAG_GREENLET
     _T0 = time.monotonic()
     if not isinstance(environment.runner, WorkerRunner) and environment.host:
         _LAG_GREENLET = gevent.spawn(_scrape_lag, environment.host)
 
 
-def _dump(environment) -> None:  # type: ignore[no-untyped-def]
+def _dump(environment) -> None:
     if not OUT:
         return
     role = ("master" if isinstance(environment.runner, MasterRunner) else
@@ -669,7 +669,7 @@ def _dump(environment) -> None:  # type: ignore[no-untyped-def]
 
 
 @events.test_stop.add_listener
-def _on_test_stop(environment, **_: object) -> None:  # type: ignore[no-untyped-def]
+def _on_test_stop(environment, **_: object) -> None:
     if _LAG_GREENLET is not None:
         _LAG_GREENLET.kill(block=False)
     _PROBES.kill(block=False)
@@ -677,7 +677,7 @@ def _on_test_stop(environment, **_: object) -> None:  # type: ignore[no-untyped-
 
 
 @events.quitting.add_listener
-def _on_quitting(environment, **_: object) -> None:  # type: ignore[no-untyped-def]
+def _on_quitting(environment, **_: object) -> None:
     _dump(environment)
 
 
@@ -686,7 +686,7 @@ def _on_quitting(environment, **_: object) -> None:  # type: ignore[no-untyped-d
 class _PlanShape:
     plan: Plan
 
-    def tick(self):  # type: ignore[no-untyped-def]
+    def tick(self):
         t = self.get_run_time()  # type: ignore[attr-defined]
         if t >= self.plan.duration_s:
             return None

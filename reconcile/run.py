@@ -261,7 +261,7 @@ async def reconcile(settings: Settings, state_dirs: list[Path] | None = None,
             finished_ms=int(time.time() * 1000), seconds=round(time.perf_counter() - t0, 3),
             records_in=len(records), applied=int(counts["applied"]),  # type: ignore[call-overload]
             duplicates=int(counts["duplicate"]),  # type: ignore[call-overload]
-            dead_letters=sum(rejected.values()),  # type: ignore[union-attr]
+            dead_letters=sum(rejected.values()),
             positions_checked=checked, lagging=lagging, unseeded=unseeded, diff_krw=krw,
             differences=diffs[:100], state_behind=sum(sc.behind or 0 for sc in states),
             states=states,

@@ -14,7 +14,7 @@ from typing import Annotated
 
 import orjson
 import redis.asyncio as aioredis
-from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
+from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import PlainTextResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
@@ -63,7 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     keys = RedisKeys(settings.namespace)
     registry = CollectorRegistry()
     metrics = ApiMetrics(registry)
-    registry.register(WorkerMetricsCollector(settings.redis_url, keys))  # type: ignore[arg-type]
+    registry.register(WorkerMetricsCollector(settings.redis_url, keys))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -94,7 +94,7 @@ class RequestLimits:
         async def limited_receive() -> dict[str, Any]:
             nonlocal received, complete
             if complete:
-                return await receive()  # type: ignore[no-any-return]
+                return await receive()
             try:
                 # A message already there is taken even after the deadline (no suspension).
                 async with asyncio.timeout_at(deadline):

@@ -578,7 +578,7 @@ def _end_streams_on_exit_signal(app: FastAPI) -> Callable[[], None]:
         if not callable(prev):
             continue
 
-        def handler(signum: int, frame: FrameType | None, prev=prev) -> None:  # type: ignore[no-untyped-def]
+        def handler(signum: int, frame: FrameType | None, prev=prev) -> None:
             loop.call_soon_threadsafe(close)
             prev(signum, frame)
 

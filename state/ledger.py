@@ -140,7 +140,7 @@ class Ledger:
             if self.load_journal is None or (v := self.load_journal(key)) is None:
                 return None
         if v.__class__ is bytes:
-            v = self.journal[key] = _dec_journal.decode(v)  # type: ignore[arg-type]
+            v = self.journal[key] = _dec_journal.decode(v)
         return v  # type: ignore[return-value]
 
     def commitment(self, key: CommitKey) -> Commitment | None:
@@ -249,7 +249,7 @@ class Ledger:
         result = self._reversal(ev) if ev.reverses is not None else self._original(ev)
         if result.__class__ is Rejection:
             self.changes.rejected += 1
-            return result  # type: ignore[return-value]
+            return result
         effects, released = result  # type: ignore[misc]
         ms = epoch_ms(ev.occurred_at)
         entry = Journal(raw, ev.kind, ev.account, ev.fiscal_year, ev.amount, ms, effects,

@@ -51,7 +51,7 @@ def _classify(r: RawRecord, topic: str, partition: int, side: str | None,
         res = check_decoded(decoded, r.value, r.key, side,
                             raw_checked=raw_plain is not None and raw_plain(r.value))
     if res.__class__ is Rejection:
-        return res  # type: ignore[return-value]
+        return res
     if r.key is None:  # the contract's key is org_code; only the API's check goes without one
         return Rejection("missing_key", "the record has no key; the contract requires key = org_code")
     ev: Event = res  # type: ignore[assignment]
@@ -74,7 +74,7 @@ def fold_partition_py(ledger: Ledger, records: list[RawRecord], topic: str, part
     for r in records:
         res = _classify(r, topic, partition, side, org_partition, max_bytes)
         if res.__class__ is Rejection:
-            dead.append((res, r))  # type: ignore[arg-type]
+            dead.append((res, r))
         else:
             good.append(res)  # type: ignore[arg-type]
             good_records.append(r)
@@ -83,7 +83,7 @@ def fold_partition_py(ledger: Ledger, records: list[RawRecord], topic: str, part
         for i, out in ledger.fold(good):
             applied -= 1
             if out.__class__ is Rejection:
-                dead.append((out, good_records[i]))  # type: ignore[arg-type]
+                dead.append((out, good_records[i]))
     return applied, _by_offset(dead)
 
 
@@ -107,12 +107,12 @@ def fold_partition_native(ledger: Ledger, records: list[RawRecord], topic: str, 
         r = records[i]  # not the common case: decided as the pure path decides it
         res = _classify(r, topic, partition, side, org_partition, max_bytes, decoded)
         if res.__class__ is Rejection:
-            dead.append((res, r))  # type: ignore[arg-type]
+            dead.append((res, r))
         elif (out := ledger.update(*res)) is APPLIED:  # type: ignore[misc]
             applied += 1
         elif out.__class__ is Rejection:  # else a duplicate
-            dead.append((out, r))  # type: ignore[arg-type]
+            dead.append((out, r))
         i += 1
 
 
-fold_partition: Final[Fold] = fold_partition_native if native.kernel is not None else fold_partition_py  # type: ignore[assignment]
+fold_partition: Final[Fold] = fold_partition_native if native.kernel is not None else fold_partition_py

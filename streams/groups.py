@@ -78,7 +78,7 @@ class Removal:
 
 
 async def _coordinator(settings: Settings, group: str, client_id: str) -> tuple[AIOKafkaClient, int]:
-    client = AIOKafkaClient(**settings.kafka_client_args(), client_id=client_id)  # type: ignore[arg-type]
+    client = AIOKafkaClient(**settings.kafka_client_args(), client_id=client_id)
     try:
         await client.bootstrap()
         node = await client.coordinator_lookup(GROUP_COORDINATOR, group)

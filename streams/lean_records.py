@@ -72,4 +72,4 @@ def _partition_records(tp: Any, records: Any, aborted: Any, fetch_offset: int,
 
 def install() -> None:
     """Route RAW consumers' fetches through the lean records (idempotent)."""
-    _fetcher.PartitionRecords = _partition_records  # type: ignore[assignment]
+    _fetcher.PartitionRecords = _partition_records

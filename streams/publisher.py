@@ -65,10 +65,10 @@ class Publisher:
                 await flush()
 
         if hasattr(raws, "__aiter__"):
-            async for raw in raws:  # type: ignore[union-attr]
+            async for raw in raws:
                 await one(raw)
         else:
-            for raw in raws:  # type: ignore[union-attr]
+            for raw in raws:
                 await one(raw)
         await flush()
         return n

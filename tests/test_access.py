@@ -63,7 +63,7 @@ def expected(role: str, relation: str, action: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def acc(infra, tmp_path_factory):  # type: ignore[no-untyped-def]
+def acc(infra, tmp_path_factory):
     s = new_stack(infra, tmp_path_factory.mktemp("access"))
     (s.root / "state-w1").mkdir()
     s.start_worker()
@@ -116,7 +116,7 @@ def read_status(s: Stack, role: str, relation: str, path: str) -> int:
 
 
 @pytest.mark.parametrize("role", list(ROLES))
-def test_access_matrix_per_government(acc, role) -> None:  # type: ignore[no-untyped-def]
+def test_access_matrix_per_government(acc, role) -> None:
     got, want = {}, {}
     for relation in RELATIONS:
         for path in READ_PATHS:
@@ -141,7 +141,7 @@ GLOBAL = {  # path -> roles that get 200 (everyone else 403)
 
 
 @pytest.mark.parametrize("path", list(GLOBAL))
-def test_access_matrix_global_endpoints(acc, path) -> None:  # type: ignore[no-untyped-def]
+def test_access_matrix_global_endpoints(acc, path) -> None:
     got = {}
     for role in ROLES:
         with httpx.stream("GET", acc.api + path, headers=acc.auth(role, ROLES[role][0]), timeout=10) as r:
@@ -152,7 +152,7 @@ def test_access_matrix_global_endpoints(acc, path) -> None:  # type: ignore[no-u
         assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")
 
 
-def test_lists_and_totals_are_filtered_to_the_scope(acc) -> None:  # type: ignore[no-untyped-def]
+def test_lists_and_totals_are_filtered_to_the_scope(acc) -> None:
     def get(role: str, path: str) -> dict:
         r = httpx.get(acc.api + path, headers=acc.auth(role, ROLES[role][0]), timeout=10)
         assert r.status_code == 200, (role, path, r.text)
@@ -192,7 +192,7 @@ def _stream_orgs(s: Stack, role: str, seconds: float) -> set[str]:
     return seen
 
 
-def test_the_live_stream_carries_only_the_scope(acc) -> None:  # type: ignore[no-untyped-def]
+def test_the_live_stream_carries_only_the_scope(acc) -> None:
     import threading
 
     def publish_later() -> None:
@@ -209,7 +209,7 @@ def test_the_live_stream_carries_only_the_scope(acc) -> None:  # type: ignore[no
     assert len(seen) <= 26
 
 
-def test_expired_and_revoked_tokens_are_refused(acc) -> None:  # type: ignore[no-untyped-def]
+def test_expired_and_revoked_tokens_are_refused(acc) -> None:
     url = f"{acc.api}/v1/positions/{OWN}"
     tok = acc.token("viewer", (OWN,), name="soon expired", expires_days=1)
     h = {"Authorization": f"Bearer {tok}"}
@@ -247,7 +247,7 @@ def test_expired_and_revoked_tokens_are_refused(acc) -> None:  # type: ignore[no
     r.close()
 
 
-def test_rate_limit_answers_429_with_retry_after(acc) -> None:  # type: ignore[no-untyped-def]
+def test_rate_limit_answers_429_with_retry_after(acc) -> None:
     tok = acc.token("viewer", (OWN,), name="slow client", rate_per_s=5)
     h = {"Authorization": f"Bearer {tok}"}
     with httpx.Client(headers=h, timeout=10) as c:
@@ -262,7 +262,7 @@ def test_rate_limit_answers_429_with_retry_after(acc) -> None:  # type: ignore[n
     assert httpx.get(f"{acc.api}/v1/governments/{OWN}", headers=acc.director_headers(OWN), timeout=10).status_code == 200
 
 
-def test_dashboard_session_cookie_is_httponly_and_writes_need_the_csrf_header(acc) -> None:  # type: ignore[no-untyped-def]
+def test_dashboard_session_cookie_is_httponly_and_writes_need_the_csrf_header(acc) -> None:
     tok = acc.token("finance_director", (OWN,), name="director signing in")
     with httpx.Client(base_url=acc.api, timeout=10) as c:
         assert c.post("/v1/session", json={"token": "cpt_wrong"}).status_code == 401
@@ -284,7 +284,7 @@ def test_dashboard_session_cookie_is_httponly_and_writes_need_the_csrf_header(ac
         assert c.get(f"/v1/positions/{OWN}").status_code == 401
 
 
-def test_the_csrf_value_is_bound_to_its_session(acc) -> None:  # type: ignore[no-untyped-def]
+def test_the_csrf_value_is_bound_to_its_session(acc) -> None:
     """Double submit compares X-CSRF-Token with the session's own value, not with whichever
     ``cashpos_csrf`` cookie comes first: a planted cookie, or a value from another session, fails."""
     sessions = []
@@ -317,7 +317,7 @@ def test_the_csrf_value_is_bound_to_its_session(acc) -> None:  # type: ignore[no
                         headers={"Authorization": f"Bearer {mine}"}).status_code == 200
 
 
-def test_reads_by_national_and_every_write_are_audited(acc) -> None:  # type: ignore[no-untyped-def]
+def test_reads_by_national_and_every_write_are_audited(acc) -> None:
     marker = uuid.uuid4().hex[:8]
     nat = acc.token("national", (), name=f"auditor {marker}")
     httpx.get(f"{acc.api}/v1/positions/{OTHER}", headers={"Authorization": f"Bearer {nat}"}, timeout=10)
@@ -345,7 +345,7 @@ def test_every_route_is_public_by_name_or_declares_its_permission() -> None:
     from serving.app import create_app
     from serving.security import is_public
 
-    def walk(routes):  # type: ignore[no-untyped-def]
+    def walk(routes):
         for r in routes:
             inner = getattr(r, "original_router", None)
             yield from walk(inner.routes) if inner is not None else [r]
@@ -365,7 +365,7 @@ def test_every_route_is_public_by_name_or_declares_its_permission() -> None:
 # -- Redis service accounts -------------------------------------------------------------------
 
 
-def test_redis_service_accounts_can_do_only_their_part(acc) -> None:  # type: ignore[no-untyped-def]
+def test_redis_service_accounts_can_do_only_their_part(acc) -> None:
     k = RedisKeys(acc.namespace)
     api = redis.Redis.from_url(acc.redis_urls["api"])
     proc = redis.Redis.from_url(acc.redis_urls["processor"])

@@ -314,7 +314,7 @@ VALID = {
 def test_valid_event_passes(name: str) -> None:
     d = VALID[name]
     value = json.dumps(d).encode()
-    for key in (None, d["org_code"].encode()):  # type: ignore[union-attr]
+    for key in (None, d["org_code"].encode()):
         for side in (None, SIDE[d["kind"]]):  # type: ignore[index]
             ev = check(value, key, side)
             assert isinstance(ev, Event), (name, key, side, ev)

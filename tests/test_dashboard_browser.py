@@ -79,7 +79,7 @@ def seed_events() -> tuple[list[bytes], int, int]:
     return out, cash, committed
 
 
-async def wait_summary(stack, pred, timeout: float = 30) -> dict:  # type: ignore[no-untyped-def]
+async def wait_summary(stack, pred, timeout: float = 30) -> dict:
     api = stack.api
     deadline = time.monotonic() + timeout
     async with httpx.AsyncClient(timeout=5, headers=stack.headers) as c:
@@ -93,13 +93,13 @@ async def wait_summary(stack, pred, timeout: float = 30) -> dict:  # type: ignor
 
 
 @pytest.fixture(scope="module")
-async def publisher(stack) -> AsyncIterator[Publisher]:  # type: ignore[no-untyped-def]
+async def publisher(stack) -> AsyncIterator[Publisher]:
     async with Publisher(stack.settings) as pub:
         yield pub
 
 
 @pytest.fixture(scope="module")
-async def seeded(stack, publisher) -> dict:  # type: ignore[no-untyped-def]
+async def seeded(stack, publisher) -> dict:
     before = httpx.get(f"{stack.api}/v1/summary", headers=stack.headers, timeout=10).json()["national"]
     events, cash, committed = seed_events()
     await publisher.send_many(events)
@@ -108,7 +108,7 @@ async def seeded(stack, publisher) -> dict:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="module")
-async def browser():  # type: ignore[no-untyped-def]
+async def browser():
     from playwright.async_api import async_playwright
 
     async with async_playwright() as p:
@@ -117,7 +117,7 @@ async def browser():  # type: ignore[no-untyped-def]
         await b.close()
 
 
-async def sign_in(pg, api: str, token: str) -> None:  # type: ignore[no-untyped-def]
+async def sign_in(pg, api: str, token: str) -> None:
     """Through the dashboard's own sign-in form, as a person would."""
     await pg.goto(f"{api}/dashboard/")
     await pg.fill("#token", token)
@@ -126,7 +126,7 @@ async def sign_in(pg, api: str, token: str) -> None:  # type: ignore[no-untyped-
 
 
 @pytest.fixture
-async def anon_page(browser):  # type: ignore[no-untyped-def]
+async def anon_page(browser):
     ctx = await browser.new_context(viewport={"width": 1440, "height": 1000}, locale="ko-KR",
                                     timezone_id="Asia/Seoul", device_scale_factor=1)
     pg = await ctx.new_page()
@@ -139,25 +139,25 @@ async def anon_page(browser):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-async def page(anon_page, stack):  # type: ignore[no-untyped-def]
+async def page(anon_page, stack):
     """A page signed in with a national (read-only, all governments) token."""
     await sign_in(anon_page, stack.api, stack.token("national"))
     return anon_page
 
 
-async def open_national(page, api: str) -> None:  # type: ignore[no-untyped-def]
+async def open_national(page, api: str) -> None:
     await page.goto(f"{api}/dashboard/")
     await page.wait_for_selector(f'.gov[data-org="{SEOUL}"] [data-field="available"][data-krw]')
     await wait_live(page)
 
 
-async def wait_live(page) -> None:  # type: ignore[no-untyped-def]
+async def wait_live(page) -> None:
     """The stream is open and its opening snapshot has been applied."""
     await page.wait_for_function("() => window.cashpos.live && window.cashpos.live.lastPositionsAt > 0")
     await page.wait_for_selector('#conn[data-state="live"]')
 
 
-async def krw_of(page, selector: str) -> int:  # type: ignore[no-untyped-def]
+async def krw_of(page, selector: str) -> int:
     return int(await page.get_attribute(selector, "data-krw"))
 
 
@@ -165,7 +165,7 @@ def tile(org: str, field: str) -> str:
     return f'.gov[data-org="{org}"] [data-field="{field}"]'
 
 
-async def test_national_view_shows_summary_numbers(stack, seeded, page) -> None:  # type: ignore[no-untyped-def]
+async def test_national_view_shows_summary_numbers(stack, seeded, page) -> None:
     await open_national(page, stack.api)
     summary = httpx.get(f"{stack.api}/v1/summary", headers=stack.headers, timeout=10).json()
     rows = {g["org_code"]: g for g in summary["governments"]}
@@ -209,7 +209,7 @@ async def test_national_view_shows_summary_numbers(stack, seeded, page) -> None:
     await page.screenshot(path=str(ARTIFACTS / "dashboard-national-full.png"), full_page=True)
 
 
-async def test_published_event_shows_within_two_seconds(stack, seeded, page, publisher) -> None:  # type: ignore[no-untyped-def]
+async def test_published_event_shows_within_two_seconds(stack, seeded, page, publisher) -> None:
     await open_national(page, stack.api)
     before = await krw_of(page, tile(JONGNO, "cash"))
     national = await krw_of(page, "#kpi-cash")
@@ -227,7 +227,7 @@ async def test_published_event_shows_within_two_seconds(stack, seeded, page, pub
     print(f"event -> page: {elapsed:.3f}s")
 
 
-async def test_search_sort_and_drill_down(stack, seeded, page, publisher) -> None:  # type: ignore[no-untyped-def]
+async def test_search_sort_and_drill_down(stack, seeded, page, publisher) -> None:
     await open_national(page, stack.api)
     visible = ".groups .gov[data-org]"
 
@@ -323,7 +323,7 @@ async def test_search_sort_and_drill_down(stack, seeded, page, publisher) -> Non
     await page.wait_for_selector(f'.gov[data-org="{JONGNO}"]')
 
 
-async def test_resumes_after_dropped_connection(stack, seeded, page, publisher) -> None:  # type: ignore[no-untyped-def]
+async def test_resumes_after_dropped_connection(stack, seeded, page, publisher) -> None:
     await page.goto(f"{stack.api}/dashboard/#/gov/{SEOUL}")
     await page.wait_for_selector('#gov-accounts tbody tr[data-account="general"][data-fy]')
     await wait_live(page)
@@ -357,7 +357,7 @@ async def test_resumes_after_dropped_connection(stack, seeded, page, publisher) 
     assert await page.evaluate("() => window.cashpos.live.reconnects") >= 1
 
 
-async def test_sign_in_shows_only_what_the_role_may_see(stack, seeded, anon_page) -> None:  # type: ignore[no-untyped-def]
+async def test_sign_in_shows_only_what_the_role_may_see(stack, seeded, anon_page) -> None:
     """No session: the sign-in form, nothing else; a wrong token is refused; a provincial token
     sees its province only (26 governments of 서울); the session cookie is out of the page's
     reach (HttpOnly); a finance director lands on the own government and cannot open another."""

@@ -51,7 +51,7 @@ def event(org: str, amount: int, kind: str = "receipt", account: str = "general"
     return orjson.dumps(ev)
 
 
-async def publish(settings, *raws: bytes) -> None:  # type: ignore[no-untyped-def]
+async def publish(settings, *raws: bytes) -> None:
     async with Publisher(settings) as pub:
         for raw in raws:
             await pub.send(raw)
@@ -96,7 +96,7 @@ class Stream:
                 self.retry = int(value)
         raise EOFError("stream ended")
 
-    async def until(self, pred, timeout: float = 10.0) -> Sse:  # type: ignore[no-untyped-def]
+    async def until(self, pred, timeout: float = 10.0) -> Sse:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
@@ -128,7 +128,7 @@ def sse_gauge(metrics_text: str) -> float:
 
 
 @pytest.fixture
-async def http(stack) -> AsyncIterator[httpx.AsyncClient]:  # type: ignore[no-untyped-def]
+async def http(stack) -> AsyncIterator[httpx.AsyncClient]:
     """A client with a national token of its own (a high rate limit: 200 streams open at once)."""
     limits = httpx.Limits(max_connections=400, max_keepalive_connections=0)
     token = stack.token("national", name="test_live_stream", rate_per_s=5_000)
@@ -138,7 +138,7 @@ async def http(stack) -> AsyncIterator[httpx.AsyncClient]:  # type: ignore[no-un
 
 
 @integration
-async def test_published_event_arrives_as_positions(stack, http) -> None:  # type: ignore[no-untyped-def]
+async def test_published_event_arrives_as_positions(stack, http) -> None:
     before = (await http.get(f"{stack.api}/v1/positions/{JONGNO}")).json()["totals"]
     async with open_stream(http, stack.api, org=JONGNO) as one, \
             open_stream(http, stack.api) as nation:
@@ -165,7 +165,7 @@ async def test_published_event_arrives_as_positions(stack, http) -> None:  # typ
 
 
 @integration
-async def test_resume_with_last_event_id_sends_snapshot(stack, http) -> None:  # type: ignore[no-untyped-def]
+async def test_resume_with_last_event_id_sends_snapshot(stack, http) -> None:
     async with open_stream(http, stack.api, org=SEOUL) as s:
         await publish(stack.settings, event(SEOUL, 5_000_000_000))
         last = await s.until(lambda m: m.event == "positions", timeout=15)
@@ -196,13 +196,13 @@ async def test_resume_with_last_event_id_sends_snapshot(stack, http) -> None:  #
 
 
 @integration
-async def test_unknown_government_is_404(stack, http) -> None:  # type: ignore[no-untyped-def]
+async def test_unknown_government_is_404(stack, http) -> None:
     r = await http.get(f"{stack.api}/v1/stream", params={"org": "9999999"})
     assert r.status_code == 404
 
 
 @integration
-async def test_many_clients_share_one_redis_subscriber(stack, http) -> None:  # type: ignore[no-untyped-def]
+async def test_many_clients_share_one_redis_subscriber(stack, http) -> None:
     keys = RedisKeys(stack.namespace)
     n = 200
     org = "3020000"  # 용산구
@@ -245,7 +245,7 @@ async def test_many_clients_share_one_redis_subscriber(stack, http) -> None:  # 
 
 
 @integration
-async def test_a_revoked_or_expired_token_ends_its_open_streams(stack) -> None:  # type: ignore[no-untyped-def]
+async def test_a_revoked_or_expired_token_ends_its_open_streams(stack) -> None:
     """Streams re-check their token once per token-cache period: one revoked (as ``cashpos token
     revoke`` does) and one expired end within that period with a ``closed`` frame, and nothing
     after it, while events for their government keep coming; a third token's stream goes on."""
@@ -306,7 +306,7 @@ async def test_a_revoked_or_expired_token_ends_its_open_streams(stack) -> None: 
 
 
 @integration
-async def test_open_streams_per_token_are_capped(stack) -> None:  # type: ignore[no-untyped-def]
+async def test_open_streams_per_token_are_capped(stack) -> None:
     cap = load().max_streams_per_token
     tok = stack.token("national", name="many tabs", rate_per_s=1_000)
     other = stack.token("national", name="one tab", rate_per_s=1_000)

@@ -29,7 +29,7 @@ from loadtest.profile import (
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _integrate(f, t0: float, t1: float, step: float = 10.0) -> float:  # type: ignore[no-untyped-def]
+def _integrate(f, t0: float, t1: float, step: float = 10.0) -> float:
     """Midpoint rule (exact for the piecewise-constant tx rate with step dividing an hour)."""
     n = int((t1 - t0) / step)
     return sum(f(t0 + (i + 0.5) * step) for i in range(n)) * step

@@ -125,7 +125,7 @@ def streams(draw: Any) -> tuple[list[Rec], list[int], dict[str, int], int | None
 
 
 def _journal(v: Journal | bytes) -> bytes:
-    return v if v.__class__ is bytes else msgspec.msgpack.encode(v)  # type: ignore[return-value]
+    return v if v.__class__ is bytes else msgspec.msgpack.encode(v)
 
 
 def _run(fold: partition.Fold, recs: list[Rec], cuts: list[int], owner: dict[str, int],
@@ -191,7 +191,7 @@ def test_the_kernel_takes_the_common_events_and_stops_at_the_rest() -> None:
     assert (pos.cash, pos.version) == (5 - 2 + 7, 3)
     entry = msgspec.msgpack.decode(ledger.journal[(SEOUL, "r:a")], type=Journal)
     assert entry.raw == recs[0].value and entry.source == ("t", 0, 0)
-    assert entry.occurred_ms == epoch_ms(decode(recs[0].value).occurred_at)  # type: ignore[union-attr]
+    assert entry.occurred_ms == epoch_ms(decode(recs[0].value).occurred_at)
 
 
 def test_the_journal_puts_in_c_equal_the_python_loop() -> None:

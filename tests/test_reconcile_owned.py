@@ -41,7 +41,7 @@ def _records(raws: list[bytes]) -> list[Record]:
     return out
 
 
-def _state(records: list[Record], offsets: dict[tuple[str, int], int]):  # type: ignore[no-untyped-def]
+def _state(records: list[Record], offsets: dict[tuple[str, int], int]):
     """A worker's state that folded each partition up to ``offsets`` (its stored offsets)."""
     ref = Reference()
     for r in sorted(records, key=lambda r: (r.partition, r.topic, r.offset)):
@@ -64,14 +64,14 @@ def _ends(records: list[Record]) -> dict[tuple[str, int], int]:
     return ends
 
 
-def test_a_current_state_is_exact(records):  # type: ignore[no-untyped-def]
+def test_a_current_state_is_exact(records):
     ends = _ends(records)
     check, diffs = check_state(records, _state(records, ends), ends, {0, 1, 2, 3}, SETTINGS)
     assert (check.diff_krw, check.behind, diffs) == (0, 0, [])
     assert check.mode == "owned" and check.positions_checked > 100
 
 
-def test_a_stuck_state_is_behind_not_exact(records):  # type: ignore[no-untyped-def]
+def test_a_stuck_state_is_behind_not_exact(records):
     ends = _ends(records)
     stuck = dict(ends)
     stuck[("ns.events.revenue", 2)] -= 50  # stopped folding partition 2 fifty records ago
@@ -87,7 +87,7 @@ def test_a_stuck_state_is_behind_not_exact(records):  # type: ignore[no-untyped-
     assert check_state(records, state, stuck, {0, 1, 3}, SETTINGS)[0].behind == 0
 
 
-def test_only_owned_partitions_are_compared(records):  # type: ignore[no-untyped-def]
+def test_only_owned_partitions_are_compared(records):
     """A worker keeps stale data for a partition it gave away: not compared, not behind."""
     ends = _ends(records)
     stale = {tp: (end if tp[1] != 1 else end // 2) for tp, end in ends.items()}
@@ -100,7 +100,7 @@ def test_only_owned_partitions_are_compared(records):  # type: ignore[no-untyped
     assert check.behind == sum(end for tp, end in ends.items() if tp[1] == 3) > 0
 
 
-def test_a_wrong_state_value_is_a_difference(records):  # type: ignore[no-untyped-def]
+def test_a_wrong_state_value_is_a_difference(records):
     ends = _ends(records)
     state = _state(records, ends)
     pk = next(iter(state))
@@ -114,7 +114,7 @@ def test_a_wrong_state_value_is_a_difference(records):  # type: ignore[no-untype
 
 
 @pytest.mark.integration
-def test_a_stopped_worker_state_is_reported_behind(infra, tmp_path):  # type: ignore[no-untyped-def]
+def test_a_stopped_worker_state_is_reported_behind(infra, tmp_path):
     s = new_stack(infra, tmp_path)
     raws = workload(8, 4_000)
     first, more = raws[:3_000], raws[3_000:]
@@ -152,7 +152,7 @@ def test_a_stopped_worker_state_is_reported_behind(infra, tmp_path):  # type: ig
         owned = asyncio.run(owned_from_heartbeats(s.settings, [state_dir]))
         assert owned == {state_dir: set(range(s.partitions))}
 
-        def caught_up():  # type: ignore[no-untyped-def]
+        def caught_up():
             r = asyncio.run(reconcile(s.settings, publish=False, owned=owned))
             return r if r.state_behind == 0 else None
         rep = wait_until(caught_up, 30, 1.0, "the state to be flushed to the end")

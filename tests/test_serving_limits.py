@@ -344,7 +344,7 @@ def send_until_answered(port: int, pieces: list[bytes]) -> bytes:
 
 
 @pytest.mark.integration
-def test_the_api_refuses_oversized_requests(stack) -> None:  # type: ignore[no-untyped-def]
+def test_the_api_refuses_oversized_requests(stack) -> None:
     port = stack.api_port
     settings = load()
     # an anonymous 64 MB sign-in: refused on its Content-Length, before a byte of it is read

@@ -109,7 +109,7 @@ PHASES = [
 ]
 
 
-def test_kill9_at_every_phase_then_restart_owns_partitions(infra, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_kill9_at_every_phase_then_restart_owns_partitions(infra, tmp_path: Path) -> None:
     s = new_stack(infra, tmp_path)
     env = {"CASHPOS_STATE_FLUSH_SECONDS": "0.5", "CASHPOS_REJOIN_AFTER_SECONDS": "15"}
     report: list[str] = []
@@ -167,7 +167,7 @@ async def _orphan_the_leader(s: Stack, member_client: str) -> str:
         await c.close()
 
 
-def test_watchdog_rejoins_a_group_whose_leader_is_no_member(infra, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_watchdog_rejoins_a_group_whose_leader_is_no_member(infra, tmp_path: Path) -> None:
     s = new_stack(infra, tmp_path)
     try:
         asyncio.run(ensure_topics(s.settings))
@@ -203,7 +203,7 @@ def _listening(port: int) -> list[str]:
     return out
 
 
-def test_worker_web_server_listens_on_the_loopback_only(infra, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_worker_web_server_listens_on_the_loopback_only(infra, tmp_path: Path) -> None:
     s = new_stack(infra, tmp_path)
     port = free_port()
     try:

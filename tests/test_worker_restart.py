@@ -35,7 +35,7 @@ def test_member_client_id() -> None:
     assert member_client_id(f"w1-{uid}", "reported") == "reported"
 
 
-async def _groups(settings) -> list[str]:  # type: ignore[no-untyped-def]
+async def _groups(settings) -> list[str]:
     admin = AIOKafkaAdminClient(**settings.kafka_client_args())
     await admin.start()
     try:
@@ -45,7 +45,7 @@ async def _groups(settings) -> list[str]:  # type: ignore[no-untyped-def]
         await admin.close()
 
 
-def test_dead_letters_listed_one_group_fast_restart(infra, tmp_path):  # type: ignore[no-untyped-def]
+def test_dead_letters_listed_one_group_fast_restart(infra, tmp_path):
     s = new_stack(infra, tmp_path)
     keys = RedisKeys(s.namespace)
     r = redis.Redis.from_url(infra.redis_url)
