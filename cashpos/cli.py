@@ -197,11 +197,11 @@ def _token(args: argparse.Namespace) -> int:
                 for rec in await store.all():
                     print(orjson.dumps(rec.public(now)).decode())
             else:
-                rec = await store.revoke(args.id)
-                if rec is None:
+                revoked = await store.revoke(args.id)
+                if revoked is None:
                     print(f"error: no token {args.id}", file=sys.stderr)
                     return 1
-                print(f"revoked {rec.id} ({rec.name}, {rec.role})")
+                print(f"revoked {revoked.id} ({revoked.name}, {revoked.role})")
             return 0
         finally:
             await r.aclose()

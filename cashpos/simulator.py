@@ -294,7 +294,7 @@ def _day_factors(d: dt.date, info: dict[str, Any]) -> list[float]:
 class _Year:
     """Hourly intensity table for one KST calendar year."""
 
-    __slots__ = ("first_hour", "lam", "cum")
+    __slots__ = ("cum", "first_hour", "lam")
 
     def __init__(self, year: int, weights: list[float]) -> None:
         first = dt.date(year, 1, 1)
@@ -338,8 +338,8 @@ class _Year:
                     row[base + h] = scale * shape[h]
         for c in range(_N_CHANNELS):
             total = sum(raw[c])
-            k = weights[c] * n_hours / total if total > 0 else 0.0
-            raw[c] = [x * k for x in raw[c]]
+            scale_c = weights[c] * n_hours / total if total > 0 else 0.0
+            raw[c] = [x * scale_c for x in raw[c]]
         self.first_hour = _day_index(first) * 24
         self.lam: list[float] = []
         self.cum: list[list[float]] = []
@@ -354,7 +354,7 @@ class _Year:
 
 
 class _HourInfo:
-    __slots__ = ("prefix", "year", "window", "day")
+    __slots__ = ("day", "prefix", "window", "year")
 
     def __init__(self, hour: int) -> None:
         day = hour // 24
@@ -470,8 +470,8 @@ class Simulator:
                 meds.append(mean / math.exp(sigma * sigma / 2))
             self._medians.append(meds)
             by_type: dict[str, list[str]] = {}
-            for a in g.accounts:
-                by_type.setdefault(a.type, []).append(a.code)
+            for acct in g.accounts:
+                by_type.setdefault(acct.type, []).append(acct.code)
             general = by_type["general"][0]
             tables = []
             for _count, _style, _sigma, _unit, mix in _CHANNELS:
@@ -648,8 +648,7 @@ class Simulator:
         hour = int(local // 3600)
         info = self._hours.get(hour) or self._hour_info(hour)
         ms = int((local - hour * 3600) * 1000)
-        if ms > 3_599_999:
-            ms = 3_599_999
+        ms = min(ms, 3_599_999)
         mm, rem = divmod(ms, 60_000)
         ss, frac = divmod(rem, 1000)
         kind, category, src, _sigma, _unit, prior = _CH_INFO[ch]
@@ -675,8 +674,7 @@ class Simulator:
         hour = int(local // 3600)
         info = self._hours.get(hour) or self._hour_info(hour)
         ms = int((local - hour * 3600) * 1000)
-        if ms > 3_599_999:
-            ms = 3_599_999
+        ms = min(ms, 3_599_999)
         mm, rem = divmod(ms, 60_000)
         ss, frac = divmod(rem, 1000)
         return f"{info.prefix}{mm:02d}:{ss:02d}.{frac:03d}+09:00", info
@@ -686,13 +684,11 @@ class Simulator:
         v = self._medians[g][ch] * math.exp(sigma * self._gauss(0.0, 1.0))
         if unit > 1:
             a = int(v / unit + 0.5) * unit
-            if a < unit:
-                a = unit
+            a = max(a, unit)
         else:
             a = int(v + 0.5)
-            if a < 1:
-                a = 1
-        return a if a <= MAX_AMOUNT else MAX_AMOUNT
+            a = max(a, 1)
+        return min(a, MAX_AMOUNT)
 
     def _next_id(self) -> str:
         self._counter += 1
@@ -810,8 +806,7 @@ class Simulator:
         t, _seq, rec = fu[0]
         g, account, fy, cid, steps, times, i = rec
         kind, amount = steps[i]
-        if t < self._t:  # cannot happen (times are after their commitment); keep order anyway
-            t = self._t
+        t = max(t, self._t)  # a no-op (times are after their commitment); keeps order anyway
         self._t = t
         ts, _info = self._stamp(t)
         i += 1
@@ -857,14 +852,13 @@ class StagedSimulator(Simulator):
 
     @property
     def next_time(self) -> float:
-        t = Simulator.next_time.fget(self)  # type: ignore[attr-defined]
+        t = super().next_time
         return min(t, self._staged[0].at) if self._staged else t
 
     def _one(self) -> bytes:
-        if self._staged and self._staged[0].at <= Simulator.next_time.fget(self):  # type: ignore[attr-defined]
+        if self._staged and self._staged[0].at <= super().next_time:
             ev = self._staged.pop(0)
-            if ev.at > self._t:
-                self._t = ev.at
+            self._t = max(self._t, ev.at)
             return ev.raw
         return Simulator._one(self)
 

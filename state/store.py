@@ -66,7 +66,7 @@ class Store:
             self.db = Rdict(str(path / "ledger"), opts)
         self.db[_LAYOUT] = LAYOUT
         wo = WriteOptions()
-        wo.disable_wal = True
+        wo.disable_wal = True  # type: ignore[method-assign,assignment]  # rocksdict.pyi: a method; it is a property
         self.db.set_write_options(wo)
         raw = self.db.get(_SEQ)
         self.seq = 0 if raw is None else L.decode_int(raw)
