@@ -9,7 +9,8 @@ workers within about a second, without a restart.
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from collections.abc import Mapping
+from typing import Annotated, Any
 
 import msgspec
 import orjson
@@ -29,6 +30,13 @@ _STATES = {
     "resolved": ("resolved",), "all": ("raised", "acknowledged", "resolved"),
 }
 _SEVERITY_RANK = {"critical": 0, "warning": 1, "info": 2}
+
+
+def _listing_order(a: Mapping[str, Any]) -> tuple[bool, int, int]:
+    """Open before resolved, the most severe first, then the newest (an alert is decoded JSON)."""
+    return (a.get("state") == "resolved",
+            _SEVERITY_RANK.get(str(a.get("severity")), 3),
+            -int(a.get("resolved_ms") or a.get("raised_ms") or 0))
 
 
 class AckBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -82,9 +90,7 @@ async def list_alerts(
            and (org is None or a.get("org_code") == org)
            and (rule is None or a.get("rule") == rule)
            and (province is None or province in (a.get("province_code"), a.get("province_name")))]
-    out.sort(key=lambda a: (a.get("state") == "resolved",
-                            _SEVERITY_RANK.get(str(a.get("severity")), 3),
-                            -int(a.get("resolved_ms") or a.get("raised_ms") or 0)))  # type: ignore[call-overload]
+    out.sort(key=_listing_order)
     return ORJSONResponse({"alerts": out[:limit], "count": len(out)})
 
 
@@ -131,7 +137,7 @@ async def acknowledge(request: Request, alert_id: str) -> ORJSONResponse:
         try:
             await st.producer.send_and_wait(st.topics.alerts, msg,
                                             key=str(alert.get("org_code") or "").encode())
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001  whatever failed the publish, the acknowledgement is undone
             await proj.unacknowledge(alert_id)
             return ORJSONResponse({"detail": f"could not publish the acknowledgement: {exc!r}"},
                                   status_code=503, headers={"Retry-After": "1"})

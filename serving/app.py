@@ -130,20 +130,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(404, f"unknown government {org_code}")
         return g
 
-    heartbeat_cache: dict[str, object] = {"at": 0.0, "beats": {}}
+    beats_at = 0.0
+    beats: dict[bytes | str, bytes | str] = {}  # worker id -> its last heartbeat (JSON)
 
     async def processor_status(r: aioredis.Redis) -> dict[str, object]:
         # Workers beat once a second; reading their heartbeats once per 0.5 s per process keeps
         # a Redis round trip off every request.
-        if time.monotonic() - heartbeat_cache["at"] > 0.5:  # type: ignore[operator]
-            heartbeat_cache["beats"] = await r.hgetall(keys.freshness)
-            heartbeat_cache["at"] = time.monotonic()
-        beats: dict[bytes, bytes] = heartbeat_cache["beats"]  # type: ignore[assignment]
+        nonlocal beats_at, beats
+        if time.monotonic() - beats_at > 0.5:
+            beats = await r.hgetall(keys.freshness)
+            beats_at = time.monotonic()
         now = int(time.time() * 1000)
-        workers = {k.decode(): orjson.loads(v) for k, v in beats.items()}
-        newest = max((w.get("heartbeat_ms", 0) for w in workers.values()), default=0)
+        workers = [orjson.loads(v) for v in beats.values()]
+        newest = max((w.get("heartbeat_ms", 0) for w in workers), default=0)
         return {
-            "workers": len([w for w in workers.values() if now - w.get("heartbeat_ms", 0) < STALE_AFTER_MS]),
+            "workers": len([w for w in workers if now - w.get("heartbeat_ms", 0) < STALE_AFTER_MS]),
             "heartbeat_age_seconds": round((now - newest) / 1000, 3) if newest else None,
             "stale": not newest or now - newest > STALE_AFTER_MS,
         }

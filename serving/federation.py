@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import redis
 import orjson
+import redis
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -35,7 +35,8 @@ class WorkerMetricsCollector:
             if not text:
                 continue
             worker = name.decode()[prefix:]
-            for fam in text_string_to_metric_families(text.decode()):
+            exposition = text.decode() if isinstance(text, bytes) else text  # bytes: no decode_responses
+            for fam in text_string_to_metric_families(exposition):
                 if not fam.name.startswith("cashpos_"):
                     continue
                 out = merged.get(fam.name)

@@ -55,14 +55,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import signal
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any
+from typing import Any, Final, TypedDict
 
 import orjson
 import redis.asyncio as aioredis
@@ -76,7 +77,7 @@ from cashpos.names import META_FIELD, RedisKeys
 from cashpos.refdata import governments
 from cashpos.settings import Settings
 from serving import wire
-from serving.positions import _rows, iso_ms, totals
+from serving.positions import Body, _rows, iso_ms, totals
 from serving.problems import problem_response
 from serving.security import TokenCache, principal, require
 
@@ -90,8 +91,24 @@ BROADCAST_INTERVALS = ((1000, 1.0), (100, 0.25), (0, 0.0))
 QUEUE_FRAMES = 256  # per client; a positions frame is one batch, a few KB at most
 RETRY_MS = 1000
 VERIFY_S = 1.0  # how often the in-memory copy is checked against Redis for dropped governments
-_RESYNC = object()  # queue marker: send this client a fresh snapshot
-_CLOSE = object()  # queue marker: end this client's stream
+
+
+class _Marker(enum.Enum):
+    RESYNC = enum.auto()  # queue marker: send this client a fresh snapshot
+    CLOSE = enum.auto()  # queue marker: end this client's stream
+
+
+_RESYNC: Final = _Marker.RESYNC
+_CLOSE: Final = _Marker.CLOSE
+Item = bytes | _Marker  # what a client's queue holds: a frame, or a marker
+
+
+class Update(TypedDict, total=False):
+    """One message on the updates channel (``state.projection.Projection.notify``)."""
+
+    orgs: list[str]
+    last_event_ms: int
+    written_ms: int
 
 
 # What a stream watches: one government (its code), every government (None), or the
@@ -103,7 +120,7 @@ View = str | frozenset[str] | None
 class Client:
     org: View
     token: str = ""  # the hash of the token the stream was opened with ("": not checked)
-    queue: asyncio.Queue[object] = field(default_factory=lambda: asyncio.Queue(QUEUE_FRAMES))
+    queue: asyncio.Queue[Item] = field(default_factory=lambda: asyncio.Queue(QUEUE_FRAMES))
     wants_snapshot: bool = False  # still owed a snapshot (the hub was not loaded when it came)
     resync_pending: bool = False
     sent_at: float = 0.0  # monotonic time of the last frame queued (heartbeats go to idle streams)
@@ -122,7 +139,7 @@ class Hub:
         self.redis = redis  # the app's pool, for reads
         self.clients: set[Client] = set()
         self.by_org: dict[View, set[Client]] = {}
-        self.bodies: dict[str, dict[str, object]] = {}  # org -> full body (accounts + totals)
+        self.bodies: dict[str, Body] = {}  # org -> full body (accounts + totals)
         self.metas: dict[str, dict[str, int]] = {}  # org -> its ``_meta`` (written_ms, last_event_ms)
         self.version = 0  # incremented whenever ``bodies`` change (caches key on it)
         self._pending: set[str] = set()  # changed governments not yet broadcast
@@ -209,7 +226,7 @@ class Hub:
             if not group:
                 del self.by_org[c.org]
 
-    def _offer(self, c: Client, item: object, force: bool = False) -> None:
+    def _offer(self, c: Client, item: Item, force: bool = False) -> None:
         """Queue one frame for a client without ever waiting. On overflow the backlog is replaced
         by a resync marker (a snapshot supersedes it); a second overflow disconnects. ``force``
         (with ``_CLOSE``) ends the stream even when the queue is full."""
@@ -268,7 +285,7 @@ class Hub:
             log.info("ended %d live stream(s) of revoked or expired tokens", ended)
         return ended
 
-    def _fanout(self, item: object, groups: list[View] | None = None) -> None:
+    def _fanout(self, item: Item, groups: list[View] | None = None) -> None:
         """Offer a frame to every client (``groups`` None) or to the clients watching one of
         ``groups`` (an org code, or None for the national streams)."""
         if groups is None:
@@ -281,7 +298,7 @@ class Hub:
     # -- frames ---------------------------------------------------------------------------------
 
     @staticmethod
-    def compact(body: dict[str, object]) -> dict[str, object]:
+    def compact(body: Body) -> dict[str, object]:
         return {"org_code": body["org_code"], "as_of": body["as_of"],
                 "last_event_at": body["last_event_at"], "totals": body["totals"]}
 
@@ -297,7 +314,8 @@ class Hub:
         if data is None:
             if c.org is None or isinstance(c.org, frozenset):
                 watched = [o for o in governments() if c.org is None or o in c.org]
-                govs = {o: self.compact(self.bodies[o]) for o in watched if o in self.bodies}
+                govs: dict[str, object] = {
+                    o: self.compact(self.bodies[o]) for o in watched if o in self.bodies}
             else:
                 govs = {c.org: self.bodies[c.org]} if c.org in self.bodies else {}
                 watched = [c.org]
@@ -316,7 +334,7 @@ class Hub:
         """The in-memory copy is complete and following Redis: reads may be answered from it."""
         return self.live and self.loaded
 
-    async def _fetch(self, orgs: list[str]) -> tuple[dict[str, dict[str, object]], list[str]]:
+    async def _fetch(self, orgs: list[str]) -> tuple[dict[str, Body], list[str]]:
         """Full bodies of these governments, one pipelined round trip; and the not-ready ones."""
         govs = governments()
         orgs = [o for o in orgs if o in govs]
@@ -324,7 +342,7 @@ class Hub:
             for o in orgs:
                 pipe.hgetall(self.keys.positions(o))
             raws: list[dict[bytes, bytes]] = await pipe.execute()
-        out: dict[str, dict[str, object]] = {}
+        out: dict[str, Body] = {}
         missing: list[str] = []
         for o, raw in zip(orgs, raws):
             meta_raw = raw.get(META_FIELD.encode())
@@ -346,7 +364,7 @@ class Hub:
             }
         return out, missing
 
-    def _apply(self, bodies: dict[str, dict[str, object]], missing: list[str]) -> None:
+    def _apply(self, bodies: dict[str, Body], missing: list[str]) -> None:
         self._snapshots.clear()
         self.version += 1
         self.bodies.update(bodies)
@@ -358,12 +376,12 @@ class Hub:
         bodies, missing = await self._fetch(list(governments()))
         self._apply(bodies, missing)
 
-    async def _on_updates(self, msgs: list[dict[str, object]]) -> None:
+    async def _on_updates(self, msgs: list[Update]) -> None:
         """Read the changed governments at once (reads served from memory stay fresh), then
         broadcast: at once with few streams, else at most once per BROADCAST_INTERVALS."""
-        orgs = sorted({str(o) for m in msgs for o in m.get("orgs", [])})  # type: ignore[attr-defined]
-        written = max(int(m.get("written_ms") or 0) for m in msgs)  # type: ignore[call-overload]
-        last_ev = max(int(m.get("last_event_ms") or 0) for m in msgs)  # type: ignore[call-overload]
+        orgs = sorted({str(o) for m in msgs for o in m.get("orgs", [])})
+        written = max(int(m.get("written_ms") or 0) for m in msgs)
+        last_ev = max(int(m.get("last_event_ms") or 0) for m in msgs)
         if not orgs:
             return
         bodies, missing = await self._fetch(orgs)
@@ -483,7 +501,7 @@ class Hub:
             # Updates are read at once (reads served from memory stay fresh); with many open
             # streams the broadcast is throttled in _on_updates: every broadcast is a write to
             # every stream, so at thousands of them the fan-out, not Redis, is the cost.
-            batch: list[dict[str, object]] = []
+            batch: list[Update] = []
             while msg is not None:  # coalesce what has queued up into one read of Redis
                 if msg.get("type") == "message":
                     if msg["channel"] == updates:
@@ -612,8 +630,9 @@ class _HeldStream(StreamingResponse):
     """A stream that gives its token's slot back however it ends (even if its body never
     started: the client was gone before the response began)."""
 
-    def __init__(self, content: AsyncIterator[bytes], release: Callable[[], None], **kw: object) -> None:
-        super().__init__(content, **kw)  # type: ignore[arg-type]
+    def __init__(self, content: AsyncIterator[bytes], release: Callable[[], None], *,
+                 media_type: str | None = None, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(content, media_type=media_type, headers=headers)
         self._release = release
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -685,7 +704,7 @@ async def stream(
                     if hub.loaded:
                         yield hub.snapshot_frame(client)
                     continue
-                yield item  # type: ignore[misc]
+                yield item
         finally:
             hub.unregister(client)
             metrics.sse_connections.dec()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypedDict
 
 import orjson
 import redis.asyncio as aioredis
@@ -98,6 +98,19 @@ def _rows(gov: Government, raw: dict[bytes, bytes], fiscal_year: int | None) -> 
     return rows
 
 
+class Body(TypedDict):
+    """One government's full body as the live hub holds it in memory (``serving.live``)."""
+
+    org_code: str
+    name: str
+    province_code: str
+    province_name: str
+    as_of: str | None
+    last_event_at: str | None
+    accounts: list[dict[str, object]]
+    totals: dict[str, int]
+
+
 class MemoryCopy(Protocol):
     """What the live hub (``serving.live.Hub``) offers readers: every government's body, kept
     current from the processor's update channel."""
@@ -105,16 +118,18 @@ class MemoryCopy(Protocol):
     @property
     def serving(self) -> bool: ...
 
-    bodies: dict[str, dict[str, object]]
+    bodies: dict[str, Body]
     metas: dict[str, dict[str, int]]
     version: int
 
 
 def summarize(govs: list[Government], totals_of: dict[str, dict[str, int]],
-              metas: dict[str, dict[str, int]], scope: frozenset[str] | None) -> dict[str, object]:
-    """Totals per government, per province and over all of ``govs`` (pure)."""
+              metas: dict[str, dict[str, int]],
+              scope: frozenset[str] | None) -> tuple[dict[str, object], dict[str, int]]:
+    """Totals per government, per province and over all of ``govs`` (pure); and the freshness
+    of the newest of them (``last_event_ms``, ``written_ms``)."""
     zero = dict.fromkeys(("cash", "committed", "available", "restricted", "spendable"), 0)
-    provinces: dict[str, dict[str, object]] = {}
+    provinces: dict[str, tuple[str, dict[str, int]]] = {}  # code -> name, {"governments": n, **sums}
     overall = dict(zero)
     per_gov = []
     last_event = last_write = 0
@@ -125,20 +140,19 @@ def summarize(govs: list[Government], totals_of: dict[str, dict[str, int]],
         last_write = max(last_write, int(meta.get("written_ms", 0)))
         per_gov.append({"org_code": gov.org_code, "name": gov.name, "level": gov.level,
                         "province_code": gov.province_code, **t})
-        p = provinces.setdefault(gov.province_code, {
-            "province_code": gov.province_code, "name": gov.province_name, "governments": 0, **zero})
-        p["governments"] = int(p["governments"]) + 1  # type: ignore[call-overload]
+        sums = provinces.setdefault(gov.province_code, (gov.province_name, {"governments": 0, **zero}))[1]
+        sums["governments"] += 1
         for k in zero:
-            p[k] = int(p[k]) + t[k]  # type: ignore[call-overload]
+            sums[k] += t[k]
             overall[k] += t[k]
     return {
         "as_of": iso_ms(last_write),
-        "_fresh": {"last_event_ms": last_event, "written_ms": last_write},
         "scope": "national" if scope is None else "partial",
         "national" if scope is None else "total": {"governments": len(govs), **overall},
-        "provinces": list(provinces.values()),
+        "provinces": [{"province_code": code, "name": name, **sums}
+                      for code, (name, sums) in provinces.items()],
         "governments": per_gov,
-    }
+    }, {"last_event_ms": last_event, "written_ms": last_write}
 
 
 class PositionReader:
@@ -149,7 +163,8 @@ class PositionReader:
         self.redis = redis
         self.keys = keys
         self.memory = memory
-        self._summaries: dict[frozenset[str] | None, tuple[int, dict[str, object]]] = {}
+        # per scope: the version of the memory copy it was built from, the summary, its freshness
+        self._summaries: dict[frozenset[str] | None, tuple[int, dict[str, object], dict[str, int]]] = {}
 
     def _live(self, fiscal_year: int | None) -> MemoryCopy | None:
         m = self.memory
@@ -204,18 +219,18 @@ class PositionReader:
                 if missing:
                     raise NotReady(missing)
                 totals_of = {g.org_code: m.bodies[g.org_code]["totals"] for g in govs}
-                cached = (m.version, summarize(govs, totals_of, m.metas, scope))  # type: ignore[arg-type]
+                cached = (m.version, *summarize(govs, totals_of, m.metas, scope))
                 if len(self._summaries) > 1000:
                     self._summaries.clear()
                 self._summaries[scope] = cached
-            body = cached[1]
+            _version, body, fresh = cached
         else:
             raws = await self.raw([g.org_code for g in govs])
             metas = {g.org_code: orjson.loads(raw[META_FIELD.encode()]) for g, raw in zip(govs, raws)}
-            body = summarize(govs, {g.org_code: totals(_rows(g, raw, fiscal_year)) for g, raw in zip(govs, raws)},
-                             metas, scope)
-        out = {k: v for k, v in body.items() if k != "_fresh"}
-        out["freshness"] = freshness(body["_fresh"])  # type: ignore[arg-type]
+            totals_of = {g.org_code: totals(_rows(g, raw, fiscal_year)) for g, raw in zip(govs, raws)}
+            body, fresh = summarize(govs, totals_of, metas, scope)
+        out = dict(body)  # the cached body stays as it is
+        out["freshness"] = freshness(fresh)
         return out
 
 

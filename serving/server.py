@@ -98,7 +98,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     # -- protocol -------------------------------------------------------------------------------
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+    def connection_made(  # type: ignore[override]  # uvicorn's signature: Transport, not BaseTransport
+        self, transport: asyncio.Transport
+    ) -> None:
         super().connection_made(transport)
         self._arm(self.header_timeout, self._head_expired)
 

@@ -28,7 +28,7 @@ class RawRecord(Protocol):
     value: bytes | None
 
 
-def RAW(value: bytes | None) -> bytes | None:  # noqa: N802 - a marker, used like a constant
+def RAW(value: bytes | None) -> bytes | None:  # upper case: a marker, used like a constant
     """The value deserializer that selects lean records (never called by the fetcher)."""
     return value
 
@@ -36,7 +36,9 @@ def RAW(value: bytes | None) -> bytes | None:  # noqa: N802 - a marker, used lik
 _Original = _fetcher.PartitionRecords
 
 
-class _LeanPartitionRecords(_Original):  # type: ignore[misc, valid-type]
+class _LeanPartitionRecords(_fetcher.PartitionRecords):  # the same class as _Original
+    next_fetch_offset: int  # set by aiokafka's __init__
+
     def __iter__(self) -> Any:
         # FetchResult.getall loops ``for msg in partition_records``: hand it the generator
         # itself, so each message costs one generator step instead of three Python calls.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterable
+from typing import Self
 
 import orjson
 from aiokafka import AIOKafkaProducer
@@ -34,7 +35,7 @@ class Publisher:
             max_batch_size=1024 * 1024, max_request_size=8 * 1024 * 1024,
         )
 
-    async def __aenter__(self) -> Publisher:
+    async def __aenter__(self) -> Self:
         await self.producer.start()
         return self
 
