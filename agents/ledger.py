@@ -19,6 +19,7 @@ group had already committed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import time
@@ -43,7 +44,7 @@ from cashpos.refdata import governments
 from cashpos.settings import Settings
 from state.ledger import Changes, Ledger, PosKey
 from state.partition import fold_partition
-from state.projection import RECENT_DEADLETTERS, Projection
+from state.projection import RECENT_DEADLETTERS, Prepared, Projection
 from state.store import Store
 from streams.contract import Rejection
 from streams.deadletter import DeadLetter
@@ -358,10 +359,8 @@ class LedgerWorker:
         flat = [(tp, r) for tp, records in work for r in records]
         while True:
             self._restore_from_store()
-            try:
+            with contextlib.suppress(Exception):  # still failing: bisect for the next culprit
                 return self._fold_once(work, poison)
-            except Exception:  # noqa: BLE001
-                pass
             lo, hi, error = 0, len(flat), ""  # the prefix of length hi fails
             while lo + 1 < hi:
                 mid = (lo + hi) // 2
@@ -369,7 +368,7 @@ class LedgerWorker:
                 try:
                     self._fold_once(self._prefix(work, mid), poison)
                     lo = mid
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:  # noqa: BLE001 - any defect: this prefix fails
                     hi, error = mid, f"{exc.__class__.__name__}: {exc}"
             tp, r = flat[hi - 1]
             if (tp, r.offset) in poison:  # not reproducible: give up on the whole batch
@@ -444,7 +443,7 @@ class LedgerWorker:
             return
         try:
             await self.projection.remember_deadletters(list(self.recent_dead))
-        except Exception as exc:  # Redis down: _project and housekeeping take it from here
+        except Exception as exc:  # noqa: BLE001 - Redis down: _project and housekeeping take it from here
             self.redis_ok = False
             self.metrics.redis_errors.inc()
             log.warning("redis write failed, dead letters listed later: %r", exc)
@@ -472,7 +471,7 @@ class LedgerWorker:
             task, self._projecting = self._projecting, None
             await task
 
-    async def _send_projection(self, call: tuple[list[str], list[object]] | None,
+    async def _send_projection(self, call: Prepared | None,
                                changed: list[PosKey], seeds: set[str], last_event_ms: int,
                                last_ts: int) -> None:
         assert self.projection is not None
@@ -486,7 +485,7 @@ class LedgerWorker:
                 await self.projection.notify(orgs, last_event_ms)
             if seeds:
                 self.metrics.redis_reseeds.inc(len(seeds))
-        except Exception as exc:  # Redis down: keep folding, re-seed when it is back
+        except Exception as exc:  # noqa: BLE001 - Redis down: keep folding, re-seed when it is back
             self.pending_seed |= seeds
             self.redis_ok = False
             self.metrics.redis_errors.inc()
@@ -513,7 +512,7 @@ class LedgerWorker:
             return
         try:
             await self.consumer.commit({TopicPartition(t, p): o for (t, p), o in offsets.items()})
-        except Exception as exc:  # a rebalance in progress; the state already holds the offsets
+        except Exception as exc:  # noqa: BLE001 - a rebalance in progress; the state holds the offsets
             log.info("offset commit skipped: %r", exc)
 
     # -- once a second --------------------------------------------------------------------------
@@ -549,7 +548,7 @@ class LedgerWorker:
                         "state_dir": self._state_dir,  # lets `cashpos reconcile` find the owner
                     }))
                     await pipe.execute()
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - whatever failed, Redis counts as down until it answers
                 if self.redis_ok:
                     log.warning("redis unavailable: %r", exc)
                 self.redis_ok = False

@@ -23,11 +23,13 @@ import orjson
 import redis.asyncio as aioredis
 
 from cashpos.names import META_FIELD, RedisKeys
-from state.ledger import PosKey, Position
+from state.ledger import Position, PosKey
 
 # The Redis list of recent dead letters (the API's /v1/deadletters) keeps this many, newest
 # first; the dead-letter topic is the complete record (``cashpos dlq``).
 RECENT_DEADLETTERS = 1000
+# A write encoded by ``Projection.prepare`` for ``Projection.send``: the script's keys and argv.
+Prepared = tuple[list[str], list[bytes | str | int]]
 
 
 def lua_version(var: str) -> str:
@@ -146,7 +148,7 @@ class Projection:
         changed: Iterable[PosKey],
         seed_orgs: Iterable[str] = (),
         last_event_ms: int = 0,
-    ) -> tuple[list[str], list[object]] | None:
+    ) -> Prepared | None:
         """The values of ``write`` encoded now, to be sent later (``send``): the positions keep
         changing after this returns, the call carries the values of this instant."""
         by_org: dict[str, list[PosKey]] = {}
@@ -163,7 +165,7 @@ class Projection:
             return None
         now = int(time.time() * 1000)
         keys: list[str] = []
-        argv: list[object] = [now, self.worker_id]
+        argv: list[bytes | str | int] = [now, self.worker_id]
         meta = orjson.dumps({"written_ms": now, "last_event_ms": last_event_ms, "worker": self.worker_id})
         for org, pks in by_org.items():
             keys.append(self.keys.positions(org))
@@ -172,7 +174,7 @@ class Projection:
                 argv += [field_name(pk[1], pk[2]), encode_position(positions[pk])]
         return keys, argv
 
-    async def send(self, prepared: tuple[list[str], list[object]] | None) -> list[str]:
+    async def send(self, prepared: Prepared | None) -> list[str]:
         """Send what ``prepare`` encoded; the org codes still needing a seed."""
         if prepared is None:
             return []
