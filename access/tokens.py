@@ -14,6 +14,7 @@ import hmac
 import secrets
 import time
 from collections.abc import Iterable
+from typing import Any
 
 import msgspec
 import redis.asyncio as aioredis
@@ -135,7 +136,7 @@ class TokenStore:
 
 
 def create_sync(redis_url: str, namespace: str, role: Role | str, orgs: Iterable[str], name: str,
-                **kw: object) -> str:
+                **kw: Any) -> str:
     """``TokenStore.create`` for synchronous callers (harnesses, scripts), also from inside a
     running event loop (it then runs on a loop of its own in a thread). Returns the token."""
     import asyncio
@@ -146,7 +147,7 @@ def create_sync(redis_url: str, namespace: str, role: Role | str, orgs: Iterable
     async def create() -> str:
         r = aioredis.from_url(redis_url)
         try:
-            token, _ = await TokenStore(r, RedisKeys(namespace)).create(role, orgs, name, **kw)  # type: ignore[arg-type]
+            token, _ = await TokenStore(r, RedisKeys(namespace)).create(role, orgs, name, **kw)
             return token
         finally:
             await r.aclose()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from cashpos.names import Topics
 from cashpos.settings import Settings
 from streams.deadletter import DeadLetter
@@ -20,6 +22,12 @@ async def list_deadletters(settings: Settings, reason: str | None = None, limit:
     return out[-limit:] if limit else out
 
 
+def _read_events(path: str) -> list[bytes]:
+    """The events of a file, one per non-blank line."""
+    with open(path, "rb") as f:
+        return [line.rstrip(b"\r\n") for line in f if line.strip()]
+
+
 async def republish(settings: Settings, coords: list[str], fixed_file: str | None = None) -> int:
     """Publish the original bytes of the named dead letters again (or the corrected events of
     ``fixed_file``, one per named letter, in order); the processor validates them afresh."""
@@ -28,8 +36,7 @@ async def republish(settings: Settings, coords: list[str], fixed_file: str | Non
     if unknown:
         raise SystemExit(f"no dead letter at {', '.join(unknown)}")
     if fixed_file:
-        with open(fixed_file, "rb") as f:
-            bodies = [line.rstrip(b"\r\n") for line in f if line.strip()]
+        bodies = await asyncio.to_thread(_read_events, fixed_file)
         if len(bodies) != len(coords):
             raise SystemExit(f"{fixed_file} has {len(bodies)} events for {len(coords)} dead letters")
     else:

@@ -6,11 +6,13 @@ Python paths do the same work, slower. ``CASHPOS_PURE_PYTHON=1`` switches it off
 
 from __future__ import annotations
 
+import importlib
 import os
 from types import ModuleType
 
+built: ModuleType | None
 try:
-    from state import _kernel as built  # type: ignore[attr-defined]
+    built = importlib.import_module("state._kernel")  # an extension module: no type information
 except ImportError:
     built = None
 

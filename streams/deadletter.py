@@ -20,6 +20,7 @@ from typing import Final
 import msgspec
 
 from streams.contract import Rejection
+from streams.lean_records import RawRecord
 
 
 class Source(msgspec.Struct):
@@ -49,12 +50,12 @@ class DeadLetter(msgspec.Struct):
     key_length: int | None = None  # of the original key, in bytes (``source.key`` is capped)
 
     @classmethod
-    def from_record(cls, rej: Rejection, topic: str, partition: int, record: object,
+    def from_record(cls, rej: Rejection, topic: str, partition: int, record: RawRecord,
                     worker: str) -> DeadLetter:
         """``record``: anything with ``offset``, ``timestamp``, ``key`` and ``value``."""
         r = record
-        key: bytes | None = r.key  # type: ignore[attr-defined]
-        value: bytes = r.value or b""  # type: ignore[attr-defined]
+        key = r.key
+        value = r.value or b""
         truncated = len(value) > KEEP_VALUE_BYTES
         detail = rej.detail[:KEEP_DETAIL_CHARS]
         if truncated:
@@ -63,7 +64,7 @@ class DeadLetter(msgspec.Struct):
             reason=rej.reason,
             detail=detail,
             source=Source(
-                topic, partition, r.offset, r.timestamp,  # type: ignore[attr-defined]
+                topic, partition, r.offset, r.timestamp,
                 key[:KEEP_KEY_CHARS].decode("utf-8", "replace") if key is not None else None,
             ),
             value_b64=base64.b64encode(value[:KEEP_VALUE_BYTES]).decode(),
