@@ -58,11 +58,13 @@ import re
 import time
 from collections import Counter, deque
 from pathlib import Path
+from typing import Any, Protocol, TypedDict
 
 import gevent
 import orjson
 from gevent.pool import Group
 from locust import FastHttpUser, LoadTestShape, constant, events, task
+from locust.contrib.fasthttp import FastHttpSession, FastResponse
 from locust.runners import MasterRunner, WorkerRunner
 
 from cashpos.refdata import governments
@@ -93,7 +95,16 @@ MAX_INFLIGHT = int(os.environ.get("LOADTEST_MAX_INFLIGHT", "32"))  # posts per S
 
 # -- access tokens -------------------------------------------------------------------------------
 
-def _load_tokens() -> dict[str, object]:
+class Tokens(TypedDict):
+    """The tokens file (``loadtest.run.provision_tokens``)."""
+
+    national: str
+    integration: str
+    source: str
+    directors: dict[str, str]  # org_code -> that government's finance_director token
+
+
+def _load_tokens() -> Tokens:
     path = os.environ.get("LOADTEST_TOKENS")
     if not path:
         raise RuntimeError("LOADTEST_TOKENS is not set: the API needs tokens. python -m loadtest.run "
@@ -154,7 +165,7 @@ def elapsed() -> float:
 def _bucket(ms: float) -> int:
     """Locust's rounding: 2 significant digits above 100 ms."""
     if ms < 100:
-        return int(round(ms))
+        return round(ms)
     if ms < 1000:
         return int(round(ms, -1))
     if ms < 10000:
@@ -163,7 +174,7 @@ def _bucket(ms: float) -> int:
 
 
 class _Hist:
-    __slots__ = ("buckets", "n", "fail")
+    __slots__ = ("buckets", "fail", "n")
 
     def __init__(self) -> None:
         self.buckets: Counter[int] = Counter()
@@ -235,8 +246,8 @@ class SSE:
     Never interrupted by a timeout (that would close the socket mid-line): the server sends a
     heartbeat every ~2 s, so a reader checks its deadlines between frames."""
 
-    def __init__(self, response: object) -> None:
-        self._r = response._response  # type: ignore[attr-defined]
+    def __init__(self, response: FastResponse) -> None:
+        self._r = response._response
         self._event = b""
         self._data: list[bytes] = []
 
@@ -316,29 +327,29 @@ def _iso_ms(s: str | None) -> int:
         return 0
     from datetime import datetime
 
-    return int(datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp() * 1000)
+    return int(datetime.fromisoformat(s).timestamp() * 1000)  # "Z" too (Python 3.11)
 
 
-def _row(rows: list[dict[str, object]], account: str, fy: int) -> tuple[int, int]:
+def _row(rows: list[dict[str, Any]], account: str, fy: int) -> tuple[int, int]:
+    """``rows``: the API's decoded JSON."""
     for r in rows:
         if r.get("account") == account and r.get("fiscal_year") == fy:
-            return int(r.get("version") or 0), _iso_ms(r.get("last_event_at"))  # type: ignore[arg-type]
+            return int(r.get("version") or 0), _iso_ms(r.get("last_event_at"))
     return 0, 0
 
 
-def probeable(ev: dict[str, object]) -> bool:
+def probeable(ev: dict[str, Any]) -> bool:
     """Events whose effect cannot legitimately be refused by the processor's stateful rules."""
     if ev.get("reverses"):
         return False
     kind = ev.get("kind")
-    if kind == "commitment_cancel" or (kind == "payment" and ev.get("commitment_id")):
-        return False
-    return True
+    return not (kind == "commitment_cancel" or (kind == "payment" and ev.get("commitment_id")))
 
 
-def probe(user: SourceSystem, raw: bytes, ev: dict[str, object]) -> None:
-    """Post ``raw`` and measure when its effect is visible through the API and the stream."""
-    org, account, fy = str(ev["org_code"]), str(ev["account"]), int(ev["fiscal_year"])  # type: ignore[call-overload]
+def probe(user: SourceSystem, raw: bytes, ev: dict[str, Any]) -> None:
+    """Post ``raw`` (``ev``: it decoded) and measure when its effect is visible through the API
+    and the stream."""
+    org, account, fy = str(ev["org_code"]), str(ev["account"]), int(ev["fiscal_year"])
     ours = _occurred_ms(str(ev["occurred_at"]))
     client = user.client
     auth = director_auth(org)  # what the government's own director sees
@@ -416,10 +427,17 @@ def probe(user: SourceSystem, raw: bytes, ev: dict[str, object]) -> None:
 
 # -- users ----------------------------------------------------------------------------------------
 
-def get(user: FastHttpUser, url: str, name: str | None = None, ok404: bool = False) -> int:
+class _Authed(Protocol):
+    """A user with its session's token."""
+
+    client: FastHttpSession
+    auth: dict[str, str]
+
+
+def get(user: _Authed, url: str, name: str | None = None, ok404: bool = False) -> int:
     """GET with the user's token (``user.auth``), recording the status and the start of the body
     of any error (a 503 says why)."""
-    with user.client.get(url, name=name or url, headers=user.auth, catch_response=True) as r:  # type: ignore[attr-defined]
+    with user.client.get(url, name=name or url, headers=user.auth, catch_response=True) as r:
         code = r.status_code
         if code == 200 or (ok404 and code == 404):
             r.success()
@@ -503,7 +521,7 @@ class FinanceDirector(FastHttpUser):
             _record("stream_hold", (time.monotonic() - opened) * 1000, False)  # not in Locust's stats
         except EOFError as exc:  # the server ended the stream before the session did
             _fire("STREAM", f"{name} held", (time.monotonic() - opened) * 1000, exc, frames)
-        except Exception as exc:  # network error while holding it
+        except Exception as exc:  # noqa: BLE001 - a network error while holding it: record it, go on
             _fire("STREAM", f"{name} held", (time.monotonic() - opened) * 1000, exc, frames)
             gevent.sleep(1)
         finally:
@@ -575,7 +593,8 @@ class SourceSystem(FastHttpUser):
 
     def post(self, raw: bytes) -> float | None:
         """POST one event; the monotonic time of the 202, or None."""
-        with self.client.post("/v1/events", data=raw, name="/v1/events",
+        with self.client.post("/v1/events", name="/v1/events",
+                              data=raw,  # type: ignore[arg-type]  # locust: str | dict; bytes go as is
                               headers={"Content-Type": "application/json", **SOURCE_AUTH},
                               catch_response=True) as r:
             if r.status_code == 202:
@@ -619,11 +638,11 @@ class SourceSystem(FastHttpUser):
 
 # -- processor lag and bookkeeping ---------------------------------------------------------------
 
-_LAG_RE = re.compile(rb"^cashpos_consumer_lag_records\{[^}]*\}\s+([0-9.eE+-]+)", re.M)
+_LAG_RE = re.compile(rb"^cashpos_consumer_lag_records\{[^}]*\}\s+([0-9.eE+-]+)", re.MULTILINE)
 
 
 def _scrape_lag(host: str) -> None:
-    from geventhttpclient import HTTPClient, URL
+    from geventhttpclient import URL, HTTPClient
 
     url = URL(host.rstrip("/") + "/metrics")
     http = HTTPClient.from_url(url, connection_timeout=5, network_timeout=5)
@@ -637,7 +656,7 @@ def _scrape_lag(host: str) -> None:
             values = [float(v) for v in _LAG_RE.findall(body)]
             if values:
                 _fire("LAG", "cashpos_consumer_lag_records (value = records)", sum(values))
-        except Exception as exc:  # keep scraping
+        except Exception as exc:  # noqa: BLE001 - whatever failed this scrape: record it, keep scraping
             _fire("LAG", "cashpos_consumer_lag_records (value = records)", 0, exc)
         gevent.sleep(max(0.5, LAG_EVERY_S - (time.monotonic() - t)))
 
@@ -683,20 +702,21 @@ def _on_quitting(environment, **_: object) -> None:
 
 # -- shapes (Locust uses the first non-abstract one: the one LOADTEST_MODE selects) --------------
 
-class _PlanShape:
+class _PlanShape(LoadTestShape):
+    abstract = True  # the shapes below are the ones Locust may pick
     plan: Plan
 
-    def tick(self):
-        t = self.get_run_time()  # type: ignore[attr-defined]
+    def tick(self) -> tuple[int, float] | None:
+        t = self.get_run_time()
         if t >= self.plan.duration_s:
             return None
         target = self.plan.total_users(t) + SOURCE_USERS
         # follow the curve (d users/dt x 1.5) and close any gap (start, slow spawning) in ~2 s
-        gap = abs(target - self.get_current_user_count()) / 2.0  # type: ignore[attr-defined]
+        gap = abs(target - self.get_current_user_count()) / 2.0
         return target, max(self.plan.spawn_rate(t), gap)
 
 
-class BusinessDayShape(_PlanShape, LoadTestShape):
+class BusinessDayShape(_PlanShape):
     """The day type's curve, compressed: concurrent users (Little's law on the session curve)
     plus the fixed SourceSystem users; tx/s is paced by the SourceSystem users themselves."""
 
@@ -704,7 +724,7 @@ class BusinessDayShape(_PlanShape, LoadTestShape):
     plan = PLAN if PLAN.mode == "day" else PLAN.with_(mode="day")
 
 
-class HeavyDayShape(_PlanShape, LoadTestShape):
+class HeavyDayShape(_PlanShape):
     """10x the busiest hour (concurrency and tx/s) after a linear ramp, held for hold_s."""
 
     abstract = PLAN.mode != "heavy"

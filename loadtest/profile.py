@@ -62,7 +62,7 @@ import datetime as dt
 import math
 import os
 from dataclasses import dataclass, field, replace
-from typing import Final
+from typing import Any, Final
 
 DAY: Final = 86_400.0
 HOUR: Final = 3_600.0
@@ -264,7 +264,7 @@ class Plan:
     heavy_factor: float = 10.0
     ramp_s: float = 60.0
     hold_s: float = 900.0
-    _cache: dict[str, object] = field(default_factory=dict, compare=False, repr=False)
+    _cache: dict[str, tuple[float, dict[str, float]]] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.day_type not in DAY_TYPES:
@@ -322,7 +322,7 @@ class Plan:
         p = self._cache.get("peak")
         if p is None:
             p = self._cache["peak"] = peak(self.day)
-        return p  # type: ignore[return-value]
+        return p
 
     def users(self, t: float) -> dict[str, float]:
         """Concurrent users per class (fractional; the shape rounds the total)."""
@@ -356,7 +356,7 @@ class Plan:
         return n
 
     def total_users(self, t: float) -> int:
-        return int(round(sum(self.users(t).values())))
+        return round(sum(self.users(t).values()))
 
     def weights(self) -> dict[str, int]:
         """Locust weights: the share of each class in the concurrency (constant over the day,
@@ -461,8 +461,8 @@ class Plan:
             hold_s=float(_env("HOLD_S", "900")),
         )
 
-    def with_(self, **kw: object) -> Plan:
-        return replace(self, _cache={}, **kw)  # type: ignore[arg-type]
+    def with_(self, **kw: Any) -> Plan:
+        return replace(self, _cache={}, **kw)
 
     def describe(self) -> dict[str, object]:
         return {
@@ -482,8 +482,8 @@ class Plan:
 def table(day_type: str = DEFAULT_DAY) -> str:
     """Hour by hour: sessions started, concurrent users at the half hour, transactions."""
     day = DAY_TYPES[day_type]
-    lines = [f"{day.name}: {day.label}, {day.date} - {day.sessions:,} sessions, "
-             f"{day.transactions:,} transactions",
+    lines = [(f"{day.name}: {day.label}, {day.date} - {day.sessions:,} sessions, "
+              f"{day.transactions:,} transactions"),
              "hour   sessions/h   directors  integration  users   tx/h     tx/s"]
     tot_s = tot_tx = 0.0
     for h in range(24):
