@@ -28,6 +28,7 @@ from state import partition
 from state.ledger import Ledger
 from state.store import Store
 from streams.contract import side_of
+from streams.lean_records import RawRecord
 
 
 @dataclass(slots=True)
@@ -48,11 +49,11 @@ def main() -> None:
     fold = partition.fold_partition
     sim = simulator(3)
     raws = sim.opening_balances() + sim.next_batch(args.events)
-    topics: dict[str, list[Record]] = {"revenue": [], "expenditure": []}
+    topics: dict[str, list[RawRecord]] = {"revenue": [], "expenditure": []}
     for r in raws:
         d = orjson.loads(r)
-        side = topics[side_of(d["kind"])]
-        side.append(Record(len(side), 0, d["org_code"].encode(), r))
+        queue = topics[side_of(d["kind"])]
+        queue.append(Record(len(queue), 0, d["org_code"].encode(), r))
     n = len(raws)
     share = len(topics["revenue"]) / n
     gc.freeze()
