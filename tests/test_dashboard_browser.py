@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -79,6 +80,12 @@ def seed_events() -> tuple[list[bytes], int, int]:
     return out, cash, committed
 
 
+async def get_json(stack, path: str, timeout: float, params: dict[str, str] | None = None) -> Any:
+    """GET an API path as the national reader, without blocking the event loop (the browser's)."""
+    async with httpx.AsyncClient(timeout=timeout, headers=stack.headers) as c:
+        return (await c.get(f"{stack.api}{path}", params=params)).json()
+
+
 async def wait_summary(stack, pred, timeout: float = 30) -> dict:
     api = stack.api
     deadline = time.monotonic() + timeout
@@ -100,7 +107,7 @@ async def publisher(stack) -> AsyncIterator[Publisher]:
 
 @pytest.fixture(scope="module")
 async def seeded(stack, publisher) -> dict:
-    before = httpx.get(f"{stack.api}/v1/summary", headers=stack.headers, timeout=10).json()["national"]
+    before = (await get_json(stack, "/v1/summary", 10))["national"]
     events, cash, committed = seed_events()
     await publisher.send_many(events)
     want = (before["cash"] + cash, before["committed"] + committed)
@@ -167,7 +174,7 @@ def tile(org: str, field: str) -> str:
 
 async def test_national_view_shows_summary_numbers(stack, seeded, page) -> None:
     await open_national(page, stack.api)
-    summary = httpx.get(f"{stack.api}/v1/summary", headers=stack.headers, timeout=10).json()
+    summary = await get_json(stack, "/v1/summary", 10)
     rows = {g["org_code"]: g for g in summary["governments"]}
     assert await page.locator("section.prov:not(.flat)").count() == 17
     assert await page.locator(".gov[data-org]").count() == 243
@@ -272,19 +279,17 @@ async def test_search_sort_and_drill_down(stack, seeded, page, publisher) -> Non
     await page.wait_for_url(re.compile(rf"#/gov/{JONGNO}$"))
     await page.wait_for_selector('#gov-accounts tbody tr[data-account="general"][data-fy]')
     await wait_live(page)
-    pos = httpx.get(f"{stack.api}/v1/positions/{JONGNO}", headers=stack.headers, timeout=5).json()
+    pos = await get_json(stack, f"/v1/positions/{JONGNO}", 5)
     for field in ("cash", "committed", "available", "spendable", "restricted"):
         assert await krw_of(page, f"#gov-kpi-{field}") == pos["totals"][field], field
     gen = next(a for a in pos["accounts"] if a["account"] == "general")
     row = f'#gov-accounts tbody tr[data-account="general"][data-fy="{gen["fiscal_year"]}"]'
     assert await krw_of(page, f'{row} [data-field="available"]') == gen["available"]
-    chart_accounts = httpx.get(f"{stack.api}/v1/governments/{JONGNO}", headers=stack.headers,
-                               timeout=5).json()["accounts"]
+    chart_accounts = (await get_json(stack, f"/v1/governments/{JONGNO}", 5))["accounts"]
     assert await page.locator("#gov-accounts tbody tr").count() >= len(chart_accounts)
     # The panel shows the government's open alerts as the API lists them (which depend on the
     # date: within 30 days of 31 December open commitments raise a year-end notice).
-    open_alerts = httpx.get(f"{stack.api}/v1/alerts", params={"org": JONGNO}, headers=stack.headers,
-                            timeout=5).json()["alerts"]
+    open_alerts = (await get_json(stack, "/v1/alerts", 5, {"org": JONGNO}))["alerts"]
     panel = await page.locator("#gov-alerts").inner_text()
     if open_alerts:
         assert all(f"{a['account']} {a['fiscal_year']}" in panel for a in open_alerts), panel

@@ -206,7 +206,8 @@ def test_reconciliation_detects_a_wrong_serving_value(e2e):
     r = redis_sync.Redis.from_url(e2e.infra.redis_url)
     key, field = RedisKeys(e2e.namespace).positions(ORG), f"{FUND}|2026"
     original = r.hget(key, field)
-    version, body = decode_position(original)
+    assert isinstance(original, bytes)
+    version, _ = decode_position(original)
     try:
         r.hset(key, field, f'{version}|{{"cash":100001,"committed":0,"last_event_ms":0}}')
         rep = asyncio.run(reconcile(e2e.settings, publish=False))

@@ -10,6 +10,7 @@ import pytest
 
 from faults import malformed
 
+
 @pytest.mark.integration
 def test_malformed_every_10k_events(infra, tmp_path):
     f = malformed.run(infra, tmp_path, events=100_000, seed=5, rate=5_000, every=10_000,
@@ -29,10 +30,10 @@ def test_malformed_every_10k_events(infra, tmp_path):
 def test_every_malformed_variant_is_refused_with_its_reason():
     from collections import Counter
 
+    from cashpos.names import Topics
     from faults.common import workload
     from reconcile.reference import Reference
     from streams.publisher import route
-    from cashpos.names import Topics
 
     good = workload(5, 3_000)
     raws, bad = malformed.inject(good, 200)

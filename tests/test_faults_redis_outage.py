@@ -12,6 +12,7 @@ import pytest
 
 from faults import redis_outage
 
+
 @pytest.mark.integration
 def test_redis_killed_and_flushed_mid_stream(infra, tmp_path):
     f = redis_outage.run(infra, tmp_path, events=100_000, seed=3, rate=5_000, partitions=4,

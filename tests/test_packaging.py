@@ -23,7 +23,6 @@ from pathlib import Path
 
 import pytest
 
-
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 # the service's packages (bench/ and loadtest/ need the `load` extra; faults/ and tests/ are
@@ -39,7 +38,7 @@ def _ignore(directory: str, names: list[str]) -> set[str]:
 
 def _run(args: list[str | Path], cwd: Path, env: dict[str, str], timeout: float = 120) -> str:
     p = subprocess.run([str(a) for a in args], cwd=cwd, env=env, capture_output=True,
-                       text=True, timeout=timeout)
+                       text=True, timeout=timeout, check=False)  # the assert shows the output
     assert p.returncode == 0, f"{args} exited {p.returncode}:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
     return p.stdout
 
@@ -90,17 +89,17 @@ def test_console_scripts_help(installed: tuple[Path, Path, dict[str, str]]) -> N
         assert "usage" in out.lower()
     # every cashpos subcommand's own help (the names read from its parser)
     names = _run([venv / "bin" / "python", "-c",
-                  "import argparse, cashpos.cli as c\n"
-                  "cap = []\n"
-                  "orig = argparse.ArgumentParser.parse_args\n"
-                  "def grab(self, *a, **k):\n"
-                  "    for act in self._actions:\n"
-                  "        if isinstance(act, argparse._SubParsersAction): cap.extend(act.choices)\n"
-                  "    raise SystemExit(0)\n"
-                  "argparse.ArgumentParser.parse_args = grab\n"
-                  "try: c.main([])\n"
-                  "except SystemExit: pass\n"
-                  "print(' '.join(cap))"], cwd, env).split()
+                  ("import argparse, cashpos.cli as c\n"
+                   "cap = []\n"
+                   "orig = argparse.ArgumentParser.parse_args\n"
+                   "def grab(self, *a, **k):\n"
+                   "    for act in self._actions:\n"
+                   "        if isinstance(act, argparse._SubParsersAction): cap.extend(act.choices)\n"
+                   "    raise SystemExit(0)\n"
+                   "argparse.ArgumentParser.parse_args = grab\n"
+                   "try: c.main([])\n"
+                   "except SystemExit: pass\n"
+                   "print(' '.join(cap))")], cwd, env).split()
     assert {"worker", "api", "reconcile", "schema", "run"} <= set(names), names
     for sub in names:
         _run([venv / "bin" / "cashpos", sub, "--help"], cwd, env)

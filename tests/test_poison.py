@@ -35,6 +35,7 @@ from state.ledger import Ledger
 from state.store import Store
 from streams.contract import MAX_SIDE_TOTAL, REASONS, Rejection
 from streams.deadletter import KEEP_VALUE_BYTES, MAX_LETTER_BYTES, DeadLetter
+from streams.lean_records import RawRecord
 from tests.events import event
 from tests.test_partition_fold import Rec
 
@@ -58,8 +59,8 @@ def test_a_record_whose_fold_raises_is_isolated_and_the_batch_applied_without_it
     worker.owned_orgs = [SEOUL]
     tp_rev, tp_exp = TopicPartition(REV, 0), TopicPartition(EXP, 0)
     key = SEOUL.encode()
-    rev = [Rec(i, 0, key, event(f"r{i}", "receipt", 1_000 + i, org=SEOUL)) for i in range(6)]
-    exp = [Rec(0, 0, key, event("c1", "commitment", 500, org=SEOUL, commitment_id="C")),
+    rev: list[RawRecord] = [Rec(i, 0, key, event(f"r{i}", "receipt", 1_000 + i, org=SEOUL)) for i in range(6)]
+    exp: list[RawRecord] = [Rec(0, 0, key, event("c1", "commitment", 500, org=SEOUL, commitment_id="C")),
            Rec(1, 0, key, event("boom", "payment", 300, org=SEOUL, commitment_id="C")),
            Rec(2, 0, key, event("p2", "payment", 200, org=SEOUL, commitment_id="C"))]
     original = Ledger._original
@@ -146,7 +147,7 @@ def test_fuzz_the_fold_never_raises_and_every_record_lands_once(
         msgs: list[tuple[bytes | None, bytes | None]], fold: partition.Fold) -> None:
     store = Store(Path(tempfile.mkdtemp(prefix="cashpos-fuzz-")))
     ledger = store.attach(Ledger())
-    recs = [Rec(i, 0, k, v) for i, (v, k) in enumerate(msgs)]
+    recs: list[RawRecord] = [Rec(i, 0, k, v) for i, (v, k) in enumerate(msgs)]
     try:
         applied, dead = fold(ledger, recs, EXP, 0, "expenditure", {SEOUL: 0, JONGNO: 0}, 8192)
     finally:
@@ -168,13 +169,13 @@ def test_fuzz_the_fold_never_raises_and_every_record_lands_once(
 # -- determinism: interleavings and batchings ---------------------------------------------------
 
 
-def _two_topic_input(seed: int) -> tuple[list[Rec], list[Rec]]:
+def _two_topic_input(seed: int) -> tuple[list[RawRecord], list[RawRecord]]:
     """Receipts and expenditure events sharing ids (independent source systems), reversals on
     both sides, commitments, and a position driven to its bound from both sides."""
     rnd = random.Random(seed)
     key = SEOUL.encode()
-    rev: list[Rec] = []
-    exp: list[Rec] = []
+    rev: list[RawRecord] = []
+    exp: list[RawRecord] = []
     for i in range(60):
         eid = f"id{rnd.randrange(40)}"  # the same ids on both topics, and re-sent
         rev.append(Rec(len(rev), 0, key, event(eid, "receipt", rnd.choice([10**15, 5_000, 1]), org=SEOUL)))
@@ -196,7 +197,7 @@ def _two_topic_input(seed: int) -> tuple[list[Rec], list[Rec]]:
     return rev, exp
 
 
-def _fold_interleaved(rev: list[Rec], exp: list[Rec], rnd: random.Random, fold: partition.Fold,
+def _fold_interleaved(rev: list[RawRecord], exp: list[RawRecord], rnd: random.Random, fold: partition.Fold,
                       start_near_bound: bool) -> tuple[Any, ...]:
     store = Store(Path(tempfile.mkdtemp(prefix="cashpos-order-")))
     ledger = store.attach(Ledger())

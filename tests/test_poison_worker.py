@@ -99,7 +99,7 @@ def _wait(pred, timeout: float = 90, every: float = 0.5):
 
 
 def test_the_worker_survives_every_poison_record_and_applies_the_rest(poisoned):
-    s, recs, bad = poisoned
+    s, _recs, bad = poisoned
     expected_cash = 7 + 11 + len(ACCOUNTS) * MAX_SIDE_TOTAL - MAX_SIDE_TOTAL
 
     def settled():

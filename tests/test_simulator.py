@@ -15,10 +15,10 @@ from typing import Any
 import orjson
 import pytest
 
+from cashpos.calendar import KST
 from cashpos.refdata import governments
 from cashpos.simulator import Simulator, annual_budgets, budget_class, run
 from state.ledger import APPLIED, Ledger
-from cashpos.calendar import KST
 from streams.contract import Rejection, check_message, side_of
 
 N = 50_000
