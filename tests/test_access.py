@@ -62,6 +62,9 @@ def expected(role: str, relation: str, action: str) -> int:
     return 200 if role in allowed else 403
 
 
+ALERT_IDS: dict[str, str] = {}  # org -> the open shortfall alert ``acc`` raised there
+
+
 @pytest.fixture(scope="module")
 def acc(infra, tmp_path_factory):
     s = new_stack(infra, tmp_path_factory.mktemp("access"))
@@ -81,7 +84,7 @@ def acc(infra, tmp_path_factory):
         alerts = {a["org_code"]: a["id"] for a in got if a["rule"] == "shortfall" and a["org_code"] in RELATIONS.values()}
         time.sleep(0.2)
     assert len(alerts) == 3, alerts
-    s.alert_ids = alerts  # type: ignore[attr-defined]
+    ALERT_IDS.update(alerts)
     yield s
     s.stop_all()
 
@@ -100,7 +103,7 @@ def call(s: Stack, role: str, relation: str, action: str) -> int:
     if action == "ingest":
         return httpx.post(f"{u}/v1/events", content=ev("receipt", 1, org=org), headers=h, timeout=10).status_code
     if action == "ack":
-        aid = s.alert_ids[org]  # type: ignore[attr-defined]
+        aid = ALERT_IDS[org]
         return httpx.post(f"{u}/v1/alerts/{aid}/ack", headers=h, timeout=10, content=b"{}").status_code
     raise AssertionError(action)
 
@@ -273,7 +276,7 @@ def test_dashboard_session_cookie_is_httponly_and_writes_need_the_csrf_header(ac
         assert "HttpOnly" in session and "SameSite=strict" in session.replace("Strict", "strict")
         assert c.get(f"/v1/positions/{OWN}").status_code == 200  # the cookie alone reads
         assert c.get(f"/v1/positions/{OTHER}").status_code == 404
-        aid = acc.alert_ids[OWN]
+        aid = ALERT_IDS[OWN]
         assert c.post(f"/v1/alerts/{aid}/ack", content=b"{}").status_code == 403  # no CSRF header
         wrong = c.post(f"/v1/alerts/{aid}/ack", content=b"{}", headers={"X-CSRF-Token": "guess"})
         assert wrong.status_code == 403

@@ -341,7 +341,8 @@ async def test_open_streams_per_token_are_capped(stack) -> None:
 async def test_slow_client_gets_a_snapshot_then_is_dropped_never_blocking_others() -> None:
     """Fan-out never waits: a full queue is replaced by a resync marker (-> snapshot); a client
     that overflows again before taking it is disconnected. Others are unaffected."""
-    hub = live.Hub(Settings(namespace="unit"), RedisKeys("unit"), redis=None)  # type: ignore[arg-type]
+    hub = live.Hub(Settings(namespace="unit"), RedisKeys("unit"),
+                   redis=None)  # type: ignore[arg-type]  # this hub never reads Redis
     hub.loaded = True
     slow, _ = hub.register(None, snapshot=False)
     fast, _ = hub.register(None, snapshot=False)

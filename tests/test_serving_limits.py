@@ -23,7 +23,7 @@ import uvicorn
 from cashpos.embedded import free_port
 from cashpos.settings import Settings, load
 from serving.limits import RequestLimits
-from serving.server import BODY_GRACE_S, uvicorn_config
+from serving.server import BODY_GRACE_S, GuardedHttpToolsProtocol, uvicorn_config
 from tests.events import event
 
 HEADER_TIMEOUT = 1.0
@@ -317,7 +317,9 @@ def test_the_events_endpoint_takes_up_to_the_contracts_maximum(port: int) -> Non
 def test_the_server_configuration() -> None:
     cfg = uvicorn_config(LIMITS, app=echo)
     assert cfg.timeout_keep_alive == 1 and cfg.limit_concurrency == 500
-    assert cfg.http.max_header_bytes == 8192 and cfg.http.header_timeout == HEADER_TIMEOUT  # type: ignore[union-attr]
+    http = cfg.http
+    assert isinstance(http, type) and issubclass(http, GuardedHttpToolsProtocol)
+    assert http.max_header_bytes == 8192 and http.header_timeout == HEADER_TIMEOUT
     assert (cfg.host, cfg.port) == (LIMITS.api_host, LIMITS.api_port)
 
 
