@@ -23,10 +23,12 @@ import statistics
 import tempfile
 import time
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from prometheus_client import CollectorRegistry
 
 from agents.alerting import AlertingHook
 from agents.ledger import LedgerWorker
@@ -49,12 +51,17 @@ def rss_mb(pid: int) -> float:
 def simulator(seed: int):
     """A business week from Monday 09:00 at the national rate: 600k events per simulated day
     (speed / rate = 0.144 simulated seconds per event)."""
-    from cashpos.simulator import Simulator
-    from cashpos.calendar import KST
-
     import datetime as dt
 
+    from cashpos.calendar import KST
+    from cashpos.simulator import Simulator
+
     return Simulator(seed=seed, start=dt.datetime(2026, 11, 16, 9, 0, tzinfo=KST), speed=144.0, rate=1000.0)
+
+
+def _sample_total(registry: CollectorRegistry, name: str) -> float:
+    """The sum of a registry's samples of this name."""
+    return sum(x.value for m in registry.collect() for x in m.samples if x.name == name)
 
 
 async def produce(settings: Settings, n: int, seed: int) -> float:
@@ -167,11 +174,7 @@ async def main() -> None:
                 await new_round(redis_url)
             ref = await reference_consume(s, n)
             busy, total, w = await processor(s, n, i, args.alerts)
-            reg = w.metrics.registry
-
-            def total_of(name: str) -> float:
-                return sum(x.value for m in reg.collect() for x in m.samples if x.name == name)
-
+            total_of = partial(_sample_total, w.metrics.registry)
             per_event = {name: total_of(f"cashpos_{name}_duration_seconds_sum") / n * 1e6
                          for name in ("batch", "state_write", "redis_write")}
             await w.stop()
