@@ -28,11 +28,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 from streams.contract import MAX_SIDE_TOTAL, Event, Rejection, check_message, side_of
 
 PosKey = tuple[str, str, int]  # (org_code, account, fiscal_year)
 Delta = tuple[PosKey, int, int]  # (position, cash delta, committed delta)
+
+
+class Counts(TypedDict):
+    """What ``Reference.counts`` returns: records per outcome."""
+
+    applied: int
+    duplicate: int
+    rejected: dict[str, int]  # reason -> records
 
 
 @dataclass
@@ -211,7 +220,7 @@ class Reference:
                 out[pk] = out.get(pk, 0) + 1
         return out
 
-    def counts(self) -> dict[str, object]:
+    def counts(self) -> Counts:
         """{"applied": n, "duplicate": n, "rejected": {reason: n}}."""
         rejected: dict[str, int] = {}
         applied = duplicate = 0
@@ -227,7 +236,7 @@ class Reference:
 
 def fold(
     messages: Iterable[bytes | tuple], max_bytes: int = 8192
-) -> tuple[dict[PosKey, tuple[int, int]], dict[str, object]]:
+) -> tuple[dict[PosKey, tuple[int, int]], Counts]:
     """Fold an ordered stream of messages.
 
     Each item is the raw message value (bytes), or a tuple ``(value, side)`` or

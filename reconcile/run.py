@@ -259,8 +259,7 @@ async def reconcile(settings: Settings, state_dirs: list[Path] | None = None,
         rejected = counts["rejected"]
         report = Report(
             finished_ms=int(time.time() * 1000), seconds=round(time.perf_counter() - t0, 3),
-            records_in=len(records), applied=int(counts["applied"]),  # type: ignore[call-overload]
-            duplicates=int(counts["duplicate"]),  # type: ignore[call-overload]
+            records_in=len(records), applied=counts["applied"], duplicates=counts["duplicate"],
             dead_letters=sum(rejected.values()),
             positions_checked=checked, lagging=lagging, unseeded=unseeded, diff_krw=krw,
             differences=diffs[:100], state_behind=sum(sc.behind or 0 for sc in states),
