@@ -20,7 +20,7 @@ import random
 import time
 from urllib.parse import urlparse
 
-from bench.common import bench_stack, percentile
+from bench.common import bench_stack, director_tokens, percentile
 from bench.freshness import background
 from cashpos.refdata import governments
 from streams.publisher import Publisher
@@ -99,7 +99,7 @@ async def main() -> None:
         stop = asyncio.Event()
         counts = [0, 0, 0]  # opened, failed, dropped
         orgs = list(governments())
-        directors = st.director_tokens()
+        directors = director_tokens(st)
         national = st.token("national")
         streams = []
         for i in range(args.streams):

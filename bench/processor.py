@@ -32,8 +32,8 @@ from prometheus_client import CollectorRegistry
 
 from agents.alerting import AlertingHook
 from agents.ledger import LedgerWorker
+from cashpos.embedded import start_infra
 from cashpos.metrics import ProcessorMetrics
-from cashpos.embedded import start_redis, start_tansu
 from cashpos.names import Topics
 from cashpos.settings import Settings
 from streams.publisher import Publisher
@@ -155,11 +155,10 @@ async def main() -> None:
     args = ap.parse_args()
     n = args.events
     tmp = Path(tempfile.mkdtemp(prefix="cashpos-bench-"))
-    kafka = start_tansu(log_path=tmp / "tansu.log")
-    redis = start_redis(log_path=tmp / "redis.log")
+    infra = start_infra(tmp)
     try:
-        redis_url = f"redis://127.0.0.1:{redis.port}/0"
-        base = Settings(kafka_bootstrap=f"127.0.0.1:{kafka.port}", redis_url=redis_url,
+        redis_url = infra.redis_url
+        base = Settings(kafka_bootstrap=infra.bootstrap, redis_url=redis_url,
                         namespace="bench", partitions=args.partitions, state_dir=tmp / "state-0")
         await ensure_topics(base)
         print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
@@ -189,13 +188,13 @@ async def main() -> None:
             print("  inside the worker, µs per event: " + " ".join(
                 f"{k}={v:.2f}" for k, v in per_event.items()) +
                 f" outside_batches={busy / n * 1e6 - per_event['batch']:.2f}")
-        print(f"broker rss: {rss_mb(kafka.proc.pid):,.0f} MB")
+        if infra.kafka is not None:
+            print(f"broker rss: {rss_mb(infra.kafka.proc.pid):,.0f} MB")
         p_rate, r_rate = statistics.median(p_rates), statistics.median(r_rates)
         print(f"processor_events_per_s={p_rate:.0f} reference_events_per_s={r_rate:.0f} "
               f"ratio={p_rate / r_rate:.2f}")
     finally:
-        kafka.stop()
-        redis.stop()
+        infra.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -11,20 +11,34 @@ admin       read and write the namespace's keys (``cashpos token``, operators)
 ==========  ==========================================================================
 
 No user may run dangerous commands (FLUSHALL, CONFIG, KEYS, DEBUG, ...) or touch another
-namespace's keys. ``cashpos run`` applies these to its embedded Redis and turns the default
-(password-less) user off; for a managed Redis, ``cashpos redis-acl`` prints the same rules.
+namespace's keys. The development stack (``cashpos.devstack``) creates them for its namespace
+(:func:`create_accounts`); ``cashpos run`` also turns its embedded Redis's default (password-less)
+user off. For a managed Redis, ``cashpos redis-acl`` prints the same rules.
 """
 
 from __future__ import annotations
 
 import secrets
+from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from cashpos.names import RedisKeys
 
+if TYPE_CHECKING:
+    import redis
+
 ROLES = ("processor", "api", "admin")
-_COMMANDS = ["-@all", "+@read", "+@write", "+@scripting", "+@connection", "+@transaction",
-             "+@pubsub", "+ping", "-@dangerous"]
+_COMMANDS = [
+    "-@all",
+    "+@read",
+    "+@write",
+    "+@scripting",
+    "+@connection",
+    "+@transaction",
+    "+@pubsub",
+    "+ping",
+    "-@dangerous",
+]
 
 
 def user_name(namespace: str, role: str) -> str:
@@ -51,18 +65,37 @@ def url_for(base_url: str, user: str, password: str) -> str:
     return urlunsplit((u.scheme, netloc, u.path, u.query, u.fragment))
 
 
-def apply(redis_client: object, namespace: str, base_url: str,
-          passwords: dict[str, str] | None = None) -> dict[str, str]:
+def apply(
+    redis_client: redis.Redis, namespace: str, base_url: str, passwords: dict[str, str] | None = None
+) -> dict[str, str]:
     """Create (or reset) the three users with ``redis_client`` (sync, allowed to run ACL);
     returns role -> connection URL. Passwords are generated unless given."""
     out = {}
     for role in ROLES:
         pw = (passwords or {}).get(role) or secrets.token_urlsafe(24)
         user = user_name(namespace, role)
-        redis_client.execute_command("ACL", "SETUSER", user, *rules(namespace, role), f">{pw}")  # type: ignore[attr-defined]
+        redis_client.execute_command("ACL", "SETUSER", user, *rules(namespace, role), f">{pw}")
         out[role] = url_for(base_url, user, pw)
     return out
 
 
-def disable_default_user(redis_client: object) -> None:
-    redis_client.execute_command("ACL", "SETUSER", "default", "off")  # type: ignore[attr-defined]
+def disable_default_user(redis_client: redis.Redis) -> None:
+    redis_client.execute_command("ACL", "SETUSER", "default", "off")
+
+
+def create_accounts(
+    admin_url: str, namespace: str, passwords: dict[str, str] | None = None, *, default_off: bool = False
+) -> dict[str, str]:
+    """:func:`apply` over a connection of its own to ``admin_url`` (a user allowed to run ACL,
+    such as an embedded Redis's default user); returns role -> URL (``admin_url``'s address with
+    the account's credentials). ``default_off``: then switch the default user off."""
+    import redis
+
+    r = redis.Redis.from_url(admin_url)
+    try:
+        urls = apply(r, namespace, admin_url, passwords)
+        if default_off:
+            disable_default_user(r)
+    finally:
+        r.close()
+    return urls

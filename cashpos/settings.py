@@ -98,7 +98,7 @@ OTHER_VARIABLES: dict[str, str] = {
     "CASHPOS_ALERT_WEBHOOK_URL": "URL alert changes are POSTed to (off when unset).",
     "CASHPOS_ALERT_WEBHOOK_SECRET": "HMAC key signing the alert webhook's requests.",
     "CASHPOS_COOKIE_SECURE": "1: the dashboard's session cookie is marked Secure (behind HTTPS).",
-    "CASHPOS_EMBEDDED": "on: `cashpos run` starts the embedded broker and Redis at the configured addresses.",
+    "CASHPOS_EMBEDDED": "`cashpos run`: auto (default) starts the embedded broker (Redis) unless CASHPOS_KAFKA_BOOTSTRAP (CASHPOS_REDIS_URL) is set; on: always, on the CASHPOS_EMBEDDED_*_PORT ports; off: never.",
     "CASHPOS_SIMULATOR": "off: `cashpos run` starts no simulator.",
     "CASHPOS_SIMULATOR_RATE": "Events per second of the simulator `cashpos run` starts.",
     "CASHPOS_SIMULATOR_SPEED": "Simulated seconds per real second of that simulator.",
@@ -111,11 +111,20 @@ OTHER_VARIABLES: dict[str, str] = {
 class Settings:
     kafka_bootstrap: str = _setting(
         'KAFKA_BOOTSTRAP', '127.0.0.1:19092', _str,
-        'Kafka bootstrap servers (host:port, comma-separated). The embedded broker listens here',
-        'in `cashpos run`.')
+        'Kafka bootstrap servers (host:port, comma-separated). Set, `cashpos run` uses this Kafka',
+        'instead of starting its embedded broker; the default is where that broker listens.')
     redis_url: str = _setting(
         'REDIS_URL', 'redis://127.0.0.1:16379/0', _str,
-        'Redis URL of the serving copy (redis://[user:password@]host:port/db).')
+        'Redis URL of the serving copy (redis://[user:password@]host:port/db). Set, `cashpos run`',
+        'uses this Redis instead of starting its embedded one; the default is where that one listens.')
+    embedded_kafka_port: int = _setting(
+        'EMBEDDED_KAFKA_PORT', '19092', _int,
+        'Loopback port of the Kafka-protocol broker (Tansu, in memory) that `cashpos run` starts',
+        'when CASHPOS_KAFKA_BOOTSTRAP is not set.')
+    embedded_redis_port: int = _setting(
+        'EMBEDDED_REDIS_PORT', '16379', _int,
+        'Loopback port of the redis-server (in memory) that `cashpos run` starts when',
+        'CASHPOS_REDIS_URL is not set.')
     namespace: str = _setting(
         'NAMESPACE', 'cashpos', _str,
         'Namespace for topic names, Redis keys and consumer groups, so several stacks can share',

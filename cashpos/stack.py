@@ -1,14 +1,18 @@
 """`cashpos run`: the whole service on one machine, for newcomers and demos.
 
-Starts (unless CASHPOS_KAFKA_BOOTSTRAP / CASHPOS_REDIS_URL point elsewhere, or
-CASHPOS_EMBEDDED=on asks for them at those addresses) a Tansu broker and a redis-server, then a
-ledger worker, the API and the simulator (CASHPOS_SIMULATOR=off to skip it), each as its own
-process. It supervises the worker and the API like systemd's ``Restart=on-failure``: one that
-dies (a crash, ``kill -9``, the OOM killer) is started again after a delay that doubles with each
-restart (CASHPOS_RESTART_DELAY_SECONDS .. CASHPOS_RESTART_DELAY_MAX_SECONDS, back to the first
-once it ran CASHPOS_RESTART_RESET_SECONDS), and the embedded broker and Redis — which hold
-everything in memory — are never stopped because a child died. Ctrl-C or SIGTERM stops every
-child, then the broker and Redis.
+The development stack (:mod:`cashpos.embedded`, :mod:`cashpos.devstack`) in the foreground:
+checks its ports, starts (unless CASHPOS_KAFKA_BOOTSTRAP / CASHPOS_REDIS_URL point elsewhere; see
+CASHPOS_EMBEDDED) a Tansu broker on CASHPOS_EMBEDDED_KAFKA_PORT and a redis-server on
+CASHPOS_EMBEDDED_REDIS_PORT, gives that Redis its service accounts (default user off) and the
+demo tokens, then a ledger worker and the API, waits until they are ready, and starts the
+simulator (CASHPOS_SIMULATOR=off to skip it). Logs go to var/log/, credentials to var/secrets/.
+
+It supervises the worker and the API like systemd's ``Restart=on-failure``: one that dies (a
+crash, ``kill -9``, the OOM killer) is started again after a delay that doubles with each restart
+(CASHPOS_RESTART_DELAY_SECONDS .. CASHPOS_RESTART_DELAY_MAX_SECONDS, back to the first once it ran
+CASHPOS_RESTART_RESET_SECONDS), and the embedded broker and Redis, which hold everything in
+memory, are never stopped because a child died. Ctrl-C or SIGTERM stops every child, then the
+broker and Redis.
 """
 
 from __future__ import annotations
@@ -16,27 +20,39 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import shutil
 import signal
-import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 
-from cashpos.embedded import Service, start_redis, start_tansu, wait_port
+from cashpos.devstack import Stack
+from cashpos.embedded import Port, PortInUse, start_infra
+from cashpos.redis_acl import ROLES, create_accounts
 from cashpos.settings import Settings, load
 
 log = logging.getLogger("cashpos.run")
 SUPERVISED = ("worker", "api")  # restarted when they die; the simulator is not (it may finish)
+READY_TIMEOUT_S = 120
 
+LOGS = Path("var/log")
 SECRETS = Path("var/secrets")  # never committed (var/ is ignored); files are mode 0600
 ADMIN_URL_FILE = SECRETS / "redis-admin.url"
+PASSWORDS_FILE = SECRETS / "redis-passwords.json"
 DEMO_TOKENS_FILE = SECRETS / "demo-tokens.json"
-DEMO_TOKENS: tuple[tuple[str, str, list[str], str, str], ...] = (  # (key, role, orgs, name, what the printout calls it)
+# (key, role, orgs, name, what the printout calls it)
+DEMO_TOKENS: tuple[tuple[str, str, list[str], str, str], ...] = (
     ("national", "national", [], "demo national (ministry)", "national, all 243 governments, read-only"),
-    ("finance_director", "finance_director", ["3000000"], "demo finance director 종로구",
-     "finance director of 종로구 (3000000)"),
+    (
+        "finance_director",
+        "finance_director",
+        ["3000000"],
+        "demo finance director 종로구",
+        "finance director of 종로구 (3000000)",
+    ),
 )
 
 
@@ -47,61 +63,30 @@ def _secret_file(path: Path, text: str) -> None:
     path.write_text(text)
 
 
-def _service_accounts(s: Settings) -> dict[str, str]:
-    """Give the embedded Redis its ACL users (passwords kept in var/secrets) and switch the
-    password-less default user off. Returns role -> URL."""
-    import orjson
-    import redis
-
-    from cashpos.redis_acl import ROLES, apply, disable_default_user
-
-    pw_file = SECRETS / "redis-passwords.json"
-    saved = orjson.loads(pw_file.read_bytes()) if pw_file.exists() else {}
+def _service_accounts(redis_url: str, namespace: str) -> dict[str, str]:
+    """The embedded Redis's ACL users (passwords kept in var/secrets, the same on every start)
+    with the password-less default user off. Returns role -> URL."""
+    saved = orjson.loads(PASSWORDS_FILE.read_bytes()) if PASSWORDS_FILE.exists() else {}
     passwords = {role: saved.get(role) or secrets.token_urlsafe(24) for role in ROLES}
-    r = redis.Redis.from_url(s.redis_url)
-    try:
-        urls = apply(r, s.namespace, s.redis_url, passwords)
-        disable_default_user(r)
-    finally:
-        r.close()
-    _secret_file(pw_file, orjson.dumps(passwords).decode())
+    urls = create_accounts(redis_url, namespace, passwords, default_off=True)
+    _secret_file(PASSWORDS_FILE, orjson.dumps(passwords).decode())
     _secret_file(ADMIN_URL_FILE, urls["admin"])
     return urls
 
 
-def _demo_tokens(s: Settings, redis_url: str) -> dict[str, str]:
+def _demo_tokens(stack: Stack) -> dict[str, str]:
     """The demo tokens: made on the first start, registered again (same secrets) on later ones."""
-    import asyncio
-
-    import orjson
-    import redis.asyncio as aioredis
-
-    from access.tokens import ScopeError, TokenStore
-    from cashpos.names import RedisKeys
+    from access.tokens import ScopeError
 
     saved = orjson.loads(DEMO_TOKENS_FILE.read_bytes()) if DEMO_TOKENS_FILE.exists() else {}
-
-    async def main() -> dict[str, str]:
-        r = aioredis.from_url(redis_url)
-        store = TokenStore(r, RedisKeys(s.namespace))
-        out = {}
+    tokens = {}
+    for key, role, orgs, name, _ in DEMO_TOKENS:
         try:
-            for key, role, orgs, name, _ in DEMO_TOKENS:
-                try:
-                    out[key], _rec = await store.create(role, orgs, name, None, None, saved.get(key))
-                except ScopeError:  # already registered (a Redis that kept its data)
-                    out[key] = saved[key]
-        finally:
-            await r.aclose()
-        return out
-
-    tokens = asyncio.run(main())
+            tokens[key] = stack.token(role, orgs, name, secret=saved.get(key))
+        except ScopeError:  # already registered (a Redis that kept its data)
+            tokens[key] = saved[key]
     _secret_file(DEMO_TOKENS_FILE, orjson.dumps(tokens, option=orjson.OPT_INDENT_2).decode())
     return tokens
-
-
-def _port(hostport: str) -> int:
-    return int(hostport.rsplit(":", 1)[1].split("/")[0])
 
 
 def _embedded(variable: str) -> bool:
@@ -144,58 +129,130 @@ class Backoff:
         return float(min(self.cap, self.first * 2 ** (self.failures - 1)))
 
 
+def _event(message: str, **fields: object) -> None:
+    log.warning("%s %s", message, orjson.dumps(fields).decode())
+
+
+def supervise(stack: Stack, s: Settings, stopping: Callable[[], bool]) -> None:
+    """Restart the SUPERVISED children that fail, until ``stopping()``."""
+    backoff = {
+        name: Backoff(s.restart_delay_seconds, s.restart_delay_max_seconds, s.restart_reset_seconds)
+        for name in SUPERVISED
+    }
+    due: dict[str, float] = {}  # child -> when it is started again
+    gone: set[str] = set()  # stopped cleanly by someone: not restarted
+    while not stopping():
+        now = time.monotonic()
+        for name in SUPERVISED:
+            p = stack.procs[name]
+            if name in gone:
+                continue
+            if name not in due and p.poll() is not None:
+                if not failed(p.returncode):  # like systemd's on-failure: a clean stop stays
+                    gone.add(name)
+                    _event(
+                        "child stopped, not restarted",
+                        event="child_stopped",
+                        child=name,
+                        pid=p.pid,
+                        exit=describe_exit(p.returncode),
+                    )
+                    continue
+                b = backoff[name]
+                ran = now - stack.started[name]
+                delay = b.next_delay(ran)
+                due[name] = now + delay
+                _event(
+                    "child exited, restarting",
+                    event="child_exited",
+                    child=name,
+                    pid=p.pid,
+                    exit=describe_exit(p.returncode),
+                    ran_s=round(ran, 1),
+                    restart=b.restarts,
+                    delay_s=delay,
+                    log=str(stack.root / f"{name}.log"),
+                )
+            elif name in due and now >= due[name]:
+                del due[name]
+                p = stack.restart(name)
+                _event(
+                    "child restarted",
+                    event="child_restarted",
+                    child=name,
+                    pid=p.pid,
+                    restart=backoff[name].restarts,
+                )
+        time.sleep(0.2)
+
+
+def _print_banner(stack: Stack, tokens: dict[str, str]) -> None:
+    base = stack.api
+    print(f"dashboard {base}/dashboard/")
+    print(f"api       {base}/v1/summary   {base}/v1/positions/6110000   docs {base}/docs")
+    print(f"metrics   {base}/metrics      logs in {LOGS}/   Ctrl-C stops everything")
+    print(f"sign in   every API call and the dashboard need a token (saved in {DEMO_TOKENS_FILE}):")
+    for key, _, _, _, what in DEMO_TOKENS:
+        print(f"          {tokens[key]}   {what}")
+    print(f'          curl -H "Authorization: Bearer {tokens["national"]}" {base}/v1/summary')
+    print("          more: cashpos token create --role ROLE --org CODE --name NAME")
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run_stack() -> int:
     s = load()
-    var = Path("var")
-    (var / "log").mkdir(parents=True, exist_ok=True)
-    services: list[Service] = []
-    env = dict(os.environ)
+    kafka, redis = _embedded("CASHPOS_KAFKA_BOOTSTRAP"), _embedded("CASHPOS_REDIS_URL")
+    signal.signal(signal.SIGTERM, _interrupt)  # while starting: stop what was started
     try:
-        if _embedded("CASHPOS_KAFKA_BOOTSTRAP"):
-            services.append(start_tansu(_port(s.kafka_bootstrap), var / "log" / "tansu.log"))
-            print(f"broker    kafka://{s.kafka_bootstrap} (embedded Tansu, in memory)")
-        worker_env, api_env = dict(env), dict(env)
-        admin_url = s.redis_url
-        if _embedded("CASHPOS_REDIS_URL"):
-            services.append(start_redis(_port(s.redis_url), var / "log" / "redis.log"))
-            urls = _service_accounts(s)
-            worker_env["CASHPOS_REDIS_URL"], api_env["CASHPOS_REDIS_URL"] = urls["processor"], urls["api"]
-            admin_url = urls["admin"]
-            print(f"redis     {s.redis_url} (embedded; ACL users {s.namespace}-processor/-api/-admin, "
-                  "default user off; credentials in var/secrets/)")
-        tokens = _demo_tokens(s, admin_url)
-        # The embedded broker keeps nothing across restarts, so neither may the state.
-        if _embedded("CASHPOS_KAFKA_BOOTSTRAP"):
-            import shutil
-
-            shutil.rmtree(s.state_dir, ignore_errors=True)
-        py = sys.executable
-        procs: dict[str, subprocess.Popen[bytes]] = {}
-        commands: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {}
-        started: dict[str, float] = {}
-
-        def spawn(name: str, *args: str, env: dict[str, str] = env) -> None:
-            commands[name] = (args, env)
-            with open(var / "log" / f"{name}.log", "ab") as out:  # the child keeps its own fd
-                procs[name] = subprocess.Popen([py, "-m", "cashpos.cli", *args], env=env,
-                                               stdout=out, stderr=subprocess.STDOUT)
-            started[name] = time.monotonic()
-
-        spawn("worker", "worker", env=worker_env)
-        spawn("api", "api", env=api_env)
-        wait_port(s.api_port, timeout=60, proc=procs["api"])
+        infra = start_infra(
+            LOGS,
+            s.embedded_kafka_port,
+            s.embedded_redis_port,
+            bootstrap=None if kafka else s.kafka_bootstrap,
+            redis_url=None if redis else s.redis_url,
+            also=(
+                Port(s.api_port, "API", "CASHPOS_API_PORT", s.api_host),
+                Port(s.worker_web_port, "worker web server", "CASHPOS_WORKER_WEB_PORT", s.worker_web_bind),
+            ),
+        )
+    except PortInUse as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    stack: Stack | None = None
+    try:
+        if kafka:
+            print(f"broker    kafka://{infra.bootstrap} (embedded Tansu, in memory)")
+            shutil.rmtree(s.state_dir, ignore_errors=True)  # a fresh broker: so must the state be
+        if redis:
+            urls = _service_accounts(infra.redis_url, s.namespace)
+            print(
+                f"redis     {infra.redis_url} (embedded; ACL users {s.namespace}-processor/-api/-admin, "
+                f"default user off; credentials in {SECRETS}/)"
+            )
+        else:
+            urls = dict.fromkeys(ROLES, s.redis_url)
+        stack = Stack(infra, s.namespace, LOGS, urls, s.partitions, s.api_port, s.api_host)
+        tokens = _demo_tokens(stack)
+        stack.start("worker", "worker")
+        stack.start_api()
+        try:
+            stack.wait_ready(READY_TIMEOUT_S, token=tokens["national"])
+        except (RuntimeError, TimeoutError) as exc:
+            print(f"cashpos: {exc}", file=sys.stderr)
+            return 1
         if os.environ.get("CASHPOS_SIMULATOR", "on").lower() not in ("off", "0", "false", "no"):
-            spawn("simulator", "simulate", "--rate", os.environ.get("CASHPOS_SIMULATOR_RATE", "50"),
-                  "--speed", os.environ.get("CASHPOS_SIMULATOR_SPEED", "60"))
-        base = f"http://{s.api_host}:{s.api_port}"
-        print(f"dashboard {base}/dashboard/")
-        print(f"api       {base}/v1/summary   {base}/v1/positions/6110000   docs {base}/docs")
-        print(f"metrics   {base}/metrics      logs in var/log/   Ctrl-C stops everything")
-        print("sign in   every API call and the dashboard need a token (saved in var/secrets/demo-tokens.json):")
-        for key, _, _, _, what in DEMO_TOKENS:
-            print(f"          {tokens[key]}   {what}")
-        print(f'          curl -H "Authorization: Bearer {tokens["national"]}" {base}/v1/summary')
-        print("          more: cashpos token create --role ROLE --org CODE --name NAME")
+            stack.start(
+                "simulator",
+                "simulate",
+                "--rate",
+                os.environ.get("CASHPOS_SIMULATOR_RATE", "50"),
+                "--speed",
+                os.environ.get("CASHPOS_SIMULATOR_SPEED", "60"),
+            )
+        _print_banner(stack, tokens)
         stop = False
 
         def on_signal(*_: object) -> None:
@@ -204,48 +261,11 @@ def run_stack() -> int:
 
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGTERM, on_signal)
-        backoff = {name: Backoff(s.restart_delay_seconds, s.restart_delay_max_seconds,
-                                 s.restart_reset_seconds) for name in SUPERVISED}
-        due: dict[str, float] = {}  # child -> when it is started again
-        gone: set[str] = set()  # stopped cleanly by someone: not restarted
-        while not stop:
-            now = time.monotonic()
-            for name in SUPERVISED:
-                p = procs[name]
-                if stop or name in gone:
-                    continue
-                if name not in due and p.poll() is not None:
-                    if not failed(p.returncode):  # like systemd's on-failure: a clean stop stays
-                        gone.add(name)
-                        log.warning("child stopped, not restarted %s", orjson.dumps({
-                            "event": "child_stopped", "child": name, "pid": p.pid,
-                            "exit": describe_exit(p.returncode)}).decode())
-                        continue
-                    b = backoff[name]
-                    delay = b.next_delay(now - started[name])
-                    due[name] = now + delay
-                    log.warning("child exited, restarting %s", orjson.dumps({
-                        "event": "child_exited", "child": name, "pid": p.pid,
-                        "exit": describe_exit(p.returncode), "ran_s": round(now - started[name], 1),
-                        "restart": b.restarts, "delay_s": delay, "log": f"var/log/{name}.log",
-                    }).decode())
-                elif name in due and now >= due[name]:
-                    del due[name]
-                    spawn(name, *commands[name][0], env=commands[name][1])
-                    log.warning("child restarted %s", orjson.dumps({
-                        "event": "child_restarted", "child": name, "pid": procs[name].pid,
-                        "restart": backoff[name].restarts,
-                    }).decode())
-            time.sleep(0.2)
-        for p in procs.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs.values():
-            try:
-                p.wait(15)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        supervise(stack, s, lambda: stop)
+        return 0
+    except KeyboardInterrupt:
         return 0
     finally:
-        for svc in reversed(services):
-            svc.stop()
+        if stack is not None:
+            stack.stop_all()
+        infra.stop()

@@ -1,9 +1,10 @@
 """The harness shared by the fault scenarios and their CI tests.
 
-Everything runs as real processes on loopback: a Tansu broker, redis-server(s), ledger workers
-and the API (``tests.conftest.Stack``). The expected balances come from the independent
-reference fold (``reconcile.reference``); every scenario ends with :func:`reconcile_quiet`:
-Redis and each worker's RocksDB state against a re-fold of the topics, after the system is quiet.
+Everything runs as real processes on loopback: the development stack (``cashpos.embedded``: a
+Tansu broker and redis-server(s); ``cashpos.devstack``: ledger workers and the API). The expected
+balances come from the independent reference fold (``reconcile.reference``); every scenario ends
+with :func:`reconcile_quiet`: Redis and each worker's RocksDB state against a re-fold of the
+topics, after the system is quiet.
 """
 
 from __future__ import annotations
@@ -15,13 +16,11 @@ import json
 import os
 import random
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,29 +29,29 @@ import httpx
 import orjson
 import redis
 from prometheus_client.parser import text_string_to_metric_families
+from redis.typing import EncodableT
 
 from bench.processor import simulator as bench_simulator
-from cashpos.embedded import free_port, start_redis, start_tansu
-from cashpos.names import RedisKeys, Topics
+from cashpos.devstack import Stack
+from cashpos.embedded import Infra, start_infra
+from cashpos.names import META_FIELD, RedisKeys, Topics
+from cashpos.redis_acl import create_accounts
+from cashpos.refdata import governments
+from reconcile.reference import Reference
 from reconcile.run import _state_view, behind, reconcile, topic_ends
+from state.projection import decode_position
+from streams.contract import side_of
 from streams.publisher import Publisher
 from streams.reader import Record, read_topics
 from streams.topics import ensure_topics
-from tests.conftest import Infra, Stack, new_stack
-from tests.test_crash_recovery import expected_view, redis_view
-
-__all__ = [
-    "Feeder", "Infra", "Stack", "new_stack", "expected_view", "redis_view", "workload",
-    "own_infra", "start_worker", "reconcile_quiet", "checksum", "heartbeats", "live_owners",
-    "wait_until", "wait_up", "versions_sum", "worker_metric_totals", "api_metric_totals",
-    "script_main", "read_records", "access_backup", "restore_access",
-]
 
 PosKey = tuple[str, str, int]
 View = dict[PosKey, tuple[int, int, int]]
+TokenRecords = dict[EncodableT, EncodableT]  # a Redis hash, in the types HSET takes
 
 
 # -- input ----------------------------------------------------------------------------------------
+
 
 def workload(seed: int, events: int) -> list[bytes]:
     """``events`` realistic events: each account's opening balance, then a business week."""
@@ -65,8 +64,9 @@ class Feeder(threading.Thread):
     """Publishes ``raws`` in order from a background thread (its own event loop), paced at
     ``rate`` events per second (None: as fast as the broker takes them)."""
 
-    def __init__(self, settings: Any, raws: list[bytes], rate: float | None = None,
-                 step_s: float = 0.05) -> None:
+    def __init__(
+        self, settings: Any, raws: list[bytes], rate: float | None = None, step_s: float = 0.05
+    ) -> None:
         super().__init__(daemon=True, name="feeder")
         self.settings = settings
         self.raws = raws
@@ -82,7 +82,7 @@ class Feeder(threading.Thread):
     def run(self) -> None:
         try:
             asyncio.run(self._main())
-        except BaseException as exc:  # reported by wait()
+        except BaseException as exc:  # noqa: BLE001 - the thread's outcome, raised again by wait()
             self.error = exc
 
     async def _main(self) -> None:
@@ -95,7 +95,7 @@ class Feeder(threading.Thread):
             else:
                 chunk = max(1, int(self.rate * self.step_s))
                 for i in range(0, len(self.raws), chunk):
-                    self.sent += await pub.send_many(self.raws[i:i + chunk])
+                    self.sent += await pub.send_many(self.raws[i : i + chunk])
                     now = time.monotonic()
                     self.marks.append((now, self.sent))
                     self.acked_at.append(time.time())
@@ -125,60 +125,31 @@ def publish(settings: Any, raws: list[bytes]) -> float:
     return time.monotonic() - t
 
 
-# -- infrastructure and processes -----------------------------------------------------------------
-
-@contextmanager
-def own_infra(root: Path) -> Iterator[Infra]:
-    """A Tansu broker and a redis-server of the script's own (the full-size scripts)."""
-    kafka = start_tansu(log_path=root / "tansu.log")
-    try:
-        r = start_redis(log_path=root / "redis.log")
-    except BaseException:
-        kafka.stop()
-        raise
-    try:
-        yield Infra(kafka, r)
-    finally:
-        kafka.stop()
-        r.stop()
+# -- access and topics ---------------------------------------------------------------------------
 
 
-def start_worker(stack: Stack, worker_id: str, **env: str) -> subprocess.Popen[bytes]:
-    """``Stack.start_worker`` with extra CASHPOS_* settings (e.g. a CI-scaled flush interval)."""
-    return stack.start(
-        f"worker-{worker_id}", "worker",
-        CASHPOS_WORKER_ID=worker_id,
-        CASHPOS_STATE_DIR=str(stack.root / f"state-{worker_id}"),
-        CASHPOS_WORKER_WEB_PORT=str(free_port()),
-        **env,
-    )
-
-
-def access_backup(stack: Stack) -> dict[bytes, bytes]:
+def access_backup(stack: Stack) -> TokenRecords:
     """The namespace's token records (hash of the token -> record), as an operator's backup."""
     r = _redis(stack)
     try:
-        return r.hgetall(RedisKeys(stack.namespace).tokens)
+        return {k: v for k, v in r.hgetall(RedisKeys(stack.namespace).tokens).items()}
     finally:
         r.close()
 
 
-def restore_access(stack: Stack, tokens: dict[bytes, bytes], client: redis.Redis | None = None) -> None:
+def restore_access(stack: Stack, tokens: TokenRecords) -> None:
     """What an operator restores into a Redis that came back empty (or was flushed): the
     service accounts (ACL users, with the passwords the processes already hold) and the token
     records. Neither is part of the serving copy, which the processor re-seeds itself."""
     from urllib.parse import unquote, urlsplit
 
-    from cashpos.redis_acl import apply
-
     passwords = {role: unquote(urlsplit(url).password or "") for role, url in stack.redis_urls.items()}
-    r = client or _redis(stack)
-    try:
-        apply(r, stack.namespace, stack.infra.redis_url, passwords)
-        if tokens:
-            r.hset(RedisKeys(stack.namespace).tokens, mapping=tokens)  # type: ignore[arg-type]
-    finally:
-        if client is None:
+    create_accounts(stack.infra.redis_url, stack.namespace, passwords)
+    if tokens:
+        r = _redis(stack)
+        try:
+            r.hset(RedisKeys(stack.namespace).tokens, mapping=tokens)
+        finally:
             r.close()
 
 
@@ -189,8 +160,10 @@ def prepare(stack: Stack) -> None:
 
 # -- observing the system -------------------------------------------------------------------------
 
-def wait_until(pred: Callable[[], Any], timeout: float, interval: float = 0.1,
-               what: str = "condition") -> Any:
+
+def wait_until(
+    pred: Callable[[], Any], timeout: float, interval: float = 0.1, what: str = "condition"
+) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         v = pred()
@@ -205,20 +178,62 @@ def _redis(stack: Stack) -> redis.Redis:
     return redis.Redis.from_url(stack.infra.redis_url, socket_timeout=2, socket_connect_timeout=2)
 
 
+def _text(v: bytes | str) -> str:
+    return v.decode() if isinstance(v, bytes) else v
+
+
+def redis_view(stack: Stack) -> View:
+    """Every position the namespace serves from Redis: (cash, committed, version)."""
+    r = _redis(stack)
+    keys = RedisKeys(stack.namespace)
+    out: View = {}
+    try:
+        for org in governments():
+            for f, v in r.hgetall(keys.positions(org)).items():
+                if _text(f) == META_FIELD:
+                    continue
+                account, _, fy = _text(f).partition("|")
+                version, body = decode_position(v if isinstance(v, bytes) else v.encode())
+                out[(org, account, int(fy))] = (body["cash"], body["committed"], version)
+    finally:
+        r.close()
+    return out
+
+
+def expected_view(raws: list[bytes]) -> View:
+    """What :func:`redis_view` must show once ``raws`` are folded: the reference fold's positions
+    and versions (the number of events that changed each)."""
+    ref = Reference()
+    for raw in raws:
+        ref.feed(raw, side_of(orjson.loads(raw)["kind"]))
+    versions: dict[PosKey, int] = {}
+    for acc in ref.log:
+        for pk, _, _ in acc.deltas:
+            versions[pk] = versions.get(pk, 0) + 1
+    return {
+        pk: (cash, committed, versions.get(pk, 0))
+        for pk, (cash, committed) in ref.positions().items()
+        if versions.get(pk, 0)
+    }
+
+
 def heartbeats(stack: Stack) -> dict[str, dict[str, Any]]:
     r = _redis(stack)
     try:
         raw = r.hgetall(RedisKeys(stack.namespace).freshness)
     finally:
         r.close()
-    return {k.decode(): orjson.loads(v) for k, v in raw.items()}
+    return {_text(k): orjson.loads(v) for k, v in raw.items()}
 
 
 def live_owners(stack: Stack, max_age_s: float = 2.5) -> dict[str, set[int]]:
     """Partitions per worker, from the heartbeats of the workers alive in the last seconds."""
     now = time.time() * 1000
-    return {w: set(b.get("partitions", [])) for w, b in heartbeats(stack).items()
-            if now - b.get("heartbeat_ms", 0) < max_age_s * 1000}
+    return {
+        w: set(b.get("partitions", []))
+        for w, b in heartbeats(stack).items()
+        if now - b.get("heartbeat_ms", 0) < max_age_s * 1000
+    }
 
 
 def wait_up(stack: Stack, worker_id: str, since_ms: int, timeout: float = 90) -> float:
@@ -230,6 +245,7 @@ def wait_up(stack: Stack, worker_id: str, since_ms: int, timeout: float = 90) ->
             raise RuntimeError(f"worker {worker_id} exited with {proc.returncode}")
         b = heartbeats(stack).get(worker_id)
         return bool(b and b.get("heartbeat_ms", 0) > since_ms and b.get("partitions"))
+
     wait_until(up, timeout, 0.1, f"{worker_id} to own partitions")
     return time.monotonic()
 
@@ -265,7 +281,7 @@ def worker_metric_totals(stack: Stack) -> dict[str, dict[str, float]]:
     finally:
         r.close()
     prefix = len(keys.worker_metrics(""))
-    return {n.decode()[prefix:]: _totals(t.decode()) for n, t in zip(names, texts) if t}
+    return {_text(n)[prefix:]: _totals(_text(t)) for n, t in zip(names, texts, strict=True) if t}
 
 
 def worker_histogram(stack: Stack, worker: str, name: str) -> dict[str, float]:
@@ -276,7 +292,7 @@ def worker_histogram(stack: Stack, worker: str, name: str) -> dict[str, float]:
     finally:
         r.close()
     out: dict[str, float] = {}
-    for fam in text_string_to_metric_families((text or b"").decode()):
+    for fam in text_string_to_metric_families(_text(text or b"")):
         for smp in fam.samples:
             if smp.name == f"{name}_bucket":
                 out[smp.labels["le"]] = out.get(smp.labels["le"], 0.0) + smp.value
@@ -309,6 +325,7 @@ def read_records(stack: Stack) -> list[Record]:
 
 # -- the closing reconciliation ---------------------------------------------------------------------
 
+
 @dataclass
 class Reconciliation:
     records_in: int
@@ -330,13 +347,25 @@ class Reconciliation:
 
     def outcome(self) -> dict[str, Any]:
         """The figures every scenario reports: the difference and where each record ended."""
-        return {"diff_krw": self.diff_krw, "lagging": self.lagging, "unseeded": self.unseeded,
-                "records_in": self.records_in, "applied": self.applied,
-                "duplicates": self.duplicates, "dead_letters": self.dead_letters}
+        return {
+            "diff_krw": self.diff_krw,
+            "lagging": self.lagging,
+            "unseeded": self.unseeded,
+            "records_in": self.records_in,
+            "applied": self.applied,
+            "duplicates": self.duplicates,
+            "dead_letters": self.dead_letters,
+        }
 
 
-def reconcile_quiet(stack: Stack, states: dict[str, Path], *, published: int | None = None,
-                    owned: dict[str, set[int]] | None = None, timeout: float = 90) -> Reconciliation:
+def reconcile_quiet(
+    stack: Stack,
+    states: dict[str, Path],
+    *,
+    published: int | None = None,
+    owned: dict[str, set[int]] | None = None,
+    timeout: float = 90,
+) -> Reconciliation:
     """The closing check of every scenario, run once the input has been published.
 
     1. Waits until each state directory has flushed the end of every partition its worker owns
@@ -371,12 +400,14 @@ def reconcile_quiet(stack: Stack, states: dict[str, Path], *, published: int | N
                 problems.append(f"{wid}: state not at the end of its partitions: {late}")
                 break
             time.sleep(0.5)
-    rep = asyncio.run(reconcile(stack.settings, publish=True,
-                                owned={d: parts_of[wid] for wid, d in states.items()}))
+    rep = asyncio.run(
+        reconcile(stack.settings, publish=True, owned={d: parts_of[wid] for wid, d in states.items()})
+    )
     state_krw = sum(sc.diff_krw for sc in rep.states)
     if rep.diff_krw or rep.differences:
-        problems.append(f"reconcile: diff_krw={rep.diff_krw} (states {state_krw}), "
-                        f"e.g. {rep.differences[:3]}")
+        problems.append(
+            f"reconcile: diff_krw={rep.diff_krw} (states {state_krw}), e.g. {rep.differences[:3]}"
+        )
     if rep.state_behind:
         problems.append(f"reconcile: states {rep.state_behind} records behind the topics")
     if rep.lagging:
@@ -384,20 +415,31 @@ def reconcile_quiet(stack: Stack, states: dict[str, Path], *, published: int | N
     if rep.unseeded:
         problems.append(f"reconcile: {rep.unseeded} governments unseeded")
     if rep.records_in != rep.applied + rep.duplicates + rep.dead_letters:
-        problems.append(f"counts: {rep.records_in} in != {rep.applied} applied + "
-                        f"{rep.duplicates} duplicates + {rep.dead_letters} dead letters")
+        problems.append(
+            f"counts: {rep.records_in} in != {rep.applied} applied + "
+            f"{rep.duplicates} duplicates + {rep.dead_letters} dead letters"
+        )
     if published is not None and rep.records_in != published:
         problems.append(f"counts: {rep.records_in} records on the topics, {published} published")
     return Reconciliation(
-        records_in=rep.records_in, applied=rep.applied, duplicates=rep.duplicates,
-        dead_letters=rep.dead_letters, positions_checked=rep.positions_checked,
-        lagging=rep.lagging, unseeded=rep.unseeded, diff_krw=rep.diff_krw,
-        state_diff_krw=state_krw, state_positions=sum(sc.positions_checked for sc in rep.states),
-        state_behind=rep.state_behind, seconds=round(time.monotonic() - t0, 2), problems=problems,
+        records_in=rep.records_in,
+        applied=rep.applied,
+        duplicates=rep.duplicates,
+        dead_letters=rep.dead_letters,
+        positions_checked=rep.positions_checked,
+        lagging=rep.lagging,
+        unseeded=rep.unseeded,
+        diff_krw=rep.diff_krw,
+        state_diff_krw=state_krw,
+        state_positions=sum(sc.positions_checked for sc in rep.states),
+        state_behind=rep.state_behind,
+        seconds=round(time.monotonic() - t0, 2),
+        problems=problems,
     )
 
 
 # -- scripts --------------------------------------------------------------------------------------
+
 
 def base_args(description: str, events: int = 1_000_000) -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=description)
@@ -409,28 +451,38 @@ def base_args(description: str, events: int = 1_000_000) -> argparse.ArgumentPar
 
 
 def add_session_arg(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--session-timeout-ms", type=int, default=None,
-                    help="the workers' CASHPOS_SESSION_TIMEOUT_MS (default: the product's)")
+    ap.add_argument(
+        "--session-timeout-ms",
+        type=int,
+        default=None,
+        help="the workers' CASHPOS_SESSION_TIMEOUT_MS (default: the product's)",
+    )
 
 
 def session_env(args: argparse.Namespace) -> dict[str, str]:
     """The workers' environment for ``--session-timeout-ms`` (heartbeat a quarter of it)."""
     if not args.session_timeout_ms:
         return {}
-    return {"CASHPOS_SESSION_TIMEOUT_MS": str(args.session_timeout_ms),
-            "CASHPOS_HEARTBEAT_MS": str(max(100, args.session_timeout_ms // 4))}
+    return {
+        "CASHPOS_SESSION_TIMEOUT_MS": str(args.session_timeout_ms),
+        "CASHPOS_HEARTBEAT_MS": str(max(100, args.session_timeout_ms // 4)),
+    }
 
 
-def script_main(name: str, args: argparse.Namespace,
-                scenario: Callable[[Infra, Path], dict[str, Any]]) -> int:
+def script_main(
+    name: str, args: argparse.Namespace, scenario: Callable[[Infra, Path], dict[str, Any]]
+) -> int:
     """Run one scenario on an infra of its own; print its figures; 0 when every check held."""
     root = Path(tempfile.mkdtemp(prefix=f"cashpos-{name}-"))
-    print(f"{name}: {' '.join(sys.argv[1:])} (work dir {root}; {os.cpu_count()} cores shared "
-          f"by broker, redis, workers, API and this script)", flush=True)
+    print(
+        f"{name}: {' '.join(sys.argv[1:])} (work dir {root}; {os.cpu_count()} cores shared "
+        f"by broker, redis, workers, API and this script)",
+        flush=True,
+    )
     t = time.monotonic()
     figures: dict[str, Any] = {}
     try:
-        with own_infra(root) as infra:
+        with start_infra(root) as infra:
             figures = scenario(infra, root)
     finally:
         if not args.keep:

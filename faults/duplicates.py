@@ -18,18 +18,32 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
+
+from cashpos.devstack import new_stack
+from cashpos.embedded import Infra
 from faults.common import (
-    Infra, api_metric_totals, base_args, checksum, expected_view, log, new_stack, prepare,
-    publish, reconcile_quiet, redis_view, rng, script_main, start_worker, wait_until, workload,
+    api_metric_totals,
+    base_args,
+    checksum,
+    expected_view,
+    log,
+    prepare,
+    publish,
+    reconcile_quiet,
+    redis_view,
+    rng,
+    script_main,
+    wait_until,
+    workload,
 )
 from reconcile.reference import Reference
 from streams.contract import side_of
 
-import orjson
 
-
-def inject(raws: list[bytes], seed: int, share: float, replay: int,
-           window: int) -> tuple[list[bytes], int, int, int]:
+def inject(
+    raws: list[bytes], seed: int, share: float, replay: int, window: int
+) -> tuple[list[bytes], int, int, int]:
     """The stream with re-sends and the replayed slice; (stream, re-sends, replay start, replayed)."""
     r = rng(seed, "duplicates")
     n = len(raws)
@@ -42,16 +56,17 @@ def inject(raws: list[bytes], seed: int, share: float, replay: int,
         out.append(raw)
         out += later.get(i, [])
     start = min(n // 10, max(0, n - replay))
-    replayed = raws[start:start + replay]
+    replayed = raws[start : start + replay]
     return out + replayed, len(picks), start, len(replayed)
 
 
-def _run_stream(infra: Infra, root: Path, raws: list[bytes], want: dict, partitions: int,
-                timeout: float) -> tuple[Any, dict, float, dict[str, float]]:
+def _run_stream(
+    infra: Infra, root: Path, raws: list[bytes], want: dict, partitions: int, timeout: float
+) -> tuple[Any, dict, float, dict[str, float]]:
     s = new_stack(infra, root, partitions)
     prepare(s)
     try:
-        start_worker(s, "w1")
+        s.start_worker("w1")
         s.start_api()
         s.wait_ready()
         t = time.monotonic()
@@ -64,9 +79,11 @@ def _run_stream(infra: Infra, root: Path, raws: list[bytes], want: dict, partiti
 
         def settled() -> dict[str, float] | None:
             m = api_metric_totals(s)
-            seen = (m.get("cashpos_events_applied_total", 0)
-                    + m.get("cashpos_duplicates_dropped_total", 0)
-                    + m.get("cashpos_events_deadlettered_total", 0))
+            seen = (
+                m.get("cashpos_events_applied_total", 0)
+                + m.get("cashpos_duplicates_dropped_total", 0)
+                + m.get("cashpos_events_deadlettered_total", 0)
+            )
             return m if seen >= want_seen else None
 
         metrics = wait_until(settled, 30, 0.5, "the worker metrics to settle")
@@ -75,9 +92,18 @@ def _run_stream(infra: Infra, root: Path, raws: list[bytes], want: dict, partiti
         s.stop_all()
 
 
-def run(infra: Infra, root: Path, *, events: int, seed: int, partitions: int = 12,
-        share: float = 0.05, replay: int = 10_000, window: int = 5_000,
-        timeout: float = 1800) -> dict[str, Any]:
+def run(
+    infra: Infra,
+    root: Path,
+    *,
+    events: int,
+    seed: int,
+    partitions: int = 12,
+    share: float = 0.05,
+    replay: int = 10_000,
+    window: int = 5_000,
+    timeout: float = 1800,
+) -> dict[str, Any]:
     problems: list[str] = []
     clean = workload(seed, events)
     dirty, resent, replay_start, replayed = inject(clean, seed, share, replay, window)
@@ -88,11 +114,13 @@ def run(infra: Infra, root: Path, *, events: int, seed: int, partitions: int = 1
     ref = Reference()
     for raw in dirty:
         ref.feed(raw, side_of(orjson.loads(raw)["kind"]))
-    expected_dups = int(ref.counts()["duplicate"])  # type: ignore[call-overload]
+    expected_dups = ref.outcomes.count("duplicate")
     if expected_view(dirty) != want:
         problems.append("the reference fold itself differs between clean and dirty input")
-    log(f"clean {len(clean)} events; with {resent} re-sends and {replayed} replayed from event "
-        f"#{replay_start}: {len(dirty)} records, {expected_dups} duplicates expected")
+    log(
+        f"clean {len(clean)} events; with {resent} re-sends and {replayed} replayed from event "
+        f"#{replay_start}: {len(dirty)} records, {expected_dups} duplicates expected"
+    )
 
     log("clean run")
     rec_c, view_c, wall_c, _ = _run_stream(infra, root / "clean", clean, want, partitions, timeout)
@@ -106,20 +134,32 @@ def run(infra: Infra, root: Path, *, events: int, seed: int, partitions: int = 1
     if dup_metric != resent + replayed:
         problems.append(f"duplicate counter {dup_metric} != injected {resent + replayed}")
     if rec_d.duplicates != resent + replayed or expected_dups != resent + replayed:
-        problems.append(f"reconcile counts {rec_d.duplicates} duplicates, reference "
-                        f"{expected_dups}, injected {resent + replayed}")
+        problems.append(
+            f"reconcile counts {rec_d.duplicates} duplicates, reference "
+            f"{expected_dups}, injected {resent + replayed}"
+        )
     return {
-        "events": len(clean), "seed": seed, "partitions": partitions,
-        "resent_same_bytes": resent, "replayed_from_old_offset": replayed,
-        "replay_start_event": replay_start, "records_in": rec_d.records_in,
+        "events": len(clean),
+        "seed": seed,
+        "partitions": partitions,
+        "resent_same_bytes": resent,
+        "replayed_from_old_offset": replayed,
+        "replay_start_event": replay_start,
+        "records_in": rec_d.records_in,
         "injected_duplicates": resent + replayed,
-        "duplicates_metric": dup_metric, "duplicates_reconcile": rec_d.duplicates,
-        "applied": rec_d.applied, "dead_letters": rec_d.dead_letters,
-        "checksum_clean": sum_c, "checksum_with_duplicates": sum_d,
+        "duplicates_metric": dup_metric,
+        "duplicates_reconcile": rec_d.duplicates,
+        "applied": rec_d.applied,
+        "dead_letters": rec_d.dead_letters,
+        "checksum_clean": sum_c,
+        "checksum_with_duplicates": sum_d,
         "identical_to_clean": sum_c == sum_d,
-        "clean_wall_s": round(wall_c, 1), "with_duplicates_wall_s": round(wall_d, 1),
-        "diff_krw": rec_d.diff_krw, "clean_diff_krw": rec_c.diff_krw,
-        "lagging": rec_d.lagging, "unseeded": rec_d.unseeded,
+        "clean_wall_s": round(wall_c, 1),
+        "with_duplicates_wall_s": round(wall_d, 1),
+        "diff_krw": rec_d.diff_krw,
+        "clean_diff_krw": rec_c.diff_krw,
+        "lagging": rec_d.lagging,
+        "unseeded": rec_d.unseeded,
         "problems": problems,
     }
 
@@ -129,9 +169,19 @@ def main() -> int:
     ap.add_argument("--share", type=float, default=0.05, help="share of events re-sent")
     ap.add_argument("--replay", type=int, default=10_000, help="events re-published")
     args = ap.parse_args()
-    return script_main("duplicates", args, lambda infra, root: run(
-        infra, root, events=args.events, seed=args.seed, partitions=args.partitions,
-        share=args.share, replay=args.replay))
+    return script_main(
+        "duplicates",
+        args,
+        lambda infra, root: run(
+            infra,
+            root,
+            events=args.events,
+            seed=args.seed,
+            partitions=args.partitions,
+            share=args.share,
+            replay=args.replay,
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -20,11 +20,24 @@ from typing import Any
 
 import redis
 
+from cashpos.devstack import new_stack
+from cashpos.embedded import Infra
 from cashpos.names import RedisKeys
 from faults.common import (
-    Infra, base_args, checksum, expected_view, log, new_stack, prepare, publish,
-    reconcile_quiet, redis_view, script_main, start_worker, state_view, wait_until, wait_up,
-    worker_metric_totals, workload,
+    base_args,
+    checksum,
+    expected_view,
+    log,
+    prepare,
+    publish,
+    reconcile_quiet,
+    redis_view,
+    script_main,
+    state_view,
+    wait_until,
+    wait_up,
+    worker_metric_totals,
+    workload,
 )
 
 B1 = "FileNotFoundError"  # bug B1 (fixed in 4be382a): no start without the state directory
@@ -32,8 +45,11 @@ B1 = "FileNotFoundError"  # bug B1 (fixed in 4be382a): no start without the stat
 
 def _caught_up(stack: Any, worker: str, records: int) -> bool:
     m = worker_metric_totals(stack).get(worker, {})
-    seen = (m.get("cashpos_events_applied_total", 0) + m.get("cashpos_duplicates_dropped_total", 0)
-            + m.get("cashpos_events_deadlettered_total", 0))
+    seen = (
+        m.get("cashpos_events_applied_total", 0)
+        + m.get("cashpos_duplicates_dropped_total", 0)
+        + m.get("cashpos_events_deadlettered_total", 0)
+    )
     return seen >= records and m.get("cashpos_consumer_lag_records", 1) == 0
 
 
@@ -66,13 +82,23 @@ def _judge_answers(answers: list[Any], want: dict) -> tuple[int, int, list[str]]
             if len(examples) < 3:
                 cash = sum(c for c, _, _ in got.values())
                 final = sum(c for c, _, _ in by_org.get(org, {}).values())
-                examples.append(f"{org}: {len(got)} positions, cash {cash} (final: "
-                                f"{len(by_org.get(org, {}))} positions, cash {final})")
+                examples.append(
+                    f"{org}: {len(got)} positions, cash {cash} (final: "
+                    f"{len(by_org.get(org, {}))} positions, cash {final})"
+                )
     return ok, bad, examples
 
 
-def run(infra: Infra, root: Path, *, events: int, seed: int, partitions: int = 12,
-        empty_redis: bool = False, timeout: float = 1800) -> dict[str, Any]:
+def run(
+    infra: Infra,
+    root: Path,
+    *,
+    events: int,
+    seed: int,
+    partitions: int = 12,
+    empty_redis: bool = False,
+    timeout: float = 1800,
+) -> dict[str, Any]:
     """``empty_redis``: Redis also lost the serving copy while the worker was stopped (restart,
     FLUSHALL); the API is polled during the rebuild and must never answer with anything but the
     final figures (503 until then)."""
@@ -90,7 +116,7 @@ def run(infra: Infra, root: Path, *, events: int, seed: int, partitions: int = 1
         log(f"publishing a history of {len(raws)} events")
         publish_s = publish(s.settings, raws)
         t = time.monotonic()
-        start_worker(s, "w1")
+        s.start_worker("w1")
         if empty_redis:
             s.start_api()
         wait_until(lambda: redis_view(s) == want, timeout, 0.2, "the first fold")
@@ -118,13 +144,15 @@ def run(infra: Infra, root: Path, *, events: int, seed: int, partitions: int = 1
             up = wait_up(s, "w1", ms, timeout=60)
         except RuntimeError:
             if p.poll() is not None and B1 in s.log("worker-w1"):
-                problems.append("B1: the worker does not start when its state directory is "
-                                "missing (FileNotFoundError creating the Faust datadir)")
+                problems.append(
+                    "B1: the worker does not start when its state directory is "
+                    "missing (FileNotFoundError creating the Faust datadir)"
+                )
                 s.procs.pop("worker-w1", None)
                 t_restart = time.monotonic()
                 ms = int(time.time() * 1000)
                 (s.root / "state-w1").mkdir(parents=True)  # to measure the rebuild anyway
-                start_worker(s, "w1")
+                s.start_worker("w1")
                 up = wait_up(s, "w1", ms, timeout=60)
             else:
                 raise
@@ -142,8 +170,10 @@ def run(infra: Infra, root: Path, *, events: int, seed: int, partitions: int = 1
                 codes[a[2]] = codes.get(a[2], 0) + 1
             extra.update(api_status=codes, api_200_final=ok, api_200_not_final=bad)
             if bad:
-                problems.append(f"B2: {bad} answers during the rebuild were 200 with figures "
-                                f"other than the final ones (not marked stale), e.g. {examples}")
+                problems.append(
+                    f"B2: {bad} answers during the rebuild were 200 with figures "
+                    f"other than the final ones (not marked stale), e.g. {examples}"
+                )
         m = worker_metric_totals(s)["w1"]
         busy = m.get("cashpos_batch_duration_seconds_sum", 0.0)
         rec = reconcile_quiet(s, {"w1": state_dir}, published=len(raws))
@@ -158,10 +188,15 @@ def run(infra: Infra, root: Path, *, events: int, seed: int, partitions: int = 1
         if offsets_after != offsets_before:
             problems.append(f"offsets differ after the rebuild: {offsets_after} vs {offsets_before}")
         return {
-            "events": len(raws), "seed": seed, "partitions": partitions,
-            "publish_s": round(publish_s, 1), "first_fold_s": round(first_fold_s, 1),
-            "state_mb": round(size_mb, 1), "positions": len(state_after),
-            "checksum_before": sum_state_before, "checksum_after": sum_state_after,
+            "events": len(raws),
+            "seed": seed,
+            "partitions": partitions,
+            "publish_s": round(publish_s, 1),
+            "first_fold_s": round(first_fold_s, 1),
+            "state_mb": round(size_mb, 1),
+            "positions": len(state_after),
+            "checksum_before": sum_state_before,
+            "checksum_after": sum_state_after,
             "checksum_equal": sum_state_after == sum_state_before,
             "redis_checksum_equal": sum_redis_after == sum_redis_before == sum_state_before,
             "restart_to_up_s": round(up - t_restart, 1),
@@ -179,12 +214,24 @@ def run(infra: Infra, root: Path, *, events: int, seed: int, partitions: int = 1
 
 def main() -> int:
     ap = base_args(__doc__.split("\n\n")[0])
-    ap.add_argument("--empty-redis", action="store_true",
-                    help="Redis loses the serving copy too; poll the API during the rebuild")
+    ap.add_argument(
+        "--empty-redis",
+        action="store_true",
+        help="Redis loses the serving copy too; poll the API during the rebuild",
+    )
     args = ap.parse_args()
-    return script_main("rebuild", args, lambda infra, root: run(
-        infra, root, events=args.events, seed=args.seed, partitions=args.partitions,
-        empty_redis=args.empty_redis))
+    return script_main(
+        "rebuild",
+        args,
+        lambda infra, root: run(
+            infra,
+            root,
+            events=args.events,
+            seed=args.seed,
+            partitions=args.partitions,
+            empty_redis=args.empty_redis,
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -23,18 +23,31 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import httpx
 import redis
 
-from cashpos.embedded import start_redis
+from cashpos.devstack import Stack, new_stack
+from cashpos.embedded import Infra, redis_url_of, start_redis
 from cashpos.names import META_FIELD, RedisKeys, side_of_topic
 from cashpos.refdata import governments
 from faults.common import (
-    Feeder, Infra, Stack, access_backup, base_args, expected_view, log, new_stack, prepare, read_records,
-    reconcile_quiet, redis_view, restore_access, script_main, start_worker, wait_until, workload,
+    Feeder,
+    access_backup,
+    base_args,
+    expected_view,
+    log,
+    prepare,
+    read_records,
+    reconcile_quiet,
+    redis_view,
+    restore_access,
+    script_main,
+    wait_until,
+    workload,
 )
 from reconcile.reference import Reference
 
@@ -111,8 +124,10 @@ class Poller(threading.Thread):
                 stale = False
                 if r.status_code == 200:
                     body = r.json()
-                    rows = [(a["account"], a["fiscal_year"], a["cash"], a["committed"], a["version"])
-                            for a in body["accounts"]]
+                    rows = [
+                        (a["account"], a["fiscal_year"], a["cash"], a["committed"], a["version"])
+                        for a in body["accounts"]
+                    ]
                     stale = bool(body.get("freshness", {}).get("stale"))
                 self.answers.append((time.monotonic(), org, r.status_code, rows, stale))
                 time.sleep(self.interval)
@@ -133,11 +148,22 @@ def _measure_reseed(r: redis.Redis, keys: RedisKeys, since: float, limit: float 
     return round(time.monotonic() - since, 2)
 
 
-def run(infra: Infra, root: Path, *, events: int, seed: int, rate: float, partitions: int = 12,
-        outage_s: float = 2.0, timeout: float = 1800) -> dict[str, Any]:
+def run(
+    infra: Infra,
+    root: Path,
+    *,
+    events: int,
+    seed: int,
+    rate: float,
+    partitions: int = 12,
+    outage_s: float = 2.0,
+    timeout: float = 1800,
+) -> dict[str, Any]:
     root.mkdir(parents=True, exist_ok=True)
     rsv = start_redis(log_path=root / "redis-dedicated.log")
-    own = Infra(infra.kafka, rsv)  # this scenario's Redis, which it kills
+    own = replace(
+        infra, redis_url=redis_url_of(rsv.port), redis=None
+    )  # this scenario's Redis, which it kills
     s: Stack = new_stack(own, root, partitions)
     prepare(s)
     keys = RedisKeys(s.namespace)
@@ -146,7 +172,7 @@ def run(infra: Infra, root: Path, *, events: int, seed: int, rate: float, partit
     want = expected_view(raws)
     poller = Poller(s.api, headers=poller_headers(s))
     try:
-        start_worker(s, "w1")
+        s.start_worker("w1")
         s.start_api()
         s.wait_ready()
         access = access_backup(s)  # every token made so far (the poller's, the harness's)
@@ -160,10 +186,10 @@ def run(infra: Infra, root: Path, *, events: int, seed: int, rate: float, partit
 
         time.sleep(max(0.0, t0 + 0.2 * duration - time.monotonic()))
         log("kill -9 redis-server")
-        own.redis.stop(sig_kill=True)
+        rsv.stop(sig_kill=True)
         timeline["redis_killed_s"] = time.monotonic() - t0
         time.sleep(outage_s)
-        own.redis = start_redis(port=rsv.port, log_path=root / "redis-dedicated.log")
+        rsv = start_redis(port=rsv.port, log_path=root / "redis-dedicated.log")
         restore_access(s, access)  # the ACL users and tokens, as the operator would
         back = time.monotonic()
         timeline["redis_back_s"] = back - t0
@@ -173,7 +199,9 @@ def run(infra: Infra, root: Path, *, events: int, seed: int, rate: float, partit
         time.sleep(max(0.0, t0 + 0.55 * duration - time.monotonic()))
         with direct.pipeline(transaction=True) as pipe:  # FLUSHALL, and the tokens put back at once
             pipe.flushall()
-            pipe.hset(keys.tokens, mapping=access)  # type: ignore[arg-type]
+            pipe.hset(
+                keys.tokens, mapping={k.decode() if isinstance(k, bytes) else k: v for k, v in access.items()}
+            )
             pipe.execute()
         flushed = time.monotonic()
         timeline["flushall_s"] = flushed - t0
@@ -192,8 +220,12 @@ def run(infra: Infra, root: Path, *, events: int, seed: int, rate: float, partit
         # Judge every answer against the reference fold of the topics as they are.
         oracle = PrefixOracle(read_records(s), s.settings.max_event_bytes)
         final = redis_view(s)
-        self_check = all(oracle.valid(pk, v, c, m) and not oracle.valid(pk, v, c + 1, m)
-                         and not oracle.valid(pk, v, c, m + 1) for pk, (c, m, v) in final.items())
+        self_check = all(
+            oracle.valid(pk, v, c, m)
+            and not oracle.valid(pk, v, c + 1, m)
+            and not oracle.valid(pk, v, c, m + 1)
+            for pk, (c, m, v) in final.items()
+        )
         if not self_check:
             problems.append("the oracle does not tell the final figures from wrong ones")
         status: dict[int, int] = {}
@@ -201,8 +233,10 @@ def run(infra: Infra, root: Path, *, events: int, seed: int, rate: float, partit
         regressions: list[str] = []
         stale_200 = 0
         seen: dict[str, dict[PosKey, int]] = {}
-        outage = [(timeline["redis_killed_s"] + t0, back + reseed_after_restart),
-                  (flushed, flushed + reseed_after_flush)]
+        outage = [
+            (timeline["redis_killed_s"] + t0, back + reseed_after_restart),
+            (flushed, flushed + reseed_after_flush),
+        ]
         in_outage = {200: 0, 503: 0}
         checked = 0
         for t, org, code, rows, stale in poller.answers:
@@ -231,19 +265,26 @@ def run(infra: Infra, root: Path, *, events: int, seed: int, rate: float, partit
             problems.append(f"unexpected API statuses {status}")
         if in_outage[503] == 0:
             problems.append("the poller saw no 503 during the outages (did it run?)")
-        for name, v in (("restart", reseed_after_restart), ("FLUSHALL", reseed_after_flush)):
-            if v > 5.0:
-                problems.append(f"re-seeded {v}s after the {name} (limit 5 s)")
+        for name, seconds in (("restart", reseed_after_restart), ("FLUSHALL", reseed_after_flush)):
+            if seconds > 5.0:
+                problems.append(f"re-seeded {seconds}s after the {name} (limit 5 s)")
         return {
-            "events": len(raws), "seed": seed, "partitions": partitions, "rate": rate,
+            "events": len(raws),
+            "seed": seed,
+            "partitions": partitions,
+            "rate": rate,
             "timeline_s": {k: round(v, 1) for k, v in timeline.items()},
             "outage_s": outage_s,
             "reseed_after_restart_s": reseed_after_restart,
             "reseed_after_flushall_s": reseed_after_flush,
-            "api_answers": len(poller.answers), "api_status": status,
+            "api_answers": len(poller.answers),
+            "api_status": status,
             "api_answers_during_outages": in_outage,
-            "api_200_marked_stale": stale_200, "api_connection_errors": poller.errors,
-            "positions_checked_in_answers": checked, "oracle_self_check": self_check, "wrong_numbers": len(wrong),
+            "api_200_marked_stale": stale_200,
+            "api_connection_errors": poller.errors,
+            "positions_checked_in_answers": checked,
+            "oracle_self_check": self_check,
+            "wrong_numbers": len(wrong),
             "regressions": len(regressions),
             **rec.outcome(),
             "problems": problems,
@@ -251,7 +292,7 @@ def run(infra: Infra, root: Path, *, events: int, seed: int, rate: float, partit
     finally:
         poller.stop.set()
         s.stop_all()
-        own.redis.stop()
+        rsv.stop()
 
 
 def main() -> int:
@@ -259,9 +300,19 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=10_000, help="events per second")
     ap.add_argument("--outage", type=float, default=2.0, help="seconds Redis stays down")
     args = ap.parse_args()
-    return script_main("redis_outage", args, lambda infra, root: run(
-        infra, root, events=args.events, seed=args.seed, rate=args.rate,
-        partitions=args.partitions, outage_s=args.outage))
+    return script_main(
+        "redis_outage",
+        args,
+        lambda infra, root: run(
+            infra,
+            root,
+            events=args.events,
+            seed=args.seed,
+            rate=args.rate,
+            partitions=args.partitions,
+            outage_s=args.outage,
+        ),
+    )
 
 
 if __name__ == "__main__":

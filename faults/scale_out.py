@@ -20,10 +20,22 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cashpos.devstack import new_stack
+from cashpos.embedded import Infra
 from faults.common import (
-    Feeder, Infra, add_session_arg, base_args, expected_view, live_owners, log, new_stack, prepare,
+    Feeder,
+    add_session_arg,
+    base_args,
+    expected_view,
+    live_owners,
+    log,
+    prepare,
+    reconcile_quiet,
+    redis_view,
+    script_main,
     session_env,
-    reconcile_quiet, redis_view, script_main, start_worker, wait_until, workload,
+    wait_until,
+    workload,
 )
 from reconcile.run import reconcile
 
@@ -35,8 +47,17 @@ def _covering(owners: dict[str, set[int]], workers: set[str], n: int) -> bool:
     return sorted(parts) == list(range(n))
 
 
-def run(infra: Infra, root: Path, *, events: int, seed: int, rate: float, partitions: int = 6,
-        env: dict[str, str] | None = None, timeout: float = 1800) -> dict[str, Any]:
+def run(
+    infra: Infra,
+    root: Path,
+    *,
+    events: int,
+    seed: int,
+    rate: float,
+    partitions: int = 6,
+    env: dict[str, str] | None = None,
+    timeout: float = 1800,
+) -> dict[str, Any]:
     if partitions < 6:
         raise ValueError("scale-out runs with at least 6 partitions")
     env = env or {}
@@ -49,10 +70,14 @@ def run(infra: Infra, root: Path, *, events: int, seed: int, rate: float, partit
     all3 = {"w1", "w2", "w3"}
     try:
         for w in sorted(all3):
-            start_worker(s, w, **env)
+            s.start_worker(w, **env)
         t = time.monotonic()
-        wait_until(lambda: _covering(live_owners(s), all3, partitions), 120, 0.2,
-                   "three workers to share the partitions")
+        wait_until(
+            lambda: _covering(live_owners(s), all3, partitions),
+            120,
+            0.2,
+            "three workers to share the partitions",
+        )
         owners_start = live_owners(s)
         log(f"three workers up after {time.monotonic() - t:.1f}s: {owners_start}")
         duration = len(raws) / rate
@@ -64,25 +89,31 @@ def run(infra: Infra, root: Path, *, events: int, seed: int, rate: float, partit
         s.stop("worker-w2", kill=True)
         killed = time.monotonic()
         # w2's heartbeat stops; it drops out of live_owners after 2.5 s
-        wait_until(lambda: _covering(live_owners(s), {"w1", "w3"}, partitions), 120, 0.1,
-                   "w1 and w3 to take over w2's partitions")
+        wait_until(
+            lambda: _covering(live_owners(s), {"w1", "w3"}, partitions),
+            120,
+            0.1,
+            "w1 and w3 to take over w2's partitions",
+        )
         takeover_s = time.monotonic() - killed
         owners_after_kill = live_owners(s)
-        log(f"kill -9 w2 at {killed - t0:.1f}s; w1 and w3 own everything after {takeover_s:.1f}s: "
-            f"{owners_after_kill}")
+        log(
+            f"kill -9 w2 at {killed - t0:.1f}s; w1 and w3 own everything after {takeover_s:.1f}s: "
+            f"{owners_after_kill}"
+        )
         moved = {p: w for w, ps in owners_after_kill.items() for p in ps if p in owners_start["w2"]}
         if sorted(moved) != sorted(owners_start["w2"]):
             problems.append(f"w2's partitions {owners_start['w2']} did not all move: {owners_after_kill}")
 
         time.sleep(max(0.0, t0 + 0.6 * duration - time.monotonic()))
         added = time.monotonic()
-        start_worker(s, "w2", **env)  # back, on its old state directory
-        wait_until(lambda: _covering(live_owners(s), all3, partitions), 120, 0.1,
-                   "w2 to get partitions again")
+        s.start_worker("w2", **env)  # back, on its old state directory
+        wait_until(
+            lambda: _covering(live_owners(s), all3, partitions), 120, 0.1, "w2 to get partitions again"
+        )
         rejoin_s = time.monotonic() - added
         owners_after_add = live_owners(s)
-        log(f"w2 added back at {added - t0:.1f}s; three owners after {rejoin_s:.1f}s: "
-            f"{owners_after_add}")
+        log(f"w2 added back at {added - t0:.1f}s; three owners after {rejoin_s:.1f}s: {owners_after_add}")
         if owners_after_add == owners_after_kill:
             problems.append("no partition moved when w2 came back")
 
@@ -98,20 +129,28 @@ def run(infra: Infra, root: Path, *, events: int, seed: int, rate: float, partit
         # at its own stored offsets, stale partitions included).
         plain = asyncio.run(reconcile(s.settings, list(dirs.values()), publish=False))
         return {
-            "events": len(raws), "seed": seed, "partitions": partitions, "rate": rate,
+            "events": len(raws),
+            "seed": seed,
+            "partitions": partitions,
+            "rate": rate,
             "worker_env": env,
             "owners_start": {w: sorted(p) for w, p in sorted(owners_start.items())},
             "w2_killed_at_s": round(killed - t0, 1),
             "takeover_s": round(takeover_s, 1),
             "owners_after_kill": {w: sorted(p) for w, p in sorted(owners_after_kill.items())},
-            "w2_added_at_s": round(added - t0, 1), "rejoin_s": round(rejoin_s, 1),
+            "w2_added_at_s": round(added - t0, 1),
+            "rejoin_s": round(rejoin_s, 1),
             "owners_after_add": {w: sorted(p) for w, p in sorted(owners_after_add.items())},
             "exact_after_s": round(exact_s, 1),
-            "diff_krw": rec.diff_krw, "state_diff_krw": rec.state_diff_krw,
+            "diff_krw": rec.diff_krw,
+            "state_diff_krw": rec.state_diff_krw,
             "state_positions_checked": rec.state_positions,
-            "lagging": rec.lagging, "unseeded": rec.unseeded,
-            "records_in": rec.records_in, "applied": rec.applied,
-            "duplicates": rec.duplicates, "dead_letters": rec.dead_letters,
+            "lagging": rec.lagging,
+            "unseeded": rec.unseeded,
+            "records_in": rec.records_in,
+            "applied": rec.applied,
+            "duplicates": rec.duplicates,
+            "dead_letters": rec.dead_letters,
             "reconcile_all_dirs_as_stored_diff_krw": plain.diff_krw,
             "problems": problems,
         }
@@ -126,9 +165,19 @@ def main() -> int:
     add_session_arg(ap)
     args = ap.parse_args()
     env = session_env(args)
-    return script_main("scale_out", args, lambda infra, root: run(
-        infra, root, events=args.events, seed=args.seed, rate=args.rate,
-        partitions=args.partitions, env=env))
+    return script_main(
+        "scale_out",
+        args,
+        lambda infra, root: run(
+            infra,
+            root,
+            events=args.events,
+            seed=args.seed,
+            rate=args.rate,
+            partitions=args.partitions,
+            env=env,
+        ),
+    )
 
 
 if __name__ == "__main__":

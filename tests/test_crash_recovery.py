@@ -14,48 +14,15 @@ import time
 
 import httpx
 import pytest
-import redis
 
-from cashpos.names import RedisKeys
-from cashpos.refdata import governments
 from bench.processor import simulator as bench_simulator
-from reconcile.reference import Reference
-from state.projection import decode_position
-from streams.contract import side_of
+from faults.common import expected_view, redis_view
 from streams.publisher import Publisher
 from tests.conftest import Stack, new_stack
 
 pytestmark = pytest.mark.integration
 
 N = 100_000
-
-
-def redis_view(stack: Stack) -> dict[tuple[str, str, int], tuple[int, int, int]]:
-    r = redis.Redis.from_url(stack.infra.redis_url)
-    keys = RedisKeys(stack.namespace)
-    out = {}
-    for org in governments():
-        for f, v in r.hgetall(keys.positions(org)).items():
-            if f == b"_meta":
-                continue
-            account, _, fy = f.decode().partition("|")
-            version, body = decode_position(v)
-            out[(org, account, int(fy))] = (body["cash"], body["committed"], version)
-    return out
-
-
-def expected_view(raws: list[bytes]) -> dict[tuple[str, str, int], tuple[int, int, int]]:
-    import orjson
-
-    ref = Reference()
-    for raw in raws:
-        ref.feed(raw, side_of(orjson.loads(raw)["kind"]))
-    versions: dict[tuple[str, str, int], int] = {}
-    for acc in ref.log:
-        for pk, _, _ in acc.deltas:
-            versions[pk] = versions.get(pk, 0) + 1
-    return {pk: (cash, committed, versions.get(pk, 0)) for pk, (cash, committed) in ref.positions().items()
-            if versions.get(pk, 0)}
 
 
 def applied_so_far(stack: Stack) -> int:

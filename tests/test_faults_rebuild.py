@@ -15,7 +15,8 @@ import time
 import pytest
 
 from faults import rebuild
-from faults.common import heartbeats, new_stack, prepare
+from faults.common import heartbeats, prepare
+from tests.conftest import new_stack
 
 pytestmark = pytest.mark.integration
 

@@ -57,3 +57,20 @@ def test_no_module_imports_itself_through_others() -> None:
         if m not in state:
             visit(m, [m])
     assert cycles == []
+
+
+def test_nothing_outside_tests_imports_tests() -> None:
+    """The tests use the packages, never the other way round (the development stack lives in
+    ``cashpos``): no import of ``tests`` anywhere in a package module, function bodies included."""
+    found = []
+    for path in (p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            else:
+                continue
+            found += [f"{path.relative_to(ROOT)}:{node.lineno} {n}" for n in names
+                      if n == "tests" or n.startswith("tests.")]
+    assert found == []

@@ -63,10 +63,9 @@ def _child(pid: int, role: str) -> int | None:
 def test_a_killed_worker_is_restarted_and_the_broker_keeps_its_data(tmp_path: Path) -> None:
     kafka_port, redis_port, api_port = free_port(), free_port(), free_port()
     env = {
-        **os.environ,
-        "CASHPOS_EMBEDDED": "on",  # the embedded broker and Redis, on ports of this test
-        "CASHPOS_KAFKA_BOOTSTRAP": f"127.0.0.1:{kafka_port}",
-        "CASHPOS_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+        **{k: v for k, v in os.environ.items() if k not in ("CASHPOS_KAFKA_BOOTSTRAP", "CASHPOS_REDIS_URL")},
+        "CASHPOS_EMBEDDED_KAFKA_PORT": str(kafka_port),  # the embedded broker and Redis, on ports of this test
+        "CASHPOS_EMBEDDED_REDIS_PORT": str(redis_port),
         "CASHPOS_API_PORT": str(api_port),
         "CASHPOS_WORKER_WEB_PORT": str(free_port()),
         "CASHPOS_STATE_DIR": str(tmp_path / "var" / "state"),
@@ -78,7 +77,7 @@ def test_a_killed_worker_is_restarted_and_the_broker_keeps_its_data(tmp_path: Pa
     out = open(tmp_path / "run.out", "wb")  # noqa: SIM115 - closed in finally
     run = subprocess.Popen([sys.executable, "-m", "cashpos.cli", "run"], cwd=tmp_path, env=env,
                            stdout=out, stderr=subprocess.STDOUT)
-    settings = Settings(kafka_bootstrap=env["CASHPOS_KAFKA_BOOTSTRAP"], partitions=4)
+    settings = Settings(kafka_bootstrap=f"127.0.0.1:{kafka_port}", partitions=4)
     api = f"http://127.0.0.1:{api_port}"
 
     def text() -> str:

@@ -29,7 +29,7 @@ from aiokafka.protocol.group import (
 
 from cashpos.embedded import free_port
 from cashpos.names import Topics
-from faults.common import heartbeats, start_worker, wait_until
+from faults.common import heartbeats, wait_until
 from streams.groups import GROUP_COORDINATOR, MEMBER_ID_REQUIRED, SAFE_TO_REMOVE
 from streams.publisher import Publisher
 from streams.topics import ensure_topics
@@ -89,7 +89,7 @@ def _spawn(s: Stack, **env: str) -> tuple[int, int, float]:
     path = s.root / "worker-w1.log"
     offset = path.stat().st_size if path.exists() else 0
     since = int(time.time() * 1000)
-    start_worker(s, "w1", **env)
+    s.start_worker("w1", **env)
     return offset, since, time.monotonic()
 
 
