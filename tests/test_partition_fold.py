@@ -16,12 +16,14 @@ from typing import Any
 import msgspec
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from state import partition
 from state.ledger import Journal, Ledger
 from state.store import Store
 from streams.contract import MAX_SIDE_TOTAL, epoch_ms, hot_rules
+from streams.lean_records import RawRecord
 from tests.events import event
 
 SEOUL, BUSAN = "6110000", "6260000"
@@ -102,11 +104,11 @@ def _variant(draw: Any, i: int, ids: list[str], values: list[bytes]) -> bytes | 
 
 
 @st.composite
-def streams(draw: Any) -> tuple[list[Rec], list[int], dict[str, int], int | None]:
+def streams(draw: Any) -> tuple[list[RawRecord], list[int], dict[str, int], int | None]:
     n = draw(st.integers(1, 60))
     ids: list[str] = []
     values: list[bytes] = []
-    recs: list[Rec] = []
+    recs: list[RawRecord] = []
     for i in range(n):
         value = _variant(draw, i, ids, values)
         key: bytes | None = None
@@ -128,7 +130,7 @@ def _journal(v: Journal | bytes) -> bytes:
     return v if v.__class__ is bytes else msgspec.msgpack.encode(v)
 
 
-def _run(fold: partition.Fold, recs: list[Rec], cuts: list[int], owner: dict[str, int],
+def _run(fold: partition.Fold, recs: list[RawRecord], cuts: list[int], owner: dict[str, int],
          side: str | None, near: int | None = None) -> list[Any]:
     store = Store(Path(tempfile.mkdtemp(prefix="cashpos-kernel-")))
     ledger = store.attach(Ledger())
@@ -160,7 +162,7 @@ def _run(fold: partition.Fold, recs: list[Rec], cuts: list[int], owner: dict[str
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(streams(), st.sampled_from([None, "revenue", "expenditure"]))
 def test_the_kernel_reaches_the_same_state_as_the_pure_path(
-        stream: tuple[list[Rec], list[int], dict[str, int], int | None], side: str | None) -> None:
+        stream: tuple[list[RawRecord], list[int], dict[str, int], int | None], side: str | None) -> None:
     recs, cuts, owner, near = stream
     native = _run(partition.fold_partition_native, recs, cuts, owner, side, near)
     pure = _run(partition.fold_partition_py, recs, cuts, owner, side, near)
@@ -179,24 +181,28 @@ def test_the_kernel_takes_the_common_events_and_stops_at_the_rest() -> None:
     ledger = Ledger()
     decode, charts, org_keys, kst = hot_rules()
     ch = ledger.changes
-    ctx = (decode, charts, org_keys, kst, {}, 0, "revenue", 8192, "t", ledger.positions,
+    ctx: tuple[Any, ...] = (decode, charts, org_keys, kst, {}, 0, "revenue", 8192, "t", ledger.positions,
            ledger.journal, ch.journal, ch.index, None, b"j\0", partition.Position, MAX_SIDE_TOTAL)
     stop, applied, last_ms, at_stop = partition.fold_hot(recs, 0, ctx, 0)
     assert (stop, applied) == (1, 1)  # a payment on the revenue topic is for the Python path
-    assert at_stop == decode(recs[1].value)  # handed over decoded  # type: ignore[arg-type]
+    handed_over = recs[1].value
+    assert handed_over is not None and at_stop == decode(handed_over)  # handed over decoded
     ctx = ctx[:6] + (None,) + ctx[7:]
     assert partition.fold_hot(recs, 1, ctx, last_ms)[:2] == (2, 1)
     assert partition.fold_hot(recs, 3, ctx, last_ms)[:2] == (4, 1)
     pos = ledger.positions[(SEOUL, "general", 2026)]
     assert (pos.cash, pos.version) == (5 - 2 + 7, 3)
-    entry = msgspec.msgpack.decode(ledger.journal[(SEOUL, "r:a")], type=Journal)
+    stored = ledger.journal[(SEOUL, "r:a")]
+    assert isinstance(stored, bytes)  # the kernel keeps the encoded entry
+    entry = msgspec.msgpack.decode(stored, type=Journal)
     assert entry.raw == recs[0].value and entry.source == ("t", 0, 0)
     assert entry.occurred_ms == epoch_ms(decode(recs[0].value).occurred_at)
 
 
 def test_the_journal_puts_in_c_equal_the_python_loop() -> None:
     """Store.commit's journal puts: keys and values exactly as the Python loop makes them."""
-    from state import native, store as store_module
+    from state import native
+    from state import store as store_module
 
     assert native.built is not None
     enc = msgspec.msgpack.Encoder().encode
