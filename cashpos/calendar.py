@@ -52,17 +52,27 @@ def is_business_day(d: dt.date) -> bool:
     return d.weekday() < 5 and d not in holidays(d.year)
 
 
+def korean_date(at: dt.datetime) -> dt.date:
+    """The date in Korea at this instant. Raises OverflowError for an instant with no date in
+    Korea time (year 1 east of UTC, year 9999 west of it)."""
+    if at.utcoffset() == KST_OFFSET:  # the norm: the local date is the Korean date
+        return at.date()
+    return at.astimezone(KST).date()
+
+
 def fiscal_years_for(occurred_at: dt.datetime) -> tuple[int, ...]:
     """Fiscal years an event at this instant may belong to (prior-year processing to 20 Jan).
 
-    Raises OverflowError for an instant with no date in Korea time (year 1 east of UTC, year
-    9999 west of it); the contract turns that into ``invalid_timestamp``."""
-    if occurred_at.utcoffset() == KST_OFFSET:  # the norm: the local date is the Korean date
-        y, m, d = occurred_at.year, occurred_at.month, occurred_at.day
-    else:
-        local = occurred_at.astimezone(KST)
-        y, m, d = local.year, local.month, local.day
-    return (y, y - 1) if m == 1 and d <= PRIOR_YEAR_LAST_JANUARY_DAY else (y,)
+    Raises OverflowError like ``korean_date``; the contract turns that into ``invalid_timestamp``."""
+    d = korean_date(occurred_at)
+    y = d.year
+    return (y, y - 1) if d.month == 1 and d.day <= PRIOR_YEAR_LAST_JANUARY_DAY else (y,)
+
+
+def close_date(fiscal_year: int) -> dt.date:
+    """The first Korean date on which ``fiscal_year`` may be closed: the day after its
+    출납정리기한 (20 January of the next year)."""
+    return dt.date(fiscal_year + 1, 1, PRIOR_YEAR_LAST_JANUARY_DAY + 1)
 
 
 _EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -75,3 +85,52 @@ def utc_stamp(ms: int) -> str:
     seconds, millis = divmod(ms, 1000)
     t = _EPOCH + dt.timedelta(seconds=seconds)
     return f"{t:%Y-%m-%dT%H:%M:%S}.{millis:03d}Z"
+
+
+# -- Korean days as integers (the alert rules' clocks) --------------------------------------------
+
+_EPOCH_ORDINAL: Final = dt.date(1970, 1, 1).toordinal()
+OFFICE_OPEN_MS: Final = 9 * 3_600_000  # office hours: 09:00-18:00 KST on business days
+OFFICE_CLOSE_MS: Final = 18 * 3_600_000
+
+
+def kst_day(ms: int) -> int:
+    """The Korean calendar day of an epoch-ms instant, as days since 1970-01-01."""
+    return (ms + KST_OFFSET_MS) // DAY_MS
+
+
+def day_date(day: int) -> dt.date:
+    """The date of a ``kst_day``."""
+    return dt.date.fromordinal(day + _EPOCH_ORDINAL)
+
+
+def date_day(d: dt.date) -> int:
+    """The ``kst_day`` of a Korean date."""
+    return d.toordinal() - _EPOCH_ORDINAL
+
+
+def day_start_ms(day: int) -> int:
+    """The first instant (epoch ms) of a ``kst_day``: its 00:00 KST."""
+    return day * DAY_MS - KST_OFFSET_MS
+
+
+def year_end_day(fiscal_year: int) -> int:
+    """The ``kst_day`` of 31 December of ``fiscal_year``, when its books close."""
+    return date_day(dt.date(fiscal_year, 12, 31))
+
+
+def office_minutes_between(start_ms: int, end_ms: int, max_days: int = 31) -> int:
+    """Minutes of [start, end) in office hours (09:00-18:00 KST on business days). Looks back
+    at most ``max_days`` days."""
+    if end_ms <= start_ms:
+        return 0
+    start_ms = max(start_ms, end_ms - max_days * DAY_MS)
+    total = 0
+    for day in range(kst_day(start_ms), kst_day(end_ms) + 1):
+        if not is_business_day(day_date(day)):
+            continue
+        lo = day_start_ms(day)
+        a, b = max(lo + OFFICE_OPEN_MS, start_ms), min(lo + OFFICE_CLOSE_MS, end_ms)
+        if b > a:
+            total += b - a
+    return total // 60_000

@@ -20,6 +20,15 @@ Semantics, per government (org_code), account and fiscal year:
   separate id spaces, and a reversal names an event of its own side.
 * an event that would take its side's net share of a position's cash, or the committed amount,
   past ±MAX_SIDE_TOTAL is rejected (position_out_of_range).
+* commitment_carry_forward: the commitment's whole open amount (the event's amount must equal
+  it) moves from its fiscal year to the next; from then on the commitment belongs to that year
+  and can no longer be reversed; a carry-forward itself is never reversed.
+* fiscal_year_close (read from an input topic; the topic says which side closes): for that side
+  the year and every earlier one are closed. Each such position's net share of that side moves
+  to the same account's next year (refused whole if that breaks the bound); on the expenditure
+  side every commitment still open in a closed year lapses (its open amount released, one
+  record per commitment). Afterwards any event of the side for a closed year is refused
+  (period_closed), and so is a second close of a year already closed.
 
 Money is integer KRW throughout; nothing here ever produces a float.
 """
@@ -30,7 +39,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TypedDict
 
-from streams.contract import MAX_SIDE_TOTAL, Event, Rejection, check_message, side_of
+from streams.contract import MAX_SIDE_TOTAL, Event, Rejection, YearClose, check_message, side_of
 
 PosKey = tuple[str, str, int]  # (org_code, account, fiscal_year)
 Delta = tuple[PosKey, int, int]  # (position, cash delta, committed delta)
@@ -48,10 +57,11 @@ class Counts(TypedDict):
 class Accepted:
     """One accepted (applied) event and the position deltas it caused."""
 
-    event: Event
+    event: Event | YearClose
     deltas: list[Delta]
     released: int = 0  # commitment amount this event released (payment, cancel)
     reversed_by: str | None = None
+    lapse_of: str | None = None  # a lapse at a close: the commitment it released (no event of its own)
 
 
 @dataclass
@@ -67,6 +77,10 @@ class Reference:
     opened_by: dict[tuple[str, str], Accepted] = field(default_factory=dict)
     # (org, commitment_id) -> every accepted payment/cancel that named it, reversed or not
     consumers: dict[tuple[str, str], list[Accepted]] = field(default_factory=dict)
+    # (org, commitment_id) -> the fiscal year it was carried into; (org, commitment_id) lapsed
+    carried_to: dict[tuple[str, str], int] = field(default_factory=dict)
+    lapsed: set[tuple[str, str]] = field(default_factory=set)
+    closed: dict[tuple[str, str], int] = field(default_factory=dict)  # (org, side) -> last closed year
     outcomes: list[str] = field(default_factory=list)  # "applied" | "duplicate" | reason code
     max_bytes: int = 8192  # the processor's MAX_EVENT_BYTES
 
@@ -77,6 +91,8 @@ class Reference:
         checked = check_message(raw, key, side, self.max_bytes)
         if isinstance(checked, Rejection):
             outcome = checked.reason
+        elif isinstance(checked, YearClose):
+            outcome = self._judge_close(checked, side)
         else:
             outcome = self._judge(checked)
         self.outcomes.append(outcome)
@@ -104,9 +120,11 @@ class Reference:
     def _open_amount(self, org: str, cid: str) -> int:
         """What is still open of a commitment, recomputed from the accepted history."""
         opener = self.opened_by[(org, cid)]
-        total = opener.event.amount
+        if (org, cid) in self.lapsed:
+            return 0
+        total = opener.event.amount  # type: ignore[union-attr]  # an opener is an Event
         if opener.reversed_by is not None:
-            total -= opener.event.amount
+            total -= opener.event.amount  # type: ignore[union-attr]  # an opener is an Event
         for c in self.consumers.get((org, cid), []):
             if c.reversed_by is None:
                 total -= c.released
@@ -118,6 +136,8 @@ class Reference:
         earlier = self.by_id.get((org, side_of(ev.kind), ev.event_id))
         if earlier is not None:
             return "duplicate" if earlier.event == ev else "event_id_conflict"
+        if ev.fiscal_year <= self.closed.get((org, side_of(ev.kind)), -1):
+            return "period_closed"
         if ev.reverses is not None:
             return self._judge_reversal(ev)
 
@@ -134,6 +154,16 @@ class Reference:
             if (org, ev.commitment_id) in self.opened_by:
                 return "commitment_id_reused"
             deltas = [(here, 0, amount)]
+        elif ev.kind == "commitment_carry_forward":
+            cid = ev.commitment_id
+            assert cid is not None
+            if (org, cid) not in self.opened_by:
+                return "unknown_commitment"
+            if (self._commitment_account(org, cid), self._commitment_year(org, cid)) != (acc, fy):
+                return "commitment_mismatch"
+            if self._open_amount(org, cid) != amount:
+                return "commitment_mismatch"
+            deltas = [(here, 0, -amount), ((org, acc, fy + 1), 0, amount)]
         else:  # payment or commitment_cancel
             cash = -amount if ev.kind == "payment" else 0
             cid = ev.commitment_id
@@ -144,7 +174,7 @@ class Reference:
                 opener = self.opened_by.get((org, cid))
                 if opener is None:
                     return "unknown_commitment"
-                if (opener.event.account, opener.event.fiscal_year) != (acc, fy):
+                if (self._commitment_account(org, cid), self._commitment_year(org, cid)) != (acc, fy):
                     return "commitment_mismatch"
                 released = min(amount, self._open_amount(org, cid))
                 deltas = [(here, cash, -released)]
@@ -156,10 +186,54 @@ class Reference:
             self.opened_by[(org, ev.commitment_id)] = rec  # type: ignore[index]
         elif ev.commitment_id is not None:
             self.consumers.setdefault((org, ev.commitment_id), []).append(rec)
+            if ev.kind == "commitment_carry_forward":
+                self.carried_to[(org, ev.commitment_id)] = fy + 1
+        return "applied"
+
+    def _commitment_account(self, org: str, cid: str) -> str:
+        return self.opened_by[(org, cid)].event.account  # type: ignore[union-attr]  # an Event
+
+    def _commitment_year(self, org: str, cid: str) -> int:
+        """The fiscal year a commitment belongs to now (its own, or the one it was carried into)."""
+        return self.carried_to.get((org, cid), self.opened_by[(org, cid)].event.fiscal_year)
+
+    def _judge_close(self, close: YearClose, side: str | None) -> str:
+        if side is None:
+            return "wrong_topic"  # a close is one side's: only its topic says which
+        org, year = close.org_code, close.fiscal_year
+        earlier = self.by_id.get((org, side, close.event_id))
+        if earlier is not None:
+            return "duplicate" if earlier.event == close else "event_id_conflict"
+        if year <= self.closed.get((org, side), -1):
+            return "period_closed"
+        moved: dict[PosKey, int] = {}
+        for (pk, s), amount in self.share.items():
+            if s == side and pk[0] == org and pk[2] <= year and amount:
+                moved[pk] = amount
+        deltas: list[Delta] = [(pk, -amount, 0) for pk, amount in moved.items()]
+        into: dict[PosKey, int] = {}
+        for (_, acc, _), amount in moved.items():
+            into[(org, acc, year + 1)] = into.get((org, acc, year + 1), 0) + amount
+        deltas += [(pk, amount, 0) for pk, amount in into.items() if amount]
+        lapses: list[Accepted] = []
+        if side == "expenditure":
+            for o, cid in sorted(self.opened_by):
+                if o == org and self._commitment_year(org, cid) <= year and (left := self._open_amount(org, cid)):
+                    pk = (org, self._commitment_account(org, cid), self._commitment_year(org, cid))
+                    lapses.append(Accepted(close, [(pk, 0, -left)], left, lapse_of=cid))
+        if not self._accept(Accepted(close, deltas), side):
+            return "position_out_of_range"
+        for lapse in lapses:
+            self.open_total[lapse.deltas[0][0]] -= lapse.released
+            self.log.append(lapse)
+            self.lapsed.add((org, lapse.lapse_of or ""))
+        self.closed[(org, side)] = year
         return "applied"
 
     def _judge_reversal(self, ev: Event) -> str:
         org = ev.org_code
+        if ev.kind == "commitment_carry_forward":
+            return "reversal_not_possible"
         target = self.by_id.get((org, side_of(ev.kind), ev.reverses))  # type: ignore[arg-type]
         if target is None:
             return "unknown_reversal_target"
@@ -177,17 +251,18 @@ class Reference:
         )
         if not same:
             return "reversal_mismatch"
-        if t.kind == "commitment" and self.consumers.get((org, t.commitment_id)):  # type: ignore[arg-type]
-            return "reversal_not_possible"  # paid or cancelled, even partially
+        if t.kind == "commitment" and (self.consumers.get((org, t.commitment_id))  # type: ignore[arg-type]
+                                       or (org, t.commitment_id) in self.lapsed):
+            return "reversal_not_possible"  # paid, cancelled (even partially), carried or lapsed
         undo = [(pk, -cash, -committed) for pk, cash, committed in target.deltas]
         if not self._accept(Accepted(ev, undo)):
             return "position_out_of_range"
         target.reversed_by = ev.event_id
         return "applied"
 
-    def _accept(self, rec: Accepted) -> bool:
+    def _accept(self, rec: Accepted, side: str | None = None) -> bool:
         """Record an accepted event, unless it breaks the bound (then nothing is recorded)."""
-        side = side_of(rec.event.kind)
+        side = side or side_of(rec.event.kind)
         for pk, dc, dm in rec.deltas:
             if abs(self.share.get((pk, side), 0) + dc) > MAX_SIDE_TOTAL:
                 return False

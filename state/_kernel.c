@@ -70,7 +70,7 @@ static void put_bin(Buf *b, const char *s, Py_ssize_t n) {
  * reading the slot directly skips the attribute protocol (≈ 13 reads and 3 writes an event). -- */
 
 enum { F_ORG, F_EID, F_ACCOUNT, F_FY, F_KIND, F_AMOUNT, F_AT, F_CATEGORY, F_COMMITMENT, F_DUE,
-       F_TO_ACCOUNT, F_REVERSES, N_EVENT_FIELDS };
+       F_TO_ACCOUNT, F_REVERSES, F_BASIS, N_EVENT_FIELDS };
 enum { P_CASH, P_VERSION, P_LAST, P_RECEIVED, N_POSITION_FIELDS };
 static PyObject *event_names[N_EVENT_FIELDS], *position_names[N_POSITION_FIELDS];
 
@@ -175,7 +175,9 @@ static inline int is_str(PyObject *o, const char *lit) {
  *
  * ctx = (decode, charts, org_keys, kst_tz, org_partition, partition, side, max_bytes, topic,
  *        positions, journal, ch_journal, index, db_get, journal_prefix, position_type,
- *        max_side_total)
+ *        max_side_total, closed)
+ * ``closed``: org -> the last fiscal year this side closed; an event of a closed year stops
+ * (``period_closed`` is the Python path's to name).
  * Applies records[start:stop] (every one of them), stop being the first record it does not
  * take or len(records). A stored journal entry found on the way is put into ``journal`` (as
  * the Python fold does) before returning at its record.
@@ -187,15 +189,15 @@ static PyObject *fold_hot(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "O!nO!L", &PyList_Type, &records, &start, &PyTuple_Type, &ctx, &last_ms))
         return NULL;
     PyObject *decode, *charts, *org_keys, *kst_tz, *org_partition, *partition, *side, *topic;
-    PyObject *positions, *journal, *ch_journal, *index, *db_get, *prefix, *position_type;
+    PyObject *positions, *journal, *ch_journal, *index, *db_get, *prefix, *position_type, *closed;
     Py_ssize_t max_bytes;
     long long max_side;
-    if (!PyArg_ParseTuple(ctx, "OO!O!OO!O!OnO!O!O!O!O!OO!OL",
+    if (!PyArg_ParseTuple(ctx, "OO!O!OO!O!OnO!O!O!O!O!OO!OLO!",
                           &decode, &PyDict_Type, &charts, &PyDict_Type, &org_keys, &kst_tz,
                           &PyDict_Type, &org_partition, &PyLong_Type, &partition, &side, &max_bytes,
                           &PyUnicode_Type, &topic, &PyDict_Type, &positions, &PyDict_Type, &journal,
                           &PyDict_Type, &ch_journal, &PyDict_Type, &index, &db_get,
-                          &PyBytes_Type, &prefix, &position_type, &max_side))
+                          &PyBytes_Type, &prefix, &position_type, &max_side, &PyDict_Type, &closed))
         return NULL;
     const int side_any = side == Py_None;
     const int side_revenue = !side_any && is_str(side, "revenue");
@@ -262,6 +264,15 @@ static PyObject *fold_hot(PyObject *self, PyObject *args) {
             PyErr_Clear();
             STOP();
         }
+        if (PyDict_GET_SIZE(closed)) {
+            PyObject *last = PyDict_GetItemWithError(closed, org);
+            if (last == NULL && PyErr_Occurred()) goto error;
+            if (last != NULL) {
+                int open = PyObject_RichCompareBool(fy, last, Py_GT);
+                if (open < 0) goto error;
+                if (!open) STOP();  /* period_closed */
+            }
+        }
         GET(rkey, r, s_key);
         if (rkey == Py_None) STOP();  /* missing_key */
         {
@@ -293,6 +304,8 @@ static PyObject *fold_hot(PyObject *self, PyObject *args) {
         if (f != Py_None) STOP();
         FIELD(f, F_REVERSES);
         if (f != Py_None) STOP();
+        FIELD(f, F_BASIS);
+        if (f != Py_None) STOP();  /* field_not_allowed */
         PyObject *owner = PyDict_GetItemWithError(org_partition, org);
         if (owner == NULL && PyErr_Occurred()) goto error;
         if (owner != NULL) {
@@ -514,7 +527,7 @@ PyMODINIT_FUNC PyInit__kernel(void) {
     INTERN(s_value, "value"); INTERN(s_key, "key"); INTERN(s_offset, "offset");
     static const char *ev_fields[N_EVENT_FIELDS] = {
         "org_code", "event_id", "account", "fiscal_year", "kind", "amount", "occurred_at",
-        "category", "commitment_id", "due_date", "to_account", "reverses"};
+        "category", "commitment_id", "due_date", "to_account", "reverses", "basis"};
     for (int k = 0; k < N_EVENT_FIELDS; k++) INTERN(event_names[k], ev_fields[k]);
     INTERN(position_names[P_CASH], "cash");
     INTERN(position_names[P_VERSION], "version");

@@ -12,6 +12,13 @@ The two input topics are folded independently: event ids are unique per governme
 its own side, and the bound on positions is checked per side (``MAX_SIDE_TOTAL``). So no verdict
 depends on how the two topics' records interleave, and a rebuild reproduces the live state.
 
+The fiscal year (``docs/design.md``, "The fiscal year"): a ``commitment_carry_forward`` moves a
+commitment's open amount into the next year; a ``fiscal_year_close`` (a control record on both
+topics) closes a year for its side: the side's share of the year's cash carries into the next
+year as an opening entry, and (expenditure) every commitment still open lapses, each journalled
+under a lapse id (``lapse_id``). After its close a side refuses the year's events
+(``period_closed``). Everything a close does depends on that side's own state only.
+
 The fold sees state as plain dicts. In production an entry absent from them is looked up in the
 store through ``load_journal``/``load_commitment`` (point reads, no other I/O); in tests the
 dicts simply hold everything. A key absent from both means "not in state".
@@ -19,13 +26,14 @@ dicts simply hold everything. A key absent from both means "not in state".
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Final
 
 import msgspec
 
-from streams.contract import MAX_SIDE_TOTAL, Event, Rejection, decode, epoch_ms
+from cashpos.names import CLOSE_KIND, EXPENDITURE, REVENUE, side_of_topic
+from streams.contract import MAX_SIDE_TOTAL, Event, Record, Rejection, YearClose, decode, epoch_ms
 
 PosKey = tuple[str, str, int]  # (org_code, account, fiscal_year)
 # (org_code, scoped id): ids are unique per government and side, the scoped id is the event_id
@@ -36,6 +44,7 @@ Source = tuple[str, int, int]  # the record an event came from: topic, partition
 
 REVENUE_TAG: Final = "r:"
 EXPENDITURE_TAG: Final = "e:"
+LAPSE_TAG: Final = "l:"  # not a side's: a lapse is no source event, its id can match none
 
 
 def scoped_id(kind: str, event_id: str) -> str:
@@ -46,6 +55,11 @@ def scoped_id(kind: str, event_id: str) -> str:
 def unscoped_id(scoped: str) -> str:
     """The event_id a source system sent, from a journal name (``scoped_id``)."""
     return scoped[2:]
+
+
+def lapse_id(close_id: str, commitment_id: str) -> str:
+    """The journal's name for a commitment's lapse at a close (length-prefixed: unambiguous)."""
+    return f"{LAPSE_TAG}{len(close_id)}:{close_id}:{commitment_id}"
 
 
 APPLIED: Final = "applied"
@@ -112,6 +126,7 @@ class Changes:
     commitments: dict[CommitKey, Commitment] = field(default_factory=dict)
     # per changed position: [(occurred_ms, scoped id, cash delta, committed delta), ...]
     index: dict[PosKey, list[tuple[int, str, int, int]]] = field(default_factory=dict)
+    closed: dict[tuple[str, str], int] = field(default_factory=dict)  # (org, side) -> fiscal year
     applied: int = 0
     duplicates: int = 0
     rejected: int = 0
@@ -125,6 +140,8 @@ class Ledger:
     # needs one) or as Journal objects; the store writes bytes as they are.
     journal: dict[EventKey, Journal | bytes] = field(default_factory=dict)
     commitments: dict[CommitKey, Commitment] = field(default_factory=dict)
+    # The last fiscal year each side closed, per government: side -> {org: year}.
+    closed: dict[str, dict[str, int]] = field(default_factory=lambda: {REVENUE: {}, EXPENDITURE: {}})
     changes: Changes = field(default_factory=Changes)
     # Where an entry absent from the dicts is looked up (the store, one key at a time); without
     # them the dicts hold everything. The worker clears the dicts after each batch's write.
@@ -133,6 +150,8 @@ class Ledger:
     # The same lookup for the C kernel (state/partition.py): the store's raw get and the
     # journal keys' prefix (key = prefix + org + NUL + scoped id, as the store lays them out).
     journal_source: tuple[Callable[[bytes], bytes | None], bytes] | None = None
+    # Every commitment of a government in the store (a close's lapses), by commitment id.
+    scan_commitments: Callable[[str], Iterator[tuple[str, Commitment]]] | None = None
 
     def entry(self, key: EventKey) -> Journal | None:
         v = self.journal.get(key)
@@ -157,13 +176,13 @@ class Ledger:
 
     # -- the fold ---------------------------------------------------------------------------
 
-    def update(self, ev: Event, raw: bytes, source: Source | None = None) -> Outcome:
+    def update(self, ev: Record, raw: bytes, source: Source | None = None) -> Outcome:
         """Apply one validated event. Returns APPLIED, DUPLICATE or a Rejection; never raises."""
         for _, out in self.fold(((ev, raw, source),)):
             return out
         return APPLIED
 
-    def fold(self, items: Iterable[tuple[Event, bytes, Source | None]]) -> list[tuple[int, Outcome]]:
+    def fold(self, items: Iterable[tuple[Record, bytes, Source | None]]) -> list[tuple[int, Outcome]]:
         """Apply events in order, as ``update`` would one by one. Returns (position in
         ``items``, outcome) for each event not APPLIED (duplicates and rejections).
 
@@ -179,6 +198,7 @@ class Ledger:
         encode = _enc.encode
         to_ms = epoch_ms
         load = self.load_journal
+        closed_rev, closed_exp = self.closed[REVENUE], self.closed[EXPENDITURE]
         not_applied: list[tuple[int, Outcome]] = []
         applied = 0
         last_ms = ch.last_event_ms
@@ -195,6 +215,9 @@ class Ledger:
                 sid = EXPENDITURE_TAG + ev.event_id
             key = (org, sid)
             fast = dc and ev.reverses is None and key not in journal
+            if fast and (closed_rev or closed_exp):
+                done = (closed_rev if dc > 0 else closed_exp).get(org)
+                fast = done is None or ev.fiscal_year > done
             if fast and load is not None:
                 stored = load(key)
                 if stored is not None:  # applied before: a duplicate or a conflict
@@ -210,7 +233,7 @@ class Ledger:
                 ch.applied += applied
                 ch.last_event_ms = last_ms
                 applied = 0
-                out = self._apply(ev, raw, source, key)
+                out = self._apply(ev, raw, source, key)  # type: ignore[arg-type]
                 last_ms = ch.last_event_ms
                 if out is not APPLIED:
                     not_applied.append((i, out))
@@ -238,14 +261,27 @@ class Ledger:
         ch.last_event_ms = last_ms
         return not_applied
 
-    def _apply(self, ev: Event, raw: bytes, source: Source | None, key: EventKey) -> Outcome:
+    def _apply(self, ev: Record, raw: bytes, source: Source | None, key: EventKey) -> Outcome:
         """Every event the fast loop of ``fold`` does not take."""
+        side = REVENUE if ev.kind == "receipt" else EXPENDITURE
+        if ev.__class__ is YearClose:  # on both topics: its side is its topic's
+            if source is None:
+                return self._reject("wrong_topic", "a fiscal_year_close is read from an input topic")
+            side = side_of_topic(source[0])
+            key = (ev.org_code, (REVENUE_TAG if side == REVENUE else EXPENDITURE_TAG) + ev.event_id)
         seen = self.entry(key)
         if seen is not None:
             if seen.raw == raw or decode(seen.raw, max_bytes=len(seen.raw)) == ev:
                 self.changes.duplicates += 1
                 return DUPLICATE
             return self._reject("event_id_conflict", f"{ev.event_id} was applied with other content")
+        done = self.closed[side].get(ev.org_code)
+        if done is not None and ev.fiscal_year <= done:
+            return self._reject("period_closed", f"fiscal year {ev.fiscal_year} is closed "
+                                f"(the {side} side closed {done})")
+        if ev.__class__ is YearClose:
+            return self._close(ev, side, raw, source, key)  # type: ignore[arg-type]
+        assert isinstance(ev, Event)
         result = self._reversal(ev) if ev.reverses is not None else self._original(ev)
         if result.__class__ is Rejection:
             self.changes.rejected += 1
@@ -295,6 +331,8 @@ class Ledger:
             due = ev.due_date.isoformat() if ev.due_date else None
             self._put_commitment(ck, Commitment(acc, fy, amt, amt, due, ev.event_id))
             return effects, 0
+        if kind == "commitment_carry_forward":
+            return self._carry_forward(ev)
         # payment or commitment_cancel
         if ev.commitment_id is None:  # a payment not against a commitment
             effects = [(acc, fy, -amt, 0)]
@@ -317,7 +355,72 @@ class Ledger:
         self._put_commitment(ck, c)
         return effects, released
 
+    def _carry_forward(self, ev: Event) -> tuple[list[Effect], int] | Rejection:
+        """이월: the commitment's whole open amount moves into the next fiscal year, same id."""
+        org, acc, fy, amt = ev.org_code, ev.account, ev.fiscal_year, ev.amount
+        ck = (org, ev.commitment_id or "")
+        c = self.commitment(ck)
+        if c is None:
+            return Rejection("unknown_commitment", f"no commitment {ev.commitment_id}")
+        if c.account != acc or c.fiscal_year != fy:
+            return Rejection("commitment_mismatch", f"commitment {ev.commitment_id} is on {c.account}/{c.fiscal_year}")
+        if c.open != amt:
+            return Rejection("commitment_mismatch",
+                             f"commitment {ev.commitment_id} has {c.open} open; a carry-forward moves all of it")
+        effects = [(acc, fy, 0, -amt), (acc, fy + 1, 0, amt)]
+        if (bad := self._out_of_range(org, False, effects)) is not None:
+            return bad
+        c.fiscal_year = fy + 1
+        c.consumed = True  # the original commitment can no longer be reversed exactly
+        self._put_commitment(ck, c)
+        return effects, amt
+
+    def _close(self, ev: YearClose, side: str, raw: bytes, source: Source | None, key: EventKey) -> Outcome:
+        """Close fiscal year ``ev.fiscal_year`` (and any earlier one still open) for ``side``:
+        the side's share of each such position's cash carries into the next year of the same
+        account, and (expenditure) each commitment still open lapses. Deterministic: accounts
+        and commitments in sorted order; the lapses' ids derive from the close's."""
+        org, n = ev.org_code, ev.fiscal_year
+        revenue = side == REVENUE
+        out: list[Effect] = []
+        carry: dict[str, int] = {}
+        for (o, acc, fy), pos in sorted(p for p in self.positions.items() if p[0][0] == org):
+            share = pos.received if revenue else pos.cash - pos.received
+            if fy <= n and share:
+                out.append((acc, fy, -share, 0))
+                carry[acc] = carry.get(acc, 0) + share
+        lapses = [] if revenue else sorted(
+            (cid, c) for cid, c in self._commitments_of(org) if c.fiscal_year <= n and c.open)
+        into = [(acc, n + 1, amount, 0) for acc, amount in sorted(carry.items()) if amount]
+        released = [(c.account, c.fiscal_year, 0, -c.open) for _, c in lapses]
+        if (bad := self._out_of_range(org, revenue, into)) is not None:
+            return self._reject(bad.reason, f"closing {n}: {bad.detail}")
+        ms = epoch_ms(ev.occurred_at)
+        for (cid, c), effect in zip(lapses, released, strict=True):
+            lapse = Journal(b"", "lapse", c.account, c.fiscal_year, c.open, ms, [effect], cid, c.open,
+                            None, None, source)
+            self._post(org, lapse_id(ev.event_id, cid), [effect], ms, lapse, False, count=False)
+            c.open = 0
+            c.consumed = True
+            self._put_commitment((org, cid), c)
+        effects = out + into
+        entry = Journal(raw, CLOSE_KIND, "", n, sum(a for _, _, a, _ in into), ms, effects,
+                        None, 0, None, None, source)
+        self._post(org, key[1], effects, ms, entry, revenue)
+        self.closed[side][org] = n
+        self.changes.closed[(org, side)] = n
+        return APPLIED
+
+    def _commitments_of(self, org: str) -> list[tuple[str, Commitment]]:
+        """Every commitment of ``org``: those of this batch over those in the store."""
+        found = dict(self.scan_commitments(org)) if self.scan_commitments is not None else {}
+        found.update((cid, c) for (o, cid), c in self.commitments.items() if o == org)
+        return list(found.items())
+
     def _reversal(self, ev: Event) -> tuple[list[Effect], int] | Rejection:
+        if ev.kind == "commitment_carry_forward":
+            return Rejection("reversal_not_possible", "a carry-forward is not reversed; the commitment "
+                             "can be cancelled in its new fiscal year")
         ok = (ev.org_code, scoped_id(ev.kind, ev.reverses or ""))
         orig = self.entry(ok)
         if orig is None:
@@ -365,7 +468,7 @@ class Ledger:
         self.changes.commitments[ck] = c
 
     def _post(self, org: str, sid: str, effects: list[Effect], ms: int, entry: Journal | bytes,
-              revenue: bool) -> None:
+              revenue: bool, *, count: bool = True) -> None:
         ch = self.changes
         positions = self.positions
         index = ch.index
@@ -387,5 +490,5 @@ class Ledger:
         key = (org, sid)
         self.journal[key] = entry
         ch.journal[key] = entry
-        ch.applied += 1
+        ch.applied += count
         ch.last_event_ms = max(ch.last_event_ms, ms)

@@ -26,6 +26,7 @@ from state.ledger import APPLIED, Ledger, Position, Source
 from streams.contract import (
     MAX_SIDE_TOTAL,
     Event,
+    Record,
     Rejection,
     check_decoded,
     check_message,
@@ -42,7 +43,7 @@ Fold = Callable[[Ledger, list[RawRecord], str, int, "str | None", dict[str, int]
 
 def _classify(r: RawRecord, topic: str, partition: int, side: str | None,
               org_partition: dict[str, int], max_bytes: int,
-              decoded: Event | None = None) -> tuple[Event, bytes, Source] | Rejection:
+              decoded: Event | None = None) -> tuple[Record, bytes, Source] | Rejection:
     """The stateless verdict on one record: the event to fold, or why it is dead. ``decoded``:
     its value already decoded by the strict decoder (the kernel's, when it stopped there)."""
     if decoded is None:
@@ -54,7 +55,7 @@ def _classify(r: RawRecord, topic: str, partition: int, side: str | None,
         return res
     if r.key is None:  # the contract's key is org_code; only the API's check goes without one
         return Rejection("missing_key", "the record has no key; the contract requires key = org_code")
-    ev: Event = res  # type: ignore[assignment]
+    ev: Record = res  # type: ignore[assignment]
     owner = org_partition.get(ev.org_code, partition)
     if owner != partition:
         return Rejection("wrong_partition", f"{ev.org_code} belongs on partition {owner}, not {partition}")
@@ -68,7 +69,7 @@ def _by_offset(dead: Dead) -> Dead:
 
 def fold_partition_py(ledger: Ledger, records: list[RawRecord], topic: str, partition: int,
                       side: str | None, org_partition: dict[str, int], max_bytes: int) -> tuple[int, Dead]:
-    good: list[tuple[Event, bytes, Source]] = []
+    good: list[tuple[Record, bytes, Source]] = []
     good_records: list[RawRecord] = []
     dead: Dead = []
     for r in records:
@@ -87,6 +88,18 @@ def fold_partition_py(ledger: Ledger, records: list[RawRecord], topic: str, part
     return applied, _by_offset(dead)
 
 
+def _closed_for(ledger: Ledger, side: str | None) -> dict[str, int]:
+    """What the kernel stops at: the side's closed years (either side's, when the topic's side is
+    not given: stopping is always safe, the Python path decides)."""
+    if side is not None:
+        return ledger.closed[side]
+    merged: dict[str, int] = {}
+    for closed in ledger.closed.values():
+        for org, year in closed.items():
+            merged[org] = max(year, merged.get(org, year))
+    return merged
+
+
 def fold_partition_native(ledger: Ledger, records: list[RawRecord], topic: str, partition: int,
                           side: str | None, org_partition: dict[str, int], max_bytes: int) -> tuple[int, Dead]:
     assert fold_hot is not None
@@ -94,7 +107,8 @@ def fold_partition_native(ledger: Ledger, records: list[RawRecord], topic: str, 
     get, prefix = ledger.journal_source or (None, b"")
     ch = ledger.changes
     ctx = (decode, charts, org_keys, kst, org_partition, partition, side, max_bytes, topic,
-           ledger.positions, ledger.journal, ch.journal, ch.index, get, prefix, Position, MAX_SIDE_TOTAL)
+           ledger.positions, ledger.journal, ch.journal, ch.index, get, prefix, Position, MAX_SIDE_TOTAL,
+           _closed_for(ledger, side))
     dead: Dead = []
     applied = 0
     i, n = 0, len(records)

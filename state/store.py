@@ -114,6 +114,21 @@ class Store:
         for k, v in self.scan(L.journal_prefix(org)):
             yield L.journal_sid(k), L.decode_journal(v)
 
+    def commitments(self, org: str) -> Iterator[tuple[str, Commitment]]:
+        """Every commitment of ``org`` (the fold's ``scan_commitments``, for a year's close)."""
+        for k, v in self.scan(L.commitments_prefix(org)):
+            yield L.commitment_id(k), L.decode_commitment(v)
+
+    def closes(self, org: str) -> dict[str, int]:
+        """The last fiscal year each side of ``org`` closed: side -> year."""
+        return {L.close_side(k): L.decode_int(v) for k, v in self.scan(L.closes_prefix(org))}
+
+    def load(self, ledger: Ledger, org: str) -> None:
+        """Put what the fold keeps in memory of ``org`` (positions, closed years) into ``ledger``."""
+        ledger.positions.update(self.positions(org))
+        for side, year in self.closes(org).items():
+            ledger.closed[side][org] = year
+
     def commitment(self, org: str, cid: str) -> Commitment | None:
         raw = self.db.get(_commit_key(org, cid))
         return None if raw is None else L.decode_commitment(raw)
@@ -143,6 +158,7 @@ class Store:
         ledger.load_journal = self.journal_bytes
         ledger.load_commitment = self.commitment_at
         ledger.journal_source = (self.db.get, _JOURNAL_PREFIX)
+        ledger.scan_commitments = self.commitments
         return ledger
 
     # -- the one write per batch ----------------------------------------------------------------
@@ -153,9 +169,11 @@ class Store:
         positions: dict[PosKey, Position],
         offsets: dict[tuple[str, int], int],
         extra: Iterable[tuple[bytes, bytes]] = (),
+        deletes: Iterable[bytes] = (),
     ) -> None:
         """Write one batch atomically. ``extra`` are further records (e.g. alert state) that
-        must land in the same write as the balances they derive from."""
+        must land in the same write as the balances they derive from; ``deletes``, keys of such
+        records that go with it."""
         wb = WriteBatch(raw_mode=True)
         put = wb.put
         enc = L.encode_record
@@ -172,10 +190,14 @@ class Store:
                 put(_journal_key(org, eid), entry if entry.__class__ is bytes else enc(entry))
         for (org, cid), c in changes.commitments.items():
             put(_commit_key(org, cid), enc(c))
+        for (org, side), year in changes.closed.items():
+            put(L.close_key(org, side), L.encode_int(year))
         for (topic, partition), nxt in offsets.items():
             put(_offset_key(topic, partition), L.encode_int(nxt))
         for k, v in extra:
             put(k, v)
+        for k in deletes:
+            wb.delete(k)
         put(_SEQ, L.encode_int(seq))
         self.db.write(wb)
         self.seq = seq

@@ -12,12 +12,12 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Callable
-from typing import Annotated, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
-from cashpos.calendar import fiscal_years_for
-from cashpos.names import EXPENDITURE_KINDS, REVENUE_KINDS, side_of_kind
+from cashpos.calendar import close_date, fiscal_years_for, korean_date
+from cashpos.names import CLOSE_KIND, EXPENDITURE_KINDS, REVENUE_KINDS, side_of_kind
 from cashpos.refdata import account_sets
 
 MAX_AMOUNT: Final = 10**15
@@ -29,7 +29,11 @@ MAX_AMOUNT: Final = 10**15
 # integer (9.22e18), the widest integer the C kernel, msgpack, orjson and Redis carry.
 MAX_SIDE_TOTAL: Final = 10**18
 
-Kind = Literal["receipt", "commitment", "commitment_cancel", "payment", "transfer"]
+Kind = Literal["receipt", "commitment", "commitment_cancel", "payment", "transfer",
+               "commitment_carry_forward"]
+# Why a commitment moves into the next fiscal year (이월): 명시이월 (authorised in the budget),
+# 사고이월 (committed, unpaid for a reason beyond control), 계속비이월 (multi-year works).
+CarryBasis = Literal["explicit", "accident", "continuing"]
 Category = Literal["local_tax", "non_tax", "grant", "subsidy", "bond", "other"]
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 # org_code and account codes are checked against the reference data (unknown_government,
@@ -55,6 +59,23 @@ class Event(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_defaul
     due_date: dt.date | None = None
     to_account: Code | None = None
     reverses: Id | None = None
+    basis: CarryBasis | None = None  # commitment_carry_forward only
+
+
+class YearClose(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_defaults=True):
+    """The close of fiscal year ``fiscal_year`` for one government (출납정리기한 passed):
+    published on both input topics; each side closes its own share. From then on the year takes
+    no event; its open commitments lapse and its cash carries into the next year."""
+
+    event_id: Id
+    org_code: Annotated[str, msgspec.Meta(min_length=7, max_length=7)]
+    fiscal_year: Annotated[int, msgspec.Meta(ge=1990, le=2200)]
+    kind: Literal["fiscal_year_close"]
+    occurred_at: Annotated[dt.datetime, msgspec.Meta(tz=True)]
+    source: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+
+
+Record = Event | YearClose  # what the contract accepts from an input topic
 
 
 class Rejection(msgspec.Struct, frozen=True):
@@ -80,6 +101,10 @@ REASONS: Final = {
     "unknown_government": "org_code is not one of the 243 governments",
     "unknown_account": "account is not in the government's chart of accounts",
     "fiscal_year_mismatch": "fiscal_year does not match occurred_at (Korea time, 20 Jan rule)",
+    "period_closed": "the fiscal year takes no such event any more: a commitment dated after 31 December, "
+                     "anything dated after 20 January of the next year, or anything after its close",
+    "close_too_early": "a fiscal_year_close is dated before the end of 20 January of the next year",
+    "missing_basis": "a commitment_carry_forward needs a basis (explicit, accident or continuing)",
     "missing_category": "a receipt needs a category",
     "missing_commitment_id": "commitment and commitment_cancel need a commitment_id",
     "missing_to_account": "a transfer needs to_account",
@@ -116,6 +141,8 @@ _UNKNOWN = re.compile(r"unknown field `([^`]*)`")
 _AT = re.compile(r" - at `\$\.(\w+)[^`]*`$")
 
 _decoder = msgspec.json.Decoder(Event, strict=True)
+_close_decoder = msgspec.json.Decoder(YearClose, strict=True)
+_CLOSE_TOKEN: Final = f'"{CLOSE_KIND}"'.encode()
 _encoder = msgspec.json.Encoder()
 
 
@@ -140,7 +167,7 @@ def _reason_for(err: msgspec.ValidationError) -> Rejection:
     return Rejection("invalid_field", msg)
 
 
-def decode(raw: bytes, max_bytes: int = 8192) -> Event | Rejection:
+def decode(raw: bytes, max_bytes: int = 8192) -> Record | Rejection:
     """Strictly decode one message value; never raises on bad input."""
     if not raw:
         return Rejection("empty", "empty message")
@@ -149,6 +176,13 @@ def decode(raw: bytes, max_bytes: int = 8192) -> Event | Rejection:
     try:
         return _decoder.decode(raw)
     except msgspec.ValidationError as err:
+        if _CLOSE_TOKEN in raw:  # rare: a year's close is no Event; judge it by its own shape
+            try:
+                return _close_decoder.decode(raw)
+            except msgspec.ValidationError as close_err:
+                return _reason_for(close_err)
+            except msgspec.DecodeError:
+                pass
         return _reason_for(err)
     except UnicodeDecodeError:  # msgspec raises it for invalid UTF-8 inside a string
         return Rejection("not_utf8", "message is not valid UTF-8")
@@ -208,23 +242,34 @@ def check_stateless(ev: Event, accounts: dict[str, frozenset[str]] | None = None
         years = fiscal_years_for(ev.occurred_at)
     except OverflowError:  # 0001-01-01T00:00:00+10:00, 9999-12-31T23:59:59Z: no Korean date
         return Rejection("invalid_timestamp", f"occurred_at {ev.occurred_at.isoformat()} has no date in Korea time")
+    kind = ev.kind
     if ev.fiscal_year not in years:
+        if ev.fiscal_year < min(years):
+            return Rejection("period_closed", f"fiscal year {ev.fiscal_year} took its last cash processing "
+                             f"on 20 January {ev.fiscal_year + 1}; occurred_at is {ev.occurred_at.isoformat()}")
         return Rejection(
             "fiscal_year_mismatch",
             f"fiscal_year {ev.fiscal_year} invalid for {ev.occurred_at.isoformat()}",
         )
-    kind = ev.kind
+    if kind == "commitment" and ev.fiscal_year < max(years):
+        return Rejection("period_closed", f"fiscal year {ev.fiscal_year} closed its books on 31 December: "
+                         f"no new commitment on {ev.occurred_at.isoformat()}")
     if kind == "receipt":
         if ev.category is None:
             return Rejection("missing_category", "receipt without category")
     elif ev.category is not None:
         return Rejection("field_not_allowed", f"category is only for receipts, not {kind}")
-    if kind in ("commitment", "commitment_cancel") and ev.commitment_id is None:
+    if kind in ("commitment", "commitment_cancel", "commitment_carry_forward") and ev.commitment_id is None:
         return Rejection("missing_commitment_id", f"{kind} without commitment_id")
     if ev.commitment_id is not None and kind in ("receipt", "transfer"):
         return Rejection("field_not_allowed", f"commitment_id is not allowed on {kind}")
     if ev.due_date is not None and kind != "commitment":
         return Rejection("field_not_allowed", f"due_date is only for commitments, not {kind}")
+    if kind == "commitment_carry_forward":
+        if ev.basis is None:
+            return Rejection("missing_basis", "commitment_carry_forward without basis")
+    elif ev.basis is not None:
+        return Rejection("field_not_allowed", f"basis is only for commitment_carry_forward, not {kind}")
     if kind == "transfer":
         if ev.to_account is None:
             return Rejection("missing_to_account", "transfer without to_account")
@@ -263,15 +308,34 @@ def hot_rules() -> tuple[Callable[[bytes], Event], dict[str, frozenset[str]], di
 
 def check_message(
     raw: bytes, key: bytes | None, topic_side: str | None, max_bytes: int = 8192
-) -> Event | Rejection:
+) -> Record | Rejection:
     """Decode and validate one Kafka message. ``topic_side`` is "revenue", "expenditure" or None."""
     if not raw or len(raw) > max_bytes:
         return decode(raw, max_bytes)
     try:
         ev = _decoder.decode(raw)
     except (msgspec.DecodeError, UnicodeDecodeError):  # ValidationError is a DecodeError
-        return decode(raw, max_bytes)  # bad input only: decode again to name the reason
+        res = decode(raw, max_bytes)  # bad input or a year's close: decode again to tell which
+        if res.__class__ is YearClose:
+            return check_raw(raw) or check_close(res, key)  # type: ignore[arg-type]
+        return res
     return check_decoded(ev, raw, key, topic_side)
+
+
+def check_close(c: YearClose, key: bytes | None) -> YearClose | Rejection:
+    """The stateless rules of a year's close (either topic takes it)."""
+    if c.org_code not in (_refs or _reference())[0]:
+        return Rejection("unknown_government", f"org_code {c.org_code} is not a known government")
+    try:
+        day = korean_date(c.occurred_at)
+    except OverflowError:
+        return Rejection("invalid_timestamp", f"occurred_at {c.occurred_at.isoformat()} has no date in Korea time")
+    if day < close_date(c.fiscal_year):
+        return Rejection("close_too_early", f"fiscal year {c.fiscal_year} takes cash processing until "
+                         f"20 January {c.fiscal_year + 1}; the close is dated {day.isoformat()}")
+    if key is not None and key != c.org_code.encode():
+        return Rejection("key_mismatch", f"key {key[:16]!r} != org_code {c.org_code}")
+    return c
 
 
 def check_decoded(ev: Event, raw: bytes, key: bytes | None, topic_side: str | None, *,
@@ -291,7 +355,8 @@ def check_decoded(ev: Event, raw: bytes, key: bytes | None, topic_side: str | No
     at = ev.occurred_at
     if (chart is not None and ev.account in chart and at.tzinfo is _KST_TZ
             and ev.fiscal_year == at.year and (key is None or key == org_keys[org])
-            and (topic_side is None or topic_side == _SIDE[kind]) and ev.to_account is None):
+            and (topic_side is None or topic_side == _SIDE[kind]) and ev.to_account is None
+            and ev.basis is None):
         if kind == "receipt":
             if ev.category is not None and ev.commitment_id is None and ev.due_date is None:
                 return ev
@@ -341,15 +406,17 @@ def encode(ev: Event) -> bytes:
 
 
 def json_schema() -> dict[str, object]:
-    """The JSON Schema shipped as docs/event.schema.json."""
-    schema = msgspec.json.schema(Event)
+    """The JSON Schema shipped as docs/event.schema.json: an event, or a year's close."""
+    (event, close), defs = msgspec.json.schema_components([Event, YearClose])
+    schema: dict[str, Any] = {"anyOf": [event, close], "$defs": defs}
     schema["$comment"] = "cashpos event contract; message key = org_code"
-    props = schema["$defs"]["Event"]["properties"]
-    for name, pattern in _PATTERNS.items():
-        target = props[name]
-        for alt in target.get("anyOf", [target]):
-            if alt.get("type") == "string":
-                alt["pattern"] = pattern
+    for struct in ("Event", "YearClose"):
+        props = schema["$defs"][struct]["properties"]
+        for name, pattern in _PATTERNS.items():
+            target = props.get(name)
+            for alt in target.get("anyOf", [target]) if target else ():
+                if alt.get("type") == "string":
+                    alt["pattern"] = pattern
     return schema
 
 

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cashpos.refdata import governments
-from streams.contract import REASONS, STATEFUL_REASONS, Event, Rejection, check_message, decode
+from streams.contract import REASONS, STATEFUL_REASONS, Event, Rejection, YearClose, check_message, decode
 
 SEOUL = "6110000"
 JONGNO = "3000000"  # 종로구, a basic government under Seoul
@@ -36,6 +36,7 @@ SIDE = {
     "commitment_cancel": "expenditure",
     "payment": "expenditure",
     "transfer": "expenditure",
+    "commitment_carry_forward": "expenditure",
 }
 
 _DROP = object()
@@ -67,6 +68,15 @@ def body(kind: object = "receipt", **over: object) -> dict[str, object]:
 
 def raw(kind: object = "receipt", **over: object) -> bytes:
     return json.dumps(body(kind, **over)).encode()
+
+
+def close_raw(**over: object) -> bytes:
+    """A valid close of fiscal year 2026 for Seoul."""
+    d: dict[str, object] = {"event_id": "close-2026", "org_code": SEOUL, "fiscal_year": 2026,
+                            "kind": "fiscal_year_close", "occurred_at": "2027-01-21T00:00:00+09:00",
+                            "source": "test"}
+    d.update(over)
+    return json.dumps(d).encode()
 
 
 def check(value: bytes, key: bytes | None = None, side: str | None = None) -> Event | Rejection:
@@ -160,16 +170,31 @@ CASES: list[tuple[str, bytes, bytes | None, str | None, str]] = [
     ("unknown_government", raw(org_code=UNKNOWN_ORG), None, None, "unknown_government"),
     ("unknown_account_foreign", raw(org_code=JONGNO, account=FOREIGN_ACCOUNT), None, None, "unknown_account"),
     ("unknown_account_made_up", raw(account="no_such_account"), None, None, "unknown_account"),
-    ("fy_previous_year_in_march", raw(fiscal_year=2025), None, None, "fiscal_year_mismatch"),
+    ("fy_previous_year_in_march", raw(fiscal_year=2025), None, None, "period_closed"),
     ("fy_next_year", raw(fiscal_year=2027), None, None, "fiscal_year_mismatch"),
     ("fy_21_jan_kst",
-     raw(fiscal_year=2026, occurred_at="2027-01-21T00:30:00+09:00"), None, None, "fiscal_year_mismatch"),
+     raw(fiscal_year=2026, occurred_at="2027-01-21T00:30:00+09:00"), None, None, "period_closed"),
     ("fy_utc_already_21_jan_in_korea",
-     raw(fiscal_year=2026, occurred_at="2027-01-20T16:00:00Z"), None, None, "fiscal_year_mismatch"),
+     raw(fiscal_year=2026, occurred_at="2027-01-20T16:00:00Z"), None, None, "period_closed"),
     ("fy_20_jan_two_years_back",
-     raw(fiscal_year=2025, occurred_at="2027-01-20T23:00:00+09:00"), None, None, "fiscal_year_mismatch"),
+     raw(fiscal_year=2025, occurred_at="2027-01-20T23:00:00+09:00"), None, None, "period_closed"),
     ("fy_new_year_eve_in_new_york_is_jan_1_in_korea",
-     raw(fiscal_year=2025, occurred_at="2026-12-31T20:00:00-05:00"), None, None, "fiscal_year_mismatch"),
+     raw(fiscal_year=2025, occurred_at="2026-12-31T20:00:00-05:00"), None, None, "period_closed"),
+    ("fy_new_commitment_after_31_dec",
+     raw("commitment", fiscal_year=2026, occurred_at="2027-01-15T10:00:00+09:00", due_date="2027-01-19"),
+     None, None, "period_closed"),
+    ("fy_new_commitment_1_jan_in_korea_is_after_31_dec",
+     raw("commitment", fiscal_year=2026, occurred_at="2026-12-31T15:00:00Z"), None, None, "period_closed"),
+    ("close_on_20_jan", close_raw(occurred_at="2027-01-20T23:59:59+09:00"), None, None, "close_too_early"),
+    ("close_in_december", close_raw(occurred_at="2026-12-31T23:00:00+09:00"), None, None, "close_too_early"),
+    ("close_with_amount", close_raw(amount=5), None, None, "unknown_field"),
+    ("close_unknown_government", close_raw(org_code=UNKNOWN_ORG), None, None, "unknown_government"),
+    ("close_key_mismatch", close_raw(), JONGNO.encode(), "revenue", "key_mismatch"),
+    ("carry_forward_without_basis", raw("commitment_carry_forward", commitment_id="c-1"), None, None,
+     "missing_basis"),
+    ("basis_on_a_commitment", raw("commitment", basis="explicit"), None, None, "field_not_allowed"),
+    ("carry_forward_without_commitment_id", raw("commitment_carry_forward", basis="accident"), None, None,
+     "missing_commitment_id"),
     ("fy_31_dec_kst_is_not_next_year",
      raw(fiscal_year=2027, occurred_at="2026-12-31T23:59:59+09:00"), None, None, "fiscal_year_mismatch"),
     ("receipt_without_category", raw(category=_DROP), None, None, "missing_category"),
@@ -282,8 +307,9 @@ def test_fiscal_year_window(occurred_at: str, allowed: set[int]) -> None:
         if fy in allowed:
             assert isinstance(res, Event), (fy, res)
             assert res.fiscal_year == fy
-        else:
-            assert isinstance(res, Rejection) and res.reason == "fiscal_year_mismatch", (fy, res)
+        else:  # a year whose cash processing ended is closed; a later one does not exist yet
+            expected = "period_closed" if fy < min(allowed) else "fiscal_year_mismatch"
+            assert isinstance(res, Rejection) and res.reason == expected, (fy, res)
 
 
 # -- valid events of every kind ---------------------------------------------------------------
@@ -307,7 +333,21 @@ VALID = {
                                   occurred_at="2027-01-20T23:00:00+09:00"),
     "utc_timestamp": body("payment", occurred_at="2026-03-02T01:00:00Z"),
     "explicit_null_optional": body("payment", commitment_id=None, to_account=None, reverses=None),
+    "carry_forward_in_december": body("commitment_carry_forward", commitment_id="c-9", basis="explicit",
+                                      occurred_at="2026-12-28T10:00:00+09:00"),
+    "carry_forward_on_20_january": body("commitment_carry_forward", commitment_id="c-9", basis="accident",
+                                        occurred_at="2027-01-20T23:00:00+09:00"),
 }
+
+
+@pytest.mark.parametrize("occurred_at", ["2027-01-21T00:00:00+09:00", "2027-01-20T15:00:00Z",
+                                         "2027-02-10T18:00:00+09:00"])
+def test_a_close_from_21_january_is_valid_on_either_topic(occurred_at: str) -> None:
+    for key in (None, SEOUL.encode()):
+        for side in (None, "revenue", "expenditure"):
+            res = check(close_raw(occurred_at=occurred_at), key, side)
+            assert isinstance(res, YearClose), (occurred_at, key, side, res)
+            assert (res.fiscal_year, res.org_code) == (2026, SEOUL)
 
 
 @pytest.mark.parametrize("name", sorted(VALID))
@@ -411,4 +451,4 @@ def test_fast_acceptance_agrees_with_the_full_rules() -> None:
             full = _full_rules(full, key, side)
         assert check_message(value, key, side) == full, (value, key, side)
         cases += 1
-    assert cases == 5 * 2 * 2 * 2 * 3 * 7 * 3 * 3
+    assert cases == len(SIDE) * 2 * 2 * 2 * 3 * 7 * 3 * 3

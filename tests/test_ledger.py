@@ -282,7 +282,8 @@ def test_commitment_mismatch_account(f: Fold) -> None:
 
 
 def test_commitment_mismatch_fiscal_year(f: Fold) -> None:
-    assert f.send(msg("commitment", "c1", 500, fy=2025, at=AT_JAN, commitment_id="k1")) == "applied"
+    assert f.send(msg("commitment", "c1", 500, fy=2025, at="2025-12-15T10:00:00+09:00",
+                      commitment_id="k1")) == "applied"
     assert f.send(msg("payment", "p1", 100, fy=2026, at=AT_JAN, commitment_id="k1")) == "commitment_mismatch"
     assert f.send(msg("commitment_cancel", "x1", 100, fy=2026, at=AT_JAN,
                       commitment_id="k1")) == "commitment_mismatch"

@@ -182,7 +182,7 @@ def test_the_kernel_takes_the_common_events_and_stops_at_the_rest() -> None:
     decode, charts, org_keys, kst = hot_rules()
     ch = ledger.changes
     ctx: tuple[Any, ...] = (decode, charts, org_keys, kst, {}, 0, "revenue", 8192, "t", ledger.positions,
-           ledger.journal, ch.journal, ch.index, None, b"j\0", partition.Position, MAX_SIDE_TOTAL)
+           ledger.journal, ch.journal, ch.index, None, b"j\0", partition.Position, MAX_SIDE_TOTAL, {})
     stop, applied, last_ms, at_stop = partition.fold_hot(recs, 0, ctx, 0)
     assert (stop, applied) == (1, 1)  # a payment on the revenue topic is for the Python path
     handed_over = recs[1].value
