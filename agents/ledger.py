@@ -222,6 +222,9 @@ class LedgerWorker:
             dropped = {o for o, p in self.org_partition.items() if p in gone and p not in still}
             for pk in [pk for pk in self.ledger.positions if pk[0] in dropped]:
                 del self.ledger.positions[pk]
+            for closed in self.ledger.closed.values():
+                for org in dropped:
+                    closed.pop(org, None)
             for hook in self.hooks:
                 hook.on_revoked(dropped)
             self._refresh_owned()
@@ -242,7 +245,7 @@ class LedgerWorker:
             self._refresh_owned()
             new = [org for org in self.owned_orgs if org not in before]
             for org in new:
-                self.ledger.positions.update(self.store.positions(org))
+                self.store.load(self.ledger, org)
             for hook in self.hooks:
                 await hook.on_assigned(self, new)
             self.pending_seed |= set(self.owned_orgs) - before
@@ -412,8 +415,10 @@ class LedgerWorker:
         ledger.journal.clear()
         ledger.commitments.clear()
         ledger.positions.clear()
+        for closed in ledger.closed.values():
+            closed.clear()
         for org in self.owned_orgs:
-            ledger.positions.update(self.store.positions(org))
+            self.store.load(ledger, org)
 
     async def _dead_letter(self, dead: list[tuple[Rejection, TopicPartition, RawRecord]]) -> None:
         assert self.producer is not None

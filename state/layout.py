@@ -11,9 +11,11 @@ unambiguous::
 
     p\\0{org}\\0{account}\\0{fy}                 -> [cash, committed, version, last_event_ms, received]
     j\\0{org}\\0{r|e}:{event_id}                -> Journal (what the event did, its raw bytes)
+    j\\0{org}\\0l:{len(close_id)}:{close_id}:{commitment_id} -> Journal of a lapse at a close
     c\\0{org}\\0{commitment_id}                 -> Commitment
     i\\0{org}\\0{account}\\0{fy}\\0{seq:012}     -> [[occurred_ms, scoped id, cash delta, committed delta], ...]
     o\\0{topic}\\0{partition}                   -> next offset to consume
+    y\\0{org}\\0{revenue|expenditure}          -> the last fiscal year that side closed
     m\\0seq                                   -> sequence number of the last batch written
     m\\0layout                                -> LAYOUT: a store of another layout is rebuilt
 
@@ -47,6 +49,7 @@ JOURNAL_PREFIX: Final = b"j\0"
 COMMITMENT_TAG: Final = b"c\0"
 INDEX_TAG: Final = b"i\0"
 OFFSET_TAG: Final = b"o\0"
+CLOSE_TAG: Final = b"y\0"
 SEQ_KEY: Final = b"m\0seq"
 LAYOUT_KEY: Final = b"m\0layout"
 
@@ -129,6 +132,19 @@ def commitment_id(key: bytes) -> str:
 
 def decode_commitment(raw: bytes) -> Commitment:
     return _dec_commit.decode(raw)
+
+
+def close_key(org: str, side: str) -> bytes:
+    """The last fiscal year a side of a government closed (``state.ledger.Ledger.closed``)."""
+    return f"y\0{org}\0{side}".encode()
+
+
+def closes_prefix(org: str) -> bytes:
+    return f"y\0{org}\0".encode()
+
+
+def close_side(key: bytes) -> str:
+    return key.decode().split("\0", 2)[2]
 
 
 def index_key(org: str, account: str, fy: int, seq: int) -> bytes:
