@@ -142,7 +142,7 @@ class Stack:
         """The API (as the ``api`` account), once it accepts connections."""
         check_free(Port(self.api_port, "API", "CASHPOS_API_PORT", self.api_host))
         p = self.start("api", "api", CASHPOS_REDIS_URL=self.redis_urls["api"], **env)
-        wait_port(self.api_port, timeout=timeout, proc=p, host=self.api_connect_host)
+        wait_port(self.api_port, timeout, p, self.api_connect_host, f"api (see {self.root / 'api.log'})")
         return p
 
     def stop(self, name: str, kill: bool = False) -> None:

@@ -58,13 +58,18 @@ def free_port() -> int:
 
 
 def wait_port(
-    port: int, timeout: float = 20.0, proc: subprocess.Popen[bytes] | None = None, host: str = LOOPBACK
+    port: int,
+    timeout: float = 20.0,
+    proc: subprocess.Popen[bytes] | None = None,
+    host: str = LOOPBACK,
+    name: str = "process",
 ) -> None:
-    """Until something accepts connections on ``host:port``; raises if ``proc`` exits first."""
+    """Until something accepts connections on ``host:port``; raises if ``proc`` (``name``)
+    exits first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before port {port} opened")
+            raise RuntimeError(f"{name} exited with {proc.returncode} before port {port} opened")
         try:
             with socket.create_connection((host, port), timeout=0.5):
                 return
@@ -120,7 +125,7 @@ def _start(
                 cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
             )
     try:
-        wait_port(port, proc=proc)
+        wait_port(port, proc=proc, name=f"{name} (log: {log_path or 'none'})")
     except BaseException:
         Service(name, port, proc).stop(sig_kill=True)
         raise

@@ -221,6 +221,8 @@ def run_stack() -> int:
     except PortInUse as exc:
         print(exc, file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # stopped while starting: it stopped what it had started
+        return 0
     stack: Stack | None = None
     try:
         if kafka:
@@ -236,12 +238,12 @@ def run_stack() -> int:
             urls = dict.fromkeys(ROLES, s.redis_url)
         stack = Stack(infra, s.namespace, LOGS, urls, s.partitions, s.api_port, s.api_host)
         tokens = _demo_tokens(stack)
-        stack.start("worker", "worker")
-        stack.start_api()
         try:
+            stack.start("worker", "worker")
+            stack.start_api()
             stack.wait_ready(READY_TIMEOUT_S, token=tokens["national"])
-        except (RuntimeError, TimeoutError) as exc:
-            print(f"cashpos: {exc}", file=sys.stderr)
+        except (RuntimeError, TimeoutError) as exc:  # a child that died, or never got ready
+            print(exc if isinstance(exc, PortInUse) else f"cashpos: {exc}", file=sys.stderr)
             return 1
         if os.environ.get("CASHPOS_SIMULATOR", "on").lower() not in ("off", "0", "false", "no"):
             stack.start(
