@@ -22,6 +22,7 @@ import os
 import secrets
 import shutil
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -129,8 +130,9 @@ class Backoff:
         return float(min(self.cap, self.first * 2 ** (self.failures - 1)))
 
 
-def _event(message: str, **fields: object) -> None:
-    log.warning("%s %s", message, orjson.dumps(fields).decode())
+def _event(message: str, event: str, name: str, p: subprocess.Popen[bytes], **fields: object) -> None:
+    record = {"event": event, "child": name, "pid": p.pid, **fields}
+    log.warning("%s %s", message, orjson.dumps(record).decode())
 
 
 def supervise(stack: Stack, s: Settings, stopping: Callable[[], bool]) -> None:
@@ -152,9 +154,9 @@ def supervise(stack: Stack, s: Settings, stopping: Callable[[], bool]) -> None:
                     gone.add(name)
                     _event(
                         "child stopped, not restarted",
-                        event="child_stopped",
-                        child=name,
-                        pid=p.pid,
+                        "child_stopped",
+                        name,
+                        p,
                         exit=describe_exit(p.returncode),
                     )
                     continue
@@ -164,9 +166,9 @@ def supervise(stack: Stack, s: Settings, stopping: Callable[[], bool]) -> None:
                 due[name] = now + delay
                 _event(
                     "child exited, restarting",
-                    event="child_exited",
-                    child=name,
-                    pid=p.pid,
+                    "child_exited",
+                    name,
+                    p,
                     exit=describe_exit(p.returncode),
                     ran_s=round(ran, 1),
                     restart=b.restarts,
@@ -176,13 +178,7 @@ def supervise(stack: Stack, s: Settings, stopping: Callable[[], bool]) -> None:
             elif name in due and now >= due[name]:
                 del due[name]
                 p = stack.restart(name)
-                _event(
-                    "child restarted",
-                    event="child_restarted",
-                    child=name,
-                    pid=p.pid,
-                    restart=backoff[name].restarts,
-                )
+                _event("child restarted", "child_restarted", name, p, restart=backoff[name].restarts)
         time.sleep(0.2)
 
 

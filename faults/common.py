@@ -33,7 +33,7 @@ from redis.typing import EncodableT
 
 from bench.processor import simulator as bench_simulator
 from cashpos.devstack import Stack
-from cashpos.embedded import Infra, start_infra
+from cashpos.embedded import start_infra
 from cashpos.names import META_FIELD, RedisKeys, Topics
 from cashpos.redis_acl import create_accounts
 from cashpos.refdata import governments
@@ -470,9 +470,10 @@ def session_env(args: argparse.Namespace) -> dict[str, str]:
 
 
 def script_main(
-    name: str, args: argparse.Namespace, scenario: Callable[[Infra, Path], dict[str, Any]]
+    name: str, args: argparse.Namespace, scenario: Callable[..., dict[str, Any]], **options: Any
 ) -> int:
-    """Run one scenario on an infra of its own; print its figures; 0 when every check held."""
+    """Run ``scenario(infra, root, events=, seed=, partitions=, **options)`` (the
+    :func:`base_args`) on an infra of its own; print its figures; 0 when every check held."""
     root = Path(tempfile.mkdtemp(prefix=f"cashpos-{name}-"))
     print(
         f"{name}: {' '.join(sys.argv[1:])} (work dir {root}; {os.cpu_count()} cores shared "
@@ -483,7 +484,9 @@ def script_main(
     figures: dict[str, Any] = {}
     try:
         with start_infra(root) as infra:
-            figures = scenario(infra, root)
+            figures = scenario(
+                infra, root, events=args.events, seed=args.seed, partitions=args.partitions, **options
+            )
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)

@@ -169,19 +169,7 @@ def main() -> int:
     ap.add_argument("--share", type=float, default=0.05, help="share of events re-sent")
     ap.add_argument("--replay", type=int, default=10_000, help="events re-published")
     args = ap.parse_args()
-    return script_main(
-        "duplicates",
-        args,
-        lambda infra, root: run(
-            infra,
-            root,
-            events=args.events,
-            seed=args.seed,
-            partitions=args.partitions,
-            share=args.share,
-            replay=args.replay,
-        ),
-    )
+    return script_main("duplicates", args, run, share=args.share, replay=args.replay)
 
 
 if __name__ == "__main__":

@@ -241,18 +241,12 @@ def main() -> int:
     return script_main(
         "kill_loop",
         args,
-        lambda infra, root: run(
-            infra,
-            root,
-            events=args.events,
-            seed=args.seed,
-            rate=args.rate,
-            partitions=args.partitions,
-            kill_min=args.kill_min,
-            kill_max=args.kill_max,
-            env=env,
-            max_ratio=args.max_ratio,
-        ),
+        run,
+        rate=args.rate,
+        kill_min=args.kill_min,
+        kill_max=args.kill_max,
+        env=env,
+        max_ratio=args.max_ratio,
     )
 
 

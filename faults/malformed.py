@@ -303,19 +303,7 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=10_000, help="events per second")
     ap.add_argument("--every", type=int, default=10_000)
     args = ap.parse_args()
-    return script_main(
-        "malformed",
-        args,
-        lambda infra, root: run(
-            infra,
-            root,
-            events=args.events,
-            seed=args.seed,
-            rate=args.rate,
-            every=args.every,
-            partitions=args.partitions,
-        ),
-    )
+    return script_main("malformed", args, run, rate=args.rate, every=args.every)
 
 
 if __name__ == "__main__":

@@ -220,18 +220,7 @@ def main() -> int:
         help="Redis loses the serving copy too; poll the API during the rebuild",
     )
     args = ap.parse_args()
-    return script_main(
-        "rebuild",
-        args,
-        lambda infra, root: run(
-            infra,
-            root,
-            events=args.events,
-            seed=args.seed,
-            partitions=args.partitions,
-            empty_redis=args.empty_redis,
-        ),
-    )
+    return script_main("rebuild", args, run, empty_redis=args.empty_redis)
 
 
 if __name__ == "__main__":

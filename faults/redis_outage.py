@@ -300,19 +300,7 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=10_000, help="events per second")
     ap.add_argument("--outage", type=float, default=2.0, help="seconds Redis stays down")
     args = ap.parse_args()
-    return script_main(
-        "redis_outage",
-        args,
-        lambda infra, root: run(
-            infra,
-            root,
-            events=args.events,
-            seed=args.seed,
-            rate=args.rate,
-            partitions=args.partitions,
-            outage_s=args.outage,
-        ),
-    )
+    return script_main("redis_outage", args, run, rate=args.rate, outage_s=args.outage)
 
 
 if __name__ == "__main__":

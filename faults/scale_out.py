@@ -165,19 +165,7 @@ def main() -> int:
     add_session_arg(ap)
     args = ap.parse_args()
     env = session_env(args)
-    return script_main(
-        "scale_out",
-        args,
-        lambda infra, root: run(
-            infra,
-            root,
-            events=args.events,
-            seed=args.seed,
-            rate=args.rate,
-            partitions=args.partitions,
-            env=env,
-        ),
-    )
+    return script_main("scale_out", args, run, rate=args.rate, env=env)
 
 
 if __name__ == "__main__":
