@@ -155,12 +155,11 @@ class Ledger:
 
     def entry(self, key: EventKey) -> Journal | None:
         v = self.journal.get(key)
-        if v is None:
-            if self.load_journal is None or (v := self.load_journal(key)) is None:
-                return None
-        if v.__class__ is bytes:
+        if v is None and (self.load_journal is None or (v := self.load_journal(key)) is None):
+            return None
+        if isinstance(v, bytes):
             v = self.journal[key] = _dec_journal.decode(v)
-        return v  # type: ignore[return-value]
+        return v
 
     def commitment(self, key: CommitKey) -> Commitment | None:
         c = self.commitments.get(key)
@@ -283,10 +282,10 @@ class Ledger:
             return self._close(ev, side, raw, source, key)  # type: ignore[arg-type]
         assert isinstance(ev, Event)
         result = self._reversal(ev) if ev.reverses is not None else self._original(ev)
-        if result.__class__ is Rejection:
+        if type(result) is Rejection:
             self.changes.rejected += 1
             return result
-        effects, released = result  # type: ignore[misc]
+        effects, released = result
         ms = epoch_ms(ev.occurred_at)
         entry = Journal(raw, ev.kind, ev.account, ev.fiscal_year, ev.amount, ms, effects,
                         ev.commitment_id, released, ev.reverses, None, source)

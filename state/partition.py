@@ -46,20 +46,21 @@ def _classify(r: RawRecord, topic: str, partition: int, side: str | None,
               decoded: Event | None = None) -> tuple[Record, bytes, Source] | Rejection:
     """The stateless verdict on one record: the event to fold, or why it is dead. ``decoded``:
     its value already decoded by the strict decoder (the kernel's, when it stopped there)."""
+    value = r.value or b""  # None: an empty message (the contract refuses it)
     if decoded is None:
-        res = check_message(r.value or b"", r.key, side, max_bytes)
+        res = check_message(value, r.key, side, max_bytes)
     else:  # the kernel stopped here: its test of the raw bytes spares the slower Python one
-        res = check_decoded(decoded, r.value, r.key, side,
-                            raw_checked=raw_plain is not None and raw_plain(r.value))
-    if res.__class__ is Rejection:
+        res = check_decoded(decoded, value, r.key, side,
+                            raw_checked=raw_plain is not None and raw_plain(value))
+    if type(res) is Rejection:
         return res
     if r.key is None:  # the contract's key is org_code; only the API's check goes without one
         return Rejection("missing_key", "the record has no key; the contract requires key = org_code")
-    ev: Record = res  # type: ignore[assignment]
+    ev = res
     owner = org_partition.get(ev.org_code, partition)
     if owner != partition:
         return Rejection("wrong_partition", f"{ev.org_code} belongs on partition {owner}, not {partition}")
-    return ev, r.value, (topic, partition, r.offset)  # type: ignore[return-value]
+    return ev, value, (topic, partition, r.offset)
 
 
 def _by_offset(dead: Dead) -> Dead:
@@ -74,10 +75,10 @@ def fold_partition_py(ledger: Ledger, records: list[RawRecord], topic: str, part
     dead: Dead = []
     for r in records:
         res = _classify(r, topic, partition, side, org_partition, max_bytes)
-        if res.__class__ is Rejection:
+        if type(res) is Rejection:
             dead.append((res, r))
         else:
-            good.append(res)  # type: ignore[arg-type]
+            good.append(res)
             good_records.append(r)
     applied = len(good)
     if good:
@@ -120,9 +121,9 @@ def fold_partition_native(ledger: Ledger, records: list[RawRecord], topic: str, 
             return applied, dead  # appended in offset order
         r = records[i]  # not the common case: decided as the pure path decides it
         res = _classify(r, topic, partition, side, org_partition, max_bytes, decoded)
-        if res.__class__ is Rejection:
+        if type(res) is Rejection:
             dead.append((res, r))
-        elif (out := ledger.update(*res)) is APPLIED:  # type: ignore[misc]
+        elif (out := ledger.update(*res)) is APPLIED:
             applied += 1
         elif out.__class__ is Rejection:  # else a duplicate
             dead.append((out, r))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Callable
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, final, get_args
 
 import msgspec
 
@@ -78,6 +78,7 @@ class YearClose(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_de
 Record = Event | YearClose  # what the contract accepts from an input topic
 
 
+@final  # no subclass: ``type(x) is Rejection`` tells a verdict from an event, for mypy too
 class Rejection(msgspec.Struct, frozen=True):
     reason: str  # one of REASONS
     detail: str
@@ -285,7 +286,7 @@ def check_stateless(ev: Event, accounts: dict[str, frozenset[str]] | None = None
 # The timezone object msgspec gives every "+09:00" timestamp (it caches them): an identity test
 # is ~6x cheaper than utcoffset() == 9 h. Another object for KST only means the general path.
 _KST_TZ: Final = msgspec.json.decode(b'"2026-01-01T00:00:00+09:00"', type=dt.datetime).tzinfo
-_SIDE: Final = {k: side_of_kind(k) for k in Kind.__args__}  # type: ignore[attr-defined]
+_SIDE: Final = {k: side_of_kind(k) for k in get_args(Kind)}
 _refs: tuple[dict[str, frozenset[str]], dict[str, bytes]] | None = None
 
 
@@ -298,12 +299,13 @@ def _reference() -> tuple[dict[str, frozenset[str]], dict[str, bytes]]:
     return _refs
 
 
-def hot_rules() -> tuple[Callable[[bytes], Event], dict[str, frozenset[str]], dict[str, bytes], dt.tzinfo]:
+def hot_rules() -> tuple[Callable[[bytes], Event], dict[str, frozenset[str]], dict[str, bytes],
+                         dt.tzinfo | None]:
     """What the hot path of ``check_message`` tests against (the strict decoder, the charts of
     accounts, the expected message key per org_code, msgspec's "+09:00" tzinfo), for the C
     kernel in ``state/partition.py``, which must accept only what that hot path accepts."""
     charts, org_keys = _refs or _reference()
-    return _decoder.decode, charts, org_keys, _KST_TZ  # type: ignore[return-value]
+    return _decoder.decode, charts, org_keys, _KST_TZ
 
 
 def check_message(
@@ -367,9 +369,8 @@ def check_decoded(ev: Event, raw: bytes, key: bytes | None, topic_side: str | No
             elif kind == "commitment":
                 if ev.commitment_id is not None:
                     return ev
-            elif kind == "commitment_cancel":
-                if ev.commitment_id is not None and ev.due_date is None:
-                    return ev
+            elif kind == "commitment_cancel" and ev.commitment_id is not None and ev.due_date is None:
+                return ev
             # transfers always take the full rules (to_account: 1% of the stream)
     return _full_rules(ev, key, topic_side)
 
@@ -382,7 +383,7 @@ def epoch_ms(at: dt.datetime) -> int:
     return (at - _EPOCH) // _MS
 
 
-_EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+_EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _MS: Final = dt.timedelta(milliseconds=1)
 
 
@@ -420,4 +421,4 @@ def json_schema() -> dict[str, object]:
     return schema
 
 
-assert REVENUE_KINDS | EXPENDITURE_KINDS == set(Kind.__args__)  # type: ignore[attr-defined]
+assert REVENUE_KINDS | EXPENDITURE_KINDS == set(get_args(Kind))
