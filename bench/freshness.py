@@ -42,7 +42,7 @@ async def background(pub: Publisher, rate: int, stop: asyncio.Event) -> int:
 def _route(pub: Publisher, raw: bytes):
     from streams.publisher import route
 
-    topic, key = route(pub.topics, raw)
+    (topic,), key = route(pub.topics, raw)  # the simulator's live events: one topic each
     return topic, raw, key
 
 

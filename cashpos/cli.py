@@ -69,10 +69,44 @@ def _simulate(args: argparse.Namespace) -> int:
                       f"울릉군 5260000 general: {ev.what}", flush=True)
         async with Publisher(s) as pub:
             opening = 0 if args.no_opening_balances else await pub.send_many(sim.opening_balances())
-            return opening + await run(pub, sim, total=args.total)
+            until = dt.datetime.fromisoformat(args.until) if args.until else None
+            if until is not None and until.tzinfo is None:
+                until = until.replace(tzinfo=KST)
+            return opening + await run(pub, sim, total=args.total, until=until)
 
     n = asyncio.run(main())
     print(f"published {n} events")
+    return 0
+
+
+def _close_year(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from cashpos.calendar import KST, close_date
+    from cashpos.refdata import governments
+    from streams.contract import year_close
+    from streams.publisher import Publisher
+    from streams.topics import ensure_topics
+
+    today = dt.datetime.now(KST).date()
+    if today < close_date(args.year):
+        print(f"cashpos: fiscal year {args.year} takes cash processing until the end of 20 January "
+              f"{args.year + 1} (Korea time); close it from {close_date(args.year).isoformat()}", file=sys.stderr)
+        return 2
+    orgs = args.org or sorted(governments())
+    unknown = sorted(set(orgs) - set(governments()))
+    if unknown:
+        print(f"cashpos: not a government: {', '.join(unknown)}", file=sys.stderr)
+        return 2
+    s = load()
+
+    async def main() -> int:
+        await ensure_topics(s)
+        async with Publisher(s) as pub:
+            return await pub.send_many(year_close(org, args.year) for org in orgs)
+
+    n = asyncio.run(main())
+    print(f"published the close of fiscal year {args.year} for {n} government(s), on both input topics")
     return 0
 
 
@@ -252,12 +286,19 @@ def main(argv: list[str] | None = None) -> int:
     sim.add_argument("--speed", type=float, default=60.0, help="simulated seconds per wall second")
     sim.add_argument("--total", type=int, default=None, help="stop after this many events")
     sim.add_argument("--start", help="simulated start time, ISO 8601 (default: now, Korea time)")
+    sim.add_argument("--until", help="stop when the simulated clock passes this time, ISO 8601 "
+                                     "(e.g. --start 2026-12-20 --until 2027-02-10: a year's close)")
     sim.add_argument("--no-opening-balances", action="store_true",
                      help="do not first publish each account's opening cash")
     sim.add_argument("--scenario", choices=("none", "shortfall"), default="none",
                      help="stage a scenario: shortfall = 울릉군's general account runs short "
                           "10 simulated minutes after the start (cash < 0 three days later)")
     sim.set_defaults(fn=_simulate)
+    cy = sub.add_parser("close-year", help="close a fiscal year (from 21 January of the next): "
+                                           "lapse what is open, carry the cash forward")
+    cy.add_argument("year", type=int)
+    cy.add_argument("--org", action="append", help="only this government (repeatable; default: all 243)")
+    cy.set_defaults(fn=_close_year)
     pub = sub.add_parser("publish", help="publish events from a JSON-lines file")
     pub.add_argument("file")
     pub.set_defaults(fn=_publish)

@@ -65,6 +65,10 @@ class Topics:
         """The input topic of an event kind."""
         return self.for_side(side_of_kind(kind))
 
+    def for_record(self, kind: str) -> tuple[str, ...]:
+        """The input topics a record of ``kind`` is published to: a year's close goes to both."""
+        return self.sources if kind == CLOSE_KIND else (self.for_kind(kind),)
+
     def for_side(self, side: str) -> str:
         """The input topic of a side (``side_of_kind``)."""
         return self.revenue if side == REVENUE else self.expenditure

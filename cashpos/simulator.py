@@ -65,9 +65,9 @@ from typing import Any, Final, Protocol
 
 import orjson
 
-from cashpos.calendar import KST, KST_OFFSET_SECONDS, is_business_day
+from cashpos.calendar import KST, KST_OFFSET_SECONDS, close_date, is_business_day
 from cashpos.refdata import governments
-from streams.contract import MAX_AMOUNT
+from streams.contract import MAX_AMOUNT, year_close
 
 __all__ = [
     "MAX_OPEN_COMMITMENTS",
@@ -421,6 +421,8 @@ class Simulator:
         self._hours: dict[int, _HourInfo] = {}
         self._years: dict[int, _Year] = {}
         self._setup_governments()
+        self._closes_pending = 0
+        self._schedule_closes(start)
         spont = sum(ch[0] for ch in _CHANNELS)
         norm = spont + _CHANNELS[C_COMMIT][0] * _FOLLOWUPS_PER_COMMITMENT
         per_sim_second = self.rate / self.speed
@@ -576,7 +578,25 @@ class Simulator:
 
     @property
     def open_commitments(self) -> int:
-        return len(self._followups)
+        return len(self._followups) - self._closes_pending
+
+    def _schedule_closes(self, start: dt.datetime) -> None:
+        """Every government's close of each fiscal year whose 출납정리기한 ends after ``start``
+        (for the next few years), at 00:00 KST on 21 January, in government order. The close's
+        id is the same in every run (``close-{year}``): a re-run's close is a duplicate."""
+        for year in range(start.year - 1, start.year + 4):
+            d = close_date(year)
+            at = dt.datetime(d.year, d.month, d.day, tzinfo=KST).timestamp()
+            if at <= start.timestamp():
+                continue
+            for g in range(_N_GOVS):
+                self._seq += 1
+                heappush(self._followups, (at, self._seq, [g, year]))
+                self._closes_pending += 1
+
+    def _close(self, g: int, year: int) -> bytes:
+        self._closes_pending -= 1
+        return year_close(self._orgs[g], year)  # as `cashpos close-year` sends it: one close only
 
     # -- public generation -----------------------------------------------------------------
 
@@ -639,7 +659,7 @@ class Simulator:
                 ch = R_TAX
             elif ch == C_TRANSFER:
                 return self._transfer(g, t)
-            elif len(fu) < MAX_OPEN_COMMITMENTS:
+            elif len(fu) - self._closes_pending < MAX_OPEN_COMMITMENTS:
                 return self._commitment(g, t)
             else:
                 ch = C_DIRECT
@@ -745,6 +765,21 @@ class Simulator:
         due_day = info.day + rng.randint(7, 90)
         self._commit_counter += 1
         cid = f"{self.prefix}-c{self._commit_counter}"
+        year_end = _day_index(dt.date(fy, 12, 31))
+        if due_day > year_end and _day_of(info.day).month == 12:
+            # Decided in December, due next year: mostly carried forward (이월) and paid as next
+            # year's; some paid by 20 January as this year's; a few left to lapse at the close.
+            r = rng.random()
+            if r < 0.08:
+                return self._commitment_record(g, account, fy, amount, ts, cid, due_day)
+            if r < 0.60:
+                carry_at = self._plan_times(t, min(due_day, year_end), fy, 1)
+                paid_at = self._plan_times(_day_start(year_end + 1) + 9 * 3600.0, due_day, fy + 1, 1)
+                steps = [("commitment_carry_forward", amount), ("payment", amount)]
+                self._seq += 1
+                heappush(self._followups, (carry_at[0], self._seq,
+                                           [g, account, fy, cid, steps, carry_at + paid_at, 0]))
+                return self._commitment_record(g, account, fy, amount, ts, cid, due_day)
         # the plan: (kind, amount) steps, the amounts summing to the commitment
         r = rng.random()
         if amount < 10 or r < 0.70:
@@ -764,6 +799,10 @@ class Simulator:
         self._seq += 1
         rec = [g, account, fy, cid, steps, times, 0]
         heappush(self._followups, (times[0], self._seq, rec))
+        return self._commitment_record(g, account, fy, amount, ts, cid, due_day)
+
+    def _commitment_record(self, g: int, account: str, fy: int, amount: int, ts: str, cid: str,
+                           due_day: int) -> bytes:
         return orjson.dumps({
             "event_id": self._next_id(), "org_code": self._orgs[g], "account": account,
             "fiscal_year": fy, "kind": "commitment", "amount": amount, "occurred_at": ts,
@@ -804,6 +843,10 @@ class Simulator:
     def _followup(self) -> bytes:
         fu = self._followups
         t, _seq, rec = fu[0]
+        if len(rec) == 2:  # a government's close of a fiscal year
+            heappop(fu)
+            self._t = max(t, self._t)
+            return self._close(rec[0], rec[1])
         g, account, fy, cid, steps, times, i = rec
         kind, amount = steps[i]
         t = max(t, self._t)  # a no-op (times are after their commitment); keeps order anyway
@@ -816,6 +859,13 @@ class Simulator:
             heapreplace(fu, (max(times[i], t), self._seq, rec))
         else:
             heappop(fu)  # closed: forget it
+        if kind == "commitment_carry_forward":
+            rec[2] = fy + 1  # paid as next year's from now on
+            return orjson.dumps({
+                "event_id": self._next_id(), "org_code": self._orgs[g], "account": account,
+                "fiscal_year": fy, "kind": kind, "amount": amount, "occurred_at": ts,
+                "source": "e-hojo", "commitment_id": cid, "basis": "explicit",
+            })
         return orjson.dumps({
             "event_id": self._next_id(), "org_code": self._orgs[g], "account": account,
             "fiscal_year": fy, "kind": kind, "amount": amount, "occurred_at": ts,
@@ -917,13 +967,15 @@ async def run(
     sim: Simulator,
     *,
     total: int | None = None,
+    until: dt.datetime | None = None,
     stop: asyncio.Event | None = None,
     tick: float = 0.1,
     pace: str = "rate",
     max_lag: float = 2.0,
 ) -> int:
     """Publish ``sim``'s events via ``publisher.send_many`` every ``tick`` seconds until
-    ``total`` events are sent or ``stop`` is set; returns the number sent.
+    ``total`` events are sent, the simulated clock passes ``until`` or ``stop`` is set; returns
+    the number sent.
 
     ``pace="rate"``: a steady ``sim.rate`` events per wall second. ``pace="clock"``: events
     are released when wall time reaches their simulated time divided by ``sim.speed``, so the
@@ -944,6 +996,8 @@ async def run(
             break
         left = None if total is None else total - sent
         if left is not None and left <= 0:
+            break
+        if until is not None and sim.next_time > until.timestamp():
             break
         elapsed = loop.time() - t0
         limit = max_batch if left is None else min(max_batch, left)

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Final, Literal, final, get_args
 
 import msgspec
 
-from cashpos.calendar import close_date, fiscal_years_for, korean_date
+from cashpos.calendar import KST, close_date, fiscal_years_for, korean_date
 from cashpos.names import CLOSE_KIND, EXPENDITURE_KINDS, REVENUE_KINDS, side_of_kind
 from cashpos.refdata import account_sets
 
@@ -62,6 +62,7 @@ class Event(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_defaul
     basis: CarryBasis | None = None  # commitment_carry_forward only
 
 
+@final  # no subclass: ``type(x) is YearClose`` tells a close from an Event, for mypy too
 class YearClose(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_defaults=True):
     """The close of fiscal year ``fiscal_year`` for one government (출납정리기한 passed):
     published on both input topics; each side closes its own share. From then on the year takes
@@ -319,7 +320,7 @@ def check_message(
     except (msgspec.DecodeError, UnicodeDecodeError):  # ValidationError is a DecodeError
         res = decode(raw, max_bytes)  # bad input or a year's close: decode again to tell which
         if res.__class__ is YearClose:
-            return check_raw(raw) or check_close(res, key)  # type: ignore[arg-type]
+            return check_raw(raw) or check_close(res, key)
         return res
     return check_decoded(ev, raw, key, topic_side)
 
@@ -402,8 +403,17 @@ def _full_rules(ev: Event, key: bytes | None, topic_side: str | None) -> Event |
 side_of = side_of_kind  # the side of a kind: ``cashpos.names`` owns it
 
 
-def encode(ev: Event) -> bytes:
+def encode(ev: Record) -> bytes:
     return _encoder.encode(ev)
+
+
+def year_close(org: str, year: int) -> bytes:
+    """The close of ``year`` for ``org`` as ``cashpos close-year`` publishes it: dated at the start
+    of the first day it may be (21 January, 00:00 KST) and named ``close-{year}``, so a second
+    run is a duplicate, not a second close."""
+    d = close_date(year)
+    return encode(YearClose(f"close-{year}", org, year, "fiscal_year_close",
+                            dt.datetime(d.year, d.month, d.day, tzinfo=KST), "cashpos close-year"))
 
 
 def json_schema() -> dict[str, object]:

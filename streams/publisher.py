@@ -14,17 +14,18 @@ from cashpos.names import Topics
 from cashpos.settings import Settings
 
 
-def route(topics: Topics, raw: bytes) -> tuple[str, bytes | None]:
-    """Topic and key for one serialized event. Unparseable input still gets published (to the
-    expenditure topic, unkeyed) so that the processor dead-letters it with a reason."""
+def route(topics: Topics, raw: bytes) -> tuple[tuple[str, ...], bytes | None]:
+    """Topics and key for one serialized event (a year's close goes to both input topics).
+    Unparseable input still gets published (to the expenditure topic, unkeyed) so that the
+    processor dead-letters it with a reason."""
     try:
         obj = orjson.loads(raw)
         kind = obj.get("kind") if isinstance(obj, dict) else None
         org = obj.get("org_code") if isinstance(obj, dict) else None
     except orjson.JSONDecodeError:
         kind, org = None, None
-    topic = topics.for_kind(kind) if isinstance(kind, str) else topics.expenditure
-    return topic, org.encode() if isinstance(org, str) else None
+    dest = topics.for_record(kind) if isinstance(kind, str) else (topics.expenditure,)
+    return dest, org.encode() if isinstance(org, str) else None
 
 
 class Publisher:
@@ -44,8 +45,9 @@ class Publisher:
 
     async def send(self, raw: bytes) -> tuple[str, int, int]:
         """Publish one event and wait for acks=all; returns (topic, partition, offset)."""
-        topic, key = route(self.topics, raw)
-        md = await self.producer.send_and_wait(topic, raw, key=key)
+        dest, key = route(self.topics, raw)
+        for topic in dest:
+            md = await self.producer.send_and_wait(topic, raw, key=key)
         return md.topic, md.partition, md.offset
 
     async def send_many(self, raws: Iterable[bytes] | AsyncIterator[bytes], window: int = 20000) -> int:
@@ -59,8 +61,9 @@ class Publisher:
 
         async def one(raw: bytes) -> None:
             nonlocal n
-            topic, key = route(self.topics, raw)
-            pending.append(await self.producer.send(topic, raw, key=key))
+            dest, key = route(self.topics, raw)
+            for topic in dest:
+                pending.append(await self.producer.send(topic, raw, key=key))
             n += 1
             if len(pending) >= window:
                 await flush()

@@ -39,7 +39,7 @@ def test_every_malformed_variant_is_refused_with_its_reason():
     raws, bad = malformed.inject(good, 200)
     ref = Reference()
     for raw in raws:
-        topic, key = route(Topics("t"), raw)
+        (topic,), key = route(Topics("t"), raw)
         ref.feed(raw, "revenue" if topic.endswith(".revenue") else "expenditure", key)
     reasons = Counter(ref.counts()["rejected"])
     assert sum(reasons.values()) == len(bad) == len(good) // 200 >= 17
@@ -51,6 +51,6 @@ def test_every_malformed_variant_is_refused_with_its_reason():
     ci = malformed.inject(good[:2_000], 200)[1]  # the CI run's ten, in order
     ci_ref = Reference()
     for raw in ci:
-        topic, key = route(Topics("t"), raw)
+        (topic,), key = route(Topics("t"), raw)
         ci_ref.feed(raw, "revenue" if topic.endswith(".revenue") else "expenditure", key)
     assert {"oversized", "invalid_timestamp", "duplicate_key"} <= set(ci_ref.counts()["rejected"])

@@ -16,10 +16,13 @@ import orjson
 import pytest
 
 from cashpos.calendar import KST
+from cashpos.names import Topics, side_of_topic
 from cashpos.refdata import governments
 from cashpos.simulator import Simulator, annual_budgets, budget_class, run
 from state.ledger import APPLIED, Ledger
-from streams.contract import Rejection, check_message, side_of
+from streams.contract import Rejection, check_message
+
+TOPICS = Topics("cashpos")
 
 N = 50_000
 STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+09:00$")
@@ -54,13 +57,16 @@ def test_every_event_passes_the_contract(year_end: tuple[list[bytes], list[dict[
     reasons: collections.Counter[str] = collections.Counter()
     kinds: collections.Counter[str] = collections.Counter()
     for raw, o in zip(raws, events):
-        ev = check_message(raw, o["org_code"].encode(), side_of(o["kind"]))
-        if isinstance(ev, Rejection):
-            reasons[ev.reason] += 1
+        for side in TOPICS.for_record(o["kind"]):
+            ev = check_message(raw, o["org_code"].encode(), side_of_topic(side))
+            if isinstance(ev, Rejection):
+                reasons[ev.reason] += 1
         kinds[o["kind"]] += 1
     assert not reasons, reasons
-    # every kind occurs, receipts dominate by count
-    assert set(kinds) == {"receipt", "commitment", "payment", "commitment_cancel", "transfer"}
+    # every kind occurs, receipts dominate by count; each government's 2025 closes on 21 January
+    assert set(kinds) == {"receipt", "commitment", "payment", "commitment_cancel", "transfer",
+                          "commitment_carry_forward", "fiscal_year_close"}
+    assert kinds["fiscal_year_close"] == len(governments())
     assert kinds["receipt"] > N / 2
 
 
@@ -68,12 +74,13 @@ def test_the_ledger_fold_applies_every_event(year_end: tuple[list[bytes], list[d
     raws, events = year_end
     ledger = Ledger()
     outcomes: collections.Counter[str] = collections.Counter()
-    for raw, o in zip(raws, events):
-        ev = check_message(raw, o["org_code"].encode(), None)
-        assert not isinstance(ev, Rejection)
-        out = ledger.update(ev, raw)
-        outcomes[out if isinstance(out, str) else out.reason] += 1
-    assert outcomes == {APPLIED: N}
+    for i, (raw, o) in enumerate(zip(raws, events)):
+        for topic in TOPICS.for_record(o["kind"]):  # a close: once per topic
+            ev = check_message(raw, o["org_code"].encode(), side_of_topic(topic))
+            assert not isinstance(ev, Rejection)
+            out = ledger.update(ev, raw, (topic, 0, i))
+            outcomes[out if isinstance(out, str) else out.reason] += 1
+    assert outcomes == {APPLIED: N + len(governments())}
 
 
 def test_fields_ids_amounts_and_timestamps(year_end: tuple[list[bytes], list[dict[str, Any]]]) -> None:
@@ -81,6 +88,9 @@ def test_fields_ids_amounts_and_timestamps(year_end: tuple[list[bytes], list[dic
     ids = set()
     last = ""
     for o in events:
+        if o["kind"] == "fiscal_year_close":  # no amount; dated 21 January 00:00 KST exactly
+            assert o["occurred_at"] == "2026-01-21T00:00:00+09:00" and o["event_id"] == "close-2025"
+            continue
         assert type(o["amount"]) is int and 1 <= o["amount"] <= 10**15
         assert len(o["event_id"]) <= 64 and o["event_id"] not in ids
         ids.add(o["event_id"])
@@ -88,7 +98,7 @@ def test_fields_ids_amounts_and_timestamps(year_end: tuple[list[bytes], list[dic
         assert o["occurred_at"] >= last  # same offset everywhere: string order = time order
         last = o["occurred_at"]
     # amounts span many orders of magnitude (log-normal, budget-scaled)
-    amounts = sorted(o["amount"] for o in events)
+    amounts = sorted(o["amount"] for o in events if "amount" in o)
     assert amounts[len(amounts) // 2] < 10**7 and amounts[-1] > 10**9
 
 
@@ -97,7 +107,7 @@ def test_prior_fiscal_year_only_in_the_january_window(
 ) -> None:
     _, events = year_end
     window = [o for o in events if "2026-01-01" <= o["occurred_at"][:10] <= "2026-01-20"]
-    later = [o for o in events if o["occurred_at"][:10] > "2026-01-20"]
+    later = [o for o in events if o["occurred_at"][:10] > "2026-01-20" and o["kind"] != "fiscal_year_close"]
     assert window and later
     receipts = [o for o in window if o["kind"] == "receipt" and "reverses" not in o]
     prior = [o for o in receipts if o["fiscal_year"] == 2025]
@@ -148,7 +158,7 @@ def test_commitment_lifecycle_integrity(year_end: tuple[list[bytes], list[dict[s
     _, events = year_end
     open_: dict[tuple[str, str], list[Any]] = {}  # (org, cid) -> [account, fy, open]
     seen_cids: set[tuple[str, str]] = set()
-    follow = partial = cancels = 0
+    follow = partial = cancels = carried = 0
     for o in events:
         cid = o.get("commitment_id")
         if cid is None:
@@ -162,10 +172,15 @@ def test_commitment_lifecycle_integrity(year_end: tuple[list[bytes], list[dict[s
             assert 7 <= days <= 90
             open_[key] = [o["account"], o["fiscal_year"], o["amount"]]
             continue
-        assert o["kind"] in ("payment", "commitment_cancel")
+        assert o["kind"] in ("payment", "commitment_cancel", "commitment_carry_forward")
         assert key in open_, f"{o['kind']} names unknown or closed commitment {cid}"
         account, fy, left = open_[key]
         assert (o["account"], o["fiscal_year"]) == (account, fy)
+        if o["kind"] == "commitment_carry_forward":  # all of it, into next year, in December
+            assert o["amount"] == left and o["occurred_at"][5:7] == "12" and o["basis"]
+            open_[key][1] = fy + 1
+            carried += 1
+            continue
         assert o["amount"] <= left
         follow += 1
         cancels += o["kind"] == "commitment_cancel"
@@ -174,7 +189,7 @@ def test_commitment_lifecycle_integrity(year_end: tuple[list[bytes], list[dict[s
             del open_[key]
         else:
             open_[key][2] = left - o["amount"]
-    assert follow > 1000 and partial > 50 and cancels > 50
+    assert follow > 1000 and partial > 50 and cancels > 50 and carried > 50
     assert len(open_) < len(seen_cids)  # many closed within the run
 
 
