@@ -466,7 +466,7 @@ class LedgerWorker:
         seeds = self._seedable(self.pending_seed)
         self.pending_seed -= seeds
         changed = list(changed)
-        call = self.projection.prepare(self.ledger.positions, changed, seeds, last_event_ms)
+        call = self.projection.prepare(self.ledger.positions, changed, seeds, last_event_ms, self.ledger.closed)
         self._projecting = asyncio.ensure_future(
             self._send_projection(call, changed, seeds, last_event_ms, last_ts))
 
@@ -537,7 +537,7 @@ class LedgerWorker:
                     wanted |= self.pending_seed
                     seeds = self._seedable(wanted)
                     self.pending_seed = wanted - seeds
-                    await self.projection.write(self.ledger.positions, (), seeds)
+                    await self.projection.write(self.ledger.positions, (), seeds, closed=self.ledger.closed)
                     await self.projection.notify(seeds, 0)
                     self.metrics.redis_reseeds.inc(len(seeds))
                     if not self.redis_ok:

@@ -77,7 +77,7 @@ from cashpos.names import META_FIELD, RedisKeys
 from cashpos.refdata import governments
 from cashpos.settings import Settings
 from serving import wire
-from serving.positions import Body, _rows, iso_ms, totals
+from serving.positions import Body, _rows, by_fiscal_year, iso_ms, totals
 from serving.problems import problem_response
 from serving.security import TokenCache, principal, require
 
@@ -361,6 +361,7 @@ class Hub:
                 "last_event_at": iso_ms(last_ev),
                 "accounts": [r.as_dict() for r in rows],
                 "totals": totals(rows),
+                "fiscal_years": by_fiscal_year(rows),
             }
         return out, missing
 

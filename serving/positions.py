@@ -44,6 +44,7 @@ class AccountRow:
     committed: int
     version: int
     last_event_ms: int
+    final: bool = False  # its fiscal year is closed: carried forward, lapsed, no more events
 
     @property
     def available(self) -> int:
@@ -60,6 +61,7 @@ class AccountRow:
             "available": self.available,
             "version": self.version,
             "last_event_at": iso_ms(self.last_event_ms),
+            "final": self.final,
         }
 
 
@@ -77,8 +79,21 @@ def totals(rows: list[AccountRow]) -> dict[str, int]:
     }
 
 
+def by_fiscal_year(rows: list[AccountRow]) -> list[dict[str, object]]:
+    """Each fiscal year's totals, newest first, and whether it is final (closed). While two years
+    are open (1 January to the close) the government's ``totals`` are the bank accounts' cash:
+    a close moves a year's cash into the next, so the sum over years never counts it twice."""
+    years: dict[int, list[AccountRow]] = {}
+    for r in rows:
+        years.setdefault(r.fiscal_year, []).append(r)
+    return [{"fiscal_year": fy, "final": all(r.final for r in rs), **totals(rs)}
+            for fy, rs in sorted(years.items(), reverse=True)]
+
+
 def _rows(gov: Government, raw: dict[bytes, bytes], fiscal_year: int | None) -> list[AccountRow]:
     names = {a.code: a for a in gov.accounts}
+    meta = raw.get(META_FIELD.encode())
+    closed = int(orjson.loads(meta).get("closed", 0)) if meta else 0
     rows = []
     for f, v in raw.items():
         field = f.decode()
@@ -91,7 +106,7 @@ def _rows(gov: Government, raw: dict[bytes, bytes], fiscal_year: int | None) -> 
         acc = names.get(account)
         rows.append(AccountRow(
             account, acc.name if acc else account, acc.type if acc else "unknown", fy,
-            d["cash"], d["committed"], version, d["last_event_ms"],
+            d["cash"], d["committed"], version, d["last_event_ms"], fy <= closed,
         ))
     order = {a.code: i for i, a in enumerate(gov.accounts)}
     rows.sort(key=lambda r: (-r.fiscal_year, order.get(r.account, 999)))
@@ -109,6 +124,7 @@ class Body(TypedDict):
     last_event_at: str | None
     accounts: list[dict[str, object]]
     totals: dict[str, int]
+    fiscal_years: list[dict[str, object]]
 
 
 class MemoryCopy(Protocol):
@@ -192,6 +208,7 @@ class PositionReader:
                 "province_name": gov.province_name, "as_of": body["as_of"],
                 "freshness": freshness(m.metas.get(org, {})),
                 "accounts": body["accounts"], "totals": body["totals"],
+                "fiscal_years": body["fiscal_years"],
             }
         (raw,) = await self.raw([org])
         rows = _rows(gov, raw, fiscal_year)
@@ -205,6 +222,7 @@ class PositionReader:
             "freshness": freshness(meta),
             "accounts": [r.as_dict() for r in rows],
             "totals": totals(rows),
+            "fiscal_years": by_fiscal_year(rows),
         }
 
     async def summary(self, fiscal_year: int | None = None,

@@ -7,16 +7,17 @@ FLUSHALL or a restart of Redis the projection notices the missing marker and re-
 government from state, and until then the API answers 503 instead of a wrong number.
 
 This module owns the serving copy's value format, ``{version}|{json}`` (positions here, alerts
-in ``state.alert_projection``), and the position field ``{account}|{fiscal_year}``: every reader
-(the API, ``cashpos reconcile``) decodes through ``decode_position``/``decode_value``/
-``parse_field``, and the Lua scripts read a version through ``lua_version``. The marker field's
-name is ``cashpos.names.META_FIELD``.
+in ``state.alert_projection``), and the fields ``{account}|{fiscal_year}`` (positions) and
+``{org}|{account}`` (threshold overrides): every reader (the API, ``cashpos reconcile``, the
+workers) decodes through ``decode_position``/``decode_value``/``parse_field``/
+``parse_override_field``, and the Lua scripts read a version through ``lua_version``. The
+marker field's name is ``cashpos.names.META_FIELD``.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
@@ -121,6 +122,18 @@ def parse_field(field: str) -> tuple[str, int]:
     return account, int(fy)
 
 
+def override_field(org: str, account: str) -> str:
+    """The field of the thresholds hash (``RedisKeys.thresholds``) holding the override of one
+    account (``*``: every account of the government)."""
+    return f"{org}|{account}"
+
+
+def parse_override_field(field: str) -> tuple[str, str]:
+    """The government and account (or ``*``) of a thresholds field."""
+    org, _, account = field.partition("|")
+    return org, account
+
+
 class Projection:
     def __init__(self, redis: aioredis.Redis, keys: RedisKeys, worker_id: str) -> None:
         self.redis = redis
@@ -135,12 +148,13 @@ class Projection:
         changed: Iterable[PosKey],
         seed_orgs: Iterable[str] = (),
         last_event_ms: int = 0,
+        closed: Mapping[str, Mapping[str, int]] | None = None,
     ) -> list[str]:
         """Write changed positions (and every position of ``seed_orgs``) in one call.
 
         Returns the org codes whose hash lacked the marker and still needs a seed.
         """
-        return await self.send(self.prepare(positions, changed, seed_orgs, last_event_ms))
+        return await self.send(self.prepare(positions, changed, seed_orgs, last_event_ms, closed))
 
     def prepare(
         self,
@@ -148,9 +162,12 @@ class Projection:
         changed: Iterable[PosKey],
         seed_orgs: Iterable[str] = (),
         last_event_ms: int = 0,
+        closed: Mapping[str, Mapping[str, int]] | None = None,
     ) -> Prepared | None:
         """The values of ``write`` encoded now, to be sent later (``send``): the positions keep
-        changing after this returns, the call carries the values of this instant."""
+        changing after this returns, the call carries the values of this instant. ``closed``:
+        the ledger's closed years (side -> org -> year); the marker of a government carries the
+        last year both sides closed (``closed``: its positions up to that year are final)."""
         by_org: dict[str, list[PosKey]] = {}
         for pk in changed:
             by_org.setdefault(pk[0], []).append(pk)
@@ -166,10 +183,15 @@ class Projection:
         now = int(time.time() * 1000)
         keys: list[str] = []
         argv: list[bytes | str | int] = [now, self.worker_id]
-        meta = orjson.dumps({"written_ms": now, "last_event_ms": last_event_ms, "worker": self.worker_id})
+        base = {"written_ms": now, "last_event_ms": last_event_ms, "worker": self.worker_id}
+        meta = orjson.dumps(base)
+        sides = list(closed.values()) if closed else []
         for org, pks in by_org.items():
             keys.append(self.keys.positions(org))
-            argv += ["1" if org in seeds else "0", meta, len(pks)]
+            years = [side.get(org, 0) for side in sides]
+            final = min(years) if years else 0
+            argv += ["1" if org in seeds else "0", orjson.dumps({**base, "closed": final}) if final else meta,
+                     len(pks)]
             for pk in pks:
                 argv += [field_name(pk[1], pk[2]), encode_position(positions[pk])]
         return keys, argv

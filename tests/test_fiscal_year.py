@@ -17,14 +17,16 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from cashpos.names import EXPENDITURE, REVENUE, Topics
 from reconcile.reference import Reference
 from state import partition
-from state.ledger import Ledger, lapse_id
+from state.ledger import Journal, Ledger, lapse_id
 from state.store import Store
 from streams.contract import Rejection, YearClose, check_message
+from streams.lean_records import RawRecord
 from tests.events import event
 
 SEOUL, BUSAN = "6110000", "6260000"
@@ -138,7 +140,8 @@ def test_the_close_carries_cash_forward_and_lapses_what_is_open(b: Both) -> None
     # each open commitment lapsed under its own journal entry, deterministic ids
     lapses = {sid: e for (org, sid), e in b.ledger.journal.items() if sid.startswith("l:")}
     assert set(lapses) == {lapse_id("close-2026", "k1"), lapse_id("close-2026", "k2")}
-    assert {(e.commitment_id, e.released) for e in lapses.values()} == {("k1", 900), ("k2", 10)}  # type: ignore[union-attr]
+    assert {(e.commitment_id, e.released) for e in lapses.values()
+            if isinstance(e, Journal)} == {("k1", 900), ("k2", 10)}
 
 
 def test_after_the_close_the_year_takes_nothing(b: Both) -> None:
@@ -155,6 +158,15 @@ def test_after_the_close_the_year_takes_nothing(b: Both) -> None:
     assert b.close_both(event_id="close-2026-again") == ("period_closed", "period_closed")
     assert b.send(event("r10", "receipt", 1, org=SEOUL, at=JAN, fiscal_year=2027)) == "applied"
     assert b.send(event("r9", "receipt", 1, org=SEOUL, at=DEC)) == "period_closed"  # not a duplicate either
+
+
+def test_a_reversal_naming_a_close_is_a_mismatch(b: Both) -> None:
+    """A close is no event of a kind to reverse: the ledger says reversal_mismatch, and so does
+    the reference (it raised AttributeError on the close's missing ``reverses``)."""
+    assert b.close_both() == ("applied", "applied")
+    for kind in ("receipt", "payment"):  # the close is on either side
+        assert b.send(event(f"x-{kind}", kind, 5, org=SEOUL, at=JAN, fiscal_year=2027,
+                            reverses="close-2026")) == "reversal_mismatch"
 
 
 def test_each_side_closes_its_own_share_in_any_interleaving() -> None:
@@ -177,7 +189,8 @@ def test_each_side_closes_its_own_share_in_any_interleaving() -> None:
 def test_a_close_without_a_topic_is_refused() -> None:
     both = Both()
     ev = check_message(close(), None, None)
-    out = both.ledger.update(ev, close())  # type: ignore[arg-type]
+    assert isinstance(ev, YearClose)
+    out = both.ledger.update(ev, close())
     assert isinstance(out, Rejection) and out.reason == "wrong_topic"
     assert both.ref.feed(close(), None) == "wrong_topic"
 
@@ -193,8 +206,9 @@ def test_a_close_that_would_break_the_bound_is_refused_whole() -> None:
     both = Both()
     both.ledger.positions[(SEOUL, "general", 2027)] = partition.Position(cash=10**18, received=10**18)
     both.ledger.positions[(SEOUL, "general", 2026)] = partition.Position(cash=5, received=5)
-    out = both.ledger.update(check_message(close(), None, REVENUE), close(),  # type: ignore[arg-type]
-                             (TOPICS.revenue, 0, 1))
+    ev = check_message(close(), None, REVENUE)
+    assert isinstance(ev, YearClose)
+    out = both.ledger.update(ev, close(), (TOPICS.revenue, 0, 1))
     assert isinstance(out, Rejection) and out.reason == "position_out_of_range"
     assert both.ledger.positions[(SEOUL, "general", 2026)].cash == 5
     assert not both.ledger.closed[REVENUE]
@@ -256,11 +270,11 @@ def _record(draw: Any, i: int, sent: list[bytes], opened: list[dict[str, Any]]) 
 
 
 @st.composite
-def two_topics(draw: Any) -> tuple[dict[str, list[Rec]], list[tuple[str, int]], set[int]]:
+def two_topics(draw: Any) -> tuple[dict[str, list[RawRecord]], list[tuple[str, int]], set[int]]:
     """Both topics' records, the order the worker reads runs of them in (topic, run length),
     and the steps after which it is killed (its last batch not written)."""
     n = draw(st.integers(1, 70))
-    recs: dict[str, list[Rec]] = {REVENUE: [], EXPENDITURE: []}
+    recs: dict[str, list[RawRecord]] = {REVENUE: [], EXPENDITURE: []}
     sent: list[bytes] = []
     opened: list[dict[str, Any]] = []
     for i in range(n):
@@ -284,7 +298,7 @@ def two_topics(draw: Any) -> tuple[dict[str, list[Rec]], list[tuple[str, int]], 
     return recs, runs, kills
 
 
-def _worker(fold: partition.Fold, recs: dict[str, list[Rec]], runs: list[tuple[str, int]],
+def _worker(fold: partition.Fold, recs: dict[str, list[RawRecord]], runs: list[tuple[str, int]],
             kills: set[int]) -> tuple[dict[tuple[str, int], str], dict[Any, tuple[int, int, int]],
                                       set[tuple[str, str, int]]]:
     """The worker's loop: fold a run of one topic, write it with its next offset; a kill loses
@@ -303,7 +317,7 @@ def _worker(fold: partition.Fold, recs: dict[str, list[Rec]], runs: list[tuple[s
             batch = recs[side][start:start + k]
             if not batch:
                 continue
-            applied, dead = fold(ledger, batch, topic, 0, side, {}, 8192)
+            _, dead = fold(ledger, batch, topic, 0, side, {}, 8192)
             out = {(side, r.offset): "ok" for r in batch}
             out.update({(side, r.offset): rej.reason for rej, r in dead})
             if step in kills:  # kill -9 before the write: a new worker, the run again
@@ -336,7 +350,7 @@ def _worker(fold: partition.Fold, recs: dict[str, list[Rec]], runs: list[tuple[s
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(two_topics())
 def test_the_worker_path_equals_the_reference_across_the_year_end(
-        stream: tuple[dict[str, list[Rec]], list[tuple[str, int]], set[int]]) -> None:
+        stream: tuple[dict[str, list[RawRecord]], list[tuple[str, int]], set[int]]) -> None:
     recs, runs, kills = stream
     ref = Reference()
     expected: dict[tuple[str, int], str] = {}
@@ -356,3 +370,41 @@ def test_the_worker_path_equals_the_reference_across_the_year_end(
                 if isinstance(acc.event, YearClose)}
         want |= {(org, side, y) for (org, side), y in ref.closed.items()}
         assert closes == want, fold.__name__
+
+
+# -- serving: a closed year is marked final; totals stay the bank account's ----------------------
+
+def test_the_serving_copy_marks_closed_years_final_and_totals_the_bank_account() -> None:
+    from cashpos.names import META_FIELD, RedisKeys
+    from cashpos.refdata import governments
+    from serving.positions import _rows, by_fiscal_year, totals
+    from state.projection import Projection
+
+    both = Both()
+    assert both.send(event("r1", "receipt", 900, org=SEOUL, at=DEC)) == "applied"
+    assert both.send(event("n1", "payment", 300, org=SEOUL, at=JAN, fiscal_year=2027)) == "applied"
+
+    def served(closed: dict[str, dict[str, int]]) -> dict[bytes, bytes]:
+        proj = Projection.__new__(Projection)
+        proj.keys, proj.worker_id = RedisKeys("t"), "w"
+        prepared = proj.prepare(both.ledger.positions, list(both.ledger.positions), (), 0, closed)
+        assert prepared is not None
+        argv = prepared[1][2:]
+        meta, n = argv[1], int(argv[2])  # one government: seed flag, marker, n, n x (field, value)
+        fields = argv[3:3 + 2 * n]
+        raw = {str(f).encode(): v for f, v in zip(fields[::2], fields[1::2], strict=True)}  # type: ignore[misc]
+        return {**raw, META_FIELD.encode(): meta}  # type: ignore[dict-item]
+
+    gov = governments()[SEOUL]
+    before = _rows(gov, served(both.ledger.closed), None)
+    assert totals(before)["cash"] == 600 and not any(r.final for r in before)
+    assert [(y["fiscal_year"], y["cash"], y["final"]) for y in by_fiscal_year(before)] == [
+        (2027, -300, False), (2026, 900, False)]  # 2027 alone is short, the bank account is not
+    both.send(close(), REVENUE)
+    half = _rows(gov, served(both.ledger.closed), None)
+    assert not any(r.final for r in half)  # one side closed: not final yet
+    both.send(close(), EXPENDITURE)
+    after = _rows(gov, served(both.ledger.closed), None)
+    assert totals(after)["cash"] == 600
+    assert [(y["fiscal_year"], y["cash"], y["final"]) for y in by_fiscal_year(after)] == [
+        (2027, 600, False), (2026, 0, True)]

@@ -17,6 +17,7 @@ let live = null;
 let org = null;
 let gov = null; // /v1/governments/{org}: chart of accounts
 let rows = new Map(); // "account|fy" -> row (BigInt money)
+let years = []; // body.fiscal_years: each year's totals and whether it is closed (final)
 let feed = []; // newest first: {ms, items: [{key, name, fy, dCash, dCommitted}], snapshot}
 let alerts = null; // null: service unavailable; else Map id -> alert
 let asOf = null;
@@ -88,7 +89,7 @@ function shell() {
     </div>
     <div class="grid2">
       <section class="panel">
-        <header><h2>${esc(t("accounts"))}</h2><small class="muted" id="gov-acc-count"></small></header>
+        <header><h2>${esc(t("accounts"))}</h2><small class="muted" id="gov-acc-count"></small><small class="muted" id="gov-years"></small></header>
         <div class="table-wrap">
         <table id="gov-accounts" class="table">
           <thead><tr>
@@ -159,7 +160,7 @@ function paintAccounts(changedKeys = new Set()) {
       const cls = [r.available < 0n ? "neg" : "", changedKeys.has(k) ? "flash" : ""].join(" ").trim();
       const cell = (f) => `<td class="num amt${f === "available" && r[f] < 0n ? " neg" : ""}" data-field="${f}" data-krw="${r[f]}" title="${esc(krwExact(r[f], lang))}">${esc(krw(r[f], lang))}</td>`;
       html.push(`<tr class="${cls}" data-account="${esc(r.account)}" data-fy="${r.fiscal_year}"><td><span class="acc-name">${esc(acc.name)}</span><span class="acc-code">${esc(acc.account)}</span></td>
-        <td><span class="type type-${esc(acc.type)}">${esc(types[acc.type] || acc.type)}</span></td><td class="num">${r.fiscal_year}</td>
+        <td><span class="type type-${esc(acc.type)}">${esc(types[acc.type] || acc.type)}</span></td><td class="num">${r.fiscal_year}${r.final ? ` <span class="badge final" title="${esc(t("finalTitle"))}">${esc(t("final"))}</span>` : ""}</td>
         ${cell("cash")}${cell("committed")}${cell("available")}
         <td class="num muted">${r.last_event_at ? kstTime(r.last_event_at) : "—"}</td></tr>`);
     }
@@ -169,6 +170,10 @@ function paintAccounts(changedKeys = new Set()) {
   if (tt) for (const f of ["cash", "committed", "available"]) money(root.querySelector(`#gov-accounts tfoot [data-field="${f}"]`), tt[f], lang);
   root.querySelector("#gov-acc-count").textContent = lang === "en"
     ? `${gov.accounts.length} accounts · ${active} with activity` : `${gov.accounts.length}개 회계 · 거래 ${active}건`;
+  // Two fiscal years open (1 January to the close): each year's own figure; the total row is the bank's.
+  const ys = root.querySelector("#gov-years");
+  ys.textContent = years.length > 1
+    ? ` · ${t("yearsOpen")}: ${years.map((y) => `${y.fiscal_year} ${y.final ? t("final") : krw(big(y.available), lang)}`).join(" · ")}` : "";
 }
 
 function paintFeed() {
@@ -327,6 +332,7 @@ function applyBody(body, ms, isSnapshot, resumed = false) {
     if (dCash || dCommitted) items.push({ key: k, account: r.account, fy: r.fiscal_year, dCash, dCommitted });
   }
   rows = next;
+  years = body.fiscal_years || [];
   asOf = body.as_of || asOf;
   setTotals(org, toTotals(body.totals), ms, body.last_event_at);
   // The first state (REST, then the stream's opening snapshot) is no "update"; a snapshot after
