@@ -122,9 +122,11 @@ class Reference:
         opener = self.opened_by[(org, cid)]
         if (org, cid) in self.lapsed:
             return 0
-        total = opener.event.amount  # type: ignore[union-attr]  # an opener is an Event
+        opened = opener.event
+        assert isinstance(opened, Event)  # a commitment opened it
+        total = opened.amount
         if opener.reversed_by is not None:
-            total -= opener.event.amount  # type: ignore[union-attr]  # an opener is an Event
+            total -= opened.amount
         for c in self.consumers.get((org, cid), []):
             if c.reversed_by is None:
                 total -= c.released
@@ -139,7 +141,7 @@ class Reference:
         if ev.fiscal_year <= self.closed.get((org, side_of(ev.kind)), -1):
             return "period_closed"
         if ev.reverses is not None:
-            return self._judge_reversal(ev)
+            return self._judge_reversal(ev, ev.reverses)
 
         acc, fy, amount = ev.account, ev.fiscal_year, ev.amount
         here = (org, acc, fy)
@@ -183,7 +185,8 @@ class Reference:
         if not self._accept(rec):
             return "position_out_of_range"
         if ev.kind == "commitment":
-            self.opened_by[(org, ev.commitment_id)] = rec  # type: ignore[index]
+            assert ev.commitment_id is not None
+            self.opened_by[(org, ev.commitment_id)] = rec
         elif ev.commitment_id is not None:
             self.consumers.setdefault((org, ev.commitment_id), []).append(rec)
             if ev.kind == "commitment_carry_forward":
@@ -191,7 +194,9 @@ class Reference:
         return "applied"
 
     def _commitment_account(self, org: str, cid: str) -> str:
-        return self.opened_by[(org, cid)].event.account  # type: ignore[union-attr]  # an Event
+        opened = self.opened_by[(org, cid)].event
+        assert isinstance(opened, Event)  # a commitment opened it
+        return opened.account
 
     def _commitment_year(self, org: str, cid: str) -> int:
         """The fiscal year a commitment belongs to now (its own, or the one it was carried into)."""
@@ -230,14 +235,16 @@ class Reference:
         self.closed[(org, side)] = year
         return "applied"
 
-    def _judge_reversal(self, ev: Event) -> str:
+    def _judge_reversal(self, ev: Event, reverses: str) -> str:
         org = ev.org_code
         if ev.kind == "commitment_carry_forward":
             return "reversal_not_possible"
-        target = self.by_id.get((org, side_of(ev.kind), ev.reverses))  # type: ignore[arg-type]
+        target = self.by_id.get((org, side_of(ev.kind), reverses))
         if target is None:
             return "unknown_reversal_target"
         t = target.event
+        if not isinstance(t, Event):  # a year's close: no event of the reversal's kind (as the ledger)
+            return "reversal_mismatch"
         if t.reverses is not None:
             return "reversal_not_possible"  # a reversal cannot be reversed
         if target.reversed_by is not None:
@@ -251,8 +258,8 @@ class Reference:
         )
         if not same:
             return "reversal_mismatch"
-        if t.kind == "commitment" and (self.consumers.get((org, t.commitment_id))  # type: ignore[arg-type]
-                                       or (org, t.commitment_id) in self.lapsed):
+        if t.kind == "commitment" and t.commitment_id is not None and (
+                self.consumers.get((org, t.commitment_id)) or (org, t.commitment_id) in self.lapsed):
             return "reversal_not_possible"  # paid, cancelled (even partially), carried or lapsed
         undo = [(pk, -cash, -committed) for pk, cash, committed in target.deltas]
         if not self._accept(Accepted(ev, undo)):

@@ -31,7 +31,7 @@ from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch, Writ
 from state import layout as L
 from state.layout import LAYOUT
 from state.layout import journal_key as _journal_key  # the name the differential test uses
-from state.ledger import Changes, Commitment, CommitKey, EventKey, Journal, Ledger, PosKey, Position
+from state.ledger import Changes, CommitKey, Commitment, EventKey, Journal, Ledger, Position, PosKey
 from state.native import kernel
 
 __all__ = ["LAYOUT", "Store"]

@@ -14,7 +14,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cashpos.refdata import governments
-from streams.contract import REASONS, STATEFUL_REASONS, Event, Rejection, YearClose, check_message, decode
+from streams.contract import (
+    REASONS,
+    STATEFUL_REASONS,
+    Event,
+    Record,
+    Rejection,
+    YearClose,
+    check_message,
+    decode,
+)
 
 SEOUL = "6110000"
 JONGNO = "3000000"  # 종로구, a basic government under Seoul
@@ -79,7 +88,7 @@ def close_raw(**over: object) -> bytes:
     return json.dumps(d).encode()
 
 
-def check(value: bytes, key: bytes | None = None, side: str | None = None) -> Event | Rejection:
+def check(value: bytes, key: bytes | None = None, side: str | None = None) -> Record | Rejection:
     return check_message(value, key, side)
 
 
