@@ -1,7 +1,8 @@
 """One module owns each on-disk and wire format: nobody else spells it.
 
-* RocksDB keys (tags ``p j c i o m a`` followed by NUL): ``state/layout.py``;
-* the Redis serving copy's value ``{version}|{json}`` (split, built, or matched in Lua):
+* RocksDB keys (tags ``p j c i o m a y`` followed by NUL): ``state/layout.py``;
+* the Redis serving copy's value ``{version}|{json}`` (split, built, or matched in Lua) and its
+  fields ``{account}|{fiscal_year}`` and ``{org}|{account}`` (positions, threshold overrides):
   ``state/projection.py``; the marker field's name: ``cashpos/names.py`` (``META_FIELD``);
 * which side (and input topic) an event kind or a topic is: ``cashpos/names.py``.
 
@@ -19,9 +20,11 @@ SKIP_DIRS = {"tests", "build", "dist", "node_modules", "site-packages", "__pycac
 
 # A string literal (any b/f/r prefix) that starts with a key tag and a NUL: b"p\0", "j\0",
 # f"p\0{org}", b"a\x00q\x00", ...
-ROCKSDB_TAG = re.compile(r"""(?<![\w"'])[bBfFrRuU]{0,2}(["'])[pjcioma]\\(?:0|x00)""")
+ROCKSDB_TAG = re.compile(r"""(?<![\w"'])[bBfFrRuU]{0,2}(["'])[pjciomay]\\(?:0|x00)""")
 # The serving copy's value split or built by hand, its version matched in Lua.
 REDIS_VALUE = re.compile(r"""partition\(\s*b["']\|["']\s*\)|split\(\s*b["']\|["']|b["']%d\|%s["']|\^\(%d\+\)\|""")
+# A two-part field joined or split on ``|`` by hand (f"{a}|{b}", field.partition("|")).
+REDIS_FIELD = re.compile(r"""[fF](["'])\{[^{}"']*\}\|\{[^{}"']*\}\1|\.r?(?:partition|split)\(\s*["']\|["']""")
 # The marker field's name as a literal.
 META_LITERAL = re.compile(r"""(["'])_meta\1""")
 # A side decided by hand from a topic's name or a kind.
@@ -34,6 +37,7 @@ SIDE = re.compile(r"""endswith\(\s*["']\.(?:revenue|expenditure)["']"""
 RULES = [
     ("RocksDB key tag", ROCKSDB_TAG, {"state/layout.py"}, True),
     ("serving-copy value format", REDIS_VALUE, {"state/projection.py"}, True),
+    ("serving-copy field format", REDIS_FIELD, {"state/projection.py"}, True),
     ("marker field name", META_LITERAL, {"cashpos/names.py"}, True),
     ("side of a kind or topic", SIDE, {"cashpos/names.py"}, False),  # names.py uses constants
 ]
@@ -61,6 +65,10 @@ def test_the_patterns_catch_what_they_are_for() -> None:
     for bad in ['v.partition(b"|")', "raw.partition(b'|')[0]", 'b"%d|%s" % (v, b)', "string.match(cur, '^(%d+)|')"]:
         assert REDIS_VALUE.search(bad), bad
     assert not REDIS_VALUE.search('field.partition("|")')
+    for bad in ['f"{org}|{account}"', "key.partition('|')", 'f"{account}|{fiscal_year}"', 'k.split("|")']:
+        assert REDIS_FIELD.search(bad), bad
+    for ok in ['"|".join(RULES)', 'f"{org}|{account}|{fy}|{cash}\\n"', 'raw.partition(b"|")']:
+        assert not REDIS_FIELD.search(ok), ok
     assert META_LITERAL.search("local meta_field = '_meta'") and META_LITERAL.search('x == "_meta"')
     assert not META_LITERAL.search("the ``_meta`` field")
     for bad in ['topic.endswith(".revenue")', '"revenue" if k in REVENUE_KINDS else',
