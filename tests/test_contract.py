@@ -289,7 +289,8 @@ def test_first_rejection_wins_for_oversized_before_decoding() -> None:
     assert isinstance(check(value), Event)  # exactly the maximum is fine
     assert reason(value + b" ") == "oversized"
     assert isinstance(check_message(value + b" ", None, None, max_bytes=9000), Event)
-    assert check_message(raw(), None, None, max_bytes=10).reason == "oversized"  # type: ignore[union-attr]
+    res = check_message(raw(), None, None, max_bytes=10)
+    assert isinstance(res, Rejection) and res.reason == "oversized"
 
 
 # -- the 20 January rule ------------------------------------------------------------------------

@@ -392,8 +392,12 @@ def test_the_serving_copy_marks_closed_years_final_and_totals_the_bank_account()
         argv = prepared[1][2:]
         meta, n = argv[1], int(argv[2])  # one government: seed flag, marker, n, n x (field, value)
         fields = argv[3:3 + 2 * n]
-        raw = {str(f).encode(): v for f, v in zip(fields[::2], fields[1::2], strict=True)}  # type: ignore[misc]
-        return {**raw, META_FIELD.encode(): meta}  # type: ignore[dict-item]
+        raw: dict[bytes, bytes] = {}
+        for f, v in zip(fields[::2], fields[1::2], strict=True):
+            assert isinstance(v, bytes)  # an encoded position
+            raw[str(f).encode()] = v
+        assert isinstance(meta, bytes)
+        return {**raw, META_FIELD.encode(): meta}
 
     gov = governments()[SEOUL]
     before = _rows(gov, served(both.ledger.closed), None)

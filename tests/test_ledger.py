@@ -132,7 +132,9 @@ def test_max_amounts_stay_exact_ints(f: Fold) -> None:
     for i in range(5):
         assert f.send(msg("receipt", f"r{i}", 10**15)) == "applied"
     assert f.send(msg("payment", "p", 1)) == "applied"
-    cash, committed, version = f.pos()  # type: ignore[misc]
+    pos = f.pos()
+    assert pos is not None
+    cash, committed, version = pos
     assert cash == 5 * 10**15 - 1 and type(cash) is int
     assert (committed, version) == (0, 6)
 
@@ -405,7 +407,8 @@ def test_position_bound_is_exact_and_per_side(f: Fold, kind: str) -> None:
     sign = 1 if kind == "receipt" else -1
     for i in range(n):
         assert f.send(msg(kind, f"x{i}", step)) == "applied"
-    assert f.pos()[0] == sign * MAX_SIDE_TOTAL  # type: ignore[index]
+    pos = f.pos()
+    assert pos is not None and pos[0] == sign * MAX_SIDE_TOTAL
     before = snapshot(f.ledger)
     assert f.send(msg(kind, "over", 1)) == "position_out_of_range"
     assert snapshot(f.ledger) == before
