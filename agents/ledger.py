@@ -24,8 +24,7 @@ import gc
 import logging
 import time
 from collections import defaultdict, deque
-from collections.abc import Iterable, Sequence
-from typing import Protocol
+from collections.abc import Container, Iterable, Sequence
 
 import orjson
 import redis.asyncio as aioredis
@@ -38,11 +37,12 @@ from aiokafka import (
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from prometheus_client import generate_latest
 
+from agents.hooks import BatchHook, FoldContext, HookHost
 from cashpos.metrics import ProcessorMetrics
 from cashpos.names import RedisKeys, Topics, side_of_topic
 from cashpos.refdata import governments
 from cashpos.settings import Settings
-from state.ledger import Changes, Ledger, PosKey
+from state.ledger import Ledger, PosKey
 from state.partition import fold_partition
 from state.projection import RECENT_DEADLETTERS, Prepared, Projection
 from state.store import Store
@@ -58,26 +58,6 @@ log = logging.getLogger("cashpos.ledger")
 
 _Work = list[tuple[TopicPartition, list[RawRecord]]]  # a batch: records to fold, per partition
 _Dead = list[tuple[Rejection, TopicPartition, RawRecord]]
-
-
-class BatchHook(Protocol):
-    """Derived processing that runs inside the ledger's batch (e.g. alerting). Its state is
-    written in the same atomic write as the balances it derives from, so a crash can neither
-    lose nor repeat its effects."""
-
-    async def on_assigned(self, worker: LedgerWorker, orgs: list[str]) -> None: ...
-
-    def on_revoked(self, orgs: set[str]) -> None: ...
-
-    def after_fold(self, changes: Changes, ledger: Ledger) -> list[tuple[bytes, bytes]]:
-        """Pure: update from the batch's changes; return records for the same WriteBatch."""
-        ...
-
-    async def after_commit(self) -> None:
-        """Publish what after_fold produced (topics, Redis), after the state write."""
-        ...
-
-    async def housekeeping(self) -> None: ...
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -105,6 +85,8 @@ class LedgerWorker:
         self.ledger = self.store.attach(Ledger())
         self.next_offsets: dict[TopicPartition, int] = {}
         self.replay_until: dict[TopicPartition, int] = {}  # group-committed offsets at assignment
+        self._settle_at: dict[TopicPartition, int] = {}  # first high watermark seen since assignment
+        self._host: HookHost | None = None  # what the hooks see of this worker
         self.owned_orgs: list[str] = []
         self.org_partition: dict[str, int] = {}
         self.pending_seed: set[str] = set()
@@ -246,8 +228,9 @@ class LedgerWorker:
             new = [org for org in self.owned_orgs if org not in before]
             for org in new:
                 self.store.load(self.ledger, org)
+            self._settle_at.clear()  # settled again once caught up with what the topics hold now
             for hook in self.hooks:
-                await hook.on_assigned(self, new)
+                await hook.on_assigned(self._hook_host(), new)
             self.pending_seed |= set(self.owned_orgs) - before
             self.metrics.assigned_partitions.set(len(self.next_offsets))
             log.info(
@@ -259,6 +242,53 @@ class LedgerWorker:
     def _refresh_owned(self) -> None:
         parts = {tp.partition for tp in self.next_offsets}
         self.owned_orgs = [o for o, p in self.org_partition.items() if p in parts]
+
+    # -- what the hooks see (agents.hooks) ------------------------------------------------------
+
+    def _hook_host(self) -> HookHost:
+        if self._host is None:
+            assert self.redis is not None and self.producer is not None, "started"
+            self._host = HookHost(self.store, self.redis, self.producer, self.ledger.positions, self._lock,
+                                  lambda: self.owned_orgs, self.records_behind, self.unsettled)
+        return self._host
+
+    def unsettled(self, backlog: int) -> Container[str]:
+        """The governments of the partitions not caught up since their assignment: below the
+        group's committed offset or the first high watermark seen (unknown until a fetch reports
+        it) on either input topic, or with more than ``backlog`` records left on either. The two
+        topics are read independently, so a partition catching up goes through states that never
+        existed (e.g. receipts folded before a commitment that preceded them)."""
+        consumer = self.consumer
+        parts: set[int] = set()
+        for tp, nxt in self.next_offsets.items():
+            h = consumer.highwater(tp) if consumer is not None else None
+            first = self._settle_at.get(tp)
+            if first is None:
+                if h is None:
+                    parts.add(tp.partition)
+                    continue
+                first = self._settle_at[tp] = h
+            if nxt < self.replay_until.get(tp, 0) or nxt < first or (h is not None and h - nxt > backlog):
+                parts.add(tp.partition)
+        if not parts:
+            return frozenset()
+        return frozenset(o for o, p in self.org_partition.items() if p in parts)
+
+    def is_replay(self, topic: str, partition: int, offset: int) -> bool:
+        """Whether the group had processed this record before this worker was assigned its
+        partition (a rebuild of a partition another worker owned)."""
+        return offset < self.replay_until.get(TopicPartition(topic, partition), 0)
+
+    def records_behind(self) -> int:
+        """The consumer's lag: records between the next offsets and the high watermarks."""
+        if self.consumer is None:
+            return 0
+        lag = 0
+        for tp, pos in list(self.next_offsets.items()):
+            hw = self.consumer.highwater(tp)
+            if hw is not None:
+                lag += max(0, hw - pos)
+        return lag
 
     # -- the hot path -------------------------------------------------------------------------
 
@@ -316,14 +346,16 @@ class LedgerWorker:
         if skipped:
             m.replayed_skipped.inc(skipped)
         changes = ledger.take_changes()
-        extra = [rec for hook in self.hooks for rec in hook.after_fold(changes, ledger)]
+        folded = FoldContext(changes, ledger.positions, int(time.time() * 1000), self.unsettled, self.is_replay)
+        for hook in self.hooks:
+            hook.after_fold(folded)  # its records join the batch's write
 
         # 1. dead letters first: a crash before the state write replays them, never loses them
         if dead:
             await self._dead_letter(dead)
         # 2. one atomic write: balances, journal, commitments, index and next offsets
         t1 = time.perf_counter()
-        self.store.commit(changes, ledger.positions, offsets, extra)
+        self.store.commit(changes, ledger.positions, offsets, folded.puts, folded.deletes)
         m.state_write_seconds.observe(time.perf_counter() - t1)
         ledger.journal.clear()
         ledger.commitments.clear()

@@ -39,7 +39,7 @@ from cashpos.redis_acl import create_accounts
 from cashpos.refdata import governments
 from reconcile.reference import Reference
 from reconcile.run import _state_view, behind, reconcile, topic_ends
-from state.projection import decode_position
+from state.projection import decode_position, parse_field
 from streams.contract import side_of
 from streams.publisher import Publisher
 from streams.reader import Record, read_topics
@@ -192,9 +192,9 @@ def redis_view(stack: Stack) -> View:
             for f, v in r.hgetall(keys.positions(org)).items():
                 if _text(f) == META_FIELD:
                     continue
-                account, _, fy = _text(f).partition("|")
+                account, fy = parse_field(_text(f))
                 version, body = decode_position(v if isinstance(v, bytes) else v.encode())
-                out[(org, account, int(fy))] = (body["cash"], body["committed"], version)
+                out[(org, account, fy)] = (body["cash"], body["committed"], version)
     finally:
         r.close()
     return out

@@ -18,10 +18,12 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import ORJSONResponse
 
 from access.policy import Permission
+from alerts.config import AlertConfig, Override, Resolver, config_from_env
+from alerts.model import RULES
 from cashpos.refdata import governments
 from serving.security import audit_write, check, principal, require
-from state.alert_projection import AlertProjection
-from state.alerts import RULES, AlertConfig, Override, Resolver, decode_overrides, load_config, override_field
+from state.alert_projection import AlertProjection, decode_overrides
+from state.projection import override_field
 
 router = APIRouter(tags=["alerts"])
 
@@ -56,9 +58,7 @@ def _config(request: Request) -> AlertConfig:
     st = request.app.state
     cfg: AlertConfig | None = getattr(st, "alert_config", None)
     if cfg is None:
-        import os
-
-        cfg = st.alert_config = load_config(os.environ.get("CASHPOS_ALERT_CONFIG") or None)
+        cfg = st.alert_config = config_from_env()
     return cfg
 
 

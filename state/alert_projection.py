@@ -9,18 +9,24 @@ Writes are version-guarded like positions: a change replaces the stored alert on
 ``rev``, so a replayed or late write can never move an alert back. The acknowledgement is kept
 apart from the worker's record and merged on read, so a worker rewriting (or resolving) an alert
 can never lose it.
+
+The threshold overrides (``PUT /v1/thresholds``) are a hash ``keys.thresholds`` of JSON
+``alerts.config.Override`` by ``state.projection.override_field``; ``decode_overrides`` reads it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
+import msgspec
 import orjson
 import redis.asyncio as aioredis
 
+from alerts.config import Override
+from cashpos.calendar import utc_stamp
 from cashpos.names import RedisKeys
-from state.alerts import iso_ms
-from state.projection import encode_value, lua_version, value_json, value_version
+from state.projection import encode_value, lua_version, parse_override_field, value_json, value_version
 
 _WRITE = """
 local keep = tonumber(ARGV[1])
@@ -59,13 +65,13 @@ def _decode(raw: bytes) -> dict[str, object]:
     return value_json(raw)
 
 
-def merge_ack(alert: dict[str, object], ack: dict[str, object] | None) -> dict[str, object]:
+def merge_ack(alert: dict[str, object], ack: Mapping[str, Any] | None) -> dict[str, object]:
     """Apply a stored acknowledgement to an alert dict (state ``raised`` -> ``acknowledged``)."""
     if ack is None or alert.get("acknowledged_by"):
         return alert
     alert["acknowledged_by"] = ack.get("by")
     alert["acknowledged_ms"] = ack.get("at_ms")
-    alert["acknowledged_at"] = iso_ms(int(ack.get("at_ms") or 0))  # type: ignore[call-overload]
+    alert["acknowledged_at"] = utc_stamp(int(ack.get("at_ms") or 0))
     if alert.get("state") == "raised":
         alert["state"] = "acknowledged"
     return alert
@@ -78,24 +84,25 @@ class AlertProjection:
         self.recent_keep = recent_keep
         self._write = redis.register_script(_WRITE)
 
-    async def write(self, alerts: Iterable[dict[str, object]]) -> None:
+    async def write(self, alerts: Iterable[Mapping[str, Any]]) -> None:
         """Store alert changes (dicts in the public shape, with ``id``, ``rev``, ``state``)."""
-        argv: list[object] = [self.recent_keep]
+        argv: list[bytes | str | int] = [self.recent_keep]
         for a in alerts:
             resolved = a.get("state") == "resolved"
-            score = a.get("resolved_ms") or a.get("raised_ms") or 0
-            argv += [a["id"], a["rev"], "1" if resolved else "0",
-                     encode_value(a["rev"], orjson.dumps(a)), score]  # type: ignore[arg-type]
+            score = int(a.get("resolved_ms") or a.get("raised_ms") or 0)
+            rev = int(a["rev"])
+            argv += [str(a["id"]), rev, "1" if resolved else "0", encode_value(rev, orjson.dumps(a)), score]
         if len(argv) > 1:
             k = self.keys
-            await self._write(keys=[k.alerts_open, k.alerts_recent, k.alerts_recent_order, k.alerts_acks],
-                              args=argv)
+            await self._write(
+                keys=[k.alerts_open, k.alerts_recent, k.alerts_recent_order, k.alerts_acks], args=argv
+            )
 
     async def revs(self, ids: list[str]) -> dict[str, int]:
         """The stored revision of each of ``ids`` that the serving copy holds (open or recent)."""
         out: dict[str, int] = {}
         for i in range(0, len(ids), 1000):
-            chunk = ids[i:i + 1000]
+            chunk = ids[i : i + 1000]
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.hmget(self.keys.alerts_open, chunk)
                 pipe.hmget(self.keys.alerts_recent, chunk)
@@ -111,7 +118,7 @@ class AlertProjection:
             return {}
         out: dict[str, dict[str, object]] = {}
         for i in range(0, len(ids), 1000):
-            chunk = ids[i:i + 1000]
+            chunk = ids[i : i + 1000]
             for aid, raw in zip(chunk, await self.redis.hmget(self.keys.alerts_acks, chunk)):
                 if raw is not None:
                     out[aid] = orjson.loads(raw)
@@ -149,11 +156,25 @@ class AlertProjection:
         if raw is None:
             done = await self.get(alert_id)
             return ("resolved", done) if done is not None else ("unknown", None)
-        created = await self.redis.hsetnx(self.keys.alerts_acks, alert_id,
-                                          orjson.dumps({"by": by, "at_ms": at_ms}))
+        created = await self.redis.hsetnx(
+            self.keys.alerts_acks, alert_id, orjson.dumps({"by": by, "at_ms": at_ms})
+        )
         alert = await self.get(alert_id)
         return ("acknowledged" if created else "already"), alert
 
     async def unacknowledge(self, alert_id: str) -> None:
         """Undo an acknowledgement that could not be published."""
         await self.redis.hdel(self.keys.alerts_acks, alert_id)
+
+
+def decode_overrides(raw: Mapping[bytes | str, bytes | str]) -> dict[tuple[str, str], Override]:
+    """The thresholds hash, decoded: (org, account or ``*``) -> override; invalid entries are
+    skipped."""
+    out: dict[tuple[str, str], Override] = {}
+    for k, v in raw.items():
+        key = k.decode() if isinstance(k, bytes) else k
+        try:
+            out[parse_override_field(key)] = msgspec.json.decode(v, type=Override)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            continue
+    return out

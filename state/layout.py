@@ -1,7 +1,7 @@
 """The RocksDB layout of a worker's state: every key tag, key builder, key parser and codec.
 
 This module is the only place that spells a key of the store (``tests/test_format_owners.py``
-checks it). ``state.store.Store`` owns the database handle; the alert book (``state.alerts``)
+checks it). ``state.store.Store`` owns the database handle; the alert book (``alerts.book``)
 and ``cashpos reconcile`` (which opens a worker's store read-only) build and read keys and
 values only through the functions here. The C kernel (``state/_kernel.c``) is given
 ``JOURNAL_PREFIX`` from Python.
@@ -19,27 +19,29 @@ unambiguous::
     m\\0seq                                   -> sequence number of the last batch written
     m\\0layout                                -> LAYOUT: a store of another layout is rebuilt
 
-Alert state (tag ``a``, written by ``state.alerts.AlertBook``)::
+Alert state (tag ``a``, written by ``alerts.book.AlertBook``; days are ``cashpos.calendar.kst_day``)::
 
     a\\0s\\0{org}\\0{account}\\0{fy}          -> PosRecord
-    a\\0d\\0{org}\\0{account}\\0{fy}\\0{day:06} -> (outflow, net uncommitted flow) of one KST day
-    a\\0c\\0{org}\\0{commitment_id}          -> OpenCommitment (b"": closed, deleted after the write)
+    a\\0d\\0{org}\\0{account}\\0{fy}\\0{day:06} -> (outflow, net uncommitted flow) of one Korean day
+    a\\0c\\0{org}\\0{commitment_id}          -> OpenCommitment (deleted when the commitment closes)
     a\\0m\\0{org}                            -> the open-commitment index of org is built
     a\\0g\\0{org}                            -> OrgRecord (stale-data alert)
     a\\0w\\0{worker_id}                      -> WorkerRecord (processor-lag alert)
     a\\0q\\0{org}\\0{alert_id}\\0{rev:06}      -> outbox: one alert change (JSON) not yet published
 
 Values are msgpack (``encode_record``; the alert records' schemas are their ``msgspec`` structs
-in ``state.alerts``, decoded with ``record_decoder``), except offsets and the sequence number
-(decimal ASCII) and the outbox (JSON).
+in ``alerts.model``), except offsets and the sequence number (decimal ASCII), the open-commitment
+marker (``MARKER``) and the outbox (JSON).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Final
 
 import msgspec
 
+from alerts.model import OpenCommitment, OrgRecord, PosRecord, WorkerRecord
 from state.ledger import Commitment, Journal, Position, PosKey
 
 LAYOUT: Final = b"2"  # 2: journal ids scoped by side, positions with `received`
@@ -63,11 +65,12 @@ _dec_commit = msgspec.msgpack.Decoder(Commitment)
 _dec_list = msgspec.msgpack.Decoder(list[int])
 _dec_rows = msgspec.msgpack.Decoder(list[tuple[int, str, int, int]])
 _dec_day = msgspec.msgpack.Decoder(tuple[int, int])
-
-
-def record_decoder(type_: type) -> msgspec.msgpack.Decoder:
-    """The decoder of a record stored with ``encode_record`` (msgpack of a ``msgspec`` struct)."""
-    return msgspec.msgpack.Decoder(type_)
+_dec_alert_pos = msgspec.msgpack.Decoder(PosRecord)
+_dec_open = msgspec.msgpack.Decoder(OpenCommitment)
+_dec_org = msgspec.msgpack.Decoder(OrgRecord)
+_dec_worker = msgspec.msgpack.Decoder(WorkerRecord)
+_enc_json = msgspec.json.Encoder()
+_dec_json = msgspec.json.Decoder(dict[str, object])
 
 
 def prefix_end(prefix: bytes) -> bytes:
@@ -177,7 +180,30 @@ def decode_int(raw: bytes) -> int:
     return int(raw)
 
 
-# -- alert records (``state.alerts``) -------------------------------------------------------------
+# -- alert records (``alerts.book``) --------------------------------------------------------------
+
+MARKER: Final = b"1"
+
+
+def encode_alert_record(rec: PosRecord | OpenCommitment | OrgRecord | WorkerRecord) -> bytes:
+    return _enc.encode(rec)
+
+
+def decode_alert_pos(raw: bytes) -> PosRecord:
+    return _dec_alert_pos.decode(raw)
+
+
+def decode_open(raw: bytes) -> OpenCommitment:
+    return _dec_open.decode(raw)
+
+
+def decode_org_record(raw: bytes) -> OrgRecord:
+    return _dec_org.decode(raw)
+
+
+def decode_worker_record(raw: bytes) -> WorkerRecord:
+    return _dec_worker.decode(raw)
+
 
 def alert_pos_key(pk: PosKey) -> bytes:
     return f"a\0s\0{pk[0]}\0{pk[1]}\0{pk[2]}".encode()
@@ -207,6 +233,11 @@ def day_start(prefix: bytes, day: int) -> bytes:
 
 def day_of_key(prefix: bytes, key: bytes) -> int:
     return int(key[len(prefix):])
+
+
+def encode_day(bucket: Sequence[int]) -> bytes:
+    """A day's bucket: (outflow, net uncommitted flow)."""
+    return _enc.encode(bucket)
 
 
 def decode_day(raw: bytes) -> tuple[int, int]:
@@ -240,3 +271,12 @@ def worker_key(worker_id: str) -> bytes:
 
 def outbox_key(org: str, alert_id: str, rev: int) -> bytes:
     return f"a\0q\0{org}\0{alert_id}\0{rev:06d}".encode()
+
+
+def encode_outbox(change: Mapping[str, object]) -> bytes:
+    """An outbox record: the alert change in its public JSON shape (``alerts.model.alert_dict``)."""
+    return _enc_json.encode(change)
+
+
+def decode_outbox(raw: bytes) -> dict[str, object]:
+    return _dec_json.decode(raw)

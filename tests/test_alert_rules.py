@@ -1,46 +1,32 @@
-"""The alert rules (state/alerts.py), pure: no broker, Redis or disk.
+"""The alert rules (the ``alerts`` package), pure: no broker, Redis or disk.
 
 Events go through the real contract check and the real ledger fold; the book sees each batch's
 ``Changes`` exactly as the worker's hook does, and its records go to a dict standing in for
 RocksDB, so a restart (and a crash between fold and write) can be replayed from them. Every
-expected figure below is worked by hand from the rules in the module docstring.
+expected figure below is worked by hand from the rules in docs/alerts.md.
 """
 
 from __future__ import annotations
 
 import copy
 import datetime as dt
+from typing import Any
 
 import msgspec
 import pytest
 
-from cashpos.simulator import StagedSimulator, shortfall_scenario
-from state.alerts import (
-    BELOW_FLOOR,
-    LAG,
-    PROJECTED,
-    SHORTFALL,
-    STALE,
-    YEAR_END,
-    AlertBook,
-    AlertChange,
-    AlertConfig,
-    Operational,
-    Override,
-    Resolver,
-    alert_dict,
-    decode_config,
-    load_config,
-    office_minutes_between,
-)
-from state.ledger import APPLIED, Ledger
+from alerts.book import AlertBook
+from alerts.config import AlertConfig, Operational, Override, Resolver, decode_config, load_config
+from alerts.model import BELOW_FLOOR, LAG, PROJECTED, SHORTFALL, STALE, YEAR_END, AlertChange, alert_dict
 from cashpos.calendar import KST
+from cashpos.simulator import StagedSimulator, shortfall_scenario
+from state import layout
+from state.ledger import APPLIED, Changes, Ledger
 from streams.contract import Rejection, check_message
 from tests.events import event, first_account
 
 ORG = "5260000"  # 울릉군
 FUND = first_account(ORG, "fund")
-_enc = msgspec.msgpack.Encoder()
 
 
 def at(day: str, hm: str = "10:00") -> str:
@@ -55,15 +41,16 @@ def d(base: str, days: int) -> str:
     return (dt.date.fromisoformat(base) + dt.timedelta(days=days)).isoformat()
 
 
-def ev(eid: str, kind: str, amount: int, when: str, **kw: object) -> bytes:
-    return event(eid, kind, amount, org=kw.pop("org", ORG), at=when, **kw)  # type: ignore[arg-type]
+def ev(eid: str, kind: str, amount: int, when: str, *, org: str = ORG, **kw: Any) -> bytes:
+    return event(eid, kind, amount, org=org, at=when, **kw)
 
 
 class Harness:
     """The worker's hook in miniature: fold, book, records into a dict-'RocksDB'."""
 
-    def __init__(self, config: AlertConfig | None = None, orgs: tuple[str, ...] = (ORG,),
-                 overrides: dict | None = None) -> None:
+    def __init__(
+        self, config: AlertConfig | None = None, orgs: tuple[str, ...] = (ORG,), overrides: dict | None = None
+    ) -> None:
         self.config = config or AlertConfig()
         self.overrides = overrides or {}
         self.ledger = Ledger()
@@ -81,7 +68,7 @@ class Harness:
         self.write(book.take_records())
         return book
 
-    def scan(self, prefix: bytes, start: bytes | None = None):  # type: ignore[no-untyped-def]
+    def scan(self, prefix: bytes, start: bytes | None = None) -> list[tuple[bytes, bytes]]:
         lo = start or prefix
         return [(k, self.store[k]) for k in sorted(self.store) if k.startswith(prefix) and k >= lo]
 
@@ -92,7 +79,7 @@ class Harness:
             else:
                 self.store.pop(k, None)
 
-    def fold(self, raws: tuple[bytes, ...]):  # type: ignore[no-untyped-def]
+    def fold(self, raws: tuple[bytes, ...]) -> Changes:
         for raw in raws:
             e = check_message(raw, None, None)
             assert not isinstance(e, Rejection), e
@@ -105,7 +92,7 @@ class Harness:
         out = self.book.apply(ch, self.ledger.positions, hold)
         self.write(self.book.take_records())
         for (org, cid), c in ch.commitments.items():  # what the ledger's store writes
-            self.store[f"c\0{org}\0{cid}".encode()] = _enc.encode(c)
+            self.store[layout.commitment_key(org, cid)] = layout.encode_record(c)
         self.log += out
         return out
 
@@ -122,13 +109,20 @@ class Harness:
         return {a.id: msgspec.to_builtins(a) for a in self.book.open_alerts()}
 
     def outbox(self) -> list[bytes]:
-        return sorted(k for k in self.store if k.startswith(b"a\0q\0"))
+        return sorted(k for k in self.store if k.startswith(layout.OUTBOX_PREFIX))
 
 
 def summary(changes: list[AlertChange]) -> list[tuple[str, str, str | None]]:
-    return [(c.change, c.alert.rule,
-             c.alert.resolved_event if c.change == "resolved" else
-             (c.alert.raised_event if c.change == "raised" else None)) for c in changes]
+    return [
+        (
+            c.change,
+            c.alert.rule,
+            c.alert.resolved_event
+            if c.change == "resolved"
+            else (c.alert.raised_event if c.change == "raised" else None),
+        )
+        for c in changes
+    ]
 
 
 # -- 1. shortfall ----------------------------------------------------------------------------
@@ -139,10 +133,16 @@ DAY = "2026-06-01"
 
 def test_shortfall_raised_once_at_the_crossing_event_and_resolved_past_the_margin() -> None:
     h = Harness()
-    assert h.each(ev("r1", "receipt", 1_000_000_000, at(DAY, "09:00")),
-                  ev("p1", "payment", 400_000_000, at(DAY, "09:10"))) == []
-    out = h.batch(ev("c1", "commitment", 700_000_000, at(DAY, "09:20"),
-                     commitment_id="C-1", due_date="2026-08-01"))
+    assert (
+        h.each(
+            ev("r1", "receipt", 1_000_000_000, at(DAY, "09:00")),
+            ev("p1", "payment", 400_000_000, at(DAY, "09:10")),
+        )
+        == []
+    )
+    out = h.batch(
+        ev("c1", "commitment", 700_000_000, at(DAY, "09:20"), commitment_id="C-1", due_date="2026-08-01")
+    )
     assert summary(out) == [("raised", SHORTFALL, "c1"), ("raised", PROJECTED, "c1")]
     sf = out[0].alert
     assert sf.id == f"{ORG}:general:2026:shortfall:{ms(DAY, '09:20')}"
@@ -151,9 +151,14 @@ def test_shortfall_raised_once_at_the_crossing_event_and_resolved_past_the_margi
     assert out[1].alert.projected_date == "2026-08-01"
     assert [(x.commitment_id, x.open) for x in out[1].alert.drivers] == [("C-1", 700_000_000)]
     # still short: nothing new; then back to exactly 0 and to 999,999: inside the margin
-    assert h.each(ev("p2", "payment", 1_000, at(DAY, "09:30")),
-                  ev("r2", "receipt", 100_001_000, at(DAY, "09:40")),
-                  ev("r3", "receipt", 999_999, at(DAY, "09:50"))) == []
+    assert (
+        h.each(
+            ev("p2", "payment", 1_000, at(DAY, "09:30")),
+            ev("r2", "receipt", 100_001_000, at(DAY, "09:40")),
+            ev("r3", "receipt", 999_999, at(DAY, "09:50")),
+        )
+        == []
+    )
     assert h.ledger.positions[(ORG, "general", 2026)].available == 999_999
     out = h.batch(ev("r4", "receipt", 1, at(DAY, "10:00")))  # available 1,000,000 = the margin
     assert summary(out) == [("resolved", SHORTFALL, "r4"), ("resolved", PROJECTED, "r4")]
@@ -164,10 +169,11 @@ def test_shortfall_raised_once_at_the_crossing_event_and_resolved_past_the_margi
 def test_crossing_is_attributed_to_the_event_inside_a_batch() -> None:
     h = Harness()
     h.batch(ev("r1", "receipt", 1_000_000_000, at(DAY, "09:00")))
-    out = h.batch(ev("p1", "payment", 400_000_000, at(DAY, "09:10")),
-                  ev("c1", "commitment", 700_000_000, at(DAY, "09:20"), commitment_id="C-1",
-                     due_date="2026-08-01"),
-                  ev("p2", "payment", 5_000, at(DAY, "09:30")))
+    out = h.batch(
+        ev("p1", "payment", 400_000_000, at(DAY, "09:10")),
+        ev("c1", "commitment", 700_000_000, at(DAY, "09:20"), commitment_id="C-1", due_date="2026-08-01"),
+        ev("p2", "payment", 5_000, at(DAY, "09:30")),
+    )
     assert summary(out)[0] == ("raised", SHORTFALL, "c1")
     # the figures are those right after c1, not after the batch
     assert out[0].alert.available == -100_000_000 and out[0].alert.raised_ms == ms(DAY, "09:20")
@@ -178,8 +184,9 @@ def test_a_dip_that_recovers_within_the_batch_raises_nothing() -> None:
     receipt that preceded it. Rules judge the position after the batch."""
     h = Harness()
     h.batch(ev("r1", "receipt", 100_000_000, at(DAY, "09:00")))
-    out = h.batch(ev("p1", "payment", 150_000_000, at(DAY, "09:30")),
-                  ev("r2", "receipt", 100_000_000, at(DAY, "09:20")))
+    out = h.batch(
+        ev("p1", "payment", 150_000_000, at(DAY, "09:30")), ev("r2", "receipt", 100_000_000, at(DAY, "09:20"))
+    )
     assert out == []
 
 
@@ -221,12 +228,24 @@ def test_floor_is_two_months_of_average_outflow_once_seven_days_are_observed() -
     # day 8: days 1..7 observed (the first day, the opening, never counts): outflow 210,000,000
     # -> floor = 210,000,000 x 30 x 2 / 7 = 1,800,000,000; margin = 5% of it = 90,000,000
     assert h.batch(ev("pay8", "payment", 30_000_000, at(d(D0, 8)))) == []  # available 9,760,000,000
-    out = h.batch(ev("c1", "commitment", 8_000_000_000, at(d(D0, 8), "11:00"),
-                     commitment_id="C-1", due_date="2026-12-01"))
+    out = h.batch(
+        ev(
+            "c1",
+            "commitment",
+            8_000_000_000,
+            at(d(D0, 8), "11:00"),
+            commitment_id="C-1",
+            due_date="2026-12-01",
+        )
+    )
     assert summary(out) == [("raised", BELOW_FLOOR, "c1")]
     a = out[0].alert
-    assert (a.available, a.floor, a.threshold, a.resolve_at) == (1_760_000_000, 1_800_000_000, 1_800_000_000,
-                                                                 1_890_000_000)
+    assert (a.available, a.floor, a.threshold, a.resolve_at) == (
+        1_760_000_000,
+        1_800_000_000,
+        1_800_000_000,
+        1_890_000_000,
+    )
     assert a.severity == "warning"
     assert h.batch(ev("r1", "receipt", 100_000_000, at(d(D0, 8), "12:00"))) == []  # 1,860,000,000
     out = h.batch(ev("r2", "receipt", 30_000_000, at(d(D0, 8), "13:00")))  # 1,890,000,000
@@ -249,17 +268,21 @@ def test_outflow_and_uncommitted_flow_buckets_by_kind(late: bool) -> None:
     but payments against a commitment. Same buckets whether the rows arrive on the position's
     current day (summed in C) or as a late day (row by row)."""
     h = Harness()
-    h.batch(ev("r0", "receipt", 10_000_000, at(D0, "09:00")),
-            ev("c1", "commitment", 3_000_000, at(D0, "09:01"), commitment_id="C-1"))
+    h.batch(
+        ev("r0", "receipt", 10_000_000, at(D0, "09:00")),
+        ev("c1", "commitment", 3_000_000, at(D0, "09:01"), commitment_id="C-1"),
+    )
     if late:  # the position clock moves to the next day first: D0 becomes a past day
         h.batch(ev("x", "receipt", 1, at(d(D0, 1))))
-    h.batch(ev("r1", "receipt", 1_000, at(D0, "10:00")),
-            ev("p1", "payment", 200, at(D0, "10:01")),                      # direct
-            ev("p2", "payment", 2_000_000, at(D0, "10:02"), commitment_id="C-1"),  # committed
-            ev("t1", "transfer", 300, at(D0, "10:03"), to_account=FUND),
-            ev("t2", "transfer", 50, at(D0, "10:04"), account=FUND, to_account="general"),
-            ev("rp", "payment", 200, at(D0, "10:05"), reverses="p1"),
-            ev("rr", "receipt", 1_000, at(D0, "10:06"), reverses="r1"))
+    h.batch(
+        ev("r1", "receipt", 1_000, at(D0, "10:00")),
+        ev("p1", "payment", 200, at(D0, "10:01")),  # direct
+        ev("p2", "payment", 2_000_000, at(D0, "10:02"), commitment_id="C-1"),  # committed
+        ev("t1", "transfer", 300, at(D0, "10:03"), to_account=FUND),
+        ev("t2", "transfer", 50, at(D0, "10:04"), account=FUND, to_account="general"),
+        ev("rp", "payment", 200, at(D0, "10:05"), reverses="p1"),
+        ev("rr", "receipt", 1_000, at(D0, "10:06"), reverses="r1"),
+    )
     day = (ms(D0) + 9 * 3_600_000) // 86_400_000
     general = h.book.positions[(ORG, "general", 2026)].days[day]
     fund = h.book.positions[(ORG, FUND, 2026)].days[day]
@@ -285,9 +308,13 @@ def test_changed_thresholds_take_effect_at_once() -> None:
     h.batch(ev("r1", "receipt", 4_000_000_000, at(DAY)))
     out = h.book.set_overrides({(ORG, "general"): Override(floor_krw=5_000_000_000)}, h.ledger.positions)
     assert [(c.change, c.alert.rule, c.alert.floor) for c in out] == [("raised", BELOW_FLOOR, 5_000_000_000)]
-    assert h.book.set_overrides({(ORG, "general"): Override(floor_krw=5_000_000_000)}, h.ledger.positions) == []
+    assert (
+        h.book.set_overrides({(ORG, "general"): Override(floor_krw=5_000_000_000)}, h.ledger.positions) == []
+    )
     out = h.book.set_overrides({}, h.ledger.positions)  # override removed: no floor (short history)
-    assert [(c.change, c.alert.rule, c.alert.resolution) for c in out] == [("resolved", BELOW_FLOOR, "no_floor")]
+    assert [(c.change, c.alert.rule, c.alert.resolution) for c in out] == [
+        ("resolved", BELOW_FLOOR, "no_floor")
+    ]
     out = h.book.set_overrides({(ORG, "*"): Override(floor_krw=4_500_000_000)}, h.ledger.positions)
     assert [(c.change, c.alert.rule) for c in out] == [("raised", BELOW_FLOOR)]  # government-wide
 
@@ -297,21 +324,30 @@ def test_changed_thresholds_take_effect_at_once() -> None:
 
 def test_projected_shortfall_names_the_date_and_the_commitments_and_only_escalates() -> None:
     h = Harness()
-    assert h.each(ev("r1", "receipt", 1_000_000_000, at(DAY, "09:00")),
-                  ev("c1", "commitment", 600_000_000, at(DAY, "09:10"), commitment_id="C-1", due_date="2026-06-20"),
-                  ev("c2", "commitment", 300_000_000, at(DAY, "09:20"), commitment_id="C-2", due_date="2026-06-10"),
-                  ) == []  # cash 1,000M covers 900M due
-    out = h.batch(ev("c3", "commitment", 200_000_000, at(DAY, "09:30"), commitment_id="C-3",
-                     due_date="2026-07-15"))
+    assert (
+        h.each(
+            ev("r1", "receipt", 1_000_000_000, at(DAY, "09:00")),
+            ev("c1", "commitment", 600_000_000, at(DAY, "09:10"), commitment_id="C-1", due_date="2026-06-20"),
+            ev("c2", "commitment", 300_000_000, at(DAY, "09:20"), commitment_id="C-2", due_date="2026-06-10"),
+        )
+        == []
+    )  # cash 1,000M covers 900M due
+    out = h.batch(
+        ev("c3", "commitment", 200_000_000, at(DAY, "09:30"), commitment_id="C-3", due_date="2026-07-15")
+    )
     # cash 1,000 - 300 (06-10) = 700 - 600 (06-20) = 100 - 200 (07-15) = -100 (millions)
     assert summary(out) == [("raised", SHORTFALL, "c3"), ("raised", PROJECTED, "c3")]
     p = out[1].alert
     assert (p.projected_date, p.projected_cash) == ("2026-07-15", -100_000_000)
     assert [(x.commitment_id, x.open, x.due_date) for x in p.drivers] == [
-        ("C-1", 600_000_000, "2026-06-20"), ("C-2", 300_000_000, "2026-06-10"), ("C-3", 200_000_000, "2026-07-15")]
+        ("C-1", 600_000_000, "2026-06-20"),
+        ("C-2", 300_000_000, "2026-06-10"),
+        ("C-3", 200_000_000, "2026-07-15"),
+    ]
     # a commitment due earlier moves the date earlier: 1,000 - 500 (06-05) - 300 (06-10) - 600 (06-20) < 0
-    out = h.batch(ev("c4", "commitment", 500_000_000, at(DAY, "09:40"), commitment_id="C-4",
-                     due_date="2026-06-05"))
+    out = h.batch(
+        ev("c4", "commitment", 500_000_000, at(DAY, "09:40"), commitment_id="C-4", due_date="2026-06-05")
+    )
     assert [(c.change, c.alert.rule) for c in out] == [("updated", PROJECTED)]
     u = out[0].alert
     assert (u.id, u.rev, u.projected_date, u.projected_cash) == (p.id, 2, "2026-06-20", -400_000_000)
@@ -327,13 +363,15 @@ def test_projected_shortfall_keeps_its_id_however_the_stream_is_batched() -> Non
     """A replay after kill -9 cuts the same stream into other batches: the alert it raises must
     be the one already published (its id carries the crossing instant), attributed to the event
     that caused it, not to whichever event ended the batch."""
-    stream = [ev("r1", "receipt", 1_000_000_000, at(DAY, "09:00")),
-              ev("c1", "commitment", 1_200_000_000, at(DAY, "09:10"), commitment_id="C-1", due_date="2026-06-11"),
-              ev("r2", "receipt", 1_000, at(DAY, "09:20")),
-              # due after the 90-day window: no part of the projection
-              ev("c2", "commitment", 3_000_000_000, at(DAY, "09:25"), commitment_id="C-2", due_date="2026-12-20"),
-              ev("p1", "payment", 100_000_000, at(DAY, "09:30"), commitment_id="C-1"),
-              ev("r3", "receipt", 50_000_000, at(DAY, "09:50"))]
+    stream = [
+        ev("r1", "receipt", 1_000_000_000, at(DAY, "09:00")),
+        ev("c1", "commitment", 1_200_000_000, at(DAY, "09:10"), commitment_id="C-1", due_date="2026-06-11"),
+        ev("r2", "receipt", 1_000, at(DAY, "09:20")),
+        # due after the 90-day window: no part of the projection
+        ev("c2", "commitment", 3_000_000_000, at(DAY, "09:25"), commitment_id="C-2", due_date="2026-12-20"),
+        ev("p1", "payment", 100_000_000, at(DAY, "09:30"), commitment_id="C-1"),
+        ev("r3", "receipt", 50_000_000, at(DAY, "09:50")),
+    ]
     want = [(f"{ORG}:general:2026:{PROJECTED}:{ms(DAY, '09:10')}", "c1")]
     for cuts in range(1 << (len(stream) - 1)):  # every way to cut the stream into batches
         h, batch = Harness(), [stream[0]]
@@ -350,8 +388,9 @@ def test_projected_shortfall_keeps_its_id_however_the_stream_is_batched() -> Non
 def test_projection_looks_only_as_far_as_the_horizon() -> None:
     h = Harness(AlertConfig(defaults=Override(horizon_days=10)))
     h.batch(ev("r1", "receipt", 1_000_000_000, at(DAY)))
-    out = h.batch(ev("c1", "commitment", 1_500_000_000, at(DAY, "11:00"), commitment_id="C-1",
-                     due_date="2026-07-31"))
+    out = h.batch(
+        ev("c1", "commitment", 1_500_000_000, at(DAY, "11:00"), commitment_id="C-1", due_date="2026-07-31")
+    )
     assert summary(out) == [("raised", SHORTFALL, "c1")]  # due beyond 10 days: not projected yet
     assert h.batch(ev("r2", "receipt", 1, at("2026-07-20"))) == []  # window ends 07-30
     out = h.batch(ev("r3", "receipt", 1, at("2026-07-21")))  # window ends 07-31
@@ -368,7 +407,10 @@ def test_a_draining_trend_warns_before_available_goes_negative() -> None:
     proj = [c.alert for c in out if c.alert.rule == PROJECTED]
     assert len(proj) == 1 and proj[0].raised_event == "pay8"
     assert (proj[0].projected_date, proj[0].projected_cash, proj[0].trend_per_day) == (
-        "2026-04-22", -20_000_000, -20_000_000)
+        "2026-04-22",
+        -20_000_000,
+        -20_000_000,
+    )
     assert proj[0].drivers == [] and proj[0].available == 840_000_000  # not short yet
     assert {c.alert.rule for c in out} == {PROJECTED, BELOW_FLOOR}  # floor 1,200M
     h2 = Harness(AlertConfig(defaults=Override(trend=False)))
@@ -381,32 +423,57 @@ def test_a_draining_trend_warns_before_available_goes_negative() -> None:
 
 def test_year_end_stages_raise_once_each_for_every_account_with_open_commitments() -> None:
     h = Harness()
-    h.each(ev("r1", "receipt", 10_000_000_000, at("2026-11-02")),
-           ev("c1", "commitment", 1_000_000_000, at("2026-11-02", "11:00"), commitment_id="C-1",
-              due_date="2026-12-20"),
-           ev("rf", "receipt", 1_000_000_000, at("2026-11-03"), account=FUND),
-           ev("cf", "commitment", 100_000_000, at("2026-11-03", "11:00"), account=FUND,
-              commitment_id="C-F", due_date="2026-12-10"))
+    h.each(
+        ev("r1", "receipt", 10_000_000_000, at("2026-11-02")),
+        ev(
+            "c1",
+            "commitment",
+            1_000_000_000,
+            at("2026-11-02", "11:00"),
+            commitment_id="C-1",
+            due_date="2026-12-20",
+        ),
+        ev("rf", "receipt", 1_000_000_000, at("2026-11-03"), account=FUND),
+        ev(
+            "cf",
+            "commitment",
+            100_000_000,
+            at("2026-11-03", "11:00"),
+            account=FUND,
+            commitment_id="C-F",
+            due_date="2026-12-10",
+        ),
+    )
     assert h.log == []
     assert h.batch(ev("n30", "receipt", 1_000, at("2026-11-30"))) == []  # 31 days left
     out = h.batch(ev("d30", "receipt", 1_000, at("2026-12-01")))  # 30 days left
     got = sorted((c.change, c.alert.account, c.alert.id, c.alert.severity) for c in out)
-    assert got == [("raised", FUND, f"{ORG}:{FUND}:2026:year_end:d30", "info"),
-                   ("raised", "general", f"{ORG}:general:2026:year_end:d30", "info")]
+    assert got == [
+        ("raised", FUND, f"{ORG}:{FUND}:2026:year_end:d30", "info"),
+        ("raised", "general", f"{ORG}:general:2026:year_end:d30", "info"),
+    ]
     fund = next(c.alert for c in out if c.alert.account == FUND)
     assert fund.raised_event == "d30"  # the untouched fund is evaluated on the government's new day
     assert (fund.open_commitments, fund.open_amount) == (1, 100_000_000)
     assert h.batch(ev("n", "receipt", 1_000, at("2026-12-05"))) == []
     out = h.batch(ev("d14", "receipt", 1_000, at("2026-12-17")))
     assert sorted((c.change, c.alert.account, c.alert.stage_days, c.alert.resolution) for c in out) == [
-        ("raised", FUND, 14, None), ("raised", "general", 14, None),
-        ("resolved", FUND, 30, "superseded"), ("resolved", "general", 30, "superseded")]
+        ("raised", FUND, 14, None),
+        ("raised", "general", 14, None),
+        ("resolved", FUND, 30, "superseded"),
+        ("resolved", "general", 30, "superseded"),
+    ]
     out = h.batch(ev("d7", "receipt", 1_000, at("2026-12-24")))
     assert sorted((c.change, c.alert.stage_days) for c in out) == [
-        ("raised", 7), ("raised", 7), ("resolved", 14), ("resolved", 14)]
+        ("raised", 7),
+        ("raised", 7),
+        ("resolved", 14),
+        ("resolved", 14),
+    ]
     out = h.batch(ev("pay", "payment", 1_000_000_000, at("2026-12-26"), commitment_id="C-1"))
     assert [(c.change, c.alert.account, c.alert.resolution) for c in out] == [
-        ("resolved", "general", "no_open_commitments")]
+        ("resolved", "general", "no_open_commitments")
+    ]
     # a new commitment in the same stage does not raise it again
     assert h.batch(ev("c2", "commitment", 50_000_000, at("2026-12-27"), commitment_id="C-2")) == []
     assert sorted(h.open()) == [f"{ORG}:{FUND}:2026:year_end:d7"]
@@ -419,20 +486,14 @@ def kst(s: str) -> int:
     return int(dt.datetime.fromisoformat(s + "+09:00").timestamp() * 1000)
 
 
-def test_office_minutes_skip_nights_weekends_and_holidays() -> None:
-    assert office_minutes_between(kst("2026-11-20T17:00"), kst("2026-11-23T09:30")) == 90  # Fri -> Mon
-    assert office_minutes_between(kst("2026-11-23T08:00"), kst("2026-11-23T19:00")) == 540
-    # 추석 2026: 24-26 September (Thu-Sat)
-    assert office_minutes_between(kst("2026-09-23T17:00"), kst("2026-09-28T09:30")) == 90
-
-
 def test_stale_data_is_raised_once_after_office_hours_of_silence_and_resolved_by_data() -> None:
     book = AlertBook()
     last = {ORG: kst("2026-11-20T17:00")}
     assert book.check_stale(kst("2026-11-23T09:30"), last, [ORG]) == []  # 90 office minutes
     out = book.check_stale(kst("2026-11-23T10:00"), last, [ORG])  # 120
     assert [(c.change, c.alert.rule, c.alert.minutes, c.alert.org_code) for c in out] == [
-        ("raised", STALE, 120, ORG)]
+        ("raised", STALE, 120, ORG)
+    ]
     assert book.check_stale(kst("2026-11-23T10:05"), last, [ORG]) == []
     last[ORG] = kst("2026-11-23T10:06")
     out2 = book.check_stale(kst("2026-11-23T10:07"), last, [ORG])
@@ -446,7 +507,8 @@ def test_processor_lag_needs_to_last_and_resolves_below_half() -> None:
     assert book.check_lag(t0, 500) == [] and book.check_lag(t0 + 29_000, 500) == []
     out = book.check_lag(t0 + 30_000, 400)
     assert [(c.change, c.alert.rule, c.alert.lag_records, c.alert.worker) for c in out] == [
-        ("raised", LAG, 400, "w1")]
+        ("raised", LAG, 400, "w1")
+    ]
     assert book.check_lag(t0 + 40_000, 80) == []  # below the threshold, above half of it
     out = book.check_lag(t0 + 41_000, 50)
     assert [(c.change, c.alert.resolution) for c in out] == [("resolved", "caught_up")]
@@ -460,16 +522,43 @@ def story() -> list[tuple[bytes, ...]]:
     b: list[tuple[bytes, ...]] = [(ev("open", "receipt", 2_000_000_000, at("2026-11-02")),)]
     for i in range(1, 10):
         b.append((ev(f"pay{i}", "payment", 40_000_000, at(d("2026-11-02", i))),))
-    b.append((ev("c1", "commitment", 1_000_000_000, at("2026-11-12", "11:00"), commitment_id="C-1",
-                 due_date="2026-11-20"),
-              ev("c2", "commitment", 700_000_000, at("2026-11-12", "12:00"), commitment_id="C-2",
-                 due_date="2026-12-28")))
+    b.append(
+        (
+            ev(
+                "c1",
+                "commitment",
+                1_000_000_000,
+                at("2026-11-12", "11:00"),
+                commitment_id="C-1",
+                due_date="2026-11-20",
+            ),
+            ev(
+                "c2",
+                "commitment",
+                700_000_000,
+                at("2026-11-12", "12:00"),
+                commitment_id="C-2",
+                due_date="2026-12-28",
+            ),
+        )
+    )
     b.append((ev("r1", "receipt", 500_000_000, at("2026-11-13")),))
     b.append((ev("pay-c1", "payment", 1_000_000_000, at("2026-11-20"), commitment_id="C-1"),))
-    b.append((ev("r2", "receipt", 2_000_000_000, at("2026-12-01")),
-              ev("c3", "commitment", 100_000_000, at("2026-12-01", "11:00"), commitment_id="C-3",
-                 due_date="2026-12-05", account=FUND),
-              ev("rf", "receipt", 1_000, at("2026-12-01", "11:30"), account=FUND)))
+    b.append(
+        (
+            ev("r2", "receipt", 2_000_000_000, at("2026-12-01")),
+            ev(
+                "c3",
+                "commitment",
+                100_000_000,
+                at("2026-12-01", "11:00"),
+                commitment_id="C-3",
+                due_date="2026-12-05",
+                account=FUND,
+            ),
+            ev("rf", "receipt", 1_000, at("2026-12-01", "11:30"), account=FUND),
+        )
+    )
     b.append((ev("d14", "receipt", 1_000, at("2026-12-18")),))
     b.append((ev("pay-c2", "payment", 700_000_000, at("2026-12-28"), commitment_id="C-2"),))
     return b
@@ -483,7 +572,12 @@ def test_the_story_raises_every_money_rule() -> None:
     h = Harness()
     for b in story():
         h.batch(*b)
-    assert {c.alert.rule for c in h.log if c.change == "raised"} == {SHORTFALL, BELOW_FLOOR, PROJECTED, YEAR_END}
+    assert {c.alert.rule for c in h.log if c.change == "raised"} == {
+        SHORTFALL,
+        BELOW_FLOOR,
+        PROJECTED,
+        YEAR_END,
+    }
 
 
 def test_restart_after_every_batch_neither_duplicates_nor_loses_an_alert() -> None:
@@ -529,7 +623,9 @@ def test_acknowledgement_survives_restart_and_resolution() -> None:
     assert a is not None and (a.state, a.acknowledged_by, a.acknowledged_ms) == ("acknowledged", "kim", 123)
     out = h.batch(ev("r2", "receipt", 5_000_000, at(DAY, "12:00")))
     assert [(c.change, c.alert.rule, c.alert.state, c.alert.acknowledged_by) for c in out] == [
-        ("resolved", SHORTFALL, "resolved", "kim"), ("resolved", PROJECTED, "resolved", None)]
+        ("resolved", SHORTFALL, "resolved", "kim"),
+        ("resolved", PROJECTED, "resolved", None),
+    ]
 
 
 def test_held_partition_is_judged_once_it_has_caught_up() -> None:
@@ -545,7 +641,8 @@ def test_held_partition_is_judged_once_it_has_caught_up() -> None:
     out = h.book.release(h.ledger.positions, lambda org: True)
     assert [(c.change, c.alert.rule, c.alert.available, c.alert.raised_ms) for c in out] == [
         ("raised", SHORTFALL, -50_000_000, ms(DAY, "10:00")),
-        ("raised", PROJECTED, -50_000_000, ms(DAY, "10:00"))]
+        ("raised", PROJECTED, -50_000_000, ms(DAY, "10:00")),
+    ]
     assert h.book.held == set()
 
 
@@ -556,8 +653,10 @@ def test_a_replay_continues_what_was_announced_after_the_last_state_write() -> N
     h = Harness()
     h.batch(ev("r1", "receipt", 1_000_000_000, at(DAY, "09:00")))
     disk = copy.deepcopy((h.store, h.ledger.positions, h.ledger.commitments, h.ledger.journal, h.offset))
-    lost = (ev("c1", "commitment", 1_200_000_000, at(DAY, "09:10"), commitment_id="C-1", due_date="2026-06-11"),
-            ev("r2", "receipt", 1_000, at(DAY, "09:20")))
+    lost = (
+        ev("c1", "commitment", 1_200_000_000, at(DAY, "09:10"), commitment_id="C-1", due_date="2026-06-11"),
+        ev("r2", "receipt", 1_000, at(DAY, "09:20")),
+    )
     for raw in lost:  # announced batch by batch ...
         h.batch(raw)
     announced = [msgspec.convert(alert_dict(a, "raised"), type(a)) for a in h.book.open_alerts()]
@@ -594,7 +693,7 @@ def test_a_new_owner_continues_the_previous_owners_open_alerts() -> None:
         old.batch(*b)
         new.batch(*b)
     assert new.open() == old.open()
-    assert keys(new.log) == keys(old.log[len(old.log) - len(new.log):])
+    assert keys(new.log) == keys(old.log[len(old.log) - len(new.log) :])
 
 
 # -- configuration and shape -------------------------------------------------------------------
@@ -604,10 +703,14 @@ def test_configuration_is_validated() -> None:
     assert load_config().operational.recent_keep == 2000
     ok = decode_config(b'[defaults]\nfloor_months = 3\n[governments."5260000".general]\nfloor_krw = 1000\n')
     assert Resolver(ok).get(ORG, "general").floor_krw == 1000
-    for bad in (b"[defaults]\nfloor_months = 1.5\n", b"[defaults]\nfloor_krw = -5\n",
-                b"[defaults]\nmargin_krw = true\n", b"[defaults]\nnope = 1\n",
-                b'[governments."9999999".general]\nfloor_krw = 1\n',
-                b'[governments."5260000".nope]\nfloor_krw = 1\n'):
+    for bad in (
+        b"[defaults]\nfloor_months = 1.5\n",
+        b"[defaults]\nfloor_krw = -5\n",
+        b"[defaults]\nmargin_krw = true\n",
+        b"[defaults]\nnope = 1\n",
+        b'[governments."9999999".general]\nfloor_krw = 1\n',
+        b'[governments."5260000".nope]\nfloor_krw = 1\n',
+    ):
         with pytest.raises((msgspec.ValidationError, ValueError)):
             decode_config(bad)
     with pytest.raises(msgspec.ValidationError):
@@ -616,13 +719,15 @@ def test_configuration_is_validated() -> None:
         msgspec.json.decode(b'{"floor_krw": "5"}', type=Override)
 
 
-def test_public_shape_names_the_government_and_times_in_kst() -> None:
+def test_public_shape_names_the_government_and_times_in_utc() -> None:
     h = Harness()
     h.batch(ev("r1", "receipt", 10_000, at(DAY)))
     c = h.batch(ev("p1", "payment", 20_000, at(DAY, "11:00")))[0]
     d_ = c.to_dict()
     assert d_["name"] == "울릉군" and d_["province_code"] == "6470000" and d_["change"] == "raised"
-    assert d_["raised_at"] == "2026-06-01T11:00:00.000+09:00" and d_["state"] == "raised"
+    # instants: cashpos.calendar.utc_stamp (11:00 KST); dates stay Korean dates
+    assert d_["raised_at"] == d_["opened_at"] == "2026-06-01T02:00:00.000Z" and d_["state"] == "raised"
+    assert "resolved_at" not in d_
     assert d_["available"] == -10_000 and "울릉군" in str(d_["message"])
 
 
@@ -644,11 +749,13 @@ def test_simulated_shortfall_scenario_crosses_at_the_staged_events() -> None:
     for i in range(0, len(raws), 100):
         before = h.ledger.positions.get((ORG, "general", 2026))
         cash_before = before.cash if before else 0
-        out = h.batch(*raws[i:i + 100])
+        out = h.batch(*raws[i : i + 100])
         mine += [c for c in out if c.alert.org_code == ORG and c.alert.account == "general"]
-        if pay.raw in raws[i:i + 100]:
+        if pay.raw in raws[i : i + 100]:
             assert cash_before > 0 > h.ledger.positions[(ORG, "general", 2026)].cash  # cash goes negative
     assert [(c.change, c.alert.rule, c.alert.raised_event) for c in mine] == [
-        ("raised", SHORTFALL, "sim-3-scn-shortfall-c"), ("raised", PROJECTED, "sim-3-scn-shortfall-c")]
+        ("raised", SHORTFALL, "sim-3-scn-shortfall-c"),
+        ("raised", PROJECTED, "sim-3-scn-shortfall-c"),
+    ]
     assert mine[1].alert.projected_date == "2026-11-19"
     assert [x.commitment_id for x in mine[1].alert.drivers] == ["sim-3-scn-shortfall"]

@@ -1,4 +1,4 @@
-"""Alert webhook delivery (agents.alerting.WebhookSender) against a local HTTP server: signed
+"""Alert webhook delivery (agents.webhook.WebhookSender) against a local HTTP server: signed
 with HMAC-SHA256, retried with backoff on failure, never blocking (bounded queue, drops counted).
 No broker or Redis needed."""
 
@@ -7,23 +7,29 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import itertools
 
 from aiohttp import web
 
-from agents.alerting import WebhookSender, sign
+from agents.webhook import WebhookSender, sign
 from cashpos.metrics import ProcessorMetrics
 
 
 def counter(m: ProcessorMetrics, outcome: str) -> float:
-    return m.alert_webhook.labels(outcome)._value.get()  # type: ignore[attr-defined]
+    return m.alert_webhook.labels(outcome)._value.get()
 
 
-async def serve(statuses: list[int]):  # type: ignore[no-untyped-def]
+async def serve(statuses: list[int]) -> tuple[web.AppRunner, str, list[tuple[bytes, str | None, float]]]:
     seen: list[tuple[bytes, str | None, float]] = []
 
     async def hook(request: web.Request) -> web.Response:
-        seen.append((await request.read(), request.headers.get("X-Cashpos-Signature"),
-                     asyncio.get_running_loop().time()))
+        seen.append(
+            (
+                await request.read(),
+                request.headers.get("X-Cashpos-Signature"),
+                asyncio.get_running_loop().time(),
+            )
+        )
         return web.Response(status=statuses.pop(0) if statuses else 200)
 
     app = web.Application()
@@ -32,7 +38,7 @@ async def serve(statuses: list[int]):  # type: ignore[no-untyped-def]
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = runner.addresses[0][1]
     return runner, f"http://127.0.0.1:{port}/hook", seen
 
 
@@ -55,7 +61,7 @@ async def test_signed_delivery_is_retried_with_backoff_until_accepted() -> None:
     assert [b for b, _, _ in seen] == [body] * 3
     expected = "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
     assert {sig for _, sig, _ in seen} == {expected} == {sign(b"s3cret", body)}
-    gaps = [b - a for (_, _, a), (_, _, b) in zip(seen, seen[1:])]
+    gaps = [b - a for (_, _, a), (_, _, b) in itertools.pairwise(seen)]
     assert gaps[0] >= 0.05 and gaps[1] >= 0.1  # exponential: 0.05 s, then 0.1 s
 
 

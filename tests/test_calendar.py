@@ -8,7 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from cashpos.calendar import KST, fiscal_years_for, holidays, is_business_day
+from cashpos.calendar import (
+    KST,
+    date_day,
+    day_date,
+    day_start_ms,
+    fiscal_years_for,
+    holidays,
+    is_business_day,
+    kst_day,
+    office_minutes_between,
+    year_end_day,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,3 +54,24 @@ def test_an_instant_with_no_korean_date_raises_overflow() -> None:
     with pytest.raises(OverflowError):
         fiscal_years_for(dt.datetime(9999, 12, 31, 23, 59, tzinfo=dt.UTC))
     assert KST.utcoffset(None) == dt.timedelta(hours=9)
+
+
+def kst_ms(s: str) -> int:
+    return int(dt.datetime.fromisoformat(s + "+09:00").timestamp() * 1000)
+
+
+def test_korean_days_as_integers() -> None:
+    june1 = date_day(dt.date(2026, 6, 1))
+    assert kst_day(kst_ms("2026-06-01T00:00")) == kst_day(kst_ms("2026-06-01T23:59")) == june1
+    assert kst_day(kst_ms("2026-06-01T00:00") - 1) == june1 - 1  # the last instant of 31 May in Korea
+    assert day_date(date_day(dt.date(2026, 6, 1))) == dt.date(2026, 6, 1)
+    assert day_start_ms(date_day(dt.date(2026, 6, 1))) == kst_ms("2026-06-01T00:00")
+    assert day_date(year_end_day(2026)) == dt.date(2026, 12, 31)
+
+
+def test_office_minutes_skip_nights_weekends_and_holidays() -> None:
+    assert office_minutes_between(kst_ms("2026-11-20T17:00"), kst_ms("2026-11-23T09:30")) == 90  # Fri -> Mon
+    assert office_minutes_between(kst_ms("2026-11-23T08:00"), kst_ms("2026-11-23T19:00")) == 540
+    # 추석 2026: 24-26 September (Thu-Sat)
+    assert office_minutes_between(kst_ms("2026-09-23T17:00"), kst_ms("2026-09-28T09:30")) == 90
+    assert office_minutes_between(kst_ms("2026-11-23T10:00"), kst_ms("2026-11-23T10:00")) == 0

@@ -6,7 +6,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("access", "agents", "bench", "cashpos", "faults", "loadtest", "reconcile", "serving",
+PACKAGES = ("access", "agents", "alerts", "bench", "cashpos", "faults", "loadtest", "reconcile", "serving",
             "state", "streams")
 
 

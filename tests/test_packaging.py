@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 # the service's packages (bench/ and loadtest/ need the `load` extra; faults/ and tests/ are
 # not shipped): every module of these must import from the installed wheel
-SERVICE_PACKAGES = ["cashpos", "streams", "state", "agents", "serving", "access", "reconcile"]
+SERVICE_PACKAGES = ["cashpos", "alerts", "streams", "state", "agents", "serving", "access", "reconcile"]
 SKIP_DIRS = {".git", ".venv", "var", "artifacts", "build", "dist", "node_modules", "__pycache__",
              ".pytest_cache", ".hypothesis", "cashpos-app-data"}
 
@@ -138,8 +138,8 @@ def test_packaged_data(installed: tuple[Path, Path, dict[str, str]]) -> None:
     code = (
         "import json\n"
         "from pathlib import Path\n"
-        "import state.alerts as a\n"
-        "from agents.alerting import alert_config_from_env\n"
+        "import alerts.config as a\n"
+        "from alerts.config import config_from_env as alert_config_from_env\n"
         "import serving.app, cashpos.refdata as r\n"
         "print(json.dumps({'path': str(a.DEFAULT_CONFIG_PATH),\n"
         "                  'exists': a.DEFAULT_CONFIG_PATH.exists(),\n"
