@@ -50,7 +50,8 @@ BAD = {
     event("bad-pay", "payment", 5, commitment_id="C-404"): "unknown_commitment",
     event("c1-again", "commitment", 5, commitment_id="C-1"): "commitment_id_reused",
     event("rr3-again", "receipt", 7_000, reverses="r3"): "already_reversed",
-    event("bad-fy", "receipt", 5, at="2026-03-01T09:00:00+09:00", fiscal_year=2025): "fiscal_year_mismatch",
+    # a year not yet open (2025 would be period_closed: its cash processing ended on 20 January)
+    event("bad-fy", "receipt", 5, at="2026-03-01T09:00:00+09:00", fiscal_year=2027): "fiscal_year_mismatch",
     event("bad-self", "transfer", 5, to_account="general"): "transfer_same_account",
 }
 
