@@ -2,10 +2,13 @@
 
 * ``config``: the thresholds file (``cashpos/alerts.toml``) and their resolution per account;
 * ``model``: rule names, the alert, its public shape and messages, the records of the book's state;
-* ``rules``: the decisions, pure functions of the position and its history (no clock, no I/O);
+* ``rules``, ``operational``: the decisions, pure functions of a position, its history and the
+  clock passed in;
 * ``history``: per position, the daily buckets and open commitments the rules read;
-* ``book``: the alerts' state and lifecycle across batches, and its records (``state.layout``).
+* ``lifecycle``: the alerts' state, ids and changes, and its records (``state.layout``);
+* ``book``: the rules run over the ledger's batches (what the worker's hook calls).
 
-This package imports no module that imports it back (``state.layout`` reads ``alerts.model``):
-keep this file free of imports.
+Keep this file free of imports: ``state.layout`` imports ``alerts.model`` (the records it
+encodes) and ``alerts.lifecycle`` imports ``state.layout``; importing the book here would make
+that a cycle.
 """

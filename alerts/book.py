@@ -25,6 +25,10 @@ Scan = Callable[[bytes, bytes | None], Iterable[tuple[bytes, bytes]]]
 
 
 class AlertBook(Lifecycle):
+    """The alerts of the governments a worker owns: loaded from their records (``load_org``),
+    fed each batch (``apply``), held positions judged once settled (``release``), thresholds
+    changed (``set_overrides``), the operational rules run (``check_stale``, ``check_lag``)."""
+
     def load_org(
         self, org: str, positions: Mapping[PosKey, Position], scan: Scan, seed: Iterable[Alert] = ()
     ) -> Records:

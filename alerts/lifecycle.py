@@ -282,13 +282,8 @@ class Lifecycle:
             if cur is not None and (rule != YEAR_END or (a.stage_days or 0) < (cur.stage_days or 0)):
                 self._adopt(st, a)
                 continue
-            figures: dict[str, object] = {
-                "cash": p.cash,
-                "committed": p.committed,
-                "available": p.cash - p.committed,
-            }
             reason = "superseded" if cur is not None else "recovered"
-            self._close(st, msgspec.structs.replace(a), ms, None, out, reason, figures)
+            self._close(st, msgspec.structs.replace(a), ms, None, out, reason, rules.balance(p))
 
     def _close(
         self,

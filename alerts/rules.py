@@ -144,8 +144,7 @@ def available(h: History, p: Position, rows: Sequence[Row]) -> list[Decision]:
     if bf is not None:
         if floor is None:
             ms, eid = ordered[0][:2]
-            figures = {"cash": p.cash, "committed": p.committed, "available": avail}
-            out.append(Resolve(BELOW_FLOOR, ms, eid, "no_floor", figures))
+            out.append(Resolve(BELOW_FLOOR, ms, eid, "no_floor", balance(p)))
             return out
         fl = floor
         cond = (lambda a: a < fl) if bf else (lambda a: a >= fl + margin)
@@ -211,7 +210,6 @@ def projected(
     tneg = min(h.trend, 0)
     thr = h.floor if cfg.projected_against_floor and h.floor is not None else 0
     low = p.cash - h.due_in_win + cfg.horizon_days * tneg
-    figures: dict[str, object] = {"cash": p.cash, "committed": p.committed, "available": p.cash - p.committed}
     if current is None:
         if low >= thr:
             return []
@@ -219,6 +217,7 @@ def projected(
             due_by = _due_by(h, journal or {}, commitments or {}, end)
             ms, eid = projected_since(rows, low, thr, due_by)
         day, pc = first_crossing(h.due, p.cash, today, end, thr, tneg)
+        figures = balance(p)
         figures.update(
             threshold=thr,
             floor=h.floor,
@@ -230,11 +229,12 @@ def projected(
         )
         return [Raise(PROJECTED, ms, eid, figures)]
     if low >= thr + h.margin:
-        return [Resolve(PROJECTED, ms, eid, "recovered", figures)]
+        return [Resolve(PROJECTED, ms, eid, "recovered", balance(p))]
     day, pc = first_crossing(h.due, p.cash, today, end, thr, tneg)
     iso = day_date(day).isoformat()
     if current.projected_date is not None and iso >= current.projected_date:
         return []
+    figures = balance(p)
     figures.update(projected_date=iso, projected_cash=pc, drivers=drivers(h.commits, day))
     return [Update(PROJECTED, ms, eid, figures)]
 
@@ -350,17 +350,20 @@ def year_end(h: History, p: Position, today: int, ms: int, eid: str | None) -> l
     if stage and p.committed > 0 and (rec.ye_stage == 0 or stage < rec.ye_stage):
         if a is not None:
             out.append(Resolve(YEAR_END, ms, eid, "superseded"))
-        figures: dict[str, object] = {
-            "stage_days": stage,
-            "open_commitments": len(h.commits),
-            "open_amount": p.committed,
-            "cash": p.cash,
-            "committed": p.committed,
-            "available": p.cash - p.committed,
-            "drivers": drivers(h.commits, _FAR),
-        }
+        figures = balance(p)
+        figures.update(
+            stage_days=stage,
+            open_commitments=len(h.commits),
+            open_amount=p.committed,
+            drivers=drivers(h.commits, _FAR),
+        )
         out.append(Raise(YEAR_END, ms, eid, figures, "info" if stage >= 30 else "warning", stage))
     return out
+
+
+def balance(p: Position) -> dict[str, object]:
+    """The figures of a position an alert change carries."""
+    return {"cash": p.cash, "committed": p.committed, "available": p.cash - p.committed}
 
 
 def _row_ms(r: Row) -> int:
