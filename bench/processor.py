@@ -48,15 +48,18 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def simulator(seed: int):
+def simulator(seed: int, start: str | None = None):
     """A business week from Monday 09:00 at the national rate: 600k events per simulated day
-    (speed / rate = 0.144 simulated seconds per event)."""
+    (speed / rate = 0.144 simulated seconds per event). ``start`` (ISO, Korea time): another
+    start, e.g. ``2027-01-20T09:00`` to put every government's year close (00:00 KST on
+    21 January, on both topics) inside the run."""
     import datetime as dt
 
     from cashpos.calendar import KST
     from cashpos.simulator import Simulator
 
-    return Simulator(seed=seed, start=dt.datetime(2026, 11, 16, 9, 0, tzinfo=KST), speed=144.0, rate=1000.0)
+    at = dt.datetime.fromisoformat(start).replace(tzinfo=KST) if start else dt.datetime(2026, 11, 16, 9, 0, tzinfo=KST)
+    return Simulator(seed=seed, start=at, speed=144.0, rate=1000.0)
 
 
 def _sample_total(registry: CollectorRegistry, name: str) -> float:
@@ -64,8 +67,8 @@ def _sample_total(registry: CollectorRegistry, name: str) -> float:
     return sum(x.value for m in registry.collect() for x in m.samples if x.name == name)
 
 
-async def produce(settings: Settings, n: int, seed: int) -> float:
-    sim = simulator(seed)
+async def produce(settings: Settings, n: int, seed: int, start: str | None = None) -> float:
+    sim = simulator(seed, start)
     t = time.perf_counter()
     async with Publisher(settings, linger_ms=20) as pub:
         sent = await pub.send_many(sim.opening_balances())
@@ -150,6 +153,8 @@ async def main() -> None:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--rounds", type=int, default=3,
                     help="reference and processor runs over the same events; medians are reported")
+    ap.add_argument("--start", help="simulated start, ISO in Korea time (default 2026-11-16T09:00); "
+                                    "2027-01-20T09:00 puts the year's close in the run")
     ap.add_argument("--alerts", action="store_true",
                     help="run the worker with the alerting hook, as `cashpos worker` does")
     args = ap.parse_args()
@@ -163,7 +168,7 @@ async def main() -> None:
         await ensure_topics(base)
         print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
               f"python {platform.python_version()}; broker, redis and this process share the cores")
-        t = await produce(base, n, args.seed)
+        t = await produce(base, n, args.seed, args.start)
         print(f"produced {n} events in {t:.1f}s ({n / t:,.0f}/s)")
         p_rates: list[float] = []
         r_rates: list[float] = []
