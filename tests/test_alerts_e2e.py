@@ -16,14 +16,19 @@ import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from cashpos.names import RedisKeys, Topics
 from cashpos.calendar import KST
+from cashpos.embedded import Infra
+from cashpos.names import RedisKeys, Topics
+from state.projection import decode_position, field_name
 from streams.publisher import Publisher
 from streams.reader import read_topics
 from tests.conftest import ROOT, Stack, new_stack
@@ -52,15 +57,18 @@ async def publish(stack: Stack, *raws: bytes) -> None:
             await pub.send(raw)
 
 
-def alerts(stack: Stack, **params: str) -> list[dict]:
+Alert = dict[str, Any]  # an alert as the API returns it
+
+
+def alerts(stack: Stack, **params: str) -> list[Alert]:
     r = httpx.get(f"{stack.api}/v1/alerts", params=params, headers=stack.headers, timeout=5)
     assert r.status_code == 200, r.text
     return r.json()["alerts"]
 
 
-def wait_alerts(stack: Stack, pred, timeout: float = 15, **params: str) -> list[dict]:  # type: ignore[no-untyped-def]
+def wait_alerts(stack: Stack, pred: Callable[[Alert], bool], timeout: float = 15, **params: str) -> list[Alert]:
     deadline = time.monotonic() + timeout
-    got: list[dict] = []
+    got: list[Alert] = []
     while time.monotonic() < deadline:
         got = [a for a in alerts(stack, **params) if pred(a)]
         if got:
@@ -82,15 +90,17 @@ def wait_cash(stack: Stack, org: str, account: str, cash: int, timeout: float = 
 def folded_cash(raws: list[bytes], pk: tuple[str, str, int]) -> int:
     """The position's cash by the pure fold of the very bytes published."""
     from state.ledger import Ledger
-    from streams.contract import check_message
+    from streams.contract import Rejection, check_message
 
     ledger = Ledger()
     for raw in raws:
-        ledger.update(check_message(raw, None, None), raw)  # type: ignore[arg-type]
+        checked = check_message(raw, None, None)
+        assert not isinstance(checked, Rejection), checked
+        ledger.update(checked, raw)
     return sum(p.cash for k, p in ledger.positions.items() if k[:2] == pk[:2])
 
 
-async def topic_changes(stack: Stack) -> list[dict]:
+async def topic_changes(stack: Stack) -> list[Alert]:
     recs = await read_topics(stack.settings, [Topics(stack.namespace).alerts], idle_ms=800)
     return [orjson.loads(r.value) for r in recs]
 
@@ -101,7 +111,7 @@ def start_worker(s: Stack, worker_id: str = "w1") -> None:
 
 
 @pytest.fixture()
-def astack(infra, tmp_path):  # type: ignore[no-untyped-def]
+def astack(infra: Infra, tmp_path: Path) -> Iterator[Stack]:
     s = new_stack(infra, tmp_path)
     start_worker(s)
     s.start_api()
@@ -110,7 +120,7 @@ def astack(infra, tmp_path):  # type: ignore[no-untyped-def]
     s.stop_all()
 
 
-async def test_shortfall_alert_is_served_and_pushed_within_two_seconds_and_can_be_acknowledged(astack) -> None:  # type: ignore[no-untyped-def]
+async def test_shortfall_alert_is_served_and_pushed_within_two_seconds_and_can_be_acknowledged(astack: Stack) -> None:
     s = astack
     keys = RedisKeys(s.namespace)
     await publish(s, ev("receipt", 1_000_000))
@@ -187,7 +197,7 @@ async def test_shortfall_alert_is_served_and_pushed_within_two_seconds_and_can_b
     assert line and float(line.rsplit(" ", 1)[1]) == 1.0, line
 
 
-async def test_kill9_and_restart_neither_repeats_nor_loses_alerts(infra, tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_kill9_and_restart_neither_repeats_nor_loses_alerts(infra: Infra, tmp_path: Path) -> None:
     s = new_stack(infra, tmp_path)
     try:
         start_worker(s)
@@ -228,7 +238,7 @@ async def test_kill9_and_restart_neither_repeats_nor_loses_alerts(infra, tmp_pat
     assert len(after_open) == len(before_open) + 2  # other's shortfall and projected shortfall
 
 
-async def test_thresholds_put_takes_effect_without_restart(astack) -> None:  # type: ignore[no-untyped-def]
+async def test_thresholds_put_takes_effect_without_restart(astack: Stack) -> None:
     s = astack
     await publish(s, ev("receipt", 5_000_000_000))
     wait_cash(s, ORG, "general", 5_000_000_000)
@@ -256,7 +266,7 @@ async def test_thresholds_put_takes_effect_without_restart(astack) -> None:  # t
     assert httpx.delete(url, headers=s.admin_headers, timeout=5).json()["override"] is None
 
 
-def test_simulator_scenario_raises_the_staged_shortfall(astack) -> None:  # type: ignore[no-untyped-def]
+def test_simulator_scenario_raises_the_staged_shortfall(astack: Stack) -> None:
     s = astack
     out = subprocess.run(
         [sys.executable, "-m", "cashpos.cli", "simulate", "--scenario", "shortfall", "--seed", "5",
@@ -272,14 +282,13 @@ def test_simulator_scenario_raises_the_staged_shortfall(astack) -> None:  # type
     assert short[0]["available"] < 0
 
 
-async def test_kill9_mid_stream_raises_the_staged_alerts_exactly_once(infra, tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_kill9_mid_stream_raises_the_staged_alerts_exactly_once(infra: Infra, tmp_path: Path) -> None:
     """kill -9 while a simulated stream (with the staged 울릉군 shortfall) is being folded, then a
     restart: the scenario's alerts exist under one id each (no re-fire under a new id), and the
     serving copy agrees with the alerts topic."""
     import threading
 
     from cashpos.simulator import StagedSimulator, shortfall_scenario
-    from state.projection import decode_position
 
     s = new_stack(infra, tmp_path)
     try:
@@ -302,8 +311,8 @@ async def test_kill9_mid_stream_raises_the_staged_alerts_exactly_once(infra, tmp
         keys = RedisKeys(s.namespace)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:  # part-way through the stream
-            raw = await r.hget(keys.positions("6110000"), "general|" + str(dt.datetime.now(KST).year))
-            if raw and decode_position(raw)[0] > 300:
+            raw = await r.hget(keys.positions("6110000"), field_name("general", dt.datetime.now(KST).year))
+            if raw and decode_position(raw if isinstance(raw, bytes) else raw.encode())[0] > 300:
                 break
             await asyncio.sleep(0.02)
         s.stop("worker-w1", kill=True)
@@ -315,7 +324,7 @@ async def test_kill9_mid_stream_raises_the_staged_alerts_exactly_once(infra, tmp
                                       20, org=ORG)
         await asyncio.sleep(2)
         changes = await topic_changes(s)
-        opened = {k.decode() for k in await r.hkeys(keys.alerts_open)}
+        opened = {k.decode() if isinstance(k, bytes) else k for k in await r.hkeys(keys.alerts_open)}
         await r.aclose()
     finally:
         s.stop_all()
