@@ -19,17 +19,30 @@ from cashpos.calendar import utc_stamp
 log = logging.getLogger("cashpos.audit")
 
 
-def record(p: Principal | None, action: str, *, method: str, path: str, org: str | None = None,
-           outcome: str = "ok", detail: dict[str, object] | None = None,
-           at_ms: int | None = None) -> dict[str, object]:
+def record(
+    p: Principal | None,
+    action: str,
+    *,
+    method: str,
+    path: str,
+    org: str | None = None,
+    outcome: str = "ok",
+    detail: dict[str, object] | None = None,
+    at_ms: int | None = None,
+) -> dict[str, object]:
     """One audit entry (pure: the clock can be passed in)."""
     at = at_ms if at_ms is not None else int(time.time() * 1000)
     return {
         "at_ms": at,
         "at": utc_stamp(at),
-        "token_id": p.token_id if p else None, "name": p.name if p else None,
+        "token_id": p.token_id if p else None,
+        "name": p.name if p else None,
         "role": str(p.role) if p else None,
-        "action": action, "method": method, "path": path, "org_code": org, "outcome": outcome,
+        "action": action,
+        "method": method,
+        "path": path,
+        "org_code": org,
+        "outcome": outcome,
         **({"detail": detail} if detail else {}),
     }
 

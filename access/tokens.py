@@ -25,8 +25,13 @@ from cashpos.names import RedisKeys
 PREFIX = "cpt_"  # recognisable in logs and by secret scanners
 DEFAULT_EXPIRES_DAYS = 90
 DEFAULT_RATE_PER_S: dict[Role, int] = {
-    Role.FINANCE_DIRECTOR: 20, Role.VIEWER: 20, Role.PROVINCIAL: 50, Role.NATIONAL: 100,
-    Role.INTEGRATION: 200, Role.SOURCE: 500, Role.ADMIN: 20,
+    Role.FINANCE_DIRECTOR: 20,
+    Role.VIEWER: 20,
+    Role.PROVINCIAL: 50,
+    Role.NATIONAL: 100,
+    Role.INTEGRATION: 200,
+    Role.SOURCE: 500,
+    Role.ADMIN: 20,
 }
 
 
@@ -85,9 +90,15 @@ class TokenStore:
         self.redis = redis
         self.key = keys.tokens
 
-    async def create(self, role: Role | str, orgs: Iterable[str], name: str,
-                     expires_days: int | None = DEFAULT_EXPIRES_DAYS, rate_per_s: int | None = None,
-                     secret: str | None = None) -> tuple[str, TokenRecord]:
+    async def create(
+        self,
+        role: Role | str,
+        orgs: Iterable[str],
+        name: str,
+        expires_days: int | None = DEFAULT_EXPIRES_DAYS,
+        rate_per_s: int | None = None,
+        secret: str | None = None,
+    ) -> tuple[str, TokenRecord]:
         """A new token (or ``secret`` registered as one); returns the token and its record.
         Raises ScopeError for a role/scope that makes no valid grant."""
         role = Role(role)
@@ -100,7 +111,11 @@ class TokenStore:
         token = secret or new_secret()
         created = now_ms()
         rec = TokenRecord(
-            id=secrets.token_hex(6), name=name.strip(), role=role, orgs=orgs, created_ms=created,
+            id=secrets.token_hex(6),
+            name=name.strip(),
+            role=role,
+            orgs=orgs,
+            created_ms=created,
             expires_ms=created + expires_days * 86_400_000 if expires_days else 0,
             rate_per_s=rate_per_s or DEFAULT_RATE_PER_S[role],
         )
@@ -135,8 +150,9 @@ class TokenStore:
         return None
 
 
-def create_sync(redis_url: str, namespace: str, role: Role | str, orgs: Iterable[str], name: str,
-                **kw: Any) -> str:
+def create_sync(
+    redis_url: str, namespace: str, role: Role | str, orgs: Iterable[str], name: str, **kw: Any
+) -> str:
     """``TokenStore.create`` for synchronous callers (harnesses, scripts), also from inside a
     running event loop (it then runs on a loop of its own in a thread). Returns the token."""
     import asyncio
@@ -160,5 +176,13 @@ def create_sync(redis_url: str, namespace: str, role: Role | str, orgs: Iterable
         return ex.submit(asyncio.run, create()).result()
 
 
-__all__ = ["DEFAULT_EXPIRES_DAYS", "ScopeError", "TokenRecord", "TokenStore", "create_sync", "csrf_for", "digest",
-           "principal_of"]
+__all__ = [
+    "DEFAULT_EXPIRES_DAYS",
+    "ScopeError",
+    "TokenRecord",
+    "TokenStore",
+    "create_sync",
+    "csrf_for",
+    "digest",
+    "principal_of",
+]

@@ -72,8 +72,9 @@ class _Rebalance(ConsumerRebalanceListener):
 
 
 class LedgerWorker:
-    def __init__(self, settings: Settings, metrics: ProcessorMetrics | None = None,
-                 hooks: Sequence[BatchHook] = ()) -> None:
+    def __init__(
+        self, settings: Settings, metrics: ProcessorMetrics | None = None, hooks: Sequence[BatchHook] = ()
+    ) -> None:
         self.settings = settings
         self.hooks = list(hooks)
         self.topics = Topics(settings.namespace)
@@ -135,10 +136,22 @@ class LedgerWorker:
         )
         sources = list(self.topics.sources)
         self.watched = WatchedConsumer(
-            make, lambda c: setattr(self, "consumer", c), sources, _Rebalance(self),
-            AssignmentWatchdog(s.rejoin_after_seconds), self.topics.ledger_group, s.worker_id,
-            repair=lambda: repair_orphaned_leader(s, self.topics.ledger_group, s.worker_id, sources,
-                                                  RangePartitionAssignor.name, s.session_timeout_ms))
+            make,
+            lambda c: setattr(self, "consumer", c),
+            sources,
+            _Rebalance(self),
+            AssignmentWatchdog(s.rejoin_after_seconds),
+            self.topics.ledger_group,
+            s.worker_id,
+            repair=lambda: repair_orphaned_leader(
+                s,
+                self.topics.ledger_group,
+                s.worker_id,
+                sources,
+                RangePartitionAssignor.name,
+                s.session_timeout_ms,
+            ),
+        )
         await self._remove_previous_incarnation()
         await self.watched.start()  # returns once assigned (a new member after each stuck bound)
         # The batch path allocates millions of short-lived, acyclic objects; the default cyclic
@@ -159,8 +172,12 @@ class LedgerWorker:
         if found.removed:
             log.info("removed this worker's previous incarnation from the group: %s", found.removed)
         if found.kept:  # removing an elected leader mid-rebalance can wedge the group (Tansu)
-            log.info("previous incarnation %s left to its session's expiry: group %s is %s",
-                     found.kept, self.topics.ledger_group, found.state or "in an unknown state")
+            log.info(
+                "previous incarnation %s left to its session's expiry: group %s is %s",
+                found.kept,
+                self.topics.ledger_group,
+                found.state or "in an unknown state",
+            )
 
     async def stop(self) -> None:
         self._stopping = True
@@ -248,8 +265,16 @@ class LedgerWorker:
     def _hook_host(self) -> HookHost:
         if self._host is None:
             assert self.redis is not None and self.producer is not None, "started"
-            self._host = HookHost(self.store, self.redis, self.producer, self.ledger.positions, self._lock,
-                                  lambda: self.owned_orgs, self.records_behind, self.unsettled)
+            self._host = HookHost(
+                self.store,
+                self.redis,
+                self.producer,
+                self.ledger.positions,
+                self._lock,
+                lambda: self.owned_orgs,
+                self.records_behind,
+                self.unsettled,
+            )
         return self._host
 
     def unsettled(self, backlog: int) -> Container[str]:
@@ -346,7 +371,9 @@ class LedgerWorker:
         if skipped:
             m.replayed_skipped.inc(skipped)
         changes = ledger.take_changes()
-        folded = FoldContext(changes, ledger.positions, int(time.time() * 1000), self.unsettled, self.is_replay)
+        folded = FoldContext(
+            changes, ledger.positions, int(time.time() * 1000), self.unsettled, self.is_replay
+        )
         for hook in self.hooks:
             hook.after_fold(folded)  # its records join the batch's write
 
@@ -409,8 +436,13 @@ class LedgerWorker:
             if (tp, r.offset) in poison:  # not reproducible: give up on the whole batch
                 raise RuntimeError("a batch fails to fold, and no one record explains it")
             poison[(tp, r.offset)] = error or "the record's fold raised"
-            log.error("record %s:%d@%d isolated as internal_error: %s", tp.topic, tp.partition,
-                      r.offset, poison[(tp, r.offset)])
+            log.error(
+                "record %s:%d@%d isolated as internal_error: %s",
+                tp.topic,
+                tp.partition,
+                r.offset,
+                poison[(tp, r.offset)],
+            )
 
     @staticmethod
     def _prefix(work: _Work, n: int) -> _Work:
@@ -422,8 +454,9 @@ class LedgerWorker:
             n -= len(records)
         return out
 
-    def _fold_once(self, work: _Work, poison: dict[tuple[TopicPartition, int], str]
-                   ) -> tuple[dict[str, int], _Dead]:
+    def _fold_once(
+        self, work: _Work, poison: dict[tuple[TopicPartition, int], str]
+    ) -> tuple[dict[str, int], _Dead]:
         org_partition = self.org_partition
         max_bytes = self.settings.max_event_bytes
         applied_by_topic: dict[str, int] = defaultdict(int)
@@ -434,8 +467,9 @@ class LedgerWorker:
                 bad = [r for r in todo if (tp, r.offset) in poison]
                 dead += [(Rejection("internal_error", poison[(tp, r.offset)]), tp, r) for r in bad]
                 todo = [r for r in todo if (tp, r.offset) not in poison]
-            applied, rejected = fold_partition(self.ledger, todo, topic, part, self.side[topic],
-                                               org_partition, max_bytes)
+            applied, rejected = fold_partition(
+                self.ledger, todo, topic, part, self.side[topic], org_partition, max_bytes
+            )
             applied_by_topic[topic] += applied
             dead += [(rej, tp, r) for rej, r in rejected]
         return applied_by_topic, dead
@@ -462,9 +496,14 @@ class LedgerWorker:
                 continue  # the previous owner already dead-lettered it
             letter = DeadLetter.from_record(rej, tp.topic, tp.partition, r, self.settings.worker_id)
             encoded = letter.encode()
-            futures.append(await self.producer.send(
-                self.topics.deadletter, encoded, key=letter.key(), partition=tp.partition,
-            ))
+            futures.append(
+                await self.producer.send(
+                    self.topics.deadletter,
+                    encoded,
+                    key=letter.key(),
+                    partition=tp.partition,
+                )
+            )
             sent.append(encoded)
         if futures:
             await asyncio.gather(*futures)
@@ -498,9 +537,12 @@ class LedgerWorker:
         seeds = self._seedable(self.pending_seed)
         self.pending_seed -= seeds
         changed = list(changed)
-        call = self.projection.prepare(self.ledger.positions, changed, seeds, last_event_ms, self.ledger.closed)
+        call = self.projection.prepare(
+            self.ledger.positions, changed, seeds, last_event_ms, self.ledger.closed
+        )
         self._projecting = asyncio.ensure_future(
-            self._send_projection(call, changed, seeds, last_event_ms, last_ts))
+            self._send_projection(call, changed, seeds, last_event_ms, last_ts)
+        )
 
     async def projection_done(self) -> None:
         """Wait for the projection in flight, if any (it never raises)."""
@@ -508,9 +550,9 @@ class LedgerWorker:
             task, self._projecting = self._projecting, None
             await task
 
-    async def _send_projection(self, call: Prepared | None,
-                               changed: list[PosKey], seeds: set[str], last_event_ms: int,
-                               last_ts: int) -> None:
+    async def _send_projection(
+        self, call: Prepared | None, changed: list[PosKey], seeds: set[str], last_event_ms: int, last_ts: int
+    ) -> None:
         assert self.projection is not None
         t = time.perf_counter()
         try:
@@ -537,8 +579,7 @@ class LedgerWorker:
         up with what the group had already processed. While a partition is being rebuilt (new
         owner without state, or a deleted state directory) its governments stay unseeded, so
         the API answers 503 rather than showing a partial history as current."""
-        behind = {tp.partition for tp, nxt in self.next_offsets.items()
-                  if nxt < self.replay_until.get(tp, 0)}
+        behind = {tp.partition for tp, nxt in self.next_offsets.items() if nxt < self.replay_until.get(tp, 0)}
         if not behind:
             return set(orgs)
         return {o for o in orgs if self.org_partition.get(o) not in behind}
@@ -577,13 +618,22 @@ class LedgerWorker:
                     self.redis_ok = True
                 await self._remember_dead_letters()
                 async with self.redis.pipeline(transaction=False) as pipe:
-                    pipe.set(self.keys.worker_metrics(self.settings.worker_id),
-                             generate_latest(self.metrics.registry), ex=30)
-                    pipe.hset(self.keys.freshness, self.settings.worker_id, orjson.dumps({
-                        "heartbeat_ms": int(time.time() * 1000),
-                        "partitions": sorted({tp.partition for tp in self.next_offsets}),
-                        "state_dir": self._state_dir,  # lets `cashpos reconcile` find the owner
-                    }))
+                    pipe.set(
+                        self.keys.worker_metrics(self.settings.worker_id),
+                        generate_latest(self.metrics.registry),
+                        ex=30,
+                    )
+                    pipe.hset(
+                        self.keys.freshness,
+                        self.settings.worker_id,
+                        orjson.dumps(
+                            {
+                                "heartbeat_ms": int(time.time() * 1000),
+                                "partitions": sorted({tp.partition for tp in self.next_offsets}),
+                                "state_dir": self._state_dir,  # lets `cashpos reconcile` find the owner
+                            }
+                        ),
+                    )
                     await pipe.execute()
             except Exception as exc:  # noqa: BLE001 - whatever failed, Redis counts as down until it answers
                 if self.redis_ok:

@@ -80,8 +80,10 @@ class LedgerService(Service):
 
     async def on_start(self) -> None:
         where = web_addresses()  # Faust started its web server before the app's services
-        log.info("worker web server (Faust: /router/, /table/) listening on %s",
-                 ", ".join(where) or "nothing (not started)")
+        log.info(
+            "worker web server (Faust: /router/, /table/) listening on %s",
+            ", ".join(where) or "nothing (not started)",
+        )
         await ensure_topics(settings)
         metrics = ProcessorMetrics()
         self.alerting = AlertingHook(settings, metrics)  # alerts, in the ledger's atomic batch

@@ -26,15 +26,18 @@ from cashpos.refdata import governments
 from streams.publisher import Publisher
 
 
-async def open_stream(host: str, port: int, path: str, token: str, stop: asyncio.Event,
-                      counts: list[int]) -> None:
+async def open_stream(
+    host: str, port: int, path: str, token: str, stop: asyncio.Event, counts: list[int]
+) -> None:
     try:
         reader, writer = await asyncio.open_connection(host, port)
     except OSError:
         counts[1] += 1
         return
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n"
-                 f"Authorization: Bearer {token}\r\n\r\n".encode())
+    writer.write(
+        f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n"
+        f"Authorization: Bearer {token}\r\n\r\n".encode()
+    )
     try:
         head = await reader.readuntil(b"\r\n\r\n")
     except (OSError, asyncio.IncompleteReadError):
@@ -67,8 +70,9 @@ async def read_response(reader: asyncio.StreamReader) -> int:
     return status
 
 
-async def reader_client(host: str, port: int, tokens: dict[str, str], schedule: asyncio.Queue,
-                        lat: list[float], errors: list[int]) -> None:
+async def reader_client(
+    host: str, port: int, tokens: dict[str, str], schedule: asyncio.Queue, lat: list[float], errors: list[int]
+) -> None:
     reader, writer = await asyncio.open_connection(host, port)
     orgs = list(governments())
     while True:
@@ -76,8 +80,10 @@ async def reader_client(host: str, port: int, tokens: dict[str, str], schedule: 
         if due is None:
             break
         org = random.choice(orgs)
-        writer.write(f"GET /v1/positions/{org} HTTP/1.1\r\nHost: {host}\r\n"
-                     f"Authorization: Bearer {tokens[org]}\r\n\r\n".encode())
+        writer.write(
+            f"GET /v1/positions/{org} HTTP/1.1\r\nHost: {host}\r\n"
+            f"Authorization: Bearer {tokens[org]}\r\n\r\n".encode()
+        )
         status = await read_response(reader)
         lat.append(time.perf_counter() - due)
         if status != 200:
@@ -115,8 +121,10 @@ async def main() -> None:
             schedule: asyncio.Queue = asyncio.Queue()
             lat: list[float] = []
             errors = [0]
-            clients = [asyncio.create_task(reader_client(host, port, directors, schedule, lat, errors))
-                       for _ in range(args.clients)]
+            clients = [
+                asyncio.create_task(reader_client(host, port, directors, schedule, lat, errors))
+                for _ in range(args.clients)
+            ]
             t0 = time.perf_counter()
             n = int(args.rate * args.seconds)
             for i in range(n):
@@ -135,12 +143,18 @@ async def main() -> None:
         for t in streams:
             t.cancel()
         ms = [x * 1000 for x in lat]
-        print(f"machine: {platform.machine()}, {os.cpu_count()} cores shared by broker, redis, worker, "
-              f"one API process and this load generator")
-        print(f"streams opened={counts[0]} failed={counts[1]} dropped={counts[2]}; background events={events}")
+        print(
+            f"machine: {platform.machine()}, {os.cpu_count()} cores shared by broker, redis, worker, "
+            f"one API process and this load generator"
+        )
+        print(
+            f"streams opened={counts[0]} failed={counts[1]} dropped={counts[2]}; background events={events}"
+        )
         print(f"reads={len(ms)} in {elapsed:.1f}s ({len(ms) / elapsed:,.0f}/s) errors={errors[0]}")
-        print(f"api_p50_ms={percentile(ms, 0.5):.1f} api_p99_ms={percentile(ms, 0.99):.1f} "
-              f"target_p99_ms=20 at {args.rate}/s with {args.streams} streams")
+        print(
+            f"api_p50_ms={percentile(ms, 0.5):.1f} api_p99_ms={percentile(ms, 0.99):.1f} "
+            f"target_p99_ms=20 at {args.rate}/s with {args.streams} streams"
+        )
 
 
 if __name__ == "__main__":

@@ -57,11 +57,19 @@ async def probe(pub: Publisher, api: str, seconds: float, headers: dict[str, str
         while time.monotonic() < end:
             i += 1
             amount = 1_000 + i
-            raw = orjson.dumps({
-                "event_id": f"probe-{os.getpid()}-{i}", "org_code": PROBE_ORG, "account": PROBE_ACCOUNT,
-                "fiscal_year": 2026, "kind": "receipt", "amount": amount,
-                "occurred_at": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
-                "source": "bench-probe", "category": "other"})
+            raw = orjson.dumps(
+                {
+                    "event_id": f"probe-{os.getpid()}-{i}",
+                    "org_code": PROBE_ORG,
+                    "account": PROBE_ACCOUNT,
+                    "fiscal_year": 2026,
+                    "kind": "receipt",
+                    "amount": amount,
+                    "occurred_at": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
+                    "source": "bench-probe",
+                    "category": "other",
+                }
+            )
             t = time.perf_counter()
             await pub.send(raw)
             base += amount
@@ -88,12 +96,18 @@ async def main() -> None:
             stop.set()
             sent = await bg
         ms = [x * 1000 for x in lat]
-        print(f"machine: {platform.machine()}, {os.cpu_count()} cores shared by broker, redis, worker, "
-              f"API and this load generator")
-        print(f"background events={sent} over {args.seconds + 3:.0f}s ({sent / (args.seconds + 3):,.0f}/s), "
-              f"probes={len(ms)}")
-        print(f"freshness_p50_ms={percentile(ms, 0.5):.1f} freshness_p99_ms={percentile(ms, 0.99):.1f} "
-              f"max_ms={max(ms):.1f} target_p99_ms=100")
+        print(
+            f"machine: {platform.machine()}, {os.cpu_count()} cores shared by broker, redis, worker, "
+            f"API and this load generator"
+        )
+        print(
+            f"background events={sent} over {args.seconds + 3:.0f}s ({sent / (args.seconds + 3):,.0f}/s), "
+            f"probes={len(ms)}"
+        )
+        print(
+            f"freshness_p50_ms={percentile(ms, 0.5):.1f} freshness_p99_ms={percentile(ms, 0.99):.1f} "
+            f"max_ms={max(ms):.1f} target_p99_ms=100"
+        )
 
 
 if __name__ == "__main__":

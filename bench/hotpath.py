@@ -67,8 +67,11 @@ def main() -> None:
     at = {"revenue": 0, "expenditure": 0}
     while at["revenue"] < len(topics["revenue"]) or at["expenditure"] < len(topics["expenditure"]):
         b = clock()
-        for side, count in (("revenue", round(args.batch * share)), ("expenditure", round(args.batch * (1 - share)))):
-            chunk = topics[side][at[side]:at[side] + count]
+        for side, count in (
+            ("revenue", round(args.batch * share)),
+            ("expenditure", round(args.batch * (1 - share))),
+        ):
+            chunk = topics[side][at[side] : at[side] + count]
             at[side] += count
             if chunk:
                 fold(ledger, chunk, f"cashpos.events.{side}", 0, side, {}, 8192)
@@ -83,8 +86,11 @@ def main() -> None:
     wall_us = (time.perf_counter() - wall) / n * 1e6
     store.close()
     shutil.rmtree(tmp, ignore_errors=True)  # each run leaves ~30 MB of RocksDB otherwise
-    print(f"path={fold.__name__} " + " ".join(f"{k}_us={v:.2f}" for k, v in us.items()) +
-          f" total_us={total:.2f} ceiling_events_per_s={1e6 / total:.0f} wall_us={wall_us:.2f}")
+    print(
+        f"path={fold.__name__} "
+        + " ".join(f"{k}_us={v:.2f}" for k, v in us.items())
+        + f" total_us={total:.2f} ceiling_events_per_s={1e6 / total:.0f} wall_us={wall_us:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -58,7 +58,11 @@ def simulator(seed: int, start: str | None = None):
     from cashpos.calendar import KST
     from cashpos.simulator import Simulator
 
-    at = dt.datetime.fromisoformat(start).replace(tzinfo=KST) if start else dt.datetime(2026, 11, 16, 9, 0, tzinfo=KST)
+    at = (
+        dt.datetime.fromisoformat(start).replace(tzinfo=KST)
+        if start
+        else dt.datetime(2026, 11, 16, 9, 0, tzinfo=KST)
+    )
     return Simulator(seed=seed, start=at, speed=144.0, rate=1000.0)
 
 
@@ -80,13 +84,20 @@ async def produce(settings: Settings, n: int, seed: int, start: str | None = Non
 
 async def reference_consume(settings: Settings, n: int) -> float:
     """A plain aiokafka loop over both topics: the ceiling of the client on this machine."""
-    c = AIOKafkaConsumer(**settings.kafka_client_args(), group_id=None, enable_auto_commit=False,
-                         max_partition_fetch_bytes=8 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024)
+    c = AIOKafkaConsumer(
+        **settings.kafka_client_args(),
+        group_id=None,
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=8 * 1024 * 1024,
+        fetch_max_bytes=64 * 1024 * 1024,
+    )
     await c.start()
     try:
-        tps = [TopicPartition(t, p) for t in (f"{settings.namespace}.events.revenue",
-                                               f"{settings.namespace}.events.expenditure")
-               for p in sorted(c.partitions_for_topic(t) or ())]
+        tps = [
+            TopicPartition(t, p)
+            for t in (f"{settings.namespace}.events.revenue", f"{settings.namespace}.events.expenditure")
+            for p in sorted(c.partitions_for_topic(t) or ())
+        ]
         c.assign(tps)
         for tp in tps:
             c.seek(tp, 0)
@@ -100,8 +111,9 @@ async def reference_consume(settings: Settings, n: int) -> float:
         await c.stop()
 
 
-async def processor(settings: Settings, n: int, round_no: int = 0,
-                    alerts: bool = False) -> tuple[float, float, LedgerWorker]:
+async def processor(
+    settings: Settings, n: int, round_no: int = 0, alerts: bool = False
+) -> tuple[float, float, LedgerWorker]:
     metrics = ProcessorMetrics()
     hooks = [AlertingHook(settings, metrics)] if alerts else []
     w = LedgerWorker(settings, metrics, hooks=hooks)
@@ -111,8 +123,9 @@ async def processor(settings: Settings, n: int, round_no: int = 0,
     assert w.consumer is not None
     first = None
     while True:
-        batch = await w.consumer.getmany(timeout_ms=settings.batch_timeout_ms,
-                                         max_records=settings.batch_max_records)
+        batch = await w.consumer.getmany(
+            timeout_ms=settings.batch_timeout_ms, max_records=settings.batch_max_records
+        )
         if batch:
             if first is None:
                 first = time.perf_counter()
@@ -151,23 +164,40 @@ async def main() -> None:
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--partitions", type=int, default=12)
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--rounds", type=int, default=3,
-                    help="reference and processor runs over the same events; medians are reported")
-    ap.add_argument("--start", help="simulated start, ISO in Korea time (default 2026-11-16T09:00); "
-                                    "2027-01-20T09:00 puts the year's close in the run")
-    ap.add_argument("--alerts", action="store_true",
-                    help="run the worker with the alerting hook, as `cashpos worker` does")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="reference and processor runs over the same events; medians are reported",
+    )
+    ap.add_argument(
+        "--start",
+        help="simulated start, ISO in Korea time (default 2026-11-16T09:00); "
+        "2027-01-20T09:00 puts the year's close in the run",
+    )
+    ap.add_argument(
+        "--alerts",
+        action="store_true",
+        help="run the worker with the alerting hook, as `cashpos worker` does",
+    )
     args = ap.parse_args()
     n = args.events
     tmp = Path(tempfile.mkdtemp(prefix="cashpos-bench-"))
     infra = start_infra(tmp)
     try:
         redis_url = infra.redis_url
-        base = Settings(kafka_bootstrap=infra.bootstrap, redis_url=redis_url,
-                        namespace="bench", partitions=args.partitions, state_dir=tmp / "state-0")
+        base = Settings(
+            kafka_bootstrap=infra.bootstrap,
+            redis_url=redis_url,
+            namespace="bench",
+            partitions=args.partitions,
+            state_dir=tmp / "state-0",
+        )
         await ensure_topics(base)
-        print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-              f"python {platform.python_version()}; broker, redis and this process share the cores")
+        print(
+            f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+            f"python {platform.python_version()}; broker, redis and this process share the cores"
+        )
         t = await produce(base, n, args.seed, args.start)
         print(f"produced {n} events in {t:.1f}s ({n / t:,.0f}/s)")
         p_rates: list[float] = []
@@ -179,25 +209,33 @@ async def main() -> None:
             ref = await reference_consume(s, n)
             busy, total, w = await processor(s, n, i, args.alerts)
             total_of = partial(_sample_total, w.metrics.registry)
-            per_event = {name: total_of(f"cashpos_{name}_duration_seconds_sum") / n * 1e6
-                         for name in ("batch", "state_write", "redis_write")}
+            per_event = {
+                name: total_of(f"cashpos_{name}_duration_seconds_sum") / n * 1e6
+                for name in ("batch", "state_write", "redis_write")
+            }
             await w.stop()
             p_rates.append(n / busy)
             r_rates.append(n / ref)
-            print(f"round {i + 1}: reference {n / ref:,.0f} events/s ({ref:.2f}s); processor "
-                  f"{n / busy:,.0f} events/s ({busy:.2f}s after the first batch, {total:.2f}s "
-                  f"incl. start and group join); applied={total_of('cashpos_events_applied_total'):.0f} "
-                  f"dead_lettered={total_of('cashpos_events_deadlettered_total'):.0f} "
-                  f"duplicates={total_of('cashpos_duplicates_dropped_total'):.0f} "
-                  f"batches={w.processed_batches}")
-            print("  inside the worker, µs per event: " + " ".join(
-                f"{k}={v:.2f}" for k, v in per_event.items()) +
-                f" outside_batches={busy / n * 1e6 - per_event['batch']:.2f}")
+            print(
+                f"round {i + 1}: reference {n / ref:,.0f} events/s ({ref:.2f}s); processor "
+                f"{n / busy:,.0f} events/s ({busy:.2f}s after the first batch, {total:.2f}s "
+                f"incl. start and group join); applied={total_of('cashpos_events_applied_total'):.0f} "
+                f"dead_lettered={total_of('cashpos_events_deadlettered_total'):.0f} "
+                f"duplicates={total_of('cashpos_duplicates_dropped_total'):.0f} "
+                f"batches={w.processed_batches}"
+            )
+            print(
+                "  inside the worker, µs per event: "
+                + " ".join(f"{k}={v:.2f}" for k, v in per_event.items())
+                + f" outside_batches={busy / n * 1e6 - per_event['batch']:.2f}"
+            )
         if infra.kafka is not None:
             print(f"broker rss: {rss_mb(infra.kafka.proc.pid):,.0f} MB")
         p_rate, r_rate = statistics.median(p_rates), statistics.median(r_rates)
-        print(f"processor_events_per_s={p_rate:.0f} reference_events_per_s={r_rate:.0f} "
-              f"ratio={p_rate / r_rate:.2f}")
+        print(
+            f"processor_events_per_s={p_rate:.0f} reference_events_per_s={r_rate:.0f} "
+            f"ratio={p_rate / r_rate:.2f}"
+        )
     finally:
         infra.stop()
         shutil.rmtree(tmp, ignore_errors=True)

@@ -1,16 +1,16 @@
 """`cashpos` command line: run the parts of the service and operate it.
 
-    cashpos run          the whole embedded stack (broker, Redis, worker, API, simulator)
-    cashpos worker       a ledger processor worker (Faust)
-    cashpos api          the HTTP API
-    cashpos simulate     publish a realistic stream for all 243 governments
-    cashpos publish F    publish events from a JSON-lines file
-    cashpos dlq          list dead letters; re-publish selected ones
-    cashpos reconcile    re-fold the raw topics independently; compare with Redis and state
-    cashpos schema       print the event JSON Schema
-    cashpos token        create, list and revoke access tokens
-    cashpos audit        print the audit log
-    cashpos redis-acl    print the Redis ACL rules of the service accounts
+cashpos run          the whole embedded stack (broker, Redis, worker, API, simulator)
+cashpos worker       a ledger processor worker (Faust)
+cashpos api          the HTTP API
+cashpos simulate     publish a realistic stream for all 243 governments
+cashpos publish F    publish events from a JSON-lines file
+cashpos dlq          list dead letters; re-publish selected ones
+cashpos reconcile    re-fold the raw topics independently; compare with Redis and state
+cashpos schema       print the event JSON Schema
+cashpos token        create, list and revoke access tokens
+cashpos audit        print the audit log
+cashpos redis-acl    print the Redis ACL rules of the service accounts
 """
 
 from __future__ import annotations
@@ -54,19 +54,28 @@ def _simulate(args: argparse.Namespace) -> int:
 
         await ensure_topics(s)
         start = dt.datetime.fromisoformat(args.start) if args.start else dt.datetime.now(KST)
-        sim = Simulator(seed=args.seed, speed=args.speed, rate=args.rate, start=start,
-                        id_prefix=f"sim-{args.seed}-{int(start.timestamp())}")
+        sim = Simulator(
+            seed=args.seed,
+            speed=args.speed,
+            rate=args.rate,
+            start=start,
+            id_prefix=f"sim-{args.seed}-{int(start.timestamp())}",
+        )
         if args.scenario == "shortfall":
             from cashpos.simulator import StagedSimulator, shortfall_scenario
 
-            sim = StagedSimulator(seed=args.seed, speed=args.speed, rate=args.rate, start=start,
-                                  id_prefix=sim.prefix)
+            sim = StagedSimulator(
+                seed=args.seed, speed=args.speed, rate=args.rate, start=start, id_prefix=sim.prefix
+            )
             staged = shortfall_scenario(sim)
             sim.stage(staged)
             for ev in staged:
                 when = dt.datetime.fromtimestamp(ev.at, KST).isoformat(timespec="seconds")
-                print(f"scenario shortfall: {when} (wall +{(ev.at - sim.start.timestamp()) / args.speed:.0f}s) "
-                      f"울릉군 5260000 general: {ev.what}", flush=True)
+                print(
+                    f"scenario shortfall: {when} (wall +{(ev.at - sim.start.timestamp()) / args.speed:.0f}s) "
+                    f"울릉군 5260000 general: {ev.what}",
+                    flush=True,
+                )
         async with Publisher(s) as pub:
             opening = 0 if args.no_opening_balances else await pub.send_many(sim.opening_balances())
             until = dt.datetime.fromisoformat(args.until) if args.until else None
@@ -90,8 +99,11 @@ def _close_year(args: argparse.Namespace) -> int:
 
     today = dt.datetime.now(KST).date()
     if today < close_date(args.year):
-        print(f"cashpos: fiscal year {args.year} takes cash processing until the end of 20 January "
-              f"{args.year + 1} (Korea time); close it from {close_date(args.year).isoformat()}", file=sys.stderr)
+        print(
+            f"cashpos: fiscal year {args.year} takes cash processing until the end of 20 January "
+            f"{args.year + 1} (Korea time); close it from {close_date(args.year).isoformat()}",
+            file=sys.stderr,
+        )
         return 2
     orgs = args.org or sorted(governments())
     unknown = sorted(set(orgs) - set(governments()))
@@ -163,21 +175,30 @@ def _reconcile(args: argparse.Namespace) -> int:
             try:
                 owned = asyncio.run(owned_from_heartbeats(s, dirs))
             except ValueError as exc:
-                print(f"{exc}: for a stopped worker use --owned all (it owned every partition) "
-                      f"or --owned stored", file=sys.stderr)
+                print(
+                    f"{exc}: for a stopped worker use --owned all (it owned every partition) "
+                    f"or --owned stored",
+                    file=sys.stderr,
+                )
                 return 2
         rep = asyncio.run(reconcile(s, dirs, owned=owned))
-        print(f"records={rep.records_in} applied={rep.applied} duplicates={rep.duplicates} "
-              f"dead_letters={rep.dead_letters} positions={rep.positions_checked} "
-              f"lagging={rep.lagging} unseeded={rep.unseeded} diff_krw={rep.diff_krw} "
-              f"state_behind={rep.state_behind} seconds={rep.seconds}")
+        print(
+            f"records={rep.records_in} applied={rep.applied} duplicates={rep.duplicates} "
+            f"dead_letters={rep.dead_letters} positions={rep.positions_checked} "
+            f"lagging={rep.lagging} unseeded={rep.unseeded} diff_krw={rep.diff_krw} "
+            f"state_behind={rep.state_behind} seconds={rep.seconds}"
+        )
         for st in rep.states:
-            print(f"  STATE {st.path} {st.mode} partitions={st.partitions} "
-                  f"positions={st.positions_checked} diff_krw={st.diff_krw} behind={st.behind}")
+            print(
+                f"  STATE {st.path} {st.mode} partitions={st.partitions} "
+                f"positions={st.positions_checked} diff_krw={st.diff_krw} behind={st.behind}"
+            )
         for d in rep.differences[:20]:
-            print(f"  DIFF {d.against} {d.org_code}/{d.account}/{d.fiscal_year}: expected "
-                  f"cash={d.expected_cash} committed={d.expected_committed}, got "
-                  f"cash={d.actual_cash} committed={d.actual_committed}")
+            print(
+                f"  DIFF {d.against} {d.org_code}/{d.account}/{d.fiscal_year}: expected "
+                f"cash={d.expected_cash} committed={d.expected_committed}, got "
+                f"cash={d.actual_cash} committed={d.actual_committed}"
+            )
         if not args.every:
             return 0 if rep.ok else 1 if rep.diff_krw or rep.differences else 3
         time.sleep(args.every)
@@ -218,14 +239,19 @@ def _token(args: argparse.Namespace) -> int:
             if args.action == "create":
                 orgs = [o for part in args.org for o in part.split(",")]
                 try:
-                    token, rec = await store.create(args.role, orgs, args.name, args.expires or None, args.rate)
+                    token, rec = await store.create(
+                        args.role, orgs, args.name, args.expires or None, args.rate
+                    )
                 except (ScopeError, ValueError) as exc:
                     print(f"error: {exc}", file=sys.stderr)
                     return 2
                 print(token)
-                print(f"# id {rec.id}, role {rec.role}, orgs {','.join(rec.orgs) or 'all'}, "
-                      f"expires {time.strftime('%Y-%m-%d', time.gmtime(rec.expires_ms / 1000)) if rec.expires_ms else 'never'}"
-                      " - shown once: store it now", file=sys.stderr)
+                print(
+                    f"# id {rec.id}, role {rec.role}, orgs {','.join(rec.orgs) or 'all'}, "
+                    f"expires {time.strftime('%Y-%m-%d', time.gmtime(rec.expires_ms / 1000)) if rec.expires_ms else 'never'}"
+                    " - shown once: store it now",
+                    file=sys.stderr,
+                )
             elif args.action == "list":
                 now = int(time.time() * 1000)
                 for rec in await store.all():
@@ -250,8 +276,9 @@ def _audit(args: argparse.Namespace) -> int:
     s = load()
     for rec in asyncio.run(read_topics(s, [Topics(s.namespace).audit])):
         entry = orjson.loads(rec.value)
-        if (args.token_id is None or entry.get("token_id") == args.token_id) and \
-                (args.action is None or entry.get("action") == args.action):
+        if (args.token_id is None or entry.get("token_id") == args.token_id) and (
+            args.action is None or entry.get("action") == args.action
+        ):
             print(rec.value.decode())
     return 0
 
@@ -273,8 +300,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="cashpos", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="cashpos", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
     w = sub.add_parser("worker", help="run a ledger processor worker")
     w.add_argument("--loglevel", default="info")
@@ -286,16 +314,26 @@ def main(argv: list[str] | None = None) -> int:
     sim.add_argument("--speed", type=float, default=60.0, help="simulated seconds per wall second")
     sim.add_argument("--total", type=int, default=None, help="stop after this many events")
     sim.add_argument("--start", help="simulated start time, ISO 8601 (default: now, Korea time)")
-    sim.add_argument("--until", help="stop when the simulated clock passes this time, ISO 8601 "
-                                     "(e.g. --start 2026-12-20 --until 2027-02-10: a year's close)")
-    sim.add_argument("--no-opening-balances", action="store_true",
-                     help="do not first publish each account's opening cash")
-    sim.add_argument("--scenario", choices=("none", "shortfall"), default="none",
-                     help="stage a scenario: shortfall = 울릉군's general account runs short "
-                          "10 simulated minutes after the start (cash < 0 three days later)")
+    sim.add_argument(
+        "--until",
+        help="stop when the simulated clock passes this time, ISO 8601 "
+        "(e.g. --start 2026-12-20 --until 2027-02-10: a year's close)",
+    )
+    sim.add_argument(
+        "--no-opening-balances", action="store_true", help="do not first publish each account's opening cash"
+    )
+    sim.add_argument(
+        "--scenario",
+        choices=("none", "shortfall"),
+        default="none",
+        help="stage a scenario: shortfall = 울릉군's general account runs short "
+        "10 simulated minutes after the start (cash < 0 three days later)",
+    )
     sim.set_defaults(fn=_simulate)
-    cy = sub.add_parser("close-year", help="close a fiscal year (from 21 January of the next): "
-                                           "lapse what is open, carry the cash forward")
+    cy = sub.add_parser(
+        "close-year",
+        help="close a fiscal year (from 21 January of the next): lapse what is open, carry the cash forward",
+    )
     cy.add_argument("year", type=int)
     cy.add_argument("--org", action="append", help="only this government (repeatable; default: all 243)")
     cy.set_defaults(fn=_close_year)
@@ -305,21 +343,37 @@ def main(argv: list[str] | None = None) -> int:
     d = sub.add_parser("dlq", help="list dead letters, or re-publish selected ones")
     d.add_argument("--reason", help="only this reason code")
     d.add_argument("--limit", type=int, default=100)
-    d.add_argument("--republish", nargs="+", metavar="TOPIC:PARTITION:OFFSET",
-                   help="re-publish these dead letters to their source topic")
-    d.add_argument("--fixed", metavar="FILE",
-                   help="JSON-lines file of corrected events to publish instead of the originals")
+    d.add_argument(
+        "--republish",
+        nargs="+",
+        metavar="TOPIC:PARTITION:OFFSET",
+        help="re-publish these dead letters to their source topic",
+    )
+    d.add_argument(
+        "--fixed",
+        metavar="FILE",
+        help="JSON-lines file of corrected events to publish instead of the originals",
+    )
     d.set_defaults(fn=_dlq)
     rc = sub.add_parser("reconcile", help="re-fold the raw topics and compare with Redis and state")
-    rc.add_argument("--state", nargs="*", default=[], metavar="DIR",
-                    help="worker state directories to compare too (opened read-only)")
-    rc.add_argument("--owned", choices=("live", "all", "stored"), default="live",
-                    help="which partitions of each state to compare: live = those its worker owns "
-                         "now (from its heartbeat), against the whole topics, counting records not "
-                         "yet folded as state_behind; all = every partition (a stopped single "
-                         "worker); stored = every partition it ever folded, each at its own "
-                         "stored offsets (cannot tell a stuck state from a current one). "
-                         "Exit code: 0 exact, 1 difference, 3 no difference but a state behind")
+    rc.add_argument(
+        "--state",
+        nargs="*",
+        default=[],
+        metavar="DIR",
+        help="worker state directories to compare too (opened read-only)",
+    )
+    rc.add_argument(
+        "--owned",
+        choices=("live", "all", "stored"),
+        default="live",
+        help="which partitions of each state to compare: live = those its worker owns "
+        "now (from its heartbeat), against the whole topics, counting records not "
+        "yet folded as state_behind; all = every partition (a stopped single "
+        "worker); stored = every partition it ever folded, each at its own "
+        "stored offsets (cannot tell a stuck state from a current one). "
+        "Exit code: 0 exact, 1 difference, 3 no difference but a state behind",
+    )
     rc.add_argument("--every", type=float, default=0, help="repeat every N seconds")
     rc.set_defaults(fn=_reconcile)
     sub.add_parser("schema", help="print the event JSON Schema").set_defaults(fn=_schema)
@@ -330,10 +384,17 @@ def main(argv: list[str] | None = None) -> int:
     from access.policy import Role
 
     tc.add_argument("--role", required=True, choices=[r.value for r in Role])
-    tc.add_argument("--org", action="append", default=[], metavar="CODE[,CODE]",
-                    help="the government(s) in scope (a metropolitan code for provincial)")
+    tc.add_argument(
+        "--org",
+        action="append",
+        default=[],
+        metavar="CODE[,CODE]",
+        help="the government(s) in scope (a metropolitan code for provincial)",
+    )
     tc.add_argument("--name", required=True, help="who or what holds the token")
-    tc.add_argument("--expires", type=int, default=90, metavar="DAYS", help="days until it expires (0: never)")
+    tc.add_argument(
+        "--expires", type=int, default=90, metavar="DAYS", help="days until it expires (0: never)"
+    )
     tc.add_argument("--rate", type=int, default=None, help="requests per second (default by role)")
     tks.add_parser("list", help="every token's record (JSON lines), never the token itself")
     tr = tks.add_parser("revoke", help="revoke a token by its id")
@@ -343,7 +404,9 @@ def main(argv: list[str] | None = None) -> int:
     au.add_argument("--token-id")
     au.add_argument("--action")
     au.set_defaults(fn=_audit)
-    sub.add_parser("redis-acl", help="print the Redis ACL rules of the service accounts").set_defaults(fn=_redis_acl)
+    sub.add_parser("redis-acl", help="print the Redis ACL rules of the service accounts").set_defaults(
+        fn=_redis_acl
+    )
     args = p.parse_args(argv)
     setup_logging()
     return int(args.fn(args))

@@ -11,7 +11,9 @@ from streams.publisher import Publisher
 from streams.reader import read_topics
 
 
-async def list_deadletters(settings: Settings, reason: str | None = None, limit: int | None = None) -> list[DeadLetter]:
+async def list_deadletters(
+    settings: Settings, reason: str | None = None, limit: int | None = None
+) -> list[DeadLetter]:
     records = await read_topics(settings, [Topics(settings.namespace).deadletter])
     seen: dict[bytes, DeadLetter] = {}  # keyed by source coordinates: a re-send is the same letter
     for r in records:
@@ -42,8 +44,10 @@ async def republish(settings: Settings, coords: list[str], fixed_file: str | Non
     else:
         partial = [c for c in coords if letters[c].value_truncated]
         if partial:  # only part of the original is kept: it cannot be sent again as it was
-            raise SystemExit(f"{', '.join(partial)} kept only part of the original value; "
-                             "republish a corrected event with --fixed")
+            raise SystemExit(
+                f"{', '.join(partial)} kept only part of the original value; "
+                "republish a corrected event with --fixed"
+            )
         bodies = [letters[c].value() for c in coords]
     async with Publisher(settings) as pub:
         return await pub.send_many(bodies)

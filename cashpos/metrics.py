@@ -24,7 +24,10 @@ class ProcessorMetrics:
             "cashpos_events_applied_total", "Events applied to positions", ["topic"], registry=r
         )
         self.events_deadlettered = Counter(
-            "cashpos_events_deadlettered_total", "Events sent to the dead-letter topic", ["reason"], registry=r
+            "cashpos_events_deadlettered_total",
+            "Events sent to the dead-letter topic",
+            ["reason"],
+            registry=r,
         )
         self.duplicates_dropped = Counter(
             "cashpos_duplicates_dropped_total", "Repeated events (same id and content) dropped", registry=r
@@ -35,20 +38,28 @@ class ProcessorMetrics:
             registry=r,
         )
         self.batch_size = Histogram(
-            "cashpos_batch_events", "Records per processed batch",
-            buckets=(1, 10, 100, 500, 1000, 5000, 10000, 20000, 50000), registry=r,
+            "cashpos_batch_events",
+            "Records per processed batch",
+            buckets=(1, 10, 100, 500, 1000, 5000, 10000, 20000, 50000),
+            registry=r,
         )
         self.batch_seconds = Histogram(
-            "cashpos_batch_duration_seconds", "Time to fold, store and project one batch",
-            buckets=_LATENCY_BUCKETS, registry=r,
+            "cashpos_batch_duration_seconds",
+            "Time to fold, store and project one batch",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.state_write_seconds = Histogram(
-            "cashpos_state_write_duration_seconds", "RocksDB write of one batch",
-            buckets=_LATENCY_BUCKETS, registry=r,
+            "cashpos_state_write_duration_seconds",
+            "RocksDB write of one batch",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.redis_write_seconds = Histogram(
-            "cashpos_redis_write_duration_seconds", "Redis projection of one batch",
-            buckets=_LATENCY_BUCKETS, registry=r,
+            "cashpos_redis_write_duration_seconds",
+            "Redis projection of one batch",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.redis_errors = Counter(
             "cashpos_redis_errors_total", "Failed Redis projections (re-seeded later)", registry=r
@@ -59,21 +70,24 @@ class ProcessorMetrics:
         self.event_to_visible = Histogram(
             "cashpos_event_to_redis_seconds",
             "From the Kafka record timestamp to its balance written to Redis",
-            buckets=_LATENCY_BUCKETS, registry=r,
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.lag = Gauge(
             "cashpos_consumer_lag_records", "Records behind the high watermark", ["topic"], registry=r
         )
         self.last_applied = Gauge(
             "cashpos_last_event_applied_timestamp_seconds",
-            "Kafka timestamp of the latest applied record (freshness = now - this)", registry=r,
+            "Kafka timestamp of the latest applied record (freshness = now - this)",
+            registry=r,
         )
         self.assigned_partitions = Gauge(
             "cashpos_assigned_partitions", "Source partitions this worker owns", registry=r
         )
         self.rebuild_records = Counter(
             "cashpos_rebuild_records_total",
-            "Records re-folded while catching up to the group's committed offset", registry=r,
+            "Records re-folded while catching up to the group's committed offset",
+            registry=r,
         )
         self.alerts_raised = Counter(
             "cashpos_alerts_raised_total", "Alerts raised (published)", ["rule"], registry=r
@@ -86,14 +100,17 @@ class ProcessorMetrics:
         )
         self.alert_publish_errors = Counter(
             "cashpos_alert_publish_errors_total",
-            "Failed attempts to publish alert changes (kept in the outbox and retried)", registry=r
+            "Failed attempts to publish alert changes (kept in the outbox and retried)",
+            registry=r,
         )
         self.alert_errors = Counter(
             "cashpos_alert_evaluation_errors_total", "Batches whose alert evaluation failed", registry=r
         )
         self.alert_webhook = Counter(
             "cashpos_alert_webhook_deliveries_total",
-            "Alert webhook deliveries by outcome (delivered, failed, dropped)", ["outcome"], registry=r
+            "Alert webhook deliveries by outcome (delivered, failed, dropped)",
+            ["outcome"],
+            registry=r,
         )
 
 
@@ -105,14 +122,20 @@ class ApiMetrics:
             "cashpos_api_requests_total", "HTTP requests", ["route", "method", "status"], registry=r
         )
         self.latency = Histogram(
-            "cashpos_api_request_duration_seconds", "HTTP request latency", ["route"],
-            buckets=_LATENCY_BUCKETS, registry=r,
+            "cashpos_api_request_duration_seconds",
+            "HTTP request latency",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.ingested = Counter(
             "cashpos_api_events_ingested_total", "Events accepted by the ingest gateway", registry=r
         )
         self.ingest_rejected = Counter(
-            "cashpos_api_events_rejected_total", "Events refused by the ingest gateway", ["reason"], registry=r
+            "cashpos_api_events_rejected_total",
+            "Events refused by the ingest gateway",
+            ["reason"],
+            registry=r,
         )
         self.sse_connections = Gauge(
             "cashpos_api_sse_connections", "Open server-sent-event streams", registry=r
@@ -127,7 +150,8 @@ class ApiMetrics:
             "cashpos_api_rate_limited_total", "Requests refused by a token's rate limit", registry=r
         )
         self.forbidden = Counter(
-            "cashpos_api_ingest_forbidden_total", "Events refused for a government outside the token's scope",
+            "cashpos_api_ingest_forbidden_total",
+            "Events refused for a government outside the token's scope",
             registry=r,
         )
         self.audit_errors = Counter(

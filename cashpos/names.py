@@ -13,8 +13,9 @@ from dataclasses import dataclass
 REVENUE = "revenue"
 EXPENDITURE = "expenditure"
 REVENUE_KINDS = frozenset({"receipt"})
-EXPENDITURE_KINDS = frozenset({"commitment", "commitment_cancel", "payment", "transfer",
-                               "commitment_carry_forward"})
+EXPENDITURE_KINDS = frozenset(
+    {"commitment", "commitment_cancel", "payment", "transfer", "commitment_carry_forward"}
+)
 # The close of a fiscal year is a control record on *both* input topics: each side closes its
 # own share, so no verdict depends on how the two topics interleave (docs/design.md).
 CLOSE_KIND = "fiscal_year_close"

@@ -72,8 +72,13 @@ def _secret(raw: str) -> Secret | None:
 
 
 _EXPECTS: dict[Callable[[str], Any], str] = {
-    _int: "an integer", _float: "a number", _str: "a string", _path: "a path",
-    _optional: "a string", _secret: "a string (secret)"}
+    _int: "an integer",
+    _float: "a number",
+    _str: "a string",
+    _path: "a path",
+    _optional: "a string",
+    _secret: "a string (secret)",
+}
 
 
 def _setting(name: str, default: str | None, parse: Callable[[str], Any], *doc: str) -> Any:
@@ -88,8 +93,10 @@ def _setting(name: str, default: str | None, parse: Callable[[str], Any], *doc: 
         except ValueError:
             raise SettingsError(f"{PREFIX}{name}={raw!r}: expected {_EXPECTS[parse]}") from None
 
-    return field(default_factory=read, metadata={
-        "env": PREFIX + name, "default": default, "doc": " ".join(doc), "expects": _EXPECTS[parse]})
+    return field(
+        default_factory=read,
+        metadata={"env": PREFIX + name, "default": default, "doc": " ".join(doc), "expects": _EXPECTS[parse]},
+    )
 
 
 # Variables read outside Settings, by the one component that needs them.
@@ -110,133 +117,204 @@ OTHER_VARIABLES: dict[str, str] = {
 @dataclass(frozen=True)
 class Settings:
     kafka_bootstrap: str = _setting(
-        'KAFKA_BOOTSTRAP', '127.0.0.1:19092', _str,
-        'Kafka bootstrap servers (host:port, comma-separated). Set, `cashpos run` uses this Kafka',
-        'instead of starting its embedded broker; the default is where that broker listens.')
+        "KAFKA_BOOTSTRAP",
+        "127.0.0.1:19092",
+        _str,
+        "Kafka bootstrap servers (host:port, comma-separated). Set, `cashpos run` uses this Kafka",
+        "instead of starting its embedded broker; the default is where that broker listens.",
+    )
     redis_url: str = _setting(
-        'REDIS_URL', 'redis://127.0.0.1:16379/0', _str,
-        'Redis URL of the serving copy (redis://[user:password@]host:port/db). Set, `cashpos run`',
-        'uses this Redis instead of starting its embedded one; the default is where that one listens.')
+        "REDIS_URL",
+        "redis://127.0.0.1:16379/0",
+        _str,
+        "Redis URL of the serving copy (redis://[user:password@]host:port/db). Set, `cashpos run`",
+        "uses this Redis instead of starting its embedded one; the default is where that one listens.",
+    )
     embedded_kafka_port: int = _setting(
-        'EMBEDDED_KAFKA_PORT', '19092', _int,
-        'Loopback port of the Kafka-protocol broker (Tansu, in memory) that `cashpos run` starts',
-        'when CASHPOS_KAFKA_BOOTSTRAP is not set.')
+        "EMBEDDED_KAFKA_PORT",
+        "19092",
+        _int,
+        "Loopback port of the Kafka-protocol broker (Tansu, in memory) that `cashpos run` starts",
+        "when CASHPOS_KAFKA_BOOTSTRAP is not set.",
+    )
     embedded_redis_port: int = _setting(
-        'EMBEDDED_REDIS_PORT', '16379', _int,
-        'Loopback port of the redis-server (in memory) that `cashpos run` starts when',
-        'CASHPOS_REDIS_URL is not set.')
+        "EMBEDDED_REDIS_PORT",
+        "16379",
+        _int,
+        "Loopback port of the redis-server (in memory) that `cashpos run` starts when",
+        "CASHPOS_REDIS_URL is not set.",
+    )
     namespace: str = _setting(
-        'NAMESPACE', 'cashpos', _str,
-        'Namespace for topic names, Redis keys and consumer groups, so several stacks can share',
-        'one broker / Redis (tests use a fresh prefix each).')
+        "NAMESPACE",
+        "cashpos",
+        _str,
+        "Namespace for topic names, Redis keys and consumer groups, so several stacks can share",
+        "one broker / Redis (tests use a fresh prefix each).",
+    )
     partitions: int = _setting(
-        'PARTITIONS', '12', _int,
-        'Partitions of each input topic when cashpos creates them (both topics alike:',
-        'co-partitioned by org_code).')
+        "PARTITIONS",
+        "12",
+        _int,
+        "Partitions of each input topic when cashpos creates them (both topics alike:",
+        "co-partitioned by org_code).",
+    )
     replication_factor: int = _setting(
-        'REPLICATION_FACTOR', '1', _int,
-        'Replication factor of the topics cashpos creates (use 3 on a real cluster).')
+        "REPLICATION_FACTOR",
+        "1",
+        _int,
+        "Replication factor of the topics cashpos creates (use 3 on a real cluster).",
+    )
     state_dir: Path = _setting(  # noqa: RUF009 - _setting returns a dataclasses.field
-        'STATE_DIR', 'var/state', _path,
-        "The worker's RocksDB state directory (one per worker).")
+        "STATE_DIR", "var/state", _path, "The worker's RocksDB state directory (one per worker)."
+    )
     worker_id: str = _setting(
-        'WORKER_ID', 'worker-1', _str,
+        "WORKER_ID",
+        "worker-1",
+        _str,
         "This worker's id, unique per worker: its consumer-group client id and its name in",
-        'metrics and heartbeats.')
+        "metrics and heartbeats.",
+    )
     worker_web_port: int = _setting(
-        'WORKER_WEB_PORT', '6066', _int,
-        "Port of the worker's internal (Faust) web server; give every worker on a host its own.")
+        "WORKER_WEB_PORT",
+        "6066",
+        _int,
+        "Port of the worker's internal (Faust) web server; give every worker on a host its own.",
+    )
     worker_web_bind: str = _setting(
-        'WORKER_WEB_BIND', '127.0.0.1', _str,
-        "The interface the worker's (Faust) web server binds to: the loopback unless asked.")
+        "WORKER_WEB_BIND",
+        "127.0.0.1",
+        _str,
+        "The interface the worker's (Faust) web server binds to: the loopback unless asked.",
+    )
     rejoin_after_seconds: float = _setting(
-        'REJOIN_AFTER_SECONDS', '30', _float,
-        'A worker that has had no partition assignment for this long while its topics have',
-        'partitions leaves the group and joins again as a new member (the assignment watchdog).')
+        "REJOIN_AFTER_SECONDS",
+        "30",
+        _float,
+        "A worker that has had no partition assignment for this long while its topics have",
+        "partitions leaves the group and joins again as a new member (the assignment watchdog).",
+    )
     restart_delay_seconds: float = _setting(
-        'RESTART_DELAY_SECONDS', '1', _float,
-        '`cashpos run` restarts a worker or API that died: first after this delay, doubling up to',
-        'the maximum; the delay starts again from the first after a child ran this long.')
+        "RESTART_DELAY_SECONDS",
+        "1",
+        _float,
+        "`cashpos run` restarts a worker or API that died: first after this delay, doubling up to",
+        "the maximum; the delay starts again from the first after a child ran this long.",
+    )
     restart_delay_max_seconds: float = _setting(
-        'RESTART_DELAY_MAX_SECONDS', '60', _float,
-        'The longest delay between two restarts of a crashed child of `cashpos run`.')
+        "RESTART_DELAY_MAX_SECONDS",
+        "60",
+        _float,
+        "The longest delay between two restarts of a crashed child of `cashpos run`.",
+    )
     restart_reset_seconds: float = _setting(
-        'RESTART_RESET_SECONDS', '60', _float,
-        'A child that ran this long is restarted after the first delay again.')
-    api_host: str = _setting(
-        'API_HOST', '127.0.0.1', _str,
-        'Interface the HTTP API listens on.')
-    api_port: int = _setting(
-        'API_PORT', '8000', _int,
-        'Port the HTTP API listens on.')
+        "RESTART_RESET_SECONDS",
+        "60",
+        _float,
+        "A child that ran this long is restarted after the first delay again.",
+    )
+    api_host: str = _setting("API_HOST", "127.0.0.1", _str, "Interface the HTTP API listens on.")
+    api_port: int = _setting("API_PORT", "8000", _int, "Port the HTTP API listens on.")
     batch_max_records: int = _setting(
-        'BATCH_MAX_RECORDS', '20000', _int,
-        'Most records the worker folds in one batch (one RocksDB write, one Redis call).')
+        "BATCH_MAX_RECORDS",
+        "20000",
+        _int,
+        "Most records the worker folds in one batch (one RocksDB write, one Redis call).",
+    )
     batch_timeout_ms: int = _setting(
-        'BATCH_TIMEOUT_MS', '50', _int,
-        'Longest wait for records before a (smaller) batch is folded.')
+        "BATCH_TIMEOUT_MS", "50", _int, "Longest wait for records before a (smaller) batch is folded."
+    )
     state_flush_seconds: float = _setting(
-        'STATE_FLUSH_SECONDS', '5', _float,
-        "Interval of the state's background flush: bounds the replay after a crash.")
+        "STATE_FLUSH_SECONDS",
+        "5",
+        _float,
+        "Interval of the state's background flush: bounds the replay after a crash.",
+    )
     max_event_bytes: int = _setting(
-        'MAX_EVENT_BYTES', '8192', _int,
-        'Largest accepted event (message value and POST /v1/events body), in bytes; larger is',
-        '`oversized`.')
+        "MAX_EVENT_BYTES",
+        "8192",
+        _int,
+        "Largest accepted event (message value and POST /v1/events body), in bytes; larger is",
+        "`oversized`.",
+    )
     session_timeout_ms: int = _setting(
-        'SESSION_TIMEOUT_MS', '6000', _int,
-        'Consumer-group session timeout (Tansu delays a join by half of it).')
-    heartbeat_ms: int = _setting(
-        'HEARTBEAT_MS', '1000', _int,
-        'Consumer-group heartbeat interval.')
+        "SESSION_TIMEOUT_MS",
+        "6000",
+        _int,
+        "Consumer-group session timeout (Tansu delays a join by half of it).",
+    )
+    heartbeat_ms: int = _setting("HEARTBEAT_MS", "1000", _int, "Consumer-group heartbeat interval.")
     kafka_security_protocol: str = _setting(
-        'KAFKA_SECURITY_PROTOCOL', 'PLAINTEXT', _str,
-        'Kafka security passes straight through to aiokafka for real clusters.')
+        "KAFKA_SECURITY_PROTOCOL",
+        "PLAINTEXT",
+        _str,
+        "Kafka security passes straight through to aiokafka for real clusters.",
+    )
     kafka_sasl_mechanism: str | None = _setting(
-        'KAFKA_SASL_MECHANISM', None, _optional,
-        'SASL mechanism for a real cluster (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512).')
-    kafka_sasl_username: str | None = _setting(
-        'KAFKA_SASL_USERNAME', None, _optional,
-        'SASL user name.')
+        "KAFKA_SASL_MECHANISM",
+        None,
+        _optional,
+        "SASL mechanism for a real cluster (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512).",
+    )
+    kafka_sasl_username: str | None = _setting("KAFKA_SASL_USERNAME", None, _optional, "SASL user name.")
     kafka_sasl_password: Secret | None = _setting(  # noqa: RUF009 - a dataclasses.field
-        'KAFKA_SASL_PASSWORD', None, _secret,
-        'SASL password (a secret: never printed).')
+        "KAFKA_SASL_PASSWORD", None, _secret, "SASL password (a secret: never printed)."
+    )
     kafka_ssl_cafile: str | None = _setting(
-        'KAFKA_SSL_CAFILE', None, _optional,
-        'TLS for real clusters: a private CA and, for mutual TLS, a client certificate and key.')
+        "KAFKA_SSL_CAFILE",
+        None,
+        _optional,
+        "TLS for real clusters: a private CA and, for mutual TLS, a client certificate and key.",
+    )
     kafka_ssl_certfile: str | None = _setting(
-        'KAFKA_SSL_CERTFILE', None, _optional,
-        'Client certificate for mutual TLS.')
+        "KAFKA_SSL_CERTFILE", None, _optional, "Client certificate for mutual TLS."
+    )
     kafka_ssl_keyfile: str | None = _setting(
-        'KAFKA_SSL_KEYFILE', None, _optional,
-        'Client key for mutual TLS.')
+        "KAFKA_SSL_KEYFILE", None, _optional, "Client key for mutual TLS."
+    )
     token_cache_seconds: float = _setting(
-        'TOKEN_CACHE_SECONDS', '2', _float,
-        'How long an API process trusts a token lookup: the longest a revocation takes to bite.')
-    log_level: str = _setting(
-        'LOG_LEVEL', 'INFO', _str,
-        'Log level (DEBUG, INFO, WARNING, ERROR).')
+        "TOKEN_CACHE_SECONDS",
+        "2",
+        _float,
+        "How long an API process trusts a token lookup: the longest a revocation takes to bite.",
+    )
+    log_level: str = _setting("LOG_LEVEL", "INFO", _str, "Log level (DEBUG, INFO, WARNING, ERROR).")
     max_streams_per_token: int = _setting(
-        'MAX_STREAMS_PER_TOKEN', '8', _int,
-        'API limits (docs/access.md, "Limits"). Open live streams per token, per API process.')
+        "MAX_STREAMS_PER_TOKEN",
+        "8",
+        _int,
+        'API limits (docs/access.md, "Limits"). Open live streams per token, per API process.',
+    )
     max_body_bytes: int = _setting(
-        'MAX_BODY_BYTES', '16384', _int,
-        'Request bodies of every endpoint but POST /v1/events (whose limit is max_event_bytes).')
+        "MAX_BODY_BYTES",
+        "16384",
+        _int,
+        "Request bodies of every endpoint but POST /v1/events (whose limit is max_event_bytes).",
+    )
     max_header_bytes: int = _setting(
-        'MAX_HEADER_BYTES', '16384', _int,
-        'The request line and headers together.')
+        "MAX_HEADER_BYTES", "16384", _int, "The request line and headers together."
+    )
     header_timeout_seconds: float = _setting(
-        'HEADER_TIMEOUT_SECONDS', '10', _float,
+        "HEADER_TIMEOUT_SECONDS",
+        "10",
+        _float,
         "A request's line and headers must arrive within this long of its first byte (or of the",
-        'connection opening); its body within body_timeout_seconds of the headers.')
+        "connection opening); its body within body_timeout_seconds of the headers.",
+    )
     body_timeout_seconds: float = _setting(
-        'BODY_TIMEOUT_SECONDS', '15', _float,
-        'A request body must arrive within this long of its headers (else 408).')
+        "BODY_TIMEOUT_SECONDS",
+        "15",
+        _float,
+        "A request body must arrive within this long of its headers (else 408).",
+    )
     keep_alive_seconds: int = _setting(
-        'KEEP_ALIVE_SECONDS', '5', _int,
-        'An idle keep-alive connection is closed after this many seconds.')
+        "KEEP_ALIVE_SECONDS", "5", _int, "An idle keep-alive connection is closed after this many seconds."
+    )
     api_max_connections: int = _setting(
-        'API_MAX_CONNECTIONS', '10000', _int,
-        'Open connections (streams included) per API process; beyond it new requests get 503.')
+        "API_MAX_CONNECTIONS",
+        "10000",
+        _int,
+        "Open connections (streams included) per API process; beyond it new requests get 503.",
+    )
 
     def kafka_client_args(self) -> dict[str, object]:
         """Connection arguments shared by every aiokafka client."""
@@ -248,8 +326,7 @@ class Settings:
             args.update(
                 sasl_mechanism=self.kafka_sasl_mechanism,
                 sasl_plain_username=self.kafka_sasl_username,
-                sasl_plain_password=(self.kafka_sasl_password.reveal()
-                                     if self.kafka_sasl_password else None),
+                sasl_plain_password=(self.kafka_sasl_password.reveal() if self.kafka_sasl_password else None),
             )
         if self.kafka_security_protocol in ("SSL", "SASL_SSL"):
             import ssl
@@ -272,18 +349,28 @@ def load() -> Settings:
 
 def configuration_markdown() -> str:
     """docs/configuration.md, generated from the fields of Settings."""
-    out = ["# Configuration", "",
-           "Every setting is an environment variable. This page is generated from",
-           "`cashpos/settings.py` (`python -m cashpos.settings > docs/configuration.md`); a test fails",
-           "when they differ. A value that does not parse stops the process with a message naming",
-           "the variable; an unknown `CASHPOS_` variable is reported at start.", "",
-           "| variable | expects | default | what it does |", "|---|---|---|---|"]
+    out = [
+        "# Configuration",
+        "",
+        "Every setting is an environment variable. This page is generated from",
+        "`cashpos/settings.py` (`python -m cashpos.settings > docs/configuration.md`); a test fails",
+        "when they differ. A value that does not parse stops the process with a message naming",
+        "the variable; an unknown `CASHPOS_` variable is reported at start.",
+        "",
+        "| variable | expects | default | what it does |",
+        "|---|---|---|---|",
+    ]
     for f in fields(Settings):
         m = f.metadata
         default = "(unset)" if m["default"] is None else f"`{m['default']}`"
         out.append(f"| `{m['env']}` | {m['expects']} | {default} | {m['doc']} |")
-    out += ["", "Read outside the settings object, by the one component that needs each:", "",
-            "| variable | what it does |", "|---|---|"]
+    out += [
+        "",
+        "Read outside the settings object, by the one component that needs each:",
+        "",
+        "| variable | what it does |",
+        "|---|---|",
+    ]
     out += [f"| `{k}` | {v} |" for k, v in sorted(OTHER_VARIABLES.items())]
     return "\n".join(out) + "\n"
 

@@ -92,18 +92,50 @@ DEFAULT_START: Final = dt.datetime(2026, 1, 1, tzinfo=KST)
 # Budgets
 
 _METRO_BUDGETS: Final = {  # rounded annual totals (일반+특별+기금), 억원
-    "서울특별시": 457_000, "부산광역시": 171_000, "대구광역시": 116_000, "인천광역시": 156_000,
-    "광주광역시": 76_000, "대전광역시": 73_000, "울산광역시": 52_000, "세종특별자치시": 23_000,
-    "경기도": 380_000, "강원특별자치도": 90_000, "충청북도": 82_000, "충청남도": 110_000,
-    "전북특별자치도": 100_000, "전라남도": 120_000, "경상북도": 136_000, "경상남도": 133_000,
+    "서울특별시": 457_000,
+    "부산광역시": 171_000,
+    "대구광역시": 116_000,
+    "인천광역시": 156_000,
+    "광주광역시": 76_000,
+    "대전광역시": 73_000,
+    "울산광역시": 52_000,
+    "세종특별자치시": 23_000,
+    "경기도": 380_000,
+    "강원특별자치도": 90_000,
+    "충청북도": 82_000,
+    "충청남도": 110_000,
+    "전북특별자치도": 100_000,
+    "전라남도": 120_000,
+    "경상북도": 136_000,
+    "경상남도": 133_000,
     "제주특별자치도": 75_000,
 }
 _BIG_CITIES: Final = {  # large 시 (특례시 etc.), 억원, before jitter
-    "수원시": 36_000, "용인시": 37_000, "고양시": 32_000, "성남시": 37_000, "화성시": 39_000,
-    "창원시": 42_000, "청주시": 36_000, "부천시": 24_000, "남양주시": 23_000, "안산시": 24_000,
-    "안양시": 19_000, "평택시": 25_000, "전주시": 26_000, "천안시": 28_000, "김해시": 22_000,
-    "포항시": 29_000, "시흥시": 20_000, "파주시": 22_000, "김포시": 19_000, "원주시": 17_000,
-    "구미시": 18_000, "경주시": 18_000, "진주시": 19_000, "의정부시": 16_000, "광주시": 15_000,
+    "수원시": 36_000,
+    "용인시": 37_000,
+    "고양시": 32_000,
+    "성남시": 37_000,
+    "화성시": 39_000,
+    "창원시": 42_000,
+    "청주시": 36_000,
+    "부천시": 24_000,
+    "남양주시": 23_000,
+    "안산시": 24_000,
+    "안양시": 19_000,
+    "평택시": 25_000,
+    "전주시": 26_000,
+    "천안시": 28_000,
+    "김해시": 22_000,
+    "포항시": 29_000,
+    "시흥시": 20_000,
+    "파주시": 22_000,
+    "김포시": 19_000,
+    "원주시": 17_000,
+    "구미시": 18_000,
+    "경주시": 18_000,
+    "진주시": 19_000,
+    "의정부시": 16_000,
+    "광주시": 15_000,
 }
 _PINNED: Final = {"도봉구": 8_293, "울릉군": 2_615}  # DOMAIN.md (도봉구: Seoul; 울릉군: 경북)
 _SMALLEST_COUNTY: Final = 2_615
@@ -172,12 +204,59 @@ def _day_start(index: int) -> float:
 
 
 # Hour-of-day shapes (relative), business days.
-_OFFICE = (0.02, 0.015, 0.01, 0.01, 0.01, 0.02, 0.05, 0.12, 0.45, 1.0, 1.3, 1.25,
-           0.65, 1.1, 1.3, 1.3, 1.2, 1.0, 0.45, 0.15, 0.08, 0.05, 0.04, 0.03)
-_ONLINE = (0.12, 0.08, 0.06, 0.05, 0.05, 0.07, 0.15, 0.35, 0.7, 1.0, 1.15, 1.15,
-           0.9, 1.0, 1.1, 1.1, 1.05, 0.95, 0.7, 0.55, 0.5, 0.45, 0.35, 0.2)
-_PAYROLL = (0, 0, 0, 0, 0, 0, 0, 0, 0.2, 1.0, 1.6, 1.2, 0.3, 0.6, 0.4, 0.2, 0.1, 0.05,
-            0, 0, 0, 0, 0, 0)
+_OFFICE = (
+    0.02,
+    0.015,
+    0.01,
+    0.01,
+    0.01,
+    0.02,
+    0.05,
+    0.12,
+    0.45,
+    1.0,
+    1.3,
+    1.25,
+    0.65,
+    1.1,
+    1.3,
+    1.3,
+    1.2,
+    1.0,
+    0.45,
+    0.15,
+    0.08,
+    0.05,
+    0.04,
+    0.03,
+)
+_ONLINE = (
+    0.12,
+    0.08,
+    0.06,
+    0.05,
+    0.05,
+    0.07,
+    0.15,
+    0.35,
+    0.7,
+    1.0,
+    1.15,
+    1.15,
+    0.9,
+    1.0,
+    1.1,
+    1.1,
+    1.05,
+    0.95,
+    0.7,
+    0.55,
+    0.5,
+    0.45,
+    0.35,
+    0.2,
+)
+_PAYROLL = (0, 0, 0, 0, 0, 0, 0, 0, 0.2, 1.0, 1.6, 1.2, 0.3, 0.6, 0.4, 0.2, 0.1, 0.05, 0, 0, 0, 0, 0, 0)
 _OFF_DAY = {"office": 0.04, "online": 0.3, "payroll": 0.0}  # weekend/holiday vs business day
 
 # ---------------------------------------------------------------------------------------------
@@ -206,15 +285,35 @@ _N_CHANNELS: Final = 13
 # (count share of all events, profile style, sigma, rounding unit, account mix by type)
 _CHANNELS: Final[list[tuple[float, str, float, int, dict[str, float]]]] = [
     (_RECEIPT_SHARE * _REV_COUNT_SHARES[0], "online", 2.2, 10, {"general": 0.93, "special": 0.07}),
-    (_RECEIPT_SHARE * _REV_COUNT_SHARES[1], "online", 1.4, 10,
-     {"general": 0.55, "enterprise": 0.40, "special": 0.05}),
+    (
+        _RECEIPT_SHARE * _REV_COUNT_SHARES[1],
+        "online",
+        1.4,
+        10,
+        {"general": 0.55, "enterprise": 0.40, "special": 0.05},
+    ),
     (_RECEIPT_SHARE * _REV_COUNT_SHARES[2], "office", 1.0, 1000, {"general": 0.95, "special": 0.05}),
-    (_RECEIPT_SHARE * _REV_COUNT_SHARES[3], "office", 1.3, 1000,
-     {"general": 0.80, "special": 0.15, "fund": 0.05}),
-    (_RECEIPT_SHARE * _REV_COUNT_SHARES[4], "office", 0.8, 1_000_000,
-     {"general": 0.60, "enterprise": 0.25, "special": 0.15}),
-    (_RECEIPT_SHARE * _REV_COUNT_SHARES[5], "office", 1.6, 1,
-     {"general": 0.55, "fund": 0.35, "special": 0.10}),
+    (
+        _RECEIPT_SHARE * _REV_COUNT_SHARES[3],
+        "office",
+        1.3,
+        1000,
+        {"general": 0.80, "special": 0.15, "fund": 0.05},
+    ),
+    (
+        _RECEIPT_SHARE * _REV_COUNT_SHARES[4],
+        "office",
+        0.8,
+        1_000_000,
+        {"general": 0.60, "enterprise": 0.25, "special": 0.15},
+    ),
+    (
+        _RECEIPT_SHARE * _REV_COUNT_SHARES[5],
+        "office",
+        1.6,
+        1,
+        {"general": 0.55, "fund": 0.35, "special": 0.10},
+    ),
     (0.004, "office", 1.5, 1000, {"custody": 1.0}),  # guarantee deposits in
     (0.004, "office", 1.5, 1000, {"custody": 1.0}),  # ... and paid back
     (0.060, "office", 1.7, 1000, {"general": 0.75, "enterprise": 0.12, "special": 0.13}),
@@ -225,17 +324,33 @@ _CHANNELS: Final[list[tuple[float, str, float, int, dict[str, float]]]] = [
 ]
 # Yearly amount per channel as a share of the budget (receipts: per class, see above).
 _OUT_AMOUNT: Final = {
-    C_CUST_IN: 0.02, C_CUST_OUT: 0.02, C_COMMIT: 0.63 / _PAID_SHARE, C_DIRECT: 0.25,
-    C_PAYROLL: 0.12, C_TRANSFER: 0.12,
+    C_CUST_IN: 0.02,
+    C_CUST_OUT: 0.02,
+    C_COMMIT: 0.63 / _PAID_SHARE,
+    C_DIRECT: 0.25,
+    C_PAYROLL: 0.12,
+    C_TRANSFER: 0.12,
 }
 _TRANSFER_MIX: Final = {  # (from type, to type) -> share of transfers
-    ("general", "special"): 0.35, ("general", "fund"): 0.30, ("general", "enterprise"): 0.10,
-    ("fund", "general"): 0.10, ("special", "general"): 0.10, ("special", "fund"): 0.05,
+    ("general", "special"): 0.35,
+    ("general", "fund"): 0.30,
+    ("general", "enterprise"): 0.10,
+    ("fund", "general"): 0.10,
+    ("special", "general"): 0.10,
+    ("special", "fund"): 0.05,
 }
 _SOURCES: Final = {
-    R_TAX: "lofin-tax", R_NONTAX: "sewoe", R_GRANT: "efs-grant", R_SUBSIDY: "e-naradoum",
-    R_BOND: "bank-gateway", R_OTHER: "bank-gateway", C_CUST_IN: "bank-gateway",
-    C_CUST_OUT: "e-hojo", C_COMMIT: "e-hojo", C_DIRECT: "e-hojo", C_PAYROLL: "insarang-payroll",
+    R_TAX: "lofin-tax",
+    R_NONTAX: "sewoe",
+    R_GRANT: "efs-grant",
+    R_SUBSIDY: "e-naradoum",
+    R_BOND: "bank-gateway",
+    R_OTHER: "bank-gateway",
+    C_CUST_IN: "bank-gateway",
+    C_CUST_OUT: "e-hojo",
+    C_COMMIT: "e-hojo",
+    C_DIRECT: "e-hojo",
+    C_PAYROLL: "insarang-payroll",
     C_TRANSFER: "e-hojo",
 }
 _N_GOVS: Final = 243
@@ -244,8 +359,7 @@ _SLOTS: Final = 200  # per-government account lookup tables
 # Per channel: (kind, category, source, sigma, rounding unit, may carry the prior fiscal year)
 _CH_INFO: Final = [
     (
-        "receipt" if c <= C_CUST_IN else "payment" if c in (C_CUST_OUT, C_DIRECT, C_PAYROLL)
-        else "",
+        "receipt" if c <= C_CUST_IN else "payment" if c in (C_CUST_OUT, C_DIRECT, C_PAYROLL) else "",
         _CATS[c] if c < 6 else "other" if c == C_CUST_IN else None,
         _SOURCES.get(c, "e-hojo"),
         _CHANNELS[c][2],
@@ -265,8 +379,15 @@ def _day_factors(d: dt.date, info: dict[str, Any]) -> list[float]:
         from_end = info["bdays_to_month_end"]  # 0 = last business day of the month
         nth = info["nth_bday"]  # 1 = first business day of the month
         if from_end < 3:  # month-end execution and deadlines
-            for c, x in ((C_COMMIT, 1.4), (C_DIRECT, 1.6), (C_TRANSFER, 1.5), (R_NONTAX, 1.3),
-                         (R_TAX, 2.0), (C_CUST_IN, 1.3), (C_CUST_OUT, 1.3)):
+            for c, x in (
+                (C_COMMIT, 1.4),
+                (C_DIRECT, 1.6),
+                (C_TRANSFER, 1.5),
+                (R_NONTAX, 1.3),
+                (R_TAX, 2.0),
+                (C_CUST_IN, 1.3),
+                (C_CUST_OUT, 1.3),
+            ):
                 f[c] *= x
             if m in (1, 5, 6, 7, 9, 12) and from_end < 2:  # local tax due dates
                 f[R_TAX] *= 2.5
@@ -444,7 +565,7 @@ class Simulator:
         self._orgs = [g.org_code for g in govs]
         assert len(govs) == _N_GOVS, "the reference data must list 243 governments"
         self._budgets = [budgets[g.org_code] for g in govs]
-        freq = [b ** FREQ_EXPONENT for b in self._budgets]
+        freq = [b**FREQ_EXPONENT for b in self._budgets]
         total = sum(freq)
         acc = 0.0
         self._gov_cum: list[float] = []
@@ -500,8 +621,13 @@ class Simulator:
 
     # Cash held at the start, as a share of the annual budget, by account type: demand deposits
     # are kept small (DOMAIN.md), funds and special accounts hold their reserves.
-    _OPENING_SHARE: Final = {"general": 0.06, "enterprise": 0.04, "special": 0.01, "fund": 0.008,
-                             "custody": 0.004}
+    _OPENING_SHARE: Final = {
+        "general": 0.06,
+        "enterprise": 0.04,
+        "special": 0.01,
+        "fund": 0.008,
+        "custody": 0.004,
+    }
 
     def opening_balances(self) -> list[bytes]:
         """One receipt per (government, account) carrying the cash held when the stream starts
@@ -515,12 +641,21 @@ class Simulator:
             for a in g.accounts:
                 share = self._OPENING_SHARE.get(a.type, 0.005) * (0.5 + rnd.random())
                 amount = max(1, min(MAX_AMOUNT, int(budget * share)))
-                out.append(orjson.dumps({
-                    "event_id": f"{self.prefix}-open-{g.org_code}-{a.code}",
-                    "org_code": g.org_code, "account": a.code, "fiscal_year": local.year,
-                    "kind": "receipt", "amount": amount, "occurred_at": ts,
-                    "source": "opening-balance", "category": "other",
-                }))
+                out.append(
+                    orjson.dumps(
+                        {
+                            "event_id": f"{self.prefix}-open-{g.org_code}-{a.code}",
+                            "org_code": g.org_code,
+                            "account": a.code,
+                            "fiscal_year": local.year,
+                            "kind": "receipt",
+                            "amount": amount,
+                            "occurred_at": ts,
+                            "source": "opening-balance",
+                            "category": "other",
+                        }
+                    )
+                )
         return out
 
     def _year(self, year: int) -> _Year:
@@ -680,9 +815,14 @@ class Simulator:
         amount = self._amount(ch, g)
         eid = self._next_id()
         d: dict[str, Any] = {
-            "event_id": eid, "org_code": self._orgs[g], "account": account, "fiscal_year": fy,
-            "kind": kind, "amount": amount,
-            "occurred_at": f"{info.prefix}{mm:02d}:{ss:02d}.{frac:03d}+09:00", "source": src,
+            "event_id": eid,
+            "org_code": self._orgs[g],
+            "account": account,
+            "fiscal_year": fy,
+            "kind": kind,
+            "amount": amount,
+            "occurred_at": f"{info.prefix}{mm:02d}:{ss:02d}.{frac:03d}+09:00",
+            "source": src,
         }
         if category is not None:
             d["category"] = category
@@ -723,11 +863,19 @@ class Simulator:
         fy = info.year
         src = _SOURCES[C_TRANSFER]
         self._candidates.append((g, eid, "transfer", frm, amount, fy, None, to, src))
-        return orjson.dumps({
-            "event_id": eid, "org_code": self._orgs[g], "account": frm, "fiscal_year": fy,
-            "kind": "transfer", "amount": amount, "occurred_at": ts, "source": src,
-            "to_account": to,
-        })
+        return orjson.dumps(
+            {
+                "event_id": eid,
+                "org_code": self._orgs[g],
+                "account": frm,
+                "fiscal_year": fy,
+                "kind": "transfer",
+                "amount": amount,
+                "occurred_at": ts,
+                "source": src,
+                "to_account": to,
+            }
+        )
 
     def _reversal(self, t: float) -> bytes | None:
         cands = self._candidates
@@ -742,9 +890,15 @@ class Simulator:
             if fy != info.year and not (info.window and fy == info.year - 1):
                 continue  # its fiscal year is closed
             d: dict[str, Any] = {
-                "event_id": self._next_id(), "org_code": self._orgs[g], "account": account,
-                "fiscal_year": fy, "kind": kind, "amount": amount, "occurred_at": ts,
-                "source": src, "reverses": target,
+                "event_id": self._next_id(),
+                "org_code": self._orgs[g],
+                "account": account,
+                "fiscal_year": fy,
+                "kind": kind,
+                "amount": amount,
+                "occurred_at": ts,
+                "source": src,
+                "reverses": target,
             }
             if category is not None:
                 d["category"] = category
@@ -777,8 +931,10 @@ class Simulator:
                 paid_at = self._plan_times(_day_start(year_end + 1) + 9 * 3600.0, due_day, fy + 1, 1)
                 steps = [("commitment_carry_forward", amount), ("payment", amount)]
                 self._seq += 1
-                heappush(self._followups, (carry_at[0], self._seq,
-                                           [g, account, fy, cid, steps, carry_at + paid_at, 0]))
+                heappush(
+                    self._followups,
+                    (carry_at[0], self._seq, [g, account, fy, cid, steps, carry_at + paid_at, 0]),
+                )
                 return self._commitment_record(g, account, fy, amount, ts, cid, due_day)
         # the plan: (kind, amount) steps, the amounts summing to the commitment
         r = rng.random()
@@ -801,13 +957,23 @@ class Simulator:
         heappush(self._followups, (times[0], self._seq, rec))
         return self._commitment_record(g, account, fy, amount, ts, cid, due_day)
 
-    def _commitment_record(self, g: int, account: str, fy: int, amount: int, ts: str, cid: str,
-                           due_day: int) -> bytes:
-        return orjson.dumps({
-            "event_id": self._next_id(), "org_code": self._orgs[g], "account": account,
-            "fiscal_year": fy, "kind": "commitment", "amount": amount, "occurred_at": ts,
-            "source": "e-hojo", "commitment_id": cid, "due_date": _day_of(due_day).isoformat(),
-        })
+    def _commitment_record(
+        self, g: int, account: str, fy: int, amount: int, ts: str, cid: str, due_day: int
+    ) -> bytes:
+        return orjson.dumps(
+            {
+                "event_id": self._next_id(),
+                "org_code": self._orgs[g],
+                "account": account,
+                "fiscal_year": fy,
+                "kind": "commitment",
+                "amount": amount,
+                "occurred_at": ts,
+                "source": "e-hojo",
+                "commitment_id": cid,
+                "due_date": _day_of(due_day).isoformat(),
+            }
+        )
 
     def _plan_times(self, t: float, due_day: int, fy: int, k: int) -> list[float]:
         """``k`` increasing times in business hours between t+1h and the due date, never
@@ -861,16 +1027,33 @@ class Simulator:
             heappop(fu)  # closed: forget it
         if kind == "commitment_carry_forward":
             rec[2] = fy + 1  # paid as next year's from now on
-            return orjson.dumps({
-                "event_id": self._next_id(), "org_code": self._orgs[g], "account": account,
-                "fiscal_year": fy, "kind": kind, "amount": amount, "occurred_at": ts,
-                "source": "e-hojo", "commitment_id": cid, "basis": "explicit",
-            })
-        return orjson.dumps({
-            "event_id": self._next_id(), "org_code": self._orgs[g], "account": account,
-            "fiscal_year": fy, "kind": kind, "amount": amount, "occurred_at": ts,
-            "source": "e-hojo", "commitment_id": cid,
-        })
+            return orjson.dumps(
+                {
+                    "event_id": self._next_id(),
+                    "org_code": self._orgs[g],
+                    "account": account,
+                    "fiscal_year": fy,
+                    "kind": kind,
+                    "amount": amount,
+                    "occurred_at": ts,
+                    "source": "e-hojo",
+                    "commitment_id": cid,
+                    "basis": "explicit",
+                }
+            )
+        return orjson.dumps(
+            {
+                "event_id": self._next_id(),
+                "org_code": self._orgs[g],
+                "account": account,
+                "fiscal_year": fy,
+                "kind": kind,
+                "amount": amount,
+                "occurred_at": ts,
+                "source": "e-hojo",
+                "commitment_id": cid,
+            }
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -913,8 +1096,14 @@ class StagedSimulator(Simulator):
         return Simulator._one(self)
 
 
-def shortfall_scenario(sim: Simulator, *, org: str = SHORTFALL_ORG, account: str = "general",
-                       after_s: float = 600.0, due_days: int = 3) -> list[StagedEvent]:
+def shortfall_scenario(
+    sim: Simulator,
+    *,
+    org: str = SHORTFALL_ORG,
+    account: str = "general",
+    after_s: float = 600.0,
+    due_days: int = 3,
+) -> list[StagedEvent]:
     """울릉군's general account runs short at known simulated times.
 
     ``after_s`` simulated seconds after the start, a commitment (an emergency harbour repair
@@ -942,15 +1131,33 @@ def shortfall_scenario(sim: Simulator, *, org: str = SHORTFALL_ORG, account: str
     def stamp(t: float) -> str:
         return dt.datetime.fromtimestamp(t, KST).isoformat(timespec="milliseconds")
 
-    base = {"org_code": org, "account": account, "fiscal_year": fy, "amount": amount,
-            "source": "e-hojo", "commitment_id": cid}
+    base = {
+        "org_code": org,
+        "account": account,
+        "fiscal_year": fy,
+        "amount": amount,
+        "source": "e-hojo",
+        "commitment_id": cid,
+    }
     return [
-        StagedEvent(t1, orjson.dumps({**base, "event_id": f"{cid}-c", "kind": "commitment",
-                                      "occurred_at": stamp(t1), "due_date": due.isoformat()}),
-                    f"commitment {cid} of {amount:,} KRW due {due.isoformat()}: available < 0"),
-        StagedEvent(t2, orjson.dumps({**base, "event_id": f"{cid}-p", "kind": "payment",
-                                      "occurred_at": stamp(t2)}),
-                    f"payment of {cid}: cash < 0"),
+        StagedEvent(
+            t1,
+            orjson.dumps(
+                {
+                    **base,
+                    "event_id": f"{cid}-c",
+                    "kind": "commitment",
+                    "occurred_at": stamp(t1),
+                    "due_date": due.isoformat(),
+                }
+            ),
+            f"commitment {cid} of {amount:,} KRW due {due.isoformat()}: available < 0",
+        ),
+        StagedEvent(
+            t2,
+            orjson.dumps({**base, "event_id": f"{cid}-p", "kind": "payment", "occurred_at": stamp(t2)}),
+            f"payment of {cid}: cash < 0",
+        ),
     ]
 
 
@@ -1033,8 +1240,10 @@ def _measure(n: int = 1_000_000) -> None:
     for raw in sim.events(n):
         size += len(raw)
     dt_ = time.perf_counter() - t
-    print(f"{n} events in {dt_:.2f}s: {n / dt_:,.0f} events/s, {size / n:.0f} bytes/event, "
-          f"simulated until {sim.clock.isoformat()}, open commitments {sim.open_commitments}")
+    print(
+        f"{n} events in {dt_:.2f}s: {n / dt_:,.0f} events/s, {size / n:.0f} bytes/event, "
+        f"simulated until {sim.clock.isoformat()}, open commitments {sim.open_commitments}"
+    )
 
 
 if __name__ == "__main__":

@@ -95,6 +95,7 @@ MAX_INFLIGHT = int(os.environ.get("LOADTEST_MAX_INFLIGHT", "32"))  # posts per S
 
 # -- access tokens -------------------------------------------------------------------------------
 
+
 class Tokens(TypedDict):
     """The tokens file (``loadtest.run.provision_tokens``)."""
 
@@ -107,8 +108,10 @@ class Tokens(TypedDict):
 def _load_tokens() -> Tokens:
     path = os.environ.get("LOADTEST_TOKENS")
     if not path:
-        raise RuntimeError("LOADTEST_TOKENS is not set: the API needs tokens. python -m loadtest.run "
-                           "provisions them (or give it --tokens FILE / --admin-token)")
+        raise RuntimeError(
+            "LOADTEST_TOKENS is not set: the API needs tokens. python -m loadtest.run "
+            "provisions them (or give it --tokens FILE / --admin-token)"
+        )
     d = orjson.loads(Path(path).read_bytes())
     missing = [k for k in ("national", "integration", "source", "directors") if not d.get(k)]
     if missing:
@@ -130,6 +133,7 @@ _DIRECTOR_AUTH = {org: _bearer(tok) for org, tok in _TOKENS["directors"].items()
 def director_auth(org: str) -> dict[str, str]:
     """The header of the finance director of ``org``."""
     return _DIRECTOR_AUTH[org]
+
 
 # -- reference data -----------------------------------------------------------------------------
 
@@ -161,6 +165,7 @@ def elapsed() -> float:
 
 
 # -- own histograms (exactly mergeable across processes; Locust's CSV is per name) ------------
+
 
 def _bucket(ms: float) -> int:
     """Locust's rounding: 2 significant digits above 100 ms."""
@@ -209,8 +214,14 @@ def _category(request_type: str, name: str) -> str | None:
 
 
 @events.request.add_listener
-def _on_request(request_type: str, name: str, response_time: float, response_length: int,
-                exception: BaseException | None = None, **_: object) -> None:
+def _on_request(
+    request_type: str,
+    name: str,
+    response_time: float,
+    response_length: int,
+    exception: BaseException | None = None,
+    **_: object,
+) -> None:
     if request_type == "LAG":
         _LAG.append((round(elapsed(), 1), response_time))
         return
@@ -232,13 +243,19 @@ def _record(cat: str, ms: float | None, failed: bool) -> None:
         h.buckets[_bucket(ms)] += 1
 
 
-def _fire(request_type: str, name: str, ms: float, exc: BaseException | None = None,
-          length: int = 0) -> None:
-    events.request.fire(request_type=request_type, name=name, response_time=ms,
-                        response_length=length, exception=exc, context={})
+def _fire(request_type: str, name: str, ms: float, exc: BaseException | None = None, length: int = 0) -> None:
+    events.request.fire(
+        request_type=request_type,
+        name=name,
+        response_time=ms,
+        response_length=length,
+        exception=exc,
+        context={},
+    )
 
 
 # -- server-sent events -------------------------------------------------------------------------
+
 
 class SSE:
     """Frames of an open ``text/event-stream`` response (FastHttpSession, ``stream=True``).
@@ -280,6 +297,7 @@ class SSE:
 
 # -- the source systems' events ------------------------------------------------------------------
 
+
 class _EventSource:
     """One simulator per Locust process (own seed and id prefix: ids never collide), its
     simulated clock kept on the run's day clock when the pacing allows."""
@@ -288,8 +306,13 @@ class _EventSource:
         rate, speed = PLAN.simulator_rate(PROCESSES)
         start = PLAN.start_datetime()
         self.pid = pid = os.getpid()
-        self.sim = Simulator(seed=(pid * 7919 + time.time_ns()) % 2**31, start=start,
-                             speed=speed, rate=rate, id_prefix=f"{RUN_ID}-{pid}"[:40])
+        self.sim = Simulator(
+            seed=(pid * 7919 + time.time_ns()) % 2**31,
+            start=start,
+            speed=speed,
+            rate=rate,
+            id_prefix=f"{RUN_ID}-{pid}"[:40],
+        )
         self.start_epoch = start.timestamp()
         self.buf: deque[bytes] = deque()
 
@@ -357,8 +380,9 @@ def probe(user: SourceSystem, raw: bytes, ev: dict[str, Any]) -> None:
     poller: gevent.Greenlet | None = None
     api_name, stream_name = "api: 202 -> GET shows it", "stream: 202 -> SSE frame shows it"
     try:
-        resp = client.get(f"/v1/stream?org={org}&snapshot=1", stream=True, headers=auth,
-                          name="probe: /v1/stream?org=[org]")
+        resp = client.get(
+            f"/v1/stream?org={org}&snapshot=1", stream=True, headers=auth, name="probe: /v1/stream?org=[org]"
+        )
         if resp.status_code != 200:
             _COUNTS["probe_stream_failed"] += 1
             user.post(raw)  # still a transaction
@@ -384,8 +408,11 @@ def probe(user: SourceSystem, raw: bytes, ev: dict[str, Any]) -> None:
         def poll() -> None:
             n = 0
             while time.monotonic() < t_end:
-                r = client.get(f"/v1/positions/{org}/{account}?fiscal_year={fy}", headers=auth,
-                               name="probe: /v1/positions/[org]/[account]")
+                r = client.get(
+                    f"/v1/positions/{org}/{account}?fiscal_year={fy}",
+                    headers=auth,
+                    name="probe: /v1/positions/[org]/[account]",
+                )
                 if r.status_code == 200:
                     v, last = _row(orjson.loads(r.content)["fiscal_years"], account, fy)
                     if v > v0 and last >= ours:
@@ -393,8 +420,12 @@ def probe(user: SourceSystem, raw: bytes, ev: dict[str, Any]) -> None:
                         return
                 n += 1
                 gevent.sleep(0.05 if n < 40 else 0.25)
-            _fire("FRESHNESS", api_name, FRESHNESS_TIMEOUT_S * 1000,
-                  TimeoutError(f"not visible through the API in {FRESHNESS_TIMEOUT_S:g}s"))
+            _fire(
+                "FRESHNESS",
+                api_name,
+                FRESHNESS_TIMEOUT_S * 1000,
+                TimeoutError(f"not visible through the API in {FRESHNESS_TIMEOUT_S:g}s"),
+            )
 
         poller = gevent.spawn(poll)
         seen = False
@@ -410,8 +441,12 @@ def probe(user: SourceSystem, raw: bytes, ev: dict[str, Any]) -> None:
                     seen = True
                     break
         if not seen:
-            _fire("FRESHNESS", stream_name, FRESHNESS_TIMEOUT_S * 1000,
-                  TimeoutError(f"not on the stream in {FRESHNESS_TIMEOUT_S:g}s"))
+            _fire(
+                "FRESHNESS",
+                stream_name,
+                FRESHNESS_TIMEOUT_S * 1000,
+                TimeoutError(f"not on the stream in {FRESHNESS_TIMEOUT_S:g}s"),
+            )
         sse.close()
         sse = None
         poller.join()
@@ -426,6 +461,7 @@ def probe(user: SourceSystem, raw: bytes, ev: dict[str, Any]) -> None:
 
 
 # -- users ----------------------------------------------------------------------------------------
+
 
 class _Authed(Protocol):
     """A user with its session's token."""
@@ -593,13 +629,18 @@ class SourceSystem(FastHttpUser):
 
     def post(self, raw: bytes) -> float | None:
         """POST one event; the monotonic time of the 202, or None."""
-        with self.client.post("/v1/events", name="/v1/events",
-                              data=raw,  # type: ignore[arg-type]  # locust: str | dict; bytes go as is
-                              headers={"Content-Type": "application/json", **SOURCE_AUTH},
-                              catch_response=True) as r:
+        with self.client.post(
+            "/v1/events",
+            name="/v1/events",
+            data=raw,  # type: ignore[arg-type]  # locust: str | dict; bytes go as is
+            headers={"Content-Type": "application/json", **SOURCE_AUTH},
+            catch_response=True,
+        ) as r:
             if r.status_code == 202:
                 return time.monotonic()
-            r.failure(f"{r.status_code}: {(r.text or '')[:120] if r.status_code else repr(getattr(r, 'error', None))}")
+            r.failure(
+                f"{r.status_code}: {(r.text or '')[:120] if r.status_code else repr(getattr(r, 'error', None))}"
+            )
             return None
 
     @task
@@ -675,16 +716,30 @@ def _on_test_start(environment, **_: object) -> None:
 def _dump(environment) -> None:
     if not OUT:
         return
-    role = ("master" if isinstance(environment.runner, MasterRunner) else
-            "worker" if isinstance(environment.runner, WorkerRunner) else "local")
+    role = (
+        "master"
+        if isinstance(environment.runner, MasterRunner)
+        else "worker"
+        if isinstance(environment.runner, WorkerRunner)
+        else "local"
+    )
     raw = Path(OUT) / "raw"
     raw.mkdir(parents=True, exist_ok=True)
-    (raw / f"{role}-{os.getpid()}.json").write_bytes(orjson.dumps({
-        "role": role, "pid": os.getpid(), "elapsed_s": round(elapsed(), 1),
-        "hist": {k: v.to_json() for k, v in _HIST.items()},
-        "lag": _LAG, "counts": dict(_COUNTS),
-        "source_users": SOURCE_USERS, "probe_every": PROBE_EVERY,
-    }, option=orjson.OPT_INDENT_2))
+    (raw / f"{role}-{os.getpid()}.json").write_bytes(
+        orjson.dumps(
+            {
+                "role": role,
+                "pid": os.getpid(),
+                "elapsed_s": round(elapsed(), 1),
+                "hist": {k: v.to_json() for k, v in _HIST.items()},
+                "lag": _LAG,
+                "counts": dict(_COUNTS),
+                "source_users": SOURCE_USERS,
+                "probe_every": PROBE_EVERY,
+            },
+            option=orjson.OPT_INDENT_2,
+        )
+    )
 
 
 @events.test_stop.add_listener
@@ -701,6 +756,7 @@ def _on_quitting(environment, **_: object) -> None:
 
 
 # -- shapes (Locust uses the first non-abstract one: the one LOADTEST_MODE selects) --------------
+
 
 class _PlanShape(LoadTestShape):
     abstract = True  # the shapes below are the ones Locust may pick

@@ -70,9 +70,30 @@ HOUR: Final = 3_600.0
 # Share of the day's sessions starting in each KST hour (business day): logins from 08:00, the
 # morning peak, the lunch dip, the afternoon, a little overtime; night duty officers.
 SESSION_HOURS: Final = (
-    0.002, 0.001, 0.001, 0.001, 0.001, 0.002, 0.006, 0.020,
-    0.070, 0.125, 0.120, 0.105, 0.050, 0.095, 0.110, 0.100,
-    0.085, 0.055, 0.025, 0.012, 0.006, 0.004, 0.003, 0.001,
+    0.002,
+    0.001,
+    0.001,
+    0.001,
+    0.001,
+    0.002,
+    0.006,
+    0.020,
+    0.070,
+    0.125,
+    0.120,
+    0.105,
+    0.050,
+    0.095,
+    0.110,
+    0.100,
+    0.085,
+    0.055,
+    0.025,
+    0.012,
+    0.006,
+    0.004,
+    0.003,
+    0.001,
 )
 
 
@@ -112,43 +133,173 @@ DAY_TYPES: Final = {
     d.name: d
     for d in (
         DayType(
-            "payroll", dt.date(2026, 11, 20), "ordinary payroll day (the 20th, Friday)",
-            150_000, 600_000,
-            (0.006, 0.0045, 0.003, 0.0023, 0.0024, 0.0039, 0.0083, 0.0174, 0.0392, 0.0723,
-             0.1, 0.1037, 0.0826, 0.1037, 0.0957, 0.0885, 0.0757, 0.058, 0.0371, 0.0272,
-             0.0232, 0.02, 0.0162, 0.0091),
+            "payroll",
+            dt.date(2026, 11, 20),
+            "ordinary payroll day (the 20th, Friday)",
+            150_000,
+            600_000,
+            (
+                0.006,
+                0.0045,
+                0.003,
+                0.0023,
+                0.0024,
+                0.0039,
+                0.0083,
+                0.0174,
+                0.0392,
+                0.0723,
+                0.1,
+                0.1037,
+                0.0826,
+                0.1037,
+                0.0957,
+                0.0885,
+                0.0757,
+                0.058,
+                0.0371,
+                0.0272,
+                0.0232,
+                0.02,
+                0.0162,
+                0.0091,
+            ),
             1.3429,
         ),
         DayType(
-            "ordinary", dt.date(2026, 11, 18), "ordinary business day (no payroll)",
-            145_000, 495_000,
-            (0.0068, 0.0051, 0.0038, 0.0026, 0.0026, 0.004, 0.0095, 0.0216, 0.0471, 0.0709,
-             0.0883, 0.0923, 0.0724, 0.0878, 0.0905, 0.0865, 0.0781, 0.0665, 0.0453, 0.0347,
-             0.0272, 0.0256, 0.0195, 0.0112),
+            "ordinary",
+            dt.date(2026, 11, 18),
+            "ordinary business day (no payroll)",
+            145_000,
+            495_000,
+            (
+                0.0068,
+                0.0051,
+                0.0038,
+                0.0026,
+                0.0026,
+                0.004,
+                0.0095,
+                0.0216,
+                0.0471,
+                0.0709,
+                0.0883,
+                0.0923,
+                0.0724,
+                0.0878,
+                0.0905,
+                0.0865,
+                0.0781,
+                0.0665,
+                0.0453,
+                0.0347,
+                0.0272,
+                0.0256,
+                0.0195,
+                0.0112,
+            ),
             1.1071,
         ),
         DayType(
-            "month_end", dt.date(2026, 11, 30), "month end (last business day, tax deadline)",
-            170_000, 775_000,
-            (0.0075, 0.0045, 0.0035, 0.0036, 0.0031, 0.004, 0.0091, 0.0221, 0.0448, 0.0762,
-             0.0869, 0.0859, 0.0694, 0.0833, 0.0908, 0.086, 0.0813, 0.068, 0.0461, 0.0341,
-             0.029, 0.0271, 0.021, 0.0126),
+            "month_end",
+            dt.date(2026, 11, 30),
+            "month end (last business day, tax deadline)",
+            170_000,
+            775_000,
+            (
+                0.0075,
+                0.0045,
+                0.0035,
+                0.0036,
+                0.0031,
+                0.004,
+                0.0091,
+                0.0221,
+                0.0448,
+                0.0762,
+                0.0869,
+                0.0859,
+                0.0694,
+                0.0833,
+                0.0908,
+                0.086,
+                0.0813,
+                0.068,
+                0.0461,
+                0.0341,
+                0.029,
+                0.0271,
+                0.021,
+                0.0126,
+            ),
             1.7345,
         ),
         DayType(
-            "jan2", dt.date(2026, 1, 2), "2 January (first business day, prior-year processing)",
-            200_000, 1_420_000,
-            (0.0064, 0.0042, 0.0032, 0.0025, 0.0025, 0.0036, 0.0076, 0.019, 0.0424, 0.0686,
-             0.089, 0.0918, 0.0797, 0.0982, 0.0992, 0.0931, 0.08, 0.0659, 0.0403, 0.0289,
-             0.0252, 0.0214, 0.0172, 0.0101),
+            "jan2",
+            dt.date(2026, 1, 2),
+            "2 January (first business day, prior-year processing)",
+            200_000,
+            1_420_000,
+            (
+                0.0064,
+                0.0042,
+                0.0032,
+                0.0025,
+                0.0025,
+                0.0036,
+                0.0076,
+                0.019,
+                0.0424,
+                0.0686,
+                0.089,
+                0.0918,
+                0.0797,
+                0.0982,
+                0.0992,
+                0.0931,
+                0.08,
+                0.0659,
+                0.0403,
+                0.0289,
+                0.0252,
+                0.0214,
+                0.0172,
+                0.0101,
+            ),
             3.1783,
         ),
         DayType(
-            "december", dt.date(2026, 12, 29), "December rush (year end, quarter and month end)",
-            185_000, 989_000,
-            (0.0059, 0.0045, 0.003, 0.0025, 0.0026, 0.0036, 0.0084, 0.0194, 0.0441, 0.074,
-             0.0913, 0.0929, 0.0679, 0.0865, 0.0942, 0.0922, 0.0834, 0.074, 0.0452, 0.0295,
-             0.0249, 0.0223, 0.0177, 0.01),
+            "december",
+            dt.date(2026, 12, 29),
+            "December rush (year end, quarter and month end)",
+            185_000,
+            989_000,
+            (
+                0.0059,
+                0.0045,
+                0.003,
+                0.0025,
+                0.0026,
+                0.0036,
+                0.0084,
+                0.0194,
+                0.0441,
+                0.074,
+                0.0913,
+                0.0929,
+                0.0679,
+                0.0865,
+                0.0942,
+                0.0922,
+                0.0834,
+                0.074,
+                0.0452,
+                0.0295,
+                0.0249,
+                0.0223,
+                0.0177,
+                0.01,
+            ),
             2.2137,
         ),
     )
@@ -309,7 +460,8 @@ class Plan:
 
         d = self.day.date
         return dt.datetime(d.year, d.month, d.day, tzinfo=ZoneInfo("Asia/Seoul")) + dt.timedelta(
-            seconds=self.start_day_s)
+            seconds=self.start_day_s
+        )
 
     def _ramp(self, t: float) -> float:
         if self.ramp_s <= 0:
@@ -442,11 +594,14 @@ class Plan:
 
     def to_env(self) -> dict[str, str]:
         return {
-            "LOADTEST_DAY_TYPE": self.day_type, "LOADTEST_MODE": self.mode,
-            "LOADTEST_COMPRESS": repr(self.compress), "LOADTEST_USER_SCALE": repr(self.user_scale),
+            "LOADTEST_DAY_TYPE": self.day_type,
+            "LOADTEST_MODE": self.mode,
+            "LOADTEST_COMPRESS": repr(self.compress),
+            "LOADTEST_USER_SCALE": repr(self.user_scale),
             "LOADTEST_TX_SCALE": repr(self.tx_scale),
             "LOADTEST_WINDOW": f"{self.start_h:g}-{self.end_h:g}",
-            "LOADTEST_HEAVY_FACTOR": repr(self.heavy_factor), "LOADTEST_RAMP_S": repr(self.ramp_s),
+            "LOADTEST_HEAVY_FACTOR": repr(self.heavy_factor),
+            "LOADTEST_RAMP_S": repr(self.ramp_s),
             "LOADTEST_HOLD_S": repr(self.hold_s),
         }
 
@@ -454,10 +609,15 @@ class Plan:
     def from_env(cls) -> Plan:
         start, _, end = _env("WINDOW", "0-24").partition("-")
         return cls(
-            day_type=_env("DAY_TYPE", DEFAULT_DAY), mode=_env("MODE", "day"),
-            compress=float(_env("COMPRESS", "48")), user_scale=float(_env("USER_SCALE", "1")),
-            tx_scale=float(_env("TX_SCALE", "1")), start_h=float(start), end_h=float(end or 24),
-            heavy_factor=float(_env("HEAVY_FACTOR", "10")), ramp_s=float(_env("RAMP_S", "60")),
+            day_type=_env("DAY_TYPE", DEFAULT_DAY),
+            mode=_env("MODE", "day"),
+            compress=float(_env("COMPRESS", "48")),
+            user_scale=float(_env("USER_SCALE", "1")),
+            tx_scale=float(_env("TX_SCALE", "1")),
+            start_h=float(start),
+            end_h=float(end or 24),
+            heavy_factor=float(_env("HEAVY_FACTOR", "10")),
+            ramp_s=float(_env("RAMP_S", "60")),
             hold_s=float(_env("HOLD_S", "900")),
         )
 
@@ -466,15 +626,23 @@ class Plan:
 
     def describe(self) -> dict[str, object]:
         return {
-            "mode": self.mode, "day_type": self.day_type, "day_label": self.day.label,
-            "date": self.day.date.isoformat(), "compress": self.compress if self.mode == "day" else None,
-            "window_kst": f"{self.start_h:g}-{self.end_h:g}h" if self.mode == "day" else
-            f"{peak_tx_hour(self.day)}h (busiest hour) x{self.heavy_factor:g}",
-            "user_scale": self.user_scale, "tx_scale": self.tx_scale,
-            "duration_s": round(self.duration_s, 1), "peak_users": round(self.peak_users()),
-            "peak_tps": round(self.peak_tps(), 2), "expected_tx": round(self.expected_tx()),
+            "mode": self.mode,
+            "day_type": self.day_type,
+            "day_label": self.day.label,
+            "date": self.day.date.isoformat(),
+            "compress": self.compress if self.mode == "day" else None,
+            "window_kst": f"{self.start_h:g}-{self.end_h:g}h"
+            if self.mode == "day"
+            else f"{peak_tx_hour(self.day)}h (busiest hour) x{self.heavy_factor:g}",
+            "user_scale": self.user_scale,
+            "tx_scale": self.tx_scale,
+            "duration_s": round(self.duration_s, 1),
+            "peak_users": round(self.peak_users()),
+            "peak_tps": round(self.peak_tps(), 2),
+            "expected_tx": round(self.expected_tx()),
             "expected_logins": round(self.logins()),
-            "day_sessions": self.day.sessions, "day_transactions": self.day.transactions,
+            "day_sessions": self.day.sessions,
+            "day_transactions": self.day.transactions,
             "weights": self.weights(),
         }
 
@@ -482,9 +650,13 @@ class Plan:
 def table(day_type: str = DEFAULT_DAY) -> str:
     """Hour by hour: sessions started, concurrent users at the half hour, transactions."""
     day = DAY_TYPES[day_type]
-    lines = [(f"{day.name}: {day.label}, {day.date} - {day.sessions:,} sessions, "
-              f"{day.transactions:,} transactions"),
-             "hour   sessions/h   directors  integration  users   tx/h     tx/s"]
+    lines = [
+        (
+            f"{day.name}: {day.label}, {day.date} - {day.sessions:,} sessions, "
+            f"{day.transactions:,} transactions"
+        ),
+        "hour   sessions/h   directors  integration  users   tx/h     tx/s",
+    ]
     tot_s = tot_tx = 0.0
     for h in range(24):
         t0, t1 = h * HOUR, (h + 1) * HOUR
@@ -494,15 +666,19 @@ def table(day_type: str = DEFAULT_DAY) -> str:
         tx = tx_between(day, t0, t1)
         tot_s += s
         tot_tx += tx
-        lines.append(f"{h:02d}-{h + 1:02d}  {s:10,.0f}  {d:10,.0f}  {i:11,.0f}  {d + i:6,.0f}"
-                     f"  {tx:7,.0f}  {tx / HOUR:6.2f}")
+        lines.append(
+            f"{h:02d}-{h + 1:02d}  {s:10,.0f}  {d:10,.0f}  {i:11,.0f}  {d + i:6,.0f}"
+            f"  {tx:7,.0f}  {tx / HOUR:6.2f}"
+        )
     t, users = peak(day)
     lines.append(f"total  {tot_s:10,.0f}  {'':10}  {'':11}  {'':6}  {tot_tx:7,.0f}")
-    lines.append(f"peak concurrency {sum(users.values()):,.0f} at {int(t // 3600):02d}:"
-                 f"{int(t % 3600 // 60):02d} ({', '.join(f'{k} {v:,.0f}' for k, v in users.items())}); "
-                 f"busiest tx hour {peak_tx_hour(day):02d}h: {tx_rate(day, peak_tx_hour(day) * HOUR):.1f} tx/s; "
-                 f"heavy day (x10): {10 * sum(users.values()):,.0f} users, "
-                 f"{10 * tx_rate(day, peak_tx_hour(day) * HOUR):.0f} tx/s")
+    lines.append(
+        f"peak concurrency {sum(users.values()):,.0f} at {int(t // 3600):02d}:"
+        f"{int(t % 3600 // 60):02d} ({', '.join(f'{k} {v:,.0f}' for k, v in users.items())}); "
+        f"busiest tx hour {peak_tx_hour(day):02d}h: {tx_rate(day, peak_tx_hour(day) * HOUR):.1f} tx/s; "
+        f"heavy day (x10): {10 * sum(users.values()):,.0f} users, "
+        f"{10 * tx_rate(day, peak_tx_hour(day) * HOUR):.0f} tx/s"
+    )
     return "\n".join(lines)
 
 

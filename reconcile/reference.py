@@ -223,7 +223,11 @@ class Reference:
         lapses: list[Accepted] = []
         if side == "expenditure":
             for o, cid in sorted(self.opened_by):
-                if o == org and self._commitment_year(org, cid) <= year and (left := self._open_amount(org, cid)):
+                if (
+                    o == org
+                    and self._commitment_year(org, cid) <= year
+                    and (left := self._open_amount(org, cid))
+                ):
                     pk = (org, self._commitment_account(org, cid), self._commitment_year(org, cid))
                     lapses.append(Accepted(close, [(pk, 0, -left)], left, lapse_of=cid))
         if not self._accept(Accepted(close, deltas), side):
@@ -258,8 +262,11 @@ class Reference:
         )
         if not same:
             return "reversal_mismatch"
-        if t.kind == "commitment" and t.commitment_id is not None and (
-                self.consumers.get((org, t.commitment_id)) or (org, t.commitment_id) in self.lapsed):
+        if (
+            t.kind == "commitment"
+            and t.commitment_id is not None
+            and (self.consumers.get((org, t.commitment_id)) or (org, t.commitment_id) in self.lapsed)
+        ):
             return "reversal_not_possible"  # paid, cancelled (even partially), carried or lapsed
         undo = [(pk, -cash, -committed) for pk, cash, committed in target.deltas]
         if not self._accept(Accepted(ev, undo)):

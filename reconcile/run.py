@@ -105,7 +105,9 @@ async def _redis_view(r: aioredis.Redis, keys: RedisKeys) -> tuple[dict[PosKey, 
     return view, unseeded
 
 
-def _fold(records: list[Record], max_bytes: int, below: dict[tuple[str, int], int] | None = None) -> Reference:
+def _fold(
+    records: list[Record], max_bytes: int, below: dict[tuple[str, int], int] | None = None
+) -> Reference:
     ref = Reference(max_bytes=max_bytes)
     for rec in sorted(records, key=lambda r: (r.partition, r.topic, r.offset)):
         if below is not None and rec.offset >= below.get((rec.topic, rec.partition), 0):
@@ -136,9 +138,13 @@ def _state_view(path: Path) -> tuple[dict[PosKey, tuple[int, int, int]], dict[tu
         db.close()
 
 
-def _compare(expected: dict[PosKey, tuple[int, int]], versions: dict[PosKey, int],
-             actual: dict[PosKey, tuple[int, int, int]], against: str,
-             lag_ok: bool) -> tuple[list[Difference], int, int]:
+def _compare(
+    expected: dict[PosKey, tuple[int, int]],
+    versions: dict[PosKey, int],
+    actual: dict[PosKey, tuple[int, int, int]],
+    against: str,
+    lag_ok: bool,
+) -> tuple[list[Difference], int, int]:
     diffs: list[Difference] = []
     lagging = 0
     krw = 0
@@ -153,8 +159,11 @@ def _compare(expected: dict[PosKey, tuple[int, int]], versions: dict[PosKey, int
             lagging += 1
             continue
         krw += abs(exp[0] - (got[0] if got else 0)) + abs(exp[1] - (got[1] if got else 0))
-        diffs.append(Difference(pk[0], pk[1], pk[2], against, exp[0], exp[1],
-                                got[0] if got else None, got[1] if got else None))
+        diffs.append(
+            Difference(
+                pk[0], pk[1], pk[2], against, exp[0], exp[1], got[0] if got else None, got[1] if got else None
+            )
+        )
     return diffs, lagging, krw
 
 
@@ -168,8 +177,9 @@ def topic_ends(records: Iterable[Record]) -> dict[tuple[str, int], int]:
     return ends
 
 
-def behind(ends: Mapping[tuple[str, int], int], offsets: Mapping[tuple[str, int], int],
-           partitions: Iterable[int]) -> dict[tuple[str, int], int]:
+def behind(
+    ends: Mapping[tuple[str, int], int], offsets: Mapping[tuple[str, int], int], partitions: Iterable[int]
+) -> dict[tuple[str, int], int]:
     """Records of ``partitions`` past a state's stored next offsets, per (topic, partition)."""
     parts = set(partitions)
     out = {}
@@ -179,9 +189,14 @@ def behind(ends: Mapping[tuple[str, int], int], offsets: Mapping[tuple[str, int]
     return out
 
 
-def check_state(records: list[Record], state: dict[PosKey, tuple[int, int, int]],
-                offsets: dict[tuple[str, int], int], partitions: Iterable[int] | None,
-                settings: Settings, path: str = "") -> tuple[StateCheck, list[Difference]]:
+def check_state(
+    records: list[Record],
+    state: dict[PosKey, tuple[int, int, int]],
+    offsets: dict[tuple[str, int], int],
+    partitions: Iterable[int] | None,
+    settings: Settings,
+    path: str = "",
+) -> tuple[StateCheck, list[Difference]]:
     """One state directory's positions and stored offsets against the records of the topics.
 
     ``partitions``: the partitions its worker owns (owned mode), or None (stored mode: the
@@ -197,8 +212,9 @@ def check_state(records: list[Record], state: dict[PosKey, tuple[int, int, int]]
     return StateCheck(path, mode, sorted(parts), len(set(exp) | set(act)), krw, late), diffs
 
 
-async def owned_from_heartbeats(settings: Settings, state_dirs: Iterable[Path],
-                                max_age_s: float = 5.0) -> dict[Path, set[int]]:
+async def owned_from_heartbeats(
+    settings: Settings, state_dirs: Iterable[Path], max_age_s: float = 5.0
+) -> dict[Path, set[int]]:
     """The partitions each state directory's worker owns now, from the workers' heartbeats
     (Redis ``{ns}:freshness``, written every second with the worker's state directory).
     Raises ValueError for a directory without a live heartbeat (worker stopped or unknown)."""
@@ -211,7 +227,11 @@ async def owned_from_heartbeats(settings: Settings, state_dirs: Iterable[Path],
     live: dict[Path, set[int]] = {}
     for raw in beats.values():
         b = orjson.loads(raw)
-        if isinstance(b, dict) and b.get("state_dir") and now_ms - b.get("heartbeat_ms", 0) < max_age_s * 1000:
+        if (
+            isinstance(b, dict)
+            and b.get("state_dir")
+            and now_ms - b.get("heartbeat_ms", 0) < max_age_s * 1000
+        ):
             live[Path(b["state_dir"]).resolve()] = set(b.get("partitions", []))
     out: dict[Path, set[int]] = {}
     missing = []
@@ -226,9 +246,12 @@ async def owned_from_heartbeats(settings: Settings, state_dirs: Iterable[Path],
     return out
 
 
-async def reconcile(settings: Settings, state_dirs: list[Path] | None = None,
-                    publish: bool = True,
-                    owned: Mapping[Path, Iterable[int]] | None = None) -> Report:
+async def reconcile(
+    settings: Settings,
+    state_dirs: list[Path] | None = None,
+    publish: bool = True,
+    owned: Mapping[Path, Iterable[int]] | None = None,
+) -> Report:
     """Redis and the state directories against a re-fold of the topics.
 
     ``owned``: the partitions each state directory's worker owns (owned mode, see the module's
@@ -258,11 +281,18 @@ async def reconcile(settings: Settings, state_dirs: list[Path] | None = None,
         counts = ref.counts()
         rejected = counts["rejected"]
         report = Report(
-            finished_ms=int(time.time() * 1000), seconds=round(time.perf_counter() - t0, 3),
-            records_in=len(records), applied=counts["applied"], duplicates=counts["duplicate"],
+            finished_ms=int(time.time() * 1000),
+            seconds=round(time.perf_counter() - t0, 3),
+            records_in=len(records),
+            applied=counts["applied"],
+            duplicates=counts["duplicate"],
             dead_letters=sum(rejected.values()),
-            positions_checked=checked, lagging=lagging, unseeded=unseeded, diff_krw=krw,
-            differences=diffs[:100], state_behind=sum(sc.behind or 0 for sc in states),
+            positions_checked=checked,
+            lagging=lagging,
+            unseeded=unseeded,
+            diff_krw=krw,
+            differences=diffs[:100],
+            state_behind=sum(sc.behind or 0 for sc in states),
             states=states,
         )
         if publish:
@@ -270,4 +300,3 @@ async def reconcile(settings: Settings, state_dirs: list[Path] | None = None,
         return report
     finally:
         await r.aclose()
-

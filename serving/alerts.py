@@ -28,17 +28,22 @@ from state.projection import override_field
 router = APIRouter(tags=["alerts"])
 
 _STATES = {
-    "open": ("raised", "acknowledged"), "raised": ("raised",), "acknowledged": ("acknowledged",),
-    "resolved": ("resolved",), "all": ("raised", "acknowledged", "resolved"),
+    "open": ("raised", "acknowledged"),
+    "raised": ("raised",),
+    "acknowledged": ("acknowledged",),
+    "resolved": ("resolved",),
+    "all": ("raised", "acknowledged", "resolved"),
 }
 _SEVERITY_RANK = {"critical": 0, "warning": 1, "info": 2}
 
 
 def _listing_order(a: Mapping[str, Any]) -> tuple[bool, int, int]:
     """Open before resolved, the most severe first, then the newest (an alert is decoded JSON)."""
-    return (a.get("state") == "resolved",
-            _SEVERITY_RANK.get(str(a.get("severity")), 3),
-            -int(a.get("resolved_ms") or a.get("raised_ms") or 0))
+    return (
+        a.get("state") == "resolved",
+        _SEVERITY_RANK.get(str(a.get("severity")), 3),
+        -int(a.get("resolved_ms") or a.get("raised_ms") or 0),
+    )
 
 
 class AckBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -66,14 +71,19 @@ def _unprocessable(detail: str) -> ORJSONResponse:
     return ORJSONResponse({"detail": detail}, status_code=422)
 
 
-@router.get("/v1/alerts", summary="Alerts in the caller's scope, newest first (default: the open ones)",
-            dependencies=[require(Permission.READ)])
+@router.get(
+    "/v1/alerts",
+    summary="Alerts in the caller's scope, newest first (default: the open ones)",
+    dependencies=[require(Permission.READ)],
+)
 async def list_alerts(
     request: Request,
     org: str | None = Query(None, description="one government (7-digit code)"),
     province: str | None = Query(None, description="province (광역) code or name"),
     rule: str | None = Query(None, description="|".join(RULES)),
-    state: str = Query("open", description="open (raised or acknowledged) | raised | acknowledged | resolved | all"),
+    state: str = Query(
+        "open", description="open (raised or acknowledged) | raised | acknowledged | resolved | all"
+    ),
     limit: int = Query(500, ge=1, le=5000),
 ) -> ORJSONResponse:
     p = principal(request)  # permission and scope: checked by require()
@@ -85,11 +95,15 @@ async def list_alerts(
     if states is None:
         return _unprocessable(f"state must be one of {', '.join(_STATES)}")
     alerts = await _projection(request).list(open_="resolved" != state, resolved=state in ("resolved", "all"))
-    out = [a for a in alerts if a.get("state") in states
-           and (a.get("org_code") is None and p.orgs is None or p.covers(str(a.get("org_code"))))
-           and (org is None or a.get("org_code") == org)
-           and (rule is None or a.get("rule") == rule)
-           and (province is None or province in (a.get("province_code"), a.get("province_name")))]
+    out = [
+        a
+        for a in alerts
+        if a.get("state") in states
+        and (a.get("org_code") is None and p.orgs is None or p.covers(str(a.get("org_code"))))
+        and (org is None or a.get("org_code") == org)
+        and (rule is None or a.get("rule") == rule)
+        and (province is None or province in (a.get("province_code"), a.get("province_name")))
+    ]
     out.sort(key=_listing_order)
     return ORJSONResponse({"alerts": out[:limit], "count": len(out)})
 
@@ -103,15 +117,18 @@ def _in_scope(request: Request, a: dict[str, object] | None, alert_id: str) -> d
     return a
 
 
-@router.get("/v1/alerts/{alert_id}", summary="One alert (open or recently resolved)",
-            dependencies=[require(Permission.READ)])
+@router.get(
+    "/v1/alerts/{alert_id}",
+    summary="One alert (open or recently resolved)",
+    dependencies=[require(Permission.READ)],
+)
 async def get_alert(request: Request, alert_id: str) -> ORJSONResponse:
     return ORJSONResponse(_in_scope(request, await _projection(request).get(alert_id), alert_id))
 
 
 @router.post(
     "/v1/alerts/{alert_id}/ack",
-    summary="Acknowledge an open alert (as the signed-in principal; optional body {\"by\": note})",
+    summary='Acknowledge an open alert (as the signed-in principal; optional body {"by": note})',
     responses={404: {"description": "no such alert"}, 409: {"description": "already resolved"}},
     dependencies=[require(Permission.ACK)],
 )
@@ -135,15 +152,20 @@ async def acknowledge(request: Request, alert_id: str) -> ORJSONResponse:
         msg = orjson.dumps(alert)
         st = request.app.state
         try:
-            await st.producer.send_and_wait(st.topics.alerts, msg,
-                                            key=str(alert.get("org_code") or "").encode())
+            await st.producer.send_and_wait(
+                st.topics.alerts, msg, key=str(alert.get("org_code") or "").encode()
+            )
         except Exception as exc:  # noqa: BLE001  whatever failed the publish, the acknowledgement is undone
             await proj.unacknowledge(alert_id)
-            return ORJSONResponse({"detail": f"could not publish the acknowledgement: {exc!r}"},
-                                  status_code=503, headers={"Retry-After": "1"})
+            return ORJSONResponse(
+                {"detail": f"could not publish the acknowledgement: {exc!r}"},
+                status_code=503,
+                headers={"Retry-After": "1"},
+            )
         await st.redis.publish(st.keys.alerts_channel, msg)
-        await audit_write(request, p, "alert_ack", str(alert.get("org_code") or "") or None,
-                          {"alert": alert_id})
+        await audit_write(
+            request, p, "alert_ack", str(alert.get("org_code") or "") or None, {"alert": alert_id}
+        )
         metrics = getattr(st, "metrics", None)
         if metrics is not None and hasattr(metrics, "alerts_acknowledged"):
             metrics.alerts_acknowledged.inc()
@@ -167,16 +189,24 @@ async def _thresholds_body(request: Request, org_code: str, account: str) -> dic
     overrides = decode_overrides(raw)
     eff = Resolver(_config(request), overrides).get(org_code, account)
     ov = overrides.get((org_code, account))
-    return {"org_code": org_code, "account": account, "effective": msgspec.to_builtins(eff),
-            "override": msgspec.to_builtins(ov) if ov is not None else None}
+    return {
+        "org_code": org_code,
+        "account": account,
+        "effective": msgspec.to_builtins(eff),
+        "override": msgspec.to_builtins(ov) if ov is not None else None,
+    }
 
 
-@router.get("/v1/thresholds/{org_code}/{account}",
-            summary="Effective alert thresholds of one account (account * = government-wide)",
-            dependencies=[require(Permission.REFDATA)])
+@router.get(
+    "/v1/thresholds/{org_code}/{account}",
+    summary="Effective alert thresholds of one account (account * = government-wide)",
+    dependencies=[require(Permission.REFDATA)],
+)
 async def get_thresholds(request: Request, org_code: str, account: str) -> ORJSONResponse:
     # Readers see their governments' thresholds; admins set them.
-    check(request, Permission.THRESHOLDS if principal(request).may(Permission.THRESHOLDS) else Permission.READ)
+    check(
+        request, Permission.THRESHOLDS if principal(request).may(Permission.THRESHOLDS) else Permission.READ
+    )
     _check_target(org_code, account)
     return ORJSONResponse(await _thresholds_body(request, org_code, account))
 
@@ -195,13 +225,21 @@ async def put_thresholds(request: Request, org_code: str, account: str) -> ORJSO
         return _unprocessable(str(exc))
     st = request.app.state
     await st.redis.hset(st.keys.thresholds, override_field(org_code, account), msgspec.json.encode(ov))
-    await audit_write(request, principal(request), "thresholds_set", org_code,
-                      {"account": account, "override": msgspec.to_builtins(ov)})
+    await audit_write(
+        request,
+        principal(request),
+        "thresholds_set",
+        org_code,
+        {"account": account, "override": msgspec.to_builtins(ov)},
+    )
     return ORJSONResponse(await _thresholds_body(request, org_code, account))
 
 
-@router.delete("/v1/thresholds/{org_code}/{account}", summary="Remove the override of one account",
-               dependencies=[require(Permission.THRESHOLDS)])
+@router.delete(
+    "/v1/thresholds/{org_code}/{account}",
+    summary="Remove the override of one account",
+    dependencies=[require(Permission.THRESHOLDS)],
+)
 async def delete_thresholds(request: Request, org_code: str, account: str) -> ORJSONResponse:
     _check_target(org_code, account)
     st = request.app.state

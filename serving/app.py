@@ -48,8 +48,11 @@ STATIC = Path(__file__).resolve().parent / "static"
 
 def _gov_dict(g: Government, with_accounts: bool) -> dict[str, object]:
     d: dict[str, object] = {
-        "org_code": g.org_code, "name": g.name, "level": g.level,
-        "province_code": g.province_code, "province_name": g.province_name,
+        "org_code": g.org_code,
+        "name": g.name,
+        "level": g.level,
+        "province_code": g.province_code,
+        "province_name": g.province_name,
     }
     if g.note:
         d["note"] = g.note
@@ -70,8 +73,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # A blocking pool queues a burst of requests (thousands of dashboards reconnecting)
         # instead of failing them once 256 connections are busy.
         pool = aioredis.BlockingConnectionPool.from_url(
-            settings.redis_url, socket_timeout=2, socket_connect_timeout=2,
-            max_connections=256, timeout=5,
+            settings.redis_url,
+            socket_timeout=2,
+            socket_connect_timeout=2,
+            max_connections=256,
+            timeout=5,
         )
         r = aioredis.Redis(connection_pool=pool)
         await ensure_topics(settings)
@@ -115,13 +121,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def not_ready(request: Request, exc: NotReady) -> ExactJSONResponse:
         return ExactJSONResponse(
             {"detail": "serving copy is being rebuilt; retry shortly", "governments": exc.orgs[:20]},
-            status_code=503, headers={"Retry-After": "1"},
+            status_code=503,
+            headers={"Retry-After": "1"},
         )
 
     @app.exception_handler(aioredis.RedisError)
     async def redis_down(request: Request, exc: Exception) -> ExactJSONResponse:
-        return ExactJSONResponse({"detail": f"serving store unavailable: {exc.__class__.__name__}"},
-                              status_code=503, headers={"Retry-After": "1"})
+        return ExactJSONResponse(
+            {"detail": f"serving store unavailable: {exc.__class__.__name__}"},
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
 
     def gov_or_404(org_code: str) -> Government:
         # Out-of-scope codes never get here (``require`` answers the same 404 for them).
@@ -167,13 +177,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def list_governments(p: Annotated[Principal, require(Permission.REFDATA)]) -> dict[str, object]:
         return {"governments": [_gov_dict(g, False) for g in governments().values() if p.covers(g.org_code)]}
 
-    @app.get("/v1/governments/{org_code}", summary="One government with its chart of accounts",
-             dependencies=[require(Permission.REFDATA)])
+    @app.get(
+        "/v1/governments/{org_code}",
+        summary="One government with its chart of accounts",
+        dependencies=[require(Permission.REFDATA)],
+    )
     async def get_government(org_code: str) -> dict[str, object]:
         return _gov_dict(gov_or_404(org_code), True)
 
-    @app.get("/v1/positions/{org_code}", summary="Every account's cash, committed and available",
-             dependencies=[require(Permission.READ)])
+    @app.get(
+        "/v1/positions/{org_code}",
+        summary="Every account's cash, committed and available",
+        dependencies=[require(Permission.READ)],
+    )
     async def get_positions(
         request: Request, org_code: str, fiscal_year: int | None = Query(None)
     ) -> ExactJSONResponse:
@@ -181,8 +197,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         body = await request.app.state.reader.government(org_code, fiscal_year)
         return await with_status(request, body)
 
-    @app.get("/v1/positions/{org_code}/{account}", summary="One account's position per fiscal year",
-             dependencies=[require(Permission.READ)])
+    @app.get(
+        "/v1/positions/{org_code}/{account}",
+        summary="One account's position per fiscal year",
+        dependencies=[require(Permission.READ)],
+    )
     async def get_account(
         request: Request, org_code: str, account: str, fiscal_year: int | None = Query(None)
     ) -> ExactJSONResponse:
@@ -192,27 +211,44 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         body = await request.app.state.reader.government(org_code, fiscal_year)
         rows = [a for a in body["accounts"] if a["account"] == account]
         acc = next(a for a in g.accounts if a.code == account)
-        return await with_status(request, {
-            "org_code": org_code, "name": g.name, "account": account, "account_name": acc.name,
-            "type": acc.type, "as_of": body["as_of"], "freshness": body["freshness"],
-            "fiscal_years": rows,
-            "totals": {k: sum(r[k] for r in rows) for k in ("cash", "committed", "available")},
-        })
+        return await with_status(
+            request,
+            {
+                "org_code": org_code,
+                "name": g.name,
+                "account": account,
+                "account_name": acc.name,
+                "type": acc.type,
+                "as_of": body["as_of"],
+                "freshness": body["freshness"],
+                "fiscal_years": rows,
+                "totals": {k: sum(r[k] for r in rows) for k in ("cash", "committed", "available")},
+            },
+        )
 
     @app.get("/v1/summary", summary="Totals and one row per province, over the caller's scope")
-    async def get_summary(request: Request, p: Annotated[Principal, require(Permission.READ)],
-                          fiscal_year: int | None = Query(None)) -> ExactJSONResponse:
+    async def get_summary(
+        request: Request,
+        p: Annotated[Principal, require(Permission.READ)],
+        fiscal_year: int | None = Query(None),
+    ) -> ExactJSONResponse:
         body = await request.app.state.reader.summary(fiscal_year, p.orgs)
         return await with_status(request, body)
 
-    @app.get("/v1/deadletters", summary="The most recent dead letters with their reasons",
-             dependencies=[require(Permission.OPERATIONS)])
+    @app.get(
+        "/v1/deadletters",
+        summary="The most recent dead letters with their reasons",
+        dependencies=[require(Permission.OPERATIONS)],
+    )
     async def recent_deadletters(request: Request, limit: int = Query(50, ge=1, le=500)) -> dict[str, object]:
         items = await request.app.state.redis.lrange(keys.deadletters_recent, 0, limit - 1)
         return {"deadletters": [orjson.loads(i) for i in items]}
 
-    @app.get("/v1/reconciliation", summary="The last reconciliation's result (cashpos reconcile)",
-             dependencies=[require(Permission.OPERATIONS)])
+    @app.get(
+        "/v1/reconciliation",
+        summary="The last reconciliation's result (cashpos reconcile)",
+        dependencies=[require(Permission.OPERATIONS)],
+    )
     async def last_reconciliation(request: Request) -> ExactJSONResponse:
         raw = await request.app.state.redis.get(keys.reconciliation)
         if raw is None:

@@ -61,8 +61,6 @@ class WorkerMetricsCollector:
         )
         diff.add_metric([], rep["diff_krw"])
         yield diff
-        at = GaugeMetricFamily(
-            RECONCILIATION_LAST_RUN, "When the last reconciliation finished"
-        )
+        at = GaugeMetricFamily(RECONCILIATION_LAST_RUN, "When the last reconciliation finished")
         at.add_metric([], rep["finished_ms"] / 1000)
         yield at

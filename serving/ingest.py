@@ -21,9 +21,11 @@ router = APIRouter()
     "/v1/events",
     status_code=202,
     summary="Submit one event (JSON object of the event contract)",
-    responses={202: {"description": "accepted and durably published"},
-               403: {"description": "the event's government is outside the token's scope"},
-               422: {"description": "refused: {reason, detail}"}},
+    responses={
+        202: {"description": "accepted and durably published"},
+        403: {"description": "the event's government is outside the token's scope"},
+        422: {"description": "refused: {reason, detail}"},
+    },
     dependencies=[require(Permission.INGEST)],
 )
 async def post_event(request: Request) -> ORJSONResponse:
@@ -36,15 +38,25 @@ async def post_event(request: Request) -> ORJSONResponse:
     p = principal(request)
     if not p.covers(res.org_code):
         state.metrics.forbidden.inc()
-        return ORJSONResponse({"reason": "forbidden_government",
-                               "detail": f"this token may not submit events for {res.org_code}"},
-                              status_code=403)
+        return ORJSONResponse(
+            {
+                "reason": "forbidden_government",
+                "detail": f"this token may not submit events for {res.org_code}",
+            },
+            status_code=403,
+        )
     for topic in state.topics.for_record(res.kind):  # a year's close: both input topics
         md = await state.producer.send_and_wait(topic, raw, key=res.org_code.encode())
     state.metrics.ingested.inc()
     # The event itself is the durable record of the write; the audit entry says who sent it.
-    entry = record(p, "event_submit", method="POST", path="/v1/events", org=res.org_code,
-                   detail={"event_id": res.event_id, "offset": md.offset, "partition": md.partition})
+    entry = record(
+        p,
+        "event_submit",
+        method="POST",
+        path="/v1/events",
+        org=res.org_code,
+        detail={"event_id": res.event_id, "offset": md.offset, "partition": md.partition},
+    )
     try:
         await audit_log(request).append(entry, wait=False)
     except Exception:  # noqa: BLE001  the event is written: an audit failure is counted, the answer stays 202

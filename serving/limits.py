@@ -72,17 +72,22 @@ class RequestLimits:
             elif k == b"transfer-encoding":
                 chunked = True
         if size > self.max_header:
-            await send_problem(send, scope, "headers_too_large",
-                               f"request line and headers of about {size} bytes; at most {self.max_header}",
-                               CLOSE)
+            await send_problem(
+                send,
+                scope,
+                "headers_too_large",
+                f"request line and headers of about {size} bytes; at most {self.max_header}",
+                CLOSE,
+            )
             return
         if length is None and not chunked:
             await self.app(scope, receive, send)  # no body (HTTP/1.1): a read costs nothing more
             return
         limit = self.body_limit(scope["method"], scope["path"])
         if length is not None and length.isdigit() and int(length) > limit:
-            await send_problem(send, scope, "body_too_large",
-                               f"Content-Length {int(length)} > {limit} bytes", CLOSE)
+            await send_problem(
+                send, scope, "body_too_large", f"Content-Length {int(length)} > {limit} bytes", CLOSE
+            )
             return
 
         loop = asyncio.get_running_loop()
@@ -100,8 +105,10 @@ class RequestLimits:
                 async with asyncio.timeout_at(deadline):
                     message: dict[str, Any] = await receive()
             except TimeoutError:
-                raise Refused("request_timeout", f"the body did not arrive within {self.body_timeout:g} s "
-                                                 f"({received} bytes received)") from None
+                raise Refused(
+                    "request_timeout",
+                    f"the body did not arrive within {self.body_timeout:g} s ({received} bytes received)",
+                ) from None
             if message["type"] != "http.request":
                 complete = True
                 return message

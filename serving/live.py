@@ -164,10 +164,12 @@ class Hub:
 
     def start(self) -> None:
         if not self._tasks:
-            self._tasks = [asyncio.create_task(self._run(), name="sse-hub-subscriber"),
-                           asyncio.create_task(self._heartbeats(), name="sse-hub-heartbeat"),
-                           asyncio.create_task(self._verify(), name="sse-hub-verify"),
-                           asyncio.create_task(self._token_checks(), name="sse-hub-tokens")]
+            self._tasks = [
+                asyncio.create_task(self._run(), name="sse-hub-subscriber"),
+                asyncio.create_task(self._heartbeats(), name="sse-hub-heartbeat"),
+                asyncio.create_task(self._verify(), name="sse-hub-verify"),
+                asyncio.create_task(self._token_checks(), name="sse-hub-tokens"),
+            ]
 
     def close_streams(self) -> None:
         """End every open stream (their clients reconnect elsewhere, or here once we are back)."""
@@ -299,8 +301,12 @@ class Hub:
 
     @staticmethod
     def compact(body: Body) -> dict[str, object]:
-        return {"org_code": body["org_code"], "as_of": body["as_of"],
-                "last_event_at": body["last_event_at"], "totals": body["totals"]}
+        return {
+            "org_code": body["org_code"],
+            "as_of": body["as_of"],
+            "last_event_at": body["last_event_at"],
+            "totals": body["totals"],
+        }
 
     def _ident(self, ms: int) -> str:
         return f"{self.seq}-{ms}"
@@ -315,15 +321,22 @@ class Hub:
             if c.org is None or isinstance(c.org, frozenset):
                 watched = [o for o in governments() if c.org is None or o in c.org]
                 govs: dict[str, object] = {
-                    o: self.compact(self.bodies[o]) for o in watched if o in self.bodies}
+                    o: self.compact(self.bodies[o]) for o in watched if o in self.bodies
+                }
             else:
                 govs = {c.org: self.bodies[c.org]} if c.org in self.bodies else {}
                 watched = [c.org]
-            data = wire.dumps({
-                "snapshot": True, "orgs": list(govs), "governments": govs,
-                "written_ms": self.last_write_ms, "last_event_ms": self.last_event_ms,
-                "not_ready": [o for o in watched if o not in govs], "seq": self.seq,
-            })
+            data = wire.dumps(
+                {
+                    "snapshot": True,
+                    "orgs": list(govs),
+                    "governments": govs,
+                    "written_ms": self.last_write_ms,
+                    "last_event_ms": self.last_event_ms,
+                    "not_ready": [o for o in watched if o not in govs],
+                    "seq": self.seq,
+                }
+            )
             self._snapshots[c.org] = data
         return _frame("snapshot", self._ident(int(time.time() * 1000)), data)
 
@@ -355,8 +368,10 @@ class Hub:
             self.metas[o] = meta
             last_ev = max((r.last_event_ms for r in rows), default=0)
             out[o] = {
-                "org_code": o, "name": g.name,
-                "province_code": g.province_code, "province_name": g.province_name,
+                "org_code": o,
+                "name": g.name,
+                "province_code": g.province_code,
+                "province_name": g.province_name,
                 "as_of": iso_ms(int(meta.get("written_ms", 0))),
                 "last_event_at": iso_ms(last_ev),
                 "accounts": [r.as_dict() for r in rows],
@@ -415,8 +430,13 @@ class Hub:
         self.seq += 1
         self._snapshots.clear()
         ident = self._ident(written or int(time.time() * 1000))
-        head = {"orgs": list(bodies), "written_ms": written, "last_event_ms": last_ev,
-                "not_ready": missing, "seq": self.seq}
+        head = {
+            "orgs": list(bodies),
+            "written_ms": written,
+            "last_event_ms": last_ev,
+            "not_ready": missing,
+            "seq": self.seq,
+        }
         if self.by_org.get(None):
             data = wire.dumps({**head, "governments": {o: self.compact(b) for o, b in bodies.items()}})
             self._fanout(_frame("positions", ident, data), [None])
@@ -428,8 +448,7 @@ class Hub:
                 self._fanout(_frame("positions", ident, data), [view])
         for o, b in bodies.items():
             if self.by_org.get(o):
-                data = wire.dumps({**head, "orgs": [o], "governments": {o: b},
-                                     "not_ready": []})
+                data = wire.dumps({**head, "orgs": [o], "governments": {o: b}, "not_ready": []})
                 self._fanout(_frame("positions", ident, data), [o])
         for o in missing:
             if self.by_org.get(o):
@@ -451,7 +470,9 @@ class Hub:
         frame = _frame("alerts", self._ident(int(time.time() * 1000)), raw)
         if org:
             org = str(org)
-            self._fanout(frame, [None, org, *(v for v in self.by_org if isinstance(v, frozenset) and org in v)])
+            self._fanout(
+                frame, [None, org, *(v for v in self.by_org if isinstance(v, frozenset) and org in v)]
+            )
         else:  # operational alerts (a stalled worker) name no government and carry no money
             self._fanout(frame)
 
@@ -461,8 +482,12 @@ class Hub:
         backoff = 0.2
         first = True
         while True:
-            sub = aioredis.from_url(self.settings.redis_url, socket_connect_timeout=2,
-                                    socket_keepalive=True, health_check_interval=15)
+            sub = aioredis.from_url(
+                self.settings.redis_url,
+                socket_connect_timeout=2,
+                socket_keepalive=True,
+                health_check_interval=15,
+            )
             pubsub = sub.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self.keys.updates_channel, self.keys.alerts_channel)
@@ -541,7 +566,9 @@ class Hub:
                 continue
             gone = [o for o, ok in zip(orgs, present) if not ok]
             if gone:
-                log.warning("serving copy of %d government(s) vanished from Redis; not serving them", len(gone))
+                log.warning(
+                    "serving copy of %d government(s) vanished from Redis; not serving them", len(gone)
+                )
                 self._apply({}, gone)
                 self._pending.update(gone)
                 self._broadcast()
@@ -562,11 +589,16 @@ class Hub:
             if not self.clients:
                 continue
             now = int(time.time() * 1000)
-            data = wire.dumps({
-                "server_ms": now, "server_time": iso_ms(now), "seq": self.seq,
-                "last_write_ms": self.last_write_ms, "last_event_ms": self.last_event_ms,
-                "live": self.live,
-            })
+            data = wire.dumps(
+                {
+                    "server_ms": now,
+                    "server_time": iso_ms(now),
+                    "seq": self.seq,
+                    "last_write_ms": self.last_write_ms,
+                    "last_event_ms": self.last_event_ms,
+                    "live": self.live,
+                }
+            )
             frame = _frame("heartbeat", self._ident(now), data)
             quiet_since = time.monotonic() - HEARTBEAT_S * 0.9
             # Only streams without another frame lately, unless ``live`` is news to them.
@@ -631,8 +663,14 @@ class _HeldStream(StreamingResponse):
     """A stream that gives its token's slot back however it ends (even if its body never
     started: the client was gone before the response began)."""
 
-    def __init__(self, content: AsyncIterator[bytes], release: Callable[[], None], *,
-                 media_type: str | None = None, headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        content: AsyncIterator[bytes],
+        release: Callable[[], None],
+        *,
+        media_type: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(content, media_type=media_type, headers=headers)
         self._release = release
 
@@ -657,16 +695,19 @@ async def hub_for(app: FastAPI) -> Hub:
     "/v1/stream",
     summary="Live updates as server-sent events (positions, snapshot, alerts, heartbeat)",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}},
-               429: {"description": "too many open streams for this token (problem details)"}},
+    responses={
+        200: {"content": {"text/event-stream": {}}},
+        429: {"description": "too many open streams for this token (problem details)"},
+    },
     dependencies=[require(Permission.READ)],
 )
 async def stream(
     request: Request,
     org: str | None = Query(None, description="only this government (7-digit code)"),
     snapshot: bool = Query(False, description="start with a snapshot of what the stream watches"),
-    last_event_id_q: str | None = Query(None, alias="last_event_id",
-                                        description="resume (same as the Last-Event-ID header)"),
+    last_event_id_q: str | None = Query(
+        None, alias="last_event_id", description="resume (same as the Last-Event-ID header)"
+    ),
     last_event_id: str | None = Header(None),
 ) -> Response:
     p = principal(request)  # permission and scope: checked by require()
@@ -680,8 +721,11 @@ async def stream(
     cap: int = request.app.state.settings.max_streams_per_token
     if not hub.reserve(p.token_id, cap):
         return problem_response(
-            "too_many_streams", f"this token has {cap} live streams open on this server already",
-            root_path=request.scope.get("root_path", ""), limit=cap)
+            "too_many_streams",
+            f"this token has {cap} live streams open on this server already",
+            root_path=request.scope.get("root_path", ""),
+            limit=cap,
+        )
     released = False
 
     def release() -> None:
@@ -710,8 +754,13 @@ async def stream(
             hub.unregister(client)
             metrics.sse_connections.dec()
 
-    return _HeldStream(frames(), release, media_type="text/event-stream", headers={
-        "Cache-Control": "no-cache, no-transform",
-        "X-Accel-Buffering": "no",
-        "Connection": "keep-alive",
-    })
+    return _HeldStream(
+        frames(),
+        release,
+        media_type="text/event-stream",
+        headers={
+            "Cache-Control": "no-cache, no-transform",
+            "X-Accel-Buffering": "no",
+            "Connection": "keep-alive",
+        },
+    )

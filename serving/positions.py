@@ -86,8 +86,10 @@ def by_fiscal_year(rows: list[AccountRow]) -> list[dict[str, object]]:
     years: dict[int, list[AccountRow]] = {}
     for r in rows:
         years.setdefault(r.fiscal_year, []).append(r)
-    return [{"fiscal_year": fy, "final": all(r.final for r in rs), **totals(rs)}
-            for fy, rs in sorted(years.items(), reverse=True)]
+    return [
+        {"fiscal_year": fy, "final": all(r.final for r in rs), **totals(rs)}
+        for fy, rs in sorted(years.items(), reverse=True)
+    ]
 
 
 def _rows(gov: Government, raw: dict[bytes, bytes], fiscal_year: int | None) -> list[AccountRow]:
@@ -104,10 +106,19 @@ def _rows(gov: Government, raw: dict[bytes, bytes], fiscal_year: int | None) -> 
             continue
         version, d = decode_position(v)
         acc = names.get(account)
-        rows.append(AccountRow(
-            account, acc.name if acc else account, acc.type if acc else "unknown", fy,
-            d["cash"], d["committed"], version, d["last_event_ms"], fy <= closed,
-        ))
+        rows.append(
+            AccountRow(
+                account,
+                acc.name if acc else account,
+                acc.type if acc else "unknown",
+                fy,
+                d["cash"],
+                d["committed"],
+                version,
+                d["last_event_ms"],
+                fy <= closed,
+            )
+        )
     order = {a.code: i for i, a in enumerate(gov.accounts)}
     rows.sort(key=lambda r: (-r.fiscal_year, order.get(r.account, 999)))
     return rows
@@ -139,9 +150,12 @@ class MemoryCopy(Protocol):
     version: int
 
 
-def summarize(govs: list[Government], totals_of: dict[str, dict[str, int]],
-              metas: dict[str, dict[str, int]],
-              scope: frozenset[str] | None) -> tuple[dict[str, object], dict[str, int]]:
+def summarize(
+    govs: list[Government],
+    totals_of: dict[str, dict[str, int]],
+    metas: dict[str, dict[str, int]],
+    scope: frozenset[str] | None,
+) -> tuple[dict[str, object], dict[str, int]]:
     """Totals per government, per province and over all of ``govs`` (pure); and the freshness
     of the newest of them (``last_event_ms``, ``written_ms``)."""
     zero = dict.fromkeys(("cash", "committed", "available", "restricted", "spendable"), 0)
@@ -154,8 +168,15 @@ def summarize(govs: list[Government], totals_of: dict[str, dict[str, int]],
         meta = metas.get(gov.org_code, {})
         last_event = max(last_event, int(meta.get("last_event_ms", 0)))
         last_write = max(last_write, int(meta.get("written_ms", 0)))
-        per_gov.append({"org_code": gov.org_code, "name": gov.name, "level": gov.level,
-                        "province_code": gov.province_code, **t})
+        per_gov.append(
+            {
+                "org_code": gov.org_code,
+                "name": gov.name,
+                "level": gov.level,
+                "province_code": gov.province_code,
+                **t,
+            }
+        )
         sums = provinces.setdefault(gov.province_code, (gov.province_name, {"governments": 0, **zero}))[1]
         sums["governments"] += 1
         for k in zero:
@@ -165,8 +186,9 @@ def summarize(govs: list[Government], totals_of: dict[str, dict[str, int]],
         "as_of": iso_ms(last_write),
         "scope": "national" if scope is None else "partial",
         "national" if scope is None else "total": {"governments": len(govs), **overall},
-        "provinces": [{"province_code": code, "name": name, **sums}
-                      for code, (name, sums) in provinces.items()],
+        "provinces": [
+            {"province_code": code, "name": name, **sums} for code, (name, sums) in provinces.items()
+        ],
         "governments": per_gov,
     }, {"last_event_ms": last_event, "written_ms": last_write}
 
@@ -204,10 +226,14 @@ class PositionReader:
             if body is None:
                 raise NotReady([org])
             return {
-                "org_code": org, "name": gov.name, "province_code": gov.province_code,
-                "province_name": gov.province_name, "as_of": body["as_of"],
+                "org_code": org,
+                "name": gov.name,
+                "province_code": gov.province_code,
+                "province_name": gov.province_name,
+                "as_of": body["as_of"],
                 "freshness": freshness(m.metas.get(org, {})),
-                "accounts": body["accounts"], "totals": body["totals"],
+                "accounts": body["accounts"],
+                "totals": body["totals"],
                 "fiscal_years": body["fiscal_years"],
             }
         (raw,) = await self.raw([org])
@@ -225,8 +251,9 @@ class PositionReader:
             "fiscal_years": by_fiscal_year(rows),
         }
 
-    async def summary(self, fiscal_year: int | None = None,
-                      scope: frozenset[str] | None = None) -> dict[str, object]:
+    async def summary(
+        self, fiscal_year: int | None = None, scope: frozenset[str] | None = None
+    ) -> dict[str, object]:
         """Totals over ``scope`` (None: all 243; then ``national`` is the country's total)."""
         govs = [g for g in governments().values() if scope is None or g.org_code in scope]
         m = self._live(fiscal_year)

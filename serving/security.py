@@ -34,7 +34,9 @@ from serving.problems import send_problem
 SESSION_COOKIE = "cashpos_session"
 CSRF_COOKIE = "cashpos_csrf"
 CSRF_HEADER = b"x-csrf-token"
-PUBLIC_PATHS = frozenset({"/", "/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+PUBLIC_PATHS = frozenset(
+    {"/", "/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+)
 PUBLIC_PREFIXES = ("/dashboard/", "/problems/")
 SIGN_IN = ("POST", "/v1/session")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -43,8 +45,12 @@ Scope = dict[str, Any]
 
 
 def is_public(method: str, path: str) -> bool:
-    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES) or path == "/dashboard" \
+    return (
+        path in PUBLIC_PATHS
+        or path.startswith(PUBLIC_PREFIXES)
+        or path == "/dashboard"
         or (method, path) == SIGN_IN
+    )
 
 
 def _cookies(scope: Scope) -> dict[str, str]:
@@ -65,8 +71,9 @@ class TokenCache:
         self.ttl = ttl
         self._seen: dict[str, tuple[float, TokenRecord | None, Principal | None]] = {}
 
-    async def get(self, store: TokenStore, token: str, h: str | None = None
-                  ) -> tuple[TokenRecord | None, Principal | None]:
+    async def get(
+        self, store: TokenStore, token: str, h: str | None = None
+    ) -> tuple[TokenRecord | None, Principal | None]:
         """The token's record and principal; ``h`` is its digest if the caller has it already."""
         h = h or digest(token)
         now = time.monotonic()
@@ -95,12 +102,21 @@ class TokenCache:
         self._seen.clear()
 
 
-async def _reply(send: Any, status: int, detail: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+async def _reply(
+    send: Any, status: int, detail: str, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
     body = orjson.dumps({"detail": detail})
-    await send({"type": "http.response.start", "status": status, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-        *(headers or []),
-    ]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *(headers or []),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -127,7 +143,9 @@ class AuthMiddleware:
             if token is not None and scope["method"] not in SAFE_METHODS:
                 sent = next((v for k, v in scope["headers"] if k == CSRF_HEADER), b"")
                 if not sent:
-                    await send_problem(send, scope, "csrf_mismatch", "X-CSRF-Token missing for a cookie session")
+                    await send_problem(
+                        send, scope, "csrf_mismatch", "X-CSRF-Token missing for a cookie session"
+                    )
                     return
                 if not hmac.compare_digest(sent, csrf_for(token).encode()):
                     await send_problem(send, scope, "csrf_mismatch", "X-CSRF-Token is not this session's")
@@ -141,8 +159,9 @@ class AuthMiddleware:
             h = digest(token)
             rec, principal = await self.cache.get(state.tokens, token, h)
         except RedisError as exc:  # the token store is unreachable: the same 503 as any read
-            await _reply(send, 503, f"serving store unavailable: {exc.__class__.__name__}",
-                         [(b"retry-after", b"1")])
+            await _reply(
+                send, 503, f"serving store unavailable: {exc.__class__.__name__}", [(b"retry-after", b"1")]
+            )
             return
         status = "invalid" if rec is None else rec.status(int(time.time() * 1000))
         if status != "active" or principal is None:
@@ -152,8 +171,12 @@ class AuthMiddleware:
         wait = self.limiter.take(principal.token_id, principal.rate_per_s, time.monotonic())
         if wait > 0:
             state.metrics.rate_limited.inc()
-            await _reply(send, 429, f"rate limit of {principal.rate_per_s} requests/s exceeded",
-                         [(b"retry-after", str(max(1, round(wait + 0.5))).encode())])
+            await _reply(
+                send,
+                429,
+                f"rate limit of {principal.rate_per_s} requests/s exceeded",
+                [(b"retry-after", str(max(1, round(wait + 0.5))).encode())],
+            )
             return
         st = scope.setdefault("state", {})
         st["principal"] = principal
@@ -182,23 +205,35 @@ def audit_log(request: Request) -> AuditLog:
     return log
 
 
-async def audit_write(request: Request, p: Principal, action: str, org: str | None = None,
-                      detail: dict[str, object] | None = None) -> None:
+async def audit_write(
+    request: Request,
+    p: Principal,
+    action: str,
+    org: str | None = None,
+    detail: dict[str, object] | None = None,
+) -> None:
     """Record a write; raises 503 when the audit log cannot take it (no unaudited writes)."""
     entry = record(p, action, method=request.method, path=request.url.path, org=org, detail=detail)
     try:
         await audit_log(request).append(entry, wait=True)
     except Exception as exc:
         request.app.state.metrics.audit_errors.inc()
-        raise HTTPException(503, f"audit log unavailable: {exc.__class__.__name__}",
-                            headers={"Retry-After": "1"}) from exc
+        raise HTTPException(
+            503, f"audit log unavailable: {exc.__class__.__name__}", headers={"Retry-After": "1"}
+        ) from exc
 
 
 async def audit_read(request: Request, p: Principal, org: str | None = None) -> None:
     if not p.audited_reads:
         return
-    entry = record(p, "read", method=request.method, path=request.url.path, org=org,
-                   detail=dict(request.query_params) or None)
+    entry = record(
+        p,
+        "read",
+        method=request.method,
+        path=request.url.path,
+        org=org,
+        detail=dict(request.query_params) or None,
+    )
     try:
         await audit_log(request).append(entry, wait=False)
     except Exception:  # noqa: BLE001 whatever the producer raises, the read is refused (503)

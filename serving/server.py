@@ -72,7 +72,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         if self._begun and (self.cycle is None or self.cycle.response_complete):
-            self._answer("request_timeout", f"request line and headers not received within {self.header_timeout:g} s")
+            self._answer(
+                "request_timeout", f"request line and headers not received within {self.header_timeout:g} s"
+            )
         else:  # nothing sent at all, or a pipelined request stalled behind a response under way
             self.transport.close()
 
@@ -91,8 +93,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         head = [STATUS_LINE[status]]
         for name, value in self.server_state.default_headers:
             head += [name, b": ", value, b"\r\n"]
-        head += [b"content-type: ", PROBLEM_JSON.encode(), b"\r\ncontent-length: ", str(len(body)).encode(),
-                 b"\r\nconnection: close\r\n\r\n", body]
+        head += [
+            b"content-type: ",
+            PROBLEM_JSON.encode(),
+            b"\r\ncontent-length: ",
+            str(len(body)).encode(),
+            b"\r\nconnection: close\r\n\r\n",
+            body,
+        ]
         self.transport.write(b"".join(head))
         self.transport.close()
 
@@ -148,11 +156,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
 def guarded_protocol(settings: Settings) -> type[GuardedHttpToolsProtocol]:
     """The protocol class with ``settings``' limits."""
-    return type("CashposHttpProtocol", (GuardedHttpToolsProtocol,), {
-        "max_header_bytes": settings.max_header_bytes,
-        "header_timeout": settings.header_timeout_seconds,
-        "body_timeout": settings.body_timeout_seconds,
-    })
+    return type(
+        "CashposHttpProtocol",
+        (GuardedHttpToolsProtocol,),
+        {
+            "max_header_bytes": settings.max_header_bytes,
+            "header_timeout": settings.header_timeout_seconds,
+            "body_timeout": settings.body_timeout_seconds,
+        },
+    )
 
 
 def uvicorn_config(settings: Settings, app: Any = None, **overrides: Any) -> uvicorn.Config:
@@ -163,8 +175,12 @@ def uvicorn_config(settings: Settings, app: Any = None, **overrides: Any) -> uvi
 
         app = create_app(settings)
     kw: dict[str, Any] = {
-        "host": settings.api_host, "port": settings.api_port, "log_level": "warning",
-        "access_log": False, "loop": "uvloop", "http": guarded_protocol(settings),
+        "host": settings.api_host,
+        "port": settings.api_port,
+        "log_level": "warning",
+        "access_log": False,
+        "loop": "uvloop",
+        "http": guarded_protocol(settings),
         "timeout_keep_alive": settings.keep_alive_seconds,
         "limit_concurrency": settings.api_max_connections,
     }

@@ -46,9 +46,12 @@ def whoami(p: Principal, rec: TokenRecord | None = None) -> dict[str, object]:
     govs = governments()
     scope = list(govs) if p.orgs is None else [o for o in govs if o in p.orgs]
     return {
-        "token_id": p.token_id, "name": p.name, "role": str(p.role),
+        "token_id": p.token_id,
+        "name": p.name,
+        "role": str(p.role),
         "permissions": sorted(str(x) for x in GRANTS[p.role]),
-        "all_governments": p.orgs is None, "orgs": scope,
+        "all_governments": p.orgs is None,
+        "orgs": scope,
         **({"expires_ms": rec.expires_ms} if rec is not None and rec.expires_ms else {}),
     }
 
@@ -77,21 +80,33 @@ async def sign_in(request: Request) -> ORJSONResponse:
         max_age = max(1, min(max_age, (rec.expires_ms - now_ms()) // 1000))
     secure = request.url.scheme == "https" or os.environ.get("CASHPOS_COOKIE_SECURE") == "1"
     resp = ORJSONResponse(whoami(p, rec))
-    resp.set_cookie(SESSION_COOKIE, body.token, max_age=max_age, httponly=True, secure=secure,
-                    samesite="strict", path="/")
-    resp.set_cookie(CSRF_COOKIE, csrf_for(body.token), max_age=max_age, httponly=False,
-                    secure=secure, samesite="strict", path="/")
+    resp.set_cookie(
+        SESSION_COOKIE, body.token, max_age=max_age, httponly=True, secure=secure, samesite="strict", path="/"
+    )
+    resp.set_cookie(
+        CSRF_COOKIE,
+        csrf_for(body.token),
+        max_age=max_age,
+        httponly=False,
+        secure=secure,
+        samesite="strict",
+        path="/",
+    )
     return resp
 
 
-@router.get("/v1/session", summary="Who am I: role, permissions and the governments in scope",
-            dependencies=[require(Permission.REFDATA)])
+@router.get(
+    "/v1/session",
+    summary="Who am I: role, permissions and the governments in scope",
+    dependencies=[require(Permission.REFDATA)],
+)
 async def get_session(request: Request) -> ORJSONResponse:
     return ORJSONResponse(whoami(principal(request)))
 
 
-@router.delete("/v1/session", summary="Sign out (clears the session cookies)",
-               dependencies=[require(Permission.REFDATA)])
+@router.delete(
+    "/v1/session", summary="Sign out (clears the session cookies)", dependencies=[require(Permission.REFDATA)]
+)
 async def sign_out(request: Request) -> ORJSONResponse:
     p = principal(request)
     await audit_write(request, p, "sign_out")
@@ -101,31 +116,46 @@ async def sign_out(request: Request) -> ORJSONResponse:
     return resp
 
 
-@router.get("/v1/tokens", summary="Every token's record (never the token itself)",
-            dependencies=[require(Permission.TOKENS)])
+@router.get(
+    "/v1/tokens",
+    summary="Every token's record (never the token itself)",
+    dependencies=[require(Permission.TOKENS)],
+)
 async def list_tokens(request: Request) -> ORJSONResponse:
     now = now_ms()
     return ORJSONResponse({"tokens": [r.public(now) for r in await request.app.state.tokens.all()]})
 
 
-@router.post("/v1/tokens", status_code=201, summary="Create a token; the response is the only time it is shown",
-             dependencies=[require(Permission.TOKENS)])
+@router.post(
+    "/v1/tokens",
+    status_code=201,
+    summary="Create a token; the response is the only time it is shown",
+    dependencies=[require(Permission.TOKENS)],
+)
 async def create_token(request: Request) -> ORJSONResponse:
     p = principal(request)
     body = _decode(await request.body(), NewToken)
     assert isinstance(body, NewToken)
     try:
         token, rec = await request.app.state.tokens.create(
-            body.role, body.orgs, body.name, body.expires_days, body.rate_per_s)
+            body.role, body.orgs, body.name, body.expires_days, body.rate_per_s
+        )
     except ScopeError as exc:
         raise HTTPException(422, str(exc)) from exc
-    await audit_write(request, p, "token_create", detail={"created": rec.id, "role": str(rec.role),
-                                                          "orgs": rec.orgs, "name": rec.name})
+    await audit_write(
+        request,
+        p,
+        "token_create",
+        detail={"created": rec.id, "role": str(rec.role), "orgs": rec.orgs, "name": rec.name},
+    )
     return ORJSONResponse({"token": token, **rec.public(now_ms())}, status_code=201)
 
 
-@router.delete("/v1/tokens/{token_id}", summary="Revoke a token (takes effect within seconds)",
-               dependencies=[require(Permission.TOKENS)])
+@router.delete(
+    "/v1/tokens/{token_id}",
+    summary="Revoke a token (takes effect within seconds)",
+    dependencies=[require(Permission.TOKENS)],
+)
 async def revoke_token(request: Request, token_id: str) -> ORJSONResponse:
     p = principal(request)
     rec = await request.app.state.tokens.revoke(token_id)
@@ -133,4 +163,3 @@ async def revoke_token(request: Request, token_id: str) -> ORJSONResponse:
         raise HTTPException(404, f"no token {token_id}")
     await audit_write(request, p, "token_revoke", detail={"revoked": token_id})
     return ORJSONResponse(rec.public(now_ms()))
-

@@ -80,6 +80,7 @@ def prefix_end(prefix: bytes) -> bytes:
 
 # -- ledger records -------------------------------------------------------------------------------
 
+
 def position_key(org: str, account: str, fy: int) -> bytes:
     return f"p\0{org}\0{account}\0{fy}".encode()
 
@@ -232,7 +233,7 @@ def day_start(prefix: bytes, day: int) -> bytes:
 
 
 def day_of_key(prefix: bytes, key: bytes) -> int:
-    return int(key[len(prefix):])
+    return int(key[len(prefix) :])
 
 
 def encode_day(bucket: Sequence[int]) -> bytes:

@@ -234,8 +234,11 @@ class Ledger:
             if fast:
                 pk = (org, ev.account, ev.fiscal_year)
                 pos = positions.get(pk)
-                if pos is not None and (pos.received + dc > MAX_SIDE_TOTAL if dc > 0
-                                        else pos.cash - pos.received + dc < -MAX_SIDE_TOTAL):
+                if pos is not None and (
+                    pos.received + dc > MAX_SIDE_TOTAL
+                    if dc > 0
+                    else pos.cash - pos.received + dc < -MAX_SIDE_TOTAL
+                ):
                     fast = False  # past the bound: _apply names it
             if not fast:
                 ch.applied += applied
@@ -285,8 +288,9 @@ class Ledger:
             return self._reject("event_id_conflict", f"{ev.event_id} was applied with other content")
         done = self.closed[side].get(ev.org_code)
         if done is not None and ev.fiscal_year <= done:
-            return self._reject("period_closed", f"fiscal year {ev.fiscal_year} is closed "
-                                f"(the {side} side closed {done})")
+            return self._reject(
+                "period_closed", f"fiscal year {ev.fiscal_year} is closed (the {side} side closed {done})"
+            )
         if ev.__class__ is YearClose:
             return self._close(ev, side, raw, source, key)
         assert isinstance(ev, Event)
@@ -296,8 +300,20 @@ class Ledger:
             return result
         effects, released = result
         ms = epoch_ms(ev.occurred_at)
-        entry = Journal(raw, ev.kind, ev.account, ev.fiscal_year, ev.amount, ms, effects,
-                        ev.commitment_id, released, ev.reverses, None, source)
+        entry = Journal(
+            raw,
+            ev.kind,
+            ev.account,
+            ev.fiscal_year,
+            ev.amount,
+            ms,
+            effects,
+            ev.commitment_id,
+            released,
+            ev.reverses,
+            None,
+            source,
+        )
         self._post(ev.org_code, key[1], effects, ms, entry, ev.kind == "receipt")
         return APPLIED
 
@@ -313,9 +329,11 @@ class Ledger:
             cash, received, committed = (0, 0, 0) if pos is None else (pos.cash, pos.received, pos.committed)
             share = received + dc if revenue else cash - received + dc
             if not -MAX_SIDE_TOTAL <= share <= MAX_SIDE_TOTAL or committed + dm > MAX_SIDE_TOTAL:
-                return Rejection("position_out_of_range",
-                                 f"{account}/{fy} would leave ±{MAX_SIDE_TOTAL} on the "
-                                 f"{'revenue' if revenue else 'expenditure'} side")
+                return Rejection(
+                    "position_out_of_range",
+                    f"{account}/{fy} would leave ±{MAX_SIDE_TOTAL} on the "
+                    f"{'revenue' if revenue else 'expenditure'} side",
+                )
         return None
 
     def _original(self, ev: Event) -> tuple[list[Effect], int] | Rejection:
@@ -371,10 +389,14 @@ class Ledger:
         if c is None:
             return Rejection("unknown_commitment", f"no commitment {ev.commitment_id}")
         if c.account != acc or c.fiscal_year != fy:
-            return Rejection("commitment_mismatch", f"commitment {ev.commitment_id} is on {c.account}/{c.fiscal_year}")
+            return Rejection(
+                "commitment_mismatch", f"commitment {ev.commitment_id} is on {c.account}/{c.fiscal_year}"
+            )
         if c.open != amt:
-            return Rejection("commitment_mismatch",
-                             f"commitment {ev.commitment_id} has {c.open} open; a carry-forward moves all of it")
+            return Rejection(
+                "commitment_mismatch",
+                f"commitment {ev.commitment_id} has {c.open} open; a carry-forward moves all of it",
+            )
         effects = [(acc, fy, 0, -amt), (acc, fy + 1, 0, amt)]
         if (bad := self._out_of_range(org, False, effects)) is not None:
             return bad
@@ -397,23 +419,28 @@ class Ledger:
             if fy <= n and share:
                 out.append((acc, fy, -share, 0))
                 carry[acc] = carry.get(acc, 0) + share
-        lapses = [] if revenue else sorted(
-            (cid, c) for cid, c in self._commitments_of(org) if c.fiscal_year <= n and c.open)
+        lapses = (
+            []
+            if revenue
+            else sorted((cid, c) for cid, c in self._commitments_of(org) if c.fiscal_year <= n and c.open)
+        )
         into = [(acc, n + 1, amount, 0) for acc, amount in sorted(carry.items()) if amount]
         released = [(c.account, c.fiscal_year, 0, -c.open) for _, c in lapses]
         if (bad := self._out_of_range(org, revenue, into)) is not None:
             return self._reject(bad.reason, f"closing {n}: {bad.detail}")
         ms = epoch_ms(ev.occurred_at)
         for (cid, c), effect in zip(lapses, released, strict=True):
-            lapse = Journal(b"", "lapse", c.account, c.fiscal_year, c.open, ms, [effect], cid, c.open,
-                            None, None, source)
+            lapse = Journal(
+                b"", "lapse", c.account, c.fiscal_year, c.open, ms, [effect], cid, c.open, None, None, source
+            )
             self._post(org, lapse_id(ev.event_id, cid), [effect], ms, lapse, False, count=False)
             c.open = 0
             c.consumed = True
             self._put_commitment((org, cid), c)
         effects = out + into
-        entry = Journal(raw, CLOSE_KIND, "", n, sum(a for _, _, a, _ in into), ms, effects,
-                        None, 0, None, None, source)
+        entry = Journal(
+            raw, CLOSE_KIND, "", n, sum(a for _, _, a, _ in into), ms, effects, None, 0, None, None, source
+        )
         self._post(org, key[1], effects, ms, entry, revenue)
         self.closed[side][org] = n
         self.changes.closed[(org, side)] = n
@@ -427,8 +454,10 @@ class Ledger:
 
     def _reversal(self, ev: Event) -> tuple[list[Effect], int] | Rejection:
         if ev.kind == "commitment_carry_forward":
-            return Rejection("reversal_not_possible", "a carry-forward is not reversed; the commitment "
-                             "can be cancelled in its new fiscal year")
+            return Rejection(
+                "reversal_not_possible",
+                "a carry-forward is not reversed; the commitment can be cancelled in its new fiscal year",
+            )
         ok = (ev.org_code, scoped_id(ev.kind, ev.reverses or ""))
         orig = self.entry(ok)
         if orig is None:
@@ -437,9 +466,11 @@ class Ledger:
             return Rejection("already_reversed", f"{ev.reverses} was reversed by {orig.reversed_by}")
         if orig.reverses is not None:
             return Rejection("reversal_not_possible", f"{ev.reverses} is itself a reversal")
-        if (orig.kind, orig.account, orig.amount) != (ev.kind, ev.account, ev.amount) or (
-            ev.kind == "transfer" and orig.effects[1][0] != ev.to_account
-        ) or (orig.commitment_id != ev.commitment_id):
+        if (
+            (orig.kind, orig.account, orig.amount) != (ev.kind, ev.account, ev.amount)
+            or (ev.kind == "transfer" and orig.effects[1][0] != ev.to_account)
+            or (orig.commitment_id != ev.commitment_id)
+        ):
             return Rejection(
                 "reversal_mismatch",
                 f"{ev.reverses} was {orig.kind} {orig.account} {orig.amount}",
@@ -475,8 +506,17 @@ class Ledger:
         self.commitments[ck] = c
         self.changes.commitments[ck] = c
 
-    def _post(self, org: str, sid: str, effects: list[Effect], ms: int, entry: Journal | bytes,
-              revenue: bool, *, count: bool = True) -> None:
+    def _post(
+        self,
+        org: str,
+        sid: str,
+        effects: list[Effect],
+        ms: int,
+        entry: Journal | bytes,
+        revenue: bool,
+        *,
+        count: bool = True,
+    ) -> None:
         ch = self.changes
         positions = self.positions
         index = ch.index

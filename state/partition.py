@@ -41,17 +41,24 @@ Dead = list[tuple[Rejection, RawRecord]]
 Fold = Callable[[Ledger, list[RawRecord], str, int, "str | None", dict[str, int], int], tuple[int, Dead]]
 
 
-def _classify(r: RawRecord, topic: str, partition: int, side: str | None,
-              org_partition: dict[str, int], max_bytes: int,
-              decoded: Event | None = None) -> tuple[Record, bytes, Source] | Rejection:
+def _classify(
+    r: RawRecord,
+    topic: str,
+    partition: int,
+    side: str | None,
+    org_partition: dict[str, int],
+    max_bytes: int,
+    decoded: Event | None = None,
+) -> tuple[Record, bytes, Source] | Rejection:
     """The stateless verdict on one record: the event to fold, or why it is dead. ``decoded``:
     its value already decoded by the strict decoder (the kernel's, when it stopped there)."""
     value = r.value or b""  # None: an empty message (the contract refuses it)
     if decoded is None:
         res = check_message(value, r.key, side, max_bytes)
     else:  # the kernel stopped here: its test of the raw bytes spares the slower Python one
-        res = check_decoded(decoded, value, r.key, side,
-                            raw_checked=raw_plain is not None and raw_plain(value))
+        res = check_decoded(
+            decoded, value, r.key, side, raw_checked=raw_plain is not None and raw_plain(value)
+        )
     if type(res) is Rejection:
         return res
     if r.key is None:  # the contract's key is org_code; only the API's check goes without one
@@ -68,8 +75,15 @@ def _by_offset(dead: Dead) -> Dead:
     return dead
 
 
-def fold_partition_py(ledger: Ledger, records: list[RawRecord], topic: str, partition: int,
-                      side: str | None, org_partition: dict[str, int], max_bytes: int) -> tuple[int, Dead]:
+def fold_partition_py(
+    ledger: Ledger,
+    records: list[RawRecord],
+    topic: str,
+    partition: int,
+    side: str | None,
+    org_partition: dict[str, int],
+    max_bytes: int,
+) -> tuple[int, Dead]:
     good: list[tuple[Record, bytes, Source]] = []
     good_records: list[RawRecord] = []
     dead: Dead = []
@@ -101,15 +115,39 @@ def _closed_for(ledger: Ledger, side: str | None) -> dict[str, int]:
     return merged
 
 
-def fold_partition_native(ledger: Ledger, records: list[RawRecord], topic: str, partition: int,
-                          side: str | None, org_partition: dict[str, int], max_bytes: int) -> tuple[int, Dead]:
+def fold_partition_native(
+    ledger: Ledger,
+    records: list[RawRecord],
+    topic: str,
+    partition: int,
+    side: str | None,
+    org_partition: dict[str, int],
+    max_bytes: int,
+) -> tuple[int, Dead]:
     assert fold_hot is not None
     decode, charts, org_keys, kst = hot_rules()
     get, prefix = ledger.journal_source or (None, b"")
     ch = ledger.changes
-    ctx = (decode, charts, org_keys, kst, org_partition, partition, side, max_bytes, topic,
-           ledger.positions, ledger.journal, ch.journal, ch.index, get, prefix, Position, MAX_SIDE_TOTAL,
-           _closed_for(ledger, side))
+    ctx = (
+        decode,
+        charts,
+        org_keys,
+        kst,
+        org_partition,
+        partition,
+        side,
+        max_bytes,
+        topic,
+        ledger.positions,
+        ledger.journal,
+        ch.journal,
+        ch.index,
+        get,
+        prefix,
+        Position,
+        MAX_SIDE_TOTAL,
+        _closed_for(ledger, side),
+    )
     dead: Dead = []
     applied = 0
     i, n = 0, len(records)

@@ -40,7 +40,8 @@ def lua_version(var: str) -> str:
 
 # ARGV layout: now_ms, worker, then per key: seed(0/1), meta json, n, n x (field, value).
 # Returns the keys that need a full seed (no marker field and not seeded in this call).
-_LUA = """
+_LUA = (
+    """
 local meta_field = '{META_FIELD}'
 local out = {}
 local i = 3
@@ -66,8 +67,10 @@ for k = 1, #KEYS do
   end
 end
 return out
-""".replace("{META_FIELD}", META_FIELD).replace("{VERSION_CUR}", lua_version("cur")).replace(
-    "{VERSION_V}", lua_version("v"))
+""".replace("{META_FIELD}", META_FIELD)
+    .replace("{VERSION_CUR}", lua_version("cur"))
+    .replace("{VERSION_V}", lua_version("v"))
+)
 
 
 # The 1-based positions in KEYS of the hashes without the marker field ARGV[1].
@@ -190,8 +193,11 @@ class Projection:
             keys.append(self.keys.positions(org))
             years = [side.get(org, 0) for side in sides]
             final = min(years) if years else 0
-            argv += ["1" if org in seeds else "0", orjson.dumps({**base, "closed": final}) if final else meta,
-                     len(pks)]
+            argv += [
+                "1" if org in seeds else "0",
+                orjson.dumps({**base, "closed": final}) if final else meta,
+                len(pks),
+            ]
             for pk in pks:
                 argv += [field_name(pk[1], pk[2]), encode_position(positions[pk])]
         return keys, argv
@@ -215,8 +221,9 @@ class Projection:
         return [orgs[int(i) - 1] for i in missing]
 
     async def notify(self, orgs: Iterable[str], last_event_ms: int) -> None:
-        payload = orjson.dumps({"orgs": sorted(set(orgs)), "last_event_ms": last_event_ms,
-                                "written_ms": int(time.time() * 1000)})
+        payload = orjson.dumps(
+            {"orgs": sorted(set(orgs)), "last_event_ms": last_event_ms, "written_ms": int(time.time() * 1000)}
+        )
         await self.redis.publish(self.keys.updates_channel, payload)
 
     async def remember_deadletters(self, letters: list[bytes], keep: int = RECENT_DEADLETTERS) -> None:

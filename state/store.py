@@ -59,8 +59,13 @@ class Store:
         opts.set_memtable_prefix_bloom_ratio(0.02)
         self.db = Rdict(str(path / "ledger"), opts)
         if self.db.get(_SEQ) is not None and self.db.get(_LAYOUT) != LAYOUT:
-            log.warning("state in %s has layout %r, not %r: deleting it, the partitions are "
-                        "re-folded from the topics", path, self.db.get(_LAYOUT), LAYOUT)
+            log.warning(
+                "state in %s has layout %r, not %r: deleting it, the partitions are "
+                "re-folded from the topics",
+                path,
+                self.db.get(_LAYOUT),
+                LAYOUT,
+            )
             self.db.close()
             Rdict.destroy(str(path / "ledger"), opts)
             self.db = Rdict(str(path / "ledger"), opts)

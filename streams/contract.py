@@ -29,8 +29,9 @@ MAX_AMOUNT: Final = 10**15
 # integer (9.22e18), the widest integer the C kernel, msgpack, orjson and Redis carry.
 MAX_SIDE_TOTAL: Final = 10**18
 
-Kind = Literal["receipt", "commitment", "commitment_cancel", "payment", "transfer",
-               "commitment_carry_forward"]
+Kind = Literal[
+    "receipt", "commitment", "commitment_cancel", "payment", "transfer", "commitment_carry_forward"
+]
 # Why a commitment moves into the next fiscal year (이월): 명시이월 (authorised in the budget),
 # 사고이월 (committed, unpaid for a reason beyond control), 계속비이월 (multi-year works).
 CarryBasis = Literal["explicit", "accident", "continuing"]
@@ -104,7 +105,7 @@ REASONS: Final = {
     "unknown_account": "account is not in the government's chart of accounts",
     "fiscal_year_mismatch": "fiscal_year does not match occurred_at (Korea time, 20 Jan rule)",
     "period_closed": "the fiscal year takes no such event any more: a commitment dated after 31 December, "
-                     "anything dated after 20 January of the next year, or anything after its close",
+    "anything dated after 20 January of the next year, or anything after its close",
     "close_too_early": "a fiscal_year_close is dated before the end of 20 January of the next year",
     "missing_basis": "a commitment_carry_forward needs a basis (explicit, accident or continuing)",
     "missing_category": "a receipt needs a category",
@@ -132,11 +133,19 @@ REASONS: Final = {
 }
 
 # Reasons only the ledger fold can decide (they depend on what was applied before).
-STATEFUL_REASONS: Final = frozenset({
-    "event_id_conflict", "commitment_id_reused", "unknown_commitment", "commitment_mismatch",
-    "unknown_reversal_target", "already_reversed", "reversal_mismatch", "reversal_not_possible",
-    "position_out_of_range",
-})
+STATEFUL_REASONS: Final = frozenset(
+    {
+        "event_id_conflict",
+        "commitment_id_reused",
+        "unknown_commitment",
+        "commitment_mismatch",
+        "unknown_reversal_target",
+        "already_reversed",
+        "reversal_mismatch",
+        "reversal_not_possible",
+        "position_out_of_range",
+    }
+)
 
 _MISSING = re.compile(r"missing required field `(\w+)`")
 _UNKNOWN = re.compile(r"unknown field `([^`]*)`")
@@ -216,7 +225,7 @@ def check_raw(raw: bytes) -> Rejection | None:
         # No escape: every token is spelt as is. Unknown fields were refused, so no field token
         # twice means no key twice; and the one "occurred_at" is the key, its value the next string.
         at = raw.find(b'"', raw.find(b":", raw.find(b'"occurred_at"') + 13)) + 1
-        value = raw[at:raw.find(b'"', at)]
+        value = raw[at : raw.find(b'"', at)]
         if value[-1:] in b"Zz" or (value[-6:-5] in (b"+", b"-") and value[-3:-2] == b":"):
             return None
     seen: set[str] = set()
@@ -243,19 +252,27 @@ def check_stateless(ev: Event, accounts: dict[str, frozenset[str]] | None = None
     try:
         years = fiscal_years_for(ev.occurred_at)
     except OverflowError:  # 0001-01-01T00:00:00+10:00, 9999-12-31T23:59:59Z: no Korean date
-        return Rejection("invalid_timestamp", f"occurred_at {ev.occurred_at.isoformat()} has no date in Korea time")
+        return Rejection(
+            "invalid_timestamp", f"occurred_at {ev.occurred_at.isoformat()} has no date in Korea time"
+        )
     kind = ev.kind
     if ev.fiscal_year not in years:
         if ev.fiscal_year < min(years):
-            return Rejection("period_closed", f"fiscal year {ev.fiscal_year} took its last cash processing "
-                             f"on 20 January {ev.fiscal_year + 1}; occurred_at is {ev.occurred_at.isoformat()}")
+            return Rejection(
+                "period_closed",
+                f"fiscal year {ev.fiscal_year} took its last cash processing "
+                f"on 20 January {ev.fiscal_year + 1}; occurred_at is {ev.occurred_at.isoformat()}",
+            )
         return Rejection(
             "fiscal_year_mismatch",
             f"fiscal_year {ev.fiscal_year} invalid for {ev.occurred_at.isoformat()}",
         )
     if kind == "commitment" and ev.fiscal_year < max(years):
-        return Rejection("period_closed", f"fiscal year {ev.fiscal_year} closed its books on 31 December: "
-                         f"no new commitment on {ev.occurred_at.isoformat()}")
+        return Rejection(
+            "period_closed",
+            f"fiscal year {ev.fiscal_year} closed its books on 31 December: "
+            f"no new commitment on {ev.occurred_at.isoformat()}",
+        )
     if kind == "receipt":
         if ev.category is None:
             return Rejection("missing_category", "receipt without category")
@@ -300,8 +317,9 @@ def _reference() -> tuple[dict[str, frozenset[str]], dict[str, bytes]]:
     return _refs
 
 
-def hot_rules() -> tuple[Callable[[bytes], Event], dict[str, frozenset[str]], dict[str, bytes],
-                         dt.tzinfo | None]:
+def hot_rules() -> tuple[
+    Callable[[bytes], Event], dict[str, frozenset[str]], dict[str, bytes], dt.tzinfo | None
+]:
     """What the hot path of ``check_message`` tests against (the strict decoder, the charts of
     accounts, the expected message key per org_code, msgspec's "+09:00" tzinfo), for the C
     kernel in ``state/partition.py``, which must accept only what that hot path accepts."""
@@ -332,17 +350,23 @@ def check_close(c: YearClose, key: bytes | None) -> YearClose | Rejection:
     try:
         day = korean_date(c.occurred_at)
     except OverflowError:
-        return Rejection("invalid_timestamp", f"occurred_at {c.occurred_at.isoformat()} has no date in Korea time")
+        return Rejection(
+            "invalid_timestamp", f"occurred_at {c.occurred_at.isoformat()} has no date in Korea time"
+        )
     if day < close_date(c.fiscal_year):
-        return Rejection("close_too_early", f"fiscal year {c.fiscal_year} takes cash processing until "
-                         f"20 January {c.fiscal_year + 1}; the close is dated {day.isoformat()}")
+        return Rejection(
+            "close_too_early",
+            f"fiscal year {c.fiscal_year} takes cash processing until "
+            f"20 January {c.fiscal_year + 1}; the close is dated {day.isoformat()}",
+        )
     if key is not None and key != c.org_code.encode():
         return Rejection("key_mismatch", f"key {key[:16]!r} != org_code {c.org_code}")
     return c
 
 
-def check_decoded(ev: Event, raw: bytes, key: bytes | None, topic_side: str | None, *,
-                  raw_checked: bool = False) -> Event | Rejection:
+def check_decoded(
+    ev: Event, raw: bytes, key: bytes | None, topic_side: str | None, *, raw_checked: bool = False
+) -> Event | Rejection:
     """``check_message`` for ``raw`` already decoded by the strict decoder into ``ev`` (its size
     within the maximum). ``raw_checked``: the caller knows ``check_raw(raw)`` finds nothing
     (the C kernel's faster test of the same, ``state/partition.py``)."""
@@ -356,10 +380,16 @@ def check_decoded(ev: Event, raw: bytes, key: bytes | None, topic_side: str | No
     chart = charts.get(org)
     kind = ev.kind
     at = ev.occurred_at
-    if (chart is not None and ev.account in chart and at.tzinfo is _KST_TZ
-            and ev.fiscal_year == at.year and (key is None or key == org_keys[org])
-            and (topic_side is None or topic_side == _SIDE[kind]) and ev.to_account is None
-            and ev.basis is None):
+    if (
+        chart is not None
+        and ev.account in chart
+        and at.tzinfo is _KST_TZ
+        and ev.fiscal_year == at.year
+        and (key is None or key == org_keys[org])
+        and (topic_side is None or topic_side == _SIDE[kind])
+        and ev.to_account is None
+        and ev.basis is None
+    ):
         if kind == "receipt":
             if ev.category is not None and ev.commitment_id is None and ev.due_date is None:
                 return ev
@@ -379,8 +409,12 @@ def check_decoded(ev: Event, raw: bytes, key: bytes | None, topic_side: str | No
 def epoch_ms(at: dt.datetime) -> int:
     """``occurred_at`` in epoch milliseconds (floor), in integers (no float rounding)."""
     if at.tzinfo is _KST_TZ:  # the norm; plain arithmetic is ~2x cheaper than timestamp()
-        return ((at.toordinal() - 719_163) * 86_400_000 - 32_400_000
-                + ((at.hour * 60 + at.minute) * 60 + at.second) * 1000 + at.microsecond // 1000)
+        return (
+            (at.toordinal() - 719_163) * 86_400_000
+            - 32_400_000
+            + ((at.hour * 60 + at.minute) * 60 + at.second) * 1000
+            + at.microsecond // 1000
+        )
     return (at - _EPOCH) // _MS
 
 
@@ -412,8 +446,16 @@ def year_close(org: str, year: int) -> bytes:
     of the first day it may be (21 January, 00:00 KST) and named ``close-{year}``, so a second
     run is a duplicate, not a second close."""
     d = close_date(year)
-    return encode(YearClose(f"close-{year}", org, year, "fiscal_year_close",
-                            dt.datetime(d.year, d.month, d.day, tzinfo=KST), "cashpos close-year"))
+    return encode(
+        YearClose(
+            f"close-{year}",
+            org,
+            year,
+            "fiscal_year_close",
+            dt.datetime(d.year, d.month, d.day, tzinfo=KST),
+            "cashpos close-year",
+        )
+    )
 
 
 def json_schema() -> dict[str, object]:

@@ -50,8 +50,9 @@ class DeadLetter(msgspec.Struct):
     key_length: int | None = None  # of the original key, in bytes (``source.key`` is capped)
 
     @classmethod
-    def from_record(cls, rej: Rejection, topic: str, partition: int, record: RawRecord,
-                    worker: str) -> DeadLetter:
+    def from_record(
+        cls, rej: Rejection, topic: str, partition: int, record: RawRecord, worker: str
+    ) -> DeadLetter:
         """``record``: anything with ``offset``, ``timestamp``, ``key`` and ``value``."""
         r = record
         key = r.key
@@ -64,7 +65,10 @@ class DeadLetter(msgspec.Struct):
             reason=rej.reason,
             detail=detail,
             source=Source(
-                topic, partition, r.offset, r.timestamp,
+                topic,
+                partition,
+                r.offset,
+                r.timestamp,
                 key[:KEEP_KEY_CHARS].decode("utf-8", "replace") if key is not None else None,
             ),
             value_b64=base64.b64encode(value[:KEEP_VALUE_BYTES]).decode(),

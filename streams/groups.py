@@ -94,8 +94,9 @@ async def _describe(client: AIOKafkaClient, node: int, group: str) -> tuple[str,
     return str(g.get("state") or g.get("group_state") or ""), list(g["members"])
 
 
-async def remove_previous_members(settings: Settings, group: str, client_id: str,
-                                  keep: frozenset[str] = frozenset()) -> Removal:
+async def remove_previous_members(
+    settings: Settings, group: str, client_id: str, keep: frozenset[str] = frozenset()
+) -> Removal:
     """Remove every member of ``group`` whose client id is ``client_id`` (but those in
     ``keep``), if the group is in a state where that is safe (:data:`SAFE_TO_REMOVE`).
 
@@ -106,9 +107,12 @@ async def remove_previous_members(settings: Settings, group: str, client_id: str
     try:
         state, members = await _describe(client, node, group)
         out = Removal(state=state)
-        ours = [str(m["member_id"]) for m in members
-                if member_client_id(str(m["member_id"]), str(m.get("client_id") or "")) == client_id
-                and m["member_id"] not in keep]
+        ours = [
+            str(m["member_id"])
+            for m in members
+            if member_client_id(str(m["member_id"]), str(m.get("client_id") or "")) == client_id
+            and m["member_id"] not in keep
+        ]
         if not ours:
             return out
         if state not in SAFE_TO_REMOVE:
@@ -125,9 +129,9 @@ async def remove_previous_members(settings: Settings, group: str, client_id: str
         await client.close()
 
 
-async def repair_orphaned_leader(settings: Settings, group: str, client_id: str,
-                                 topics: list[str], protocol: str,
-                                 session_timeout_ms: int) -> str | None:
+async def repair_orphaned_leader(
+    settings: Settings, group: str, client_id: str, topics: list[str], protocol: str, session_timeout_ms: int
+) -> str | None:
     """Give ``group`` a leader again if its leader is not a member (see the module docstring).
 
     A probe member joins (a JoinGroup answers with the leader's id) and leaves; when that
@@ -143,8 +147,9 @@ async def repair_orphaned_leader(settings: Settings, group: str, client_id: str,
     meta = ProtocolMetadata(0, topics, b"").encode()
 
     def join(member_id: str) -> JoinGroupRequest:
-        return JoinGroupRequest(group, session_timeout_ms, session_timeout_ms, member_id, None,
-                                "consumer", [(protocol, meta)])
+        return JoinGroupRequest(
+            group, session_timeout_ms, session_timeout_ms, member_id, None, "consumer", [(protocol, meta)]
+        )
 
     async def leave(member_id: str) -> None:
         await client.send(node, LeaveGroupRequest(group, member_id))
@@ -165,8 +170,9 @@ async def repair_orphaned_leader(settings: Settings, group: str, client_id: str,
         if leader == probe:
             # elected itself: form the group (empty assignment) before leaving, so that it does
             # not leave an orphaned leader behind
-            await client.send(node, SyncGroupRequest(group, resp.generation_id, probe, None,
-                                                     [(m, b"") for m in alive]))
+            await client.send(
+                node, SyncGroupRequest(group, resp.generation_id, probe, None, [(m, b"") for m in alive])
+            )
             await leave(probe)
             return None
         await leave(probe)  # a follower leaving never orphans anything
@@ -177,8 +183,12 @@ async def repair_orphaned_leader(settings: Settings, group: str, client_id: str,
         # answer "rebalance in progress" and still form the group; the leave then clears it.
         again = await client.send(node, join(leader))
         if again.error_code == 0 and again.leader_id == leader:
-            await client.send(node, SyncGroupRequest(group, again.generation_id, leader, None,
-                                                     [(str(m[0]), b"") for m in again.members]))
+            await client.send(
+                node,
+                SyncGroupRequest(
+                    group, again.generation_id, leader, None, [(str(m[0]), b"") for m in again.members]
+                ),
+            )
         await leave(leader)
         return leader
     finally:

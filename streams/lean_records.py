@@ -66,8 +66,15 @@ class _LeanPartitionRecords(_fetcher.PartitionRecords):  # the same class as _Or
             self.next_fetch_offset = batch.next_offset
 
 
-def _partition_records(tp: Any, records: Any, aborted: Any, fetch_offset: int,
-                       key_deserializer: Any, value_deserializer: Any, *rest: Any) -> Any:
+def _partition_records(
+    tp: Any,
+    records: Any,
+    aborted: Any,
+    fetch_offset: int,
+    key_deserializer: Any,
+    value_deserializer: Any,
+    *rest: Any,
+) -> Any:
     cls = _LeanPartitionRecords if value_deserializer is RAW else _Original
     return cls(tp, records, aborted, fetch_offset, key_deserializer, value_deserializer, *rest)
 

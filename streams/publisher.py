@@ -32,8 +32,11 @@ class Publisher:
     def __init__(self, settings: Settings, *, linger_ms: int = 5) -> None:
         self.topics = Topics(settings.namespace)
         self.producer = AIOKafkaProducer(
-            **settings.kafka_client_args(), acks="all", linger_ms=linger_ms,
-            max_batch_size=1024 * 1024, max_request_size=8 * 1024 * 1024,
+            **settings.kafka_client_args(),
+            acks="all",
+            linger_ms=linger_ms,
+            max_batch_size=1024 * 1024,
+            max_request_size=8 * 1024 * 1024,
         )
 
     async def __aenter__(self) -> Self:

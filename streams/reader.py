@@ -24,14 +24,19 @@ class Record:
     value: bytes
 
 
-async def read_topics(settings: Settings, topics: list[str], idle_ms: int = 1500,
-                      timeout_s: float = 60.0) -> list[Record]:
+async def read_topics(
+    settings: Settings, topics: list[str], idle_ms: int = 1500, timeout_s: float = 60.0
+) -> list[Record]:
     """Every record of ``topics``; the end is reached once each partition's high watermark is
     known (from a fetch response) and consumed. A slow first fetch is waited for, up to
     ``timeout_s``: an empty answer is never mistaken for an empty topic."""
-    consumer = AIOKafkaConsumer(**settings.kafka_client_args(), enable_auto_commit=False,
-                                group_id=None, max_partition_fetch_bytes=8 * 1024 * 1024,
-                                fetch_max_bytes=64 * 1024 * 1024)
+    consumer = AIOKafkaConsumer(
+        **settings.kafka_client_args(),
+        enable_auto_commit=False,
+        group_id=None,
+        max_partition_fetch_bytes=8 * 1024 * 1024,
+        fetch_max_bytes=64 * 1024 * 1024,
+    )
     await consumer.start()
     try:
         await consumer.topics()  # refreshes metadata for every topic
@@ -46,8 +51,9 @@ async def read_topics(settings: Settings, topics: list[str], idle_ms: int = 1500
         while True:
             batch = await consumer.getmany(timeout_ms=idle_ms, max_records=20_000)
             for recs in batch.values():
-                out += [Record(r.topic, r.partition, r.offset, r.timestamp, r.key, r.value or b"")
-                        for r in recs]
+                out += [
+                    Record(r.topic, r.partition, r.offset, r.timestamp, r.key, r.value or b"") for r in recs
+                ]
             done = True
             for tp in tps:
                 hw = consumer.highwater(tp)

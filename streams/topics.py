@@ -40,10 +40,15 @@ async def ensure_topics(settings: Settings, attempts: int = 30) -> None:
         NewTopic(t, settings.partitions, settings.replication_factor, topic_configs=SOURCE_CONFIG)
         for t in topics.sources
     ] + [
-        NewTopic(topics.deadletter, settings.partitions, settings.replication_factor,
-                 topic_configs=DEADLETTER_CONFIG),
-        NewTopic(topics.alerts, settings.partitions, settings.replication_factor,
-                 topic_configs=ALERTS_CONFIG),
+        NewTopic(
+            topics.deadletter,
+            settings.partitions,
+            settings.replication_factor,
+            topic_configs=DEADLETTER_CONFIG,
+        ),
+        NewTopic(
+            topics.alerts, settings.partitions, settings.replication_factor, topic_configs=ALERTS_CONFIG
+        ),
         NewTopic(topics.audit, 1, settings.replication_factor, topic_configs=AUDIT_CONFIG),
     ]
     for attempt in range(attempts):

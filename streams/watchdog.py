@@ -87,10 +87,17 @@ class WatchedConsumer:
     next start (errors logged, never raised).
     """
 
-    def __init__(self, make: Callable[[], AIOKafkaConsumer], adopt: Callable[[AIOKafkaConsumer], None],
-                 topics: list[str], listener: ConsumerRebalanceListener, watchdog: AssignmentWatchdog,
-                 group: str, member: str,
-                 repair: Callable[[], Awaitable[object]] | None = None) -> None:
+    def __init__(
+        self,
+        make: Callable[[], AIOKafkaConsumer],
+        adopt: Callable[[AIOKafkaConsumer], None],
+        topics: list[str],
+        listener: ConsumerRebalanceListener,
+        watchdog: AssignmentWatchdog,
+        group: str,
+        member: str,
+        repair: Callable[[], Awaitable[object]] | None = None,
+    ) -> None:
         self.make = make
         self.adopt = adopt
         self.topics = topics
@@ -149,12 +156,20 @@ class WatchedConsumer:
     async def _recover(self) -> None:
         waited = self.watchdog.waited()
         self.watchdog.restarted()
-        log.warning("no partition assignment: leaving the group and joining again %s",
-                    orjson.dumps({
-                        "event": "assignment_watchdog", "group": self.group, "member": self.member,
-                        "waited_s": round(waited, 1), "bound_s": self.watchdog.bound,
-                        "partitions": self.partitions(), "rejoins": self.watchdog.rejoins,
-                    }).decode())
+        log.warning(
+            "no partition assignment: leaving the group and joining again %s",
+            orjson.dumps(
+                {
+                    "event": "assignment_watchdog",
+                    "group": self.group,
+                    "member": self.member,
+                    "waited_s": round(waited, 1),
+                    "bound_s": self.watchdog.bound,
+                    "partitions": self.partitions(),
+                    "rejoins": self.watchdog.rejoins,
+                }
+            ).decode(),
+        )
         consumer, self.consumer = self.consumer, None
         if consumer is not None:
             try:  # its member leaves the group; bounded: a wedged coordinator must not hang us
@@ -168,8 +183,9 @@ class WatchedConsumer:
                 log.warning("group repair failed: %r", exc)
             else:
                 if repaired:
-                    log.warning("group %s had a leader that was no member (%s): repaired",
-                                self.group, repaired)
+                    log.warning(
+                        "group %s had a leader that was no member (%s): repaired", self.group, repaired
+                    )
 
     async def stop(self) -> None:
         """Stop for good (also while a start is waiting for its assignment)."""

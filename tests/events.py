@@ -9,11 +9,26 @@ import orjson
 from cashpos.refdata import governments
 
 
-def event(event_id: str, kind: str, amount: int, *, org: str = "3090000", account: str = "general",
-          at: str = "2026-11-20T10:00:00+09:00", fiscal_year: int = 2026, **extra: Any) -> bytes:
+def event(
+    event_id: str,
+    kind: str,
+    amount: int,
+    *,
+    org: str = "3090000",
+    account: str = "general",
+    at: str = "2026-11-20T10:00:00+09:00",
+    fiscal_year: int = 2026,
+    **extra: Any,
+) -> bytes:
     d: dict[str, Any] = {
-        "event_id": event_id, "org_code": org, "account": account, "fiscal_year": fiscal_year,
-        "kind": kind, "amount": amount, "occurred_at": at, "source": "test-suite",
+        "event_id": event_id,
+        "org_code": org,
+        "account": account,
+        "fiscal_year": fiscal_year,
+        "kind": kind,
+        "amount": amount,
+        "occurred_at": at,
+        "source": "test-suite",
     }
     if kind == "receipt" and "category" not in extra:
         d["category"] = "local_tax"

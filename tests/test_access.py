@@ -26,6 +26,7 @@ from tests.events import event
 def ev(kind: str, amount: int, org: str) -> bytes:
     return event(f"acc-{uuid.uuid4().hex}", kind, amount, org=org)
 
+
 OWN, SIBLING, OTHER = "3000000", "3010000", "5260000"  # 종로구, 중구 (both 서울), 울릉군 (경북)
 SEOUL = "6110000"
 RELATIONS = {"own": OWN, "sibling": SIBLING, "other": OTHER}
@@ -74,14 +75,22 @@ def acc(infra, tmp_path_factory):
     s.wait_ready()
     # one open shortfall alert in each of the three governments, to acknowledge
     for org in RELATIONS.values():
-        r = httpx.post(f"{s.api}/v1/events", content=ev("payment", 5_000_000, org=org),
-                       headers=s.auth("source", (OWN, SIBLING, OTHER)), timeout=10)
+        r = httpx.post(
+            f"{s.api}/v1/events",
+            content=ev("payment", 5_000_000, org=org),
+            headers=s.auth("source", (OWN, SIBLING, OTHER)),
+            timeout=10,
+        )
         assert r.status_code == 202, r.text
     deadline = time.monotonic() + 30
     alerts: dict[str, str] = {}
     while time.monotonic() < deadline and len(alerts) < 3:
         got = httpx.get(f"{s.api}/v1/alerts", headers=s.headers, timeout=5).json()["alerts"]
-        alerts = {a["org_code"]: a["id"] for a in got if a["rule"] == "shortfall" and a["org_code"] in RELATIONS.values()}
+        alerts = {
+            a["org_code"]: a["id"]
+            for a in got
+            if a["rule"] == "shortfall" and a["org_code"] in RELATIONS.values()
+        }
         time.sleep(0.2)
     assert len(alerts) == 3, alerts
     ALERT_IDS.update(alerts)
@@ -98,18 +107,26 @@ def call(s: Stack, role: str, relation: str, action: str) -> int:
     if action == "thresholds_get":
         return httpx.get(f"{u}/v1/thresholds/{org}/general", headers=h, timeout=10).status_code
     if action == "thresholds_put":
-        return httpx.put(f"{u}/v1/thresholds/{org}/general", headers=h, timeout=10,
-                         content=b'{"floor_krw": 1000}').status_code
+        return httpx.put(
+            f"{u}/v1/thresholds/{org}/general", headers=h, timeout=10, content=b'{"floor_krw": 1000}'
+        ).status_code
     if action == "ingest":
-        return httpx.post(f"{u}/v1/events", content=ev("receipt", 1, org=org), headers=h, timeout=10).status_code
+        return httpx.post(
+            f"{u}/v1/events", content=ev("receipt", 1, org=org), headers=h, timeout=10
+        ).status_code
     if action == "ack":
         aid = ALERT_IDS[org]
         return httpx.post(f"{u}/v1/alerts/{aid}/ack", headers=h, timeout=10, content=b"{}").status_code
     raise AssertionError(action)
 
 
-READ_PATHS = ["/v1/positions/{org}", "/v1/positions/{org}/general", "/v1/alerts?org={org}",
-              "/v1/alerts?org={org}&state=all", "/v1/stream?org={org}"]
+READ_PATHS = [
+    "/v1/positions/{org}",
+    "/v1/positions/{org}/general",
+    "/v1/alerts?org={org}",
+    "/v1/alerts?org={org}&state=all",
+    "/v1/stream?org={org}",
+]
 
 
 def read_status(s: Stack, role: str, relation: str, path: str) -> int:
@@ -161,7 +178,11 @@ def test_lists_and_totals_are_filtered_to_the_scope(acc) -> None:
         assert r.status_code == 200, (role, path, r.text)
         return r.json()
 
-    seoul = {g["org_code"] for g in get("national", "/v1/governments")["governments"] if g["province_code"] == SEOUL}
+    seoul = {
+        g["org_code"]
+        for g in get("national", "/v1/governments")["governments"]
+        if g["province_code"] == SEOUL
+    }
     assert len(seoul) == 26
     assert {g["org_code"] for g in get("provincial", "/v1/governments")["governments"]} == seoul
     assert [g["org_code"] for g in get("finance_director", "/v1/governments")["governments"]] == [OWN]
@@ -180,8 +201,9 @@ def test_lists_and_totals_are_filtered_to_the_scope(acc) -> None:
 def _stream_orgs(s: Stack, role: str, seconds: float) -> set[str]:
     """Governments named by the snapshot and updates of a role's national stream."""
     seen: set[str] = set()
-    with httpx.stream("GET", f"{s.api}/v1/stream?snapshot=1", headers=s.auth(role, ROLES[role][0]),
-                      timeout=10) as r:
+    with httpx.stream(
+        "GET", f"{s.api}/v1/stream?snapshot=1", headers=s.auth(role, ROLES[role][0]), timeout=10
+    ) as r:
         assert r.status_code == 200
         end = time.monotonic() + seconds
         for line in r.iter_lines():
@@ -201,8 +223,12 @@ def test_the_live_stream_carries_only_the_scope(acc) -> None:
     def publish_later() -> None:
         time.sleep(1.0)
         for org in (OWN, SIBLING, OTHER):
-            httpx.post(f"{acc.api}/v1/events", content=ev("receipt", 7, org=org),
-                       headers=acc.auth("source", (OWN, SIBLING, OTHER)), timeout=10)
+            httpx.post(
+                f"{acc.api}/v1/events",
+                content=ev("receipt", 7, org=org),
+                headers=acc.auth("source", (OWN, SIBLING, OTHER)),
+                timeout=10,
+            )
 
     t = threading.Thread(target=publish_later)
     t.start()
@@ -237,7 +263,9 @@ def test_expired_and_revoked_tokens_are_refused(acc) -> None:
     listed = httpx.get(f"{acc.api}/v1/tokens", headers=acc.admin_headers, timeout=10).json()["tokens"]
     tid = next(t["id"] for t in listed if t["name"] == "to revoke")
     assert tok2 not in orjson.dumps(listed).decode()  # never the token itself
-    assert httpx.delete(f"{acc.api}/v1/tokens/{tid}", headers=acc.admin_headers, timeout=10).status_code == 200
+    assert (
+        httpx.delete(f"{acc.api}/v1/tokens/{tid}", headers=acc.admin_headers, timeout=10).status_code == 200
+    )
     deadline = time.monotonic() + 5
     while httpx.get(url, headers=h2, timeout=10).status_code == 200:
         assert time.monotonic() < deadline, "revocation did not take effect"
@@ -262,7 +290,12 @@ def test_rate_limit_answers_429_with_retry_after(acc) -> None:
     time.sleep(1.2)
     assert httpx.get(f"{acc.api}/v1/governments/{OWN}", headers=h, timeout=10).status_code == 200
     # another token is not affected
-    assert httpx.get(f"{acc.api}/v1/governments/{OWN}", headers=acc.director_headers(OWN), timeout=10).status_code == 200
+    assert (
+        httpx.get(
+            f"{acc.api}/v1/governments/{OWN}", headers=acc.director_headers(OWN), timeout=10
+        ).status_code
+        == 200
+    )
 
 
 def test_dashboard_session_cookie_is_httponly_and_writes_need_the_csrf_header(acc) -> None:
@@ -280,7 +313,9 @@ def test_dashboard_session_cookie_is_httponly_and_writes_need_the_csrf_header(ac
         assert c.post(f"/v1/alerts/{aid}/ack", content=b"{}").status_code == 403  # no CSRF header
         wrong = c.post(f"/v1/alerts/{aid}/ack", content=b"{}", headers={"X-CSRF-Token": "guess"})
         assert wrong.status_code == 403
-        ok = c.post(f"/v1/alerts/{aid}/ack", content=b"{}", headers={"X-CSRF-Token": c.cookies["cashpos_csrf"]})
+        ok = c.post(
+            f"/v1/alerts/{aid}/ack", content=b"{}", headers={"X-CSRF-Token": c.cookies["cashpos_csrf"]}
+        )
         assert ok.status_code == 200, ok.text
         out = c.delete("/v1/session", headers={"X-CSRF-Token": c.cookies["cashpos_csrf"]})
         assert out.status_code == 200
@@ -301,8 +336,9 @@ def test_the_csrf_value_is_bound_to_its_session(acc) -> None:
     assert my_csrf != their_csrf
 
     def sign_out(cookie: str, header: str) -> httpx.Response:  # a write by the cookie session
-        return httpx.delete(f"{acc.api}/v1/session", timeout=10,
-                            headers={"Cookie": cookie, "X-CSRF-Token": header})
+        return httpx.delete(
+            f"{acc.api}/v1/session", timeout=10, headers={"Cookie": cookie, "X-CSRF-Token": header}
+        )
 
     # another session's (valid) value, as cookie and header
     r = sign_out(f"cashpos_session={mine}; cashpos_csrf={their_csrf}", their_csrf)
@@ -316,8 +352,12 @@ def test_the_csrf_value_is_bound_to_its_session(acc) -> None:
     assert sign_out(f"cashpos_session={mine}; cashpos_csrf={my_csrf}", my_csrf).status_code == 200
     assert sign_out(f"cashpos_session={mine}; cashpos_csrf={my_csrf}", "").status_code == 403
     # a bearer token needs no CSRF value (no ambient credential to abuse)
-    assert httpx.delete(f"{acc.api}/v1/session", timeout=10,
-                        headers={"Authorization": f"Bearer {mine}"}).status_code == 200
+    assert (
+        httpx.delete(
+            f"{acc.api}/v1/session", timeout=10, headers={"Authorization": f"Bearer {mine}"}
+        ).status_code
+        == 200
+    )
 
 
 def test_reads_by_national_and_every_write_are_audited(acc) -> None:
@@ -325,16 +365,26 @@ def test_reads_by_national_and_every_write_are_audited(acc) -> None:
     nat = acc.token("national", (), name=f"auditor {marker}")
     httpx.get(f"{acc.api}/v1/positions/{OTHER}", headers={"Authorization": f"Bearer {nat}"}, timeout=10)
     admin = acc.token("admin", (), name=f"admin {marker}")
-    put = httpx.put(f"{acc.api}/v1/thresholds/{OTHER}/general", content=b'{"floor_krw": 5}',
-                    headers={"Authorization": f"Bearer {admin}"}, timeout=10)
+    put = httpx.put(
+        f"{acc.api}/v1/thresholds/{OTHER}/general",
+        content=b'{"floor_krw": 5}',
+        headers={"Authorization": f"Bearer {admin}"},
+        timeout=10,
+    )
     assert put.status_code == 200, put.text
-    made = httpx.post(f"{acc.api}/v1/tokens", headers={"Authorization": f"Bearer {admin}"}, timeout=10,
-                      json={"role": "viewer", "orgs": [OWN], "name": f"made {marker}"})
+    made = httpx.post(
+        f"{acc.api}/v1/tokens",
+        headers={"Authorization": f"Bearer {admin}"},
+        timeout=10,
+        json={"role": "viewer", "orgs": [OWN], "name": f"made {marker}"},
+    )
     assert made.status_code == 201 and made.json()["token"].startswith("cpt_")
     director = acc.token("finance_director", (OWN,), name=f"reader {marker}")
     httpx.get(f"{acc.api}/v1/positions/{OWN}", headers={"Authorization": f"Bearer {director}"}, timeout=10)
     time.sleep(0.5)
-    entries = [orjson.loads(r.value) for r in asyncio.run(read_topics(acc.settings, [Topics(acc.namespace).audit]))]
+    entries = [
+        orjson.loads(r.value) for r in asyncio.run(read_topics(acc.settings, [Topics(acc.namespace).audit]))
+    ]
     mine = [(e["name"], e["action"], e["org_code"]) for e in entries if marker in str(e.get("name"))]
     assert (f"auditor {marker}", "read", OTHER) in mine
     assert (f"admin {marker}", "thresholds_set", OTHER) in mine
@@ -374,21 +424,27 @@ def test_redis_service_accounts_can_do_only_their_part(acc) -> None:
     proc = redis.Redis.from_url(acc.redis_urls["processor"])
     try:
         assert api.hgetall(k.positions(OWN))  # reads the serving copy
-        for write in (lambda: api.hset(k.positions(OWN), "general|2026", b"1|{}"),
-                      lambda: api.delete(k.positions(OWN)),
-                      lambda: api.lpush(k.deadletters_recent, b"x"),
-                      lambda: api.get("other-namespace:pos:3000000"),
-                      lambda: api.flushall(),
-                      lambda: api.keys("*"),
-                      lambda: api.config_get("*")):
+        for write in (
+            lambda: api.hset(k.positions(OWN), "general|2026", b"1|{}"),
+            lambda: api.delete(k.positions(OWN)),
+            lambda: api.lpush(k.deadletters_recent, b"x"),
+            lambda: api.get("other-namespace:pos:3000000"),
+            lambda: api.flushall(),
+            lambda: api.keys("*"),
+            lambda: api.config_get("*"),
+        ):
             with pytest.raises(redis.exceptions.NoPermissionError):
                 write()
         api.hset(k.thresholds, "probe|*", b"{}")  # its own writes
         api.hdel(k.thresholds, "probe|*")
         proc.hset(k.freshness, "probe", b"1")
         proc.hdel(k.freshness, "probe")
-        for bad in (lambda: proc.flushall(), lambda: proc.set("other-namespace:x", 1),
-                    lambda: proc.acl_list(), lambda: proc.keys("*")):
+        for bad in (
+            lambda: proc.flushall(),
+            lambda: proc.set("other-namespace:x", 1),
+            lambda: proc.acl_list(),
+            lambda: proc.keys("*"),
+        ):
             with pytest.raises(redis.exceptions.NoPermissionError):
                 bad()
     finally:
@@ -408,8 +464,13 @@ def test_default_user_off_refuses_anonymous_clients(tmp_path) -> None:
         disable_default_user(r)
         r.close()
         anon = redis.Redis.from_url(base)
-        with pytest.raises((redis.exceptions.AuthenticationError, redis.exceptions.NoPermissionError,
-                            redis.exceptions.ResponseError)):
+        with pytest.raises(
+            (
+                redis.exceptions.AuthenticationError,
+                redis.exceptions.NoPermissionError,
+                redis.exceptions.ResponseError,
+            )
+        ):
             anon.get("cashpos:pos:3000000")
         anon.close()
         admin = redis.Redis.from_url(urls["admin"])

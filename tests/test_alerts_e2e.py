@@ -42,9 +42,15 @@ OTHER = "3090000"  # 도봉구
 def ev(kind: str, amount: int, org: str = ORG, account: str = "general", **extra: object) -> bytes:
     now = dt.datetime.now(KST)
     d: dict[str, object] = {
-        "event_id": f"e2e-{uuid.uuid4().hex[:20]}", "org_code": org, "account": account,
-        "fiscal_year": now.year, "kind": kind, "amount": amount,
-        "occurred_at": now.isoformat(timespec="milliseconds"), "source": "test_alerts_e2e", **extra,
+        "event_id": f"e2e-{uuid.uuid4().hex[:20]}",
+        "org_code": org,
+        "account": account,
+        "fiscal_year": now.year,
+        "kind": kind,
+        "amount": amount,
+        "occurred_at": now.isoformat(timespec="milliseconds"),
+        "source": "test_alerts_e2e",
+        **extra,
     }
     if kind == "receipt":
         d["category"] = "local_tax"
@@ -66,7 +72,9 @@ def alerts(stack: Stack, **params: str) -> list[Alert]:
     return r.json()["alerts"]
 
 
-def wait_alerts(stack: Stack, pred: Callable[[Alert], bool], timeout: float = 15, **params: str) -> list[Alert]:
+def wait_alerts(
+    stack: Stack, pred: Callable[[Alert], bool], timeout: float = 15, **params: str
+) -> list[Alert]:
     deadline = time.monotonic() + timeout
     got: list[Alert] = []
     while time.monotonic() < deadline:
@@ -120,7 +128,9 @@ def astack(infra: Infra, tmp_path: Path) -> Iterator[Stack]:
     s.stop_all()
 
 
-async def test_shortfall_alert_is_served_and_pushed_within_two_seconds_and_can_be_acknowledged(astack: Stack) -> None:
+async def test_shortfall_alert_is_served_and_pushed_within_two_seconds_and_can_be_acknowledged(
+    astack: Stack,
+) -> None:
     s = astack
     keys = RedisKeys(s.namespace)
     await publish(s, ev("receipt", 1_000_000))
@@ -166,7 +176,9 @@ async def test_shortfall_alert_is_served_and_pushed_within_two_seconds_and_can_b
     kim = {"Authorization": f"Bearer {s.token('finance_director', (ORG,), name='kim')}"}
     lee = {"Authorization": f"Bearer {s.token('finance_director', (ORG,), name='lee')}"}
     assert httpx.post(url, json={}, timeout=5).status_code == 401  # no token
-    assert httpx.post(url, json={"by": "kim"}, headers=s.headers, timeout=5).status_code == 403  # national: read-only
+    assert (
+        httpx.post(url, json={"by": "kim"}, headers=s.headers, timeout=5).status_code == 403
+    )  # national: read-only
     assert httpx.post(url, json={"by": 5}, headers=kim, timeout=5).status_code == 422
     assert httpx.post(url, json={"who": "kim"}, headers=kim, timeout=5).status_code == 422
     assert httpx.post(f"{s.api}/v1/alerts/nope/ack", json={"by": "kim"}, headers=kim).status_code == 404
@@ -179,7 +191,9 @@ async def test_shortfall_alert_is_served_and_pushed_within_two_seconds_and_can_b
     assert (now["state"], now["acknowledged_by"]) == ("acknowledged", "kim")
     assert [x["id"] for x in alerts(s, org=ORG, state="acknowledged")] == [a["id"]]
     await publish(s, ev("receipt", 10_000_000))
-    done = await asyncio.to_thread(wait_alerts, s, lambda x: x["id"] == a["id"], 10, org=ORG, state="resolved")
+    done = await asyncio.to_thread(
+        wait_alerts, s, lambda x: x["id"] == a["id"], 10, org=ORG, state="resolved"
+    )
     assert done[0]["acknowledged_by"] == "kim" and done[0]["resolution"] == "recovered"
     assert done[0]["available"] == 8_000_000
     assert all(x["id"] != a["id"] for x in alerts(s, org=ORG))  # no longer open
@@ -191,8 +205,14 @@ async def test_shortfall_alert_is_served_and_pushed_within_two_seconds_and_can_b
     deadline, line = time.monotonic() + 10, ""
     while time.monotonic() < deadline and not line:
         text = httpx.get(f"{s.api}/metrics", headers=s.headers, timeout=5).text
-        line = next((ln for ln in text.splitlines() if ln.startswith("cashpos_alerts_raised_total{")
-                     and 'rule="shortfall"' in ln), "")
+        line = next(
+            (
+                ln
+                for ln in text.splitlines()
+                if ln.startswith("cashpos_alerts_raised_total{") and 'rule="shortfall"' in ln
+            ),
+            "",
+        )
         await asyncio.sleep(0.3)
     assert line and float(line.rsplit(" ", 1)[1]) == 1.0, line
 
@@ -222,6 +242,7 @@ async def test_kill9_and_restart_neither_repeats_nor_loses_alerts(infra: Infra, 
         await r.aclose()
     finally:
         s.stop_all()
+
     # nothing that was published before is published again, nothing is lost
     def key(c: dict) -> tuple[str, int, str]:
         return c["id"], c["rev"], c["change"]
@@ -230,7 +251,9 @@ async def test_kill9_and_restart_neither_repeats_nor_loses_alerts(infra: Infra, 
     assert all(n == 1 for n in after.values()), after
     assert before.keys() <= after.keys()
     assert [(c["org_code"], c["rule"], c["change"]) for c in before_topic] == [
-        (ORG, "shortfall", "raised"), (ORG, "projected_shortfall", "raised")]
+        (ORG, "shortfall", "raised"),
+        (ORG, "projected_shortfall", "raised"),
+    ]
     new = sorted((c["org_code"], c["rule"], c["change"]) for c in after_topic if key(c) not in before)
     assert new == [(OTHER, "projected_shortfall", "raised"), (OTHER, "shortfall", "raised")]
     assert before_open <= after_open  # the open alert is still open, under the same id
@@ -245,11 +268,21 @@ async def test_thresholds_put_takes_effect_without_restart(astack: Stack) -> Non
     url = f"{s.api}/v1/thresholds/{ORG}/general"
     base = httpx.get(url, headers=s.headers, timeout=5).json()
     assert base["effective"]["floor_months"] == 2 and base["override"] is None
-    for bad in ({"floor_krw": 1.5}, {"floor_krw": -1}, {"floor_krw": "6000000000"}, {"floor_krw": 0},
-                {"nope": 1}, {"margin_pct": 101}, {"floor_months": True}):
+    for bad in (
+        {"floor_krw": 1.5},
+        {"floor_krw": -1},
+        {"floor_krw": "6000000000"},
+        {"floor_krw": 0},
+        {"nope": 1},
+        {"margin_pct": 101},
+        {"floor_months": True},
+    ):
         r = httpx.put(url, json=bad, headers=s.admin_headers, timeout=5)
         assert r.status_code == 422, (bad, r.text)
-    assert httpx.put(f"{s.api}/v1/thresholds/9999999/general", json={}, headers=s.admin_headers).status_code == 404
+    assert (
+        httpx.put(f"{s.api}/v1/thresholds/9999999/general", json={}, headers=s.admin_headers).status_code
+        == 404
+    )
     assert httpx.put(f"{s.api}/v1/thresholds/{ORG}/nope", json={}, headers=s.admin_headers).status_code == 404
     assert httpx.put(url, json={"floor_krw": 6_000_000_000}, headers=s.headers).status_code == 403  # readers
     t0 = time.monotonic()
@@ -260,8 +293,9 @@ async def test_thresholds_put_takes_effect_without_restart(astack: Stack) -> Non
     assert (got[0]["floor"], got[0]["available"]) == (6_000_000_000, 5_000_000_000)
     # the next event is judged against it too: 5,000,000,000 + 1,500,000,000 >= floor + 5%
     await publish(s, ev("receipt", 1_500_000_000))
-    done = await asyncio.to_thread(wait_alerts, s, lambda a: a["id"] == got[0]["id"], 10, org=ORG,
-                                   state="resolved")
+    done = await asyncio.to_thread(
+        wait_alerts, s, lambda a: a["id"] == got[0]["id"], 10, org=ORG, state="resolved"
+    )
     assert done[0]["resolution"] == "recovered"
     assert httpx.delete(url, headers=s.admin_headers, timeout=5).json()["override"] is None
 
@@ -269,13 +303,34 @@ async def test_thresholds_put_takes_effect_without_restart(astack: Stack) -> Non
 def test_simulator_scenario_raises_the_staged_shortfall(astack: Stack) -> None:
     s = astack
     out = subprocess.run(
-        [sys.executable, "-m", "cashpos.cli", "simulate", "--scenario", "shortfall", "--seed", "5",
-         "--speed", "3600", "--rate", "2000", "--total", "4000"],
-        env=s.env(), cwd=ROOT, capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "cashpos.cli",
+            "simulate",
+            "--scenario",
+            "shortfall",
+            "--seed",
+            "5",
+            "--speed",
+            "3600",
+            "--rate",
+            "2000",
+            "--total",
+            "4000",
+        ],
+        env=s.env(),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "scenario shortfall" in out.stdout and "울릉군 5260000 general" in out.stdout
     cid = next(ln for ln in out.stdout.splitlines() if "commitment" in ln).split("commitment ")[1].split()[0]
-    got = wait_alerts(s, lambda a: a["rule"] == "projected_shortfall" and a["account"] == "general", 30, org=ORG)
+    got = wait_alerts(
+        s, lambda a: a["rule"] == "projected_shortfall" and a["account"] == "general", 30, org=ORG
+    )
     assert [d["commitment_id"] for d in got[0]["drivers"]] == [cid]
     assert got[0]["raised_event"] == f"{cid}-c"
     short = wait_alerts(s, lambda a: a["rule"] == "shortfall" and a["account"] == "general", 5, org=ORG)
@@ -295,7 +350,9 @@ async def test_kill9_mid_stream_raises_the_staged_alerts_exactly_once(infra: Inf
         start_worker(s)
         s.start_api()
         s.wait_ready()
-        sim = StagedSimulator(seed=9, start=dt.datetime.now(KST) - dt.timedelta(hours=2), speed=144.0, rate=1000.0)
+        sim = StagedSimulator(
+            seed=9, start=dt.datetime.now(KST) - dt.timedelta(hours=2), speed=144.0, rate=1000.0
+        )
         staged = shortfall_scenario(sim, after_s=300)
         sim.stage(staged)
         raws = sim.opening_balances() + sim.next_batch(20_000)
@@ -320,8 +377,9 @@ async def test_kill9_mid_stream_raises_the_staged_alerts_exactly_once(infra: Inf
         start_worker(s)
         want_cash = folded_cash(raws, (ORG, "general", sim.start.year))
         await asyncio.to_thread(wait_cash, s, ORG, "general", want_cash, 90)
-        got = await asyncio.to_thread(wait_alerts, s, lambda a: a["account"] == "general" and a["rule"] == "shortfall",
-                                      20, org=ORG)
+        got = await asyncio.to_thread(
+            wait_alerts, s, lambda a: a["account"] == "general" and a["rule"] == "shortfall", 20, org=ORG
+        )
         await asyncio.sleep(2)
         changes = await topic_changes(s)
         opened = {k.decode() if isinstance(k, bytes) else k for k in await r.hkeys(keys.alerts_open)}
@@ -330,11 +388,20 @@ async def test_kill9_mid_stream_raises_the_staged_alerts_exactly_once(infra: Inf
         s.stop_all()
     # (a year_end notice joins them in December, when the stream's open commitments are within
     # 30 days of 31 December: the date's doing, not the scenario's)
-    mine = {(c["id"], c["rule"]) for c in changes
-            if c["org_code"] == ORG and c["account"] == "general" and c["change"] == "raised"
-            and c["rule"] != "year_end"}
-    assert sorted(rule for _, rule in mine) == ["projected_shortfall", "shortfall"], (mine, len(changes), [
-        (c["org_code"], c["account"], c["rule"], c["change"]) for c in changes][:20], got)
+    mine = {
+        (c["id"], c["rule"])
+        for c in changes
+        if c["org_code"] == ORG
+        and c["account"] == "general"
+        and c["change"] == "raised"
+        and c["rule"] != "year_end"
+    }
+    assert sorted(rule for _, rule in mine) == ["projected_shortfall", "shortfall"], (
+        mine,
+        len(changes),
+        [(c["org_code"], c["account"], c["rule"], c["change"]) for c in changes][:20],
+        got,
+    )
     assert got[0]["id"] in {i for i, _ in mine}
     # the serving copy holds exactly the alerts whose latest change on the topic is not a resolve
     latest: dict[str, dict] = {}

@@ -26,8 +26,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_korea_time_and_the_holidays_are_defined_once() -> None:
     spelt = re.compile(r"timedelta\(hours=9\)|_(?:LUNAR|FIXED)_HOLIDAYS\s*[:=]")
-    places = [str(p.relative_to(ROOT)) for p in ROOT.rglob("*.py")
-              if ".venv" not in p.parts and "tests" not in p.parts and spelt.search(p.read_text())]
+    places = [
+        str(p.relative_to(ROOT))
+        for p in ROOT.rglob("*.py")
+        if ".venv" not in p.parts and "tests" not in p.parts and spelt.search(p.read_text())
+    ]
     assert places == ["cashpos/calendar.py"]
 
 
@@ -39,13 +42,16 @@ def test_business_days() -> None:
     assert dt.date(2027, 2, 8) in holidays(2027)  # 설날
 
 
-@pytest.mark.parametrize(("at", "years"), [
-    ("2027-01-20T23:59:59.999+09:00", (2027, 2026)),  # the last instant of prior-year processing
-    ("2027-01-21T00:00:00+09:00", (2027,)),
-    ("2027-01-20T15:00:00Z", (2027,)),  # already 21 January in Korea
-    ("2026-12-31T15:00:00Z", (2027, 2026)),  # New Year in Korea
-    ("2026-12-31T23:59:59+09:00", (2026,)),
-])
+@pytest.mark.parametrize(
+    ("at", "years"),
+    [
+        ("2027-01-20T23:59:59.999+09:00", (2027, 2026)),  # the last instant of prior-year processing
+        ("2027-01-21T00:00:00+09:00", (2027,)),
+        ("2027-01-20T15:00:00Z", (2027,)),  # already 21 January in Korea
+        ("2026-12-31T15:00:00Z", (2027, 2026)),  # New Year in Korea
+        ("2026-12-31T23:59:59+09:00", (2026,)),
+    ],
+)
 def test_the_fiscal_years_an_instant_may_belong_to(at: str, years: tuple[int, ...]) -> None:
     assert fiscal_years_for(dt.datetime.fromisoformat(at)) == years
 

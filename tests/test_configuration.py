@@ -56,8 +56,9 @@ def test_secrets_are_never_printed(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.kafka_client_args()["sasl_plain_password"] == "hunter2"
 
 
-def test_an_unknown_variable_is_warned_about(monkeypatch: pytest.MonkeyPatch,
-                                             caplog: pytest.LogCaptureFixture) -> None:
+def test_an_unknown_variable_is_warned_about(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.setenv("CASHPOS_PARTITON", "3")  # misspelt: would be silently ignored
     with caplog.at_level(logging.WARNING, logger="cashpos.settings"):
         s = load()

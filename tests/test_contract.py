@@ -81,9 +81,14 @@ def raw(kind: object = "receipt", **over: object) -> bytes:
 
 def close_raw(**over: object) -> bytes:
     """A valid close of fiscal year 2026 for Seoul."""
-    d: dict[str, object] = {"event_id": "close-2026", "org_code": SEOUL, "fiscal_year": 2026,
-                            "kind": "fiscal_year_close", "occurred_at": "2027-01-21T00:00:00+09:00",
-                            "source": "test"}
+    d: dict[str, object] = {
+        "event_id": "close-2026",
+        "org_code": SEOUL,
+        "fiscal_year": 2026,
+        "kind": "fiscal_year_close",
+        "occurred_at": "2027-01-21T00:00:00+09:00",
+        "source": "test",
+    }
     d.update(over)
     return json.dumps(d).encode()
 
@@ -155,20 +160,47 @@ CASES: list[tuple[str, bytes, bytes | None, str | None, str]] = [
     ("ts_naive", raw(occurred_at="2026-03-02T10:00:00"), None, None, "naive_timestamp"),
     # Instants with no Korean date (astimezone overflows): the worker once died on these.
     ("ts_year_1_east_of_utc", raw(occurred_at="0001-01-01T00:00:00+10:00"), None, None, "invalid_timestamp"),
-    ("ts_year_9999_west_of_utc", raw(occurred_at="9999-12-31T23:00:00-05:00"), None, None, "invalid_timestamp"),
+    (
+        "ts_year_9999_west_of_utc",
+        raw(occurred_at="9999-12-31T23:00:00-05:00"),
+        None,
+        None,
+        "invalid_timestamp",
+    ),
     ("ts_year_9999_utc", raw(occurred_at="9999-12-31T23:59:59Z"), None, None, "invalid_timestamp"),
     ("ts_offset_without_colon", raw(occurred_at="2026-03-02T10:00:00+0900"), None, None, "invalid_timestamp"),
     ("ts_offset_escaped", raw().replace(b"+09:00", b"\\u002b0900"), None, None, "invalid_timestamp"),
-    ("duplicate_amount", raw().replace(b'"amount": 1000', b'"amount": 1, "amount": 999'), None, None,
-     "duplicate_key"),
-    ("duplicate_escaped_key", raw().replace(b'"amount": 1000', b'"amount": 1, "amo\\u0075nt": 1'),
-     None, None, "duplicate_key"),
-    ("duplicate_same_value", raw().replace(b'"source": "test"', b'"source": "test", "source": "test"'),
-     None, None, "duplicate_key"),
+    (
+        "duplicate_amount",
+        raw().replace(b'"amount": 1000', b'"amount": 1, "amount": 999'),
+        None,
+        None,
+        "duplicate_key",
+    ),
+    (
+        "duplicate_escaped_key",
+        raw().replace(b'"amount": 1000', b'"amount": 1, "amo\\u0075nt": 1'),
+        None,
+        None,
+        "duplicate_key",
+    ),
+    (
+        "duplicate_same_value",
+        raw().replace(b'"source": "test"', b'"source": "test", "source": "test"'),
+        None,
+        None,
+        "duplicate_key",
+    ),
     ("ts_naive_fraction", raw(occurred_at="2026-03-02T10:00:00.250"), None, None, "naive_timestamp"),
     ("org_code_short", raw(org_code="611000"), None, None, "invalid_field"),
     ("org_code_number", raw(org_code=6110000), None, None, "invalid_field"),
-    ("account_upper", raw(account="General"), None, None, "unknown_account"),  # codes are lowercase; checked against the chart
+    (
+        "account_upper",
+        raw(account="General"),
+        None,
+        None,
+        "unknown_account",
+    ),  # codes are lowercase; checked against the chart
     ("event_id_empty", raw(event_id=""), None, None, "invalid_field"),
     ("event_id_65", raw(event_id="x" * 65), None, None, "invalid_field"),
     ("fiscal_year_string", raw(fiscal_year="2026"), None, None, "invalid_field"),
@@ -181,31 +213,75 @@ CASES: list[tuple[str, bytes, bytes | None, str | None, str]] = [
     ("unknown_account_made_up", raw(account="no_such_account"), None, None, "unknown_account"),
     ("fy_previous_year_in_march", raw(fiscal_year=2025), None, None, "period_closed"),
     ("fy_next_year", raw(fiscal_year=2027), None, None, "fiscal_year_mismatch"),
-    ("fy_21_jan_kst",
-     raw(fiscal_year=2026, occurred_at="2027-01-21T00:30:00+09:00"), None, None, "period_closed"),
-    ("fy_utc_already_21_jan_in_korea",
-     raw(fiscal_year=2026, occurred_at="2027-01-20T16:00:00Z"), None, None, "period_closed"),
-    ("fy_20_jan_two_years_back",
-     raw(fiscal_year=2025, occurred_at="2027-01-20T23:00:00+09:00"), None, None, "period_closed"),
-    ("fy_new_year_eve_in_new_york_is_jan_1_in_korea",
-     raw(fiscal_year=2025, occurred_at="2026-12-31T20:00:00-05:00"), None, None, "period_closed"),
-    ("fy_new_commitment_after_31_dec",
-     raw("commitment", fiscal_year=2026, occurred_at="2027-01-15T10:00:00+09:00", due_date="2027-01-19"),
-     None, None, "period_closed"),
-    ("fy_new_commitment_1_jan_in_korea_is_after_31_dec",
-     raw("commitment", fiscal_year=2026, occurred_at="2026-12-31T15:00:00Z"), None, None, "period_closed"),
+    (
+        "fy_21_jan_kst",
+        raw(fiscal_year=2026, occurred_at="2027-01-21T00:30:00+09:00"),
+        None,
+        None,
+        "period_closed",
+    ),
+    (
+        "fy_utc_already_21_jan_in_korea",
+        raw(fiscal_year=2026, occurred_at="2027-01-20T16:00:00Z"),
+        None,
+        None,
+        "period_closed",
+    ),
+    (
+        "fy_20_jan_two_years_back",
+        raw(fiscal_year=2025, occurred_at="2027-01-20T23:00:00+09:00"),
+        None,
+        None,
+        "period_closed",
+    ),
+    (
+        "fy_new_year_eve_in_new_york_is_jan_1_in_korea",
+        raw(fiscal_year=2025, occurred_at="2026-12-31T20:00:00-05:00"),
+        None,
+        None,
+        "period_closed",
+    ),
+    (
+        "fy_new_commitment_after_31_dec",
+        raw("commitment", fiscal_year=2026, occurred_at="2027-01-15T10:00:00+09:00", due_date="2027-01-19"),
+        None,
+        None,
+        "period_closed",
+    ),
+    (
+        "fy_new_commitment_1_jan_in_korea_is_after_31_dec",
+        raw("commitment", fiscal_year=2026, occurred_at="2026-12-31T15:00:00Z"),
+        None,
+        None,
+        "period_closed",
+    ),
     ("close_on_20_jan", close_raw(occurred_at="2027-01-20T23:59:59+09:00"), None, None, "close_too_early"),
     ("close_in_december", close_raw(occurred_at="2026-12-31T23:00:00+09:00"), None, None, "close_too_early"),
     ("close_with_amount", close_raw(amount=5), None, None, "unknown_field"),
     ("close_unknown_government", close_raw(org_code=UNKNOWN_ORG), None, None, "unknown_government"),
     ("close_key_mismatch", close_raw(), JONGNO.encode(), "revenue", "key_mismatch"),
-    ("carry_forward_without_basis", raw("commitment_carry_forward", commitment_id="c-1"), None, None,
-     "missing_basis"),
+    (
+        "carry_forward_without_basis",
+        raw("commitment_carry_forward", commitment_id="c-1"),
+        None,
+        None,
+        "missing_basis",
+    ),
     ("basis_on_a_commitment", raw("commitment", basis="explicit"), None, None, "field_not_allowed"),
-    ("carry_forward_without_commitment_id", raw("commitment_carry_forward", basis="accident"), None, None,
-     "missing_commitment_id"),
-    ("fy_31_dec_kst_is_not_next_year",
-     raw(fiscal_year=2027, occurred_at="2026-12-31T23:59:59+09:00"), None, None, "fiscal_year_mismatch"),
+    (
+        "carry_forward_without_commitment_id",
+        raw("commitment_carry_forward", basis="accident"),
+        None,
+        None,
+        "missing_commitment_id",
+    ),
+    (
+        "fy_31_dec_kst_is_not_next_year",
+        raw(fiscal_year=2027, occurred_at="2026-12-31T23:59:59+09:00"),
+        None,
+        None,
+        "fiscal_year_mismatch",
+    ),
     ("receipt_without_category", raw(category=_DROP), None, None, "missing_category"),
     ("receipt_null_category", raw(category=None), None, None, "missing_category"),
     ("commitment_without_id", raw("commitment", commitment_id=_DROP), None, None, "missing_commitment_id"),
@@ -223,8 +299,13 @@ CASES: list[tuple[str, bytes, bytes | None, str | None, str]] = [
     ("to_account_on_payment", raw("payment", to_account="custody"), None, None, "field_not_allowed"),
     ("to_account_on_commitment", raw("commitment", to_account="custody"), None, None, "field_not_allowed"),
     ("transfer_to_itself", raw("transfer", to_account="general"), None, None, "transfer_same_account"),
-    ("transfer_to_foreign_account", raw("transfer", org_code=JONGNO, to_account=FOREIGN_ACCOUNT), None, None,
-     "unknown_to_account"),
+    (
+        "transfer_to_foreign_account",
+        raw("transfer", org_code=JONGNO, to_account=FOREIGN_ACCOUNT),
+        None,
+        None,
+        "unknown_to_account",
+    ),
     ("transfer_to_made_up_account", raw("transfer", to_account="nowhere"), None, None, "unknown_to_account"),
     ("key_other_org", raw(), JONGNO.encode(), None, "key_mismatch"),
     ("key_empty", raw(), b"", None, "key_mismatch"),
@@ -240,8 +321,9 @@ REQUIRED = ["event_id", "org_code", "account", "fiscal_year", "kind", "amount", 
 CASES += [(f"missing_{f}", raw(**{f: _DROP}), None, None, "missing_field") for f in REQUIRED]
 
 
-@pytest.mark.parametrize(("value", "key", "side", "expected"), [c[1:] for c in CASES],
-                         ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("value", "key", "side", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
 def test_rejection_reason(value: bytes, key: bytes | None, side: str | None, expected: str) -> None:
     assert reason(value, key, side) == expected
 
@@ -295,6 +377,7 @@ def test_first_rejection_wins_for_oversized_before_decoding() -> None:
 
 # -- the 20 January rule ------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("occurred_at", "allowed"),
     [
@@ -337,21 +420,28 @@ VALID = {
     "reversal_of_commitment": body("commitment", event_id="ev-2", reverses="ev-1"),
     "min_amount": body("payment", amount=1),
     "max_amount": body("receipt", amount=10**15),
-    "jongno_receipt": body("receipt", org_code=JONGNO,
-                           account=min(GOVS[JONGNO].account_codes)),
-    "prior_year_in_january": body("payment", fiscal_year=2026,
-                                  occurred_at="2027-01-20T23:00:00+09:00"),
+    "jongno_receipt": body("receipt", org_code=JONGNO, account=min(GOVS[JONGNO].account_codes)),
+    "prior_year_in_january": body("payment", fiscal_year=2026, occurred_at="2027-01-20T23:00:00+09:00"),
     "utc_timestamp": body("payment", occurred_at="2026-03-02T01:00:00Z"),
     "explicit_null_optional": body("payment", commitment_id=None, to_account=None, reverses=None),
-    "carry_forward_in_december": body("commitment_carry_forward", commitment_id="c-9", basis="explicit",
-                                      occurred_at="2026-12-28T10:00:00+09:00"),
-    "carry_forward_on_20_january": body("commitment_carry_forward", commitment_id="c-9", basis="accident",
-                                        occurred_at="2027-01-20T23:00:00+09:00"),
+    "carry_forward_in_december": body(
+        "commitment_carry_forward",
+        commitment_id="c-9",
+        basis="explicit",
+        occurred_at="2026-12-28T10:00:00+09:00",
+    ),
+    "carry_forward_on_20_january": body(
+        "commitment_carry_forward",
+        commitment_id="c-9",
+        basis="accident",
+        occurred_at="2027-01-20T23:00:00+09:00",
+    ),
 }
 
 
-@pytest.mark.parametrize("occurred_at", ["2027-01-21T00:00:00+09:00", "2027-01-20T15:00:00Z",
-                                         "2027-02-10T18:00:00+09:00"])
+@pytest.mark.parametrize(
+    "occurred_at", ["2027-01-21T00:00:00+09:00", "2027-01-20T15:00:00Z", "2027-02-10T18:00:00+09:00"]
+)
 def test_a_close_from_21_january_is_valid_on_either_topic(occurred_at: str) -> None:
     for key in (None, SEOUL.encode()):
         for side in (None, "revenue", "expenditure"):
@@ -407,8 +497,11 @@ def mutated_events(draw: st.DrawFn) -> bytes:
     kind = draw(st.sampled_from(sorted(SIDE)))
     d = body(kind)
     for _ in range(draw(st.integers(0, 3))):
-        field = draw(st.sampled_from(REQUIRED + ["category", "commitment_id", "due_date",
-                                                "to_account", "reverses", "extra"]))
+        field = draw(
+            st.sampled_from(
+                REQUIRED + ["category", "commitment_id", "due_date", "to_account", "reverses", "extra"]
+            )
+        )
         if draw(st.booleans()):
             d.pop(field, None)
         else:
@@ -417,9 +510,11 @@ def mutated_events(draw: st.DrawFn) -> bytes:
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(value=st.binary(max_size=64) | mutated_events(),
-       key=st.none() | st.binary(max_size=8),
-       side=st.sampled_from([None, "revenue", "expenditure"]))
+@given(
+    value=st.binary(max_size=64) | mutated_events(),
+    key=st.none() | st.binary(max_size=8),
+    side=st.sampled_from([None, "revenue", "expenditure"]),
+)
 def test_check_message_never_raises(value: bytes, key: bytes | None, side: str | None) -> None:
     res = check_message(value, key, side)
     if isinstance(res, Rejection):
@@ -447,15 +542,32 @@ def test_fast_acceptance_agrees_with_the_full_rules() -> None:
 
     cases = 0
     for kind, cat, cid, due, to, (at, fy), key, side in itertools.product(
-        SIDE, [None, "grant"], [None, "c-9"], [None, "2026-04-30"], [None, "custody", "general"],
-        [("2026-03-02T10:00:00+09:00", 2026), ("2026-03-02T10:00:00+09:00", 2025),
-         ("2026-01-15T10:00:00+09:00", 2025), ("2026-01-25T10:00:00+09:00", 2025),
-         ("2026-12-31T20:00:00Z", 2027), ("2026-12-31T20:00:00Z", 2026),
-         ("2026-03-02T10:00:00+00:00", 2026)],
-        [None, SEOUL.encode(), b"3000000"], [None, "revenue", "expenditure"],
+        SIDE,
+        [None, "grant"],
+        [None, "c-9"],
+        [None, "2026-04-30"],
+        [None, "custody", "general"],
+        [
+            ("2026-03-02T10:00:00+09:00", 2026),
+            ("2026-03-02T10:00:00+09:00", 2025),
+            ("2026-01-15T10:00:00+09:00", 2025),
+            ("2026-01-25T10:00:00+09:00", 2025),
+            ("2026-12-31T20:00:00Z", 2027),
+            ("2026-12-31T20:00:00Z", 2026),
+            ("2026-03-02T10:00:00+00:00", 2026),
+        ],
+        [None, SEOUL.encode(), b"3000000"],
+        [None, "revenue", "expenditure"],
     ):
-        value = raw(kind, category=cat or _DROP, commitment_id=cid or _DROP, due_date=due or _DROP,
-                    to_account=to or _DROP, occurred_at=at, fiscal_year=fy)
+        value = raw(
+            kind,
+            category=cat or _DROP,
+            commitment_id=cid or _DROP,
+            due_date=due or _DROP,
+            to_account=to or _DROP,
+            occurred_at=at,
+            fiscal_year=fy,
+        )
         full = decode(value)
         if isinstance(full, Event):
             full = _full_rules(full, key, side)

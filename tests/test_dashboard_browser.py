@@ -28,8 +28,14 @@ from cashpos.refdata import governments
 from streams.publisher import Publisher
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 KST = dt.timezone(dt.timedelta(hours=9))
 
@@ -45,9 +51,15 @@ pytestmark = [
 def event(org: str, account: str, kind: str, amount: int, **extra: object) -> bytes:
     now = dt.datetime.now(KST)
     ev: dict[str, object] = {
-        "event_id": f"ui-{uuid.uuid4().hex}", "org_code": org, "account": account,
-        "fiscal_year": now.year, "kind": kind, "amount": amount,
-        "occurred_at": now.isoformat(), "source": "test_dashboard_browser", **extra,
+        "event_id": f"ui-{uuid.uuid4().hex}",
+        "org_code": org,
+        "account": account,
+        "fiscal_year": now.year,
+        "kind": kind,
+        "amount": amount,
+        "occurred_at": now.isoformat(),
+        "source": "test_dashboard_browser",
+        **extra,
     }
     if kind == "receipt":
         ev.setdefault("category", "local_tax")
@@ -70,7 +82,11 @@ def seed_events() -> tuple[list[bytes], int, int]:
         custody = next(a.code for a in g.accounts if a.type == "custody")
         parts = [("general", int(scale * 0.55)), (fund, int(scale * 0.2)), (custody, int(scale * 0.05))]
         for account, amount in parts:
-            out.append(event(org, account, "receipt", amount, category="other" if account != "general" else "local_tax"))
+            out.append(
+                event(
+                    org, account, "receipt", amount, category="other" if account != "general" else "local_tax"
+                )
+            )
             cash += amount
         r = rnd.random()
         ratio = 1.8 if org == JUNGGU_SEOUL else 0.8 if r < 0.1 else 0.5 if r < 0.3 else rnd.uniform(0.05, 0.3)
@@ -134,8 +150,12 @@ async def sign_in(pg, api: str, token: str) -> None:
 
 @pytest.fixture
 async def anon_page(browser):
-    ctx = await browser.new_context(viewport={"width": 1440, "height": 1000}, locale="ko-KR",
-                                    timezone_id="Asia/Seoul", device_scale_factor=1)
+    ctx = await browser.new_context(
+        viewport={"width": 1440, "height": 1000},
+        locale="ko-KR",
+        timezone_id="Asia/Seoul",
+        device_scale_factor=1,
+    )
     pg = await ctx.new_page()
     errors: list[str] = []
     pg.on("pageerror", lambda e: errors.append(str(e)))
@@ -207,9 +227,18 @@ async def test_national_view_shows_summary_numbers(stack, seeded, page) -> None:
                 f.krwKo(1234500000000n), f.krwKo(1000000000000n), f.krwKo(-234500000000),
                 f.krwKo(32100000), f.krwKo(12345678901234567n), f.krwExact(12345678901234567n, 'ko')];
     }""")
-    assert got == ["bigint", "9007199254740993", "12345678901234567", 5,
-                   "1조 2,345억원", "1조원", "−2,345억원", "3,210만원", "12,345조 6,789억원",
-                   "12,345,678,901,234,567원"]
+    assert got == [
+        "bigint",
+        "9007199254740993",
+        "12345678901234567",
+        5,
+        "1조 2,345억원",
+        "1조원",
+        "−2,345억원",
+        "3,210만원",
+        "12,345조 6,789억원",
+        "12,345,678,901,234,567원",
+    ]
 
     ARTIFACTS.mkdir(exist_ok=True)
     await page.screenshot(path=str(ARTIFACTS / "dashboard-national.png"))
@@ -225,7 +254,9 @@ async def test_published_event_shows_within_two_seconds(stack, seeded, page, pub
     await publisher.send(event(JONGNO, "general", "receipt", amount))
     await page.wait_for_function(
         "([sel, want]) => document.querySelector(sel)?.dataset.krw === want",
-        arg=[tile(JONGNO, "cash"), str(before + amount)], timeout=2000)
+        arg=[tile(JONGNO, "cash"), str(before + amount)],
+        timeout=2000,
+    )
     elapsed = time.monotonic() - t0
     assert elapsed < 2.0, elapsed
     assert await krw_of(page, "#kpi-cash") == national + amount
@@ -249,8 +280,12 @@ async def test_search_sort_and_drill_down(stack, seeded, page, publisher) -> Non
     assert await page.locator(visible).count() == 243
 
     async def values(scope: str, field: str) -> list[int]:
-        return [int(v) for v in await page.eval_on_selector_all(
-            f'{scope} .gov [data-field="{field}"]', "els => els.map(e => e.dataset.krw)")]
+        return [
+            int(v)
+            for v in await page.eval_on_selector_all(
+                f'{scope} .gov [data-field="{field}"]', "els => els.map(e => e.dataset.krw)"
+            )
+        ]
 
     for field in ("available", "cash", "committed"):
         await page.select_option("#sort", field)
@@ -262,15 +297,17 @@ async def test_search_sort_and_drill_down(stack, seeded, page, publisher) -> Non
     await page.click("#sort-dir")
     await page.select_option("#sort", "available")
     await page.uncheck("#group")  # one national ranking
-    flat = await values('section.prov.flat', "available")
+    flat = await values("section.prov.flat", "available")
     assert len(flat) == 243 and flat == sorted(flat, reverse=True)
     assert await page.get_attribute(".groups .gov[data-org]:last-child", "data-org") == JUNGGU_SEOUL
     # Sort by change today: the government that just received money comes first.
     await page.select_option("#sort", "change")
     await publisher.send(event(BUSAN, "general", "receipt", 987_654_321_000))
     await page.wait_for_function(
-        "org => document.querySelector('.groups .gov[data-org]')?.dataset.org === org", arg=BUSAN,
-        timeout=3000)
+        "org => document.querySelector('.groups .gov[data-org]')?.dataset.org === org",
+        arg=BUSAN,
+        timeout=3000,
+    )
     await page.check("#group")
     await page.select_option("#sort", "code")
 
@@ -305,7 +342,9 @@ async def test_search_sort_and_drill_down(stack, seeded, page, publisher) -> Non
         want = gen["committed"] + amount
         await page.wait_for_function(
             "([sel, want]) => document.querySelector(sel)?.dataset.krw === want",
-            arg=[f'{row} [data-field="committed"]', str(want)], timeout=2000)
+            arg=[f'{row} [data-field="committed"]', str(want)],
+            timeout=2000,
+        )
         gen["committed"] = want
     feed = page.locator("#gov-feed .feed-item")
     assert await feed.count() >= 2
@@ -347,7 +386,9 @@ async def test_resumes_after_dropped_connection(stack, seeded, page, publisher) 
         stack.start_api()
     await page.wait_for_function(
         "want => document.querySelector('#gov-kpi-cash')?.dataset.krw === want",
-        arg=str(cash + 1_111_111), timeout=15_000)
+        arg=str(cash + 1_111_111),
+        timeout=15_000,
+    )
     await page.wait_for_selector('#conn[data-state="live"]')
     assert not await page.locator("#banner").is_visible()
     assert "재연결" in await page.locator("#gov-feed .feed-item").first.inner_text()
@@ -358,7 +399,9 @@ async def test_resumes_after_dropped_connection(stack, seeded, page, publisher) 
     await publisher.send(event(SEOUL, "general", "receipt", 2_222_222))
     await page.wait_for_function(
         "want => document.querySelector('#gov-kpi-cash')?.dataset.krw === want",
-        arg=str(cash + 1_111_111 + 2_222_222), timeout=10_000)
+        arg=str(cash + 1_111_111 + 2_222_222),
+        timeout=10_000,
+    )
     assert await page.evaluate("() => window.cashpos.live.reconnects") >= 1
 
 

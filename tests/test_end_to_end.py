@@ -59,8 +59,10 @@ BAD = {
 # C-1: 300,000 committed; p1 releases 120,000 (open 180,000); cc1 releases 50,000 (open
 # 130,000); p3 pays 100,000 and releases 100,000 (open 30,000).
 EXPECTED = {
-    (ORG, "general", 2026): (1_000_000 + 500_000 - 120_000 - 200_000 - 100_000 + 7_000 - 7_000 - 100_000,
-                             300_000 - 120_000 - 50_000 - 100_000),
+    (ORG, "general", 2026): (
+        1_000_000 + 500_000 - 120_000 - 200_000 - 100_000 + 7_000 - 7_000 - 100_000,
+        300_000 - 120_000 - 50_000 - 100_000,
+    ),
     (ORG, FUND, 2026): (100_000, 0),
     (OTHER, "custody", 2026): (40_000, 0),
     (OTHER, "general", 2026): (9_000, 0),
@@ -84,10 +86,14 @@ def e2e(infra, tmp_path_factory):
     s.stop_all()
 
 
-def _positions(api: str, org: str, headers: dict[str, str]) -> dict[tuple[str, str, int], tuple[int, int, int]]:
+def _positions(
+    api: str, org: str, headers: dict[str, str]
+) -> dict[tuple[str, str, int], tuple[int, int, int]]:
     body = httpx.get(f"{api}/v1/positions/{org}", headers=headers, timeout=5).json()
-    return {(org, a["account"], a["fiscal_year"]): (a["cash"], a["committed"], a["available"])
-            for a in body["accounts"]}
+    return {
+        (org, a["account"], a["fiscal_year"]): (a["cash"], a["committed"], a["available"])
+        for a in body["accounts"]
+    }
 
 
 def _wait_for(s: Stack, expected: dict, timeout: float = 20) -> dict:
@@ -127,7 +133,9 @@ def test_account_endpoint_and_fiscal_year_filter(e2e):
     _wait_for(e2e, EXPECTED)
     one = httpx.get(f"{e2e.api}/v1/positions/{ORG}/general", headers=e2e.headers, timeout=5).json()
     assert one["totals"] == {"cash": 980_000, "committed": 30_000, "available": 950_000}
-    prior = httpx.get(f"{e2e.api}/v1/positions/{OTHER}?fiscal_year=2027", headers=e2e.headers, timeout=5).json()
+    prior = httpx.get(
+        f"{e2e.api}/v1/positions/{OTHER}?fiscal_year=2027", headers=e2e.headers, timeout=5
+    ).json()
     assert prior["accounts"] == []
     assert httpx.get(f"{e2e.api}/v1/positions/0000000", headers=e2e.headers, timeout=5).status_code == 404
     assert httpx.get(f"{e2e.api}/v1/positions/{ORG}/nope", headers=e2e.headers, timeout=5).status_code == 404
@@ -164,11 +172,19 @@ def test_duplicates_are_counted(e2e):
 
 
 def test_ingest_gateway_accepts_and_refuses(e2e):
-    ok = httpx.post(f"{e2e.api}/v1/events", content=event("gw1", "receipt", 12_345, org="3000000"),
-                    headers=e2e.source_headers, timeout=10)
+    ok = httpx.post(
+        f"{e2e.api}/v1/events",
+        content=event("gw1", "receipt", 12_345, org="3000000"),
+        headers=e2e.source_headers,
+        timeout=10,
+    )
     assert ok.status_code == 202 and ok.json()["event_id"] == "gw1"
-    bad = httpx.post(f"{e2e.api}/v1/events", content=event("gw2", "receipt", 0, org="3000000"),
-                     headers=e2e.source_headers, timeout=10)
+    bad = httpx.post(
+        f"{e2e.api}/v1/events",
+        content=event("gw2", "receipt", 0, org="3000000"),
+        headers=e2e.source_headers,
+        timeout=10,
+    )
     assert bad.status_code == 422 and bad.json()["reason"] == "invalid_amount"
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:

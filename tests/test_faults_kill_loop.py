@@ -25,8 +25,19 @@ CI_WORKER_ENV = {
 
 
 def test_kill9_every_few_seconds_is_exact(infra, tmp_path):
-    f = kill_loop.run(infra, tmp_path, events=100_000, seed=1, rate=5_000, partitions=4,
-                      kill_min=1.0, kill_max=3.0, env=CI_WORKER_ENV, min_kills=3, timeout=240)
+    f = kill_loop.run(
+        infra,
+        tmp_path,
+        events=100_000,
+        seed=1,
+        rate=5_000,
+        partitions=4,
+        kill_min=1.0,
+        kill_max=3.0,
+        env=CI_WORKER_ENV,
+        min_kills=3,
+        timeout=240,
+    )
     print(json.dumps(f, default=str, indent=1))
     assert f["kills_mid_stream"] >= 3, f["kill_log"]
     assert f["diff_krw"] == 0 and f["lagging"] == 0 and f["unseeded"] == 0

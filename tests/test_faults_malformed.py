@@ -13,8 +13,9 @@ from faults import malformed
 
 @pytest.mark.integration
 def test_malformed_every_10k_events(infra, tmp_path):
-    f = malformed.run(infra, tmp_path, events=100_000, seed=5, rate=5_000, every=10_000,
-                      partitions=4, timeout=240)
+    f = malformed.run(
+        infra, tmp_path, events=100_000, seed=5, rate=5_000, every=10_000, partitions=4, timeout=240
+    )
     print(json.dumps(f, default=str, indent=1))
     assert f["malformed"] == 10
     assert f["deadletters_listed"] == f["deadletter_topic_records"] == f["malformed"]
@@ -44,10 +45,23 @@ def test_every_malformed_variant_is_refused_with_its_reason():
     reasons = Counter(ref.counts()["rejected"])
     assert sum(reasons.values()) == len(bad) == len(good) // 200 >= 17
     assert set(reasons) == {
-        "not_json", "invalid_amount", "event_id_conflict", "unknown_field", "naive_timestamp",
-        "empty", "not_utf8", "unknown_government", "unknown_account", "invalid_kind",
-        "missing_field", "fiscal_year_mismatch", "not_object", "oversized", "invalid_timestamp",
-        "duplicate_key"}
+        "not_json",
+        "invalid_amount",
+        "event_id_conflict",
+        "unknown_field",
+        "naive_timestamp",
+        "empty",
+        "not_utf8",
+        "unknown_government",
+        "unknown_account",
+        "invalid_kind",
+        "missing_field",
+        "fiscal_year_mismatch",
+        "not_object",
+        "oversized",
+        "invalid_timestamp",
+        "duplicate_key",
+    }
     ci = malformed.inject(good[:2_000], 200)[1]  # the CI run's ten, in order
     ci_ref = Reference()
     for raw in ci:

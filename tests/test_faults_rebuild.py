@@ -49,8 +49,7 @@ def test_worker_starts_without_its_state_directory(infra, tmp_path):
 
 
 def test_rebuild_with_empty_redis_never_serves_partial_figures(infra, tmp_path):
-    f = rebuild.run(infra, tmp_path, events=20_000, seed=22, partitions=4, empty_redis=True,
-                    timeout=240)
+    f = rebuild.run(infra, tmp_path, events=20_000, seed=22, partitions=4, empty_redis=True, timeout=240)
     print(json.dumps(f, default=str, indent=1))
     assert f["diff_krw"] == 0 and f["checksum_equal"]
     assert f["api_status"].get(503, 0) > 0  # the API was asked during the rebuild

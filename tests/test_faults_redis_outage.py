@@ -15,8 +15,9 @@ from faults import redis_outage
 
 @pytest.mark.integration
 def test_redis_killed_and_flushed_mid_stream(infra, tmp_path):
-    f = redis_outage.run(infra, tmp_path, events=100_000, seed=3, rate=5_000, partitions=4,
-                         outage_s=2.0, timeout=240)
+    f = redis_outage.run(
+        infra, tmp_path, events=100_000, seed=3, rate=5_000, partitions=4, outage_s=2.0, timeout=240
+    )
     print(json.dumps(f, default=str, indent=1))
     assert f["wrong_numbers"] == 0 and f["regressions"] == 0 and f["oracle_self_check"]
     assert f["api_answers_during_outages"][503] > 0

@@ -15,9 +15,16 @@ pytestmark = pytest.mark.integration
 
 
 def test_kill_one_of_three_workers_then_add_one_back(infra, tmp_path):
-    f = scale_out.run(infra, tmp_path, events=80_000, seed=6, rate=4_000, partitions=6,
-                      env={"CASHPOS_SESSION_TIMEOUT_MS": "2000", "CASHPOS_HEARTBEAT_MS": "500"},
-                      timeout=240)
+    f = scale_out.run(
+        infra,
+        tmp_path,
+        events=80_000,
+        seed=6,
+        rate=4_000,
+        partitions=6,
+        env={"CASHPOS_SESSION_TIMEOUT_MS": "2000", "CASHPOS_HEARTBEAT_MS": "500"},
+        timeout=240,
+    )
     print(json.dumps(f, default=str, indent=1))
     assert len(f["owners_start"]) == 3 and set(f["owners_after_kill"]) == {"w1", "w3"}
     assert set(f["owners_after_add"]) == {"w1", "w2", "w3"}

@@ -39,8 +39,16 @@ CLOSE_AT = "2027-01-21T00:00:00+09:00"
 
 
 def close(year: int = 2026, org: str = SEOUL, event_id: str | None = None, at: str = CLOSE_AT) -> bytes:
-    return orjson.dumps({"event_id": event_id or f"close-{year}", "org_code": org, "fiscal_year": year,
-                         "kind": "fiscal_year_close", "occurred_at": at, "source": "cashpos close-year"})
+    return orjson.dumps(
+        {
+            "event_id": event_id or f"close-{year}",
+            "org_code": org,
+            "fiscal_year": year,
+            "kind": "fiscal_year_close",
+            "occurred_at": at,
+            "source": "cashpos close-year",
+        }
+    )
 
 
 def side_of_value(value: bytes) -> str:
@@ -89,40 +97,111 @@ def b() -> Iterator[Both]:
 
 # -- carry-forward --------------------------------------------------------------------------------
 
+
 def test_a_carried_commitment_is_paid_in_the_next_year(b: Both) -> None:
     assert b.send(event("r", "receipt", 5_000, org=SEOUL, at=DEC)) == "applied"
     assert b.send(event("c", "commitment", 800, org=SEOUL, at=DEC, commitment_id="k")) == "applied"
-    assert b.send(event("f", "commitment_carry_forward", 800, org=SEOUL, at=DEC, commitment_id="k",
-                        basis="explicit")) == "applied"
+    assert (
+        b.send(
+            event(
+                "f", "commitment_carry_forward", 800, org=SEOUL, at=DEC, commitment_id="k", basis="explicit"
+            )
+        )
+        == "applied"
+    )
     assert b.pos() == (5_000, 0) and b.pos(fy=2027) == (0, 800)
     # the commitment is 2027's now: paying it as 2026 is refused, as 2027 it is released
-    assert b.send(event("p1", "payment", 300, org=SEOUL, at=JAN, fiscal_year=2026,
-                        commitment_id="k")) == "commitment_mismatch"
-    assert b.send(event("p2", "payment", 300, org=SEOUL, at=JAN, fiscal_year=2027,
-                        commitment_id="k")) == "applied"
+    assert (
+        b.send(event("p1", "payment", 300, org=SEOUL, at=JAN, fiscal_year=2026, commitment_id="k"))
+        == "commitment_mismatch"
+    )
+    assert (
+        b.send(event("p2", "payment", 300, org=SEOUL, at=JAN, fiscal_year=2027, commitment_id="k"))
+        == "applied"
+    )
     assert b.pos(fy=2027) == (-300, 500)
     # the original can no longer be reversed, nor the carry-forward
-    assert b.send(event("x", "commitment", 800, org=SEOUL, at=DEC, commitment_id="k",
-                        reverses="c")) == "reversal_not_possible"
-    assert b.send(event("y", "commitment_carry_forward", 800, org=SEOUL, at=DEC, commitment_id="k",
-                        basis="explicit", reverses="f")) == "reversal_not_possible"
+    assert (
+        b.send(event("x", "commitment", 800, org=SEOUL, at=DEC, commitment_id="k", reverses="c"))
+        == "reversal_not_possible"
+    )
+    assert (
+        b.send(
+            event(
+                "y",
+                "commitment_carry_forward",
+                800,
+                org=SEOUL,
+                at=DEC,
+                commitment_id="k",
+                basis="explicit",
+                reverses="f",
+            )
+        )
+        == "reversal_not_possible"
+    )
 
 
 def test_a_carry_forward_moves_the_whole_open_amount_or_nothing(b: Both) -> None:
     assert b.send(event("c", "commitment", 800, org=SEOUL, at=DEC, commitment_id="k")) == "applied"
     assert b.send(event("p", "payment", 100, org=SEOUL, at=DEC, commitment_id="k")) == "applied"
-    assert b.send(event("f1", "commitment_carry_forward", 800, org=SEOUL, at=DEC, commitment_id="k",
-                        basis="accident")) == "commitment_mismatch"
-    assert b.send(event("f2", "commitment_carry_forward", 700, org=SEOUL, at=DEC, commitment_id="nope",
-                        basis="accident")) == "unknown_commitment"
-    assert b.send(event("f3", "commitment_carry_forward", 700, org=SEOUL, account=OTHER, at=DEC,
-                        commitment_id="k", basis="accident")) == "commitment_mismatch"
-    assert b.send(event("f4", "commitment_carry_forward", 700, org=SEOUL, at=JAN, fiscal_year=2026,
-                        commitment_id="k", basis="continuing")) == "applied"
+    assert (
+        b.send(
+            event(
+                "f1", "commitment_carry_forward", 800, org=SEOUL, at=DEC, commitment_id="k", basis="accident"
+            )
+        )
+        == "commitment_mismatch"
+    )
+    assert (
+        b.send(
+            event(
+                "f2",
+                "commitment_carry_forward",
+                700,
+                org=SEOUL,
+                at=DEC,
+                commitment_id="nope",
+                basis="accident",
+            )
+        )
+        == "unknown_commitment"
+    )
+    assert (
+        b.send(
+            event(
+                "f3",
+                "commitment_carry_forward",
+                700,
+                org=SEOUL,
+                account=OTHER,
+                at=DEC,
+                commitment_id="k",
+                basis="accident",
+            )
+        )
+        == "commitment_mismatch"
+    )
+    assert (
+        b.send(
+            event(
+                "f4",
+                "commitment_carry_forward",
+                700,
+                org=SEOUL,
+                at=JAN,
+                fiscal_year=2026,
+                commitment_id="k",
+                basis="continuing",
+            )
+        )
+        == "applied"
+    )
     assert b.pos() == (-100, 0) and b.pos(fy=2027) == (0, 700)
 
 
 # -- the close ----------------------------------------------------------------------------------
+
 
 def test_the_close_carries_cash_forward_and_lapses_what_is_open(b: Both) -> None:
     assert b.send(event("r1", "receipt", 5_000_000_000, org=SEOUL, at=DEC)) == "applied"
@@ -130,7 +209,10 @@ def test_the_close_carries_cash_forward_and_lapses_what_is_open(b: Both) -> None
     assert b.send(event("p1", "payment", 1_000, org=SEOUL, at=DEC)) == "applied"
     assert b.send(event("c1", "commitment", 900, org=SEOUL, at=DEC, commitment_id="k1")) == "applied"
     assert b.send(event("c2", "commitment", 50, org=SEOUL, at=DEC, commitment_id="k2")) == "applied"
-    assert b.send(event("p2", "payment", 40, org=SEOUL, at=JAN, fiscal_year=2026, commitment_id="k2")) == "applied"
+    assert (
+        b.send(event("p2", "payment", 40, org=SEOUL, at=JAN, fiscal_year=2026, commitment_id="k2"))
+        == "applied"
+    )
     assert b.send(event("n1", "payment", 3_000, org=SEOUL, at=JAN, fiscal_year=2027)) == "applied"
     assert b.pos(fy=2027) == (-3_000, 0)  # 2027 alone is short; the bank account is not
     assert b.close_both() == ("applied", "applied")
@@ -140,18 +222,22 @@ def test_the_close_carries_cash_forward_and_lapses_what_is_open(b: Both) -> None
     # each open commitment lapsed under its own journal entry, deterministic ids
     lapses = {sid: e for (org, sid), e in b.ledger.journal.items() if sid.startswith("l:")}
     assert set(lapses) == {lapse_id("close-2026", "k1"), lapse_id("close-2026", "k2")}
-    assert {(e.commitment_id, e.released) for e in lapses.values()
-            if isinstance(e, Journal)} == {("k1", 900), ("k2", 10)}
+    assert {(e.commitment_id, e.released) for e in lapses.values() if isinstance(e, Journal)} == {
+        ("k1", 900),
+        ("k2", 10),
+    }
 
 
 def test_after_the_close_the_year_takes_nothing(b: Both) -> None:
     assert b.send(event("c1", "commitment", 900, org=SEOUL, at=DEC, commitment_id="k1")) == "applied"
     assert b.close_both() == ("applied", "applied")
-    late = [event("r9", "receipt", 1, org=SEOUL, at=DEC), event("p9", "payment", 1, org=SEOUL, at=DEC),
-            event("q9", "payment", 1, org=SEOUL, at=JAN, fiscal_year=2026, commitment_id="k1"),
-            event("x9", "commitment_cancel", 1, org=SEOUL, at=JAN, fiscal_year=2026, commitment_id="k1"),
-            event("f9", "commitment_carry_forward", 900, org=SEOUL, at=DEC, commitment_id="k1",
-                  basis="accident")]
+    late = [
+        event("r9", "receipt", 1, org=SEOUL, at=DEC),
+        event("p9", "payment", 1, org=SEOUL, at=DEC),
+        event("q9", "payment", 1, org=SEOUL, at=JAN, fiscal_year=2026, commitment_id="k1"),
+        event("x9", "commitment_cancel", 1, org=SEOUL, at=JAN, fiscal_year=2026, commitment_id="k1"),
+        event("f9", "commitment_carry_forward", 900, org=SEOUL, at=DEC, commitment_id="k1", basis="accident"),
+    ]
     for value in late:
         assert b.send(value) == "period_closed", value
     assert b.close_both() == ("duplicate", "duplicate")  # the same close again: nothing changes
@@ -165,17 +251,25 @@ def test_a_reversal_naming_a_close_is_a_mismatch(b: Both) -> None:
     the reference (it raised AttributeError on the close's missing ``reverses``)."""
     assert b.close_both() == ("applied", "applied")
     for kind in ("receipt", "payment"):  # the close is on either side
-        assert b.send(event(f"x-{kind}", kind, 5, org=SEOUL, at=JAN, fiscal_year=2027,
-                            reverses="close-2026")) == "reversal_mismatch"
+        assert (
+            b.send(event(f"x-{kind}", kind, 5, org=SEOUL, at=JAN, fiscal_year=2027, reverses="close-2026"))
+            == "reversal_mismatch"
+        )
 
 
 def test_each_side_closes_its_own_share_in_any_interleaving() -> None:
     """Each topic's records in its own order; the worker may read the two topics interleaved in
     any way. Every verdict and every position is the same whichever way."""
-    revenue = [event("r1", "receipt", 100, org=SEOUL, at=DEC), close(),
-               event("r2", "receipt", 5, org=SEOUL, at=JAN, fiscal_year=2026)]
-    expenditure = [event("p1", "payment", 30, org=SEOUL, at=DEC), close(),
-                   event("p2", "payment", 2, org=SEOUL, at=JAN, fiscal_year=2026)]
+    revenue = [
+        event("r1", "receipt", 100, org=SEOUL, at=DEC),
+        close(),
+        event("r2", "receipt", 5, org=SEOUL, at=JAN, fiscal_year=2026),
+    ]
+    expenditure = [
+        event("p1", "payment", 30, org=SEOUL, at=DEC),
+        close(),
+        event("p2", "payment", 2, org=SEOUL, at=JAN, fiscal_year=2026),
+    ]
     results = set()
     for order in ("rrreee", "eeerrr", "rerere", "eererr"):
         both = Both()
@@ -196,7 +290,10 @@ def test_a_close_without_a_topic_is_refused() -> None:
 
 
 def test_a_close_also_closes_an_earlier_open_year(b: Both) -> None:
-    assert b.send(event("r0", "receipt", 11, org=SEOUL, at="2026-01-05T10:00:00+09:00", fiscal_year=2025)) == "applied"
+    assert (
+        b.send(event("r0", "receipt", 11, org=SEOUL, at="2026-01-05T10:00:00+09:00", fiscal_year=2025))
+        == "applied"
+    )
     assert b.send(event("r1", "receipt", 100, org=SEOUL, at=DEC)) == "applied"
     assert b.close_both() == ("applied", "applied")
     assert b.pos(fy=2025) == (0, 0) and b.pos(fy=2027) == (111, 0)
@@ -216,6 +313,7 @@ def test_a_close_that_would_break_the_bound_is_refused_whole() -> None:
 
 # -- the worker's path: batches, crashes, both topics, kernel and pure path ---------------------
 
+
 @dataclass(slots=True)
 class Rec:
     offset: int
@@ -228,21 +326,55 @@ def _record(draw: Any, i: int, sent: list[bytes], opened: list[dict[str, Any]]) 
     org = draw(st.sampled_from([SEOUL, SEOUL, BUSAN]))
     account = OTHER if org == SEOUL and draw(st.booleans()) else "general"
     amount = draw(st.sampled_from([1, 7, 100, 10**15, draw(st.integers(1, 10**9))]))
-    at, fy = draw(st.sampled_from([(DEC, 2026), (DEC, 2026), (JAN, 2026), (JAN, 2027),
-                                   ("2027-01-20T23:59:59+09:00", 2026), ("2027-01-25T10:00:00+09:00", 2027),
-                                   ("2027-01-25T10:00:00+09:00", 2026)]))
+    at, fy = draw(
+        st.sampled_from(
+            [
+                (DEC, 2026),
+                (DEC, 2026),
+                (JAN, 2026),
+                (JAN, 2027),
+                ("2027-01-20T23:59:59+09:00", 2026),
+                ("2027-01-25T10:00:00+09:00", 2027),
+                ("2027-01-25T10:00:00+09:00", 2026),
+            ]
+        )
+    )
     cid = f"k{draw(st.integers(0, 4))}"
-    kind = draw(st.sampled_from(["receipt"] * 6 + ["payment"] * 3 + ["commitment"] * 3 + [
-        "commitment_cancel", "payment_on", "payment_on", "carry", "carry", "close", "close_other_id",
-        "close_early", "close_2027", "dup", "transfer"]))
+    kind = draw(
+        st.sampled_from(
+            ["receipt"] * 6
+            + ["payment"] * 3
+            + ["commitment"] * 3
+            + [
+                "commitment_cancel",
+                "payment_on",
+                "payment_on",
+                "carry",
+                "carry",
+                "close",
+                "close_other_id",
+                "close_early",
+                "close_2027",
+                "dup",
+                "transfer",
+            ]
+        )
+    )
     common: dict[str, Any] = {"org": org, "at": at, "fiscal_year": fy, "account": account}
     if kind in ("receipt", "payment"):
         return event(f"e{i}", kind, amount, **common)
     if kind == "commitment":
         if draw(st.booleans()):
             common.update(at=DEC, fiscal_year=2026)
-        opened.append({"commitment_id": cid, "org": org, "account": account, "amount": amount,
-                       "fiscal_year": common["fiscal_year"]})
+        opened.append(
+            {
+                "commitment_id": cid,
+                "org": org,
+                "account": account,
+                "amount": amount,
+                "fiscal_year": common["fiscal_year"],
+            }
+        )
         return event(f"e{i}", kind, amount, commitment_id=cid, **common)
     if kind in ("commitment_cancel", "payment_on", "carry") and opened and draw(st.booleans()):
         c = dict(draw(st.sampled_from(opened)))  # one that was opened (its year: maybe carried since)
@@ -250,12 +382,17 @@ def _record(draw: Any, i: int, sent: list[bytes], opened: list[dict[str, Any]]) 
         cid, amount = c["commitment_id"], draw(st.sampled_from([c["amount"], amount]))
         common["at"] = DEC if common["fiscal_year"] == 2026 and draw(st.booleans()) else JAN
     if kind in ("commitment_cancel", "payment_on"):
-        return event(f"e{i}", "payment" if kind == "payment_on" else kind, amount, commitment_id=cid, **common)
+        return event(
+            f"e{i}", "payment" if kind == "payment_on" else kind, amount, commitment_id=cid, **common
+        )
     if kind == "carry":
-        return event(f"e{i}", "commitment_carry_forward", amount, commitment_id=cid, basis="explicit", **common)
+        return event(
+            f"e{i}", "commitment_carry_forward", amount, commitment_id=cid, basis="explicit", **common
+        )
     if kind == "transfer" and org == SEOUL:
-        return event(f"e{i}", "transfer", amount, to_account=OTHER if account == "general" else "general",
-                     **common)
+        return event(
+            f"e{i}", "transfer", amount, to_account=OTHER if account == "general" else "general", **common
+        )
     if kind == "close":
         return close(org=org)
     if kind == "close_other_id":
@@ -281,7 +418,9 @@ def two_topics(draw: Any) -> tuple[dict[str, list[RawRecord]], list[tuple[str, i
         value = _record(draw, i, sent, opened)
         sent.append(value)
         if b"fiscal_year_close" in value:
-            sides = draw(st.sampled_from([[REVENUE, EXPENDITURE], [EXPENDITURE, REVENUE], [REVENUE], [EXPENDITURE]]))
+            sides = draw(
+                st.sampled_from([[REVENUE, EXPENDITURE], [EXPENDITURE, REVENUE], [REVENUE], [EXPENDITURE]])
+            )
         else:
             sides = [side_of_value(value)]
         for side in sides:
@@ -298,9 +437,9 @@ def two_topics(draw: Any) -> tuple[dict[str, list[RawRecord]], list[tuple[str, i
     return recs, runs, kills
 
 
-def _worker(fold: partition.Fold, recs: dict[str, list[RawRecord]], runs: list[tuple[str, int]],
-            kills: set[int]) -> tuple[dict[tuple[str, int], str], dict[Any, tuple[int, int, int]],
-                                      set[tuple[str, str, int]]]:
+def _worker(
+    fold: partition.Fold, recs: dict[str, list[RawRecord]], runs: list[tuple[str, int]], kills: set[int]
+) -> tuple[dict[tuple[str, int], str], dict[Any, tuple[int, int, int]], set[tuple[str, str, int]]]:
     """The worker's loop: fold a run of one topic, write it with its next offset; a kill loses
     the run (not written) and a new worker resumes from the store."""
     path = Path(tempfile.mkdtemp(prefix="cashpos-fy-"))
@@ -314,7 +453,7 @@ def _worker(fold: partition.Fold, recs: dict[str, list[RawRecord]], runs: list[t
             side, k = queue.pop(0)
             topic = TOPIC[side]
             start = store.next_offset(topic, 0) or 0
-            batch = recs[side][start:start + k]
+            batch = recs[side][start : start + k]
             if not batch:
                 continue
             _, dead = fold(ledger, batch, topic, 0, side, {}, 8192)
@@ -339,8 +478,11 @@ def _worker(fold: partition.Fold, recs: dict[str, list[RawRecord]], runs: list[t
         closes: set[tuple[str, str, int]] = set()
         for org in (SEOUL, BUSAN):
             closes |= {(org, side, y) for side, y in store.closes(org).items()}
-            closes |= {(org, sid, e.fiscal_year) for sid, e in store.journal_entries(org)
-                       if e.kind == "fiscal_year_close"}
+            closes |= {
+                (org, sid, e.fiscal_year)
+                for sid, e in store.journal_entries(org)
+                if e.kind == "fiscal_year_close"
+            }
         positions = {k: (p.cash, p.committed, p.version) for k, p in ledger.positions.items()}
     finally:
         store.close()
@@ -350,7 +492,8 @@ def _worker(fold: partition.Fold, recs: dict[str, list[RawRecord]], runs: list[t
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(two_topics())
 def test_the_worker_path_equals_the_reference_across_the_year_end(
-        stream: tuple[dict[str, list[RawRecord]], list[tuple[str, int]], set[int]]) -> None:
+    stream: tuple[dict[str, list[RawRecord]], list[tuple[str, int]], set[int]],
+) -> None:
     recs, runs, kills = stream
     ref = Reference()
     expected: dict[tuple[str, int], str] = {}
@@ -358,7 +501,9 @@ def test_the_worker_path_equals_the_reference_across_the_year_end(
         for r in recs[side]:
             got = ref.feed_record(r.value or b"", side, r.key)
             expected[(side, r.offset)] = "ok" if got in ("applied", "duplicate") else got
-    ref_positions = {k: (cash, committed, ref.versions()[k]) for k, (cash, committed) in ref.positions().items()}
+    ref_positions = {
+        k: (cash, committed, ref.versions()[k]) for k, (cash, committed) in ref.positions().items()
+    }
     folds = [partition.fold_partition_py] + ([partition.fold_partition_native] if partition.fold_hot else [])
     for fold in folds:
         verdicts, positions, closes = _worker(fold, recs, runs, kills)
@@ -366,13 +511,17 @@ def test_the_worker_path_equals_the_reference_across_the_year_end(
         assert positions == ref_positions, fold.__name__
         # each close applied once, as the reference applied it; the store's closed years agree
         tag = {REVENUE: "r:", EXPENDITURE: "e:"}
-        want = {(org, tag[side] + eid, acc.event.fiscal_year) for (org, side, eid), acc in ref.by_id.items()
-                if isinstance(acc.event, YearClose)}
+        want = {
+            (org, tag[side] + eid, acc.event.fiscal_year)
+            for (org, side, eid), acc in ref.by_id.items()
+            if isinstance(acc.event, YearClose)
+        }
         want |= {(org, side, y) for (org, side), y in ref.closed.items()}
         assert closes == want, fold.__name__
 
 
 # -- serving: a closed year is marked final; totals stay the bank account's ----------------------
+
 
 def test_the_serving_copy_marks_closed_years_final_and_totals_the_bank_account() -> None:
     from cashpos.names import META_FIELD, RedisKeys
@@ -391,7 +540,7 @@ def test_the_serving_copy_marks_closed_years_final_and_totals_the_bank_account()
         assert prepared is not None
         argv = prepared[1][2:]
         meta, n = argv[1], int(argv[2])  # one government: seed flag, marker, n, n x (field, value)
-        fields = argv[3:3 + 2 * n]
+        fields = argv[3 : 3 + 2 * n]
         raw: dict[bytes, bytes] = {}
         for f, v in zip(fields[::2], fields[1::2], strict=True):
             assert isinstance(v, bytes)  # an encoded position
@@ -403,7 +552,9 @@ def test_the_serving_copy_marks_closed_years_final_and_totals_the_bank_account()
     before = _rows(gov, served(both.ledger.closed), None)
     assert totals(before)["cash"] == 600 and not any(r.final for r in before)
     assert [(y["fiscal_year"], y["cash"], y["final"]) for y in by_fiscal_year(before)] == [
-        (2027, -300, False), (2026, 900, False)]  # 2027 alone is short, the bank account is not
+        (2027, -300, False),
+        (2026, 900, False),
+    ]  # 2027 alone is short, the bank account is not
     both.send(close(), REVENUE)
     half = _rows(gov, served(both.ledger.closed), None)
     assert not any(r.final for r in half)  # one side closed: not final yet
@@ -411,4 +562,6 @@ def test_the_serving_copy_marks_closed_years_final_and_totals_the_bank_account()
     after = _rows(gov, served(both.ledger.closed), None)
     assert totals(after)["cash"] == 600
     assert [(y["fiscal_year"], y["cash"], y["final"]) for y in by_fiscal_year(after)] == [
-        (2027, 600, False), (2026, 0, True)]
+        (2027, 600, False),
+        (2026, 0, True),
+    ]

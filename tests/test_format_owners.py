@@ -22,15 +22,19 @@ SKIP_DIRS = {"tests", "build", "dist", "node_modules", "site-packages", "__pycac
 # f"p\0{org}", b"a\x00q\x00", ...
 ROCKSDB_TAG = re.compile(r"""(?<![\w"'])[bBfFrRuU]{0,2}(["'])[pjciomay]\\(?:0|x00)""")
 # The serving copy's value split or built by hand, its version matched in Lua.
-REDIS_VALUE = re.compile(r"""partition\(\s*b["']\|["']\s*\)|split\(\s*b["']\|["']|b["']%d\|%s["']|\^\(%d\+\)\|""")
+REDIS_VALUE = re.compile(
+    r"""partition\(\s*b["']\|["']\s*\)|split\(\s*b["']\|["']|b["']%d\|%s["']|\^\(%d\+\)\|"""
+)
 # A two-part field joined or split on ``|`` by hand (f"{a}|{b}", field.partition("|")).
 REDIS_FIELD = re.compile(r"""[fF](["'])\{[^{}"']*\}\|\{[^{}"']*\}\1|\.r?(?:partition|split)\(\s*["']\|["']""")
 # The marker field's name as a literal.
 META_LITERAL = re.compile(r"""(["'])_meta\1""")
 # A side decided by hand from a topic's name or a kind.
-SIDE = re.compile(r"""endswith\(\s*["']\.(?:revenue|expenditure)["']"""
-                  r"""|\b(?:revenue|expenditure)["']?\s+if\s+[\w.]*kind\b"""
-                  r"""|\b(?:revenue|expenditure)["']?\s+if\s+[^\n]*_KINDS\b""")
+SIDE = re.compile(
+    r"""endswith\(\s*["']\.(?:revenue|expenditure)["']"""
+    r"""|\b(?:revenue|expenditure)["']?\s+if\s+[\w.]*kind\b"""
+    r"""|\b(?:revenue|expenditure)["']?\s+if\s+[^\n]*_KINDS\b"""
+)
 
 # (what, pattern, owners, the owner spells it with such a literal: a rule that stops finding it
 # there has gone stale)
@@ -62,7 +66,12 @@ def test_the_patterns_catch_what_they_are_for() -> None:
         assert ROCKSDB_TAG.search(bad), bad
     for ok in ['"\\0".join(x)', 'b"\\0"', 'key.split("\\0")', '"top\\0"']:
         assert not ROCKSDB_TAG.search(ok), ok
-    for bad in ['v.partition(b"|")', "raw.partition(b'|')[0]", 'b"%d|%s" % (v, b)', "string.match(cur, '^(%d+)|')"]:
+    for bad in [
+        'v.partition(b"|")',
+        "raw.partition(b'|')[0]",
+        'b"%d|%s" % (v, b)',
+        "string.match(cur, '^(%d+)|')",
+    ]:
         assert REDIS_VALUE.search(bad), bad
     assert not REDIS_VALUE.search('field.partition("|")')
     for bad in ['f"{org}|{account}"', "key.partition('|')", 'f"{account}|{fiscal_year}"', 'k.split("|")']:
@@ -71,8 +80,12 @@ def test_the_patterns_catch_what_they_are_for() -> None:
         assert not REDIS_FIELD.search(ok), ok
     assert META_LITERAL.search("local meta_field = '_meta'") and META_LITERAL.search('x == "_meta"')
     assert not META_LITERAL.search("the ``_meta`` field")
-    for bad in ['topic.endswith(".revenue")', '"revenue" if k in REVENUE_KINDS else',
-                'topics.revenue if kind == "receipt" else', '"revenue" if rec.kind == "receipt"']:
+    for bad in [
+        'topic.endswith(".revenue")',
+        '"revenue" if k in REVENUE_KINDS else',
+        'topics.revenue if kind == "receipt" else',
+        '"revenue" if rec.kind == "receipt"',
+    ]:
         assert SIDE.search(bad), bad
     assert not SIDE.search("f\"{'revenue' if revenue else 'expenditure'} side\"")
 
@@ -91,5 +104,7 @@ def test_each_format_is_spelt_only_by_its_owner() -> None:
                 owned += len(lines)
             else:
                 problems += [f"{rel}:{n}: {what} spelt outside {', '.join(sorted(owners))}" for n in lines]
-        assert owned or not literal, f"the {what} pattern no longer finds anything in its owner (a stale rule?)"
+        assert owned or not literal, (
+            f"the {what} pattern no longer finds anything in its owner (a stale rule?)"
+        )
     assert not problems, "\n".join(problems)

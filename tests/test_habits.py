@@ -35,10 +35,13 @@ def _python_files(root: Path) -> list[Path]:
 def _comments(source: str) -> list[tuple[int, str]]:
     """(line, text) of every comment; a file that does not tokenize is read line by line."""
     try:
-        return [(tok.start[0], tok.string) for tok in tokenize.generate_tokens(io.StringIO(source).readline)
-                if tok.type == tokenize.COMMENT]
+        return [
+            (tok.start[0], tok.string)
+            for tok in tokenize.generate_tokens(io.StringIO(source).readline)
+            if tok.type == tokenize.COMMENT
+        ]
     except (tokenize.TokenError, SyntaxError):
-        return [(i, line[line.index("#"):]) for i, line in enumerate(source.splitlines(), 1) if "#" in line]
+        return [(i, line[line.index("#") :]) for i, line in enumerate(source.splitlines(), 1) if "#" in line]
 
 
 def bad_ignores(comment: str) -> bool:
@@ -46,18 +49,21 @@ def bad_ignores(comment: str) -> bool:
     return bool(_IGNORE.search(comment)) and not _WELL_FORMED.search(comment)
 
 
-@pytest.mark.parametrize(("comment", "bad"), [
-    ("# type: ignore", True),
-    ("# type: ignore  # rocksdict has no stubs", True),
-    ("# type: ignore[attr-defined]", True),
-    ("# type: ignore[attr-defined]  #", True),
-    ("# type: ignore[]  # why", True),
-    ("# type: ignore[attr-defined]  # faust: Worker has no stubs", False),
-    ("# type: ignore[method-assign,assignment]  # rocksdict.pyi: a method; it is a property", False),
-    ("# type: ignore[misc, valid-type]  # aiokafka has no types", False),
-    ("# noqa: E501  # type: ignore[arg-type]  # locust says str | dict", False),
-    ("# an ordinary comment", False),
-])
+@pytest.mark.parametrize(
+    ("comment", "bad"),
+    [
+        ("# type: ignore", True),
+        ("# type: ignore  # rocksdict has no stubs", True),
+        ("# type: ignore[attr-defined]", True),
+        ("# type: ignore[attr-defined]  #", True),
+        ("# type: ignore[]  # why", True),
+        ("# type: ignore[attr-defined]  # faust: Worker has no stubs", False),
+        ("# type: ignore[method-assign,assignment]  # rocksdict.pyi: a method; it is a property", False),
+        ("# type: ignore[misc, valid-type]  # aiokafka has no types", False),
+        ("# noqa: E501  # type: ignore[arg-type]  # locust says str | dict", False),
+        ("# an ordinary comment", False),
+    ],
+)
 def test_the_rule(comment: str, bad: bool) -> None:
     assert bad_ignores(comment) is bad
 
@@ -68,4 +74,4 @@ def test_every_type_ignore_names_its_codes_and_its_reason() -> None:
         for line, text in _comments(path.read_text(encoding="utf-8", errors="replace")):
             if bad_ignores(text):
                 found.append(f"{path.relative_to(ROOT)}:{line}: {text.strip()}")
-    assert not found, ("write `# type: ignore[code]  # reason` (or fix the type):\n" + "\n".join(found))
+    assert not found, "write `# type: ignore[code]  # reason` (or fix the type):\n" + "\n".join(found)

@@ -6,8 +6,19 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("access", "agents", "alerts", "bench", "cashpos", "faults", "loadtest", "reconcile", "serving",
-            "state", "streams")
+PACKAGES = (
+    "access",
+    "agents",
+    "alerts",
+    "bench",
+    "cashpos",
+    "faults",
+    "loadtest",
+    "reconcile",
+    "serving",
+    "state",
+    "streams",
+)
 
 
 def _module(path: Path) -> str:
@@ -26,8 +37,12 @@ def _load_time_imports(path: Path, modules: set[str]) -> set[str]:
         if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
             continue
         if isinstance(node, (ast.If, ast.Try)):
-            todo += node.body + node.orelse + getattr(node, "finalbody", []) + [
-                s for h in getattr(node, "handlers", []) for s in h.body]
+            todo += (
+                node.body
+                + node.orelse
+                + getattr(node, "finalbody", [])
+                + [s for h in getattr(node, "handlers", []) for s in h.body]
+            )
         names: list[str] = []
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
@@ -48,7 +63,7 @@ def test_no_module_imports_itself_through_others() -> None:
         state[m] = 1
         for n in sorted(graph.get(m, ())):
             if state.get(n) == 1:
-                cycles.append(path[path.index(n):] + [n])
+                cycles.append(path[path.index(n) :] + [n])
             elif n not in state:
                 visit(n, path + [n])
         state[m] = 2
@@ -71,6 +86,9 @@ def test_nothing_outside_tests_imports_tests() -> None:
                 names = [node.module or ""]
             else:
                 continue
-            found += [f"{path.relative_to(ROOT)}:{node.lineno} {n}" for n in names
-                      if n == "tests" or n.startswith("tests.")]
+            found += [
+                f"{path.relative_to(ROOT)}:{node.lineno} {n}"
+                for n in names
+                if n == "tests" or n.startswith("tests.")
+            ]
     assert found == []

@@ -17,11 +17,16 @@ from streams.lean_records import RAW, install
 from streams.topics import ensure_topics
 
 
-async def _consume(bootstrap: str, tps: list[TopicPartition], starts: dict[TopicPartition, int],
-                   n: int, raw: bool) -> tuple[dict, dict]:
-    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                         max_partition_fetch_bytes=4096,  # several fetches per partition
-                         value_deserializer=RAW if raw else None)
+async def _consume(
+    bootstrap: str, tps: list[TopicPartition], starts: dict[TopicPartition, int], n: int, raw: bool
+) -> tuple[dict, dict]:
+    c = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=4096,  # several fetches per partition
+        value_deserializer=RAW if raw else None,
+    )
     await c.start()
     try:
         c.assign(tps)
@@ -53,8 +58,10 @@ def test_raw_consumer_sees_exactly_what_aiokafka_delivers(infra):
         p = AIOKafkaProducer(bootstrap_servers=infra.bootstrap, linger_ms=5)
         await p.start()
         try:
-            futs = [await p.send(topic, b"v%05d" % i + b"x" * (i % 50), key=b"k%d" % (i % 7),
-                                 partition=i % 3) for i in range(1500)]
+            futs = [
+                await p.send(topic, b"v%05d" % i + b"x" * (i % 50), key=b"k%d" % (i % 7), partition=i % 3)
+                for i in range(1500)
+            ]
             await asyncio.gather(*futs)
         finally:
             await p.stop()
@@ -69,6 +76,7 @@ def test_raw_consumer_sees_exactly_what_aiokafka_delivers(infra):
     for tp in tps:
         assert all(isinstance(r, ConsumerRecord) for r in ref[tp])
         assert not any(isinstance(r, ConsumerRecord) for r in lean[tp])
-        assert [(r.offset, r.timestamp, r.key, r.value) for r in lean[tp]] == \
-               [(r.offset, r.timestamp, r.key, r.value) for r in ref[tp]]
+        assert [(r.offset, r.timestamp, r.key, r.value) for r in lean[tp]] == [
+            (r.offset, r.timestamp, r.key, r.value) for r in ref[tp]
+        ]
         assert [r.offset for r in lean[tp]] == list(range(starts[tp], 500))

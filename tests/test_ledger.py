@@ -55,11 +55,26 @@ SIDE = {
 }
 
 
-def body(kind: str, event_id: str, amount: int, *, org: str = SEOUL, account: str = "general",
-         fy: int = 2026, at: str = AT, **extra: Any) -> dict[str, Any]:
+def body(
+    kind: str,
+    event_id: str,
+    amount: int,
+    *,
+    org: str = SEOUL,
+    account: str = "general",
+    fy: int = 2026,
+    at: str = AT,
+    **extra: Any,
+) -> dict[str, Any]:
     d: dict[str, Any] = {
-        "event_id": event_id, "org_code": org, "account": account, "fiscal_year": fy,
-        "kind": kind, "amount": amount, "occurred_at": at, "source": "unit-test",
+        "event_id": event_id,
+        "org_code": org,
+        "account": account,
+        "fiscal_year": fy,
+        "kind": kind,
+        "amount": amount,
+        "occurred_at": at,
+        "source": "unit-test",
     }
     if kind == "receipt":
         d["category"] = "local_tax"
@@ -113,6 +128,7 @@ def f() -> Iterator[Fold]:
 
 
 # -- originals --------------------------------------------------------------------------------
+
 
 def test_receipts_add_cash(f: Fold) -> None:
     assert f.send(msg("receipt", "r1", 1_000)) == "applied"
@@ -192,6 +208,7 @@ def test_governments_are_independent(f: Fold) -> None:
 
 # -- duplicates and conflicts --------------------------------------------------------------------
 
+
 def test_same_bytes_again_is_a_duplicate(f: Fold) -> None:
     m = msg("receipt", "r1", 1_000)
     assert f.send(m) == "applied"
@@ -242,6 +259,7 @@ def test_duplicate_of_a_reversal(f: Fold) -> None:
 
 # -- commitment rejections ---------------------------------------------------------------------
 
+
 def test_commitment_id_reused(f: Fold) -> None:
     assert f.send(msg("commitment", "c1", 500, commitment_id="k1")) == "applied"
     assert f.send(msg("commitment", "c2", 500, commitment_id="k1")) == "commitment_id_reused"
@@ -278,23 +296,31 @@ def test_unknown_commitment_leaves_no_position(f: Fold) -> None:
 def test_commitment_mismatch_account(f: Fold) -> None:
     assert f.send(msg("commitment", "c1", 500, commitment_id="k1")) == "applied"
     assert f.send(msg("payment", "p1", 100, account="custody", commitment_id="k1")) == "commitment_mismatch"
-    assert f.send(msg("commitment_cancel", "x1", 100, account="custody", commitment_id="k1")) == "commitment_mismatch"
+    assert (
+        f.send(msg("commitment_cancel", "x1", 100, account="custody", commitment_id="k1"))
+        == "commitment_mismatch"
+    )
     assert f.pos() == (0, 500, 1)
     assert f.pos("custody") is None
 
 
 def test_commitment_mismatch_fiscal_year(f: Fold) -> None:
-    assert f.send(msg("commitment", "c1", 500, fy=2025, at="2025-12-15T10:00:00+09:00",
-                      commitment_id="k1")) == "applied"
+    assert (
+        f.send(msg("commitment", "c1", 500, fy=2025, at="2025-12-15T10:00:00+09:00", commitment_id="k1"))
+        == "applied"
+    )
     assert f.send(msg("payment", "p1", 100, fy=2026, at=AT_JAN, commitment_id="k1")) == "commitment_mismatch"
-    assert f.send(msg("commitment_cancel", "x1", 100, fy=2026, at=AT_JAN,
-                      commitment_id="k1")) == "commitment_mismatch"
+    assert (
+        f.send(msg("commitment_cancel", "x1", 100, fy=2026, at=AT_JAN, commitment_id="k1"))
+        == "commitment_mismatch"
+    )
     assert f.send(msg("payment", "p2", 100, fy=2025, at=AT_JAN, commitment_id="k1")) == "applied"
     assert f.pos("general", 2025) == (-100, 400, 2)
     assert f.pos("general", 2026) is None
 
 
 # -- reversals ----------------------------------------------------------------------------------
+
 
 def test_reversal_of_receipt(f: Fold) -> None:
     assert f.send(msg("receipt", "r1", 1_000)) == "applied"
@@ -365,8 +391,9 @@ def test_reversal_of_unconsumed_commitment(f: Fold) -> None:
 
 def test_reversal_in_a_later_fiscal_year_undoes_the_original_position(f: Fold) -> None:
     assert f.send(msg("receipt", "r1", 800, fy=2026, at="2026-11-02T10:00:00+09:00")) == "applied"
-    assert f.send(msg("receipt", "r2", 800, fy=2027, at="2027-02-02T10:00:00+09:00",
-                      reverses="r1")) == "applied"
+    assert (
+        f.send(msg("receipt", "r2", 800, fy=2027, at="2027-02-02T10:00:00+09:00", reverses="r1")) == "applied"
+    )
     assert f.pos("general", 2026) == (0, 0, 2)
     assert f.pos("general", 2027) is None
 
@@ -425,10 +452,14 @@ def test_position_bound_is_exact_and_per_side(f: Fold, kind: str) -> None:
         (msg("receipt", "o", 100), msg("receipt", "r", 99, reverses="o")),
         (msg("receipt", "o", 100), msg("receipt", "r", 100, account="custody", reverses="o")),
         (msg("transfer", "o", 100, to_account="custody"), msg("payment", "r", 100, reverses="o")),
-        (msg("transfer", "o", 100, to_account="custody"),
-         msg("transfer", "r", 100, to_account="sewerage", reverses="o")),
-        (msg("transfer", "o", 100, to_account="custody"),
-         msg("transfer", "r", 100, account="custody", to_account="general", reverses="o")),
+        (
+            msg("transfer", "o", 100, to_account="custody"),
+            msg("transfer", "r", 100, to_account="sewerage", reverses="o"),
+        ),
+        (
+            msg("transfer", "o", 100, to_account="custody"),
+            msg("transfer", "r", 100, account="custody", to_account="general", reverses="o"),
+        ),
     ],
     ids=["amount", "account", "kind_transfer_as_payment", "to_account", "swapped_transfer"],
 )
@@ -470,8 +501,10 @@ def test_a_reversal_cannot_be_reversed(f: Fold) -> None:
         [msg("commitment_cancel", "x1", 1, commitment_id="k1")],
         [msg("commitment_cancel", "x1", 500, commitment_id="k1")],
         # paid and the payment reversed: the commitment was still paid once
-        [msg("payment", "p1", 20, commitment_id="k1"),
-         msg("payment", "p2", 20, commitment_id="k1", reverses="p1")],
+        [
+            msg("payment", "p1", 20, commitment_id="k1"),
+            msg("payment", "p2", 20, commitment_id="k1", reverses="p1"),
+        ],
     ],
     ids=["paid_1", "paid_fully", "cancelled_1", "cancelled_fully", "paid_then_payment_reversed"],
 )
@@ -553,8 +586,9 @@ def streams(draw: st.DrawFn, max_size: int = 40) -> list[Msg]:
             kind = draw(st.sampled_from(KINDS))
             account = draw(st.sampled_from(accounts))
             amount = draw(st.integers(1, 1_000) | st.just(10**15))
-            d = body(kind, eid, amount, org=org, account=account,
-                     fy=draw(st.sampled_from((2025, 2026))), at=at)
+            d = body(
+                kind, eid, amount, org=org, account=account, fy=draw(st.sampled_from((2025, 2026))), at=at
+            )
             if kind == "commitment":
                 d["commitment_id"] = draw(st.sampled_from(CIDS))
                 if draw(st.booleans()):
@@ -760,9 +794,12 @@ def test_fold_in_batches_equals_the_reference_fold(stream: list[Msg], data: st.D
     i = 0
     while i < len(checked):
         n = data.draw(st.integers(1, 12), label="batch")
-        chunk = checked[i:i + n]
-        good = [(ev, value, ("t", 0, i + j)) for j, (ev, value) in enumerate(chunk)
-                if not isinstance(ev, Rejection)]
+        chunk = checked[i : i + n]
+        good = [
+            (ev, value, ("t", 0, i + j))
+            for j, (ev, value) in enumerate(chunk)
+            if not isinstance(ev, Rejection)
+        ]
         where = [j for j, (ev, _) in enumerate(chunk) if not isinstance(ev, Rejection)]
         batch_outs: list[str] = [ev.reason if isinstance(ev, Rejection) else "applied" for ev, _ in chunk]
         for k, out in ledger.fold(good):
@@ -772,11 +809,19 @@ def test_fold_in_batches_equals_the_reference_fold(stream: list[Msg], data: st.D
         assert ch.applied == batch_outs.count("applied")
         assert ch.duplicates == batch_outs.count("duplicate")
         assert ch.rejected == sum(o in STATEFUL for o in batch_outs)
-        assert set(ch.journal) >= {(ev.org_code, scoped_id(ev.kind, ev.event_id))
-                                   for (ev, _), o in zip(chunk, batch_outs)
-                                   if o == "applied" and not isinstance(ev, Rejection)}
-        assert ch.last_event_ms == max((epoch_ms(ev.occurred_at) for (ev, _), o in zip(chunk, batch_outs)
-                                        if o == "applied" and not isinstance(ev, Rejection)), default=0)
+        assert set(ch.journal) >= {
+            (ev.org_code, scoped_id(ev.kind, ev.event_id))
+            for (ev, _), o in zip(chunk, batch_outs)
+            if o == "applied" and not isinstance(ev, Rejection)
+        }
+        assert ch.last_event_ms == max(
+            (
+                epoch_ms(ev.occurred_at)
+                for (ev, _), o in zip(chunk, batch_outs)
+                if o == "applied" and not isinstance(ev, Rejection)
+            ),
+            default=0,
+        )
         i += n
     assert outs == ref_outs
     assert snapshot(ledger) == ref.positions()

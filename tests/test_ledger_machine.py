@@ -96,8 +96,13 @@ class LedgerMachine(RuleBasedStateMachine):
         kind = data.draw(st.sampled_from(KINDS))
         account = data.draw(st.sampled_from(accounts))
         d = {
-            "event_id": eid, "org_code": org, "account": account, "fiscal_year": fy, "kind": kind,
-            "amount": data.draw(st.integers(1, 500) | st.just(10**15)), "occurred_at": at,
+            "event_id": eid,
+            "org_code": org,
+            "account": account,
+            "fiscal_year": fy,
+            "kind": kind,
+            "amount": data.draw(st.integers(1, 500) | st.just(10**15)),
+            "occurred_at": at,
             "source": "machine",
         }
         if kind == "receipt":
@@ -272,8 +277,7 @@ class LedgerMachine(RuleBasedStateMachine):
     @invariant()
     def index_and_journal_agree(self) -> None:
         applied = Counter(
-            json.loads(v)["org_code"] for (v, _, _), o in zip(self.accepted, self.outcomes)
-            if o == "applied"
+            json.loads(v)["org_code"] for (v, _, _), o in zip(self.accepted, self.outcomes) if o == "applied"
         )
         for org in ORG_ACCOUNTS:
             for (o, account, fy), p in self.store.positions(org).items():

@@ -40,9 +40,14 @@ JONGNO = "3000000"  # 종로구
 def event(org: str, amount: int, kind: str = "receipt", account: str = "general") -> bytes:
     now = dt.datetime.now(KST)
     ev: dict[str, object] = {
-        "event_id": f"live-{uuid.uuid4().hex}", "org_code": org, "account": account,
-        "fiscal_year": now.year, "kind": kind, "amount": amount,
-        "occurred_at": now.isoformat(), "source": "test_live_stream",
+        "event_id": f"live-{uuid.uuid4().hex}",
+        "org_code": org,
+        "account": account,
+        "fiscal_year": now.year,
+        "kind": kind,
+        "amount": amount,
+        "occurred_at": now.isoformat(),
+        "source": "test_live_stream",
     }
     if kind == "receipt":
         ev["category"] = "local_tax"
@@ -109,8 +114,9 @@ class Stream:
 
 
 @asynccontextmanager
-async def open_stream(client: httpx.AsyncClient, base: str, token: str | None = None,
-                      **params: str) -> AsyncIterator[Stream]:
+async def open_stream(
+    client: httpx.AsyncClient, base: str, token: str | None = None, **params: str
+) -> AsyncIterator[Stream]:
     """A stream opened with the client's token, or with ``token``."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     if "last_event_id" in params:
@@ -132,16 +138,16 @@ async def http(stack) -> AsyncIterator[httpx.AsyncClient]:
     """A client with a national token of its own (a high rate limit: 200 streams open at once)."""
     limits = httpx.Limits(max_connections=400, max_keepalive_connections=0)
     token = stack.token("national", name="test_live_stream", rate_per_s=5_000)
-    async with httpx.AsyncClient(timeout=httpx.Timeout(10, read=None), limits=limits,
-                                 headers={"Authorization": f"Bearer {token}"}) as c:
+    async with httpx.AsyncClient(
+        timeout=httpx.Timeout(10, read=None), limits=limits, headers={"Authorization": f"Bearer {token}"}
+    ) as c:
         yield c
 
 
 @integration
 async def test_published_event_arrives_as_positions(stack, http) -> None:
     before = (await http.get(f"{stack.api}/v1/positions/{JONGNO}")).json()["totals"]
-    async with open_stream(http, stack.api, org=JONGNO) as one, \
-            open_stream(http, stack.api) as nation:
+    async with open_stream(http, stack.api, org=JONGNO) as one, open_stream(http, stack.api) as nation:
         await publish(stack.settings, event(JONGNO, 1_234_567))
         msg = await one.until(lambda m: m.event == "positions", timeout=15)
         assert one.retry == 1000
@@ -150,8 +156,14 @@ async def test_published_event_arrives_as_positions(stack, http) -> None:
         body = msg.data["governments"][JONGNO]
         assert body["totals"]["cash"] == before["cash"] + 1_234_567
         assert {a["account"] for a in body["accounts"]} >= {"general"}  # full body for ?org=
-        assert body == {**body, **{k: v for k, v in (await http.get(
-            f"{stack.api}/v1/positions/{JONGNO}")).json().items() if k in ("accounts", "totals")}}
+        assert body == {
+            **body,
+            **{
+                k: v
+                for k, v in (await http.get(f"{stack.api}/v1/positions/{JONGNO}")).json().items()
+                if k in ("accounts", "totals")
+            },
+        }
 
         nat = await nation.until(lambda m: m.event == "positions" and JONGNO in m.data["orgs"])
         compact = nat.data["governments"][JONGNO]
@@ -207,8 +219,10 @@ async def test_many_clients_share_one_redis_subscriber(stack, http) -> None:
     n = 200
     org = "3020000"  # 용산구
     cap = load().max_streams_per_token  # per token: the 200 streams come from several tokens
-    tokens = [stack.token("national", name=f"test_live_stream many {i}", rate_per_s=5_000)
-              for i in range(math.ceil(n / cap))]
+    tokens = [
+        stack.token("national", name=f"test_live_stream many {i}", rate_per_s=5_000)
+        for i in range(math.ceil(n / cap))
+    ]
     r = aioredis.from_url(stack.infra.redis_url)
     try:
         async with asyncio.timeout(60):
@@ -216,8 +230,11 @@ async def test_many_clients_share_one_redis_subscriber(stack, http) -> None:
             async with contextlib.AsyncExitStack() as stack_cm:
                 for i in range(n):
                     params = {"snapshot": "1"} | ({"org": org} if i % 2 else {})
-                    streams.append(await stack_cm.enter_async_context(
-                        open_stream(http, stack.api, tokens[i // cap], **params)))
+                    streams.append(
+                        await stack_cm.enter_async_context(
+                            open_stream(http, stack.api, tokens[i // cap], **params)
+                        )
+                    )
                 snaps = await asyncio.gather(*(s.next() for s in streams))
                 assert {m.event for m in snaps} == {"snapshot"}
 
@@ -227,9 +244,12 @@ async def test_many_clients_share_one_redis_subscriber(stack, http) -> None:
                 assert sse_gauge(text) == n
 
                 await publish(stack.settings, event(org, 4242))
-                got = await asyncio.gather(*(s.until(
-                    lambda m: m.event == "positions" and org in m.data["orgs"], timeout=20)
-                    for s in streams))
+                got = await asyncio.gather(
+                    *(
+                        s.until(lambda m: m.event == "positions" and org in m.data["orgs"], timeout=20)
+                        for s in streams
+                    )
+                )
                 cash = {m.data["governments"][org]["totals"]["cash"] for m in got}
                 assert len(cash) == 1  # every client saw the same, shared read
             # All closed: the gauge drops back (disconnects are noticed within a heartbeat).
@@ -250,8 +270,10 @@ async def test_a_revoked_or_expired_token_ends_its_open_streams(stack) -> None:
     revoke`` does) and one expired end within that period with a ``closed`` frame, and nothing
     after it, while events for their government keep coming; a third token's stream goes on."""
     ttl = load().token_cache_seconds
-    revoked, expiring, valid = (stack.token("finance_director", (JONGNO,), name=f"streaming {what}")
-                                for what in ("revoked", "expiring", "valid"))
+    revoked, expiring, valid = (
+        stack.token("finance_director", (JONGNO,), name=f"streaming {what}")
+        for what in ("revoked", "expiring", "valid")
+    )
     stop = asyncio.Event()
 
     async def feed() -> None:  # a positions frame for 종로구 every ~0.25 s
@@ -273,10 +295,12 @@ async def test_a_revoked_or_expired_token_ends_its_open_streams(stack) -> None:
     admin = aioredis.from_url(stack.redis_urls["admin"])
     feeder = asyncio.create_task(feed())
     try:
-        async with httpx.AsyncClient(timeout=httpx.Timeout(10, read=None)) as c, \
-                open_stream(c, stack.api, revoked, org=JONGNO) as s1, \
-                open_stream(c, stack.api, expiring, org=JONGNO) as s2, \
-                open_stream(c, stack.api, valid, org=JONGNO) as s3:
+        async with (
+            httpx.AsyncClient(timeout=httpx.Timeout(10, read=None)) as c,
+            open_stream(c, stack.api, revoked, org=JONGNO) as s1,
+            open_stream(c, stack.api, expiring, org=JONGNO) as s2,
+            open_stream(c, stack.api, valid, org=JONGNO) as s3,
+        ):
             for s in (s1, s2, s3):
                 await s.until(positions, timeout=15)
             store = TokenStore(admin, RedisKeys(stack.namespace))
@@ -296,8 +320,11 @@ async def test_a_revoked_or_expired_token_ends_its_open_streams(stack) -> None:
                 assert frames[-1].data["reason"] == reason
             await s3.until(positions, timeout=5)  # the valid token's stream goes on
             for tok in (revoked, expiring):  # and the closed ones cannot come back
-                again = await c.get(f"{stack.api}/v1/stream", params={"org": JONGNO},
-                                    headers={"Authorization": f"Bearer {tok}"})
+                again = await c.get(
+                    f"{stack.api}/v1/stream",
+                    params={"org": JONGNO},
+                    headers={"Authorization": f"Bearer {tok}"},
+                )
                 assert again.status_code == 401
     finally:
         stop.set()
@@ -311,6 +338,7 @@ async def test_open_streams_per_token_are_capped(stack) -> None:
     tok = stack.token("national", name="many tabs", rate_per_s=1_000)
     other = stack.token("national", name="one tab", rate_per_s=1_000)
     async with httpx.AsyncClient(timeout=httpx.Timeout(10, read=None)) as c:
+
         async def refused() -> httpx.Response:
             return await c.get(f"{stack.api}/v1/stream", headers={"Authorization": f"Bearer {tok}"})
 
@@ -341,8 +369,7 @@ async def test_open_streams_per_token_are_capped(stack) -> None:
 async def test_slow_client_gets_a_snapshot_then_is_dropped_never_blocking_others() -> None:
     """Fan-out never waits: a full queue is replaced by a resync marker (-> snapshot); a client
     that overflows again before taking it is disconnected. Others are unaffected."""
-    hub = live.Hub(Settings(namespace="unit"), RedisKeys("unit"),
-                   redis=None)  # type: ignore[arg-type]  # this hub never reads Redis
+    hub = live.Hub(Settings(namespace="unit"), RedisKeys("unit"), redis=None)  # type: ignore[arg-type]  # this hub never reads Redis
     hub.loaded = True
     slow, _ = hub.register(None, snapshot=False)
     fast, _ = hub.register(None, snapshot=False)

@@ -38,8 +38,9 @@ def _integrate(f, t0: float, t1: float, step: float = 10.0) -> float:
 def test_business_day_yields_150k_sessions_and_600k_transactions() -> None:
     day = DAY_TYPES["payroll"]
     # users(t) integrated over the day / mean session length = sessions (Little's law)
-    sessions = sum(_integrate(lambda t, c=c: concurrent(day, c, t), 0, DAY, 30.0) / c.seconds
-                   for c in SESSION_CLASSES)
+    sessions = sum(
+        _integrate(lambda t, c=c: concurrent(day, c, t), 0, DAY, 30.0) / c.seconds for c in SESSION_CLASSES
+    )
     assert sessions == pytest.approx(150_000, rel=0.02)
     transactions = _integrate(lambda t: tx_rate(day, t), 0, DAY)
     assert transactions == pytest.approx(600_000, rel=0.02)
@@ -57,8 +58,10 @@ def test_compressed_shape_over_its_run_is_the_day_time_lapse() -> None:
     tx = _integrate(plan.tps, 0, plan.duration_s, 1.0)
     assert tx == pytest.approx(600_000 / 48, rel=0.02)
     assert plan.expected_tx() == pytest.approx(600_000 / 48, rel=1e-6)
-    user_seconds = {c.name: _integrate(lambda t, n=c.name: plan.users(t)[n], 0, plan.duration_s, 1.0)
-                    for c in SESSION_CLASSES}
+    user_seconds = {
+        c.name: _integrate(lambda t, n=c.name: plan.users(t)[n], 0, plan.duration_s, 1.0)
+        for c in SESSION_CLASSES
+    }
     sessions = sum(user_seconds[c.name] / c.seconds for c in SESSION_CLASSES)
     assert sessions * 48 == pytest.approx(150_000, rel=0.02)
     # the busiest moment: ~2,500 officials logged in, 17.3 tx/s
@@ -86,8 +89,14 @@ def test_every_day_type_adds_up(name: str) -> None:
 @pytest.mark.integration
 def test_smoke_run_passes_and_writes_reports(tmp_path: Path) -> None:
     out = tmp_path / "report"
-    p = subprocess.run([sys.executable, "-m", "loadtest.run", "--smoke", "--out", str(out)],
-                       cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
+    p = subprocess.run(
+        [sys.executable, "-m", "loadtest.run", "--smoke", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
     tail = (p.stdout + p.stderr)[-6000:]
     assert p.returncode == 0, tail
     with open(out / "locust_stats.csv", newline="") as f:

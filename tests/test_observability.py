@@ -73,7 +73,6 @@ def test_promtool_accepts_the_rules_and_config():
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.fail("promtool missing: scripts/system-deps.sh test installs Debian's prometheus")
-    for args in (["check", "rules", str(RULES)],
-                 ["check", "config", str(RULES.parent / "prometheus.yml")]):
+    for args in (["check", "rules", str(RULES)], ["check", "config", str(RULES.parent / "prometheus.yml")]):
         res = subprocess.run([promtool, *args], capture_output=True, text=True, check=False)
         assert res.returncode == 0, res.stdout + res.stderr

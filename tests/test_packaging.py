@@ -28,8 +28,19 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 # the service's packages (bench/ and loadtest/ need the `load` extra; faults/ and tests/ are
 # not shipped): every module of these must import from the installed wheel
 SERVICE_PACKAGES = ["cashpos", "alerts", "streams", "state", "agents", "serving", "access", "reconcile"]
-SKIP_DIRS = {".git", ".venv", "var", "artifacts", "build", "dist", "node_modules", "__pycache__",
-             ".pytest_cache", ".hypothesis", "cashpos-app-data"}
+SKIP_DIRS = {
+    ".git",
+    ".venv",
+    "var",
+    "artifacts",
+    "build",
+    "dist",
+    "node_modules",
+    "__pycache__",
+    ".pytest_cache",
+    ".hypothesis",
+    "cashpos-app-data",
+}
 
 
 def _ignore(directory: str, names: list[str]) -> set[str]:
@@ -37,8 +48,9 @@ def _ignore(directory: str, names: list[str]) -> set[str]:
 
 
 def _run(args: list[str | Path], cwd: Path, env: dict[str, str], timeout: float = 120) -> str:
-    p = subprocess.run([str(a) for a in args], cwd=cwd, env=env, capture_output=True,
-                       text=True, timeout=timeout, check=False)  # the assert shows the output
+    p = subprocess.run(
+        [str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )  # the assert shows the output
     assert p.returncode == 0, f"{args} exited {p.returncode}:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
     return p.stdout
 
@@ -51,28 +63,54 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dic
     backend = PYPROJECT["build-system"]["requires"][0].partition(">=")[2]
     have = version("setuptools")
     assert tuple(map(int, have.split(".")[:2])) >= tuple(map(int, backend.split(".")[:2])), (
-        f"setuptools {have} is older than the build backend's {backend}: reinstall the `test` extra")
+        f"setuptools {have} is older than the build backend's {backend}: reinstall the `test` extra"
+    )
     base = tmp_path_factory.mktemp("packaging")
     src = base / "src"
     shutil.copytree(ROOT, src, ignore=_ignore)
-    env = {k: v for k, v in os.environ.items()
-           if k not in {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP"}
-           and not k.startswith("CASHPOS_")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP"}
+        and not k.startswith("CASHPOS_")
+    }
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
     wheels = base / "wheels"
-    _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index",
-          "--wheel-dir", wheels, src], cwd=base, env=env, timeout=300)
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--wheel-dir",
+            wheels,
+            src,
+        ],
+        cwd=base,
+        env=env,
+        timeout=300,
+    )
     (wheel,) = wheels.glob("cashpos-*.whl")
 
     venv = base / "venv"
     _run([sys.executable, "-m", "venv", "--without-pip", venv], cwd=base, env=env)
     vpy = venv / "bin" / "python"
-    purelib = Path(_run([vpy, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                        cwd=base, env=env).strip())
+    purelib = Path(
+        _run(
+            [vpy, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], cwd=base, env=env
+        ).strip()
+    )
     # the dependencies: this venv's site-packages, appended after the new venv's own
     (purelib / "_cashpos_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    _run([sys.executable, "-m", "pip", "--python", vpy, "install", "-q", "--no-deps",
-          "--no-index", wheel], cwd=base, env=env)
+    _run(
+        [sys.executable, "-m", "pip", "--python", vpy, "install", "-q", "--no-deps", "--no-index", wheel],
+        cwd=base,
+        env=env,
+    )
     shutil.rmtree(src)  # nothing may depend on the build tree
     cwd = base / "elsewhere"
     cwd.mkdir()
@@ -88,18 +126,27 @@ def test_console_scripts_help(installed: tuple[Path, Path, dict[str, str]]) -> N
         out = _run([venv / "bin" / name, "--help"], cwd, env)
         assert "usage" in out.lower()
     # every cashpos subcommand's own help (the names read from its parser)
-    names = _run([venv / "bin" / "python", "-c",
-                  ("import argparse, cashpos.cli as c\n"
-                   "cap = []\n"
-                   "orig = argparse.ArgumentParser.parse_args\n"
-                   "def grab(self, *a, **k):\n"
-                   "    for act in self._actions:\n"
-                   "        if isinstance(act, argparse._SubParsersAction): cap.extend(act.choices)\n"
-                   "    raise SystemExit(0)\n"
-                   "argparse.ArgumentParser.parse_args = grab\n"
-                   "try: c.main([])\n"
-                   "except SystemExit: pass\n"
-                   "print(' '.join(cap))")], cwd, env).split()
+    names = _run(
+        [
+            venv / "bin" / "python",
+            "-c",
+            (
+                "import argparse, cashpos.cli as c\n"
+                "cap = []\n"
+                "orig = argparse.ArgumentParser.parse_args\n"
+                "def grab(self, *a, **k):\n"
+                "    for act in self._actions:\n"
+                "        if isinstance(act, argparse._SubParsersAction): cap.extend(act.choices)\n"
+                "    raise SystemExit(0)\n"
+                "argparse.ArgumentParser.parse_args = grab\n"
+                "try: c.main([])\n"
+                "except SystemExit: pass\n"
+                "print(' '.join(cap))"
+            ),
+        ],
+        cwd,
+        env,
+    ).split()
     assert {"worker", "api", "reconcile", "schema", "run"} <= set(names), names
     for sub in names:
         _run([venv / "bin" / "cashpos", sub, "--help"], cwd, env)
@@ -111,8 +158,7 @@ def test_schema(installed: tuple[Path, Path, dict[str, str]]) -> None:
     assert isinstance(schema, dict) and schema
 
 
-def test_every_service_module_imports_from_the_wheel(
-        installed: tuple[Path, Path, dict[str, str]]) -> None:
+def test_every_service_module_imports_from_the_wheel(installed: tuple[Path, Path, dict[str, str]]) -> None:
     venv, cwd, env = installed
     code = (
         "import importlib, pkgutil, sys\n"
@@ -165,8 +211,9 @@ def test_metadata(installed: tuple[Path, Path, dict[str, str]]) -> None:
     (meta,) = venv.glob("lib/python*/site-packages/cashpos-*.dist-info/METADATA")
     headers = [line.partition(": ") for line in meta.read_text().split("\n\n")[0].splitlines()]
     requires = [v for k, _, v in headers if k == "Requires-Dist"]
-    service = {r.split(";")[0].split("==")[0].split(">")[0].strip().lower()
-               for r in requires if "extra ==" not in r}
+    service = {
+        r.split(";")[0].split("==")[0].split(">")[0].strip().lower() for r in requires if "extra ==" not in r
+    }
     assert "aiohttp" in service, requires
     assert not service & {"pytest", "hypothesis", "playwright", "locust", "httpx"}, service
     assert ("License-Expression", ": ", "Apache-2.0") in headers

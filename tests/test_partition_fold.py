@@ -52,19 +52,62 @@ def _variant(draw: Any, i: int, ids: list[str], values: list[bytes]) -> bytes | 
     eid = f"e{i}"
     org = draw(st.sampled_from([SEOUL, SEOUL, BUSAN]))
     # msgpack's integer widths change at these (the kernel writes the journal entry itself)
-    amount = draw(st.sampled_from([1, 31, 32, 33, 127, 128, 255, 256, 65_535, 65_536, 2**32 - 1,
-                                   2**32, 10**15, draw(st.integers(1, 10**12))]))
-    at = draw(st.sampled_from([
-        "2026-11-20T10:00:00+09:00", "2026-11-20T10:00:00.5+09:00", "2026-11-20T23:59:59.999+09:00",
-        "2026-03-01T00:00:00.5+09:00",
-        "2026-11-20T01:00:00Z",  # another offset: the general path
-        "2026-01-10T09:00:00+09:00",  # on or before 20 January: prior-year processing
-    ]))
+    amount = draw(
+        st.sampled_from(
+            [
+                1,
+                31,
+                32,
+                33,
+                127,
+                128,
+                255,
+                256,
+                65_535,
+                65_536,
+                2**32 - 1,
+                2**32,
+                10**15,
+                draw(st.integers(1, 10**12)),
+            ]
+        )
+    )
+    at = draw(
+        st.sampled_from(
+            [
+                "2026-11-20T10:00:00+09:00",
+                "2026-11-20T10:00:00.5+09:00",
+                "2026-11-20T23:59:59.999+09:00",
+                "2026-03-01T00:00:00.5+09:00",
+                "2026-11-20T01:00:00Z",  # another offset: the general path
+                "2026-01-10T09:00:00+09:00",  # on or before 20 January: prior-year processing
+            ]
+        )
+    )
     fy = 2025 if at.startswith("2026-01") and draw(st.booleans()) else 2026
-    kind = draw(st.sampled_from(["receipt"] * 6 + ["payment"] * 3 + [
-        "commitment", "commitment_cancel", "transfer", "dup", "conflict", "reversal", "junk",
-        "wrong_key", "payment_on_commitment", "long_id", "other_account", "none", "duplicate_key",
-        "offset_without_colon", "escaped_key"]))
+    kind = draw(
+        st.sampled_from(
+            ["receipt"] * 6
+            + ["payment"] * 3
+            + [
+                "commitment",
+                "commitment_cancel",
+                "transfer",
+                "dup",
+                "conflict",
+                "reversal",
+                "junk",
+                "wrong_key",
+                "payment_on_commitment",
+                "long_id",
+                "other_account",
+                "none",
+                "duplicate_key",
+                "offset_without_colon",
+                "escaped_key",
+            ]
+        )
+    )
     common: dict[str, Any] = {"org": org, "at": at, "fiscal_year": fy}
     if kind == "receipt":
         return event(eid, "receipt", amount, **common)
@@ -89,9 +132,19 @@ def _variant(draw: Any, i: int, ids: list[str], values: list[bytes]) -> bytes | 
             return event(old, "receipt", 2_000, org=SEOUL)
         return event(eid, "receipt", 1_000, org=SEOUL, reverses=old)
     if kind == "junk":
-        return draw(st.sampled_from([b"", b"{", b'{"event_id": 1}', b"\xff\xfe", b"[]",
-                                     event(eid, "receipt", 0, **common),
-                                     event(eid, "receipt", amount, **common).replace(b'"receipt"', b'"gift"')]))
+        return draw(
+            st.sampled_from(
+                [
+                    b"",
+                    b"{",
+                    b'{"event_id": 1}',
+                    b"\xff\xfe",
+                    b"[]",
+                    event(eid, "receipt", 0, **common),
+                    event(eid, "receipt", amount, **common).replace(b'"receipt"', b'"gift"'),
+                ]
+            )
+        )
     if kind == "none":
         return None
     if kind == "duplicate_key":  # the decoder keeps the last; the contract refuses both
@@ -130,8 +183,14 @@ def _journal(v: Journal | bytes) -> bytes:
     return v if v.__class__ is bytes else msgspec.msgpack.encode(v)
 
 
-def _run(fold: partition.Fold, recs: list[RawRecord], cuts: list[int], owner: dict[str, int],
-         side: str | None, near: int | None = None) -> list[Any]:
+def _run(
+    fold: partition.Fold,
+    recs: list[RawRecord],
+    cuts: list[int],
+    owner: dict[str, int],
+    side: str | None,
+    near: int | None = None,
+) -> list[Any]:
     store = Store(Path(tempfile.mkdtemp(prefix="cashpos-kernel-")))
     ledger = store.attach(Ledger())
     if near is not None:  # revenue share `near` 10^15s below +bound, expenditure's above -bound
@@ -144,13 +203,20 @@ def _run(fold: partition.Fold, recs: list[RawRecord], cuts: list[int], owner: di
                 continue
             applied, dead = fold(ledger, recs[lo:hi], "cashpos.events.revenue", 0, side, owner, 8192)
             ch = ledger.take_changes()
-            seen.append((
-                applied, [(rej.reason, rej.detail, r.offset) for rej, r in dead],
-                {k: _journal(v) for k, v in ch.journal.items()}, ch.index, ch.commitments,
-                (ch.applied, ch.duplicates, ch.rejected, ch.last_event_ms),
-                {k: (p.cash, p.committed, p.version, p.last_event_ms, p.received)
-                 for k, p in ledger.positions.items()},
-            ))
+            seen.append(
+                (
+                    applied,
+                    [(rej.reason, rej.detail, r.offset) for rej, r in dead],
+                    {k: _journal(v) for k, v in ch.journal.items()},
+                    ch.index,
+                    ch.commitments,
+                    (ch.applied, ch.duplicates, ch.rejected, ch.last_event_ms),
+                    {
+                        k: (p.cash, p.committed, p.version, p.last_event_ms, p.received)
+                        for k, p in ledger.positions.items()
+                    },
+                )
+            )
             store.commit(ch, ledger.positions, {("cashpos.events.revenue", 0): recs[hi - 1].offset + 1})
             ledger.journal.clear()
             ledger.commitments.clear()
@@ -162,7 +228,8 @@ def _run(fold: partition.Fold, recs: list[RawRecord], cuts: list[int], owner: di
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(streams(), st.sampled_from([None, "revenue", "expenditure"]))
 def test_the_kernel_reaches_the_same_state_as_the_pure_path(
-        stream: tuple[list[RawRecord], list[int], dict[str, int], int | None], side: str | None) -> None:
+    stream: tuple[list[RawRecord], list[int], dict[str, int], int | None], side: str | None
+) -> None:
     recs, cuts, owner, near = stream
     native = _run(partition.fold_partition_native, recs, cuts, owner, side, near)
     pure = _run(partition.fold_partition_py, recs, cuts, owner, side, near)
@@ -174,15 +241,35 @@ def test_the_kernel_takes_the_common_events_and_stops_at_the_rest() -> None:
     that it does the work, and where it hands over."""
     assert partition.fold_hot is not None
     key = SEOUL.encode()
-    recs = [Rec(0, 0, key, event("a", "receipt", 5, org=SEOUL)),
-            Rec(1, 0, key, event("b", "payment", 2, org=SEOUL)),
-            Rec(2, 0, key, event("c", "commitment", 1, org=SEOUL, commitment_id="c")),
-            Rec(3, 0, key, event("d", "receipt", 7, org=SEOUL))]
+    recs = [
+        Rec(0, 0, key, event("a", "receipt", 5, org=SEOUL)),
+        Rec(1, 0, key, event("b", "payment", 2, org=SEOUL)),
+        Rec(2, 0, key, event("c", "commitment", 1, org=SEOUL, commitment_id="c")),
+        Rec(3, 0, key, event("d", "receipt", 7, org=SEOUL)),
+    ]
     ledger = Ledger()
     decode, charts, org_keys, kst = hot_rules()
     ch = ledger.changes
-    ctx: tuple[Any, ...] = (decode, charts, org_keys, kst, {}, 0, "revenue", 8192, "t", ledger.positions,
-           ledger.journal, ch.journal, ch.index, None, b"j\0", partition.Position, MAX_SIDE_TOTAL, {})
+    ctx: tuple[Any, ...] = (
+        decode,
+        charts,
+        org_keys,
+        kst,
+        {},
+        0,
+        "revenue",
+        8192,
+        "t",
+        ledger.positions,
+        ledger.journal,
+        ch.journal,
+        ch.index,
+        None,
+        b"j\0",
+        partition.Position,
+        MAX_SIDE_TOTAL,
+        {},
+    )
     stop, applied, last_ms, at_stop = partition.fold_hot(recs, 0, ctx, 0)
     assert (stop, applied) == (1, 1)  # a payment on the revenue topic is for the Python path
     handed_over = recs[1].value
@@ -208,11 +295,15 @@ def test_the_journal_puts_in_c_equal_the_python_loop() -> None:
     enc = msgspec.msgpack.Encoder().encode
     journal: dict[tuple[str, str], Journal | bytes] = {
         (SEOUL, "a"): b"\x91\x01",
-        (BUSAN, "ü-" + "x" * 60): Journal(b"{}", "commitment", "general", 2026, 5, 1, [("general", 2026, 0, 5)], "c1"),
+        (BUSAN, "ü-" + "x" * 60): Journal(
+            b"{}", "commitment", "general", 2026, 5, 1, [("general", 2026, 0, 5)], "c1"
+        ),
         (SEOUL, ""): b"",
     }
     c_puts: list[tuple[bytes, bytes]] = []
     native.built.put_journal(lambda k, v: c_puts.append((k, v)), journal, b"j\0", enc)
-    py_puts = [(store_module._journal_key(o, e), v if v.__class__ is bytes else enc(v))
-               for (o, e), v in journal.items()]
+    py_puts = [
+        (store_module._journal_key(o, e), v if v.__class__ is bytes else enc(v))
+        for (o, e), v in journal.items()
+    ]
     assert c_puts == py_puts

@@ -47,7 +47,9 @@ def _records() -> tuple[list[tuple[str, bytes | None, bytes]], Counter[str]]:
 
     recs.append(("revenue", key, event("before", "receipt", 7, account=ASIDE)))
     poison("revenue", event("big", "receipt", 1) + b" " * 950_000, "oversized")
-    for i, at in enumerate(["0001-01-01T00:00:00+10:00", "9999-12-31T23:00:00-05:00", "9999-12-31T23:59:59Z"]):
+    for i, at in enumerate(
+        ["0001-01-01T00:00:00+10:00", "9999-12-31T23:00:00-05:00", "9999-12-31T23:59:59Z"]
+    ):
         poison("revenue", event(f"date{i}", "receipt", 1, at=at), "invalid_timestamp")
     poison("revenue", event("dup", "receipt", 1)[:-1] + b',"amount":999}', "duplicate_key")
     poison("revenue", event("colon", "receipt", 1, at="2026-11-20T10:00:00+0900"), "invalid_timestamp")
@@ -71,13 +73,18 @@ def poisoned(infra, tmp_path_factory):
     topics = Topics(s.namespace)
 
     async def produce() -> None:
-        p = AIOKafkaProducer(bootstrap_servers=s.infra.bootstrap, acks="all", linger_ms=5,
-                             max_request_size=4 * 1024 * 1024)
+        p = AIOKafkaProducer(
+            bootstrap_servers=s.infra.bootstrap, acks="all", linger_ms=5, max_request_size=4 * 1024 * 1024
+        )
         await p.start()
         try:
             part = partition_for(ORG, s.partitions)
-            futs = [await p.send(topics.revenue if side == "revenue" else topics.expenditure, value,
-                                 key=k, partition=part) for side, k, value in recs]
+            futs = [
+                await p.send(
+                    topics.revenue if side == "revenue" else topics.expenditure, value, key=k, partition=part
+                )
+                for side, k, value in recs
+            ]
             await asyncio.gather(*futs)
         finally:
             await p.stop()
@@ -120,8 +127,10 @@ def test_the_worker_survives_every_poison_record_and_applies_the_rest(poisoned):
     summary = httpx.get(f"{s.api}/v1/summary", headers=s.headers, timeout=10)
     assert summary.status_code == 200 and summary.json()["national"]["cash"] == expected_cash
 
-    letters = _wait(lambda: (ls := asyncio.run(list_deadletters(s.settings)))
-                    and len(ls) >= sum(bad.values()) and ls, timeout=30)
+    letters = _wait(
+        lambda: (ls := asyncio.run(list_deadletters(s.settings))) and len(ls) >= sum(bad.values()) and ls,
+        timeout=30,
+    )
     assert Counter(d.reason for d in letters) == bad
     big = next(d for d in letters if d.reason == "oversized")
     assert big.value_truncated and big.value_length > 950_000 and len(big.value()) == KEEP_VALUE_BYTES
@@ -136,7 +145,11 @@ def test_the_api_refuses_the_same_bodies_with_the_reason_not_500(poisoned):
         (event("api-dup", "receipt", 1, org=ORG)[:-1] + b',"amount":999}', "duplicate_key"),
         (event("api-colon", "receipt", 1, org=ORG, at="2026-11-20T10:00:00+0900"), "invalid_timestamp"),
     ]:
-        r = httpx.post(f"{s.api}/v1/events", content=body, timeout=10,
-                       headers={**s.source_headers, "Content-Type": "application/json"})
+        r = httpx.post(
+            f"{s.api}/v1/events",
+            content=body,
+            timeout=10,
+            headers={**s.source_headers, "Content-Type": "application/json"},
+        )
         assert r.status_code == 422, (r.status_code, r.text)
         assert r.json()["reason"] == reason

@@ -48,8 +48,7 @@ def _state(records: list[Record], offsets: dict[tuple[str, int], int]):
         if r.offset < offsets.get((r.topic, r.partition), 0):
             ref.feed(r.value, "revenue" if r.topic.endswith(".revenue") else "expenditure", r.key)
     versions = ref.versions()
-    return {pk: (cash, committed, versions.get(pk, 0))
-            for pk, (cash, committed) in ref.positions().items()}
+    return {pk: (cash, committed, versions.get(pk, 0)) for pk, (cash, committed) in ref.positions().items()}
 
 
 @pytest.fixture(scope="module")
@@ -109,9 +108,16 @@ def test_a_wrong_state_value_is_a_difference(records):
     state[pk] = (cash + 7, committed, version)
     check, diffs = check_state(records, state, ends, set(range(N_PARTITIONS)), SETTINGS)
     assert check.diff_krw == 7 and [(d.org_code, d.against) for d in diffs] == [(pk[0], "state")]
-    assert check_state(records, state, ends, {p for p in range(N_PARTITIONS)
-                                               if p != partition_for(pk[0], N_PARTITIONS)},
-                       SETTINGS)[0].diff_krw == 0
+    assert (
+        check_state(
+            records,
+            state,
+            ends,
+            {p for p in range(N_PARTITIONS) if p != partition_for(pk[0], N_PARTITIONS)},
+            SETTINGS,
+        )[0].diff_krw
+        == 0
+    )
 
 
 @pytest.mark.integration
@@ -134,8 +140,7 @@ def test_a_stopped_worker_state_is_reported_behind(infra, tmp_path):
         s.stop("worker-w1")  # clean stop: the state is flushed, the worker folds no more
         asyncio.run(publish(more))
 
-        rep = asyncio.run(reconcile(s.settings, publish=False,
-                                    owned={state_dir: set(range(s.partitions))}))
+        rep = asyncio.run(reconcile(s.settings, publish=False, owned={state_dir: set(range(s.partitions))}))
         assert rep.state_behind == len(more) and not rep.ok
         assert [st.behind for st in rep.states] == [len(more)]
         assert rep.lagging > 0  # Redis is behind too, and says so
@@ -156,6 +161,7 @@ def test_a_stopped_worker_state_is_reported_behind(infra, tmp_path):
         def caught_up():
             r = asyncio.run(reconcile(s.settings, publish=False, owned=owned))
             return r if r.state_behind == 0 else None
+
         rep = wait_until(caught_up, 30, 1.0, "the state to be flushed to the end")
         assert rep.ok and rep.diff_krw == 0 and rep.lagging == 0 and rep.unseeded == 0
         assert rep.records_in == len(raws) and rep.states[0].positions_checked > 0

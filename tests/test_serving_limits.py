@@ -28,9 +28,15 @@ from tests.events import event
 
 HEADER_TIMEOUT = 1.0
 BODY_TIMEOUT = 0.5
-LIMITS = Settings(max_header_bytes=8192, max_body_bytes=16384, max_event_bytes=8192,
-                  header_timeout_seconds=HEADER_TIMEOUT, body_timeout_seconds=BODY_TIMEOUT,
-                  keep_alive_seconds=1, api_max_connections=500)
+LIMITS = Settings(
+    max_header_bytes=8192,
+    max_body_bytes=16384,
+    max_event_bytes=8192,
+    header_timeout_seconds=HEADER_TIMEOUT,
+    body_timeout_seconds=BODY_TIMEOUT,
+    keep_alive_seconds=1,
+    api_max_connections=500,
+)
 
 
 async def echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -46,16 +52,24 @@ async def echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
             n += len(msg.get("body", b""))
             more = msg.get("more_body", False)
     body = orjson.dumps({"read": n})
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
 @contextmanager
 def running(settings: Settings = LIMITS) -> Iterator[int]:
     port = free_port()
-    server = uvicorn.Server(uvicorn_config(settings, app=RequestLimits(echo, settings), port=port,
-                                           lifespan="off", log_level="error"))
+    server = uvicorn.Server(
+        uvicorn_config(
+            settings, app=RequestLimits(echo, settings), port=port, lifespan="off", log_level="error"
+        )
+    )
     t = threading.Thread(target=server.run, daemon=True)
     t.start()
     deadline = time.monotonic() + 10
@@ -275,8 +289,10 @@ def test_keep_alive_requests_still_work_and_idle_ones_end(port: int) -> None:
 def test_a_body_over_the_limit_is_refused_on_its_content_length(port: int) -> None:
     """64 MB announced: 413 at once, without a byte of the body sent."""
     with connect(port) as s:
-        s.sendall(b"POST /v1/session HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
-                  b"Content-Length: 67108864\r\n\r\n")
+        s.sendall(
+            b"POST /v1/session HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 67108864\r\n\r\n"
+        )
         raw, _ = read_until_closed(s, timeout=2)
     p = problem(raw, 413, "body_too_large")
     assert "16384" in p["detail"]
@@ -301,16 +317,21 @@ def test_a_chunked_body_is_cut_off_once_past_the_limit(port: int) -> None:
 
 def test_the_events_endpoint_takes_up_to_the_contracts_maximum(port: int) -> None:
     event = b"{" + b" " * (LIMITS.max_event_bytes - 2) + b"}"
-    status, _, body = request(port, b"POST /v1/events HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n"
-                              % len(event), event)
+    status, _, body = request(
+        port, b"POST /v1/events HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(event), event
+    )
     assert status == 200 and orjson.loads(body) == {"read": LIMITS.max_event_bytes}
-    status, _, body = request(port, b"POST /v1/events HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n"
-                              % (len(event) + 1), event + b" ")
+    status, _, body = request(
+        port,
+        b"POST /v1/events HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % (len(event) + 1),
+        event + b" ",
+    )
     assert status == 413 and orjson.loads(body)["reason"] == "body_too_large"
     # other endpoints take up to max_body_bytes (larger here than an event)
     big = b"z" * LIMITS.max_body_bytes
-    status, _, body = request(port, b"POST /v1/other HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n"
-                              % len(big), big)
+    status, _, body = request(
+        port, b"POST /v1/other HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(big), big
+    )
     assert status == 200 and orjson.loads(body) == {"read": LIMITS.max_body_bytes}
 
 
@@ -355,20 +376,29 @@ def test_the_api_refuses_oversized_requests(stack) -> None:
     problem(raw, 413, "body_too_large")
     # the same, chunked: cut off once past the limit
     chunk = b"%x\r\n%s\r\n" % (4096, b" " * 4096)
-    raw = send_until_answered(port, [b"POST /v1/session HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n",
-                                     *[chunk] * 256])
+    raw = send_until_answered(
+        port, [b"POST /v1/session HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n", *[chunk] * 256]
+    )
     problem(raw, 413, "body_too_large")
     # a 1 MB header on an authenticated read
     auth = stack.headers["Authorization"].encode()
-    raw = send_until_answered(port, [b"GET /v1/summary HTTP/1.1\r\nHost: t\r\nAuthorization: " + auth + b"\r\nX-Big: ",
-                                     *[b"a" * 16384] * 64, b"\r\n\r\n"])
+    raw = send_until_answered(
+        port,
+        [
+            b"GET /v1/summary HTTP/1.1\r\nHost: t\r\nAuthorization: " + auth + b"\r\nX-Big: ",
+            *[b"a" * 16384] * 64,
+            b"\r\n\r\n",
+        ],
+    )
     problem(raw, 431, "headers_too_large")
     # events: up to the contract's maximum message size, not one byte more
     ev = event(f"limits-{uuid.uuid4().hex}", "receipt", 1)
     padded = ev + b" " * (settings.max_event_bytes - len(ev))
     ok = httpx.post(f"{stack.api}/v1/events", content=padded, headers=stack.source_headers, timeout=10)
     assert ok.status_code == 202, ok.text
-    too_big = httpx.post(f"{stack.api}/v1/events", content=padded + b" ", headers=stack.source_headers, timeout=10)
+    too_big = httpx.post(
+        f"{stack.api}/v1/events", content=padded + b" ", headers=stack.source_headers, timeout=10
+    )
     assert too_big.status_code == 413 and too_big.json()["reason"] == "body_too_large"
     assert too_big.headers["content-type"] == "application/problem+json"
     # a problem's type is documented at its address, without a token

@@ -64,8 +64,15 @@ def test_every_event_passes_the_contract(year_end: tuple[list[bytes], list[dict[
         kinds[o["kind"]] += 1
     assert not reasons, reasons
     # every kind occurs, receipts dominate by count; each government's 2025 closes on 21 January
-    assert set(kinds) == {"receipt", "commitment", "payment", "commitment_cancel", "transfer",
-                          "commitment_carry_forward", "fiscal_year_close"}
+    assert set(kinds) == {
+        "receipt",
+        "commitment",
+        "payment",
+        "commitment_cancel",
+        "transfer",
+        "commitment_carry_forward",
+        "fiscal_year_close",
+    }
     assert kinds["fiscal_year_close"] == len(governments())
     assert kinds["receipt"] > N / 2
 
@@ -113,11 +120,12 @@ def test_prior_fiscal_year_only_in_the_january_window(
     prior = [o for o in receipts if o["fiscal_year"] == 2025]
     assert 0.25 < len(prior) / len(receipts) < 0.35  # 30% prior-year processing
     # December's commitments are still paid in January against fiscal year 2025
-    assert any(o["fiscal_year"] == 2025 and o["kind"] == "payment" and "commitment_id" in o
-               for o in window)
+    assert any(o["fiscal_year"] == 2025 and o["kind"] == "payment" and "commitment_id" in o for o in window)
     assert all(o["fiscal_year"] == 2026 for o in later)
     assert {o["kind"] for o in window if o["fiscal_year"] == 2025 and "commitment_id" in o} <= {
-        "payment", "commitment_cancel"}
+        "payment",
+        "commitment_cancel",
+    }
 
 
 def test_all_243_governments_appear_and_big_ones_more(
@@ -310,8 +318,9 @@ def test_run_paces_and_stops_at_total() -> None:
     sent = asyncio.run(run(pub, sim, total=500, tick=0.02))
     elapsed = time.perf_counter() - t
     assert sent == 500
-    assert [r for b in pub.batches for r in b] == Simulator(seed=3, start=start, speed=60,
-                                                            rate=2000).next_batch(500)
+    assert [r for b in pub.batches for r in b] == Simulator(
+        seed=3, start=start, speed=60, rate=2000
+    ).next_batch(500)
     assert len(pub.batches) >= 5  # in small batches, not all at once
     assert 0.15 < elapsed < 5  # 500 events at 2000/s take ~0.25 s
 
@@ -357,5 +366,7 @@ def test_opening_balances_cover_every_account_once_and_conform():
     assert seen == {(g.org_code, a.code) for g in governments().values() for a in g.accounts}
     assert len(raws) == len(seen)
     # Seoul's general account opens larger than 울릉군's: sized by budget, not uniform
-    amount = {(orjson.loads(r)["org_code"], orjson.loads(r)["account"]): orjson.loads(r)["amount"] for r in raws}
+    amount = {
+        (orjson.loads(r)["org_code"], orjson.loads(r)["account"]): orjson.loads(r)["amount"] for r in raws
+    }
     assert amount[("6110000", "general")] > 20 * amount[("5260000", "general")]

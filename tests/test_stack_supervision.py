@@ -64,7 +64,9 @@ def test_a_killed_worker_is_restarted_and_the_broker_keeps_its_data(tmp_path: Pa
     kafka_port, redis_port, api_port = free_port(), free_port(), free_port()
     env = {
         **{k: v for k, v in os.environ.items() if k not in ("CASHPOS_KAFKA_BOOTSTRAP", "CASHPOS_REDIS_URL")},
-        "CASHPOS_EMBEDDED_KAFKA_PORT": str(kafka_port),  # the embedded broker and Redis, on ports of this test
+        "CASHPOS_EMBEDDED_KAFKA_PORT": str(
+            kafka_port
+        ),  # the embedded broker and Redis, on ports of this test
         "CASHPOS_EMBEDDED_REDIS_PORT": str(redis_port),
         "CASHPOS_API_PORT": str(api_port),
         "CASHPOS_WORKER_WEB_PORT": str(free_port()),
@@ -75,8 +77,13 @@ def test_a_killed_worker_is_restarted_and_the_broker_keeps_its_data(tmp_path: Pa
         "PYTHONUNBUFFERED": "1",  # its printout is read while it runs
     }
     out = open(tmp_path / "run.out", "wb")  # noqa: SIM115 - closed in finally
-    run = subprocess.Popen([sys.executable, "-m", "cashpos.cli", "run"], cwd=tmp_path, env=env,
-                           stdout=out, stderr=subprocess.STDOUT)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "cashpos.cli", "run"],
+        cwd=tmp_path,
+        env=env,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+    )
     settings = Settings(kafka_bootstrap=f"127.0.0.1:{kafka_port}", partitions=4)
     api = f"http://127.0.0.1:{api_port}"
 
@@ -89,8 +96,9 @@ def test_a_killed_worker_is_restarted_and_the_broker_keeps_its_data(tmp_path: Pa
             return None
         token = orjson.loads(tokens.read_bytes())["national"]
         try:
-            r = httpx.get(f"{api}/v1/positions/{ORG}", timeout=3,
-                          headers={"Authorization": f"Bearer {token}"})
+            r = httpx.get(
+                f"{api}/v1/positions/{ORG}", timeout=3, headers={"Authorization": f"Bearer {token}"}
+            )
         except httpx.HTTPError:
             return None
         if r.status_code != 200:
@@ -103,8 +111,12 @@ def test_a_killed_worker_is_restarted_and_the_broker_keeps_its_data(tmp_path: Pa
 
     tansu: list[int] = []
     try:
-        wait_until(lambda: "Ctrl-C stops everything" in text() or run.poll() is not None, 90, 0.2,
-                   "the stack to start")
+        wait_until(
+            lambda: "Ctrl-C stops everything" in text() or run.poll() is not None,
+            90,
+            0.2,
+            "the stack to start",
+        )
         assert run.poll() is None, text()
         wait_until(lambda: _child(run.pid, "worker"), 30, 0.2, "the worker process")
         wait_until(lambda: cash() is not None, 60, 0.3, "the API to serve positions")
@@ -118,8 +130,12 @@ def test_a_killed_worker_is_restarted_and_the_broker_keeps_its_data(tmp_path: Pa
         os.kill(worker, signal.SIGKILL)
         killed = time.monotonic()
 
-        restarted = wait_until(lambda: (p := _child(run.pid, "worker")) not in (None, worker) and p,
-                               30, 0.1, "the worker to be restarted")
+        restarted = wait_until(
+            lambda: (p := _child(run.pid, "worker")) not in (None, worker) and p,
+            30,
+            0.1,
+            "the worker to be restarted",
+        )
         took = time.monotonic() - killed
         assert run.poll() is None, text()
         assert cash() == base + 10_000  # the API still serves, from the same Redis

@@ -65,9 +65,18 @@ def test_watchdog_clock() -> None:
 def _publish(s: Stack, n: int) -> None:
     async def main() -> None:
         async with Publisher(s.settings) as pub:
-            await pub.send_many([event(f"rj-{i}", "receipt", 1_000 + i,
-                                       org=("3000000", "6110000", "3090000", "5260000")[i % 4])
-                                 for i in range(n)])
+            await pub.send_many(
+                [
+                    event(
+                        f"rj-{i}",
+                        "receipt",
+                        1_000 + i,
+                        org=("3000000", "6110000", "3090000", "5260000")[i % 4],
+                    )
+                    for i in range(n)
+                ]
+            )
+
     asyncio.run(main())
 
 
@@ -119,18 +128,23 @@ def test_kill9_at_every_phase_then_restart_owns_partitions(infra, tmp_path: Path
         for name, marker, after in PHASES:
             offset, since, t0 = _spawn(s, **env)
             if marker is not None:
-                wait_until(partial(_seen, s, marker, offset), UP_BOUND_S, 0.02,
-                           f"{marker!r} ({name})")
+                wait_until(partial(_seen, s, marker, offset), UP_BOUND_S, 0.02, f"{marker!r} ({name})")
             time.sleep(after)
             _kill(s)
             killed = time.monotonic()
             offset, since, _ = _spawn(s, **env)
             try:
-                wait_until(partial(_owns, s, since), UP_BOUND_S, 0.1, f"w1 to own partitions after a kill ({name})")
+                wait_until(
+                    partial(_owns, s, since), UP_BOUND_S, 0.1, f"w1 to own partitions after a kill ({name})"
+                )
             except TimeoutError:
-                pytest.fail(f"no partitions {UP_BOUND_S}s after a kill -9 while {name}: "
-                            f"{report}\n{_log_after(s, 'worker-w1', offset)[-4000:]}")
-            report.append(f"{name}: killed {killed - t0:.1f}s after start, up {time.monotonic() - killed:.1f}s later")
+                pytest.fail(
+                    f"no partitions {UP_BOUND_S}s after a kill -9 while {name}: "
+                    f"{report}\n{_log_after(s, 'worker-w1', offset)[-4000:]}"
+                )
+            report.append(
+                f"{name}: killed {killed - t0:.1f}s after start, up {time.monotonic() - killed:.1f}s later"
+            )
             _kill(s)  # the next victim is a restart after this (steady-state) kill
         # and a last restart that stays up, with every partition
         _, since, _ = _spawn(s, **env)
@@ -153,8 +167,9 @@ async def _orphan_the_leader(s: Stack, member_client: str) -> str:
         meta = ProtocolMetadata(0, sorted(topics.sources), b"").encode()
 
         def join(mid: str) -> JoinGroupRequest:
-            return JoinGroupRequest(group, 6000, 6000, mid, None, "consumer",
-                                    [(RangePartitionAssignor.name, meta)])
+            return JoinGroupRequest(
+                group, 6000, 6000, mid, None, "consumer", [(RangePartitionAssignor.name, meta)]
+            )
 
         r = await c.send(node, join(""))
         mid = r.member_id
@@ -197,7 +212,7 @@ def _listening(port: int) -> list[str]:
             addr, _, hexport = local.partition(":")
             if state == "0A" and int(hexport, 16) == port:  # 0A: LISTEN
                 if len(addr) == 8:
-                    out.append(".".join(str(int(addr[i:i + 2], 16)) for i in (6, 4, 2, 0)))
+                    out.append(".".join(str(int(addr[i : i + 2], 16)) for i in (6, 4, 2, 0)))
                 else:
                     out.append("::" if set(addr) == {"0"} else addr)
     return out
@@ -209,8 +224,13 @@ def test_worker_web_server_listens_on_the_loopback_only(infra, tmp_path: Path) -
     try:
         asyncio.run(ensure_topics(s.settings))
         since = int(time.time() * 1000)
-        s.start("worker-w1", "worker", CASHPOS_WORKER_ID="w1",
-                CASHPOS_STATE_DIR=str(s.root / "state-w1"), CASHPOS_WORKER_WEB_PORT=str(port))
+        s.start(
+            "worker-w1",
+            "worker",
+            CASHPOS_WORKER_ID="w1",
+            CASHPOS_STATE_DIR=str(s.root / "state-w1"),
+            CASHPOS_WORKER_WEB_PORT=str(port),
+        )
         wait_until(lambda: _owns(s, since), 60, 0.1, "w1 to own partitions")
         assert _listening(port) == ["127.0.0.1"], _listening(port)
         log = s.log("worker-w1")

@@ -39,8 +39,9 @@ async def _groups(settings) -> list[str]:
     admin = AIOKafkaAdminClient(**settings.kafka_client_args())
     await admin.start()
     try:
-        return sorted(g[0] for g in await admin.list_consumer_groups()
-                      if g[0].startswith(f"{settings.namespace}-"))
+        return sorted(
+            g[0] for g in await admin.list_consumer_groups() if g[0].startswith(f"{settings.namespace}-")
+        )
     finally:
         await admin.close()
 
@@ -61,8 +62,15 @@ def test_dead_letters_listed_one_group_fast_restart(infra, tmp_path):
         s.start_worker("w1")
         wait_up(s, "w1", since, timeout=60)
         # The dead letters reach the recent list the API serves, from the ledger's batch.
-        recent = wait_until(lambda: len(r.lrange(keys.deadletters_recent, 0, -1)) >= 2 and
-                            r.lrange(keys.deadletters_recent, 0, -1), 30, 0.2, "the recent list")
+        recent = wait_until(
+            lambda: (
+                len(r.lrange(keys.deadletters_recent, 0, -1)) >= 2
+                and r.lrange(keys.deadletters_recent, 0, -1)
+            ),
+            30,
+            0.2,
+            "the recent list",
+        )
         listed = [DeadLetter.decode(x) for x in recent]
         assert sorted(d.value() for d in listed) == sorted(BAD)
         on_topic = asyncio.run(list_deadletters(s.settings))

@@ -26,8 +26,13 @@ def sources(root: Path, *, with_tests: bool = False) -> list[Path]:
     out = []
     for path in root.rglob("*.py"):
         parts = path.relative_to(root).parts[:-1]
-        if any((p in SKIP and not (with_tests and p == "tests")) or p.startswith(".") or "venv" in p
-               or p.endswith(".egg-info") for p in parts):
+        if any(
+            (p in SKIP and not (with_tests and p == "tests"))
+            or p.startswith(".")
+            or "venv" in p
+            or p.endswith(".egg-info")
+            for p in parts
+        ):
             continue
         out.append(path)
     return sorted(out)
@@ -111,20 +116,30 @@ def duplicate_pairs(root: Path) -> int | None:
     tool = shutil.which("duplicates")
     if tool is None:
         return None
-    run = subprocess.run([tool, "--repo", str(root), "--most", "1", "--seconds", "120"],
-                         capture_output=True, text=True, check=False)
+    run = subprocess.run(
+        [tool, "--repo", str(root), "--most", "1", "--seconds", "120"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     m = re.match(r"(\d+) pairs of places", run.stdout)  # its first line: "N pairs of places (...)"
     return int(m.group(1)) if m else 0
 
 
 def report(root: Path) -> dict[str, object]:
     paths = sources(root)
-    sizes = sorted(((len(p.read_text(encoding="utf-8").splitlines()), p.relative_to(root).as_posix())
-                    for p in paths), reverse=True)
+    sizes = sorted(
+        ((len(p.read_text(encoding="utf-8").splitlines()), p.relative_to(root).as_posix()) for p in paths),
+        reverse=True,
+    )
     ignores = sum(len(TYPE_IGNORE.findall(p.read_text(encoding="utf-8"))) for p in paths)
-    return {"largest modules": sizes[:3], "formats (files, lines)": format_places(root),
-            "type: ignore outside tests": ignores, "import cycles": import_cycles(root),
-            "duplicated-code rows": duplicate_pairs(root)}
+    return {
+        "largest modules": sizes[:3],
+        "formats (files, lines)": format_places(root),
+        "type: ignore outside tests": ignores,
+        "import cycles": import_cycles(root),
+        "duplicated-code rows": duplicate_pairs(root),
+    }
 
 
 def main(argv: list[str]) -> int:

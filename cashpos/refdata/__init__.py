@@ -42,9 +42,7 @@ def governments() -> dict[str, Government]:
     charts: dict[str, list[Account]] = {}
     with open(_DIR / "accounts.csv", encoding="utf-8") as f:
         for row in csv.DictReader(f):
-            charts.setdefault(row["org_code"], []).append(
-                Account(row["account"], row["name"], row["type"])
-            )
+            charts.setdefault(row["org_code"], []).append(Account(row["account"], row["name"], row["type"]))
     out: dict[str, Government] = {}
     with open(_DIR / "municipalities.csv", encoding="utf-8") as f:
         for row in csv.DictReader(f):
