@@ -8,20 +8,38 @@ docs/alerts.md (Clocks). Its state, the alerts' lifecycle and its records are
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
-from collections.abc import Callable, Container, Iterable, Mapping
+import operator
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
+from typing import Final
 
 from alerts import operational, rules
 from alerts.config import Override
-from alerts.history import PosState, Row, Special, specials
+from alerts.history import AccountHistory, PosState, Row, Special, account_floor, specials
 from alerts.lifecycle import Lifecycle, Records
-from alerts.model import PROJECTED, SEVERITY, STALE, YEAR_END, Alert, AlertChange, OpenCommitment
+from alerts.model import (
+    ACCOUNT_RULES,
+    PROJECTED,
+    SEVERITY,
+    STALE,
+    YEAR_END,
+    Alert,
+    AlertChange,
+    OpenCommitment,
+)
 from cashpos.calendar import date_day, kst_day
+from cashpos.names import CLOSE_KIND
 from state import layout
-from state.ledger import Changes, Position, PosKey
+from state.ledger import Changes, Journal, Position, PosKey
 
 # scan(prefix, start) -> (key, value) pairs with key >= start (or prefix) and key.startswith(prefix)
 Scan = Callable[[bytes, bytes | None], Iterable[tuple[bytes, bytes]]]
+# A position to evaluate: the batch's index rows for it (None: none, evaluated for the
+# government's new day or a changed commitment) and the event (ms, scoped id) it is attributed to
+Work = tuple[list[Row] | None, int, str | None]
+CLOSED: Final = "fiscal_year_closed"  # the resolution of every alert of a year at its close
+_first = operator.itemgetter(0)
 
 
 class AlertBook(Lifecycle):
@@ -97,6 +115,8 @@ class AlertBook(Lifecycle):
             out.append((layout.marker_key(org), layout.MARKER))
         for _k, v in scan(layout.org_key(org), None):
             o.rec = layout.decode_org_record(v)
+        for _k, v in scan(layout.closes_prefix(org), None):  # the ledger's, either side's
+            self.closed[org] = max(self.closed.get(org, 0), layout.decode_int(v))
         for pk in o.pks:
             if self.positions[pk].rec.held:
                 self.held.add(pk)
@@ -116,6 +136,9 @@ class AlertBook(Lifecycle):
                 self._dirty.discard(pk)
                 self.held.discard(pk)
                 self.published.pop(pk, None)
+                self.accounts.pop((org, pk[1]), None)
+                self._account_floors.pop((org, pk[1]), None)
+            self.closed.pop(org, None)
             self._dirty_orgs.discard(org)
 
     def apply(
@@ -140,7 +163,7 @@ class AlertBook(Lifecycle):
         last: dict[str, tuple[int, str | None]] = {}  # org -> (latest occurred ms, an event id)
         sget = specials(changes).get
         book = self.positions
-        work: list[tuple[PosState, Position, int, str | None, list[Row] | None]] = []
+        work: dict[PosKey, Work] = {}
         eid: str | None  # the event a position's evaluation is attributed to (None: none)
         held_orgs: Container[str] = ()
         if hold:
@@ -150,12 +173,14 @@ class AlertBook(Lifecycle):
             st = book.get(pk) or self._new_pos(pk)
             p = positions[pk]
             org = pk[0]
-            self._walk(st, p, rows, out, org not in held_orgs, sget(pk))
+            self._walk(st, rows, sget(pk))
             ms, eid = rows[-1][:2]
-            work.append((st, p, ms, eid, rows))
+            work[pk] = (rows, ms, eid)
             cur = last.get(org)
             if cur is None or p.last_event_ms > cur[0]:
                 last[org] = (p.last_event_ms, eid)
+        if changes.closed:
+            self._closes(changes, held_orgs, out)
         # government clocks; a new day re-evaluates every position of the government
         for org, (ms, _eid) in last.items():
             o = self._org(org)
@@ -166,26 +191,22 @@ class AlertBook(Lifecycle):
             elif ms > o.clock_ms and d == o.clock:
                 o.clock_ms = ms
         for pk in extra:
-            xst = book.get(pk)
             xp = positions.get(pk)
-            if xst is not None and xp is not None and pk not in changes.index:
+            if pk in book and xp is not None and pk not in work:
                 ms, eid = last.get(pk[0], (xp.last_event_ms, None))
-                work.append((xst, xp, ms, eid, None))
-        for st, p, ms, eid, wrows in work:
-            org = st.pk[0]
-            if org in held_orgs:
-                self._hold(st)
+                work[pk] = (None, ms, eid)
+        accounts: dict[tuple[str, str], dict[PosKey, Work]] = {}
+        for pk, w in work.items():
+            if pk[0] in held_orgs:
+                self._hold(book[pk])
                 continue
-            if not st.cfg.enabled:
-                continue
-            today = self.orgs[org].clock
-            if st.floor_day != st.clock:
-                st.refresh()
-            self._projected(st, p, today, ms, eid, out, wrows)
-            if today >= st.ye_from or YEAR_END in st.rec.open:
-                self._apply(st, rules.year_end(st, p, today, ms, eid), out)
-            if wrows is not None and self.published and st.pk in self.published:
-                self._reconcile(st, p, ms, out)
+            members = accounts.get((pk[0], pk[1]))
+            if members is None:
+                members = accounts[(pk[0], pk[1])] = {}
+            members[pk] = w
+        orgs = self.orgs
+        for (org, acc), members in accounts.items():
+            self._judge(org, acc, members, positions, orgs[org].clock, out, True)
         return out
 
     def release(
@@ -197,7 +218,8 @@ class AlertBook(Lifecycle):
         if not self.held:
             return out
         self._journal = {}
-        for pk in [pk for pk in self.held if settled(pk[0])]:
+        accounts: dict[tuple[str, str], dict[PosKey, Work]] = {}
+        for pk in sorted(pk for pk in self.held if settled(pk[0])):
             self.held.discard(pk)
             st = self.positions.get(pk)
             p = positions.get(pk)
@@ -208,28 +230,186 @@ class AlertBook(Lifecycle):
             if p is None or not st.cfg.enabled:
                 continue
             st.refresh()
-            self._evaluate(st, p, self.orgs[pk[0]].clock, p.last_event_ms, out)
-            if pk in self.published:
-                self._reconcile(st, p, p.last_event_ms, out)
+            accounts.setdefault((pk[0], pk[1]), {})[pk] = (None, p.last_event_ms, None)
+        for org in sorted({org for org, _acc in accounts}):
+            o = self.orgs[org]
+            self._sweep_closed(org, o.clock_ms, None, out)
+        for (org, acc), members in accounts.items():
+            self._judge(org, acc, members, positions, self.orgs[org].clock, out, False)
         return out
 
-    def _evaluate(self, st: PosState, p: Position, today: int, ms: int, out: list[AlertChange]) -> None:
-        """Every money rule on the position as it is (no event of a batch to attribute to)."""
-        self._apply(st, rules.available(st, p, ()), out)
-        self._projected(st, p, today, ms, None, out)
-        self._apply(st, rules.year_end(st, p, today, ms, None), out)
+    def _closes(self, changes: Changes, held_orgs: Container[str], out: list[AlertChange]) -> None:
+        """A year's close in this batch (either topic's copy): every alert of the government's
+        positions of that year (and before) is resolved, attributed to the close."""
+        at: dict[str, tuple[int, str]] = {}
+        for (org, _side), year in changes.closed.items():
+            if year > self.closed.get(org, 0):
+                self.closed[org] = year
+                at[org] = (1 << 62, "")
+        if not at:
+            return
+        for (org, sid), j in changes.journal.items():
+            if org in at and isinstance(j, Journal) and j.kind == CLOSE_KIND:
+                at[org] = min(at[org], (j.occurred_ms, sid))
+        for org, (ms, sid) in at.items():
+            if org not in held_orgs:  # else: on release
+                self._sweep_closed(org, ms, sid, out)
 
-    def _walk(
+    def _sweep_closed(self, org: str, ms: int, eid: str | None, out: list[AlertChange]) -> None:
+        """Resolve the alerts still open on the closed years' positions of ``org``."""
+        year = self.closed.get(org)
+        o = self.orgs.get(org)
+        if year is None or o is None:
+            return
+        for pk in sorted(pk for pk in o.pks if pk[2] <= year):
+            st = self.positions[pk]
+            if st.rec.open or pk in self.published:
+                self._close_all(st, ms, eid, out, CLOSED)
+
+    def _judge(
         self,
-        st: PosState,
-        p: Position,
-        rows: list[Row],
+        org: str,
+        acc: str,
+        members: Mapping[PosKey, Work],
+        positions: Mapping[PosKey, Position],
+        today: int,
         out: list[AlertChange],
-        evaluate: bool,
-        special: list[Special] | None,
+        batch: bool,
     ) -> None:
-        """The daily buckets, then rules 1-2 on the position as it stands after the batch (or
-        a hold while its partition settles)."""
+        """Rules 1-4 for the ``members`` (positions) of one account of ``org``: after a batch
+        (``batch``: their rows are the batch's; None, no rows: evaluated for the government's
+        new day or a changed commitment) or as they are (release, changed thresholds).
+
+        Rules 1-3 judge the account: its one position, or, while more than one fiscal year is
+        in play (a position not zero, or with history inside the outflow window), every year's
+        positions added up, the alerts kept on the newest year (docs/alerts.md, "The fiscal
+        year"). Rule 4 judges each year's own commitments. A closed year raises nothing."""
+        book = self.positions
+        closed = self.closed.get(org, 0)
+        fys = [fy for fy in self.accounts.get((org, acc), ()) if (org, acc, fy) in positions]
+        if not fys or fys[-1] <= closed:
+            return
+        anchor = book[(org, acc, fys[-1])]
+        cfg = anchor.cfg
+        if not cfg.enabled:
+            return
+        play = [anchor]
+        if len(fys) > 1:
+            cut = max(book[(org, acc, fy)].clock for fy in fys) - cfg.outflow_days
+            play = []
+            for fy in fys:
+                pk = (org, acc, fy)
+                st = book[pk]
+                p = positions[pk]
+                w = members.get(pk)
+                if p.cash or p.committed or st.clock >= cut or (w is not None and w[0]) or st is anchor:
+                    play.append(st)
+        if len(play) == 1:
+            w = members.get(anchor.pk)
+            if w is not None:
+                rows, ms, eid = w
+                p = positions[anchor.pk]
+                if anchor.floor_day != anchor.clock:
+                    anchor.refresh()
+                decisions: list[rules.Decision] = []
+                if rows is not None or not batch:
+                    decisions += rules.available(anchor, p, rows or ())
+                decisions += self._project(anchor, (anchor,), p, today, ms, eid, rows)
+                self._account(anchor, fys, decisions, None, ms, eid, out)
+        elif any(st.pk in members for st in play):
+            self._whole(anchor, play, fys, members, positions, today, out, batch)
+        for pk, (rows, ms, eid) in members.items():
+            if pk[2] <= closed:
+                continue
+            st = book[pk]
+            if today >= st.ye_from or YEAR_END in st.rec.open:
+                self._apply(st, rules.year_end(st, positions[pk], today, ms, eid), out)
+            if self.published and pk in self.published and (rows is not None or not batch):
+                self._reconcile(st, positions[pk], ms, out)
+
+    def _whole(
+        self,
+        anchor: PosState,
+        play: list[PosState],
+        fys: list[int],
+        members: Mapping[PosKey, Work],
+        positions: Mapping[PosKey, Position],
+        today: int,
+        out: list[AlertChange],
+        batch: bool,
+    ) -> None:
+        """Rules 1-3 on the account as a whole (``play``: its years in play, ``anchor`` the
+        newest): cash and committed added up, the batch's rows of every year in time order, the
+        history and the open commitments of every year."""
+        cash = committed = last_ms = 0
+        rows: list[Row] = []
+        latest: tuple[int, str | None] = (0, None)
+        for st in play:
+            p = positions[st.pk]
+            cash += p.cash
+            committed += p.committed
+            last_ms = max(last_ms, p.last_event_ms)
+            w = members.get(st.pk)
+            if w is not None:
+                if w[0]:
+                    rows += w[0]
+                latest = max(latest, (w[1], w[2]), key=_first)
+        rows.sort(key=_first)
+        ms, eid = rows[-1][:2] if rows else latest
+        handover = (ms, eid)
+        w = members.get(anchor.pk)
+        if w is not None and w[0] and positions[anchor.pk].version == len(w[0]):
+            # the newest year's position is new in this batch: what the account shows is
+            # attributed no earlier than its first event (as a batch cut there would)
+            first = min(r[0] for r in w[0])
+            rows = rows[bisect.bisect_left(rows, first, key=_first) :]
+            handover = rows[0][:2]
+        ap = Position(cash, committed, 0, last_ms)
+        key = (tuple(st.pk[2] for st in play), max(st.clock for st in play))
+        cached = self._account_floors.get(anchor.pk[:2])
+        if cached is None or cached[0] != key:
+            cached = (key, account_floor(play, key[1], anchor.cfg))
+            self._account_floors[anchor.pk[:2]] = cached
+        view = AccountHistory(anchor, play, cached[1])
+        decisions: list[rules.Decision] = []
+        if rows or not batch:
+            decisions += rules.available(view, ap, rows)
+        decisions += self._project(view, play, ap, today, ms, eid, rows or None)
+        self._account(anchor, fys, decisions, [st.pk[2] for st in play], handover[0], handover[1], out)
+
+    def _account(
+        self,
+        anchor: PosState,
+        fys: list[int],
+        decisions: list[rules.Decision],
+        years: list[int] | None,
+        ms: int,
+        eid: str | None,
+        out: list[AlertChange],
+    ) -> None:
+        """Apply rules 1-3's ``decisions`` to the account's newest year (``years``: the years
+        they add up, None: its own) and resolve what an older year of the account still has
+        open of those rules: ``superseded`` when the newest year has it open, else ``covered``
+        (the account as a whole covers it), attributed to ``ms``/``eid``."""
+        for d in decisions:
+            d.fields["fiscal_years"] = years
+        org, acc, newest = anchor.pk
+        older = [self.positions[(org, acc, fy)] for fy in fys if fy != newest]
+        if not any(rule in st.rec.open for st in older for rule in ACCOUNT_RULES):
+            self._apply(anchor, decisions, out)
+            return
+        after: list[AlertChange] = []
+        self._apply(anchor, decisions, after)
+        for st in older:
+            for rule in ACCOUNT_RULES:
+                a = st.rec.open.pop(rule, None)
+                if a is not None:
+                    reason = "superseded" if rule in anchor.rec.open else "covered"
+                    self._close(st, a, ms, eid, out, reason)
+        out += after
+
+    def _walk(self, st: PosState, rows: list[Row], special: list[Special] | None) -> None:
+        """The daily buckets of a position after a batch's rows."""
         fresh, moved_first, days = st.fold_rows(rows, self._journal, special)
         if moved_first:
             self._dirty.add(st.pk)
@@ -237,27 +417,25 @@ class AlertBook(Lifecycle):
             self._commit_records[layout.day_key(st.pk, d)] = layout.encode_day(st.days[d])
         if not fresh:
             st.refresh()
-        if not evaluate:
-            self._hold(st)
-        elif st.cfg.enabled:
-            self._apply(st, rules.available(st, p, rows), out)
+            self._account_floors.pop(st.pk[:2], None)
 
-    def _projected(
+    def _project(
         self,
-        st: PosState,
+        h: rules.History,
+        members: Sequence[PosState],
         p: Position,
         today: int,
         ms: int,
         eid: str | None,
-        out: list[AlertChange],
         rows: list[Row] | None = None,
-    ) -> None:
-        end = today + st.cfg.horizon_days
-        if st.win_end != end:
-            st.window(end)
-        current = st.rec.open.get(PROJECTED)
-        decisions = rules.projected(st, p, today, ms, eid, current, rows, self._journal, self._commitments)
-        self._apply(st, decisions, out)
+    ) -> list[rules.Decision]:
+        """Rule 3 (``members``: the positions whose open commitments ``h`` reads)."""
+        end = today + h.cfg.horizon_days
+        for st in members:
+            if st.win_end != end:
+                st.window(end)
+        current = h.rec.open.get(PROJECTED)
+        return rules.projected(h, p, today, ms, eid, current, rows, self._journal, self._commitments)
 
     def set_overrides(
         self, overrides: Mapping[tuple[str, str], Override], positions: Mapping[PosKey, Position]
@@ -268,10 +446,12 @@ class AlertBook(Lifecycle):
         if not changed:
             return out
         orgs_all = {org for org, acc in changed if acc == "*"}
+        accounts: dict[tuple[str, str], dict[PosKey, Work]] = {}
         for pk, st in self.positions.items():
             if pk[0] not in orgs_all and (pk[0], pk[1]) not in changed:
                 continue
             st.configure(self.resolver.get(pk[0], pk[1]))
+            self._account_floors.pop(pk[:2], None)
             p = positions.get(pk)
             if p is None or st.clock < 0:
                 continue
@@ -283,7 +463,9 @@ class AlertBook(Lifecycle):
             st.refresh()
             if pk in self.held:
                 continue  # evaluated on release
-            self._evaluate(st, p, self.orgs[pk[0]].clock, ms, out)
+            accounts.setdefault((pk[0], pk[1]), {})[pk] = (None, ms, None)
+        for (org, acc), members in accounts.items():
+            self._judge(org, acc, members, positions, self.orgs[org].clock, out, False)
         return out
 
     def check_stale(

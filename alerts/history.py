@@ -5,7 +5,7 @@ the position clock's day. Days are ``cashpos.calendar.kst_day`` numbers."""
 from __future__ import annotations
 
 import operator
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -13,12 +13,14 @@ from alerts import rules
 from alerts.config import Thresholds
 from alerts.model import PosRecord
 from cashpos.calendar import kst_day, year_end_day
+from cashpos.names import CLOSE_KIND
 from state.ledger import Changes, EventKey, Journal, PosKey
 
 Row = tuple[int, str, int, int]  # an index row: occurred ms, scoped event id, cash delta, committed delta
 # A cash change that is not a plain receipt or payment without commitment: (cash delta, kind,
 # without commitment, out of this account)
 Special = tuple[int, str, bool, bool]
+Floor = tuple[int | None, int, int]  # floor (None: none), trend, margin on a day
 
 _NEVER: Final = 1 << 40  # a day after every real day
 _IG2: Final = operator.itemgetter(2)
@@ -148,6 +150,9 @@ class PosState:
                             net -= dc
                     elif kind == "transfer":
                         outflow += (-dc if from_here else 0) - o
+                    elif kind == CLOSE_KIND:  # a move between the account's years: no flow
+                        outflow -= o
+                        net -= dc
                     else:
                         outflow -= o
             written = []
@@ -204,12 +209,80 @@ class PosState:
                         if j.account == acc:
                             b[0] -= dc
                         b[1] += dc
-                    else:
+                    elif kind != CLOSE_KIND:  # a close's carry-out and carry-in: no flow
                         b[1] += dc
         if cur is not None:
             changed.add(clock)  # (may be unchanged: one record more, never one less)
         self.clock = clock
         return fresh, moved_first, [d for d in changed if d in days]
+
+
+class AccountHistory:
+    """An account judged as a whole (docs/alerts.md, "The fiscal year"): the history of every
+    fiscal year in play (``members``) read as one, for rules 1-3. ``pk``, ``rec`` and ``cfg``
+    are those of ``anchor``, the newest year, which carries the account's alerts. The caller
+    gives the floor, margin and trend (``account_floor``) and brings each member's window up
+    to date (``PosState.window``) before reading ``due_in_win``; the open commitments by due
+    day and by id are merged only when a rule reads them (to raise or update)."""
+
+    __slots__ = ("_commits", "_due", "anchor", "floor", "margin", "members", "trend")
+
+    def __init__(self, anchor: PosState, members: Sequence[PosState], floor_trend_margin: Floor) -> None:
+        self.anchor = anchor
+        self.members = members
+        self.floor, self.trend, self.margin = floor_trend_margin
+        self._due: dict[int, int] | None = None
+        self._commits: dict[str, tuple[int, int, str | None]] | None = None
+
+    @property
+    def pk(self) -> PosKey:
+        return self.anchor.pk
+
+    @property
+    def rec(self) -> PosRecord:
+        return self.anchor.rec
+
+    @property
+    def cfg(self) -> Thresholds:
+        return self.anchor.cfg
+
+    @property
+    def due_in_win(self) -> int:
+        return sum(st.due_in_win for st in self.members)
+
+    @property
+    def due(self) -> dict[int, int]:
+        if self._due is None:
+            due: dict[int, int] = {}
+            for st in self.members:
+                for d, v in st.due.items():
+                    due[d] = due.get(d, 0) + v
+            self._due = due
+        return self._due
+
+    @property
+    def commits(self) -> dict[str, tuple[int, int, str | None]]:
+        if self._commits is None:
+            self._commits = {cid: v for st in self.members for cid, v in st.commits.items()}
+        return self._commits
+
+
+def account_floor(members: Sequence[PosState], day: int, cfg: Thresholds) -> Floor:
+    """The account's (floor, trend, margin) on ``day`` (its clock: the latest of its members'),
+    from the members' daily buckets added day by day, its first day the earliest of theirs."""
+    firsts = [st.rec.first_day for st in members if st.rec.first_day >= 0]
+    lo = day - cfg.outflow_days
+    days: dict[int, list[int]] = {}
+    for st in members:
+        for d, b in st.days.items():
+            if lo <= d < day:
+                m = days.get(d)
+                if m is None:
+                    days[d] = [b[0], b[1]]
+                else:
+                    m[0] += b[0]
+                    m[1] += b[1]
+    return rules.floor_and_trend(days, min(firsts) if firsts else -1, day, cfg)
 
 
 def specials(changes: Changes) -> dict[PosKey, list[Special]]:

@@ -10,6 +10,7 @@ and the replayed events raise exactly what had not been written.
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ import msgspec
 
 from alerts import rules
 from alerts.config import AlertConfig, Override, Resolver
-from alerts.history import PosState
+from alerts.history import Floor, PosState
 from alerts.model import (
     LAG,
     SEVERITY,
@@ -37,7 +38,7 @@ from alerts.model import (
 )
 from cashpos.calendar import date_day
 from state import layout
-from state.ledger import Commitment, EventKey, Journal, Position, PosKey, unscoped_id
+from state.ledger import LAPSE_TAG, Commitment, EventKey, Journal, Position, PosKey, unscoped_id
 
 Records = list[tuple[bytes, bytes]]  # (key, value); an empty value deletes the key
 
@@ -74,6 +75,14 @@ class Lifecycle:
         self._journal: Mapping[EventKey, Journal | bytes] = {}  # the batch's
         self._commitments: Mapping[tuple[str, str], Commitment] = {}  # the batch's
         self.held: set[PosKey] = set()  # positions whose evaluation waits for a settled partition
+        # The fiscal years with a position, per (government, account), ascending: the account's
+        # newest year carries the alerts judged on the account as a whole (``alerts.book``)
+        self.accounts: dict[tuple[str, str], list[int]] = {}
+        # Per government, the latest fiscal year a close was applied for (either topic's copy):
+        # the positions of that year and before raise nothing more (their alerts were resolved)
+        self.closed: dict[str, int] = {}
+        # per account judged as a whole: ((its years in play, its clock), (floor, trend, margin))
+        self._account_floors: dict[tuple[str, str], tuple[tuple[tuple[int, ...], int], Floor]] = {}
         # Open in the serving copy but not in this book (see ``load_org``): per position, by rule
         self.published: dict[PosKey, dict[str, Alert]] = {}
 
@@ -89,6 +98,7 @@ class Lifecycle:
         st.configure(cfg)
         self.positions[pk] = st
         self._org(pk[0]).pks.add(pk)
+        bisect.insort(self.accounts.setdefault((pk[0], pk[1]), []), pk[2])
         return st
 
     def open_alerts(self) -> list[Alert]:
@@ -175,7 +185,11 @@ class Lifecycle:
             due_date = old[2]
             due_day = old[1] if due_date else -1
         else:
-            if open_ <= 0:
+            prev = self.positions.get((org, c.account, c.fiscal_year - 1))
+            if prev is not None and cid in prev.commits:
+                # carried forward (이월) from the year before: it leaves that year's index
+                prev.set_open(cid, 0, -1, None)
+            elif open_ <= 0:
                 return st or self._new_pos(pk)
             due_date = c.due_date
             due_day = date_day(dt.date.fromisoformat(due_date)) if due_date else -1
@@ -285,6 +299,13 @@ class Lifecycle:
             reason = "superseded" if cur is not None else "recovered"
             self._close(st, msgspec.structs.replace(a), ms, None, out, reason, rules.balance(p))
 
+    def _close_all(self, st: PosState, ms: int, eid: str | None, out: list[AlertChange], reason: str) -> None:
+        """Resolve every open alert of a position, and those the serving copy shows open for it."""
+        for rule in sorted(st.rec.open):
+            self._close(st, st.rec.open.pop(rule), ms, eid, out, reason)
+        for a in self.published.pop(st.pk, {}).values():
+            self._close(st, msgspec.structs.replace(a), ms, eid, out, reason)
+
     def _close(
         self,
         st: PosState,
@@ -312,8 +333,14 @@ class Lifecycle:
 
 
 def _public_id(sid: str | None) -> str | None:
-    """The event_id its source sent, from the journal's side-scoped name of it."""
-    return None if sid is None else unscoped_id(sid)
+    """The event_id its source sent, from the journal's side-scoped name of it; for a lapse at
+    a close (``state.ledger.lapse_id``), the close's."""
+    if sid is None:
+        return None
+    if sid.startswith(LAPSE_TAG):
+        n, _, rest = sid[len(LAPSE_TAG) :].partition(":")
+        return rest[: int(n)]
+    return unscoped_id(sid)
 
 
 def _source(journal: Mapping[EventKey, Journal | bytes], org: str, eid: str) -> Source | None:

@@ -14,7 +14,7 @@ from typing import Final
 import msgspec
 from msgspec import Struct
 
-from cashpos.calendar import utc_stamp
+from cashpos.calendar import PRIOR_YEAR_LAST_JANUARY_DAY, utc_stamp
 from cashpos.refdata import governments
 
 SHORTFALL: Final = "shortfall"
@@ -24,6 +24,12 @@ YEAR_END: Final = "year_end"
 STALE: Final = "stale_data"
 LAG: Final = "processor_lag"
 RULES: Final = (SHORTFALL, BELOW_FLOOR, PROJECTED, YEAR_END, STALE, LAG)
+# The rules judged on the account as a whole (every fiscal year of a government's account, i.e.
+# its bank account) while more than one year is open; the others are judged per fiscal year.
+ACCOUNT_RULES: Final = (SHORTFALL, BELOW_FLOOR, PROJECTED)
+# year_end's stage on 20 January of the next year (출납정리기한), in days before 31 December: the
+# commitments of the year still open then lapse at its close.
+LAPSE_STAGE: Final = -PRIOR_YEAR_LAST_JANUARY_DAY
 STATES: Final = ("raised", "acknowledged", "resolved")
 # year_end's severity depends on its stage (rules.year_end)
 SEVERITY: Final = {
@@ -70,7 +76,7 @@ class Alert(Struct, omit_defaults=True):
     projected_cash: int | None = None
     trend_per_day: int | None = None
     drivers: list[Driver] = []
-    stage_days: int | None = None
+    stage_days: int | None = None  # year_end: days before 31 December (LAPSE_STAGE: 20 January)
     open_commitments: int | None = None
     open_amount: int | None = None
     minutes: int | None = None
@@ -79,6 +85,9 @@ class Alert(Struct, omit_defaults=True):
     acknowledged_by: str | None = None
     acknowledged_ms: int | None = None
     message: str = ""
+    # shortfall, below_floor, projected_shortfall judged on the account as a whole: the fiscal
+    # years whose positions the figures add (the alert is kept on the newest; None: its own)
+    fiscal_years: list[int] | None = None
 
 
 @dataclass(slots=True)
@@ -125,7 +134,7 @@ def parse_id(alert_id: str) -> tuple[str, str, int, str, str] | None:
 
 def message(a: Alert) -> str:
     """The alert's one-line text (English; the dashboard shows it as is)."""
-    where = _label(a.org_code, a.account, a.fiscal_year)
+    where = _label(a.org_code, a.account, a.fiscal_year, a.fiscal_years)
     r = a.rule
     if r == SHORTFALL:
         return f"{where}: available {_krw(a.available or 0)} is below zero"
@@ -137,6 +146,11 @@ def message(a: Alert) -> str:
         return (
             f"{where}: cash projected to fall {what} on {a.projected_date} "
             f"({_krw(a.projected_cash or 0)})" + (f"; commitments due: {due}" if due else "")
+        )
+    if r == YEAR_END and a.stage_days == LAPSE_STAGE:
+        return (
+            f"{where}: {a.open_commitments} open commitment(s), {_krw(a.open_amount or 0)}, "
+            f"lapse at the close of fiscal year {a.fiscal_year} (20 January has come)"
         )
     if r == YEAR_END:
         return (
@@ -158,10 +172,12 @@ def _krw(n: int) -> str:
     return f"{n:,} KRW"
 
 
-def _label(org: str, account: str | None, fy: int | None) -> str:
+def _label(org: str, account: str | None, fy: int | None, years: list[int] | None = None) -> str:
     g = governments().get(org)
     name = f"{g.name} ({org})" if g else org
-    return name if account is None else f"{name} {account} {fy}"
+    if account is None:
+        return name
+    return f"{name} {account} {'+'.join(map(str, years)) if years else fy}"
 
 
 # -- the book's state, as stored (keys and codecs: ``state.layout``) -------------------------------

@@ -15,6 +15,7 @@ from typing import Protocol
 from alerts.config import Thresholds
 from alerts.model import (
     BELOW_FLOOR,
+    LAPSE_STAGE,
     PROJECTED,
     SHORTFALL,
     TOP_DRIVERS,
@@ -65,17 +66,28 @@ Decision = Raise | Resolve | Update
 
 
 class History(Protocol):
-    """What the rules read of one position besides its balance (``alerts.history.PosState``)."""
+    """What the rules read of one position besides its balance: ``alerts.history.PosState``, or
+    ``alerts.history.AccountHistory`` for an account judged as a whole (every fiscal year in
+    play; ``pk`` and ``rec`` are then those of the newest year, which carries its alerts)."""
 
-    pk: PosKey
-    rec: PosRecord
-    cfg: Thresholds
-    floor: int | None
-    margin: int
-    trend: int
-    due: dict[int, int]
-    due_in_win: int  # open amount due on or before today + horizon_days
-    commits: dict[str, tuple[int, int, str | None]]
+    @property
+    def pk(self) -> PosKey: ...
+    @property
+    def rec(self) -> PosRecord: ...
+    @property
+    def cfg(self) -> Thresholds: ...
+    @property
+    def floor(self) -> int | None: ...
+    @property
+    def margin(self) -> int: ...
+    @property
+    def trend(self) -> int: ...
+    @property
+    def due(self) -> Mapping[int, int]: ...  # effective due day -> open amount
+    @property
+    def due_in_win(self) -> int: ...  # open amount due on or before today + horizon_days
+    @property
+    def commits(self) -> Mapping[str, tuple[int, int, str | None]]: ...  # cid -> open, due, date
 
 
 def floor_and_trend(
@@ -278,7 +290,7 @@ def _due_by(
         cm = commitments.get((org, cid))
         if cm is None:
             return True
-        due = date_day(dt.date.fromisoformat(cm.due_date)) if cm.due_date else year_end_day(h.pk[2])
+        due = date_day(dt.date.fromisoformat(cm.due_date)) if cm.due_date else year_end_day(cm.fiscal_year)
         return due <= end
 
     return due_by
@@ -327,7 +339,9 @@ def drivers(commits: Mapping[str, tuple[int, int, str | None]], day: int) -> lis
 def year_end(h: History, p: Position, today: int, ms: int, eid: str | None) -> list[Decision]:
     """Rule 4: each stage of ``year_end_days`` at most once per position (a later stage
     supersedes the earlier alert); resolved when no commitment is open. After 31 December the
-    last stage applies (commitments still open in the prior-year processing window)."""
+    last stage applies (commitments still open in the prior-year processing window), and from
+    20 January of the next year (출납정리기한) the stage ``LAPSE_STAGE``: what is still open
+    then lapses at the year's close (which resolves it, as it does every alert of the year)."""
     stages = h.cfg.year_end_days
     rec = h.rec
     a = rec.open.get(YEAR_END)
@@ -337,10 +351,13 @@ def year_end(h: History, p: Position, today: int, ms: int, eid: str | None) -> l
     if left > stages[0] and a is None:
         return []
     stage = 0
-    for s in reversed(stages):  # ascending: the most urgent stage reached
-        if left <= s:
-            stage = s
-            break
+    if left <= LAPSE_STAGE:
+        stage = LAPSE_STAGE
+    else:
+        for s in reversed(stages):  # ascending: the most urgent stage reached
+            if left <= s:
+                stage = s
+                break
     out: list[Decision] = []
     if a is not None and p.committed <= 0:
         out.append(

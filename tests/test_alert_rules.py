@@ -17,16 +17,31 @@ import pytest
 
 from alerts.book import AlertBook
 from alerts.config import AlertConfig, Operational, Override, Resolver, decode_config, load_config
-from alerts.model import BELOW_FLOOR, LAG, PROJECTED, SHORTFALL, STALE, YEAR_END, AlertChange, alert_dict
-from cashpos.calendar import KST
+from alerts.model import (
+    BELOW_FLOOR,
+    LAG,
+    LAPSE_STAGE,
+    PROJECTED,
+    SHORTFALL,
+    STALE,
+    YEAR_END,
+    AlertChange,
+    alert_dict,
+)
+from cashpos.calendar import KST, date_day
+from cashpos.names import Topics
 from cashpos.simulator import StagedSimulator, shortfall_scenario
 from state import layout
 from state.ledger import APPLIED, Changes, Ledger
-from streams.contract import Rejection, check_message
+from streams.contract import Rejection, check_message, year_close
 from tests.events import event, first_account
 
 ORG = "5260000"  # 울릉군
 FUND = first_account(ORG, "fund")
+
+
+# an event, or a year's close with the input topic it is read from
+Raw = bytes | tuple[bytes, str]
 
 
 def at(day: str, hm: str = "10:00") -> str:
@@ -79,24 +94,28 @@ class Harness:
             else:
                 self.store.pop(k, None)
 
-    def fold(self, raws: tuple[bytes, ...]) -> Changes:
-        for raw in raws:
+    def fold(self, raws: tuple[Raw, ...]) -> Changes:
+        for item in raws:
+            # a year's close is read from an input topic, whose side it closes
+            raw, topic = item if isinstance(item, tuple) else (item, "t")
             e = check_message(raw, None, None)
             assert not isinstance(e, Rejection), e
-            assert self.ledger.update(e, raw, ("t", 0, self.offset)) == APPLIED, raw
+            assert self.ledger.update(e, raw, (topic, 0, self.offset)) == APPLIED, raw
             self.offset += 1
         return self.ledger.take_changes()
 
-    def batch(self, *raws: bytes, hold: tuple[str, ...] = ()) -> list[AlertChange]:
+    def batch(self, *raws: Raw, hold: tuple[str, ...] = ()) -> list[AlertChange]:
         ch = self.fold(raws)
         out = self.book.apply(ch, self.ledger.positions, hold)
         self.write(self.book.take_records())
         for (org, cid), c in ch.commitments.items():  # what the ledger's store writes
             self.store[layout.commitment_key(org, cid)] = layout.encode_record(c)
+        for (org, side), year in ch.closed.items():
+            self.store[layout.close_key(org, side)] = layout.encode_int(year)
         self.log += out
         return out
 
-    def each(self, *raws: bytes) -> list[AlertChange]:
+    def each(self, *raws: Raw) -> list[AlertChange]:
         out: list[AlertChange] = []
         for raw in raws:
             out += self.batch(raw)
@@ -477,6 +496,425 @@ def test_year_end_stages_raise_once_each_for_every_account_with_open_commitments
     # a new commitment in the same stage does not raise it again
     assert h.batch(ev("c2", "commitment", 50_000_000, at("2026-12-27"), commitment_id="C-2")) == []
     assert sorted(h.open()) == [f"{ORG}:{FUND}:2026:year_end:d7"]
+
+
+# -- the fiscal year: two years open, the 20 January stage, the close (#15) ----------------------
+
+TOPICS = Topics("cashpos")
+# no history-based floor, no trend: the figures below are the balances alone (and, QUIET, no
+# year-end notices either)
+BALANCES = AlertConfig(defaults=Override(floor_months=0, trend=False))
+QUIET = AlertConfig(defaults=Override(floor_months=0, trend=False, year_end_days=[]))
+
+
+def closes(year: int = 2026, org: str = ORG) -> tuple[Raw, Raw]:
+    """A year's close as `cashpos close-year` publishes it: one copy on each input topic."""
+    raw = year_close(org, year)
+    return (raw, TOPICS.revenue), (raw, TOPICS.expenditure)
+
+
+def day_of(date: str) -> int:
+    return date_day(dt.date.fromisoformat(date))
+
+
+def test_a_year_short_on_its_own_is_no_alert_while_the_account_covers_it() -> None:
+    """The issue: 5 bn KRW in FY2026's general account, the first FY2027 bill paid on 5 January."""
+    h = Harness(QUIET)
+    assert h.batch(ev("r26", "receipt", 5_000_000_000, at("2026-12-10"))) == []
+    assert h.batch(ev("p27", "payment", 800_000_000, at("2027-01-05"), fiscal_year=2027)) == []
+    own = h.ledger.positions[(ORG, "general", 2027)]
+    assert own.cash - own.committed == -800_000_000  # the year's own figure: shown, not alerted
+    # a 2027 commitment due in February: the bank account covers it as well
+    c27 = ev(
+        "c27",
+        "commitment",
+        3_000_000_000,
+        at("2027-01-06"),
+        fiscal_year=2027,
+        commitment_id="C-27",
+        due_date="2027-02-15",
+    )
+    assert h.batch(c27) == []
+    assert h.open() == {}
+
+
+def test_an_account_short_as_a_whole_raises_one_alert_on_its_newest_year() -> None:
+    h = Harness(QUIET)
+    h.batch(ev("r26", "receipt", 1_000_000_000, at("2026-12-10")))
+    out = h.batch(ev("p27", "payment", 3_000_000_000, at("2027-01-05"), fiscal_year=2027))
+    assert summary(out) == [("raised", SHORTFALL, "p27"), ("raised", PROJECTED, "p27")]
+    sf = out[0].alert
+    assert sf.id == f"{ORG}:general:2027:shortfall:{ms('2027-01-05')}"
+    assert (sf.fiscal_year, sf.fiscal_years, sf.cash, sf.committed, sf.available) == (
+        2027,
+        [2026, 2027],
+        -2_000_000_000,
+        0,
+        -2_000_000_000,
+    )
+    assert "general 2026+2027: available -2,000,000,000 KRW" in sf.message
+    assert alert_dict(sf)["fiscal_years"] == [2026, 2027]
+    # 2026 short on its own as well: the same account, no second alert
+    assert h.batch(ev("p26", "payment", 1_500_000_000, at("2027-01-06"), fiscal_year=2026)) == []
+    # the close carries 2026's cash (-500M) into 2027: the account is what it was, and the
+    # alert, 2027's, stays open
+    assert h.batch(*closes()) == []
+    p26, p27 = h.ledger.positions[(ORG, "general", 2026)], h.ledger.positions[(ORG, "general", 2027)]
+    assert (p26.cash, p26.committed, p27.cash) == (0, 0, -3_500_000_000)
+    assert sorted(h.open()) == sorted([sf.id, out[1].alert.id])
+    out = h.batch(ev("r27", "receipt", 3_600_000_000, at("2027-01-25"), fiscal_year=2027))
+    assert summary(out) == [("resolved", SHORTFALL, "r27"), ("resolved", PROJECTED, "r27")]
+    assert out[0].alert.available == 100_000_000 and out[0].alert.fiscal_years == [2026, 2027]
+    assert [(c.change, c.alert.rule) for c in h.log].count(("raised", SHORTFALL)) == 1
+
+
+def test_the_floor_and_the_trend_are_the_accounts_while_two_years_are_open() -> None:
+    h = Harness()
+    h.batch(ev("open", "receipt", 500_000_000, at("2026-12-01")))
+    for i in range(2, 9):  # 2-8 December: 30M a day, 2026's
+        h.batch(ev(f"pay{i}", "payment", 30_000_000, at(f"2026-12-{i:02d}")))
+    assert h.log == []  # 2026 alone: six days observed on the 8th, no floor yet
+    out = h.batch(ev("p27", "payment", 30_000_000, at("2027-01-04"), fiscal_year=2027))
+    # the account's window on 4 January: 2 December - 3 January, 33 days, outflow 210M (all 2026's)
+    # floor = 210,000,000 x 60 // 33 = 381,818,181; trend = -210,000,000 // 33 = -6,363,637 a day;
+    # available 500 - 210 - 30 = 260M; projected: 260,000,000 - 41 x 6,363,637 < 0 on 14 February
+    assert summary(out) == [("raised", BELOW_FLOOR, "p27"), ("raised", PROJECTED, "p27")]
+    bf, pr = out[0].alert, out[1].alert
+    assert (bf.fiscal_year, bf.available, bf.floor, bf.fiscal_years) == (
+        2027,
+        260_000_000,
+        381_818_181,
+        [2026, 2027],
+    )
+    assert (pr.projected_date, pr.projected_cash, pr.trend_per_day) == ("2027-02-14", -909_117, -6_363_637)
+
+
+@pytest.mark.parametrize(("receipt", "reason"), [(1_000, "superseded"), (1_000_000_000, "covered")])
+def test_an_older_years_alert_is_handed_to_the_account_when_a_newer_year_opens(
+    receipt: int, reason: str
+) -> None:
+    h = Harness(QUIET)
+    h.batch(ev("r26", "receipt", 100_000_000, at("2026-12-10")))
+    out = h.batch(
+        ev("c26", "commitment", 300_000_000, at("2026-12-11"), commitment_id="C-1", due_date="2027-06-30")
+    )
+    assert summary(out) == [("raised", SHORTFALL, "c26")]  # one year: the position is the account
+    old = out[0].alert
+    assert old.id == f"{ORG}:general:2026:shortfall:{ms('2026-12-11')}" and old.fiscal_years is None
+    # the account's first 2027 event: from now on it is judged as a whole, on its newest year
+    out = h.batch(ev("x27", "receipt", receipt, at("2027-01-04"), fiscal_year=2027))
+    if reason == "covered":
+        assert [(c.change, c.alert.id, c.alert.resolution, c.alert.resolved_event) for c in out] == [
+            ("resolved", old.id, "covered", "x27")
+        ]
+        assert h.open() == {}
+        return
+    new = f"{ORG}:general:2027:shortfall:{ms('2027-01-04')}"
+    assert [(c.change, c.alert.id, c.alert.resolution) for c in out] == [
+        ("resolved", old.id, "superseded"),
+        ("raised", new, None),
+    ]
+    assert (out[1].alert.available, out[1].alert.raised_event) == (-199_999_000, "x27")
+    assert sorted(h.open()) == [new]
+
+
+def test_the_accounts_alert_keeps_its_id_however_the_year_end_stream_is_batched() -> None:
+    """The account's alert is the newest year's from that year's first event on, whatever the
+    batches: a replay cutting the stream elsewhere raises it under the same id."""
+    stream = [
+        ev("r26", "receipt", 1_000_000_000, at("2026-12-10")),
+        ev("c26", "commitment", 600_000_000, at("2026-12-11"), commitment_id="C-1", due_date="2027-06-30"),
+        ev("p26", "payment", 500_000_000, at("2027-01-04", "09:00"), fiscal_year=2026),  # short from here
+        ev("r27", "receipt", 1_000, at("2027-01-04", "10:00"), fiscal_year=2027),  # 2027 opens
+        ev("p27", "payment", 5_000, at("2027-01-04", "11:00"), fiscal_year=2027),
+    ]
+    want = [f"{ORG}:general:2027:shortfall:{ms('2027-01-04', '10:00')}"]
+    for cuts in range(1 << (len(stream) - 1)):
+        h, batch = Harness(QUIET), [stream[0]]
+        for i, raw in enumerate(stream[1:]):
+            if cuts >> i & 1:
+                h.batch(*batch)
+                batch = []
+            batch.append(raw)
+        h.batch(*batch)
+        assert sorted(h.open()) == want, bin(cuts)
+        raised = [c.alert for c in h.log if c.change == "raised" and c.alert.fiscal_year == 2027]
+        assert [(a.id, a.raised_event, a.available) for a in raised] == [(want[0], "r27", -99_999_000)]
+
+
+@pytest.mark.parametrize("one_batch", [True, False])
+def test_year_end_stage_on_20_january_and_every_alert_of_the_year_resolved_by_its_close(
+    one_batch: bool,
+) -> None:
+    h = Harness(BALANCES)
+    h.batch(
+        ev("r26", "receipt", 2_000_000_000, at("2026-12-01")),
+        ev(
+            "c1",
+            "commitment",
+            300_000_000,
+            at("2026-12-01", "11:00"),
+            commitment_id="C-1",
+            due_date="2027-01-10",
+        ),
+        # the fund: 10M of cash, 100M committed (due after the horizon): short, one year
+        ev("rf", "receipt", 10_000_000, at("2026-12-01", "12:00"), account=FUND),
+        ev(
+            "cf",
+            "commitment",
+            100_000_000,
+            at("2026-12-01", "13:00"),
+            account=FUND,
+            commitment_id="C-F",
+            due_date="2027-06-30",
+        ),
+    )
+    assert sorted((c.change, c.alert.id) for c in h.log) == [
+        ("raised", f"{ORG}:{FUND}:2026:shortfall:{ms('2026-12-01', '13:00')}"),
+        ("raised", f"{ORG}:{FUND}:2026:year_end:d30"),
+        ("raised", f"{ORG}:general:2026:year_end:d30"),
+    ]
+    h.batch(ev("d24", "receipt", 1_000, at("2026-12-24")))  # the 7-day stage
+    assert (
+        h.batch(ev("j19", "receipt", 1_000, at("2027-01-19"), fiscal_year=2026)) == []
+    )  # still the 7-day stage
+    out = h.batch(ev("j20", "receipt", 1_000, at("2027-01-20"), fiscal_year=2026))
+    got = sorted(
+        (c.change, c.alert.id, c.alert.stage_days, c.alert.severity, c.alert.resolution) for c in out
+    )
+    assert got == [
+        ("raised", f"{ORG}:{FUND}:2026:year_end:d-20", LAPSE_STAGE, "warning", None),
+        ("raised", f"{ORG}:general:2026:year_end:d-20", LAPSE_STAGE, "warning", None),
+        ("resolved", f"{ORG}:{FUND}:2026:year_end:d7", 7, "warning", "superseded"),
+        ("resolved", f"{ORG}:general:2026:year_end:d7", 7, "warning", "superseded"),
+    ]
+    lapse = next(c.alert for c in out if c.change == "raised" and c.alert.account == "general")
+    assert (lapse.open_commitments, lapse.open_amount) == (1, 300_000_000)
+    assert lapse.message.endswith(
+        "300,000,000 KRW, lapse at the close of fiscal year 2026 (20 January has come)"
+    )
+    before = sorted(h.open())
+    assert len(before) == 3  # the fund's shortfall and the two lapse notices
+    # the close (its two copies in one batch, or one after the other): every 2026 alert resolved
+    out = h.batch(*closes()) if one_batch else h.each(*closes())
+    assert sorted(
+        (c.change, c.alert.id, c.alert.resolution, c.alert.resolved_event, c.alert.resolved_ms)
+        for c in out
+        if c.alert.fiscal_year == 2026
+    ) == [("resolved", aid, "fiscal_year_closed", "close-2026", ms("2027-01-21", "00:00")) for aid in before]
+    later = [
+        (c.change, c.alert.id, c.alert.resolution, c.alert.resolved_event)
+        for c in out
+        if c.alert.fiscal_year == 2027
+    ]
+    if one_batch:
+        assert later == []  # the fund's 10M carried, its 100M commitment lapsed: not short
+    else:
+        # between the copies the fund's 2026 commitment is still open (it lapses with the
+        # expenditure copy) while its cash is 2027's already: the account is short till then
+        sf = f"{ORG}:{FUND}:2027:shortfall:{ms('2027-01-21', '00:00')}"
+        assert later == [("raised", sf, None, None), ("resolved", sf, "recovered", "close-2026")]
+    assert h.open() == {}
+    for acc in ("general", FUND):
+        p = h.ledger.positions[(ORG, acc, 2026)]
+        assert (p.cash, p.committed) == (0, 0)  # final: carried forward, lapsed
+        assert h.book.positions[(ORG, acc, 2026)].commits == {}  # the lapses left the index
+    assert not [k for k in h.store if k.startswith(layout.open_prefix(ORG))]
+    # 2026 is closed: a new day re-evaluates the government, and 2026 raises nothing again
+    assert h.batch(ev("f1", "receipt", 1_000, at("2027-02-01"), fiscal_year=2027, account=FUND)) == []
+
+
+@pytest.mark.parametrize("row_by_row", [False, True])
+def test_a_close_moves_cash_between_the_years_without_outflow_or_inflow(row_by_row: bool) -> None:
+    h = Harness()
+    h.batch(
+        ev("r26", "receipt", 1_000_000_000, at("2027-01-20", "09:00"), fiscal_year=2026),
+        ev("p26", "payment", 300_000_000, at("2027-01-20", "10:00"), fiscal_year=2026),
+    )
+    later = ev("p27", "payment", 100_000_000, at("2027-01-22"), fiscal_year=2027)
+    # in one batch with a later day, 2027's rows are read one by one; alone, summed
+    h.batch(*closes(), *((later,) if row_by_row else ()))
+    d21, d22 = day_of("2027-01-21"), day_of("2027-01-22")
+    y26, y27 = h.book.positions[(ORG, "general", 2026)], h.book.positions[(ORG, "general", 2027)]
+    assert y26.days.get(d21, [0, 0]) == [0, 0]  # the carry-out is no payment
+    assert y27.days.get(d21, [0, 0]) == [0, 0]  # the carry-in is no receipt
+    assert y26.days[day_of("2027-01-20")] == [300_000_000, 700_000_000]
+    if row_by_row:
+        assert y27.days[d22] == [100_000_000, -100_000_000]
+
+
+def test_a_carried_forward_commitment_moves_to_the_next_years_open_commitments() -> None:
+    h = Harness(BALANCES)
+    h.batch(
+        ev("r26", "receipt", 1_000_000_000, at("2026-12-10")),
+        ev(
+            "c1",
+            "commitment",
+            400_000_000,
+            at("2026-12-10", "11:00"),
+            commitment_id="C-1",
+            due_date="2027-02-15",
+        ),
+        ev(
+            "c2",
+            "commitment",
+            100_000_000,
+            at("2026-12-10", "12:00"),
+            commitment_id="C-2",
+            due_date="2026-12-28",
+        ),
+    )
+    h.batch(
+        ev(
+            "f1",
+            "commitment_carry_forward",
+            400_000_000,
+            at("2026-12-15"),
+            commitment_id="C-1",
+            basis="explicit",
+        )
+    )
+
+    def index() -> tuple[dict[str, tuple[int, int, str | None]], ...]:
+        return tuple(h.book.positions[(ORG, "general", fy)].commits for fy in (2026, 2027))
+
+    want = (
+        {"C-2": (100_000_000, day_of("2026-12-28"), "2026-12-28")},
+        {"C-1": (400_000_000, day_of("2027-02-15"), "2027-02-15")},
+    )
+    assert index() == want
+    assert h.book.positions[(ORG, "general", 2026)].due == {day_of("2026-12-28"): 100_000_000}
+    h.restart()  # from the records: the same
+    assert index() == want
+    # 2026's next year-end stage counts what is still 2026's
+    out = h.batch(ev("n", "receipt", 1_000, at("2026-12-17")))
+    ye = [c.alert for c in out if c.change == "raised"]
+    assert [(a.id, a.open_commitments, a.open_amount, [x.commitment_id for x in a.drivers]) for a in ye] == [
+        (f"{ORG}:general:2026:year_end:d14", 1, 100_000_000, ["C-2"])
+    ]
+
+
+def test_a_closed_year_raises_nothing_again_after_a_restart() -> None:
+    """What the book knows of a close comes back from the ledger's records on a restart."""
+    h = Harness(QUIET)
+    h.batch(ev("r", "receipt", 1_000_000_000, at("2027-01-15"), fiscal_year=2026))
+    cf = ev(
+        "cf",
+        "commitment",
+        100_000_000,
+        at("2026-12-15"),
+        account=FUND,
+        commitment_id="C-F",
+        due_date="2027-06-30",
+    )
+    out = h.batch(cf)
+    assert summary(out) == [("raised", SHORTFALL, "cf")]  # the fund: nothing but the commitment
+    revenue, expenditure = closes()
+    out = h.batch(revenue)  # the fund has no cash to carry: its 2026 stays its only year
+    assert [(c.change, c.alert.resolution) for c in out] == [("resolved", "fiscal_year_closed")]
+    h.restart()
+    assert h.batch(ev("x", "receipt", 1_000, at("2027-01-22"), fiscal_year=2027)) == []  # a new day
+    # a late delivery of the expenditure side, whose copy of the close has not come yet
+    late = ev(
+        "late",
+        "commitment_cancel",
+        1_000,
+        at("2027-01-20"),
+        fiscal_year=2026,
+        account=FUND,
+        commitment_id="C-F",
+    )
+    assert h.batch(late) == []
+    assert h.open() == {}
+    assert h.batch(expenditure) == []  # the commitment lapses
+    assert h.ledger.positions[(ORG, FUND, 2026)].committed == 0
+
+
+def fy_story() -> list[tuple[Raw, ...]]:
+    """Batches across a year end: history, commitments, a carry-forward, an account short as a
+    whole in January, the 20 January stage, the close, the next year."""
+    b: list[tuple[Raw, ...]] = [
+        (
+            ev("open", "receipt", 2_000_000_000, at("2026-12-01")),
+            ev("fo", "receipt", 50_000_000, at("2026-12-01", "10:30"), account=FUND),
+        )
+    ]
+    for i in range(2, 10):
+        b.append((ev(f"pay{i}", "payment", 40_000_000, at(f"2026-12-{i:02d}")),))
+    b.append(
+        (
+            ev("c1", "commitment", 800_000_000, at("2026-12-10"), commitment_id="C-1", due_date="2027-01-08"),
+            ev(
+                "c2",
+                "commitment",
+                300_000_000,
+                at("2026-12-10", "11:00"),
+                commitment_id="C-2",
+                due_date="2027-03-02",
+            ),
+            ev("c3", "commitment", 60_000_000, at("2026-12-10", "12:00"), account=FUND, commitment_id="C-3"),
+        )
+    )
+    b.append(
+        (
+            ev(
+                "f2",
+                "commitment_carry_forward",
+                300_000_000,
+                at("2026-12-20"),
+                commitment_id="C-2",
+                basis="explicit",
+            ),
+        )
+    )
+    b.append((ev("d24", "receipt", 1_000, at("2026-12-24")),))
+    b.append((ev("pc1", "payment", 800_000_000, at("2027-01-08"), fiscal_year=2026, commitment_id="C-1"),))
+    b.append((ev("p27", "payment", 1_500_000_000, at("2027-01-11"), fiscal_year=2027),))
+    b.append((ev("j20", "receipt", 1_000, at("2027-01-20"), fiscal_year=2026),))
+    b.append(closes())
+    b.append((ev("r27", "receipt", 2_500_000_000, at("2027-02-01"), fiscal_year=2027),))
+    b.append((ev("pc2", "payment", 300_000_000, at("2027-03-02"), fiscal_year=2027, commitment_id="C-2"),))
+    return b
+
+
+def test_the_year_end_story_raises_every_rule_and_leaves_nothing_of_2026_open() -> None:
+    h = Harness()
+    for b in fy_story():
+        h.batch(*b)
+    raised = {(c.alert.rule, c.alert.fiscal_year) for c in h.log if c.change == "raised"}
+    assert {(SHORTFALL, 2026), (SHORTFALL, 2027), (BELOW_FLOOR, 2026), (PROJECTED, 2027)} <= raised
+    assert {c.alert.stage_days for c in h.log if c.alert.rule == YEAR_END} >= {30, 14, 7, LAPSE_STAGE}
+    assert {c.alert.resolution for c in h.log if c.change == "resolved"} >= {
+        "superseded",
+        "fiscal_year_closed",
+    }
+    assert not [a for a in h.book.open_alerts() if a.fiscal_year == 2026]
+
+
+def test_the_year_end_story_is_the_same_after_restarts_and_crashes() -> None:
+    ref = Harness()
+    for b in fy_story():
+        ref.batch(*b)
+    h = Harness()
+    for b in fy_story():
+        h.batch(*b)
+        h.restart()  # the book rebuilt from its records, the positions and the ledger's closes
+    assert keys(h.log) == keys(ref.log)
+    assert h.open() == ref.open()
+    assert h.outbox() == ref.outbox()
+    c = Harness()
+    for i, b in enumerate(fy_story()):
+        if i in (10, 14, 15, 16):  # the carry-forward, January's shortfall, 20 January, the close
+            saved = copy.deepcopy(
+                (c.ledger.positions, c.ledger.commitments, c.ledger.journal, c.ledger.closed)
+            )
+            c.book.apply(c.fold(b), c.ledger.positions)
+            c.ledger.positions, c.ledger.commitments, c.ledger.journal, c.ledger.closed = saved
+            c.offset -= len(b)
+            c.restart()  # the records of that batch never reached the store
+        c.batch(*b)
+    assert c.outbox() == ref.outbox()
+    assert c.open() == ref.open()
 
 
 # -- 5. operational ----------------------------------------------------------------------------
