@@ -1,6 +1,8 @@
 """Per position, what the rules read besides the balance: the daily buckets ``[outflow, net]``
 (docs/alerts.md, History), the open commitments by due day, and the floor, margin and trend of
-the position clock's day. Days are ``cashpos.calendar.kst_day`` numbers."""
+the position clock's day; and, while an account has more than one fiscal year in play, the
+account read as one (``AccountHistory``). Days are ``cashpos.calendar.kst_day`` numbers. A
+year's close moves cash between the years of an account: no flow in either bucket."""
 
 from __future__ import annotations
 
