@@ -32,7 +32,7 @@ class Rec:
     offset: int
     timestamp: int
     key: bytes | None
-    value: bytes
+    value: bytes | None
 
 
 def main() -> None:
