@@ -25,6 +25,7 @@ from cashpos.simulator import Simulator
 from state.ledger import Ledger
 from state.partition import fold_partition
 from state.store import Store
+from streams.lean_records import RawRecord
 
 
 @dataclass(slots=True)
@@ -43,7 +44,7 @@ def main() -> None:
     topics = Topics("bench")
     sim = Simulator(seed=3, start=dt.datetime(2026, 12, 20, tzinfo=KST), speed=1.0, rate=args.rate)
     end = dt.datetime(2027, 1, 21, tzinfo=KST).timestamp()
-    by_side: dict[str, list[Rec]] = {"revenue": [], "expenditure": []}
+    by_side: dict[str, list[RawRecord]] = {"revenue": [], "expenditure": []}
     for raw in sim.opening_balances() + sim.until(end - 1, 10**8):
         side = side_of_kind(orjson.loads(raw)["kind"])
         by_side[side].append(Rec(len(by_side[side]), 0, orjson.loads(raw)["org_code"].encode(), raw))
@@ -77,7 +78,9 @@ def main() -> None:
         for side in ("revenue", "expenditure"):
             topic = topics.for_side(side)
             base = len(by_side[side])
-            recs = [Rec(base + i, 0, orjson.loads(c)["org_code"].encode(), c) for i, c in enumerate(closes)]
+            recs: list[RawRecord] = [
+                Rec(base + i, 0, orjson.loads(c)["org_code"].encode(), c) for i, c in enumerate(closes)
+            ]
             applied, dead = fold_partition(ledger, recs, topic, 0, side, {}, 8192)
             assert applied == 243 and not dead, dead[:3]
             store.commit(ledger.take_changes(), ledger.positions, {(topic, 0): recs[-1].offset + 1})
