@@ -78,12 +78,12 @@ def main() -> None:
         for side in ("revenue", "expenditure"):
             topic = topics.for_side(side)
             base = len(by_side[side])
-            recs: list[RawRecord] = [
+            close_recs: list[RawRecord] = [
                 Rec(base + i, 0, orjson.loads(c)["org_code"].encode(), c) for i, c in enumerate(closes)
             ]
-            applied, dead = fold_partition(ledger, recs, topic, 0, side, {}, 8192)
+            applied, dead = fold_partition(ledger, close_recs, topic, 0, side, {}, 8192)
             assert applied == 243 and not dead, dead[:3]
-            store.commit(ledger.take_changes(), ledger.positions, {(topic, 0): recs[-1].offset + 1})
+            store.commit(ledger.take_changes(), ledger.positions, {(topic, 0): close_recs[-1].offset + 1})
         close = time.perf_counter() - t1
     finally:
         store.close()
