@@ -195,16 +195,28 @@ class AlertBook(Lifecycle):
             if pk in book and xp is not None and pk not in work:
                 ms, eid = last.get(pk[0], (xp.last_event_ms, None))
                 work[pk] = (None, ms, eid)
+        orgs = self.orgs
+        years = self.accounts
+        closed = self.closed
         accounts: dict[tuple[str, str], dict[PosKey, Work]] = {}
         for pk, w in work.items():
-            if pk[0] in held_orgs:
+            org = pk[0]
+            if org in held_orgs:
                 self._hold(book[pk])
                 continue
-            members = accounts.get((pk[0], pk[1]))
-            if members is None:
-                members = accounts[(pk[0], pk[1])] = {}
-            members[pk] = w
-        orgs = self.orgs
+            if len(years[(org, pk[1])]) > 1:
+                members = accounts.get((org, pk[1]))
+                if members is None:
+                    members = accounts[(org, pk[1])] = {}
+                members[pk] = w
+                continue
+            # the common case: the account has one fiscal year, its position is the account
+            st = book[pk]
+            if st.cfg.enabled and pk[2] > closed.get(org, 0):
+                p = positions[pk]
+                today = orgs[org].clock
+                self._one(st, p, w, today, out, True)
+                self._own(st, p, w, today, out, True)
         for (org, acc), members in accounts.items():
             self._judge(org, acc, members, positions, orgs[org].clock, out, True)
         return out
@@ -286,101 +298,137 @@ class AlertBook(Lifecycle):
         year"). Rule 4 judges each year's own commitments. A closed year raises nothing."""
         book = self.positions
         closed = self.closed.get(org, 0)
-        fys = [fy for fy in self.accounts.get((org, acc), ()) if (org, acc, fy) in positions]
-        if not fys or fys[-1] <= closed:
+        years: list[tuple[PosState, Position]] = []  # the account's positions, oldest first
+        day = -1  # the account's clock
+        for st in self.accounts.get((org, acc), ()):
+            p = positions.get(st.pk)
+            if p is not None:
+                years.append((st, p))
+                day = max(day, st.clock)
+        if not years:
             return
-        anchor = book[(org, acc, fys[-1])]
-        cfg = anchor.cfg
-        if not cfg.enabled:
+        anchor, ap = years[-1]
+        if anchor.pk[2] <= closed or not anchor.cfg.enabled:
             return
-        play = [anchor]
-        if len(fys) > 1:
-            cut = max(book[(org, acc, fy)].clock for fy in fys) - cfg.outflow_days
-            play = []
-            for fy in fys:
-                pk = (org, acc, fy)
-                st = book[pk]
-                p = positions[pk]
-                w = members.get(pk)
-                if p.cash or p.committed or st.clock >= cut or (w is not None and w[0]) or st is anchor:
-                    play.append(st)
-        if len(play) == 1:
+        older = years[:-1]
+        play: list[tuple[PosState, Position]] = []
+        if older:
+            cut = day - anchor.cfg.outflow_days
+            for st, p in older:
+                if p.cash or p.committed or st.clock >= cut:
+                    play.append((st, p))
+                else:
+                    w = members.get(st.pk)
+                    if w is not None and w[0]:
+                        play.append((st, p))
+        if not play:
             w = members.get(anchor.pk)
             if w is not None:
-                rows, ms, eid = w
-                p = positions[anchor.pk]
-                if anchor.floor_day != anchor.clock:
-                    anchor.refresh()
-                decisions: list[rules.Decision] = []
-                if rows is not None or not batch:
-                    decisions += rules.available(anchor, p, rows or ())
-                decisions += self._project(anchor, (anchor,), p, today, ms, eid, rows)
-                self._account(anchor, fys, decisions, None, ms, eid, out)
-        elif any(st.pk in members for st in play):
-            self._whole(anchor, play, fys, members, positions, today, out, batch)
-        for pk, (rows, ms, eid) in members.items():
-            if pk[2] <= closed:
-                continue
-            st = book[pk]
-            if today >= st.ye_from or YEAR_END in st.rec.open:
-                self._apply(st, rules.year_end(st, positions[pk], today, ms, eid), out)
-            if self.published and pk in self.published and (rows is not None or not batch):
-                self._reconcile(st, positions[pk], ms, out)
+                self._one(anchor, ap, w, today, out, batch, older)
+        else:
+            play.append((anchor, ap))
+            for st, _p in play:
+                if st.pk in members:
+                    self._whole(play, older, members, today, out, batch)
+                    break
+        for pk, w in members.items():
+            if pk[2] > closed:
+                self._own(book[pk], positions[pk], w, today, out, batch)
+
+    def _one(
+        self,
+        st: PosState,
+        p: Position,
+        w: Work,
+        today: int,
+        out: list[AlertChange],
+        batch: bool,
+        older: list[tuple[PosState, Position]] | None = None,
+    ) -> None:
+        """Rules 1-3 on an account whose one fiscal year in play is ``st`` (``older``: the
+        account's older years, out of play)."""
+        rows, ms, eid = w
+        if st.floor_day != st.clock:
+            st.refresh()
+        decisions: list[rules.Decision] = []
+        if rows is not None or not batch:
+            decisions += rules.available(st, p, rows or ())
+        decisions += self._project(st, (st,), p, today, ms, eid, rows)
+        if older:
+            self._account(st, older, decisions, None, ms, eid, out)
+        else:
+            self._apply(st, decisions, out)
+
+    def _own(
+        self, st: PosState, p: Position, w: Work, today: int, out: list[AlertChange], batch: bool
+    ) -> None:
+        """Rule 4 on a position's own commitments; and what the serving copy shows open for it."""
+        rows, ms, eid = w
+        if today >= st.ye_from or YEAR_END in st.rec.open:
+            self._apply(st, rules.year_end(st, p, today, ms, eid), out)
+        if self.published and st.pk in self.published and (rows is not None or not batch):
+            self._reconcile(st, p, ms, out)
 
     def _whole(
         self,
-        anchor: PosState,
-        play: list[PosState],
-        fys: list[int],
+        play: list[tuple[PosState, Position]],
+        older: list[tuple[PosState, Position]],
         members: Mapping[PosKey, Work],
-        positions: Mapping[PosKey, Position],
         today: int,
         out: list[AlertChange],
         batch: bool,
     ) -> None:
-        """Rules 1-3 on the account as a whole (``play``: its years in play, ``anchor`` the
-        newest): cash and committed added up, the batch's rows of every year in time order, the
-        history and the open commitments of every year."""
+        """Rules 1-3 on the account as a whole: ``play``, its years in play (the newest last,
+        which carries the alerts), added up: cash and committed, the batch's rows of every year
+        in time order, the history and the open commitments of every year."""
+        anchor, ap = play[-1]
         cash = committed = last_ms = 0
+        day = -1
         rows: list[Row] = []
-        latest: tuple[int, str | None] = (0, None)
-        for st in play:
-            p = positions[st.pk]
+        ms, eid = -1, None
+        sts: list[PosState] = []
+        years: list[int] = []
+        for st, p in play:
             cash += p.cash
             committed += p.committed
             last_ms = max(last_ms, p.last_event_ms)
+            day = max(day, st.clock)
+            sts.append(st)
+            years.append(st.pk[2])
             w = members.get(st.pk)
             if w is not None:
                 if w[0]:
                     rows += w[0]
-                latest = max(latest, (w[1], w[2]), key=_first)
-        rows.sort(key=_first)
-        ms, eid = rows[-1][:2] if rows else latest
+                if w[1] > ms:
+                    ms, eid = w[1], w[2]
+        if rows:
+            rows.sort(key=_first)
+            ms, eid = rows[-1][:2]
         handover = (ms, eid)
         w = members.get(anchor.pk)
-        if w is not None and w[0] and positions[anchor.pk].version == len(w[0]):
+        if w is not None and w[0] and ap.version == len(w[0]):
             # the newest year's position is new in this batch: what the account shows is
             # attributed no earlier than its first event (as a batch cut there would)
             first = min(r[0] for r in w[0])
             rows = rows[bisect.bisect_left(rows, first, key=_first) :]
             handover = rows[0][:2]
-        ap = Position(cash, committed, 0, last_ms)
-        key = (tuple(st.pk[2] for st in play), max(st.clock for st in play))
+        key = (tuple(years), day)
         cached = self._account_floors.get(anchor.pk[:2])
         if cached is None or cached[0] != key:
-            cached = (key, account_floor(play, key[1], anchor.cfg))
+            cached = (key, account_floor(sts, day, anchor.cfg))
             self._account_floors[anchor.pk[:2]] = cached
-        view = AccountHistory(anchor, play, cached[1])
+        view = AccountHistory(anchor, sts, cached[1])
+        total = Position(cash, committed, 0, last_ms)
         decisions: list[rules.Decision] = []
         if rows or not batch:
-            decisions += rules.available(view, ap, rows)
-        decisions += self._project(view, play, ap, today, ms, eid, rows or None)
-        self._account(anchor, fys, decisions, [st.pk[2] for st in play], handover[0], handover[1], out)
+            decisions += rules.available(view, total, rows)
+        decisions += self._project(view, sts, total, today, ms, eid, rows or None)
+        self._account(anchor, older, decisions, years, handover[0], handover[1], out)
 
     def _account(
         self,
         anchor: PosState,
-        fys: list[int],
+        older: list[tuple[PosState, Position]],
         decisions: list[rules.Decision],
         years: list[int] | None,
         ms: int,
@@ -388,19 +436,18 @@ class AlertBook(Lifecycle):
         out: list[AlertChange],
     ) -> None:
         """Apply rules 1-3's ``decisions`` to the account's newest year (``years``: the years
-        they add up, None: its own) and resolve what an older year of the account still has
+        they add up, None: its own) and resolve what an ``older`` year of the account still has
         open of those rules: ``superseded`` when the newest year has it open, else ``covered``
         (the account as a whole covers it), attributed to ``ms``/``eid``."""
         for d in decisions:
             d.fields["fiscal_years"] = years
-        org, acc, newest = anchor.pk
-        older = [self.positions[(org, acc, fy)] for fy in fys if fy != newest]
-        if not any(rule in st.rec.open for st in older for rule in ACCOUNT_RULES):
+        stale = [st for st, _p in older if st.rec.open and any(r in st.rec.open for r in ACCOUNT_RULES)]
+        if not stale:
             self._apply(anchor, decisions, out)
             return
         after: list[AlertChange] = []
         self._apply(anchor, decisions, after)
-        for st in older:
+        for st in stale:
             for rule in ACCOUNT_RULES:
                 a = st.rec.open.pop(rule, None)
                 if a is not None:

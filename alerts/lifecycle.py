@@ -75,9 +75,9 @@ class Lifecycle:
         self._journal: Mapping[EventKey, Journal | bytes] = {}  # the batch's
         self._commitments: Mapping[tuple[str, str], Commitment] = {}  # the batch's
         self.held: set[PosKey] = set()  # positions whose evaluation waits for a settled partition
-        # The fiscal years with a position, per (government, account), ascending: the account's
+        # The positions of each (government, account), oldest fiscal year first: the account's
         # newest year carries the alerts judged on the account as a whole (``alerts.book``)
-        self.accounts: dict[tuple[str, str], list[int]] = {}
+        self.accounts: dict[tuple[str, str], list[PosState]] = {}
         # Per government, the latest fiscal year a close was applied for (either topic's copy):
         # the positions of that year and before raise nothing more (their alerts were resolved)
         self.closed: dict[str, int] = {}
@@ -98,7 +98,7 @@ class Lifecycle:
         st.configure(cfg)
         self.positions[pk] = st
         self._org(pk[0]).pks.add(pk)
-        bisect.insort(self.accounts.setdefault((pk[0], pk[1]), []), pk[2])
+        bisect.insort(self.accounts.setdefault((pk[0], pk[1]), []), st, key=_fiscal_year)
         return st
 
     def open_alerts(self) -> list[Alert]:
@@ -330,6 +330,10 @@ class Lifecycle:
         ch = AlertChange(change, msgspec.structs.replace(a), src)
         out.append(ch)
         self._outbox.append(ch)
+
+
+def _fiscal_year(st: PosState) -> int:
+    return st.pk[2]
 
 
 def _public_id(sid: str | None) -> str | None:
