@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 STAMP_LOAD := $(VENV)/.installed-load
 STAMP_TEST := $(VENV)/.installed-test
 
-.PHONY: run test test-fast bench loadtest loadtest-smoke deps clean schema
+.PHONY: run test test-fast lint bench loadtest loadtest-smoke deps clean schema
 
 $(STAMP): REQ := .
 $(STAMP_LOAD): REQ := .[load]
@@ -28,14 +28,21 @@ deps:
 run: $(STAMP) deps
 	$(BIN)/cashpos run
 
-## Run the whole test suite against a real broker, redis-server and Chromium.
-test: $(STAMP_TEST)
+## Lint first (below), then the whole test suite against a real broker, redis-server and Chromium.
+test: $(STAMP_TEST) lint
 	@scripts/system-deps.sh test
 	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
 
 ## Unit and property tests only (no broker, Redis or browser).
 test-fast: $(STAMP_TEST)
 	$(BIN)/python -m pytest -q -m "not integration and not browser"
+
+## ruff check, ruff format --check and mypy over the whole tree (the versions the `test` extra pins);
+## the first that fails stops it, with one line saying what to do.
+lint: $(STAMP_TEST)
+	@$(BIN)/ruff check . || { echo "make lint: ruff check found the problems above (fix, or $(BIN)/ruff check --fix <file>)"; exit 1; }
+	@$(BIN)/ruff format --check . || { echo "make lint: the files above are not formatted: $(BIN)/ruff format <file>"; exit 1; }
+	@$(BIN)/mypy || { echo "make lint: mypy found the type errors above"; exit 1; }
 
 ## Processor throughput on 1M pre-produced events next to a plain aiokafka consume.
 bench: $(STAMP_LOAD) deps

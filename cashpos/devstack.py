@@ -6,7 +6,7 @@ to ``{root}/{name}.log``: ledger workers connect to Redis as the namespace's ``p
 account, the API as its ``api`` account (:mod:`cashpos.redis_acl`); the harness makes tokens
 with the ``admin`` account. Used by ``cashpos run`` (cashpos/stack.py, which adds supervision),
 the test fixtures (tests/conftest.py), the benchmarks (bench/common.py), the load test
-(loadtest/run.py) and the fault scenarios (faults/common.py).
+(loadtest/stack.py) and the fault scenarios (faults/common.py).
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@ endpoint, tokens (expiry, revocation), rate limits, the dashboard session (cooki
 audit log, and the Redis service accounts. Against the real API, worker, broker and Redis.
 
 The expected statuses are written out here from the issue's model, not derived from
-``access.policy``, so a policy bug shows up as a failing cell.
+``access.policy``, so a policy bug shows up as a failing cell. That every route declares its
+permission needs no stack: tests/test_access_routes.py.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from cashpos.names import RedisKeys, Topics
 from streams.reader import read_topics
 from tests.conftest import Stack, new_stack
 from tests.events import event
+
+pytestmark = pytest.mark.integration  # the module's stack: a broker, redis-server, a worker and the API
 
 
 def ev(kind: str, amount: int, org: str) -> bytes:
@@ -392,27 +395,6 @@ def test_reads_by_national_and_every_write_are_audited(acc) -> None:
     assert not [m for m in mine if m[0] == f"reader {marker}"]  # a director's own reads are not audited
     e = next(e for e in entries if e.get("name") == f"admin {marker}" and e["action"] == "token_create")
     assert e["detail"]["name"] == f"made {marker}" and e["at"].endswith("Z") and e["role"] == "admin"
-
-
-def test_every_route_is_public_by_name_or_declares_its_permission() -> None:
-    from serving.app import create_app
-    from serving.security import is_public
-
-    def walk(routes):
-        for r in routes:
-            inner = getattr(r, "original_router", None)
-            yield from walk(inner.routes) if inner is not None else [r]
-
-    unguarded = []
-    for r in walk(create_app().routes):
-        dep = getattr(r, "dependant", None)
-        methods = getattr(r, "methods", None) or {"GET"}
-        if all(is_public(m, r.path) for m in methods):
-            continue
-        names = [d.call.__name__ for d in dep.dependencies] if dep else []
-        if not any(n.startswith("require_") for n in names):
-            unguarded.append(r.path)
-    assert unguarded == []
 
 
 # -- Redis service accounts -------------------------------------------------------------------

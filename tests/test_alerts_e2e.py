@@ -57,6 +57,11 @@ def ev(kind: str, amount: int, org: str = ORG, account: str = "general", **extra
     return orjson.dumps(d)
 
 
+async def http(method: str, url: str, **kw: Any) -> httpx.Response:
+    """One request, off the event loop (the tests' async readers keep running)."""
+    return await asyncio.to_thread(httpx.request, method, url, **kw)
+
+
 async def publish(stack: Stack, *raws: bytes) -> None:
     async with Publisher(stack.settings) as pub:
         for raw in raws:
@@ -167,25 +172,31 @@ async def test_shortfall_alert_is_served_and_pushed_within_two_seconds_and_can_b
     # filters
     assert [x["id"] for x in alerts(s, province="6470000", rule="shortfall")] == [a["id"]]
     assert alerts(s, province="6110000") == [] and alerts(s, org=OTHER) == []
-    assert httpx.get(f"{s.api}/v1/alerts", params={"rule": "nope"}, headers=s.headers).status_code == 422
-    assert httpx.get(f"{s.api}/v1/alerts", params={"org": "9999999"}, headers=s.headers).status_code == 404
+    assert (
+        await http("GET", f"{s.api}/v1/alerts", params={"rule": "nope"}, headers=s.headers)
+    ).status_code == 422
+    assert (
+        await http("GET", f"{s.api}/v1/alerts", params={"org": "9999999"}, headers=s.headers)
+    ).status_code == 404
 
     # acknowledge (by 울릉군's finance director, whose token is named "kim"): recorded once
     # (first wins), published, kept through resolution
     url = f"{s.api}/v1/alerts/{a['id']}/ack"
     kim = {"Authorization": f"Bearer {s.token('finance_director', (ORG,), name='kim')}"}
     lee = {"Authorization": f"Bearer {s.token('finance_director', (ORG,), name='lee')}"}
-    assert httpx.post(url, json={}, timeout=5).status_code == 401  # no token
+    assert (await http("POST", url, json={}, timeout=5)).status_code == 401  # no token
     assert (
-        httpx.post(url, json={"by": "kim"}, headers=s.headers, timeout=5).status_code == 403
-    )  # national: read-only
-    assert httpx.post(url, json={"by": 5}, headers=kim, timeout=5).status_code == 422
-    assert httpx.post(url, json={"who": "kim"}, headers=kim, timeout=5).status_code == 422
-    assert httpx.post(f"{s.api}/v1/alerts/nope/ack", json={"by": "kim"}, headers=kim).status_code == 404
-    ack = httpx.post(url, json={"by": "kim"}, headers=kim, timeout=5)
+        await http("POST", url, json={"by": "kim"}, headers=s.headers, timeout=5)
+    ).status_code == 403  # national: read-only
+    assert (await http("POST", url, json={"by": 5}, headers=kim, timeout=5)).status_code == 422
+    assert (await http("POST", url, json={"who": "kim"}, headers=kim, timeout=5)).status_code == 422
+    assert (
+        await http("POST", f"{s.api}/v1/alerts/nope/ack", json={"by": "kim"}, headers=kim)
+    ).status_code == 404
+    ack = await http("POST", url, json={"by": "kim"}, headers=kim, timeout=5)
     assert ack.status_code == 200 and ack.json()["state"] == "acknowledged"
     assert ack.json()["acknowledged_by"] == "kim"
-    again = httpx.post(url, json={"by": "lee"}, headers=lee, timeout=5).json()
+    again = (await http("POST", url, json={"by": "lee"}, headers=lee, timeout=5)).json()
     assert again["acknowledged_by"] == "kim"
     now = next(x for x in alerts(s, org=ORG) if x["id"] == a["id"])
     assert (now["state"], now["acknowledged_by"]) == ("acknowledged", "kim")
@@ -197,14 +208,14 @@ async def test_shortfall_alert_is_served_and_pushed_within_two_seconds_and_can_b
     assert done[0]["acknowledged_by"] == "kim" and done[0]["resolution"] == "recovered"
     assert done[0]["available"] == 8_000_000
     assert all(x["id"] != a["id"] for x in alerts(s, org=ORG))  # no longer open
-    assert httpx.post(url, json={"by": "park"}, headers=kim, timeout=5).status_code == 409
+    assert (await http("POST", url, json={"by": "park"}, headers=kim, timeout=5)).status_code == 409
     changes = [c for c in await topic_changes(s) if c["id"] == a["id"]]
     assert [c["change"] for c in changes] == ["raised", "acknowledged", "resolved"]
     assert changes[-1]["acknowledged_by"] == "kim"
     # the worker's counter, re-exported by the API (a scrape may miss the workers under load)
     deadline, line = time.monotonic() + 10, ""
     while time.monotonic() < deadline and not line:
-        text = httpx.get(f"{s.api}/metrics", headers=s.headers, timeout=5).text
+        text = (await http("GET", f"{s.api}/metrics", headers=s.headers, timeout=5)).text
         line = next(
             (
                 ln
@@ -266,7 +277,7 @@ async def test_thresholds_put_takes_effect_without_restart(astack: Stack) -> Non
     await publish(s, ev("receipt", 5_000_000_000))
     wait_cash(s, ORG, "general", 5_000_000_000)
     url = f"{s.api}/v1/thresholds/{ORG}/general"
-    base = httpx.get(url, headers=s.headers, timeout=5).json()
+    base = (await http("GET", url, headers=s.headers, timeout=5)).json()
     assert base["effective"]["floor_months"] == 2 and base["override"] is None
     for bad in (
         {"floor_krw": 1.5},
@@ -277,16 +288,19 @@ async def test_thresholds_put_takes_effect_without_restart(astack: Stack) -> Non
         {"margin_pct": 101},
         {"floor_months": True},
     ):
-        r = httpx.put(url, json=bad, headers=s.admin_headers, timeout=5)
+        r = await http("PUT", url, json=bad, headers=s.admin_headers, timeout=5)
         assert r.status_code == 422, (bad, r.text)
     assert (
-        httpx.put(f"{s.api}/v1/thresholds/9999999/general", json={}, headers=s.admin_headers).status_code
-        == 404
-    )
-    assert httpx.put(f"{s.api}/v1/thresholds/{ORG}/nope", json={}, headers=s.admin_headers).status_code == 404
-    assert httpx.put(url, json={"floor_krw": 6_000_000_000}, headers=s.headers).status_code == 403  # readers
+        await http("PUT", f"{s.api}/v1/thresholds/9999999/general", json={}, headers=s.admin_headers)
+    ).status_code == 404
+    assert (
+        await http("PUT", f"{s.api}/v1/thresholds/{ORG}/nope", json={}, headers=s.admin_headers)
+    ).status_code == 404
+    assert (
+        await http("PUT", url, json={"floor_krw": 6_000_000_000}, headers=s.headers)
+    ).status_code == 403  # readers
     t0 = time.monotonic()
-    r = httpx.put(url, json={"floor_krw": 6_000_000_000}, headers=s.admin_headers, timeout=5)
+    r = await http("PUT", url, json={"floor_krw": 6_000_000_000}, headers=s.admin_headers, timeout=5)
     assert r.status_code == 200 and r.json()["effective"]["floor_krw"] == 6_000_000_000
     got = await asyncio.to_thread(wait_alerts, s, lambda a: a["rule"] == "below_floor", 10, org=ORG)
     assert time.monotonic() - t0 < 5
@@ -297,7 +311,7 @@ async def test_thresholds_put_takes_effect_without_restart(astack: Stack) -> Non
         wait_alerts, s, lambda a: a["id"] == got[0]["id"], 10, org=ORG, state="resolved"
     )
     assert done[0]["resolution"] == "recovered"
-    assert httpx.delete(url, headers=s.admin_headers, timeout=5).json()["override"] is None
+    assert (await http("DELETE", url, headers=s.admin_headers, timeout=5)).json()["override"] is None
 
 
 def test_simulator_scenario_raises_the_staged_shortfall(astack: Stack) -> None:
@@ -324,6 +338,7 @@ def test_simulator_scenario_raises_the_staged_shortfall(astack: Stack) -> None:
         capture_output=True,
         text=True,
         timeout=120,
+        check=False,  # the assert shows stderr
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "scenario shortfall" in out.stdout and "울릉군 5260000 general" in out.stdout

@@ -1,7 +1,7 @@
 """The Locust load test: its model adds up to the issue's day, and the smoke run passes.
 
-The unit tests integrate the shapes (``loadtest.profile``, no Locust import: Locust's gevent
-monkey-patching must not leak into the test process). The integration test runs
+The unit tests integrate the shapes (``loadtest.profile``, ``loadtest.plan``; no Locust import:
+Locust's gevent monkey-patching must not leak into the test process). The integration test runs
 ``python -m loadtest.run --smoke`` (a fresh stack, 60 s of Locust) as a subprocess.
 """
 
@@ -15,16 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from loadtest.profile import (
-    DAY,
-    DAY_TYPES,
-    SESSION_CLASSES,
-    Plan,
-    concurrent,
-    sessions_between,
-    tx_between,
-    tx_rate,
-)
+from loadtest.days import DAY, DAY_TYPES, SESSION_CLASSES
+from loadtest.plan import Plan
+from loadtest.profile import concurrent, sessions_between, tx_between, tx_rate
 
 ROOT = Path(__file__).resolve().parent.parent
 
