@@ -14,7 +14,6 @@ import datetime as dt
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
@@ -25,15 +24,8 @@ from cashpos.simulator import Simulator
 from state.ledger import Ledger
 from state.partition import fold_partition
 from state.store import Store
+from streams.lean_records import LeanRecord as Rec
 from streams.lean_records import RawRecord
-
-
-@dataclass(slots=True)
-class Rec:
-    offset: int
-    timestamp: int
-    key: bytes | None
-    value: bytes | None
 
 
 def main() -> None:

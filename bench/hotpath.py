@@ -18,7 +18,6 @@ import gc
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
@@ -28,17 +27,8 @@ from state import partition
 from state.ledger import Ledger
 from state.store import Store
 from streams.contract import side_of
+from streams.lean_records import LeanRecord as Record
 from streams.lean_records import RawRecord
-
-
-@dataclass(slots=True)
-class Record:
-    """What a lean aiokafka record offers the worker."""
-
-    offset: int
-    timestamp: int
-    key: bytes | None
-    value: bytes | None
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ and ``tests/test_lean_records.py`` fails if an upgrade changes what is relied on
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from aiokafka.consumer import fetcher as _fetcher
@@ -21,6 +22,16 @@ from aiokafka.consumer import fetcher as _fetcher
 
 class RawRecord(Protocol):
     """What a RAW consumer's ``getmany`` returns per message."""
+
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass(slots=True)
+class LeanRecord:
+    """A ``RawRecord`` made by hand (tests, benchmarks): what the lean fetcher hands the worker."""
 
     offset: int
     timestamp: int

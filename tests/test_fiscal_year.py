@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from state import partition
 from state.ledger import Journal, Ledger, lapse_id
 from state.store import Store
 from streams.contract import Rejection, YearClose, check_message
+from streams.lean_records import LeanRecord as Rec
 from streams.lean_records import RawRecord
 from tests.events import event
 
@@ -312,14 +312,6 @@ def test_a_close_that_would_break_the_bound_is_refused_whole() -> None:
 
 
 # -- the worker's path: batches, crashes, both topics, kernel and pure path ---------------------
-
-
-@dataclass(slots=True)
-class Rec:
-    offset: int
-    timestamp: int
-    key: bytes | None
-    value: bytes | None
 
 
 def _record(draw: Any, i: int, sent: list[bytes], opened: list[dict[str, Any]]) -> bytes:

@@ -9,7 +9,6 @@ positions, the number applied and the dead letters with their reasons and offset
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from state import partition
 from state.ledger import Journal, Ledger
 from state.store import Store
 from streams.contract import MAX_SIDE_TOTAL, epoch_ms, hot_rules
+from streams.lean_records import LeanRecord as Rec
 from streams.lean_records import RawRecord
 from tests.events import event
 
@@ -35,16 +35,6 @@ pytestmark = pytest.mark.skipif(partition.fold_hot is None, reason="see test_the
 def test_the_kernel_is_built() -> None:
     """`pip install` compiles state/_kernel.c; without it the worker runs the slower pure path."""
     assert partition.fold_hot is not None, "state._kernel is not built: is a C compiler installed?"
-
-
-@dataclass(slots=True)
-class Rec:
-    """What a lean aiokafka record offers the worker."""
-
-    offset: int
-    timestamp: int
-    key: bytes | None
-    value: bytes | None
 
 
 def _variant(draw: Any, i: int, ids: list[str], values: list[bytes]) -> bytes | None:
