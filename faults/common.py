@@ -20,7 +20,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,8 +33,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis.typing import EncodableT
 
 from bench.processor import simulator as bench_simulator
-from cashpos.devstack import Stack
-from cashpos.embedded import start_infra
+from cashpos.devstack import Stack, new_stack
+from cashpos.embedded import Infra, start_infra
 from cashpos.names import META_FIELD, RedisKeys, Topics
 from cashpos.redis_acl import create_accounts
 from cashpos.refdata import governments
@@ -156,6 +157,18 @@ def restore_access(stack: Stack, tokens: TokenRecords) -> None:
 def prepare(stack: Stack) -> None:
     stack.root.mkdir(parents=True, exist_ok=True)
     asyncio.run(ensure_topics(stack.settings))
+
+
+@contextmanager
+def prepared_stack(infra: Infra, root: Path, partitions: int) -> Iterator[Stack]:
+    """A scenario's stack on ``infra`` (its directory and topics :func:`prepare`-d); every
+    process it started is stopped on the way out."""
+    s = new_stack(infra, root, partitions)
+    prepare(s)
+    try:
+        yield s
+    finally:
+        s.stop_all()
 
 
 # -- observing the system -------------------------------------------------------------------------

@@ -20,7 +20,6 @@ from typing import Any
 
 import orjson
 
-from cashpos.devstack import new_stack
 from cashpos.embedded import Infra
 from faults.common import (
     api_metric_totals,
@@ -28,7 +27,7 @@ from faults.common import (
     checksum,
     expected_view,
     log,
-    prepare,
+    prepared_stack,
     publish,
     reconcile_quiet,
     redis_view,
@@ -63,9 +62,7 @@ def inject(
 def _run_stream(
     infra: Infra, root: Path, raws: list[bytes], want: dict, partitions: int, timeout: float
 ) -> tuple[Any, dict, float, dict[str, float]]:
-    s = new_stack(infra, root, partitions)
-    prepare(s)
-    try:
+    with prepared_stack(infra, root, partitions) as s:
         s.start_worker("w1")
         s.start_api()
         s.wait_ready()
@@ -88,8 +85,6 @@ def _run_stream(
 
         metrics = wait_until(settled, 30, 0.5, "the worker metrics to settle")
         return rec, redis_view(s), wall, metrics
-    finally:
-        s.stop_all()
 
 
 def run(

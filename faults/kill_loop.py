@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cashpos.devstack import new_stack
 from cashpos.embedded import Infra
 from faults.common import (
     Feeder,
@@ -29,7 +28,7 @@ from faults.common import (
     base_args,
     expected_view,
     log,
-    prepare,
+    prepared_stack,
     publish,
     reconcile_quiet,
     redis_view,
@@ -59,13 +58,11 @@ def _one_run(
     rnd: random.Random,
     timeout: float,
 ) -> dict[str, Any]:
-    s = new_stack(infra, root, partitions)
-    prepare(s)
-    total = versions_sum(want)
-    out: dict[str, Any] = {"problems": []}
-    kills: list[dict[str, Any]] = []
-    feeder: Feeder | None = None
-    try:
+    with prepared_stack(infra, root, partitions) as s:
+        total = versions_sum(want)
+        out: dict[str, Any] = {"problems": []}
+        kills: list[dict[str, Any]] = []
+        feeder: Feeder | None = None
         if rate:
             ms = _now_ms()
             s.start_worker("w1", **env)
@@ -126,8 +123,6 @@ def _one_run(
         out["problems"] += rec.problems
         out["kills"] = kills
         return out
-    finally:
-        s.stop_all()
 
 
 def run(

@@ -33,7 +33,6 @@ from typing import Any
 import orjson
 import redis
 
-from cashpos.devstack import new_stack
 from cashpos.dlq import list_deadletters
 from cashpos.embedded import Infra
 from cashpos.names import RedisKeys, Topics, side_of_topic
@@ -42,7 +41,7 @@ from faults.common import (
     base_args,
     expected_view,
     log,
-    prepare,
+    prepared_stack,
     reconcile_quiet,
     redis_view,
     script_main,
@@ -155,19 +154,17 @@ def run(
     max_stall_s: float = 1.0,
     timeout: float = 1800,
 ) -> dict[str, Any]:
-    s = new_stack(infra, root, partitions)
-    prepare(s)
     problems: list[str] = []
-    good = workload(seed, events)
-    raws, bad, where = inject_at(good, every)
-    want = expected_view(good)
-    ref = Reference()
-    for raw in raws:
-        (topic, *_), key = route(Topics(s.namespace), raw)  # no close in this workload: one topic
-        ref.feed(raw, side_of_topic(topic), key)
-    expected_reasons = Counter(o for o in ref.outcomes if o not in ("applied", "duplicate"))
-    log(f"{len(good)} events and {len(bad)} malformed: {dict(expected_reasons)}")
-    try:
+    with prepared_stack(infra, root, partitions) as s:
+        good = workload(seed, events)
+        raws, bad, where = inject_at(good, every)
+        want = expected_view(good)
+        ref = Reference()
+        for raw in raws:
+            (topic, *_), key = route(Topics(s.namespace), raw)  # no close in this workload: one topic
+            ref.feed(raw, side_of_topic(topic), key)
+        expected_reasons = Counter(o for o in ref.outcomes if o not in ("applied", "duplicate"))
+        log(f"{len(good)} events and {len(bad)} malformed: {dict(expected_reasons)}")
         ms = int(time.time() * 1000)
         s.start_worker("w1")
         wait_up(s, "w1", ms)
@@ -294,8 +291,6 @@ def run(
             **rec.outcome(),
             "problems": problems,
         }
-    finally:
-        s.stop_all()
 
 
 def main() -> int:

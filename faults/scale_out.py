@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cashpos.devstack import new_stack
 from cashpos.embedded import Infra
 from faults.common import (
     Feeder,
@@ -29,7 +28,7 @@ from faults.common import (
     expected_view,
     live_owners,
     log,
-    prepare,
+    prepared_stack,
     reconcile_quiet,
     redis_view,
     script_main,
@@ -61,14 +60,12 @@ def run(
     if partitions < 6:
         raise ValueError("scale-out runs with at least 6 partitions")
     env = env or {}
-    s = new_stack(infra, root, partitions)
-    prepare(s)
     problems: list[str] = []
-    raws = workload(seed, events)
-    want = expected_view(raws)
-    dirs = {w: s.root / f"state-{w}" for w in ("w1", "w2", "w3")}
-    all3 = {"w1", "w2", "w3"}
-    try:
+    with prepared_stack(infra, root, partitions) as s:
+        raws = workload(seed, events)
+        want = expected_view(raws)
+        dirs = {w: s.root / f"state-{w}" for w in ("w1", "w2", "w3")}
+        all3 = {"w1", "w2", "w3"}
         for w in sorted(all3):
             s.start_worker(w, **env)
         t = time.monotonic()
@@ -154,8 +151,6 @@ def run(
             "reconcile_all_dirs_as_stored_diff_krw": plain.diff_krw,
             "problems": problems,
         }
-    finally:
-        s.stop_all()
 
 
 def main() -> int:
