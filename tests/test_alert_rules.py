@@ -830,6 +830,37 @@ def test_a_closed_year_raises_nothing_again_after_a_restart() -> None:
     assert h.ledger.positions[(ORG, FUND, 2026)].committed == 0
 
 
+def test_a_close_read_while_catching_up_resolves_the_years_alerts_once_settled() -> None:
+    h = Harness(BALANCES)
+    h.batch(
+        ev("r26", "receipt", 1_000_000_000, at("2027-01-19"), fiscal_year=2026),
+        ev("c26", "commitment", 200_000_000, at("2026-12-30"), commitment_id="C-1", due_date="2027-06-30"),
+    )
+    out = h.batch(ev("j20", "receipt", 1_000, at("2027-01-20"), fiscal_year=2026))
+    assert [(c.change, c.alert.id) for c in out] == [
+        ("resolved", f"{ORG}:general:2026:year_end:d7"),
+        ("raised", f"{ORG}:general:2026:year_end:d-20"),
+    ]
+    assert h.batch(*closes(), hold=(ORG,)) == []  # the partition is not settled: judged later
+    out = h.book.release(h.ledger.positions, lambda org: True)
+    assert [(c.change, c.alert.id, c.alert.resolution) for c in out] == [
+        ("resolved", f"{ORG}:general:2026:year_end:d-20", "fiscal_year_closed")
+    ]
+    assert h.open() == {}
+
+
+def test_changed_thresholds_judge_the_account_as_a_whole() -> None:
+    h = Harness(QUIET)
+    h.batch(ev("r26", "receipt", 4_000_000_000, at("2026-12-10")))
+    h.batch(ev("p27", "payment", 1_000_000_000, at("2027-01-05"), fiscal_year=2027))
+    override = {(ORG, "general"): Override(floor_krw=3_500_000_000)}
+    out = h.book.set_overrides(override, h.ledger.positions)
+    # the account holds 3,000M (2026: 4,000M, 2027: -1,000M): below the floor, on 2027
+    assert [(c.change, c.alert.id, c.alert.available, c.alert.fiscal_years) for c in out] == [
+        ("raised", f"{ORG}:general:2027:below_floor:{ms('2027-01-05')}", 3_000_000_000, [2026, 2027])
+    ]
+
+
 def fy_story() -> list[tuple[Raw, ...]]:
     """Batches across a year end: history, commitments, a carry-forward, an account short as a
     whole in January, the 20 January stage, the close, the next year."""
