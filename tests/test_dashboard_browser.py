@@ -332,7 +332,14 @@ async def test_search_sort_and_drill_down(stack, seeded, page, publisher) -> Non
         assert all(f"{a['account']} {a['fiscal_year']}" in panel for a in open_alerts), panel
     else:
         assert "경보 없음" in panel
-    assert await page.locator("#gov-shortfall").inner_text() != ""
+    # The projected-shortfall panel shows the server's projection (the alert rule), never a guess.
+    shortfall = await page.locator("#gov-shortfall").inner_text()
+    projected = sorted(a["projected_date"] for a in open_alerts if a["rule"] == "projected_shortfall")
+    if projected:
+        assert projected[0] in shortfall, shortfall
+    else:
+        assert "예상되는 부족이 없습니다" in shortfall or "이미 가용잔액이 부족합니다" in shortfall, shortfall
+    assert "연결 예정" not in await page.locator("#gov-shortfall-panel").inner_text()
     assert await page.locator("#gov-chart canvas").count() >= 1
     assert "종로구" in await page.locator("#crumbs").inner_text()
 

@@ -212,22 +212,23 @@ function paintAlerts() {
 }
 
 function paintShortfall() {
+  // The server's projection, not the browser's: the projected_shortfall alert rule (open
+  // commitments by due date and the account's recent outflow, docs/alerts.md) judges every
+  // account; this panel shows the earliest date it found, or that it found none.
   const box = root && root.querySelector("#gov-shortfall");
   if (!box) return;
   const tt = store.totals.get(org);
-  const h = store.history.get(org);
-  let text = t("shortfallCollecting"), cls = "";
-  if (tt && tt.available < 0n) { text = t("shortfallNow"); cls = "bad"; } else if (h && h.t.length >= 2 && Date.now() / 1000 - h.t[0] >= 300) {
-    // Least-squares slope of available funds over the history (KRW per second).
-    const n = h.t.length, mt = h.t.reduce((a, b) => a + b, 0) / n, ma = h.available.reduce((a, b) => a + b, 0) / n;
-    let num = 0, den = 0;
-    for (let i = 0; i < n; i++) { num += (h.t[i] - mt) * (h.available[i] - ma); den += (h.t[i] - mt) ** 2; }
-    const slope = den ? num / den : 0;
-    const avail = Number(tt.available);
-    if (slope >= 0) { text = t("shortfallNone"); cls = "ok"; } else {
-      const days = avail / -slope / 86400;
-      text = t("shortfallIn", t("days", days)); cls = days < 30 ? "bad" : "warn";
-    }
+  let text, cls = "";
+  if (tt && tt.available < 0n) { text = t("shortfallNow"); cls = "bad"; } else if (alerts === null) {
+    text = t("alertsUnavailable");
+  } else {
+    const ahead = [...alerts.values()].filter((a) => a.rule === "projected_shortfall" && a.projected_date)
+      .sort((a, b) => String(a.projected_date).localeCompare(String(b.projected_date)));
+    if (ahead.length) {
+      const a = ahead[0];
+      text = t("shortfallOn", a.projected_date, `${a.account} ${(a.fiscal_years || [a.fiscal_year]).join("+")}`);
+      cls = "bad";
+    } else { text = t("shortfallNone"); cls = "ok"; }
   }
   box.className = `shortfall ${cls}`;
   box.textContent = text;
@@ -356,6 +357,7 @@ async function loadAlerts(o) {
     alerts = null; // 404 until the alert service exists; any other error: show none as well
   }
   paintAlerts();
+  paintShortfall();
 }
 
 function onAlert(a) {
@@ -365,6 +367,7 @@ function onAlert(a) {
   const state = String(a.state || a.status || "open").toLowerCase();
   if (["closed", "resolved", "cleared"].includes(state)) alerts.delete(id); else alerts.set(id, a);
   paintAlerts();
+  paintShortfall();
 }
 
 export async function mount(el, arg, ctx) {
@@ -416,7 +419,7 @@ export async function mount(el, arg, ctx) {
   let snapshots = 0;
   ctx.live = live;
   live.start();
-  chartTimer = setInterval(() => { refreshChart(); paintShortfall(); }, 1000);
+  chartTimer = setInterval(() => { refreshChart(); }, 1000);
 }
 
 export function unmount() {
