@@ -140,6 +140,15 @@ class _Authed(Protocol):
     auth: dict[str, str]
 
 
+def _why(body: str) -> str:
+    """An error body in short: a problem's ``reason: detail`` (every API error), else its start."""
+    try:
+        p = orjson.loads(body)
+        return f"{p['reason']}: {p['detail']}"[:160]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return body[:120]
+
+
 def get(user: _Authed, url: str, name: str | None = None, ok404: bool = False) -> int:
     """GET with the user's token (``user.auth``), recording the status and the start of the body
     of any error (a 503 says why)."""
@@ -148,7 +157,7 @@ def get(user: _Authed, url: str, name: str | None = None, ok404: bool = False) -
         if code == 200 or (ok404 and code == 404):
             r.success()
         else:
-            r.failure(f"{code}: {(r.text or '')[:120] if code else repr(getattr(r, 'error', None))}")
+            r.failure(f"{code}: {_why(r.text or '') if code else repr(getattr(r, 'error', None))}")
         return code
 
 

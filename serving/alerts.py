@@ -15,13 +15,15 @@ from typing import Annotated, Any
 import msgspec
 import orjson
 from fastapi import APIRouter, HTTPException, Query, Request
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import Response
 
 from access.policy import Permission
 from alerts.config import AlertConfig, Override, Resolver, config_from_env
 from alerts.model import RULES
 from cashpos.refdata import governments
+from serving.problems import Problem, field_of, problem_doc, problem_response
 from serving.security import audit_write, check, principal, require
+from serving.wire import ExactJSONResponse
 from state.alert_projection import AlertProjection, decode_overrides
 from state.projection import override_field
 
@@ -67,8 +69,8 @@ def _config(request: Request) -> AlertConfig:
     return cfg
 
 
-def _unprocessable(detail: str) -> ORJSONResponse:
-    return ORJSONResponse({"detail": detail}, status_code=422)
+def _unprocessable(detail: str, field: str | None = None) -> Problem:
+    return Problem("invalid_request", detail, field=field or field_of(detail))
 
 
 @router.get(
@@ -85,15 +87,15 @@ async def list_alerts(
         "open", description="open (raised or acknowledged) | raised | acknowledged | resolved | all"
     ),
     limit: int = Query(500, ge=1, le=5000),
-) -> ORJSONResponse:
+) -> Response:
     p = principal(request)  # permission and scope: checked by require()
     if org is not None and org not in governments():
         raise HTTPException(404, f"unknown government {org}")
     if rule is not None and rule not in RULES:
-        return _unprocessable(f"rule must be one of {', '.join(RULES)}")
+        raise _unprocessable(f"rule must be one of {', '.join(RULES)}", "rule")
     states = _STATES.get(state)
     if states is None:
-        return _unprocessable(f"state must be one of {', '.join(_STATES)}")
+        raise _unprocessable(f"state must be one of {', '.join(_STATES)}", "state")
     alerts = await _projection(request).list(open_="resolved" != state, resolved=state in ("resolved", "all"))
     out = [
         a
@@ -105,7 +107,7 @@ async def list_alerts(
         and (province is None or province in (a.get("province_code"), a.get("province_name")))
     ]
     out.sort(key=_listing_order)
-    return ORJSONResponse({"alerts": out[:limit], "count": len(out)})
+    return ExactJSONResponse({"alerts": out[:limit], "count": len(out)})
 
 
 def _in_scope(request: Request, a: dict[str, object] | None, alert_id: str) -> dict[str, object]:
@@ -122,22 +124,25 @@ def _in_scope(request: Request, a: dict[str, object] | None, alert_id: str) -> d
     summary="One alert (open or recently resolved)",
     dependencies=[require(Permission.READ)],
 )
-async def get_alert(request: Request, alert_id: str) -> ORJSONResponse:
-    return ORJSONResponse(_in_scope(request, await _projection(request).get(alert_id), alert_id))
+async def get_alert(request: Request, alert_id: str) -> Response:
+    return ExactJSONResponse(_in_scope(request, await _projection(request).get(alert_id), alert_id))
 
 
 @router.post(
     "/v1/alerts/{alert_id}/ack",
     summary='Acknowledge an open alert (as the signed-in principal; optional body {"by": note})',
-    responses={404: {"description": "no such alert"}, 409: {"description": "already resolved"}},
+    responses={
+        404: problem_doc("no such alert (reason not_found)"),
+        409: problem_doc("already resolved (reason alert_resolved, with the alert)"),
+    },
     dependencies=[require(Permission.ACK)],
 )
-async def acknowledge(request: Request, alert_id: str) -> ORJSONResponse:
+async def acknowledge(request: Request, alert_id: str) -> Response:
     p = principal(request)
     try:
         body = msgspec.json.decode(await request.body() or b"{}", type=AckBody)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        return _unprocessable(str(exc))
+        raise _unprocessable(str(exc)) from exc
     proj = _projection(request)
     _in_scope(request, await proj.get(alert_id), alert_id)
     by = p.name if not body.by or body.by == p.name else f"{p.name} ({body.by})"
@@ -145,7 +150,7 @@ async def acknowledge(request: Request, alert_id: str) -> ORJSONResponse:
     if outcome == "unknown":
         raise HTTPException(404, f"no alert {alert_id}")
     if outcome == "resolved":
-        return ORJSONResponse({"detail": "the alert is already resolved", "alert": alert}, status_code=409)
+        raise Problem("alert_resolved", "the alert is already resolved", alert=alert)
     assert alert is not None
     if outcome == "acknowledged":
         alert["change"] = "acknowledged"
@@ -157,10 +162,9 @@ async def acknowledge(request: Request, alert_id: str) -> ORJSONResponse:
             )
         except Exception as exc:  # noqa: BLE001  whatever failed the publish, the acknowledgement is undone
             await proj.unacknowledge(alert_id)
-            return ORJSONResponse(
-                {"detail": f"could not publish the acknowledgement: {exc!r}"},
-                status_code=503,
-                headers={"Retry-After": "1"},
+            detail = f"could not publish the acknowledgement: {exc.__class__.__name__}"
+            return problem_response(
+                "unavailable", detail, {"Retry-After": "1"}, request.scope.get("root_path", "")
             )
         await st.redis.publish(st.keys.alerts_channel, msg)
         await audit_write(
@@ -169,7 +173,7 @@ async def acknowledge(request: Request, alert_id: str) -> ORJSONResponse:
         metrics = getattr(st, "metrics", None)
         if metrics is not None and hasattr(metrics, "alerts_acknowledged"):
             metrics.alerts_acknowledged.inc()
-    return ORJSONResponse(alert)
+    return ExactJSONResponse(alert)
 
 
 # -- thresholds -------------------------------------------------------------------------------
@@ -202,27 +206,31 @@ async def _thresholds_body(request: Request, org_code: str, account: str) -> dic
     summary="Effective alert thresholds of one account (account * = government-wide)",
     dependencies=[require(Permission.REFDATA)],
 )
-async def get_thresholds(request: Request, org_code: str, account: str) -> ORJSONResponse:
+async def get_thresholds(request: Request, org_code: str, account: str) -> Response:
     # Readers see their governments' thresholds; admins set them.
     check(
         request, Permission.THRESHOLDS if principal(request).may(Permission.THRESHOLDS) else Permission.READ
     )
     _check_target(org_code, account)
-    return ORJSONResponse(await _thresholds_body(request, org_code, account))
+    return ExactJSONResponse(await _thresholds_body(request, org_code, account))
 
 
 @router.put(
     "/v1/thresholds/{org_code}/{account}",
     summary="Set (replace) the threshold override of one account; takes effect within seconds",
-    responses={422: {"description": "invalid: integers only, positive amounts and days"}},
+    responses={
+        422: problem_doc(
+            "invalid: integers only, positive amounts and days (reason invalid_request, field the one at fault)"
+        )
+    },
     dependencies=[require(Permission.THRESHOLDS)],
 )
-async def put_thresholds(request: Request, org_code: str, account: str) -> ORJSONResponse:
+async def put_thresholds(request: Request, org_code: str, account: str) -> Response:
     _check_target(org_code, account)
     try:
         ov = msgspec.json.decode(await request.body(), type=Override)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        return _unprocessable(str(exc))
+        raise _unprocessable(str(exc)) from exc
     st = request.app.state
     await st.redis.hset(st.keys.thresholds, override_field(org_code, account), msgspec.json.encode(ov))
     await audit_write(
@@ -232,7 +240,7 @@ async def put_thresholds(request: Request, org_code: str, account: str) -> ORJSO
         org_code,
         {"account": account, "override": msgspec.to_builtins(ov)},
     )
-    return ORJSONResponse(await _thresholds_body(request, org_code, account))
+    return ExactJSONResponse(await _thresholds_body(request, org_code, account))
 
 
 @router.delete(
@@ -240,9 +248,9 @@ async def put_thresholds(request: Request, org_code: str, account: str) -> ORJSO
     summary="Remove the override of one account",
     dependencies=[require(Permission.THRESHOLDS)],
 )
-async def delete_thresholds(request: Request, org_code: str, account: str) -> ORJSONResponse:
+async def delete_thresholds(request: Request, org_code: str, account: str) -> Response:
     _check_target(org_code, account)
     st = request.app.state
     await st.redis.hdel(st.keys.thresholds, override_field(org_code, account))
     await audit_write(request, principal(request), "thresholds_remove", org_code, {"account": account})
-    return ORJSONResponse(await _thresholds_body(request, org_code, account))
+    return ExactJSONResponse(await _thresholds_body(request, org_code, account))

@@ -16,7 +16,7 @@ import orjson
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI, HTTPException, Query, Request
-from fastapi.responses import PlainTextResponse, RedirectResponse
+from fastapi.responses import PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -36,6 +36,7 @@ from serving.live import hub_for
 from serving.live import router as live_router
 from serving.observe import ObserveMiddleware
 from serving.positions import STALE_AFTER_MS, NotReady, PositionReader
+from serving.problems import Problem, install, problem_doc, problem_response
 from serving.problems import router as problems_router
 from serving.security import AuthMiddleware, TokenCache, require
 from serving.session import router as session_router
@@ -117,20 +118,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestLimits, settings=settings)
     app.add_middleware(ObserveMiddleware, metrics=metrics)
 
+    # Every error is a problem (RFC 9457, ``serving.problems``): HTTP errors, validation errors
+    # and unexpected exceptions here; the middlewares' own refusals send theirs.
+    install(app)
+    retry = {"Retry-After": "1"}
+
     @app.exception_handler(NotReady)
-    async def not_ready(request: Request, exc: NotReady) -> ExactJSONResponse:
-        return ExactJSONResponse(
-            {"detail": "serving copy is being rebuilt; retry shortly", "governments": exc.orgs[:20]},
-            status_code=503,
-            headers={"Retry-After": "1"},
+    async def not_ready(request: Request, exc: NotReady) -> Response:
+        return problem_response(
+            "not_ready",
+            "serving copy is being rebuilt; retry shortly",
+            retry,
+            request.scope.get("root_path", ""),
+            governments=exc.orgs[:20],
         )
 
     @app.exception_handler(aioredis.RedisError)
-    async def redis_down(request: Request, exc: Exception) -> ExactJSONResponse:
-        return ExactJSONResponse(
-            {"detail": f"serving store unavailable: {exc.__class__.__name__}"},
-            status_code=503,
-            headers={"Retry-After": "1"},
+    async def redis_down(request: Request, exc: Exception) -> Response:
+        return problem_response(
+            "unavailable",
+            f"serving store unavailable: {exc.__class__.__name__}",
+            retry,
+            request.scope.get("root_path", ""),
         )
 
     def gov_or_404(org_code: str) -> Government:
@@ -252,22 +261,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def last_reconciliation(request: Request) -> ExactJSONResponse:
         raw = await request.app.state.redis.get(keys.reconciliation)
         if raw is None:
-            return ExactJSONResponse({"detail": "no reconciliation has run yet"}, status_code=404)
+            raise Problem("not_found", "no reconciliation has run yet")
         return ExactJSONResponse(orjson.loads(raw))
 
     @app.get("/healthz", summary="The API process is alive")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", summary="Redis answers and a processor worker is alive")
-    async def readyz(request: Request) -> ExactJSONResponse:
+    @app.get(
+        "/readyz",
+        summary="Redis answers and a processor worker is alive",
+        responses={503: problem_doc("not ready (reason not_ready)")},
+    )
+    async def readyz(request: Request) -> Response:
+        root = request.scope.get("root_path", "")
         try:
             await request.app.state.redis.ping()
             status = await processor_status(request.app.state.redis)
         except aioredis.RedisError as exc:
-            return ExactJSONResponse({"ready": False, "redis": repr(exc)}, status_code=503)
-        ok = not status["stale"]
-        return ExactJSONResponse({"ready": ok, "processor": status}, status_code=200 if ok else 503)
+            detail = f"Redis does not answer: {exc.__class__.__name__}"
+            return problem_response("not_ready", detail, retry, root, ready=False)
+        if status["stale"]:
+            detail = "no processor worker is alive (no heartbeat within the last seconds)"
+            return problem_response("not_ready", detail, retry, root, ready=False, processor=status)
+        return ExactJSONResponse({"ready": True, "processor": status})
 
     @app.get("/metrics", include_in_schema=False, dependencies=[require(Permission.OPERATIONS)])
     async def prometheus() -> PlainTextResponse:

@@ -78,7 +78,7 @@ from cashpos.refdata import governments
 from cashpos.settings import Settings
 from serving import wire
 from serving.positions import Body, _rows, by_fiscal_year, iso_ms, totals
-from serving.problems import problem_response
+from serving.problems import problem_doc, problem_response
 from serving.security import TokenCache, principal, require
 
 log = logging.getLogger("cashpos.api.live")
@@ -697,7 +697,7 @@ async def hub_for(app: FastAPI) -> Hub:
     response_class=StreamingResponse,
     responses={
         200: {"content": {"text/event-stream": {}}},
-        429: {"description": "too many open streams for this token (problem details)"},
+        429: problem_doc("too many open streams for this token (reason too_many_streams)"),
     },
     dependencies=[require(Permission.READ)],
 )

@@ -7,7 +7,8 @@
   request that changes something must also send the session's CSRF value in ``X-CSRF-Token``
   (double submit, bound to the session: the value must be ``csrf_for`` of the session's own
   token, whatever ``cashpos_csrf`` cookies come along; the cookies are ``SameSite=Strict`` as
-  well). Then the token's rate limit. Answers 401, 403 (CSRF) or 429 itself; otherwise puts the
+  well). Then the token's rate limit. Answers 401, 403 (CSRF), 429 or 503 itself (problem
+  details, ``serving.problems``); otherwise puts the
   :class:`~access.policy.Principal` on ``request.state.principal`` and the token's hash on
   ``request.state.token_digest`` (open streams re-check it: ``serving.live``).
 * :func:`require` is the per-route check of a permission and, for routes with an
@@ -21,15 +22,14 @@ import hmac
 import time
 from typing import Any
 
-import orjson
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, Request
 from redis.exceptions import RedisError
 
 from access.audit import AuditLog, record
 from access.policy import Decision, Permission, Principal, decide
 from access.ratelimit import RateLimiter
 from access.tokens import TokenRecord, TokenStore, csrf_for, digest, principal_of
-from serving.problems import send_problem
+from serving.problems import Problem, send_problem
 
 SESSION_COOKIE = "cashpos_session"
 CSRF_COOKIE = "cashpos_csrf"
@@ -102,24 +102,6 @@ class TokenCache:
         self._seen.clear()
 
 
-async def _reply(
-    send: Any, status: int, detail: str, headers: list[tuple[bytes, bytes]] | None = None
-) -> None:
-    body = orjson.dumps({"detail": detail})
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                *(headers or []),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
 class AuthMiddleware:
     def __init__(self, app: Any, ttl: float = 2.0, cache: TokenCache | None = None) -> None:
         self.app = app
@@ -152,28 +134,29 @@ class AuthMiddleware:
                     return
         challenge = [(b"www-authenticate", b'Bearer realm="cashpos"')]
         if token is None:
-            await _reply(send, 401, "authentication required: Authorization: Bearer <token>", challenge)
+            detail = "authentication required: Authorization: Bearer <token>"
+            await send_problem(send, scope, "unauthorized", detail, challenge)
             return
         state = scope["app"].state
         try:
             h = digest(token)
             rec, principal = await self.cache.get(state.tokens, token, h)
         except RedisError as exc:  # the token store is unreachable: the same 503 as any read
-            await _reply(
-                send, 503, f"serving store unavailable: {exc.__class__.__name__}", [(b"retry-after", b"1")]
-            )
+            detail = f"serving store unavailable: {exc.__class__.__name__}"
+            await send_problem(send, scope, "unavailable", detail, [(b"retry-after", b"1")])
             return
         status = "invalid" if rec is None else rec.status(int(time.time() * 1000))
         if status != "active" or principal is None:
             state.metrics.auth_failures.labels(status).inc()
-            await _reply(send, 401, f"token {status}", challenge)
+            await send_problem(send, scope, "unauthorized", f"token {status}", challenge)
             return
         wait = self.limiter.take(principal.token_id, principal.rate_per_s, time.monotonic())
         if wait > 0:
             state.metrics.rate_limited.inc()
-            await _reply(
+            await send_problem(
                 send,
-                429,
+                scope,
+                "rate_limited",
                 f"rate limit of {principal.rate_per_s} requests/s exceeded",
                 [(b"retry-after", str(max(1, round(wait + 0.5))).encode())],
             )
@@ -187,7 +170,7 @@ class AuthMiddleware:
 def principal(request: Request) -> Principal:
     p: Principal | None = getattr(request.state, "principal", None)
     if p is None:  # a route reached without the middleware: never serve it
-        raise HTTPException(401, "authentication required")
+        raise Problem("unauthorized", "authentication required")
     return p
 
 
@@ -196,7 +179,7 @@ def check(request: Request, permission: Permission, org: str | None = None) -> P
     p = principal(request)
     d: Decision = decide(p, permission, org)
     if d.status != 200:
-        raise HTTPException(d.status, d.reason)
+        raise Problem("not_found" if d.status == 404 else "forbidden", d.reason)
     return p
 
 
@@ -218,9 +201,8 @@ async def audit_write(
         await audit_log(request).append(entry, wait=True)
     except Exception as exc:
         request.app.state.metrics.audit_errors.inc()
-        raise HTTPException(
-            503, f"audit log unavailable: {exc.__class__.__name__}", headers={"Retry-After": "1"}
-        ) from exc
+        why = f"audit log unavailable: {exc.__class__.__name__}"
+        raise Problem("unavailable", why, {"Retry-After": "1"}) from exc
 
 
 async def audit_read(request: Request, p: Principal, org: str | None = None) -> None:
@@ -238,7 +220,7 @@ async def audit_read(request: Request, p: Principal, org: str | None = None) -> 
         await audit_log(request).append(entry, wait=False)
     except Exception:  # noqa: BLE001 whatever the producer raises, the read is refused (503)
         request.app.state.metrics.audit_errors.inc()
-        raise HTTPException(503, "audit log unavailable", headers={"Retry-After": "1"}) from None
+        raise Problem("unavailable", "audit log unavailable", {"Retry-After": "1"}) from None
 
 
 def require(permission: Permission) -> Any:

@@ -16,6 +16,9 @@ adds, per connection:
   ``body_timeout_seconds`` (+ 2 s) of its headers; ``serving.limits`` answers ``408`` for a body
   the app is reading, this closes connections whose unread body still trickles.
 
+Past ``limit_concurrency`` open connections uvicorn answers ``503`` without calling the app; that
+answer is a problem (``unavailable``, :func:`over_capacity`) like every other error.
+
 Limits on a body's size and the per-token stream cap are the app's (``serving.limits``,
 ``serving.live``). :func:`uvicorn_config` builds the server's configuration from
 :class:`~cashpos.settings.Settings`; :func:`serve` runs it (``cashpos api``).
@@ -28,10 +31,11 @@ import sys
 from typing import Any
 
 import uvicorn
+from uvicorn.protocols.http import httptools_impl
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from cashpos.settings import Settings, load
-from serving.problems import PROBLEM_JSON, problem_bytes
+from serving.problems import PROBLEM_JSON, problem_bytes, send_problem
 
 BODY_GRACE_S = 2.0  # the app's own 408 (serving.limits) comes first
 
@@ -154,8 +158,19 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
 
+async def over_capacity(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """What uvicorn runs instead of the app past ``limit_concurrency`` (its own answer is a
+    text/plain 503): the same 503 as a problem."""
+    detail = "the API process is at its connection limit (CASHPOS_API_MAX_CONNECTIONS); retry shortly"
+    await send_problem(
+        send, scope, "unavailable", detail, [(b"retry-after", b"1"), (b"connection", b"close")]
+    )
+
+
 def guarded_protocol(settings: Settings) -> type[GuardedHttpToolsProtocol]:
-    """The protocol class with ``settings``' limits."""
+    """The protocol class with ``settings``' limits (and uvicorn's over-capacity answer a problem:
+    the protocol looks up its module's ``service_unavailable`` per request)."""
+    httptools_impl.service_unavailable = over_capacity  # type: ignore[assignment]  # an ASGI app too
     return type(
         "CashposHttpProtocol",
         (GuardedHttpToolsProtocol,),

@@ -13,11 +13,11 @@ from typing import Annotated
 
 import msgspec
 from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import ORJSONResponse
 
 from access.policy import GRANTS, Permission, Principal, Role, ScopeError
 from access.tokens import TokenRecord, csrf_for, now_ms, principal_of
 from cashpos.refdata import governments
+from serving.problems import Problem, field_of
 from serving.security import (
     CSRF_COOKIE,
     SESSION_COOKIE,
@@ -25,6 +25,7 @@ from serving.security import (
     principal,
     require,
 )
+from serving.wire import ExactJSONResponse
 
 router = APIRouter(tags=["access"])
 MAX_SESSION_S = 12 * 3600
@@ -60,11 +61,11 @@ def _decode(body: bytes, typ: type) -> object:
     try:
         return msgspec.json.decode(body, type=typ)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        raise HTTPException(422, str(exc)) from exc
+        raise Problem("invalid_request", str(exc), field=field_of(str(exc))) from exc
 
 
 @router.post("/v1/session", summary="Sign in: exchange a token for an HttpOnly session cookie")
-async def sign_in(request: Request) -> ORJSONResponse:
+async def sign_in(request: Request) -> ExactJSONResponse:
     body = _decode(await request.body(), SignIn)
     assert isinstance(body, SignIn)
     st = request.app.state
@@ -79,7 +80,7 @@ async def sign_in(request: Request) -> ORJSONResponse:
     if rec.expires_ms:
         max_age = max(1, min(max_age, (rec.expires_ms - now_ms()) // 1000))
     secure = request.url.scheme == "https" or os.environ.get("CASHPOS_COOKIE_SECURE") == "1"
-    resp = ORJSONResponse(whoami(p, rec))
+    resp = ExactJSONResponse(whoami(p, rec))
     resp.set_cookie(
         SESSION_COOKIE, body.token, max_age=max_age, httponly=True, secure=secure, samesite="strict", path="/"
     )
@@ -100,17 +101,17 @@ async def sign_in(request: Request) -> ORJSONResponse:
     summary="Who am I: role, permissions and the governments in scope",
     dependencies=[require(Permission.REFDATA)],
 )
-async def get_session(request: Request) -> ORJSONResponse:
-    return ORJSONResponse(whoami(principal(request)))
+async def get_session(request: Request) -> ExactJSONResponse:
+    return ExactJSONResponse(whoami(principal(request)))
 
 
 @router.delete(
     "/v1/session", summary="Sign out (clears the session cookies)", dependencies=[require(Permission.REFDATA)]
 )
-async def sign_out(request: Request) -> ORJSONResponse:
+async def sign_out(request: Request) -> ExactJSONResponse:
     p = principal(request)
     await audit_write(request, p, "sign_out")
-    resp = ORJSONResponse({"signed_out": True})
+    resp = ExactJSONResponse({"signed_out": True})
     resp.delete_cookie(SESSION_COOKIE, path="/")
     resp.delete_cookie(CSRF_COOKIE, path="/")
     return resp
@@ -121,9 +122,9 @@ async def sign_out(request: Request) -> ORJSONResponse:
     summary="Every token's record (never the token itself)",
     dependencies=[require(Permission.TOKENS)],
 )
-async def list_tokens(request: Request) -> ORJSONResponse:
+async def list_tokens(request: Request) -> ExactJSONResponse:
     now = now_ms()
-    return ORJSONResponse({"tokens": [r.public(now) for r in await request.app.state.tokens.all()]})
+    return ExactJSONResponse({"tokens": [r.public(now) for r in await request.app.state.tokens.all()]})
 
 
 @router.post(
@@ -132,7 +133,7 @@ async def list_tokens(request: Request) -> ORJSONResponse:
     summary="Create a token; the response is the only time it is shown",
     dependencies=[require(Permission.TOKENS)],
 )
-async def create_token(request: Request) -> ORJSONResponse:
+async def create_token(request: Request) -> ExactJSONResponse:
     p = principal(request)
     body = _decode(await request.body(), NewToken)
     assert isinstance(body, NewToken)
@@ -141,14 +142,14 @@ async def create_token(request: Request) -> ORJSONResponse:
             body.role, body.orgs, body.name, body.expires_days, body.rate_per_s
         )
     except ScopeError as exc:
-        raise HTTPException(422, str(exc)) from exc
+        raise Problem("invalid_request", str(exc), field="orgs") from exc
     await audit_write(
         request,
         p,
         "token_create",
         detail={"created": rec.id, "role": str(rec.role), "orgs": rec.orgs, "name": rec.name},
     )
-    return ORJSONResponse({"token": token, **rec.public(now_ms())}, status_code=201)
+    return ExactJSONResponse({"token": token, **rec.public(now_ms())}, status_code=201)
 
 
 @router.delete(
@@ -156,10 +157,10 @@ async def create_token(request: Request) -> ORJSONResponse:
     summary="Revoke a token (takes effect within seconds)",
     dependencies=[require(Permission.TOKENS)],
 )
-async def revoke_token(request: Request, token_id: str) -> ORJSONResponse:
+async def revoke_token(request: Request, token_id: str) -> ExactJSONResponse:
     p = principal(request)
     rec = await request.app.state.tokens.revoke(token_id)
     if rec is None:
         raise HTTPException(404, f"no token {token_id}")
     await audit_write(request, p, "token_revoke", detail={"revoked": token_id})
-    return ORJSONResponse(rec.public(now_ms()))
+    return ExactJSONResponse(rec.public(now_ms()))
