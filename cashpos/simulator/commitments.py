@@ -175,32 +175,18 @@ class Commitments:
             heapreplace(fu, (max(times[i], t), self._seq, rec))
         else:
             heappop(fu)  # closed: forget it
+        body: dict[str, Any] = {
+            "event_id": self._next_id(),
+            "org_code": self._orgs[g],
+            "account": account,
+            "fiscal_year": fy,
+            "kind": kind,
+            "amount": amount,
+            "occurred_at": ts,
+            "source": "e-hojo",
+            "commitment_id": cid,
+        }
         if kind == "commitment_carry_forward":
             rec[2] = fy + 1  # paid as next year's from now on
-            return orjson.dumps(
-                {
-                    "event_id": self._next_id(),
-                    "org_code": self._orgs[g],
-                    "account": account,
-                    "fiscal_year": fy,
-                    "kind": kind,
-                    "amount": amount,
-                    "occurred_at": ts,
-                    "source": "e-hojo",
-                    "commitment_id": cid,
-                    "basis": "explicit",
-                }
-            )
-        return orjson.dumps(
-            {
-                "event_id": self._next_id(),
-                "org_code": self._orgs[g],
-                "account": account,
-                "fiscal_year": fy,
-                "kind": kind,
-                "amount": amount,
-                "occurred_at": ts,
-                "source": "e-hojo",
-                "commitment_id": cid,
-            }
-        )
+            body["basis"] = "explicit"
+        return orjson.dumps(body)
