@@ -55,14 +55,10 @@ def simulator(seed: int, start: str | None = None):
     21 January, on both topics) inside the run."""
     import datetime as dt
 
-    from cashpos.calendar import KST
+    from cashpos.calendar import KST, korea_time
     from cashpos.simulator import Simulator
 
-    at = (
-        dt.datetime.fromisoformat(start).replace(tzinfo=KST)
-        if start
-        else dt.datetime(2026, 11, 16, 9, 0, tzinfo=KST)
-    )
+    at = korea_time(start) if start else dt.datetime(2026, 11, 16, 9, 0, tzinfo=KST)
     return Simulator(seed=seed, start=at, speed=144.0, rate=1000.0)
 
 

@@ -52,6 +52,13 @@ def is_business_day(d: dt.date) -> bool:
     return d.weekday() < 5 and d not in holidays(d.year)
 
 
+def korea_time(iso: str) -> dt.datetime:
+    """An ISO 8601 instant from a command line: with its offset as given, or, without one, in
+    Korea time."""
+    at = dt.datetime.fromisoformat(iso)
+    return at if at.tzinfo is not None else at.replace(tzinfo=KST)
+
+
 def korean_date(at: dt.datetime) -> dt.date:
     """The date in Korea at this instant. Raises OverflowError for an instant with no date in
     Korea time (year 1 east of UTC, year 9999 west of it)."""

@@ -50,10 +50,10 @@ def _simulate(args: argparse.Namespace) -> int:
     async def main() -> int:
         import datetime as dt
 
-        from cashpos.calendar import KST
+        from cashpos.calendar import KST, korea_time
 
         await ensure_topics(s)
-        start = dt.datetime.fromisoformat(args.start) if args.start else dt.datetime.now(KST)
+        start = korea_time(args.start) if args.start else dt.datetime.now(KST)
         sim = Simulator(
             seed=args.seed,
             speed=args.speed,
@@ -78,9 +78,7 @@ def _simulate(args: argparse.Namespace) -> int:
                 )
         async with Publisher(s) as pub:
             opening = 0 if args.no_opening_balances else await pub.send_many(sim.opening_balances())
-            until = dt.datetime.fromisoformat(args.until) if args.until else None
-            if until is not None and until.tzinfo is None:
-                until = until.replace(tzinfo=KST)
+            until = korea_time(args.until) if args.until else None
             return opening + await run(pub, sim, total=args.total, until=until)
 
     n = asyncio.run(main())

@@ -81,3 +81,11 @@ def test_office_minutes_skip_nights_weekends_and_holidays() -> None:
     # 추석 2026: 24-26 September (Thu-Sat)
     assert office_minutes_between(kst_ms("2026-09-23T17:00"), kst_ms("2026-09-28T09:30")) == 90
     assert office_minutes_between(kst_ms("2026-11-23T10:00"), kst_ms("2026-11-23T10:00")) == 0
+
+
+def test_a_command_line_time_keeps_its_offset_or_is_read_in_korea() -> None:
+    from cashpos.calendar import KST, korea_time
+
+    assert korea_time("2027-01-20T09:00") == dt.datetime(2027, 1, 20, 9, 0, tzinfo=KST)
+    assert korea_time("2027-01-20T09:00Z") == dt.datetime(2027, 1, 20, 18, 0, tzinfo=KST)
+    assert korea_time("2026-12-20").utcoffset() == dt.timedelta(hours=9)
