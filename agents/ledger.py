@@ -42,7 +42,8 @@ from cashpos.metrics import ProcessorMetrics
 from cashpos.names import RedisKeys, Topics, side_of_topic
 from cashpos.refdata import governments
 from cashpos.settings import Settings
-from state.ledger import Ledger, PosKey
+from state.fate_projection import FateBatch, FateStore, batch_fates
+from state.ledger import Changes, Ledger, PosKey
 from state.partition import fold_partition
 from state.projection import RECENT_DEADLETTERS, Prepared, Projection
 from state.store import Store
@@ -58,6 +59,7 @@ log = logging.getLogger("cashpos.ledger")
 
 _Work = list[tuple[TopicPartition, list[RawRecord]]]  # a batch: records to fold, per partition
 _Dead = list[tuple[Rejection, TopicPartition, RawRecord]]
+UNSENT_FATES_MAX = 1_000_000  # verdicts held while Redis is down (~200 MB at most); then counted, dropped
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -102,6 +104,8 @@ class LedgerWorker:
         self.producer: AIOKafkaProducer | None = None
         self.redis: aioredis.Redis | None = None
         self.projection: Projection | None = None
+        self.fates: FateStore | None = None
+        self.unsent_fates = FateBatch()  # verdicts not yet in Redis (Redis down), bounded
         self.processed_batches = 0
         self._projecting: asyncio.Future[None] | None = None  # the Redis write in flight
         self._committing: asyncio.Future[None] | None = None  # the Kafka offset commit in flight
@@ -114,6 +118,7 @@ class LedgerWorker:
         s = self.settings
         self.redis = aioredis.from_url(s.redis_url, socket_timeout=2, socket_connect_timeout=2)
         self.projection = Projection(self.redis, self.keys, s.worker_id)
+        self.fates = FateStore(self.redis, self.keys, s.fate_retention_days)
         self.producer = AIOKafkaProducer(**s.kafka_client_args(), acks="all", linger_ms=5)
         await self.producer.start()
         install_lean_records()
@@ -386,8 +391,9 @@ class LedgerWorker:
         m.state_write_seconds.observe(time.perf_counter() - t1)
         ledger.journal.clear()
         ledger.commitments.clear()
-        # 3. the serving copy
-        await self._project(changes.index.keys(), changes.last_event_ms, last_ts)
+        # 3. the serving copy, then each event's fate
+        fates = self._fates(changes, dead, last_ts)
+        await self._project(changes.index.keys(), changes.last_event_ms, last_ts, fates)
         for hook in self.hooks:
             await hook.after_commit()
 
@@ -526,14 +532,31 @@ class LedgerWorker:
             return
         self.recent_dead.clear()
 
-    async def _project(self, changed: Iterable[PosKey], last_event_ms: int, last_ts: int) -> None:
+    def _fates(self, changes: Changes, dead: _Dead, last_ts: int) -> FateBatch:
+        """The batch's verdicts for GET /v1/events/{org}/{id}. None for a backlog older than
+        the window, nor for partitions still re-folding what their previous owner had done
+        (it wrote those verdicts; the batch that crosses into new records writes them all)."""
+        now = int(time.time() * 1000)
+        if last_ts and now - last_ts > self.settings.fate_retention_days * 86_400_000:
+            return FateBatch()
+        behind = {tp.partition for tp, nxt in self.next_offsets.items() if nxt < self.replay_until.get(tp, 0)}
+        skip = [o for o, p in self.org_partition.items() if p in behind] if behind else ()
+        refused = (
+            (rej.reason, rej.detail, tp.topic, tp.partition, r.offset, r.key, r.value) for rej, tp, r in dead
+        )
+        return batch_fates(changes, self.ledger.positions, refused, now, skip)
+
+    async def _project(
+        self, changed: Iterable[PosKey], last_event_ms: int, last_ts: int, fates: FateBatch | None = None
+    ) -> None:
         """Encode the batch's positions now and send them while the next batch is folded: the
         worker waits for Redis only before the next projection, which keeps the writes in order
         (measured ≈ 0.3 µs per event of waiting for the Lua call, off the hot path now)."""
         assert self.projection is not None
         await self.projection_done()
-        if not self.redis_ok:
-            return  # housekeeping re-seeds everything once Redis answers again
+        if not self.redis_ok:  # housekeeping re-seeds everything once Redis answers again
+            self._keep_fates(fates)
+            return
         seeds = self._seedable(self.pending_seed)
         self.pending_seed -= seeds
         changed = list(changed)
@@ -541,7 +564,7 @@ class LedgerWorker:
             self.ledger.positions, changed, seeds, last_event_ms, self.ledger.closed
         )
         self._projecting = asyncio.ensure_future(
-            self._send_projection(call, changed, seeds, last_event_ms, last_ts)
+            self._send_projection(call, changed, seeds, last_event_ms, last_ts, fates)
         )
 
     async def projection_done(self) -> None:
@@ -551,9 +574,15 @@ class LedgerWorker:
             await task
 
     async def _send_projection(
-        self, call: Prepared | None, changed: list[PosKey], seeds: set[str], last_event_ms: int, last_ts: int
+        self,
+        call: Prepared | None,
+        changed: list[PosKey],
+        seeds: set[str],
+        last_event_ms: int,
+        last_ts: int,
+        fates: FateBatch | None = None,
     ) -> None:
-        assert self.projection is not None
+        assert self.projection is not None and self.fates is not None
         t = time.perf_counter()
         try:
             missing = await self.projection.send(call)
@@ -564,7 +593,10 @@ class LedgerWorker:
                 await self.projection.notify(orgs, last_event_ms)
             if seeds:
                 self.metrics.redis_reseeds.inc(len(seeds))
+            if fates:  # after the positions: an ``applied`` read then finds its version
+                await self.fates.write(fates, int(time.time() * 1000))
         except Exception as exc:  # noqa: BLE001 - Redis down: keep folding, re-seed when it is back
+            self._keep_fates(fates)
             self.pending_seed |= seeds
             self.redis_ok = False
             self.metrics.redis_errors.inc()
@@ -573,6 +605,16 @@ class LedgerWorker:
         self.metrics.redis_write_seconds.observe(time.perf_counter() - t)
         if last_ts:
             self.metrics.event_to_visible.observe(max(0.0, time.time() - last_ts / 1000))
+
+    def _keep_fates(self, fates: FateBatch | None) -> None:
+        """Hold verdicts Redis did not take (written again once it answers), up to a bound."""
+        if not fates:
+            return
+        held = sum(len(v) for v in self.unsent_fates.writes.values())
+        if held >= UNSENT_FATES_MAX:
+            self.metrics.fates_dropped.inc(sum(len(v) for v in fates.writes.values()))
+            return
+        self.unsent_fates.extend(fates)
 
     def _seedable(self, orgs: Iterable[str]) -> set[str]:
         """Governments whose state may be marked complete in Redis: their partitions have caught
@@ -617,6 +659,9 @@ class LedgerWorker:
                         log.info("redis is back: re-seeded %d governments", len(seeds))
                     self.redis_ok = True
                 await self._remember_dead_letters()
+                if self.unsent_fates and self.fates is not None:
+                    await self.fates.write(self.unsent_fates, int(time.time() * 1000))
+                    self.unsent_fates = FateBatch()
                 async with self.redis.pipeline(transaction=False) as pipe:
                     pipe.set(
                         self.keys.worker_metrics(self.settings.worker_id),

@@ -67,6 +67,11 @@ class ProcessorMetrics:
         self.redis_reseeds = Counter(
             "cashpos_redis_reseeds_total", "Governments re-seeded into Redis from state", registry=r
         )
+        self.fates_dropped = Counter(
+            "cashpos_event_fates_dropped_total",
+            "Event verdicts not recorded for GET /v1/events (Redis down past the held bound)",
+            registry=r,
+        )
         self.event_to_visible = Histogram(
             "cashpos_event_to_redis_seconds",
             "From the Kafka record timestamp to its balance written to Redis",

@@ -113,6 +113,15 @@ class RedisKeys:
     def worker_metrics_pattern(self) -> str:
         return f"{self.namespace}:metrics:*"
 
+    def fates(self, org_code: str, day: int) -> str:
+        """Hash per government and Korean day (``kst_day``): the fate of each submitted event
+        (fields and values: ``state/fate_projection.py``), expiring after the retention."""
+        return f"{self.namespace}:fate:{org_code}:{day}"
+
+    @property
+    def fates_pattern(self) -> str:
+        return f"{self.namespace}:fate:*"
+
     @property
     def deadletters_recent(self) -> str:
         """List: the most recent dead letters (JSON), newest first, capped."""

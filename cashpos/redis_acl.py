@@ -5,8 +5,9 @@ user        may
 ==========  ==========================================================================
 processor   read and write the namespace's keys, publish on its channels (the workers,
             ``cashpos reconcile``)
-api         read the namespace's keys; write only acknowledgements, threshold overrides and
-            tokens; publish/subscribe on its channels (the HTTP API)
+api         read the namespace's keys; write only acknowledgements, threshold overrides,
+            tokens and the record of submitted events (their fates); publish/subscribe on
+            its channels (the HTTP API)
 admin       read and write the namespace's keys (``cashpos token``, operators)
 ==========  ==========================================================================
 
@@ -51,7 +52,7 @@ def rules(namespace: str, role: str) -> list[str]:
     if role in ("processor", "admin"):
         keys = [f"~{k.pattern}"]
     elif role == "api":
-        keys = [f"%R~{k.pattern}", f"~{k.alerts_acks}", f"~{k.thresholds}", f"~{k.tokens}"]
+        keys = [f"%R~{k.pattern}", f"~{k.alerts_acks}", f"~{k.thresholds}", f"~{k.tokens}", f"~{k.fates_pattern}"]
     else:
         raise ValueError(f"unknown service account {role!r}; one of {', '.join(ROLES)}")
     return ["reset", "on", "resetchannels", f"&{k.pattern}", *keys, *_COMMANDS]

@@ -236,6 +236,19 @@ class Settings:
         "Largest accepted event (message value and POST /v1/events body), in bytes; larger is",
         "`oversized`.",
     )
+    fate_retention_days: int = _setting(
+        "FATE_RETENTION_DAYS",
+        "7",
+        _int,
+        "Days the fate of each submitted event stays answerable at GET /v1/events/{org}/{id}",
+        "(Redis: about 150 bytes an event); older ids answer 404 `unknown_event`.",
+    )
+    max_batch_events: int = _setting(
+        "MAX_BATCH_EVENTS",
+        "500",
+        _int,
+        "Most events in one POST /v1/events:batch (its body may be this many times max_event_bytes).",
+    )
     session_timeout_ms: int = _setting(
         "SESSION_TIMEOUT_MS",
         "6000",

@@ -4,7 +4,7 @@
   (``serving.server``'s HTTP protocol refuses them while they arrive, before they are buffered in
   full; this check holds whatever server runs the app.)
 * Body: ``POST /v1/events`` at most ``max_event_bytes`` (the event contract's maximum message),
-  every other request at most ``max_body_bytes``, else **413**: refused up front on its
+  ``POST /v1/events:batch`` at most ``max_batch_events`` such events, every other request at most ``max_body_bytes``, else **413**: refused up front on its
   ``Content-Length``, and for a chunked body as soon as what was read passes the limit (the rest
   is never read: the answer closes the connection).
 * Time: once its headers are in, a request's body must arrive within ``body_timeout_seconds``,
@@ -24,6 +24,7 @@ from serving.problems import send_problem
 Scope = dict[str, Any]
 CLOSE = [(b"connection", b"close")]
 EVENTS = ("POST", "/v1/events")
+BATCH = ("POST", "/v1/events:batch")
 
 
 class Refused(Exception):
@@ -52,10 +53,14 @@ class RequestLimits:
         self.max_header = settings.max_header_bytes
         self.max_body = settings.max_body_bytes
         self.max_event = settings.max_event_bytes
+        # a batch: its events and a separator each (NDJSON newlines, or a JSON array's commas)
+        self.max_batch = settings.max_batch_events * (settings.max_event_bytes + 2) + 2
         self.body_timeout = settings.body_timeout_seconds
 
     def body_limit(self, method: str, path: str) -> int:
-        return self.max_event if (method, path) == EVENTS else self.max_body
+        if (method, path) == EVENTS:
+            return self.max_event
+        return self.max_batch if (method, path) == BATCH else self.max_body
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":

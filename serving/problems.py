@@ -200,6 +200,38 @@ TYPES: dict[str, ProblemType] = {
             for reason, about in REASONS.items()
             if reason not in STATEFUL_REASONS and reason != "internal_error"
         ),
+        # The fate of a submitted event (serving/ingest.py, serving/events.py).
+        ProblemType(
+            "event_id_conflict",
+            409,
+            "Event id already used with other content",
+            "An event with this event_id (and side) was submitted or applied before with different "
+            "content. Nothing was published: the processor would refuse it (the dead letters' "
+            "event_id_conflict). Use a new event_id for a new event; to undo one, submit a reversal.",
+        ),
+        ProblemType(
+            "unknown_event",
+            404,
+            "No such event",
+            "No event with this id was submitted through the API or decided by the processor within "
+            "the fate's retention (CASHPOS_FATE_RETENTION_DAYS). Check the government and the id; an "
+            "event published straight to Kafka is known once the processor has decided it.",
+        ),
+        ProblemType(
+            "ambiguous_event_id",
+            409,
+            "The id names two events",
+            "A receipt (revenue) and an expenditure event of this government share the event_id "
+            "(each side has its own ids). Ask again with side=revenue or side=expenditure.",
+        ),
+        ProblemType(
+            "invalid_batch",
+            422,
+            "Batch body refused",
+            "POST /v1/events:batch takes a JSON array of events, or NDJSON (Content-Type "
+            "application/x-ndjson) with one event a line, at most CASHPOS_MAX_BATCH_EVENTS of them. "
+            "Nothing was published.",
+        ),
         ProblemType(
             "http_error",
             400,

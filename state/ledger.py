@@ -52,6 +52,11 @@ def scoped_id(kind: str, event_id: str) -> str:
     return (REVENUE_TAG if kind == "receipt" else EXPENDITURE_TAG) + event_id
 
 
+def side_scoped_id(side: str, event_id: str) -> str:
+    """The journal's name for an event read from ``side``'s topic (a close has one per side)."""
+    return (REVENUE_TAG if side == REVENUE else EXPENDITURE_TAG) + event_id
+
+
 def unscoped_id(scoped: str) -> str:
     """The event_id a source system sent, from a journal name (``scoped_id``)."""
     return scoped[2:]
@@ -127,6 +132,8 @@ class Changes:
     # per changed position: [(occurred_ms, scoped id, cash delta, committed delta), ...]
     index: dict[PosKey, list[tuple[int, str, int, int]]] = field(default_factory=dict)
     closed: dict[tuple[str, str], int] = field(default_factory=dict)  # (org, side) -> fiscal year
+    # the duplicates dropped, for their fate (state/fate_projection.py): (org, scoped id, source)
+    copies: list[tuple[str, str, Source | None]] = field(default_factory=list)
     applied: int = 0
     duplicates: int = 0
     rejected: int = 0
@@ -284,6 +291,7 @@ class Ledger:
         if seen is not None:
             if seen.raw == raw or decode(seen.raw, max_bytes=len(seen.raw)) == ev:
                 self.changes.duplicates += 1
+                self.changes.copies.append((key[0], key[1], source))
                 return DUPLICATE
             return self._reject("event_id_conflict", f"{ev.event_id} was applied with other content")
         done = self.closed[side].get(ev.org_code)
