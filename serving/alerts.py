@@ -21,6 +21,9 @@ from access.policy import Permission
 from alerts.config import AlertConfig, Override, Resolver, config_from_env
 from alerts.model import RULES
 from cashpos.refdata import governments
+from serving import models, paging
+from serving.caching import conditional
+from serving.openapi import json_body
 from serving.problems import Problem, field_of, problem_doc, problem_response
 from serving.security import audit_write, check, principal, require
 from serving.wire import ExactJSONResponse
@@ -39,13 +42,29 @@ _STATES = {
 _SEVERITY_RANK = {"critical": 0, "warning": 1, "info": 2}
 
 
-def _listing_order(a: Mapping[str, Any]) -> tuple[bool, int, int]:
-    """Open before resolved, the most severe first, then the newest (an alert is decoded JSON)."""
+def _listing_order(a: Mapping[str, Any]) -> tuple[int, int, int, str]:
+    """Open before resolved, the most severe first, then the newest, then by id (a total order:
+    the paging key). An alert is decoded JSON."""
     return (
-        a.get("state") == "resolved",
+        int(a.get("state") == "resolved"),
         _SEVERITY_RANK.get(str(a.get("severity")), 3),
         -int(a.get("resolved_ms") or a.get("raised_ms") or 0),
+        str(a.get("id")),
     )
+
+
+def _after(cursor: str | None, filters: str) -> tuple[int, int, int, str] | None:
+    key = paging.decode(cursor, "alerts", filters)
+    if key is None:
+        return None
+    if not (
+        isinstance(key, list)
+        and len(key) == 4
+        and all(isinstance(k, int) for k in key[:3])
+        and isinstance(key[3], str)
+    ):
+        raise Problem("invalid_cursor", "cursor holds no alert position", field="cursor")
+    return (key[0], key[1], key[2], key[3])
 
 
 class AckBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -76,6 +95,9 @@ def _unprocessable(detail: str, field: str | None = None) -> Problem:
 @router.get(
     "/v1/alerts",
     summary="Alerts in the caller's scope, newest first (default: the open ones)",
+    description="Conditional: a strong ETag of the body; If-None-Match with it answers 304.",
+    response_model=models.AlertList,
+    responses={304: {"description": "not modified"}},
     dependencies=[require(Permission.READ)],
 )
 async def list_alerts(
@@ -86,7 +108,8 @@ async def list_alerts(
     state: str = Query(
         "open", description="open (raised or acknowledged) | raised | acknowledged | resolved | all"
     ),
-    limit: int = Query(500, ge=1, le=5000),
+    limit: int = paging.limit_param(500, 5000, "alerts"),
+    cursor: str | None = paging.cursor_param(),
 ) -> Response:
     p = principal(request)  # permission and scope: checked by require()
     if org is not None and org not in governments():
@@ -96,6 +119,7 @@ async def list_alerts(
     states = _STATES.get(state)
     if states is None:
         raise _unprocessable(f"state must be one of {', '.join(_STATES)}", "state")
+    after = _after(cursor, paging.filters_digest(org=org, province=province, rule=rule, state=state))
     alerts = await _projection(request).list(open_="resolved" != state, resolved=state in ("resolved", "all"))
     out = [
         a
@@ -107,7 +131,16 @@ async def list_alerts(
         and (province is None or province in (a.get("province_code"), a.get("province_name")))
     ]
     out.sort(key=_listing_order)
-    return ExactJSONResponse({"alerts": out[:limit], "count": len(out)})
+    start = 0
+    if after is not None:
+        start = next((i for i, a in enumerate(out) if _listing_order(a) > after), len(out))
+    page = out[start : start + limit]
+    nxt = None
+    if start + limit < len(out):
+        filters = paging.filters_digest(org=org, province=province, rule=rule, state=state)
+        nxt = paging.encode("alerts", list(_listing_order(page[-1])), filters)
+    body = {"alerts": page, "count": len(out), "next": nxt}
+    return conditional(request, ExactJSONResponse(body, headers=paging.link_next(request, nxt)))
 
 
 def _in_scope(request: Request, a: dict[str, object] | None, alert_id: str) -> dict[str, object]:
@@ -122,15 +155,23 @@ def _in_scope(request: Request, a: dict[str, object] | None, alert_id: str) -> d
 @router.get(
     "/v1/alerts/{alert_id}",
     summary="One alert (open or recently resolved)",
+    description="Conditional: a strong ETag of the body; If-None-Match with it answers 304.",
+    response_model=models.Alert,
+    responses={304: {"description": "not modified"}},
     dependencies=[require(Permission.READ)],
 )
 async def get_alert(request: Request, alert_id: str) -> Response:
-    return ExactJSONResponse(_in_scope(request, await _projection(request).get(alert_id), alert_id))
+    alert = _in_scope(request, await _projection(request).get(alert_id), alert_id)
+    return conditional(request, ExactJSONResponse(alert))
 
 
 @router.post(
     "/v1/alerts/{alert_id}/ack",
     summary='Acknowledge an open alert (as the signed-in principal; optional body {"by": note})',
+    response_model=models.Alert,
+    openapi_extra=json_body(
+        AckBody, "optional: a note on who acknowledged (the principal is recorded anyway)", required=False
+    ),
     responses={
         404: problem_doc("no such alert (reason not_found)"),
         409: problem_doc("already resolved (reason alert_resolved, with the alert)"),
@@ -204,6 +245,7 @@ async def _thresholds_body(request: Request, org_code: str, account: str) -> dic
 @router.get(
     "/v1/thresholds/{org_code}/{account}",
     summary="Effective alert thresholds of one account (account * = government-wide)",
+    response_model=models.ThresholdsView,
     dependencies=[require(Permission.REFDATA)],
 )
 async def get_thresholds(request: Request, org_code: str, account: str) -> Response:
@@ -218,6 +260,8 @@ async def get_thresholds(request: Request, org_code: str, account: str) -> Respo
 @router.put(
     "/v1/thresholds/{org_code}/{account}",
     summary="Set (replace) the threshold override of one account; takes effect within seconds",
+    response_model=models.ThresholdsView,
+    openapi_extra=json_body(Override, "the override: only the members to set (floor_krw null: no floor)"),
     responses={
         422: problem_doc(
             "invalid: integers only, positive amounts and days (reason invalid_request, field the one at fault)"
@@ -246,6 +290,7 @@ async def put_thresholds(request: Request, org_code: str, account: str) -> Respo
 @router.delete(
     "/v1/thresholds/{org_code}/{account}",
     summary="Remove the override of one account",
+    response_model=models.ThresholdsView,
     dependencies=[require(Permission.THRESHOLDS)],
 )
 async def delete_thresholds(request: Request, org_code: str, account: str) -> Response:

@@ -28,13 +28,16 @@ from cashpos.metrics import ApiMetrics
 from cashpos.names import RedisKeys, Topics
 from cashpos.refdata import Government, governments
 from cashpos.settings import Settings, load
+from serving import models, paging
 from serving.alerts import router as alerts_router
+from serving.caching import CacheControl, figures_etag, not_modified, rows_key, tagged
 from serving.federation import WorkerMetricsCollector
 from serving.ingest import router as ingest_router
 from serving.limits import RequestLimits
 from serving.live import hub_for
 from serving.live import router as live_router
 from serving.observe import ObserveMiddleware
+from serving.openapi import install as install_openapi
 from serving.positions import STALE_AFTER_MS, NotReady, PositionReader
 from serving.problems import Problem, install, problem_doc, problem_response
 from serving.problems import router as problems_router
@@ -117,6 +120,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(AuthMiddleware, cache=app.state.token_cache)
     app.add_middleware(RequestLimits, settings=settings)
     app.add_middleware(ObserveMiddleware, metrics=metrics)
+    app.add_middleware(CacheControl)  # outermost: the middlewares' refusals of reads too
 
     # Every error is a problem (RFC 9457, ``serving.problems``): HTTP errors, validation errors
     # and unexpected exceptions here; the middlewares' own refusals send theirs.
@@ -182,45 +186,90 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def root() -> RedirectResponse:
         return RedirectResponse("/dashboard/")
 
-    @app.get("/v1/governments", summary="The governments in the caller's scope, with their province")
-    async def list_governments(p: Annotated[Principal, require(Permission.REFDATA)]) -> dict[str, object]:
-        return {"governments": [_gov_dict(g, False) for g in governments().values() if p.covers(g.org_code)]}
+    @app.get(
+        "/v1/governments",
+        summary="The governments in the caller's scope, with their province (reference-data order)",
+        response_model=models.GovernmentList,
+    )
+    async def list_governments(
+        request: Request,
+        p: Annotated[Principal, require(Permission.REFDATA)],
+        limit: int = paging.limit_param(300, 1000, "governments"),
+        cursor: str | None = paging.cursor_param(),
+    ) -> ExactJSONResponse:
+        # The default page holds all 243: the dashboard reads the list in one request.
+        after = paging.decode(cursor, "governments")
+        govs = governments()
+        if after is not None and after not in govs:
+            raise Problem("invalid_cursor", "cursor names no government", field="cursor")
+        codes = list(govs)
+        start = codes.index(after) + 1 if after is not None else 0
+        page: list[Government] = []
+        more = False
+        for code in codes[start:]:
+            if not p.covers(code):
+                continue
+            if len(page) == limit:
+                more = True
+                break
+            page.append(govs[code])
+        nxt = paging.encode("governments", page[-1].org_code) if more else None
+        return ExactJSONResponse(
+            {"governments": [_gov_dict(g, False) for g in page], "next": nxt},
+            headers=paging.link_next(request, nxt),
+        )
 
     @app.get(
         "/v1/governments/{org_code}",
         summary="One government with its chart of accounts",
+        response_model=models.GovernmentDetail,
         dependencies=[require(Permission.REFDATA)],
     )
-    async def get_government(org_code: str) -> dict[str, object]:
-        return _gov_dict(gov_or_404(org_code), True)
+    async def get_government(org_code: str) -> ExactJSONResponse:
+        return ExactJSONResponse(_gov_dict(gov_or_404(org_code), True))
+
+    fy_param = Query(None, description="only this fiscal year (default: every open and recent one)")
 
     @app.get(
         "/v1/positions/{org_code}",
         summary="Every account's cash, committed and available",
+        description="Conditional: a weak ETag over the positions' versions (serving/caching.py); "
+        "If-None-Match with it answers 304.",
+        response_model=models.GovernmentPositions,
+        responses={304: {"description": "not modified: the figures are those of the ETag sent"}},
         dependencies=[require(Permission.READ)],
     )
-    async def get_positions(
-        request: Request, org_code: str, fiscal_year: int | None = Query(None)
-    ) -> ExactJSONResponse:
+    async def get_positions(request: Request, org_code: str, fiscal_year: int | None = fy_param) -> Response:
         gov_or_404(org_code)
         body = await request.app.state.reader.government(org_code, fiscal_year)
-        return await with_status(request, body)
+        accounts = body["accounts"]
+        assert isinstance(accounts, list)
+        etag = figures_etag("government", org_code, fiscal_year, rows_key(accounts))
+        return not_modified(request, etag) or tagged(await with_status(request, body), etag)
 
     @app.get(
         "/v1/positions/{org_code}/{account}",
         summary="One account's position per fiscal year",
+        description="Conditional: a weak ETag over the positions' versions (serving/caching.py); "
+        "If-None-Match with it answers 304.",
+        response_model=models.AccountPositions,
+        responses={304: {"description": "not modified: the figures are those of the ETag sent"}},
         dependencies=[require(Permission.READ)],
     )
     async def get_account(
-        request: Request, org_code: str, account: str, fiscal_year: int | None = Query(None)
-    ) -> ExactJSONResponse:
+        request: Request, org_code: str, account: str, fiscal_year: int | None = fy_param
+    ) -> Response:
         g = gov_or_404(org_code)
         if account not in g.account_codes:
             raise HTTPException(404, f"{org_code} has no account {account}")
         body = await request.app.state.reader.government(org_code, fiscal_year)
         rows = [a for a in body["accounts"] if a["account"] == account]
+        etag = figures_etag("account", org_code, account, fiscal_year, rows_key(rows))
+        unchanged = not_modified(request, etag)
+        if unchanged is not None:
+            return unchanged
         acc = next(a for a in g.accounts if a.code == account)
-        return await with_status(
+        resp = await with_status(
             request,
             {
                 "org_code": org_code,
@@ -234,28 +283,47 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "totals": {k: sum(r[k] for r in rows) for k in ("cash", "committed", "available")},
             },
         )
+        return tagged(resp, etag)
 
-    @app.get("/v1/summary", summary="Totals and one row per province, over the caller's scope")
+    @app.get(
+        "/v1/summary",
+        summary="Totals and one row per province, over the caller's scope",
+        description="Conditional: a weak ETag over the versions of the positions it adds and the "
+        "caller's scope (serving/caching.py); If-None-Match with it answers 304.",
+        response_model=models.Summary,
+        responses={304: {"description": "not modified: the figures are those of the ETag sent"}},
+    )
     async def get_summary(
         request: Request,
         p: Annotated[Principal, require(Permission.READ)],
-        fiscal_year: int | None = Query(None),
-    ) -> ExactJSONResponse:
-        body = await request.app.state.reader.summary(fiscal_year, p.orgs)
-        return await with_status(request, body)
+        fiscal_year: int | None = fy_param,
+    ) -> Response:
+        body, etag = await request.app.state.reader.summary_tagged(fiscal_year, p.orgs)
+        return not_modified(request, etag) or tagged(await with_status(request, body), etag)
 
     @app.get(
         "/v1/deadletters",
-        summary="The most recent dead letters with their reasons",
+        summary="The most recent dead letters (the last 1000 kept) with their reasons, newest first",
+        response_model=models.DeadLetterList,
         dependencies=[require(Permission.OPERATIONS)],
     )
-    async def recent_deadletters(request: Request, limit: int = Query(50, ge=1, le=500)) -> dict[str, object]:
-        items = await request.app.state.redis.lrange(keys.deadletters_recent, 0, limit - 1)
-        return {"deadletters": [orjson.loads(i) for i in items]}
+    async def recent_deadletters(
+        request: Request,
+        limit: int = paging.limit_param(50, 500, "dead letters"),
+        cursor: str | None = paging.cursor_param(),
+    ) -> ExactJSONResponse:
+        letters, nxt = await _deadletters_page(
+            request.app.state.redis, keys.deadletters_recent, paging.decode(cursor, "deadletters"), limit
+        )
+        return ExactJSONResponse(
+            {"deadletters": letters, "next": nxt}, headers=paging.link_next(request, nxt)
+        )
 
     @app.get(
         "/v1/reconciliation",
         summary="The last reconciliation's result (cashpos reconcile)",
+        response_model=models.ReconciliationReport,
+        responses={404: problem_doc("no reconciliation has run yet (reason not_found)")},
         dependencies=[require(Permission.OPERATIONS)],
     )
     async def last_reconciliation(request: Request) -> ExactJSONResponse:
@@ -264,14 +332,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise Problem("not_found", "no reconciliation has run yet")
         return ExactJSONResponse(orjson.loads(raw))
 
-    @app.get("/healthz", summary="The API process is alive")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    @app.get("/healthz", summary="The API process is alive", response_model=models.Health)
+    async def healthz() -> ExactJSONResponse:
+        return ExactJSONResponse({"status": "ok"})
 
     @app.get(
         "/readyz",
         summary="Redis answers and a processor worker is alive",
-        responses={503: problem_doc("not ready (reason not_ready)")},
+        response_model=models.Readiness,
+        responses={503: problem_doc("not ready (reason not_ready, ready false, processor)")},
     )
     async def readyz(request: Request) -> Response:
         root = request.scope.get("root_path", "")
@@ -296,4 +365,40 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(live_router)
     app.include_router(problems_router)
     app.mount("/dashboard", StaticFiles(directory=STATIC, html=True), name="dashboard")
+    install_openapi(app)
     return app
+
+
+def _letter_id(raw: bytes | str) -> str:
+    """A dead letter's identity: its source record (``topic:partition:offset``)."""
+    src = orjson.loads(raw).get("source") or {}
+    return f"{src.get('topic')}:{src.get('partition')}:{src.get('offset')}"
+
+
+async def _deadletters_page(
+    r: aioredis.Redis, key: str, after: object, limit: int
+) -> tuple[list[object], str | None]:
+    """A page of the recent dead letters (a Redis list, newest first, capped) after the cursor's
+    letter. New letters are pushed at the head and old ones trimmed at the tail, so the letter a
+    cursor names is at its recorded index or further on; gone, it was trimmed, and so was
+    everything after it: the page is empty."""
+    start = 0
+    if after is not None:
+        if not (isinstance(after, list) and len(after) == 2 and isinstance(after[0], int)):
+            raise Problem("invalid_cursor", "cursor holds no dead letter", field="cursor")
+        at, ident = max(0, after[0]), after[1]
+        while True:
+            chunk: list[bytes | str] = await r.lrange(key, at, at + 255)
+            if not chunk:
+                return [], None
+            found = next((i for i, raw in enumerate(chunk) if _letter_id(raw) == ident), None)
+            if found is not None:
+                start = at + found + 1
+                break
+            at += len(chunk)
+    items: list[bytes | str] = await r.lrange(key, start, start + limit)  # one more: is there a next?
+    page = items[:limit]
+    nxt = None
+    if len(items) > limit:
+        nxt = paging.encode("deadletters", [start + limit - 1, _letter_id(page[-1])])
+    return [orjson.loads(i) for i in page], nxt

@@ -77,6 +77,7 @@ from cashpos.names import META_FIELD, RedisKeys
 from cashpos.refdata import governments
 from cashpos.settings import Settings
 from serving import wire
+from serving.openapi import COMPONENTS
 from serving.positions import Body, _rows, by_fiscal_year, iso_ms, totals
 from serving.problems import problem_doc, problem_response
 from serving.security import TokenCache, principal, require
@@ -696,7 +697,10 @@ async def hub_for(app: FastAPI) -> Hub:
     summary="Live updates as server-sent events (positions, snapshot, alerts, heartbeat)",
     response_class=StreamingResponse,
     responses={
-        200: {"content": {"text/event-stream": {}}},
+        200: {
+            "description": "the stream: server-sent events, each one a StreamEvent",
+            "content": {"text/event-stream": {"schema": {"$ref": COMPONENTS.format(name="StreamEvent")}}},
+        },
         429: problem_doc("too many open streams for this token (reason too_many_streams)"),
     },
     dependencies=[require(Permission.READ)],

@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 from cashpos.calendar import utc_stamp
 from cashpos.names import META_FIELD, RedisKeys
 from cashpos.refdata import Government, governments
+from serving.caching import figures_etag, rows_key
 from state.projection import decode_position, parse_field
 
 CUSTODY = "custody"  # 세입세출외현금: in the bank, not spendable
@@ -201,8 +202,9 @@ class PositionReader:
         self.redis = redis
         self.keys = keys
         self.memory = memory
-        # per scope: the version of the memory copy it was built from, the summary, its freshness
-        self._summaries: dict[frozenset[str] | None, tuple[int, dict[str, object], dict[str, int]]] = {}
+        # per scope: the version of the memory copy it was built from, the summary, its
+        # freshness and its ETag
+        self._summaries: dict[frozenset[str] | None, tuple[int, dict[str, object], dict[str, int], str]] = {}
 
     def _live(self, fiscal_year: int | None) -> MemoryCopy | None:
         m = self.memory
@@ -255,6 +257,12 @@ class PositionReader:
         self, fiscal_year: int | None = None, scope: frozenset[str] | None = None
     ) -> dict[str, object]:
         """Totals over ``scope`` (None: all 243; then ``national`` is the country's total)."""
+        return (await self.summary_tagged(fiscal_year, scope))[0]
+
+    async def summary_tagged(
+        self, fiscal_year: int | None = None, scope: frozenset[str] | None = None
+    ) -> tuple[dict[str, object], str]:
+        """The summary and its ETag (``serving.caching``: weak, over the versions it adds)."""
         govs = [g for g in governments().values() if scope is None or g.org_code in scope]
         m = self._live(fiscal_year)
         if m is not None:
@@ -264,19 +272,31 @@ class PositionReader:
                 if missing:
                     raise NotReady(missing)
                 totals_of = {g.org_code: m.bodies[g.org_code]["totals"] for g in govs}
-                cached = (m.version, *summarize(govs, totals_of, m.metas, scope))
+                etag = _summary_etag(fiscal_year, scope, [m.bodies[g.org_code]["accounts"] for g in govs])
+                cached = (m.version, *summarize(govs, totals_of, m.metas, scope), etag)
                 if len(self._summaries) > 1000:
                     self._summaries.clear()
                 self._summaries[scope] = cached
-            _version, body, fresh = cached
+            _version, body, fresh, etag = cached
         else:
             raws = await self.raw([g.org_code for g in govs])
             metas = {g.org_code: orjson.loads(raw[META_FIELD.encode()]) for g, raw in zip(govs, raws)}
-            totals_of = {g.org_code: totals(_rows(g, raw, fiscal_year)) for g, raw in zip(govs, raws)}
+            rows_of = {g.org_code: _rows(g, raw, fiscal_year) for g, raw in zip(govs, raws)}
+            totals_of = {o: totals(rows) for o, rows in rows_of.items()}
             body, fresh = summarize(govs, totals_of, metas, scope)
+            etag = _summary_etag(
+                fiscal_year, scope, [[r.as_dict() for r in rows_of[g.org_code]] for g in govs]
+            )
         out = dict(body)  # the cached body stays as it is
         out["freshness"] = freshness(fresh)
-        return out
+        return out, etag
+
+
+def _summary_etag(
+    fiscal_year: int | None, scope: frozenset[str] | None, accounts: list[list[dict[str, object]]]
+) -> str:
+    who = "national" if scope is None else ",".join(sorted(scope))
+    return figures_etag("summary", fiscal_year, who, [rows_key(a) for a in accounts])
 
 
 def freshness(meta: dict[str, int]) -> dict[str, object]:

@@ -37,6 +37,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from serving.models import ProblemTypeInfo
 from streams.contract import REASONS, STATEFUL_REASONS
 
 PROBLEM_JSON = "application/problem+json"
@@ -157,6 +158,14 @@ TYPES: dict[str, ProblemType] = {
             "(errors lists every one for parameters). Correct the request; do not retry as is.",
         ),
         ProblemType(
+            "invalid_cursor",
+            422,
+            "Invalid paging cursor",
+            "The cursor query parameter is not one this list issued: malformed, from another "
+            "list, or from the same list with other filters. Start again without a cursor, or "
+            "follow the list's own next (the Link header, rel=next).",
+        ),
+        ProblemType(
             "rate_limited",
             429,
             "Rate limit exceeded",
@@ -259,26 +268,14 @@ STATUS_REASONS: dict[int, str] = {
 }
 
 
-# The body's schema, for the OpenAPI ``responses`` a route declares (:func:`problem_doc`).
-PROBLEM_SCHEMA: dict[str, object] = {
-    "type": "object",
-    "required": ["type", "title", "status", "detail", "reason"],
-    "properties": {
-        "type": {"type": "string", "description": "/problems/{reason}: GET it for what it means"},
-        "title": {"type": "string"},
-        "status": {"type": "integer", "description": "the HTTP status"},
-        "detail": {"type": "string"},
-        "instance": {"type": "string"},
-        "reason": {"type": "string", "description": "stable code to branch on"},
-        "field": {"type": "string", "description": "the request field at fault"},
-    },
-    "additionalProperties": True,
-}
+# The body's schema: the model ``serving.models.Problem``, a component of the OpenAPI document
+# (``serving.openapi`` puts it there).
+PROBLEM_REF = "#/components/schemas/Problem"
 
 
 def problem_doc(description: str) -> dict[str, object]:
     """An OpenAPI ``responses`` entry answered with a problem."""
-    return {"description": description, "content": {PROBLEM_JSON: {"schema": PROBLEM_SCHEMA}}}
+    return {"description": description, "content": {PROBLEM_JSON: {"schema": {"$ref": PROBLEM_REF}}}}
 
 
 def problem_body(
@@ -443,7 +440,11 @@ async def send_problem(
 router = APIRouter(tags=["problems"])
 
 
-@router.get("/problems/{reason}", summary="What a problem type (an error's `type`) means")
+@router.get(
+    "/problems/{reason}",
+    summary="What a problem type (an error's `type`) means",
+    response_model=ProblemTypeInfo,
+)
 async def describe(reason: str) -> Response:
     t = TYPES.get(reason)
     if t is None:

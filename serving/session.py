@@ -17,6 +17,8 @@ from fastapi import APIRouter, HTTPException, Request
 from access.policy import GRANTS, Permission, Principal, Role, ScopeError
 from access.tokens import TokenRecord, csrf_for, now_ms, principal_of
 from cashpos.refdata import governments
+from serving import models, paging
+from serving.openapi import json_body
 from serving.problems import Problem, field_of
 from serving.security import (
     CSRF_COOKIE,
@@ -64,7 +66,18 @@ def _decode(body: bytes, typ: type) -> object:
         raise Problem("invalid_request", str(exc), field=field_of(str(exc))) from exc
 
 
-@router.post("/v1/session", summary="Sign in: exchange a token for an HttpOnly session cookie")
+@router.post(
+    "/v1/session",
+    summary="Sign in: exchange a token for an HttpOnly session cookie",
+    response_model=models.Session,
+    openapi_extra={
+        **json_body(SignIn, "the token to sign in with"),
+        "responses": {
+            "401": {"description": "unknown, expired or revoked token (reason unauthorized)"},
+            "503": {"description": "the token store or the audit log does not answer (reason unavailable)"},
+        },
+    },
+)
 async def sign_in(request: Request) -> ExactJSONResponse:
     body = _decode(await request.body(), SignIn)
     assert isinstance(body, SignIn)
@@ -99,6 +112,7 @@ async def sign_in(request: Request) -> ExactJSONResponse:
 @router.get(
     "/v1/session",
     summary="Who am I: role, permissions and the governments in scope",
+    response_model=models.Session,
     dependencies=[require(Permission.REFDATA)],
 )
 async def get_session(request: Request) -> ExactJSONResponse:
@@ -106,7 +120,10 @@ async def get_session(request: Request) -> ExactJSONResponse:
 
 
 @router.delete(
-    "/v1/session", summary="Sign out (clears the session cookies)", dependencies=[require(Permission.REFDATA)]
+    "/v1/session",
+    summary="Sign out (clears the session cookies)",
+    response_model=models.SignedOut,
+    dependencies=[require(Permission.REFDATA)],
 )
 async def sign_out(request: Request) -> ExactJSONResponse:
     p = principal(request)
@@ -119,18 +136,40 @@ async def sign_out(request: Request) -> ExactJSONResponse:
 
 @router.get(
     "/v1/tokens",
-    summary="Every token's record (never the token itself)",
+    summary="Every token's record (never the token itself), oldest first",
+    response_model=models.TokenList,
     dependencies=[require(Permission.TOKENS)],
 )
-async def list_tokens(request: Request) -> ExactJSONResponse:
+async def list_tokens(
+    request: Request,
+    limit: int = paging.limit_param(500, 1000, "tokens"),
+    cursor: str | None = paging.cursor_param(),
+) -> ExactJSONResponse:
+    after = paging.decode(cursor, "tokens")
+    if after is not None and not (
+        isinstance(after, list)
+        and len(after) == 2
+        and isinstance(after[0], int)
+        and isinstance(after[1], str)
+    ):
+        raise Problem("invalid_cursor", "cursor holds no token position", field="cursor")
+    recs = sorted(await request.app.state.tokens.all(), key=lambda r: (r.created_ms, r.id))
+    if after is not None:
+        recs = [r for r in recs if (r.created_ms, r.id) > (after[0], after[1])]
+    page = recs[:limit]
+    nxt = paging.encode("tokens", [page[-1].created_ms, page[-1].id]) if len(recs) > limit else None
     now = now_ms()
-    return ExactJSONResponse({"tokens": [r.public(now) for r in await request.app.state.tokens.all()]})
+    return ExactJSONResponse(
+        {"tokens": [r.public(now) for r in page], "next": nxt}, headers=paging.link_next(request, nxt)
+    )
 
 
 @router.post(
     "/v1/tokens",
     status_code=201,
     summary="Create a token; the response is the only time it is shown",
+    response_model=models.CreatedToken,
+    openapi_extra=json_body(NewToken, "the token's role, name, scope (orgs), expiry and rate limit"),
     dependencies=[require(Permission.TOKENS)],
 )
 async def create_token(request: Request) -> ExactJSONResponse:
@@ -155,6 +194,7 @@ async def create_token(request: Request) -> ExactJSONResponse:
 @router.delete(
     "/v1/tokens/{token_id}",
     summary="Revoke a token (takes effect within seconds)",
+    response_model=models.TokenInfo,
     dependencies=[require(Permission.TOKENS)],
 )
 async def revoke_token(request: Request, token_id: str) -> ExactJSONResponse:

@@ -1,0 +1,114 @@
+"""HTTP caching of the API's reads: validators (``ETag``, ``If-None-Match`` → 304) and
+``Cache-Control``.
+
+Every API read answers ``Cache-Control: private, no-cache`` (the dashboard's static files and the
+API docs excepted): a browser or client may keep the body but must ask again before using it,
+and no shared cache keeps it (bodies depend on the caller's token). Asking again is cheap where
+there is an ``ETag``: a matching ``If-None-Match`` is answered 304, with no body.
+
+The positions and summary ETags are **weak** (``W/"..."``). They are derived from what determines
+the figures, not from the body's bytes: the positions' ``version``\\ s (a position's version
+increases with each change of it), whether each fiscal year is ``final``, the fiscal-year filter
+and, for the summary, the caller's scope. Two bodies with the same ETag therefore carry the same
+money but not the same bytes: their ``freshness`` block (ages, the processor's heartbeat) and
+``as_of`` move every second. RFC 9110 (8.8.1) calls that a weak validator: semantically
+equivalent representations. (A strong ETag from the bytes would change every second and never
+match.) The alerts' ETags are strong: an alert body has no clock in it, so its bytes are the
+validator.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import Response
+
+Scope = dict[str, Any]
+
+CACHE_CONTROL = "private, no-cache"
+_CC = (b"cache-control", CACHE_CONTROL.encode())
+_UNCACHED_PREFIXES = ("/dashboard", "/docs", "/redoc", "/openapi.json")
+_TAG = re.compile(r'(?:W/)?"([^"]*)"')
+
+
+def _digest(parts: Iterable[object]) -> str:
+    h = hashlib.blake2b(digest_size=12)
+    for p in parts:
+        h.update(repr(p).encode())
+        h.update(b"\x1f")
+    return h.hexdigest()
+
+
+def rows_key(accounts: Iterable[Mapping[str, Any]]) -> list[tuple[object, ...]]:
+    """What determines one government's figures: per position its account, fiscal year,
+    version and finality."""
+    return [(a["account"], a["fiscal_year"], a["version"], a["final"]) for a in accounts]
+
+
+def figures_etag(kind: str, *parts: object) -> str:
+    """A weak ETag over what determines a body's figures (``kind``: which resource shape)."""
+    return f'W/"{_digest((kind, *parts))}"'
+
+
+def bytes_etag(body: bytes | memoryview) -> str:
+    """A strong ETag of a body without clock-dependent members (its bytes are its validator)."""
+    return f'"{hashlib.blake2b(body, digest_size=12).hexdigest()}"'
+
+
+def matches(if_none_match: str | None, etag: str) -> bool:
+    """``If-None-Match`` against the current ETag: ``*`` matches any current representation,
+    a list matches when one member does; weak comparison (RFC 9110 13.1.2: ``W/`` ignored)."""
+    if not if_none_match:
+        return False
+    if if_none_match.strip() == "*":
+        return True
+    ours = etag.removeprefix("W/")
+    return any(f'"{m}"' == ours for m in _TAG.findall(if_none_match))
+
+
+def not_modified(request: Request, etag: str) -> Response | None:
+    """The 304 answer when the request's ``If-None-Match`` matches ``etag``; else None."""
+    if matches(request.headers.get("if-none-match"), etag):
+        return Response(status_code=304, headers={"ETag": etag, "Cache-Control": CACHE_CONTROL})
+    return None
+
+
+def tagged(response: Response, etag: str) -> Response:
+    response.headers["ETag"] = etag
+    return response
+
+
+def conditional(request: Request, response: Response) -> Response:
+    """A body without clock-dependent members, with its strong ETag; 304 if the client has it."""
+    etag = bytes_etag(response.body)
+    return not_modified(request, etag) or tagged(response, etag)
+
+
+class CacheControl:
+    """Pure ASGI middleware: ``Cache-Control: private, no-cache`` on every read (GET, HEAD) the
+    API answers without one of its own (the live stream sets ``no-cache, no-transform``)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["method"] not in ("GET", "HEAD")
+            or scope["path"].startswith(_UNCACHED_PREFIXES)
+        ):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_cc(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                headers = message.get("headers") or []
+                if not any(k.lower() == b"cache-control" for k, _ in headers):
+                    message["headers"] = [*headers, _CC]
+            await send(message)
+
+        await self.app(scope, receive, send_with_cc)

@@ -1,0 +1,494 @@
+"""The API's bodies as pydantic models: the OpenAPI document's schemas (``/docs``, generated
+clients), never run on a read's hot path.
+
+Reads answer ``serving.wire.ExactJSONResponse`` built from plain dicts (FastAPI's validation and
+encoder would be most of a read's cost); the routes name these models (``response_model=``) so
+the document is typed. That the bodies match them is tested against the running API
+(tests/test_http_caching.py validates real bodies strictly: no unknown member, integers exact),
+and the mirrors of msgspec structs against their fields (tests/test_openapi.py).
+
+Money is integer KRW everywhere (``int``, JSON ``integer``, never ``number``); a total over many
+governments may pass 2^53 (``serving.wire``). Optional members that a body leaves out rather than
+sending ``null`` are marked so in their description.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from access.policy import Role
+
+Stamp = str  # an instant as cashpos.calendar.utc_stamp (ISO 8601, UTC, milliseconds)
+NEXT = Field(
+    description="The cursor of the next page (pass it as ?cursor=), or null on the last page; "
+    "the Link header (rel=next) carries the same page's URL"
+)
+
+
+# -- problems ------------------------------------------------------------------------------------
+
+
+class FieldError(BaseModel):
+    field: str = Field(description="the parameter at fault (dotted path)")
+    in_: str = Field(alias="in", description="path | query | header | cookie | body")
+    detail: str
+
+
+class Problem(BaseModel):
+    """An error (RFC 9457 problem details, ``application/problem+json``). Branch on ``reason``;
+    ``GET type`` explains it. Members past ``field`` are sent by some problems only."""
+
+    type: str = Field(description="/problems/{reason}: GET it for what the problem means")
+    title: str
+    status: int = Field(description="the HTTP status")
+    detail: str = Field(description="for people; may change")
+    reason: str = Field(description="stable code to branch on (the problem types: GET /problems/{reason})")
+    instance: str | None = None
+    field: str | None = Field(None, description="the request field at fault (left out: none)")
+    errors: list[FieldError] | None = Field(
+        None, description="invalid_request on parameters: every parameter at fault"
+    )
+    governments: list[str] | None = Field(
+        None, description="not_ready: the governments being rebuilt (at most 20)"
+    )
+    alert: Alert | None = Field(None, description="alert_resolved: the alert as it is")
+    limit: int | None = Field(None, description="too_many_streams: the streams allowed per token")
+    ready: bool | None = Field(None, description="/readyz: false")
+    processor: ProcessorStatus | None = Field(None, description="/readyz: the workers' liveness")
+
+    model_config = {"extra": "allow", "populate_by_name": True}
+
+
+class ProblemTypeInfo(BaseModel):
+    """``GET /problems/{reason}``: what a problem type means and what to do about it."""
+
+    type: str
+    reason: str
+    title: str
+    status: int
+    status_phrase: str
+    description: str
+
+
+# -- reference data ------------------------------------------------------------------------------
+
+
+class ChartAccount(BaseModel):
+    account: str = Field(description="account code (general, special_..., fund_..., custody)")
+    name: str
+    type: str = Field(description="general | special | fund | custody")
+
+
+class GovernmentRef(BaseModel):
+    org_code: str = Field(description="7-digit code of the local government")
+    name: str
+    level: str = Field(description="metropolitan | provincial | city | county | district")
+    province_code: str
+    province_name: str
+    note: str | None = Field(None, description="left out when there is none")
+
+
+class GovernmentDetail(GovernmentRef):
+    accounts: list[ChartAccount]
+
+
+class GovernmentList(BaseModel):
+    governments: list[GovernmentRef] = Field(description="the governments in the caller's scope, in order")
+    next: str | None = NEXT
+
+
+# -- positions -----------------------------------------------------------------------------------
+
+
+class Freshness(BaseModel):
+    """How current the figures are: the newest event applied, the serving copy's last write, and
+    whether the processor is alive."""
+
+    last_event_at: Stamp | None = Field(description="occurred_at of the newest event applied (null: none)")
+    last_write_at: Stamp | None = Field(description="when the processor last wrote these figures")
+    write_age_seconds: float | None = Field(description="seconds since last_write_at, at answer time")
+    stale: bool = Field(description="no processor worker has beaten within the last 10 s")
+    processor_heartbeat_age_seconds: float | None = Field(
+        description="seconds since the newest worker heartbeat (null: none ever)"
+    )
+
+
+class MoneyTotals(BaseModel):
+    cash: int = Field(description="KRW in the bank")
+    committed: int = Field(description="KRW committed (contracts, orders) but not yet paid")
+    available: int = Field(description="cash - committed")
+
+
+class Totals(MoneyTotals):
+    restricted: int = Field(description="custody cash (세입세출외현금): in the bank, not spendable")
+    spendable: int = Field(description="available outside custody accounts")
+
+
+class AccountPosition(MoneyTotals):
+    """One account's position in one fiscal year."""
+
+    account: str
+    name: str
+    type: str
+    fiscal_year: int
+    version: int = Field(description="the position's version: increases with every change of it")
+    last_event_at: Stamp | None
+    final: bool = Field(description="its fiscal year is closed (carried forward, lapsed): no more events")
+
+
+class FiscalYearTotals(Totals):
+    fiscal_year: int
+    final: bool = Field(description="every position of the year is final")
+
+
+class GovernmentPositions(BaseModel):
+    """Every account of one government; ``totals`` over all of them (while two fiscal years are
+    open, the bank's cash: a close moves a year's cash into the next, never counted twice)."""
+
+    org_code: str
+    name: str
+    province_code: str
+    province_name: str
+    as_of: Stamp | None = Field(description="the serving copy's last write")
+    freshness: Freshness
+    accounts: list[AccountPosition] = Field(description="newest fiscal year first, then chart order")
+    totals: Totals
+    fiscal_years: list[FiscalYearTotals] = Field(description="newest first")
+
+
+class AccountPositions(BaseModel):
+    """One account of one government, per fiscal year."""
+
+    org_code: str
+    name: str
+    account: str
+    account_name: str
+    type: str
+    as_of: Stamp | None
+    freshness: Freshness
+    fiscal_years: list[AccountPosition]
+    totals: MoneyTotals
+
+
+class ScopeTotals(Totals):
+    governments: int = Field(description="how many governments the totals add")
+
+
+class ProvinceTotals(ScopeTotals):
+    province_code: str
+    name: str
+
+
+class GovernmentTotals(Totals):
+    org_code: str
+    name: str
+    level: str
+    province_code: str
+
+
+class Summary(BaseModel):
+    """Totals over the caller's scope: ``national`` for a caller who sees all 243 governments,
+    else ``total`` (exactly one of the two is sent)."""
+
+    as_of: Stamp | None
+    scope: Literal["national", "partial"]
+    national: ScopeTotals | None = Field(None, description="scope national only")
+    total: ScopeTotals | None = Field(None, description="scope partial only")
+    provinces: list[ProvinceTotals]
+    governments: list[GovernmentTotals]
+    freshness: Freshness
+
+
+# -- operations ----------------------------------------------------------------------------------
+
+
+class DeadLetterSource(BaseModel):
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: str | None
+
+
+class DeadLetter(BaseModel):
+    """A refused input (streams/deadletter.py): why, where from, its bytes."""
+
+    reason: str = Field(description="the event contract's reason code (docs/events.md)")
+    detail: str
+    source: DeadLetterSource
+    value_b64: str = Field(description="the original value (its first 16 KiB), base64")
+    worker: str
+    dead_lettered_ms: int
+    value_length: int
+    value_sha256: str
+    value_truncated: bool
+    key_length: int | None
+
+
+class DeadLetterList(BaseModel):
+    deadletters: list[DeadLetter] = Field(description="newest first")
+    next: str | None = NEXT
+
+
+class Difference(BaseModel):
+    org_code: str
+    account: str
+    fiscal_year: int
+    against: str = Field(description="redis | state")
+    expected_cash: int
+    expected_committed: int
+    actual_cash: int | None
+    actual_committed: int | None
+
+
+class StateCheck(BaseModel):
+    path: str
+    mode: str = Field(description="owned | stored")
+    partitions: list[int]
+    positions_checked: int
+    diff_krw: int
+    behind: int | None
+
+
+class ReconciliationReport(BaseModel):
+    """The last ``cashpos reconcile`` (reconcile/run.py)."""
+
+    finished_ms: int
+    seconds: float
+    records_in: int
+    applied: int
+    duplicates: int
+    dead_letters: int
+    positions_checked: int
+    lagging: int
+    unseeded: int
+    diff_krw: int = Field(description="absolute KRW difference found (0: exact)")
+    differences: list[Difference]
+    state_behind: int
+    states: list[StateCheck]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class ProcessorStatus(BaseModel):
+    workers: int = Field(description="workers with a heartbeat within the last 10 s")
+    heartbeat_age_seconds: float | None
+    stale: bool
+
+
+class Readiness(BaseModel):
+    ready: Literal[True]
+    processor: ProcessorStatus
+
+
+# -- access --------------------------------------------------------------------------------------
+
+
+class Session(BaseModel):
+    """Who the caller is: the token's role, permissions and the governments in scope."""
+
+    token_id: str
+    name: str
+    role: Role
+    permissions: list[str]
+    all_governments: bool
+    orgs: list[str] = Field(description="the governments in scope, in reference-data order")
+    expires_ms: int | None = Field(None, description="POST only, when the token expires (left out: never)")
+
+
+class SignedOut(BaseModel):
+    signed_out: bool
+
+
+class TokenInfo(BaseModel):
+    """A token's record; never the token itself."""
+
+    id: str
+    name: str
+    role: Role
+    orgs: list[str]
+    created_ms: int
+    expires_ms: int = Field(description="0: never")
+    rate_per_s: int
+    revoked_ms: int | None = Field(None, description="left out: not revoked")
+    status: Literal["active", "expired", "revoked"]
+
+
+class CreatedToken(TokenInfo):
+    token: str = Field(description="the token: shown this once only")
+
+
+class TokenList(BaseModel):
+    tokens: list[TokenInfo] = Field(description="oldest first")
+    next: str | None = NEXT
+
+
+# -- alerts --------------------------------------------------------------------------------------
+
+
+class Driver(BaseModel):
+    commitment_id: str
+    open: int = Field(description="KRW still to pay")
+    due_date: str | None
+
+
+class Alert(BaseModel):
+    """A funds or operational alert (docs/alerts.md). Members a rule does not use are left out."""
+
+    id: str
+    rule: str = Field(
+        description="shortfall | below_floor | projected_shortfall | year_end | stale_data | processor_lag"
+    )
+    severity: str = Field(description="critical | warning | info")
+    state: Literal["raised", "acknowledged", "resolved"]
+    rev: int
+    seq: int
+    org_code: str = Field(description="empty for operational alerts (no government)")
+    name: str | None = None
+    province_code: str | None = None
+    province_name: str | None = None
+    account: str | None = None
+    fiscal_year: int | None = None
+    fiscal_years: list[int] | None = None
+    raised_ms: int | None = None
+    raised_at: Stamp
+    opened_at: Stamp
+    raised_event: str | None = None
+    updated_ms: int | None = None
+    resolved_ms: int | None = None
+    resolved_at: Stamp | None = None
+    resolved_event: str | None = None
+    resolution: str | None = None
+    cash: int | None = None
+    committed: int | None = None
+    available: int | None = None
+    floor: int | None = None
+    threshold: int | None = None
+    resolve_at: int | None = None
+    projected_date: str | None = None
+    projected_cash: int | None = None
+    trend_per_day: int | None = None
+    drivers: list[Driver] | None = None
+    stage_days: int | None = None
+    open_commitments: int | None = None
+    open_amount: int | None = None
+    minutes: int | None = None
+    lag_records: int | None = None
+    worker: str | None = None
+    acknowledged_by: str | None = None
+    acknowledged_ms: int | None = None
+    acknowledged_at: Stamp | None = None
+    message: str | None = None
+    change: str | None = Field(
+        None, description="the last change: raised | updated | resolved | acknowledged"
+    )
+
+
+class AlertList(BaseModel):
+    alerts: list[Alert] = Field(description="open before resolved, the most severe first, then the newest")
+    count: int = Field(description="how many alerts match, over all pages")
+    next: str | None = NEXT
+
+
+class ThresholdSettings(BaseModel):
+    """The effective thresholds of one (government, account) (alerts/config.py ``Thresholds``)."""
+
+    floor_krw: int | None
+    floor_months: int
+    outflow_days: int
+    min_history_days: int
+    margin_krw: int
+    margin_pct: int
+    horizon_days: int
+    trend: bool
+    projected_against_floor: bool
+    year_end_days: list[int]
+    stale_minutes: int
+    enabled: bool
+
+
+class ThresholdOverride(BaseModel):
+    """The stored override (alerts/config.py ``Override``): only the members it sets."""
+
+    floor_krw: int | None = None
+    floor_months: int | None = None
+    outflow_days: int | None = None
+    min_history_days: int | None = None
+    margin_krw: int | None = None
+    margin_pct: int | None = None
+    horizon_days: int | None = None
+    trend: bool | None = None
+    projected_against_floor: bool | None = None
+    year_end_days: list[int] | None = None
+    stale_minutes: int | None = None
+    enabled: bool | None = None
+
+
+class ThresholdsView(BaseModel):
+    org_code: str
+    account: str = Field(description="an account code, or * (government-wide)")
+    effective: ThresholdSettings
+    override: ThresholdOverride | None = Field(description="null: none set through the API")
+
+
+# -- the live stream -----------------------------------------------------------------------------
+
+
+class StreamEvent(BaseModel):
+    """One server-sent event of ``/v1/stream`` (text/event-stream: ``id:``, ``event:``, ``data:``
+    lines). ``data`` is JSON: a positions/snapshot frame, an alert, a heartbeat or the closing
+    reason (serving/live.py)."""
+
+    id: str = Field(description="{seq}-{ms}")
+    event: Literal["positions", "snapshot", "alerts", "heartbeat", "closed"]
+    data: PositionsFrame | Alert | Heartbeat | Closed
+    retry: int | None = Field(None, description="sent once, first: reconnect delay in ms")
+
+
+class CompactGovernment(BaseModel):
+    org_code: str
+    as_of: Stamp | None
+    last_event_at: Stamp | None
+    totals: Totals
+
+
+class StreamGovernment(CompactGovernment):
+    """With ``?org=``: the full body (the /v1/positions/{org} shape, without freshness)."""
+
+    name: str | None = None
+    province_code: str | None = None
+    province_name: str | None = None
+    accounts: list[AccountPosition] | None = None
+    fiscal_years: list[FiscalYearTotals] | None = None
+
+
+class PositionsFrame(BaseModel):
+    orgs: list[str]
+    governments: dict[str, StreamGovernment]
+    written_ms: int
+    last_event_ms: int
+    not_ready: list[str]
+    seq: int
+    snapshot: bool | None = Field(None, description="snapshot frames only: true")
+
+
+class Heartbeat(BaseModel):
+    server_ms: int
+    server_time: Stamp | None
+    seq: int
+    last_write_ms: int
+    last_event_ms: int
+    live: bool
+
+
+class Closed(BaseModel):
+    reason: Literal["token_revoked", "token_expired", "token_invalid"]
+    server_ms: int
+
+
+Problem.model_rebuild()
+StreamEvent.model_rebuild()
