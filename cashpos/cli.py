@@ -203,9 +203,9 @@ def _reconcile(args: argparse.Namespace) -> int:
 
 
 def _schema(args: argparse.Namespace) -> int:
-    from streams.contract import json_schema
+    from streams.contract import schema_text
 
-    sys.stdout.write(orjson.dumps(json_schema(), option=orjson.OPT_INDENT_2).decode() + "\n")
+    sys.stdout.write(schema_text())
     return 0
 
 

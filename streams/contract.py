@@ -9,7 +9,9 @@ the ledger fold, ``state.ledger``.
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
+import inspect
 import re
 from collections.abc import Callable
 from typing import Annotated, Any, Final, Literal, final, get_args
@@ -18,7 +20,7 @@ import msgspec
 
 from cashpos.calendar import KST, close_date, fiscal_years_for, korean_date
 from cashpos.names import CLOSE_KIND, EXPENDITURE_KINDS, REVENUE_KINDS, side_of_kind
-from cashpos.refdata import account_sets
+from cashpos.refdata import account_sets, governments
 
 MAX_AMOUNT: Final = 10**15
 # Each side's net contribution to a position's cash (revenue: receipts; expenditure: payments and
@@ -458,19 +460,241 @@ def year_close(org: str, year: int) -> bytes:
     )
 
 
-def json_schema() -> dict[str, object]:
-    """The JSON Schema shipped as docs/event.schema.json: an event, or a year's close."""
-    (event, close), defs = msgspec.json.schema_components([Event, YearClose])
-    schema: dict[str, Any] = {"anyOf": [event, close], "$defs": defs}
-    schema["$comment"] = "cashpos event contract; message key = org_code"
-    for struct in ("Event", "YearClose"):
-        props = schema["$defs"][struct]["properties"]
-        for name, pattern in _PATTERNS.items():
-            target = props.get(name)
-            for alt in target.get("anyOf", [target]) if target else ():
-                if alt.get("type") == "string":
-                    alt["pattern"] = pattern
-    return schema
+# -- The published JSON Schema (docs/event.schema.json, `cashpos schema`) --------------------------
+# Schema only: the rules above decide; tests/test_event_schema.py holds the schema equal to them.
+
+CONTRACT_VERSION: Final = 2  # docs/events.md: contract version 2 (the fiscal year, the close)
+SCHEMA_ID: Final = f"https://cashpos.example/schemas/event/v{CONTRACT_VERSION}.json"
+
+# What the schema cannot decide, by reason code: the one list (the schema's $comment, the test,
+# docs/events.md "The JSON Schema"). Every other reason code of REASONS the schema decides exactly.
+SCHEMA_GAPS: Final = {
+    "empty": "no bytes: not a JSON value",
+    "oversized": "a size in bytes: a schema judges the value, not its encoding",
+    "not_utf8": "not UTF-8: not a JSON text",
+    "not_json": "not JSON, including a string with an unpaired surrogate escape (\\ud800)",
+    "duplicate_key": "a field named twice: a schema sees the parsed object, one value per name",
+    "invalid_timestamp": "only for a close dated in the last two days of year 9999 (no date in "
+    "Korea time, or its fraction rounds past the year); the pattern decides every other case",
+    "fiscal_year_mismatch": "fiscal_year against occurred_at's date in Korea time (the schema holds "
+    "occurred_at's own date to 30 December before the year .. 21 January after it)",
+    "period_closed": "a commitment dated after 31 December, anything after 20 January of the next "
+    "year, in Korea time (the schema bounds the date as written); or after the close (stateful)",
+    "close_too_early": "a close dated before 21 January after its year, in Korea time",
+    "transfer_same_account": "to_account equal to account",
+    "key_mismatch": "the Kafka record's key, not its value",
+    "missing_key": "the Kafka record's key, not its value",
+    "wrong_topic": "the Kafka record's topic, not its value",
+    "wrong_partition": "the Kafka record's partition, not its value",
+    **{reason: "stateful: decided by the ledger fold" for reason in sorted(STATEFUL_REASONS)},
+    "internal_error": "a defect while processing, no rule",
+}
+# JSON Schema's data model has one kind of number: 1.0 and 1e3 are integers to it, while the strict
+# decoder takes only integer tokens (1.0 is invalid_amount, or invalid_field for fiscal_year).
+SCHEMA_NUMBER_NOTE: Final = (
+    "JSON Schema counts 1.0 and 1e3 as integers; the contract takes integer tokens only "
+    "(amount 1.0 is invalid_amount, fiscal_year 2026.0 invalid_field)."
+)
+
+# Per kind: the optional fields it must carry, and those it may carry; every other optional field
+# must be absent or null (check_stateless is the rule; the test compares the two).
+_KIND_FIELDS: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
+    "receipt": (("category",), ("reverses",)),
+    "commitment": (("commitment_id",), ("due_date", "reverses")),
+    "commitment_cancel": (("commitment_id",), ("reverses",)),
+    "payment": ((), ("commitment_id", "reverses")),
+    "transfer": (("to_account",), ("reverses",)),
+    "commitment_carry_forward": (("commitment_id", "basis"), ("reverses",)),
+}
+_END = r"$(?!\n)"  # the end, in ECMA-262 and in Python's re too (its $ also matches before a final \n)
+_TIME = (  # as msgspec reads it: T, t or a space; seconds 00-59, any fraction; Z, z or ±hh:mm
+    r"[Tt ](?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]+)?"
+    r"(?:[Zz]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
+)
+
+
+def _month_days(leap: bool) -> list[str]:
+    """MM-DD of a year, exactly (31-day months, 30-day months, February)."""
+    feb = "2[0-9]" if leap else "2[0-8]"
+    return [
+        "(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])",
+        "(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)",
+        f"02-(?:0[1-9]|1[0-9]|{feb})",
+    ]
+
+
+def _any_date(years: str, leap_years: str) -> str:
+    """A calendar date (YYYY-MM-DD) in ``years``; 29 February only in ``leap_years``."""
+    return f"(?:{years}-(?:{'|'.join(_month_days(False))})|{leap_years}-02-29)"
+
+
+# Years 0001-9999 and their leap years (divisible by 4, centuries only by 400), for due_date.
+_ALL_DATES = _any_date(
+    "(?:[1-9][0-9]{3}|0[1-9][0-9]{2}|00[1-9][0-9]|000[1-9])",
+    "(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:0[48]|[2468][048]|[13579][26])00)",
+)
+# A close: its Korean date is on or after 21 January 1991, so its own date is in 1991-9999.
+_CLOSE_DATES = _any_date(
+    "(?:199[1-9]|[2-9][0-9]{3})",
+    "(?:199[26]|[2-9][0-9](?:0[48]|[2468][048]|[13579][26])|(?:[2468][048]|[3579][26])00)",
+)
+
+
+def _fiscal_year_dates(year: int) -> str:
+    """The dates ``occurred_at`` may be written with for fiscal year ``year``: its Korean date is
+    in 1 January ``year`` .. 20 January ``year + 1``, and a date as written is at most two days
+    before (an offset down to -23:59) or one after its Korean date (up to +23:59)."""
+    alts = [f"{year - 1}-12-3[01]"]
+    alts += [f"{year}-{md}" for md in _month_days(calendar.isleap(year))]  # most weight: the year
+    alts.append(f"{year + 1}-01-(?:0[1-9]|1[0-9]|2[01])")
+    return "(?:" + "|".join(alts) + ")"
+
+
+def _nullable(prop: dict[str, Any]) -> dict[str, Any]:
+    """msgspec's ``anyOf: [X, null]`` as one schema (X's enum or type, plus null): each rule on
+    the property then merges into one (hypothesis-jsonschema generates from it directly)."""
+    (alt,) = (a for a in prop["anyOf"] if a.get("type") != "null")
+    if "enum" in alt:
+        return {**alt, "enum": [*alt["enum"], None], "default": None}
+    return {**alt, "type": [alt["type"], "null"], "default": None}
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema (2020-12) shipped as docs/event.schema.json: one message value, an event
+    or a year's close, with every stateless rule it can express (SCHEMA_GAPS: the others)."""
+    (event_ref, close_ref), defs = msgspec.json.schema_components([Event, YearClose])
+    event, close = defs["Event"], defs["YearClose"]
+    gov = governments()
+    defs["org_code"] = {
+        "description": "one of the 243 governments (GET /v1/governments)",
+        "type": "string",
+        "enum": list(gov),
+    }
+    for struct in (event, close):
+        struct["description"] = inspect.cleandoc(struct["description"])
+        struct["properties"]["org_code"] = {"$ref": "#/$defs/org_code"}
+    props = event["properties"]
+    for name, prop in props.items():
+        if "anyOf" in prop:
+            props[name] = _nullable(prop)
+    props["account"]["pattern"] = props["to_account"]["pattern"] = f"^[a-z0-9_]+{_END}"
+    props["due_date"]["pattern"] = f"^{_ALL_DATES}{_END}"
+    props["occurred_at"] = {
+        "description": "RFC 3339 with an offset (T, t or a space; Z, z or ±hh:mm), its date "
+        "bounded by fiscal_year ($defs/fiscal_year_rules)",
+        "type": "string",
+    }
+    close["properties"]["occurred_at"] = {
+        "description": "RFC 3339 with an offset (T, t or a space; Z, z or ±hh:mm)",
+        "type": "string",
+        "pattern": f"^{_CLOSE_DATES}{_TIME}{_END}",
+    }
+    event["allOf"] = [
+        {"$ref": "#/$defs/kind_rules"},
+        {"$ref": "#/$defs/chart_rules"},
+        {"$ref": "#/$defs/fiscal_year_rules"},
+    ]
+    optional = [name for name in props if name not in event["required"]]
+
+    def when(name: str, value: object, then: dict[str, Any]) -> dict[str, Any]:
+        return {"if": {"properties": {name: {"const": value}}, "required": [name]}, "then": then}
+
+    kind_rules = []
+    for kind, (required, allowed) in _KIND_FIELDS.items():
+        then: dict[str, Any] = {
+            "properties": {
+                name: {"not": {"type": "null"}} if name in required else {"type": "null"}
+                for name in optional
+                if name not in allowed
+            }
+        }
+        if required:
+            then["required"] = list(required)
+        kind_rules.append(when("kind", kind, then))
+    defs["kind_rules"] = {
+        "description": "per kind, the optional fields it must carry (not null) and those it must "
+        "not (absent or null)",
+        "allOf": kind_rules,
+    }
+    chart_rules = []
+    for org, g in gov.items():
+        chart = f"#/$defs/chart_{org}"
+        defs[f"chart_{org}"] = {"title": g.name, "enum": [a.code for a in g.accounts]}
+        chart_rules.append(
+            when(
+                "org_code",
+                org,
+                {
+                    "properties": {
+                        "account": {"$ref": chart},
+                        "to_account": {"anyOf": [{"type": "null"}, {"$ref": chart}]},
+                    }
+                },
+            )
+        )
+    defs["chart_rules"] = {
+        "description": "account and to_account are in the government's chart of accounts",
+        "allOf": chart_rules,
+    }
+    fy = props["fiscal_year"]
+    defs["fiscal_year_rules"] = {
+        "description": "occurred_at's date as written, for each fiscal year (SCHEMA_GAPS: the "
+        "exact rule, in Korea time, is fiscal_year_mismatch / period_closed)",
+        "allOf": [
+            when(
+                "fiscal_year",
+                year,
+                {"properties": {"occurred_at": {"pattern": f"^{_fiscal_year_dates(year)}{_TIME}{_END}"}}},
+            )
+            for year in range(fy["minimum"], fy["maximum"] + 1)
+        ],
+    }
+    gaps = "; ".join(f"{reason}: {why}" for reason, why in SCHEMA_GAPS.items())
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": SCHEMA_ID,
+        "title": f"cashpos event, contract version {CONTRACT_VERSION}",
+        "description": "One message value on cashpos.events.revenue or cashpos.events.expenditure "
+        "(Kafka key = org_code; the body of POST /v1/events): an event or a year's close. "
+        "docs/events.md is the contract in prose.",
+        "version": CONTRACT_VERSION,
+        "$comment": f"Not decided by this schema (dead-letter reason codes): {gaps}. {SCHEMA_NUMBER_NOTE}",
+        # A close or else an event, told by kind: a validator reports the errors of that one.
+        "if": {"properties": {"kind": {"const": CLOSE_KIND}}, "required": ["kind"]},
+        "then": close_ref,
+        "else": event_ref,
+        "$defs": defs,
+    }
+
+
+def schema_text() -> str:
+    """``json_schema()`` as ``cashpos schema`` prints it: two-space indent, but an object or a
+    list that fits in 480 characters on one line (one rule a line: the file stays small)."""
+
+    def flat(value: object) -> str:
+        if isinstance(value, dict):
+            return "{" + ", ".join(f"{_json(k)}: {flat(v)}" for k, v in value.items()) + "}"
+        if isinstance(value, list):
+            return "[" + ", ".join(flat(v) for v in value) + "]"
+        return _json(value)
+
+    def dump(value: object, indent: str) -> str:
+        one_line = flat(value)
+        if len(one_line) <= 480 or not isinstance(value, dict | list):
+            return one_line
+        inner = indent + "  "
+        if isinstance(value, dict):
+            items = ",\n".join(f"{inner}{_json(k)}: {dump(v, inner)}" for k, v in value.items())
+            return "{\n" + items + f"\n{indent}}}"
+        if all(not isinstance(v, dict | list) for v in value):
+            return one_line  # a chart, the 243 codes
+        return "[\n" + ",\n".join(inner + dump(v, inner) for v in value) + f"\n{indent}]"
+
+    return dump(json_schema(), "") + "\n"
+
+
+def _json(value: object) -> str:
+    return msgspec.json.encode(value).decode()
 
 
 assert REVENUE_KINDS | EXPENDITURE_KINDS == set(get_args(Kind))
