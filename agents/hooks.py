@@ -16,6 +16,7 @@ from typing import Protocol
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 
+from state.history import Chain
 from state.ledger import Changes, Position, PosKey
 
 # The governments whose partition has not caught up yet, given the backlog (records left to
@@ -50,6 +51,10 @@ class HookStore(Protocol):
     """The worker's store as a hook may use it (``state.store.Store``)."""
 
     def scan(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]: ...
+
+    def get(self, key: bytes) -> bytes | None: ...
+
+    def chains(self, org: str) -> dict[PosKey, Chain]: ...
 
     def write(self, records: Iterable[tuple[bytes, bytes]]) -> None: ...
 

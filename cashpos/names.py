@@ -83,6 +83,11 @@ class Topics:
         return f"{self.namespace}-app"
 
 
+# A record header: "record this event's fate" (GET /v1/events/{org}/{id}); the API sets it on
+# what it publishes, a producer may set it too. Its value is not read.
+FATE_HEADER = "cashpos-fate"
+
+
 @dataclass(frozen=True)
 class RedisKeys:
     namespace: str

@@ -30,7 +30,7 @@ from pydantic import BaseModel, Field
 
 from access.audit import record
 from access.policy import Permission, Principal
-from cashpos.names import side_of_kind, side_of_topic
+from cashpos.names import FATE_HEADER, side_of_kind, side_of_topic
 from serving.events import fate_store, location
 from serving.events import router as fate_router
 from serving.problems import contract_field, problem_body, problem_doc, problem_response
@@ -44,6 +44,7 @@ router = APIRouter()
 router.include_router(fate_router)  # GET /v1/events/{org_code}/{event_id}: where a submission leads
 
 NDJSON = "application/x-ndjson"
+FATE = [(FATE_HEADER, b"1")]  # the processor records the fate of what carries it
 EVENT_SCHEMA_REF = "https://cashpos.example/schemas/event/v2.json"
 
 
@@ -201,9 +202,8 @@ class Gateway:
         sends = []
         for it in items:
             for topic in it.topics:
-                sends.append(
-                    (it, await producer.send(topic, it.raw, key=it.org.encode() if it.org else None))
-                )
+                key = it.org.encode() if it.org else None
+                sends.append((it, await producer.send(topic, it.raw, key=key, headers=FATE)))
         acks = await asyncio.gather(*(f for _, f in sends))
         now = int(time.time() * 1000)
         for (it, _), md in zip(sends, acks, strict=True):

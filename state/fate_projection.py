@@ -21,7 +21,7 @@ the API may file the same id under two days around midnight).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final, get_args
 
@@ -103,7 +103,11 @@ class FateBatch:
 
 
 def applied_verdicts(
-    changes: Changes, positions: dict[PosKey, Position], at_ms: int, skip: Iterable[str] = ()
+    changes: Changes,
+    positions: dict[PosKey, Position],
+    at_ms: int,
+    skip: Iterable[str] = (),
+    asked: Container[tuple[str, str]] | None = None,
 ) -> Iterator[tuple[str, str, bytes]]:
     """``(org, sid, verdict)`` for each event the batch applied, from its index rows: every
     effect with the version it produced (the rows of a position are in the order the versions
@@ -117,7 +121,7 @@ def applied_verdicts(
         last = positions[pk].version
         n = len(rows)
         for j, (_ms, sid, dc, dm) in enumerate(rows):
-            if sid.startswith(LAPSE_TAG):
+            if sid.startswith(LAPSE_TAG) or (asked is not None and (org, sid) not in asked):
                 continue
             effects.setdefault((org, sid), []).append([account, fy, dc, dm, last - (n - 1 - j)])
     for (org, sid), eff in effects.items():
@@ -140,16 +144,24 @@ def event_address(key: bytes | None, value: bytes | None) -> tuple[str, str] | N
     return org, eid
 
 
+def wanted(topic: str, key: bytes | None, value: bytes | None) -> tuple[str, str] | None:
+    """``(org, sid)`` of a record that asks for its fate (``FATE_HEADER``), if it names one."""
+    where = event_address(key, value)
+    return None if where is None else (where[0], side_scoped_id(side_of_topic(topic), where[1]))
+
+
 def batch_fates(
     changes: Changes,
     positions: dict[PosKey, Position],
     dead: Iterable[tuple[str, str, str, int, int, bytes | None, bytes | None]],
     now_ms: int,
     skip: Iterable[str] = (),
+    asked: Container[tuple[str, str]] | None = None,
 ) -> FateBatch:
     """The verdicts of one folded batch: its dead letters (``reason, detail, topic, partition,
-    offset, key, value``), then its applied events and dropped copies. ``skip``: governments
-    whose verdicts were written before (a partition re-folded by its new owner)."""
+    offset, key, value``: every one), then its applied events and dropped copies — those
+    ``asked`` for (``(org, sid)`` of the records with ``FATE_HEADER``; None: all). ``skip``:
+    governments whose verdicts were written before (a partition re-folded by its new owner)."""
     skipped = set(skip)
     out = FateBatch()
     for reason, detail, topic, partition, offset, key, value in dead:
@@ -163,10 +175,10 @@ def batch_fates(
             out.add(org, PUT, CONFLICT + sid, verdict)
         else:
             out.add(org, DEAD, sid, verdict)
-    for org, sid, verdict in applied_verdicts(changes, positions, now_ms, skipped):
+    for org, sid, verdict in applied_verdicts(changes, positions, now_ms, skipped, asked):
         out.add(org, PUT, sid, verdict)
     for org, sid, source in changes.copies:
-        if org not in skipped and source is not None:
+        if org not in skipped and source is not None and (asked is None or (org, sid) in asked):
             out.add(org, COPY, sid, duplicate_verdict(*source, now_ms))
     return out
 

@@ -13,7 +13,10 @@ unambiguous::
     j\\0{org}\\0{r|e}:{event_id}                -> Journal (what the event did, its raw bytes)
     j\\0{org}\\0l:{len(close_id)}:{close_id}:{commitment_id} -> Journal of a lapse at a close
     c\\0{org}\\0{commitment_id}                 -> Commitment
-    i\\0{org}\\0{account}\\0{fy}\\0{seq:012}     -> [[occurred_ms, scoped id, cash delta, committed delta], ...]
+    i\\0{org}\\0{account}\\0{fy}\\0{day:06}\\0{seq:012} -> [[occurred_ms, scoped id, cash delta, committed delta], ...]
+                                             (a batch's rows of one event-time day, in application order)
+    h\\0{org}\\0{account}\\0{fy}\\0{day:06}     -> DayFlows of that day (``state.history``)
+    k\\0{org}\\0{account}\\0{fy}              -> Chain: the position's hash chains (``state.history``)
     o\\0{topic}\\0{partition}                   -> next offset to consume
     y\\0{org}\\0{revenue|expenditure}          -> the last fiscal year that side closed
     m\\0seq                                   -> sequence number of the last batch written
@@ -42,14 +45,17 @@ from typing import Final
 import msgspec
 
 from alerts.model import OpenCommitment, OrgRecord, PosRecord, WorkerRecord
+from state.history import Chain, DayFlows
 from state.ledger import Commitment, Journal, Position, PosKey
 
-LAYOUT: Final = b"2"  # 2: journal ids scoped by side, positions with `received`
+LAYOUT: Final = b"3"  # 2: journal ids scoped by side, positions with `received`; 3: history
 
 POSITION_TAG: Final = b"p\0"
 JOURNAL_PREFIX: Final = b"j\0"
 COMMITMENT_TAG: Final = b"c\0"
 INDEX_TAG: Final = b"i\0"
+FLOWS_TAG: Final = b"h\0"
+CHAIN_TAG: Final = b"k\0"
 OFFSET_TAG: Final = b"o\0"
 CLOSE_TAG: Final = b"y\0"
 SEQ_KEY: Final = b"m\0seq"
@@ -65,6 +71,8 @@ _dec_commit = msgspec.msgpack.Decoder(Commitment)
 _dec_list = msgspec.msgpack.Decoder(list[int])
 _dec_rows = msgspec.msgpack.Decoder(list[tuple[int, str, int, int]])
 _dec_day = msgspec.msgpack.Decoder(tuple[int, int])
+_dec_flows = msgspec.msgpack.Decoder(DayFlows)
+_dec_chain = msgspec.msgpack.Decoder(Chain)
 _dec_alert_pos = msgspec.msgpack.Decoder(PosRecord)
 _dec_open = msgspec.msgpack.Decoder(OpenCommitment)
 _dec_org = msgspec.msgpack.Decoder(OrgRecord)
@@ -151,12 +159,63 @@ def close_side(key: bytes) -> str:
     return key.decode().split("\0", 2)[2]
 
 
-def index_key(org: str, account: str, fy: int, seq: int) -> bytes:
-    return f"i\0{org}\0{account}\0{fy}\0{seq:012d}".encode()
+def index_key(org: str, account: str, fy: int, day: int, seq: int) -> bytes:
+    return f"i\0{org}\0{account}\0{fy}\0{day:06d}\0{seq:012d}".encode()
 
 
-def index_prefix(org: str, account: str, fy: int) -> bytes:
-    return f"i\0{org}\0{account}\0{fy}\0".encode()
+def index_prefix(org: str, account: str, fy: int, day: int | None = None) -> bytes:
+    """The rows of a position (of one event-time day, if given)."""
+    if day is None:
+        return f"i\0{org}\0{account}\0{fy}\0".encode()
+    return f"i\0{org}\0{account}\0{fy}\0{day:06d}\0".encode()
+
+
+def index_day(key: bytes) -> int:
+    return int(key.split(b"\0")[4])
+
+
+def flows_key(pk: PosKey, day: int) -> bytes:
+    return f"h\0{pk[0]}\0{pk[1]}\0{pk[2]}\0{day:06d}".encode()
+
+
+def flows_prefix(org: str, account: str | None = None, fy: int | None = None) -> bytes:
+    """Daily flows of a government (of one account, of one of its fiscal years)."""
+    parts = [org] + ([account] if account is not None else []) + ([str(fy)] if fy is not None else [])
+    return FLOWS_TAG + "\0".join(parts).encode() + b"\0"
+
+
+def parse_flows_key(key: bytes) -> tuple[PosKey, int]:
+    _, org, account, fy, day = key.decode().split("\0")
+    return (org, account, int(fy)), int(day)
+
+
+def encode_flows(f: DayFlows) -> bytes:
+    return _enc.encode(f)
+
+
+def decode_flows(raw: bytes) -> DayFlows:
+    return _dec_flows.decode(raw)
+
+
+def chain_key(pk: PosKey) -> bytes:
+    return f"k\0{pk[0]}\0{pk[1]}\0{pk[2]}".encode()
+
+
+def chains_prefix(org: str) -> bytes:
+    return f"k\0{org}\0".encode()
+
+
+def parse_chain_key(key: bytes) -> PosKey:
+    _, org, account, fy = key.decode().split("\0")
+    return (org, account, int(fy))
+
+
+def encode_chain(c: Chain) -> bytes:
+    return _enc.encode(c)
+
+
+def decode_chain(raw: bytes) -> Chain:
+    return _dec_chain.decode(raw)
 
 
 def decode_index(raw: bytes) -> list[tuple[int, str, int, int]]:

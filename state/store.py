@@ -28,7 +28,9 @@ from pathlib import Path
 
 from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch, WriteOptions
 
+from cashpos.calendar import kst_day
 from state import layout as L
+from state.history import Chain, DayFlows
 from state.layout import LAYOUT
 from state.layout import journal_key as _journal_key  # the name the differential test uses
 from state.ledger import Changes, CommitKey, Commitment, EventKey, Journal, Ledger, Position, PosKey
@@ -147,6 +149,29 @@ class Store:
         rows.sort(key=lambda r: r[0])  # stable: applied order within the same instant
         return rows
 
+    def rows_of_day(self, pk: PosKey, day: int) -> list[tuple[int, str, int, int]]:
+        """One position's rows of one event-time day, in the order applied."""
+        rows: list[tuple[int, str, int, int]] = []
+        for _, v in self.scan(L.index_prefix(pk[0], pk[1], pk[2], day)):
+            rows += L.decode_index(v)
+        return rows
+
+    def flows(
+        self, org: str, account: str | None = None, fy: int | None = None
+    ) -> Iterator[tuple[PosKey, int, DayFlows]]:
+        """Daily flows (``state.history.DayFlows``) of a government, in key order (position, day)."""
+        for k, v in self.scan(L.flows_prefix(org, account, fy)):
+            pk, day = L.parse_flows_key(k)
+            yield pk, day, L.decode_flows(v)
+
+    def chains(self, org: str) -> dict[PosKey, Chain]:
+        return {L.parse_chain_key(k): L.decode_chain(v) for k, v in self.scan(L.chains_prefix(org))}
+
+    def get(self, key: bytes) -> bytes | None:
+        """One record as stored (a hook's point read)."""
+        raw: bytes | None = self.db.get(key)
+        return raw
+
     def journal_bytes(self, key: EventKey) -> bytes | None:
         """A journal entry as stored (the fold's ``load_journal``): one point read (once per
         event). Against a multi-get of the batch's keys it measured cheaper on a young store and
@@ -187,7 +212,15 @@ class Store:
             org, account, fy = pk
             p = positions[pk]
             put(L.position_key(org, account, fy), L.encode_position(p))
-            put(L.index_key(org, account, fy, seq), enc(rows))
+            first = kst_day(rows[0][0])
+            if all(kst_day(r[0]) == first for r in rows):  # nearly always: one day a batch
+                put(L.index_key(org, account, fy, first, seq), enc(rows))
+                continue
+            by_day: dict[int, list[tuple[int, str, int, int]]] = {}
+            for r in rows:
+                by_day.setdefault(kst_day(r[0]), []).append(r)
+            for day, day_rows in by_day.items():
+                put(L.index_key(org, account, fy, day, seq), enc(day_rows))
         if kernel is not None:  # the same loop in C, keys built without f-strings
             kernel.put_journal(put, changes.journal, _JOURNAL_PREFIX, enc)
         else:

@@ -14,6 +14,7 @@ and ``tests/test_lean_records.py`` fails if an upgrade changes what is relied on
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -28,6 +29,9 @@ class RawRecord(Protocol):
     key: bytes | None
     value: bytes | None
 
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes | None]]: ...
+
 
 @dataclass(slots=True)
 class LeanRecord:
@@ -37,6 +41,7 @@ class LeanRecord:
     timestamp: int
     key: bytes | None
     value: bytes | None
+    headers: Sequence[tuple[str, bytes | None]] = ()
 
 
 def RAW(value: bytes | None) -> bytes | None:  # upper case: a marker, used like a constant

@@ -15,12 +15,13 @@ import httpx
 import msgspec
 import orjson
 import pytest
+from aiokafka import AIOKafkaProducer
 
+from cashpos.names import FATE_HEADER, Topics
 from serving.ingest import BatchBodyError, split_batch
 from state.fate_projection import APPLIED, COPY, DEAD, PUT, batch_fates
 from state.ledger import Ledger
 from streams.contract import check_message
-from streams.publisher import Publisher
 from tests.conftest import Stack
 from tests.events import event
 
@@ -81,6 +82,13 @@ def test_refused_records_are_addressed_by_key_and_event_id_and_conflicts_kept_ap
         17,
     )
     assert "9999999" not in batch.writes
+
+
+def test_only_the_records_that_ask_get_an_applied_verdict() -> None:
+    ledger = Ledger()
+    _fold(ledger, [event("r1", "receipt", 1_000), event("r2", "receipt", 5)])
+    batch = batch_fates(ledger.take_changes(), ledger.positions, [], 1, asked={(ORG, "r:r2")})
+    assert [name for _, name, _ in batch.writes[ORG]] == ["r:r2"]
 
 
 def test_a_partition_being_refolded_writes_no_verdicts() -> None:
@@ -163,13 +171,24 @@ def test_a_payment_claim_followed_to_its_fate(stack: Stack) -> None:
 
 
 @pytest.mark.integration
-def test_an_event_published_straight_to_kafka_has_a_fate_too(stack: Stack) -> None:
+def test_an_event_published_straight_to_kafka_has_a_fate_when_it_asks(stack: Stack) -> None:
+    """A producer's record with the fate header gets a verdict like the API's; one without it
+    only when it is refused (the dead letters are all recorded)."""
     stamp = str(time.time_ns())
-    raw = event(f"kafka-{stamp}", "receipt", 123)
+    asked, silent = event(f"kafka-{stamp}", "receipt", 123), event(f"quiet-{stamp}", "receipt", 5)
+    refused = event(f"refused-{stamp}", "payment", 5, commitment_id="C-404")
+    topics = Topics(stack.settings.namespace)
 
     async def publish() -> None:
-        async with Publisher(stack.settings) as pub:
-            await pub.send(raw)
+        producer = AIOKafkaProducer(**stack.settings.kafka_client_args(), acks="all")
+        await producer.start()
+        try:
+            key = ORG.encode()
+            await producer.send_and_wait(topics.revenue, asked, key=key, headers=[(FATE_HEADER, b"1")])
+            await producer.send_and_wait(topics.revenue, silent, key=key)
+            await producer.send_and_wait(topics.expenditure, refused, key=key)
+        finally:
+            await producer.stop()
 
     asyncio.run(publish())
     with httpx.Client(base_url=stack.api, timeout=10) as c:
@@ -180,12 +199,15 @@ def test_an_event_published_straight_to_kafka_has_a_fate_too(stack: Stack) -> No
         fate = r.json()
         assert fate["status"] == "applied" and fate["effects"][0]["cash"] == 123
         assert fate.get("submission") is None
+        dead = _wait_fate(c, f"/v1/events/{ORG}/refused-{stamp}", stack.headers)
+        assert dead["dead_letter"]["reason"] == "unknown_commitment"
+        quiet = c.get(f"/v1/events/{ORG}/quiet-{stamp}", headers=stack.headers)
+        assert (quiet.status_code, quiet.json()["reason"]) == (404, "unknown_event")
         # POSTed afterwards: the API has no record of its content; the processor drops the copy
         src = stack.auth("source", [ORG])
-        r = c.post("/v1/events", content=raw, headers=src)
+        r = c.post("/v1/events", content=asked, headers=src)
         assert r.status_code == 202
-        time.sleep(1.0)
-        assert c.get(url, params={"side": "revenue"}, headers=stack.headers).json()["status"] == "applied"
+        assert _wait_fate(c, url, stack.headers)["status"] == "applied"
 
 
 @pytest.mark.integration

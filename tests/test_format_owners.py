@@ -1,6 +1,6 @@
 """One module owns each on-disk and wire format: nobody else spells it.
 
-* RocksDB keys (tags ``p j c i o m a y`` followed by NUL): ``state/layout.py``;
+* RocksDB keys (tags ``p j c i o m a y h k`` followed by NUL): ``state/layout.py``;
 * the Redis serving copy's value ``{version}|{json}`` (split, built, or matched in Lua) and its
   fields ``{account}|{fiscal_year}`` and ``{org}|{account}`` (positions, threshold overrides):
   ``state/projection.py``; the marker field's name: ``cashpos/names.py`` (``META_FIELD``);
@@ -20,7 +20,7 @@ SKIP_DIRS = {"tests", "build", "dist", "node_modules", "site-packages", "__pycac
 
 # A string literal (any b/f/r prefix) that starts with a key tag and a NUL: b"p\0", "j\0",
 # f"p\0{org}", b"a\x00q\x00", ...
-ROCKSDB_TAG = re.compile(r"""(?<![\w"'])[bBfFrRuU]{0,2}(["'])[pjciomay]\\(?:0|x00)""")
+ROCKSDB_TAG = re.compile(r"""(?<![\w"'])[bBfFrRuU]{0,2}(["'])[pjciomayhk]\\(?:0|x00)""")
 # The serving copy's value split or built by hand, its version matched in Lua.
 REDIS_VALUE = re.compile(
     r"""partition\(\s*b["']\|["']\s*\)|split\(\s*b["']\|["']|b["']%d\|%s["']|\^\(%d\+\)\|"""
