@@ -78,6 +78,26 @@ _BODY = {
     "413": "the body is larger than the endpoint takes (reason body_too_large)",
 }
 _HEADERS = "the request line and headers are too large (reason headers_too_large)"
+_CACHE_CONTROL = {
+    "description": "private, no-cache: keep the body, but ask again (If-None-Match) before using it",
+    "schema": {"type": "string"},
+}
+_ETAG = {
+    "description": "the representation's validator (serving/caching.py: weak on positions and "
+    "summary, over the figures; strong on alerts, over the bytes)",
+    "schema": {"type": "string"},
+}
+_IF_NONE_MATCH = {
+    "name": "If-None-Match",
+    "in": "header",
+    "required": False,
+    "description": "ETags the client holds (a list, or *): a match answers 304 without a body",
+    "schema": {"type": "string"},
+}
+_LINK = {
+    "description": '<url>; rel="next": the next page (sent when there is one; the body\'s next)',
+    "schema": {"type": "string"},
+}
 
 
 def json_body(struct: type[msgspec.Struct], description: str, required: bool = True) -> dict[str, Any]:
@@ -90,6 +110,15 @@ def json_body(struct: type[msgspec.Struct], description: str, required: bool = T
             "content": {"application/json": {"schema": {"$ref": COMPONENTS.format(name=struct.__name__)}}},
         }
     }
+
+
+def struct_schema(*structs: type[msgspec.Struct]) -> dict[str, Any]:
+    """A schema naming msgspec structs (added to the components): one, or any of several."""
+    refs = []
+    for struct in structs:
+        _BODIES[struct.__name__] = struct
+        refs.append({"$ref": COMPONENTS.format(name=struct.__name__)})
+    return refs[0] if len(refs) == 1 else {"anyOf": refs}
 
 
 def problem(description: str) -> dict[str, Any]:
@@ -154,6 +183,7 @@ def complete(doc: dict[str, Any], routes: list[Any]) -> dict[str, Any]:
                 for status, desc in _BODY.items():
                     responses.setdefault(status, problem(desc))
             responses.setdefault("431", problem(_HEADERS))
+            _document_headers(doc, method, op)
             # every error answered is a problem, whatever a route wrote for it
             for status, resp in responses.items():
                 if status[0] in "45" and PROBLEM_JSON not in resp.get("content", {}):
@@ -161,6 +191,27 @@ def complete(doc: dict[str, Any], routes: list[Any]) -> dict[str, Any]:
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)
     return doc
+
+
+def _document_headers(doc: dict[str, Any], method: str, op: dict[str, Any]) -> None:
+    """The caching and paging headers: Cache-Control on reads, ETag and If-None-Match where a
+    304 is documented, Link on lists (a body with ``next``)."""
+    responses = op["responses"]
+    ok = next((responses[s] for s in ("200", "201") if s in responses), None)
+    if method != "get" or ok is None or "application/json" not in ok.get("content", {}):
+        return  # (the live stream sends its own: no-cache, no-transform)
+    headers = ok.setdefault("headers", {})
+    headers["Cache-Control"] = _CACHE_CONTROL
+    if "304" in responses:
+        headers["ETag"] = _ETAG
+        responses["304"]["headers"] = {"ETag": _ETAG, "Cache-Control": _CACHE_CONTROL}
+        if not any(p.get("name") == "If-None-Match" for p in op.get("parameters", [])):
+            op.setdefault("parameters", []).append(_IF_NONE_MATCH)
+    schema = ok.get("content", {}).get("application/json", {}).get("schema", {})
+    ref = str(schema.get("$ref", ""))
+    body = doc["components"]["schemas"].get(ref.rsplit("/", 1)[-1], {}) if ref else schema
+    if "next" in body.get("properties", {}):
+        headers["Link"] = _LINK
 
 
 def install(app: FastAPI) -> None:

@@ -260,7 +260,24 @@ def test_lists_page(doc: dict[str, Any]) -> None:
         limit = params["limit"]["schema"]
         assert limit["type"] == "integer" and limit["default"] >= 1 and limit["maximum"] >= limit["default"]
         assert "cursor" in params, path
+        assert "Link" in op["responses"]["200"]["headers"], path
     assert {"/v1/governments", "/v1/deadletters", "/v1/alerts", "/v1/tokens"} <= set(lists)
+
+
+def test_conditional_reads(doc: dict[str, Any]) -> None:
+    """The reads that answer 304 document If-None-Match and the ETag."""
+    conditional = [
+        "/v1/positions/{org_code}",
+        "/v1/positions/{org_code}/{account}",
+        "/v1/summary",
+        "/v1/alerts",
+        "/v1/alerts/{alert_id}",
+    ]
+    for path in conditional:
+        op = doc["paths"][path]["get"]
+        assert "If-None-Match" in {p["name"] for p in op["parameters"]}, path
+        assert {"ETag", "Cache-Control"} <= set(op["responses"]["200"]["headers"]), path
+        assert "ETag" in op["responses"]["304"]["headers"] and "content" not in op["responses"]["304"]
 
 
 def _fields(model: type[Any]) -> set[str]:
