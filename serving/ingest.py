@@ -33,19 +33,19 @@ from access.policy import Permission, Principal
 from cashpos.names import FATE_HEADER, side_of_kind, side_of_topic
 from serving.events import fate_store, location
 from serving.events import router as fate_router
+from serving.openapi import struct_schema
 from serving.problems import contract_field, problem_body, problem_doc, problem_response
 from serving.security import audit_log, principal, require
 from serving.wire import ExactJSONResponse
 from state.fate_projection import Fate, FateStore, content_digest, submission
 from state.ledger import side_scoped_id
-from streams.contract import CLOSE_KIND, Rejection, check_message
+from streams.contract import CLOSE_KIND, SCHEMA_ID, Event, Rejection, YearClose, check_message
 
 router = APIRouter()
 router.include_router(fate_router)  # GET /v1/events/{org_code}/{event_id}: where a submission leads
 
 NDJSON = "application/x-ndjson"
 FATE = [(FATE_HEADER, b"1")]  # the processor records the fate of what carries it
-EVENT_SCHEMA_REF = "https://cashpos.example/schemas/event/v2.json"
 
 
 class Accepted(BaseModel):
@@ -283,10 +283,14 @@ class Gateway:
             self.state.metrics.audit_errors.inc()
 
 
+# The event's types from the contract's structs; the full JSON Schema (per-kind rules, charts of
+# accounts) is docs/event.schema.json, named by its $id in the descriptions.
+_EVENT = struct_schema(Event, YearClose)
 _EVENT_BODY = {
     "required": True,
-    "description": "One event of the contract (docs/events.md), as JSON; it is published byte for byte",
-    "content": {"application/json": {"schema": {"$ref": EVENT_SCHEMA_REF}}},
+    "description": "One event of the contract (docs/events.md; JSON Schema "
+    f"{SCHEMA_ID}, docs/event.schema.json), as JSON; it is published byte for byte",
+    "content": {"application/json": {"schema": _EVENT}},
 }
 
 
@@ -369,7 +373,7 @@ def split_batch(body: bytes, content_type: str, limit: int) -> list[bytes]:
             "required": True,
             "description": "A JSON array of events, or NDJSON (Content-Type application/x-ndjson): one event a line",
             "content": {
-                "application/json": {"schema": {"type": "array", "items": {"$ref": EVENT_SCHEMA_REF}}},
+                "application/json": {"schema": {"type": "array", "items": _EVENT}},
                 NDJSON: {"schema": {"type": "string", "description": "one event (JSON) per line"}},
             },
         }
