@@ -56,7 +56,7 @@ class AuditLog:
         """Send one entry. Writes wait for the broker's ack (the caller answers 503 if it fails);
         reads do not hold up the response (a failure is logged, and counted by the caller)."""
         body = orjson.dumps(entry)
-        log.info("audit %s", body.decode())
+        log.info("audit %s %s", entry.get("action"), entry.get("outcome"), extra={"audit": entry})
         fut = await self.producer.send(self.topic, body, key=str(entry.get("token_id") or "").encode())
         if wait:
             await fut

@@ -13,13 +13,18 @@ from __future__ import annotations
 
 import logging
 import socket
+from typing import Any
 
+import click
 import faust
+import mode
 from faust.app.base import BootStrategy
+from faust.cli import worker as faust_worker_command
 from mode import Service
 
 from agents.alerting import AlertingHook
 from agents.ledger import LedgerWorker
+from cashpos.logs import capture_std_streams, dict_config
 from cashpos.metrics import ProcessorMetrics
 from cashpos.names import Topics
 from cashpos.settings import load
@@ -55,8 +60,41 @@ app = faust.App(
     web_bind=settings.worker_web_bind,
     web_host=settings.worker_web_bind if settings.worker_web_bind not in WILDCARDS else socket.gethostname(),
     datadir=str(settings.state_dir / "faust"),
+    logging_config=dict_config(),  # Faust applies it instead of its colour handler: JSON lines
 )
 app.boot_strategy = LifecycleOnly(app)
+
+
+def banner_facts(rows: list[tuple[str, str]]) -> dict[str, str]:
+    """Faust's banner table (``worker._banner_data``) as fields; an indented row belongs to the
+    row above it ("  transport" under "drivers" is ``drivers_transport``)."""
+    facts: dict[str, str] = {}
+    parent = ""
+    for key, value in rows:
+        name = key.strip().strip("+").strip()
+        if key.startswith(" ") and parent:
+            name = f"{parent}_{name or 'extra'}"
+        else:
+            parent = name
+        if str(value).strip():
+            facts[name] = str(value).strip()
+    return facts
+
+
+class worker(faust_worker_command.worker):
+    """Start worker instance for given app (Faust's ``worker`` command; it replaces it)."""
+
+    # One capture of stdout/stderr for the process's whole life (Faust's ends with the worker).
+    redirect_stdouts = False
+
+    def __init__(self, ctx: click.Context, *args: Any, **kwargs: Any) -> None:
+        super().__init__(ctx, *args, **kwargs)
+        self.quiet = True  # no text banner, spinner or "OK ^": the banner's facts are logged
+
+    def on_worker_created(self, worker: mode.Worker) -> None:
+        capture_std_streams()
+        facts = banner_facts([(str(k), str(v)) for k, v in self._banner_data(worker)])
+        log.info("faust worker %s starting", facts.get("id", ""), extra={"faust": facts})
 
 
 def web_addresses() -> list[str]:

@@ -34,6 +34,7 @@ import uvicorn
 from uvicorn.protocols.http import httptools_impl
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from cashpos.logs import capture_std_streams
 from cashpos.settings import Settings, load
 from serving.problems import PROBLEM_JSON, problem_bytes, send_problem
 
@@ -192,8 +193,11 @@ def uvicorn_config(settings: Settings, app: Any = None, **overrides: Any) -> uvi
     kw: dict[str, Any] = {
         "host": settings.api_host,
         "port": settings.api_port,
-        "log_level": "warning",
-        "access_log": False,
+        # uvicorn's loggers propagate to the root's JSON handler (cashpos.logs) at its level:
+        # no dictConfig of uvicorn's own (its text formatters), access lines at INFO.
+        "log_config": None,
+        "log_level": None,
+        "access_log": True,
         "loop": "uvloop",
         "http": guarded_protocol(settings),
         "timeout_keep_alive": settings.keep_alive_seconds,
@@ -204,6 +208,7 @@ def uvicorn_config(settings: Settings, app: Any = None, **overrides: Any) -> uvi
 
 def serve(settings: Settings | None = None) -> None:
     """Run the API until SIGINT/SIGTERM (what ``cashpos api`` does)."""
+    capture_std_streams()  # a stray print or traceback: a JSON line too
     server = uvicorn.Server(uvicorn_config(settings or load()))
     try:
         server.run()

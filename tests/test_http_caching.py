@@ -57,7 +57,9 @@ def strict(model: type[BaseModel], r: httpx.Response) -> Any:
     return r.json()
 
 
-def get(s: Stack, path: str, headers: dict[str, str] | None = None, **extra: str) -> httpx.Response:
+def get(s: Stack, path: str, headers: dict[str, str] | None = None, inm: str | None = None) -> httpx.Response:
+    """GET ``path`` (``inm``: If-None-Match); a 200 or 304 must say Cache-Control."""
+    extra = {"If-None-Match": inm} if inm is not None else {}
     r = httpx.get(f"{s.api}{path}", headers={**(headers or s.headers), **extra}, timeout=10)
     if r.status_code in (200, 304):
         assert r.headers["cache-control"] == CACHE_CONTROL, (path, r.headers)
@@ -74,7 +76,7 @@ def changed(s: Stack, path: str, etag: str, headers: dict[str, str] | None = Non
     """Poll until ``path`` answers another ETag than ``etag`` (the worker applied the event)."""
     deadline = time.monotonic() + 20
     while True:
-        r = get(s, path, headers, **{"If-None-Match": etag})
+        r = get(s, path, headers, inm=etag)
         if r.status_code == 200:
             assert r.headers["etag"] != etag
             return r
@@ -96,14 +98,14 @@ def test_positions_etag_follows_the_figures(api: Stack) -> None:
     assert strict(models.GovernmentPositions, r2)["accounts"] == body1["accounts"]
     bare = etag.removeprefix("W/")
     for inm in (etag, "*", f'"other", {etag}', bare, f'W/"x", {bare}'):
-        r = get(api, path, **{"If-None-Match": inm})
+        r = get(api, path, inm=inm)
         assert r.status_code == 304 and r.content == b"" and r.headers["etag"] == etag, inm
-    assert get(api, path, **{"If-None-Match": '"other"'}).status_code == 200
+    assert get(api, path, inm='"other"').status_code == 200
     # a fiscal year's view has its own tag, as stable
     fy = get(api, f"{path}?fiscal_year=2026")
     strict(models.GovernmentPositions, fy)
     assert fy.headers["etag"] != etag
-    assert get(api, f"{path}?fiscal_year=2026", **{"If-None-Match": fy.headers["etag"]}).status_code == 304
+    assert get(api, f"{path}?fiscal_year=2026", inm=fy.headers["etag"]).status_code == 304
 
     acc_path = f"{path}/general"
     acc = get(api, acc_path)
@@ -119,11 +121,11 @@ def test_positions_etag_follows_the_figures(api: Stack) -> None:
     was = before.get(("general", 2026), {"version": 0, "cash": 0})  # a fresh stack: no row yet
     assert after[("general", 2026)]["version"] > was["version"]
     assert after[("general", 2026)]["cash"] == was["cash"] + 1_234_567
-    assert get(api, path, **{"If-None-Match": r3.headers["etag"]}).status_code == 304
-    assert get(api, path, **{"If-None-Match": etag}).status_code == 200  # the old tag is stale
+    assert get(api, path, inm=r3.headers["etag"]).status_code == 304
+    assert get(api, path, inm=etag).status_code == 200  # the old tag is stale
     # the account's tag moved with it; the other account's did not
-    assert get(api, acc_path, **{"If-None-Match": acc.headers["etag"]}).status_code == 200
-    r = get(api, f"{path}/{OTHER_ACCOUNT}", **{"If-None-Match": other.headers["etag"]})
+    assert get(api, acc_path, inm=acc.headers["etag"]).status_code == 200
+    r = get(api, f"{path}/{OTHER_ACCOUNT}", inm=other.headers["etag"])
     assert r.status_code == 304
     post_event(api, "receipt", 1_000, account=OTHER_ACCOUNT)
     changed(api, f"{path}/{OTHER_ACCOUNT}", other.headers["etag"])
@@ -137,15 +139,13 @@ def test_summary_etag_per_scope(api: Stack) -> None:
     assert strict(models.Summary, seoul)["scope"] == "partial"
     n_tag, s_tag = national.headers["etag"], seoul.headers["etag"]
     assert n_tag.startswith("W/") and n_tag != s_tag
-    assert get(api, "/v1/summary", **{"If-None-Match": n_tag}).status_code == 304
+    assert get(api, "/v1/summary", inm=n_tag).status_code == 304
     # another scope's tag is not this caller's representation
-    assert get(api, "/v1/summary", seoul_headers, **{"If-None-Match": n_tag}).status_code == 200
+    assert get(api, "/v1/summary", seoul_headers, inm=n_tag).status_code == 200
     fy = get(api, "/v1/summary?fiscal_year=2026")
     strict(models.Summary, fy)
     assert fy.headers["etag"] not in (n_tag, s_tag)
-    assert (
-        get(api, "/v1/summary?fiscal_year=2026", **{"If-None-Match": fy.headers["etag"]}).status_code == 304
-    )
+    assert get(api, "/v1/summary?fiscal_year=2026", inm=fy.headers["etag"]).status_code == 304
 
     post_event(api, "payment", 4_321)  # 종로구 is in Seoul: both scopes' totals change
     changed(api, "/v1/summary", n_tag)
@@ -200,15 +200,15 @@ def test_every_body_matches_its_model(api: Stack) -> None:
     aid = found[0]["id"]
     one = get(api, f"/v1/alerts/{aid}")
     strict(models.Alert, one)
-    assert get(api, f"/v1/alerts/{aid}", **{"If-None-Match": one.headers["etag"]}).status_code == 304
-    assert get(api, f"/v1/alerts?org={ORG}", **{"If-None-Match": listed.headers["etag"]}).status_code in (
+    assert get(api, f"/v1/alerts/{aid}", inm=one.headers["etag"]).status_code == 304
+    assert get(api, f"/v1/alerts?org={ORG}", inm=listed.headers["etag"]).status_code in (
         200,  # another alert may have changed meanwhile
         304,
     )
     ack = httpx.post(f"{api.api}/v1/alerts/{aid}/ack", json={"by": "test"}, headers=director, timeout=10)
     assert strict(models.Alert, ack)["state"] == "acknowledged"
     # the acknowledgement is a change of the alert: its tag moved
-    assert get(api, f"/v1/alerts/{aid}", **{"If-None-Match": one.headers["etag"]}).status_code == 200
+    assert get(api, f"/v1/alerts/{aid}", inm=one.headers["etag"]).status_code == 200
 
 
 def walk(s: Stack, path: str, key: str, headers: dict[str, str] | None = None) -> list[Any]:
