@@ -16,16 +16,20 @@ tests/test_paging.py.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import orjson
 import pytest
+from aiokafka import AIOKafkaProducer
 from pydantic import BaseModel
 
 from cashpos.embedded import Infra
+from cashpos.names import Topics
 from cashpos.refdata import governments
 from serving import models
 from serving.caching import CACHE_CONTROL
@@ -209,6 +213,65 @@ def test_every_body_matches_its_model(api: Stack) -> None:
     assert strict(models.Alert, ack)["state"] == "acknowledged"
     # the acknowledgement is a change of the alert: its tag moved
     assert get(api, f"/v1/alerts/{aid}", inm=one.headers["etag"]).status_code == 200
+
+
+async def _publish_raw(s: Stack, values: list[bytes]) -> None:
+    """Bytes straight onto the revenue topic (what a misbehaving source system would send)."""
+    settings = s.settings
+    producer = AIOKafkaProducer(**settings.kafka_client_args(), acks="all")
+    await producer.start()
+    try:
+        for v in values:
+            await producer.send_and_wait(Topics(settings.namespace).revenue, v, key=ORG.encode())
+    finally:
+        await producer.stop()
+
+
+def test_operations_bodies_match_their_models(api: Stack) -> None:
+    """Dead letters (paged while they are listed), the reconciliation and the live stream's
+    frames, as the running system writes them."""
+    from reconcile.run import reconcile
+
+    bad = [b"{nope", b'{"event_id": "x"}', b"[]", b"\xff\xfe", b'{"amount": 1.5}']
+    asyncio.run(_publish_raw(api, bad * 3))
+    deadline = time.monotonic() + 20
+    while len(get(api, "/v1/deadletters").json()["deadletters"]) < len(bad) * 3:
+        assert time.monotonic() < deadline, "dead letters not listed"
+        time.sleep(0.2)
+    strict(models.DeadLetterList, get(api, "/v1/deadletters"))
+    letters = walk(api, "/v1/deadletters?limit=4", "deadletters")
+    ids = [(d["source"]["partition"], d["source"]["offset"]) for d in letters]
+    assert len(ids) == len(set(ids)) == len(bad) * 3
+    assert letters == get(api, "/v1/deadletters").json()["deadletters"]
+
+    assert get(api, "/v1/reconciliation").status_code in (200, 404)
+    asyncio.run(reconcile(api.settings, publish=True))
+    strict(models.ReconciliationReport, get(api, "/v1/reconciliation"))
+
+    # the stream's first frames: a snapshot (national, and one government's), then live ones
+    for query in ("", f"&org={ORG}"):
+        frames = []
+        with httpx.stream(
+            "GET", f"{api.api}/v1/stream?snapshot=1{query}", headers=api.headers, timeout=10
+        ) as r:
+            assert r.headers["cache-control"] == "no-cache, no-transform"
+            event: dict[str, str] = {}
+            for line in r.iter_lines():
+                if line.startswith(("id:", "event:", "data:")):
+                    k, _, v = line.partition(":")
+                    event[k] = v.strip()
+                elif not line and "data" in event:
+                    frames.append(event)
+                    event = {}
+                    if len(frames) == 1:
+                        post_event(api, "receipt", 77)
+                    if {f["event"] for f in frames} >= {"snapshot", "positions"}:
+                        break
+        for f in frames:
+            models.StreamEvent.model_validate_json(
+                orjson.dumps({**f, "data": orjson.loads(f["data"])}), strict=True, extra="forbid"
+            )
+        assert frames[0]["event"] == "snapshot"
 
 
 def walk(s: Stack, path: str, key: str, headers: dict[str, str] | None = None) -> list[Any]:

@@ -151,6 +151,17 @@ def test_the_document_keeps_the_contract(app: Any, doc: dict[str, Any]) -> None:
     assert findings(doc, guarded_operations(app)) == []
 
 
+async def test_the_served_document_is_the_completed_one(doc: dict[str, Any]) -> None:
+    """/openapi.json (what /docs and clients read) is the completed document, public."""
+    import httpx
+
+    transport = httpx.ASGITransport(app=create_app())
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as c:
+        r = await c.get("/openapi.json")
+        assert r.status_code == 200 and r.json() == doc
+        assert (await c.get("/docs")).status_code == 200
+
+
 def test_the_checks_can_fail(app: Any, doc: dict[str, Any]) -> None:
     guarded = guarded_operations(app)
     bad = copy.deepcopy(doc)
