@@ -11,6 +11,7 @@ import compileall
 import importlib
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
@@ -18,7 +19,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Stack
+from cashpos.embedded import Infra
+from tests.conftest import Stack, new_stack
+from tests.events import event
 from tools.api_client import PACKAGE, Generated, generate
 
 
@@ -88,22 +91,38 @@ def test_the_client_imports_with_every_operation(generated: Generated, client_pa
         assert callable(op.sync_detailed) and callable(op.asyncio_detailed)
 
 
+@pytest.fixture(scope="module")
+def client_stack(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A stack of its own: the test submits an event to it."""
+    s = new_stack(infra, tmp_path_factory.mktemp("client-stack"))
+    s.start_worker()
+    s.start_api()
+    s.wait_ready()
+    yield s
+    s.stop_all()
+
+
 @pytest.mark.integration
 def test_the_client_reads_a_position_with_integer_money(
-    generated: Generated, client_package: ModuleType, stack: Stack
+    generated: Generated, client_package: ModuleType, client_stack: Stack
 ) -> None:
-    org = "3090000"
+    org, amount = "3090000", 123_456_789_012
+    raw = event(f"client-{uuid.uuid4().hex[:8]}", "receipt", amount, org=org)
+    with httpx.Client(base_url=client_stack.api, trust_env=False, timeout=15) as http:
+        r = http.post("/v1/events", content=raw, headers=client_stack.source_headers)
+        assert r.status_code == 202, r.text
+        fate = http.get(r.headers["Location"], params={"wait": "10s"}, headers=client_stack.source_headers)
+        assert fate.json()["status"] == "applied", fate.text
     op = _operation(generated, client_package, "get", "/v1/positions/{org_code}")
-    with client_package.AuthenticatedClient(base_url=stack.api, token=stack.token("national")) as client:
+    token = client_stack.token("national")
+    with client_package.AuthenticatedClient(base_url=client_stack.api, token=token) as client:
         res = op.sync_detailed(org, client=client)
     assert res.status_code == 200, res.content[:300]
     body = res.parsed
     assert body.org_code == org
-    assert body.accounts, "no account positions"
-    raw = httpx.get(f"{stack.api}/v1/positions/{org}", headers=stack.headers, trust_env=False).json()
-    first = body.accounts[0]
+    row = next(a for a in body.accounts if a.account == "general" and a.fiscal_year == 2026)
     for name in ("cash", "committed", "available"):
-        value = getattr(first, name)
+        value = getattr(row, name)
         assert type(value) is int, f"{name} is {type(value).__name__}: {value!r}"  # never float
-    assert first.available == first.cash - first.committed
-    assert [a.cash for a in body.accounts] == [a["cash"] for a in raw["accounts"]]
+    assert (row.cash, row.committed, row.available) == (amount, 0, amount)
+    assert type(body.totals.cash) is int and body.totals.cash == amount
