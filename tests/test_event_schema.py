@@ -73,11 +73,21 @@ def schema_errors(doc: object) -> list[str]:
 
 def gap_explains(doc: dict[str, Any], rej: Rejection) -> bool:
     """Whether a refusal of a schema-valid ``doc`` is one the schema cannot decide."""
+    if _unpaired_surrogate(doc):  # not_json; but a close is named invalid_kind: test_close_surrogate
+        return rej.reason == "not_json" or (doc.get("kind") == CLOSE_KIND and rej.reason == "invalid_kind")
     if rej.reason not in SCHEMA_GAPS:
         return False
     if rej.reason == "invalid_timestamp":  # the gap is this narrow: a close at the end of 9999
         return doc.get("kind") == CLOSE_KIND and str(doc.get("occurred_at")).startswith("9999-12-3")
     return True
+
+
+def _unpaired_surrogate(doc: dict[str, Any]) -> bool:
+    try:
+        json.dumps(doc, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 # -- c. the file, the identity, the list of gaps ---------------------------------------------------
@@ -127,6 +137,18 @@ def test_close_not_utf8() -> None:
     raises instead of refusing with not_utf8. Reported to the contract's owner, not changed here."""
     res = check_message(b'{"kind":"fiscal_year_close","source":"\xff"}', None, None)
     assert isinstance(res, Rejection) and res.reason == "not_utf8"
+
+
+@pytest.mark.xfail(strict=True, reason="a close's unpaired surrogate is refused as invalid_kind")
+def test_close_surrogate() -> None:
+    """Found by the candidates below: a close whose string holds an unpaired surrogate escape is
+    refused, but as invalid_kind: the Event decode fails (kind), the close decoder raises
+    DecodeError on the escape, and decode() then reports the Event decoder's error. An event
+    with the same string is not_json. Reported to the contract's owner, not changed here."""
+    close = b'{"event_id":"c","org_code":"6110000","fiscal_year":2026,"kind":"fiscal_year_close",'
+    close += b'"occurred_at":"2027-01-21T00:00:00+09:00","source":"\\ud800"}'
+    res = check_message(close, None, None)
+    assert isinstance(res, Rejection) and res.reason == "not_json", res
 
 
 def _valid_receipt() -> dict[str, Any]:
