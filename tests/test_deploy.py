@@ -181,6 +181,26 @@ def test_systemd_analyze_verifies_the_units(tmp_path: Path) -> None:
     assert "ProtectHomes" in _verify(units, ["cashpos-api@8001.service"])
 
 
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+def test_the_services_exposure_is_low(tmp_path: Path) -> None:
+    """``systemd-analyze security``'s exposure score (0 best, 10 worst): 1.7 when written; a unit
+    losing its hardening options goes above 5 ("MEDIUM" and worse)."""
+    for p in UNITS.glob("*.service"):
+        (tmp_path / p.name).write_text(p.read_text())
+    for name in ("cashpos-worker@6066.service", "cashpos-api@8001.service", "cashpos-reconcile.service"):
+        out = subprocess.run(
+            ["systemd-analyze", "security", "--offline=true", "--no-pager", name],
+            check=False,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        found = re.search(r"Overall exposure level for \S+: ([0-9.]+)", out.stdout)
+        assert found, out.stdout[-500:] + out.stderr[-500:]
+        assert float(found.group(1)) <= 3.0, f"{name}: exposure {found.group(1)}"
+
+
 # --- Containerfile ---
 
 
