@@ -353,6 +353,17 @@ def test_env_example_is_read_alike_by_systemd_and_docker() -> None:
         seen.add(name)
 
 
+def test_env_example_leaves_the_per_instance_settings_to_the_units() -> None:
+    """systemd lets EnvironmentFile= override Environment=: a per-instance variable set in the
+    shared file would give every worker (API) instance the same id, port and state directory."""
+    per_instance = set()
+    for unit in UNITS.glob("*@.service"):
+        per_instance |= set(_environment(unit))
+    assert {"CASHPOS_WORKER_ID", "CASHPOS_STATE_DIR", "CASHPOS_API_PORT"} <= per_instance
+    set_names = {name for _, name, _ in env_lines()}
+    assert not per_instance & set_names, sorted(per_instance & set_names)
+
+
 def test_env_example_values_parse(monkeypatch: pytest.MonkeyPatch) -> None:
     for var in [v for v in os.environ if v.startswith("CASHPOS_")]:
         monkeypatch.delenv(var)
