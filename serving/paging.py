@@ -4,7 +4,7 @@
 A list takes ``limit`` (its own default and maximum, documented on the parameter) and ``cursor``;
 its body carries ``next``: the cursor of the following page, or ``null`` on the last one; and
 when there is one, the response has ``Link: <url>; rel="next"`` (the same request with that
-cursor). Pages are keyset pages in a stable order: a cursor holds the sort key of the last item
+cursor; a reference relative to the API's address). Pages are keyset pages in a stable order: a cursor holds the sort key of the last item
 it followed, not an offset, so items added or removed meanwhile shift nothing.
 
 A cursor is opaque to clients (base64url of a small JSON array); it names the list it belongs to
@@ -75,5 +75,6 @@ def link_next(request: Request, next_cursor: str | None) -> dict[str, str]:
     """The ``Link`` header of a page that has a next one (else none)."""
     if next_cursor is None:
         return {}
+    # A relative reference (RFC 8288, 3.2): right behind a proxy that ends TLS or renames the host.
     url = request.url.include_query_params(cursor=next_cursor)
-    return {"Link": f'<{url}>; rel="next"'}
+    return {"Link": f'<{url.path}?{url.query}>; rel="next"'}

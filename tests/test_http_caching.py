@@ -288,7 +288,7 @@ def walk(s: Stack, path: str, key: str, headers: dict[str, str] | None = None) -
         else:
             link = r.headers["link"]
             assert link.startswith("<") and link.endswith('>; rel="next"')
-            url = link[1 : link.index(">")]
+            url = f"{s.api}{link[1 : link.index('>')]}"  # relative to the API's address
             assert httpx.URL(url).params["cursor"] == body["next"]
         assert len(items) < 10_000
     return items

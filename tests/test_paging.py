@@ -136,6 +136,7 @@ async def walk(app: FastAPI, path: str, key: str, token: str = "") -> tuple[list
                 m = re.fullmatch(r'<([^>]+)>; rel="next"', r.headers["link"])
                 assert m is not None, r.headers["link"]
                 link = httpx.URL(m.group(1))
+                assert not link.is_absolute_url  # relative: right behind any proxy
                 assert link.params["cursor"] == nxt and link.path == path.split("?")[0]
                 url = f"{link.path}?{link.query.decode()}"
             assert pages < 500
@@ -154,6 +155,13 @@ async def test_governments_pages() -> None:
     items, _ = await walk(app, "/v1/governments?limit=4", "governments", "t-seoul")
     seoul = [o for o, g in governments().items() if g.province_code == "6110000"]
     assert [g["org_code"] for g in items] == seoul and len(seoul) == 26
+
+
+async def test_link_under_a_root_path() -> None:
+    transport = httpx.ASGITransport(app=_app(), root_path="/api")
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as c:
+        r = await c.get("/api/v1/governments?limit=2", headers=bearer("t-national"))
+    assert r.headers["link"] == f'</api/v1/governments?limit=2&cursor={r.json()["next"]}>; rel="next"'
 
 
 async def test_tokens_page_in_creation_order() -> None:
