@@ -10,7 +10,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
 import redis.asyncio as aioredis
@@ -30,7 +30,7 @@ from cashpos.refdata import Government, governments
 from cashpos.settings import Settings, load
 from serving import models, paging
 from serving.alerts import router as alerts_router
-from serving.caching import CacheControl, figures_etag, not_modified, rows_key, tagged
+from serving.caching import figures_etag, not_modified, rows_key, tagged
 from serving.federation import WorkerMetricsCollector
 from serving.ingest import router as ingest_router
 from serving.limits import RequestLimits
@@ -119,8 +119,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.token_cache = TokenCache(settings.token_cache_seconds)  # shared with the live hub
     app.add_middleware(AuthMiddleware, cache=app.state.token_cache)
     app.add_middleware(RequestLimits, settings=settings)
-    app.add_middleware(ObserveMiddleware, metrics=metrics)
-    app.add_middleware(CacheControl)  # outermost: the middlewares' refusals of reads too
+    app.add_middleware(ObserveMiddleware, metrics=metrics)  # and Cache-Control on every read
 
     # Every error is a problem (RFC 9457, ``serving.problems``): HTTP errors, validation errors
     # and unexpected exceptions here; the middlewares' own refusals send theirs.
@@ -228,7 +227,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def get_government(org_code: str) -> ExactJSONResponse:
         return ExactJSONResponse(_gov_dict(gov_or_404(org_code), True))
 
-    fy_param = Query(None, description="only this fiscal year (default: every open and recent one)")
+    def fy_param() -> Any:
+        return Query(None, description="only this fiscal year (default: every open and recent one)")
 
     @app.get(
         "/v1/positions/{org_code}",
@@ -239,7 +239,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         responses={304: {"description": "not modified: the figures are those of the ETag sent"}},
         dependencies=[require(Permission.READ)],
     )
-    async def get_positions(request: Request, org_code: str, fiscal_year: int | None = fy_param) -> Response:
+    async def get_positions(
+        request: Request, org_code: str, fiscal_year: int | None = fy_param()
+    ) -> Response:
         gov_or_404(org_code)
         body = await request.app.state.reader.government(org_code, fiscal_year)
         accounts = body["accounts"]
@@ -257,7 +259,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         dependencies=[require(Permission.READ)],
     )
     async def get_account(
-        request: Request, org_code: str, account: str, fiscal_year: int | None = fy_param
+        request: Request, org_code: str, account: str, fiscal_year: int | None = fy_param()
     ) -> Response:
         g = gov_or_404(org_code)
         if account not in g.account_codes:
@@ -296,7 +298,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def get_summary(
         request: Request,
         p: Annotated[Principal, require(Permission.READ)],
-        fiscal_year: int | None = fy_param,
+        fiscal_year: int | None = fy_param(),
     ) -> Response:
         body, etag = await request.app.state.reader.summary_tagged(fiscal_year, p.orgs)
         return not_modified(request, etag) or tagged(await with_status(request, body), etag)

@@ -69,15 +69,23 @@ def matches(if_none_match: str | None, etag: str) -> bool:
     return any(f'"{m}"' == ours for m in _TAG.findall(if_none_match))
 
 
+def _if_none_match(request: Request) -> str | None:
+    # straight from the ASGI scope: building Starlette's Headers costs more than the check
+    for k, v in request.scope["headers"]:
+        if k == b"if-none-match":
+            return str(v.decode("latin-1"))
+    return None
+
+
 def not_modified(request: Request, etag: str) -> Response | None:
     """The 304 answer when the request's ``If-None-Match`` matches ``etag``; else None."""
-    if matches(request.headers.get("if-none-match"), etag):
+    if matches(_if_none_match(request), etag):
         return Response(status_code=304, headers={"ETag": etag, "Cache-Control": CACHE_CONTROL})
     return None
 
 
 def tagged(response: Response, etag: str) -> Response:
-    response.headers["ETag"] = etag
+    response.raw_headers.append((b"etag", etag.encode()))
     return response
 
 
@@ -87,27 +95,15 @@ def conditional(request: Request, response: Response) -> Response:
     return not_modified(request, etag) or tagged(response, etag)
 
 
-class CacheControl:
-    """Pure ASGI middleware: ``Cache-Control: private, no-cache`` on every read (GET, HEAD) the
-    API answers without one of its own (the live stream sets ``no-cache, no-transform``)."""
+def is_read(scope: Scope) -> bool:
+    """An API read: answered with ``Cache-Control: private, no-cache`` (``add_cache_control``)."""
+    return scope["method"] in ("GET", "HEAD") and not scope["path"].startswith(_UNCACHED_PREFIXES)
 
-    def __init__(self, app: Any) -> None:
-        self.app = app
 
-    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        if (
-            scope["type"] != "http"
-            or scope["method"] not in ("GET", "HEAD")
-            or scope["path"].startswith(_UNCACHED_PREFIXES)
-        ):
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_cc(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                headers = message.get("headers") or []
-                if not any(k.lower() == b"cache-control" for k, _ in headers):
-                    message["headers"] = [*headers, _CC]
-            await send(message)
-
-        await self.app(scope, receive, send_with_cc)
+def add_cache_control(message: dict[str, Any]) -> None:
+    """On a read's ``http.response.start``, unless the response set its own (the live stream:
+    ``no-cache, no-transform``). Called by ``serving.observe.ObserveMiddleware``, which sees every
+    response already (one ASGI layer less on every request)."""
+    headers = message.get("headers") or []
+    if not any(k.lower() == b"cache-control" for k, _ in headers):
+        message["headers"] = [*headers, _CC]

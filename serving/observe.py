@@ -1,4 +1,5 @@
-"""Pure ASGI middleware counting requests and timing them by route template.
+"""Pure ASGI middleware counting requests and timing them by route template; and putting
+``Cache-Control`` on every read (``serving.caching``), since it sees every response anyway.
 
 (FastAPI's ``@app.middleware("http")`` wraps every response in extra tasks and streams; at
 thousands of requests per second that wrapper alone costs more than the handlers.)
@@ -10,6 +11,7 @@ import time
 from typing import Any
 
 from cashpos.metrics import ApiMetrics
+from serving.caching import add_cache_control, is_read
 
 Scope = dict[str, Any]
 
@@ -25,11 +27,14 @@ class ObserveMiddleware:
             return
         t = time.perf_counter()
         status = 500
+        read = is_read(scope)
 
         async def send_wrapper(message: dict[str, Any]) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                if read:
+                    add_cache_control(message)
             await send(message)
 
         try:
