@@ -194,8 +194,10 @@ def decode(raw: bytes, max_bytes: int = 8192) -> Record | Rejection:
                 return _close_decoder.decode(raw)
             except msgspec.ValidationError as close_err:
                 return _reason_for(close_err)
-            except msgspec.DecodeError:
-                pass
+            except UnicodeDecodeError:
+                return Rejection("not_utf8", "message is not valid UTF-8")
+            except msgspec.DecodeError as close_err:  # not JSON after all (e.g. a lone surrogate)
+                return Rejection("not_json", str(close_err))
         return _reason_for(err)
     except UnicodeDecodeError:  # msgspec raises it for invalid UTF-8 inside a string
         return Rejection("not_utf8", "message is not valid UTF-8")
