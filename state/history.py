@@ -20,7 +20,8 @@ rebuild:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Final
 
 import msgspec
@@ -243,3 +244,108 @@ def as_of(
             committed += dm
             events += 1
     return cash, committed, events
+
+
+# -- statements -----------------------------------------------------------------------------------
+
+STATEMENT_COLUMNS: Final = (
+    "opening_cash",
+    *(f"receipts_{c}" for c in CATEGORIES),
+    "payments",
+    "transfers_in",
+    "transfers_out",
+    "carried_in",
+    "carried_out",
+    "other_cash",
+    "closing_cash",
+    "opening_committed",
+    "committed_opened",
+    "committed_paid",
+    "committed_cancelled",
+    "committed_lapsed",
+    "committed_carried_in",
+    "committed_carried_out",
+    "other_committed",
+    "closing_committed",
+    "closing_available",
+    "events",
+)
+
+
+def statement_rows(
+    flows: Iterable[tuple[PosKey, int, DayFlows]], first_day: int, last_day: int
+) -> list[tuple[int, PosKey, dict[str, int]]]:
+    """The daily statement of positions: ``(day, position, columns)`` for each day of
+    ``first_day..last_day`` on which the position exists (it has had an event by then), in day
+    then position order. ``flows`` in key order (position, then day): every day from the first,
+    for the openings. Each row balances: opening + flows = closing, to the won."""
+    by_pk: dict[PosKey, list[tuple[int, DayFlows]]] = {}
+    for pk, day, f in flows:
+        by_pk.setdefault(pk, []).append((day, f))
+    out: list[tuple[int, PosKey, dict[str, int]]] = []
+    for pk, days in by_pk.items():
+        cash = committed = 0
+        started = False
+        it = iter(days)
+        nxt = next(it, None)
+        for day in range(min(first_day, days[0][0]), last_day + 1):
+            f = DayFlows()
+            if nxt is not None and nxt[0] == day:
+                f = nxt[1]
+                nxt = next(it, None)
+                started = True
+            opening_cash, opening_committed = cash, committed
+            cash += f.cash_delta
+            committed += f.committed_delta
+            if day < first_day or not started:
+                continue
+            row = {"opening_cash": opening_cash, "opening_committed": opening_committed}
+            row |= {name: getattr(f, name) for name in DayFlows.__struct_fields__}
+            row |= {
+                "closing_cash": cash,
+                "closing_committed": committed,
+                "closing_available": cash - committed,
+            }
+            out.append((day, pk, {c: row[c] for c in STATEMENT_COLUMNS}))
+    out.sort(key=lambda r: (r[0], r[1]))
+    return out
+
+
+# -- the events behind a figure ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One event's row in a position's history, in the listing's order."""
+
+    ms: int
+    sid: str
+    cash: int  # its effect on this position
+    committed: int
+    cash_after: int  # the running balance after it, in this order
+    committed_after: int
+    link: bytes  # its side's chain link after it (the running hash)
+
+
+def listing(rows: Iterable[tuple[int, str, int, int]], raw_of: Callable[[str], bytes]) -> list[Line]:
+    """A position's rows (as stored: day, then batch, each in application order) as the events
+    behind its figure: in event time, ties by side then by the side's own order (the order of
+    its topic), so the list is the same whatever the interleaving; each with the running balance
+    and its side's chain link (computed in the side's order from the start)."""
+    chain = Chain()
+    seq = {REVENUE: 0, EXPENDITURE: 0}
+    # every row with its link, in each side's order (the stored order within a side)
+    linked: list[tuple[int, int, int, str, int, int, bytes]] = []
+    for ms, sid, dc, dm in rows:
+        side = side_of_sid(sid)
+        seq[side] += 1
+        link_after = chain.extend(sid, ms, dc, dm, raw_of(sid))
+        linked.append((ms, 0 if side == REVENUE else 1, seq[side], sid, dc, dm, link_after))
+    linked.sort(key=lambda r: (r[0], r[1], r[2]))
+    out: list[Line] = []
+    cash = committed = 0
+    for ms, _side, _seq, sid, dc, dm, lk in linked:
+        cash += dc
+        committed += dm
+        out.append(Line(ms, sid, dc, dm, cash, committed, lk))
+    return out

@@ -13,8 +13,8 @@ unambiguous::
     j\\0{org}\\0{r|e}:{event_id}                -> Journal (what the event did, its raw bytes)
     j\\0{org}\\0l:{len(close_id)}:{close_id}:{commitment_id} -> Journal of a lapse at a close
     c\\0{org}\\0{commitment_id}                 -> Commitment
-    i\\0{org}\\0{account}\\0{fy}\\0{day:06}\\0{seq:012} -> [[occurred_ms, scoped id, cash delta, committed delta], ...]
-                                             (a batch's rows of one event-time day, in application order)
+    i\\0{org}\\0{account}\\0{fy}\\0{day:06}\\0{seq:012}{run:05} -> [[occurred_ms, scoped id, cash delta, committed delta], ...]
+                                             (a batch's run of rows of one event-time day, in application order)
     h\\0{org}\\0{account}\\0{fy}\\0{day:06}     -> DayFlows of that day (``state.history``)
     k\\0{org}\\0{account}\\0{fy}              -> Chain: the position's hash chains (``state.history``)
     o\\0{topic}\\0{partition}                   -> next offset to consume
@@ -159,8 +159,10 @@ def close_side(key: bytes) -> str:
     return key.decode().split("\0", 2)[2]
 
 
-def index_key(org: str, account: str, fy: int, day: int, seq: int) -> bytes:
-    return f"i\0{org}\0{account}\0{fy}\0{day:06d}\0{seq:012d}".encode()
+def index_key(org: str, account: str, fy: int, day: int, seq: int, run: int = 0) -> bytes:
+    """A batch's rows of a position on one day; ``run``: the n-th run of consecutive rows of one
+    day in that batch (a batch whose rows go back and forth between days has several)."""
+    return f"i\0{org}\0{account}\0{fy}\0{day:06d}\0{seq:012d}{run:05d}".encode()
 
 
 def index_prefix(org: str, account: str, fy: int, day: int | None = None) -> bytes:
@@ -172,6 +174,11 @@ def index_prefix(org: str, account: str, fy: int, day: int | None = None) -> byt
 
 def index_day(key: bytes) -> int:
     return int(key.split(b"\0")[4])
+
+
+def index_seq(key: bytes) -> int:
+    """Where an index block comes in the order applied: its batch's sequence number, then its run."""
+    return int(key.split(b"\0")[5])
 
 
 def flows_key(pk: PosKey, day: int) -> bytes:

@@ -149,6 +149,18 @@ class Store:
         rows.sort(key=lambda r: r[0])  # stable: applied order within the same instant
         return rows
 
+    def rows_applied(self, pk: PosKey) -> list[tuple[int, str, int, int]]:
+        """Every change to one position in the order applied (batch by batch): within a side,
+        the order of its topic (``state.history.listing`` and the chains rely on it)."""
+        blocks = sorted(
+            ((L.index_seq(k), i, v) for i, (k, v) in enumerate(self.scan(L.index_prefix(*pk)))),
+            key=lambda b: (b[0], b[1]),
+        )
+        rows: list[tuple[int, str, int, int]] = []
+        for _, _, v in blocks:
+            rows += L.decode_index(v)
+        return rows
+
     def rows_of_day(self, pk: PosKey, day: int) -> list[tuple[int, str, int, int]]:
         """One position's rows of one event-time day, in the order applied."""
         rows: list[tuple[int, str, int, int]] = []
@@ -216,11 +228,15 @@ class Store:
             if all(kst_day(r[0]) == first for r in rows):  # nearly always: one day a batch
                 put(L.index_key(org, account, fy, first, seq), enc(rows))
                 continue
-            by_day: dict[int, list[tuple[int, str, int, int]]] = {}
+            # runs of one day each, numbered: the blocks keep the order the rows were applied in
+            run: list[tuple[int, str, int, int]] = []
+            n = 0
             for r in rows:
-                by_day.setdefault(kst_day(r[0]), []).append(r)
-            for day, day_rows in by_day.items():
-                put(L.index_key(org, account, fy, day, seq), enc(day_rows))
+                if run and kst_day(r[0]) != kst_day(run[0][0]):
+                    put(L.index_key(org, account, fy, kst_day(run[0][0]), seq, n), enc(run))
+                    run, n = [], n + 1
+                run.append(r)
+            put(L.index_key(org, account, fy, kst_day(run[0][0]), seq, n), enc(run))
         if kernel is not None:  # the same loop in C, keys built without f-strings
             kernel.put_journal(put, changes.journal, _JOURNAL_PREFIX, enc)
         else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from agents.hooks import FoldContext, HookHost
 from cashpos.calendar import kst_day
 from cashpos.names import EXPENDITURE, REVENUE
 from state import partition
-from state.history import CATEGORIES, DayFlows, as_of, classify
+from state.history import CATEGORIES, DayFlows, as_of, classify, listing, side_of_sid, statement_rows
 from state.ledger import Journal, Ledger, PosKey
 from state.store import Store
 from streams.lean_records import LeanRecord as Rec
@@ -73,6 +74,15 @@ def _run(fold: partition.Fold, recs: Recs, runs: list[tuple[str, int]], kills: s
     return store
 
 
+def _raw_of(store: Store, org: str) -> Callable[[str], bytes]:
+    def raw(sid: str) -> bytes:
+        entry = store.journal(org, sid)
+        assert entry is not None, sid
+        return entry.raw
+
+    return raw
+
+
 def _heads(store: Store) -> dict[PosKey, str]:
     return {pk: c.head for org in ORGS for pk, c in store.chains(org).items()}
 
@@ -98,12 +108,37 @@ def test_history_is_exact_and_its_chains_do_not_depend_on_how_it_was_read(
     other = [(s, len(recs[s])) for s in (EXPENDITURE, REVENUE) if recs[s]]
     folds = [partition.fold_partition_py] + ([partition.fold_partition_native] if partition.fold_hot else [])
     heads = []
+    listings = []
     for fold, plan, k in [(f, runs, kills) for f in folds] + [(folds[-1], other, set())]:
         store = _run(fold, recs, plan, k, Path(tempfile.mkdtemp(prefix="cashpos-hist-")))
         try:
             heads.append(_heads(store))
+            lines = {}
             for org in ORGS:
                 positions = store.positions(org)
+                chains = store.chains(org)
+                for pk, p in positions.items():
+                    listed = listing(store.rows_applied(pk), _raw_of(store, org))
+                    lines[pk] = [(x.ms, x.sid, x.cash, x.committed, x.cash_after, x.link) for x in listed]
+                    if (
+                        listed
+                    ):  # the running balance ends at the figure; each side's chain ends in a link listed
+                        assert (listed[-1].cash_after, listed[-1].committed_after) == (p.cash, p.committed)
+                        for side in {side_of_sid(x.sid) for x in listed}:
+                            end = chains[pk].revenue if side == REVENUE else chains[pk].expenditure
+                            assert end in {x.link for x in listed if side_of_sid(x.sid) == side}
+                # the statement balances, every row and from one day to the next
+                flows = list(store.flows(org))
+                days = [d for _, d, _ in flows] or [0]
+                rows = statement_rows(flows, min(days), max(days))
+                closing: dict[PosKey, tuple[int, int]] = {}
+                for _day, pk, r in rows:
+                    moved = sum(r[f"receipts_{c}"] for c in CATEGORIES) + r["transfers_in"] + r["carried_in"]
+                    moved -= r["payments"] + r["transfers_out"] + r["carried_out"] - r["other_cash"]
+                    assert r["opening_cash"] + moved == r["closing_cash"]
+                    assert (r["opening_cash"], r["opening_committed"]) == closing.get(pk, (0, 0))
+                    closing[pk] = (r["closing_cash"], r["closing_committed"])
+                assert closing == {pk: (p.cash, p.committed) for pk, p in positions.items()}
                 # the daily flows sum to each balance, to the won
                 sums: dict[PosKey, list[int]] = {}
                 for pk, _day, f in store.flows(org):
@@ -121,12 +156,14 @@ def test_history_is_exact_and_its_chains_do_not_depend_on_how_it_was_read(
                         t = at + delta
                         want = _effects_up_to(entries, org, t)
                         for pk in positions:
-                            days = [(d, f) for p2, d, f in store.flows(org, pk[1], pk[2]) if p2 == pk]
-                            got = as_of(days, store.rows_of_day(pk, kst_day(t)), t)
+                            before = [(d, f) for p2, d, f in store.flows(org, pk[1], pk[2]) if p2 == pk]
+                            got = as_of(before, store.rows_of_day(pk, kst_day(t)), t)
                             assert got == want.get(pk, (0, 0, 0)), (pk, t)
         finally:
             store.close()
+            listings.append(lines)
     assert all(h == heads[0] for h in heads)
+    assert all(x == listings[0] for x in listings)
 
 
 def test_changing_removing_or_adding_one_event_changes_the_chain_head() -> None:
