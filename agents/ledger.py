@@ -44,6 +44,7 @@ from cashpos.names import FATE_HEADER, RedisKeys, Topics, side_of_topic
 from cashpos.refdata import governments
 from cashpos.settings import Settings
 from state.fate_projection import FateBatch, FateStore, batch_fates, wanted
+from state.history import Chain
 from state.ledger import Changes, Ledger, PosKey
 from state.partition import fold_partition
 from state.projection import RECENT_DEADLETTERS, Prepared, Projection
@@ -86,7 +87,9 @@ class LedgerWorker:
         self, settings: Settings, metrics: ProcessorMetrics | None = None, hooks: Sequence[BatchHook] = ()
     ) -> None:
         self.settings = settings
-        self.hooks: list[BatchHook] = [HistoryHook(), *hooks]  # history: part of every worker's state
+        self.history = HistoryHook()  # part of every worker's state (its web server answers from it)
+        self.hooks: list[BatchHook] = [self.history, *hooks]
+        self.web_address: str | None = None  # where its web server answers (published in its heartbeat)
         self.topics = Topics(settings.namespace)
         self.keys = RedisKeys(settings.namespace)
         self.metrics = metrics or ProcessorMetrics()
@@ -619,6 +622,14 @@ class LedgerWorker:
         if last_ts:
             self.metrics.event_to_visible.observe(max(0.0, time.time() - last_ts / 1000))
 
+    def serves(self, org: str) -> bool:
+        """Whether this worker owns ``org`` and has caught up on it (its history is whole)."""
+        return org in self.org_partition and org in self._seedable([org]) and org in self.owned_orgs
+
+    def chain(self, pk: PosKey) -> Chain | None:
+        """A position's hash chains (``state.history``), as of the last batch."""
+        return self.history.chains.get(pk)
+
     def _keep_fates(self, fates: FateBatch | None) -> None:
         """Hold verdicts Redis did not take (written again once it answers), up to a bound."""
         if not fates:
@@ -689,6 +700,7 @@ class LedgerWorker:
                                 "heartbeat_ms": int(time.time() * 1000),
                                 "partitions": sorted({tp.partition for tp in self.next_offsets}),
                                 "state_dir": self._state_dir,  # lets `cashpos reconcile` find the owner
+                                "web": self.web_address,  # the API asks it for history (agents.history_web)
                             }
                         ),
                     )

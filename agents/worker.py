@@ -22,6 +22,7 @@ from faust.app.base import BootStrategy
 from faust.cli import worker as faust_worker_command
 from mode import Service
 
+from agents import history_web
 from agents.alerting import AlertingHook
 from agents.ledger import LedgerWorker
 from cashpos.logs import capture_std_streams, dict_config
@@ -97,6 +98,16 @@ class worker(faust_worker_command.worker):
         log.info("faust worker %s starting", facts.get("id", ""), extra={"faust": facts})
 
 
+def advertised(where: list[str]) -> str | None:
+    """The address other processes reach this worker's web server at: the bound one, or for a
+    wildcard bind this host's name and the port (the API asks it for history)."""
+    if not where:
+        return None
+    if settings.worker_web_bind in WILDCARDS:
+        return f"{socket.gethostname()}:{where[0].rsplit(':', 1)[1]}"
+    return where[0]
+
+
 def web_addresses() -> list[str]:
     """Where the worker's web server really listens ("host:port" per bound socket; empty
     before it started). Read from aiohttp's runner, not from the settings."""
@@ -109,6 +120,12 @@ def web_addresses() -> list[str]:
         else:
             out.append(str(addr))
     return out
+
+
+# The worker the history pages answer from, once started (pages are added before the web
+# server starts: aiohttp freezes its router then).
+RUNNING: dict[type[LedgerWorker], LedgerWorker] = {}
+history_web.install(app, lambda: RUNNING.get(LedgerWorker))
 
 
 @app.service
@@ -126,6 +143,8 @@ class LedgerService(Service):
         metrics = ProcessorMetrics()
         self.alerting = AlertingHook(settings, metrics)  # alerts, in the ledger's atomic batch
         self.worker = LedgerWorker(settings, metrics, hooks=[self.alerting])
+        self.worker.web_address = advertised(where)
+        RUNNING[LedgerWorker] = self.worker
         await self.worker.start()
 
     @Service.task

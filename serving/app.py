@@ -28,7 +28,7 @@ from cashpos.metrics import ApiMetrics
 from cashpos.names import RedisKeys, Topics
 from cashpos.refdata import Government, governments
 from cashpos.settings import Settings, load
-from serving import models, paging
+from serving import history, models, paging
 from serving.alerts import router as alerts_router
 from serving.caching import figures_etag, not_modified, rows_key, tagged
 from serving.federation import WorkerMetricsCollector
@@ -236,13 +236,41 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Conditional: a weak ETag over the positions' versions (serving/caching.py); "
         "If-None-Match with it answers 304.",
         response_model=models.GovernmentPositions,
-        responses={304: {"description": "not modified: the figures are those of the ETag sent"}},
+        responses={
+            200: {
+                "description": "the live positions; with as_of, the positions as of that instant "
+                "(PositionsAsOf, event time, from the owning worker's history)",
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "anyOf": [
+                                {"$ref": "#/components/schemas/GovernmentPositions"},
+                                {"$ref": "#/components/schemas/PositionsAsOf"},
+                            ]
+                        }
+                    }
+                },
+            },
+            304: {"description": "not modified: the figures are those of the ETag sent"},
+            503: problem_doc(
+                "with as_of: the government's history is not available now (reason history_unavailable)"
+            ),
+        },
         dependencies=[require(Permission.READ)],
     )
     async def get_positions(
-        request: Request, org_code: str, fiscal_year: int | None = fy_param()
+        request: Request,
+        org_code: str,
+        fiscal_year: int | None = fy_param(),
+        as_of: str | None = Query(
+            None,
+            description="the positions as they stood at this instant of event time (RFC 3339; naive: "
+            "Korea time), from the history of the worker that owns the government",
+        ),
     ) -> Response:
-        gov_or_404(org_code)
+        g = gov_or_404(org_code)
+        if as_of is not None:
+            return await history.positions_as_of(request, g, as_of, fiscal_year)
         body = await request.app.state.reader.government(org_code, fiscal_year)
         accounts = body["accounts"]
         assert isinstance(accounts, list)
@@ -366,6 +394,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(alerts_router)
     app.include_router(live_router)
     app.include_router(problems_router)
+    app.include_router(history.router)
     app.mount("/dashboard", StaticFiles(directory=STATIC, html=True), name="dashboard")
     install_openapi(app)
     return app

@@ -234,6 +234,14 @@ TYPES: dict[str, ProblemType] = {
             "(each side has its own ids). Ask again with side=revenue or side=expenditure.",
         ),
         ProblemType(
+            "history_unavailable",
+            503,
+            "History not available now",
+            "The history of a government is answered by the worker that owns it. None does right now "
+            "(a partition moving between workers), or it is still rebuilding its state. Retry after "
+            "Retry-After seconds; live positions (without as_of) are served meanwhile.",
+        ),
+        ProblemType(
             "invalid_batch",
             422,
             "Batch body refused",

@@ -1,0 +1,160 @@
+"""The worker's history endpoints, on its (Faust) web server: the interactive-queries pattern.
+
+The history lives where it is written, in the state of the worker that owns the government
+(``state/history.py``, ``state/store.py``); the API asks that worker (``serving/history.py``
+finds it from the heartbeats, which carry each worker's partitions and web address). A worker
+answers only for the governments it owns and has caught up on; otherwise 503 with ``reason``
+``not_owner`` or ``rebuilding``, and the API looks again or says so. Internal: bodies are
+JSON with epoch-ms instants and Korean days (``kst_day``); the API shapes them for callers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import faust
+import orjson
+from faust.web import Request, Response, View
+
+from agents.ledger import LedgerWorker
+from cashpos.calendar import kst_day
+from state.history import DayFlows, as_of, listing, side_of_sid, statement_rows
+from state.ledger import LAPSE_TAG, PosKey, unscoped_id
+
+PREFIX = "/cashpos/history"
+MAX_LINES = 1000
+
+
+class Refused(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+def _owner(get: Callable[[], LedgerWorker | None], org: str) -> LedgerWorker:
+    w = get()
+    if w is None or org not in w.owned_orgs:
+        raise Refused("not_owner", f"this worker does not own {org}")
+    if not w.serves(org):
+        raise Refused("rebuilding", f"{org}'s partition is being rebuilt on this worker")
+    return w
+
+
+def positions_as_of(w: LedgerWorker, org: str, at_ms: int) -> list[dict[str, Any]]:
+    day = kst_day(at_ms)
+    before: dict[PosKey, list[tuple[int, DayFlows]]] = {}
+    for pk, d, f in w.store.flows(org):
+        if d < day:
+            before.setdefault(pk, []).append((d, f))
+    out = []
+    for pk in sorted(pk for pk in w.ledger.positions if pk[0] == org):
+        cash, committed, events = as_of(before.get(pk, ()), w.store.rows_of_day(pk, day), at_ms)
+        if events:
+            out.append(
+                {
+                    "account": pk[1],
+                    "fiscal_year": pk[2],
+                    "cash": cash,
+                    "committed": committed,
+                    "events": events,
+                }
+            )
+    return out
+
+
+def statements(w: LedgerWorker, org: str, first: int, last: int, account: str | None) -> list[dict[str, Any]]:
+    rows = statement_rows(w.store.flows(org, account), first, last)
+    return [{"day": day, "account": pk[1], "fiscal_year": pk[2], **cols} for day, pk, cols in rows]
+
+
+def events(
+    w: LedgerWorker, org: str, account: str, fy: int, at_ms: int | None, start: int, limit: int
+) -> dict[str, Any]:
+    pk = (org, account, fy)
+
+    def raw(sid: str) -> bytes:
+        entry = w.store.journal(org, sid)
+        return b"" if entry is None else entry.raw
+
+    lines = listing(w.store.rows_applied(pk), raw)
+    if at_ms is not None:
+        lines = [x for x in lines if x.ms <= at_ms]
+    page = lines[start : start + limit]
+    chain = w.chain(pk)
+    out = []
+    for x in page:
+        entry = w.store.journal(org, x.sid)
+        lapse = x.sid.startswith(LAPSE_TAG)
+        item: dict[str, Any] = {
+            "event_id": None if lapse else unscoped_id(x.sid),
+            "side": side_of_sid(x.sid),
+            "kind": entry.kind if entry is not None else None,
+            "occurred_ms": x.ms,
+            "cash": x.cash,
+            "committed": x.committed,
+            "cash_after": x.cash_after,
+            "committed_after": x.committed_after,
+            "running_hash": x.link.hex(),
+        }
+        if lapse and entry is not None:
+            item["commitment_id"] = entry.commitment_id
+        if entry is not None and entry.source is not None:
+            item["source"] = dict(zip(("topic", "partition", "offset"), entry.source, strict=True))
+        out.append(item)
+    nxt = start + limit if start + limit < len(lines) else None
+    return {
+        "lines": out,
+        "total": len(lines),
+        "next": nxt,
+        "chain": None
+        if chain is None
+        else {"head": chain.head, "revenue": chain.revenue.hex(), "expenditure": chain.expenditure.hex()},
+    }
+
+
+def _int(q: Any, name: str, default: int | None = None) -> int | None:
+    v = q.get(name)
+    return default if v in (None, "") else int(v)
+
+
+def install(app: faust.App, get: Callable[[], LedgerWorker | None]) -> None:
+    """The history pages on the worker's web server."""
+
+    def answer(view: View, body: Any, status: int = 200) -> Response:
+        return view.bytes(orjson.dumps(body), content_type="application/json", status=status)
+
+    async def guarded(view: View, org: str, fn: Callable[[LedgerWorker], Any]) -> Response:
+        try:
+            w = _owner(get, org)
+            return answer(view, fn(w))
+        except Refused as exc:
+            return answer(view, {"reason": exc.reason, "detail": str(exc)}, 503)
+        except ValueError as exc:
+            return answer(view, {"reason": "invalid_request", "detail": str(exc)}, 400)
+
+    @app.page(PREFIX + "/{org}/positions")
+    async def as_of_page(self: View, request: Request, org: str) -> Response:
+        at = _int(request.query, "as_of")
+        if at is None:
+            return answer(self, {"reason": "invalid_request", "detail": "as_of (epoch ms) is required"}, 400)
+        return await guarded(self, org, lambda w: {"positions": positions_as_of(w, org, at)})
+
+    @app.page(PREFIX + "/{org}/statements")
+    async def statements_page(self: View, request: Request, org: str) -> Response:
+        q = request.query
+        first, last = _int(q, "from"), _int(q, "to")
+        if first is None or last is None or last < first:
+            return answer(
+                self, {"reason": "invalid_request", "detail": "from <= to (days) are required"}, 400
+            )
+        account = q.get("account") or None
+        return await guarded(self, org, lambda w: {"rows": statements(w, org, first, last, account)})
+
+    @app.page(PREFIX + "/{org}/{account}/{fy}/events")
+    async def events_page(self: View, request: Request, org: str, account: str, fy: str) -> Response:
+        q = request.query
+        start = _int(q, "start", 0) or 0
+        limit = min(_int(q, "limit", 100) or 100, MAX_LINES)
+        at = _int(q, "as_of")
+        return await guarded(self, org, lambda w: events(w, org, account, int(fy), at, start, limit))

@@ -1,0 +1,394 @@
+"""History reads: positions as of an instant, daily statements, the events behind a figure.
+
+The history is in the state of the worker that owns each government (``state/history.py``); the
+API asks that worker on its web server (``agents/history_web.py``), found from the workers'
+heartbeats in Redis (each lists its partitions and its web address). A government whose owner
+is unknown, unreachable or still rebuilding answers 503 ``history_unavailable`` (Retry-After):
+never a partial history. Instants are event time (``occurred_at``): a late event changes the
+answer for the instants after its own. Why routed, not projected: docs/design.md.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import time
+from typing import Annotated, Any, Literal
+
+import httpx
+import orjson
+import redis.asyncio as aioredis
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+
+from access.policy import Permission
+from cashpos.calendar import date_day, day_date, korea_time, utc_stamp
+from cashpos.names import RedisKeys
+from cashpos.refdata import Government, governments
+from serving.problems import Problem, problem_doc
+from serving.security import require
+from serving.wire import ExactJSONResponse
+from state.history import STATEMENT_COLUMNS
+from streams.topics import partition_for
+
+router = APIRouter()
+
+MAX_STATEMENT_DAYS = 400
+HEARTBEAT_FRESH_MS = 10_000
+CSV = "text/csv"
+# The statement's CSV headers, in Korean (the spreadsheet every finance office uses).
+CSV_HEADERS: dict[str, str] = {
+    "date": "일자",
+    "account": "회계",
+    "account_name": "회계명",
+    "fiscal_year": "회계연도",
+    "opening_cash": "전일잔액",
+    "receipts_local_tax": "지방세 수입",
+    "receipts_non_tax": "세외수입",
+    "receipts_grant": "교부세 수입",
+    "receipts_subsidy": "보조금 수입",
+    "receipts_bond": "지방채 수입",
+    "receipts_other": "기타 수입",
+    "payments": "지출",
+    "transfers_in": "전입",
+    "transfers_out": "전출",
+    "carried_in": "이월 전입",
+    "carried_out": "이월 전출",
+    "other_cash": "기타 현금 증감",
+    "closing_cash": "금일잔액",
+    "opening_committed": "전일 지출원인행위 잔액",
+    "committed_opened": "지출원인행위",
+    "committed_paid": "지출로 해소",
+    "committed_cancelled": "취소",
+    "committed_lapsed": "불용",
+    "committed_carried_in": "이월 전입(지출원인행위)",
+    "committed_carried_out": "이월 전출(지출원인행위)",
+    "other_committed": "기타 지출원인행위 증감",
+    "closing_committed": "금일 지출원인행위 잔액",
+    "closing_available": "가용자금",
+    "events": "건수",
+}
+
+
+class StatementRow(BaseModel):
+    """One account's day: opening, every flow, closing (integer KRW; opening + flows = closing)."""
+
+    date: dt.date
+    account: str
+    account_name: str
+    fiscal_year: int
+    opening_cash: int
+    receipts_local_tax: int
+    receipts_non_tax: int
+    receipts_grant: int
+    receipts_subsidy: int
+    receipts_bond: int
+    receipts_other: int
+    payments: int
+    transfers_in: int
+    transfers_out: int
+    carried_in: int = Field(description="cash carried from the previous fiscal year at its close")
+    carried_out: int = Field(description="cash carried into the next fiscal year at this year's close")
+    other_cash: int
+    closing_cash: int
+    opening_committed: int
+    committed_opened: int
+    committed_paid: int
+    committed_cancelled: int
+    committed_lapsed: int
+    committed_carried_in: int
+    committed_carried_out: int
+    other_committed: int
+    closing_committed: int
+    closing_available: int
+    events: int
+
+
+class Statement(BaseModel):
+    org_code: str
+    name: str
+    time_axis: Literal["event_time"]
+    from_date: dt.date = Field(alias="from")
+    to_date: dt.date = Field(alias="to")
+    rows: list[StatementRow]
+
+
+class Source(BaseModel):
+    topic: str
+    partition: int
+    offset: int
+
+
+class HistoryLine(BaseModel):
+    """One event behind a figure, in event-time order."""
+
+    event_id: str | None = Field(description="null for a lapse (the close's entry for a commitment)")
+    side: Literal["revenue", "expenditure"]
+    kind: str | None
+    occurred_at: str
+    cash: int = Field(description="its effect on this position's cash")
+    committed: int
+    cash_after: int = Field(description="the running balance after it, in this order")
+    committed_after: int
+    running_hash: str = Field(description="its side's hash-chain link after it (hex; docs/design.md)")
+    commitment_id: str | None = None
+    source: Source | None = None
+
+
+class Chain(BaseModel):
+    head: str
+    revenue: str
+    expenditure: str
+
+
+class EventsBehind(BaseModel):
+    org_code: str
+    account: str
+    fiscal_year: int
+    as_of: str | None
+    total: int
+    lines: list[HistoryLine]
+    next: str | None
+    chain: Chain | None
+
+
+class HistoryAccount(BaseModel):
+    account: str
+    name: str
+    type: str
+    fiscal_year: int
+    cash: int
+    committed: int
+    available: int
+    events: int = Field(description="events that built this figure")
+
+
+class PositionsAsOf(BaseModel):
+    org_code: str
+    name: str
+    time_axis: Literal["event_time"]
+    as_of: str
+    accounts: list[HistoryAccount]
+    totals: dict[str, int]
+
+
+class Owners:
+    """Which worker owns which partition, from their heartbeats (read at most every 0.5 s)."""
+
+    def __init__(self, redis: aioredis.Redis, keys: RedisKeys, partitions: int) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.partitions = partitions
+        self._at = 0.0
+        self._by_partition: dict[int, str] = {}
+
+    async def web_of(self, org: str) -> str | None:
+        if time.monotonic() - self._at > 0.5:
+            beats = await self.redis.hgetall(self.keys.freshness)
+            now = int(time.time() * 1000)
+            out: dict[int, str] = {}
+            for raw in beats.values():
+                b = orjson.loads(raw)
+                if b.get("web") and now - int(b.get("heartbeat_ms", 0)) < HEARTBEAT_FRESH_MS:
+                    for p in b.get("partitions", ()):
+                        out[int(p)] = str(b["web"])
+            self._by_partition, self._at = out, time.monotonic()
+        return self._by_partition.get(partition_for(org, self.partitions))
+
+
+async def ask(request: Request, org: str, path: str, params: dict[str, Any]) -> Any:
+    """The owner's answer (JSON), or the 503 problem that says why there is none."""
+    st = request.app.state
+    owners: Owners | None = getattr(st, "owners", None)
+    if owners is None:
+        owners = st.owners = Owners(st.redis, st.keys, st.settings.partitions)
+    client: httpx.AsyncClient | None = getattr(st, "worker_client", None)
+    if client is None:
+        client = st.worker_client = httpx.AsyncClient(timeout=5.0)
+    web = await owners.web_of(org)
+    if web is None:
+        raise Problem(
+            "history_unavailable", f"no live worker owns {org}'s partition now", {"Retry-After": "2"}
+        )
+    try:
+        r = await client.get(f"http://{web}/cashpos/history/{org}/{path}", params=params)
+    except httpx.HTTPError as exc:
+        raise Problem(
+            "history_unavailable",
+            f"the worker owning {org} did not answer ({exc.__class__.__name__})",
+            {"Retry-After": "2"},
+        ) from None
+    body = orjson.loads(r.content)
+    if r.status_code == 503:
+        raise Problem("history_unavailable", f"{org}: {body.get('detail')}", {"Retry-After": "2"})
+    if r.status_code != 200:
+        raise Problem("invalid_request", str(body.get("detail")))
+    return body
+
+
+def _gov(org_code: str) -> Government:
+    g = governments().get(org_code)
+    if g is None:
+        raise Problem("not_found", f"unknown government {org_code}")
+    return g
+
+
+def instant_ms(text: str, name: str) -> int:
+    """An instant given as RFC 3339 (a naive one is Korea time), as epoch ms."""
+    try:
+        return int(korea_time(text).timestamp() * 1000)
+    except ValueError:
+        raise Problem("invalid_request", f"{name}: {text!r} is not an RFC 3339 instant", field=name) from None
+
+
+async def positions_as_of(request: Request, g: Government, at_text: str, fiscal_year: int | None) -> Response:
+    """``GET /v1/positions/{org}?as_of=``: every account as it stood at that instant."""
+    at = instant_ms(at_text, "as_of")
+    body = await ask(request, g.org_code, "positions", {"as_of": at})
+    meta = {a.code: a for a in g.accounts}
+    rows = []
+    for p in body["positions"]:
+        if fiscal_year is not None and p["fiscal_year"] != fiscal_year:
+            continue
+        a = meta.get(p["account"])
+        rows.append(
+            {
+                "account": p["account"],
+                "name": a.name if a else p["account"],
+                "type": a.type if a else "",
+                "fiscal_year": p["fiscal_year"],
+                "cash": p["cash"],
+                "committed": p["committed"],
+                "available": p["cash"] - p["committed"],
+                "events": p["events"],
+            }
+        )
+    totals = {k: sum(r[k] for r in rows) for k in ("cash", "committed", "available")}
+    return ExactJSONResponse(
+        {
+            "org_code": g.org_code,
+            "name": g.name,
+            "time_axis": "event_time",
+            "as_of": utc_stamp(at),
+            "accounts": rows,
+            "totals": totals,
+        }
+    )
+
+
+@router.get(
+    "/v1/statements/{org_code}",
+    summary="Daily statement: per day and account, opening, receipts by category, payments, transfers, "
+    "commitments, closing (JSON, or CSV with Korean headers)",
+    response_model=Statement,
+    responses={
+        200: {"content": {CSV: {"schema": {"type": "string"}}}, "description": "JSON, or CSV when asked"},
+        503: problem_doc("the government's history is not available now (reason history_unavailable)"),
+    },
+    dependencies=[require(Permission.READ)],
+)
+async def get_statement(
+    request: Request,
+    org_code: str,
+    from_: Annotated[dt.date, Query(alias="from", description="first day (Korean date)")],
+    to: Annotated[dt.date, Query(description="last day (Korean date), at most 400 days after from")],
+    account: Annotated[str | None, Query(description="one account only")] = None,
+    format: Annotated[
+        Literal["json", "csv"] | None, Query(description="csv: as text/csv (or Accept: text/csv)")
+    ] = None,
+) -> Response:
+    g = _gov(org_code)
+    if to < from_ or (to - from_).days > MAX_STATEMENT_DAYS:
+        raise Problem("invalid_request", f"to must be from..from+{MAX_STATEMENT_DAYS} days", field="to")
+    if account is not None and account not in g.account_codes:
+        raise Problem("not_found", f"{org_code} has no account {account}")
+    params: dict[str, Any] = {"from": date_day(from_), "to": date_day(to)}
+    if account:
+        params["account"] = account
+    body = await ask(request, org_code, "statements", params)
+    names = {a.code: a.name for a in g.accounts}
+    rows = [
+        {
+            "date": day_date(r["day"]).isoformat(),
+            "account": r["account"],
+            "account_name": names.get(r["account"], ""),
+            "fiscal_year": r["fiscal_year"],
+            **{c: r[c] for c in STATEMENT_COLUMNS},
+        }
+        for r in body["rows"]
+    ]
+    if format == "csv" or (format is None and CSV in request.headers.get("accept", "")):
+        out = io.StringIO()
+        w = csv.writer(out)
+        w.writerow([CSV_HEADERS[k] for k in CSV_HEADERS])
+        for r in rows:
+            w.writerow([r[k] for k in CSV_HEADERS])
+        filename = f"statement-{org_code}-{from_.isoformat()}-{to.isoformat()}.csv"
+        # UTF-8 with a BOM: spreadsheets then read the Korean headers right
+        return Response(
+            ("\ufeff" + out.getvalue()).encode(),
+            media_type=f"{CSV}; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+        )
+    return ExactJSONResponse(
+        {
+            "org_code": org_code,
+            "name": g.name,
+            "time_axis": "event_time",
+            "from": from_.isoformat(),
+            "to": to.isoformat(),
+            "rows": rows,
+        }
+    )
+
+
+@router.get(
+    "/v1/positions/{org_code}/{account}/events",
+    summary="The events behind a figure, in event-time order, with running balance and running hash",
+    response_model=EventsBehind,
+    responses={
+        503: problem_doc("the government's history is not available now (reason history_unavailable)")
+    },
+    dependencies=[require(Permission.READ)],
+)
+async def get_events_behind(
+    request: Request,
+    org_code: str,
+    account: str,
+    fiscal_year: Annotated[int, Query(ge=1990, le=2200)],
+    as_of: Annotated[str | None, Query(description="only events up to this instant (RFC 3339)")] = None,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> Response:
+    from serving import paging
+
+    g = _gov(org_code)
+    if account not in g.account_codes:
+        raise Problem("not_found", f"{org_code} has no account {account}")
+    at = instant_ms(as_of, "as_of") if as_of else None
+    digest = paging.filters_digest(org=org_code, account=account, fy=fiscal_year, as_of=at)
+    start = paging.decode(cursor, "events_behind", digest) or 0
+    params: dict[str, Any] = {"start": start, "limit": limit}
+    if at is not None:
+        params["as_of"] = at
+    body = await ask(request, org_code, f"{account}/{fiscal_year}/events", params)
+    lines = []
+    for x in body["lines"]:
+        x["occurred_at"] = utc_stamp(x.pop("occurred_ms"))
+        lines.append(x)
+    nxt = paging.encode("events_behind", body["next"], digest) if body["next"] is not None else None
+    return ExactJSONResponse(
+        {
+            "org_code": org_code,
+            "account": account,
+            "fiscal_year": fiscal_year,
+            "as_of": utc_stamp(at) if at is not None else None,
+            "total": body["total"],
+            "lines": lines,
+            "next": nxt,
+            "chain": body["chain"],
+        },
+        headers=paging.link_next(request, nxt),
+    )
