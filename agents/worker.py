@@ -12,6 +12,7 @@ from the ledger batch that produces them.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 from typing import Any
 
@@ -29,7 +30,7 @@ from cashpos.logs import capture_std_streams, dict_config
 from cashpos.metrics import ProcessorMetrics
 from cashpos.names import Topics
 from cashpos.settings import load
-from streams.topics import ensure_topics
+from streams.cluster_check import worker_refusal
 
 log = logging.getLogger("cashpos.worker")
 
@@ -139,7 +140,13 @@ class LedgerService(Service):
             "worker web server (Faust: /router/, /table/) listening on %s",
             ", ".join(where) or "nothing (not started)",
         )
-        await ensure_topics(settings)
+        why = await worker_refusal(settings)  # creates missing topics, checks the rest
+        if why:
+            log.critical(why)
+            logging.shutdown()
+            # Exit now with EX_CONFIG (78): a supervisor (systemd RestartPreventExitStatus) can
+            # tell that a restart will not help.
+            os._exit(78)
         metrics = ProcessorMetrics()
         self.alerting = AlertingHook(settings, metrics)  # alerts, in the ledger's atomic batch
         self.worker = LedgerWorker(settings, metrics, hooks=[self.alerting])

@@ -11,6 +11,7 @@ cashpos schema       print the event JSON Schema
 cashpos token        create, list and revoke access tokens
 cashpos audit        print the audit log
 cashpos redis-acl    print the Redis ACL rules of the service accounts
+cashpos topics       create the topics, or check them against the settings
 """
 
 from __future__ import annotations
@@ -291,6 +292,34 @@ def _redis_acl(args: argparse.Namespace) -> int:
     return 0
 
 
+def _topics(args: argparse.Namespace) -> int:
+    from aiokafka.errors import KafkaError
+
+    from streams.cluster_check import EXIT_MISMATCH, EXIT_UNREACHABLE, Refused, check
+    from streams.topics import ensure_topics
+
+    s = load()
+
+    async def main() -> int:
+        if args.action == "create":
+            try:
+                await ensure_topics(s, attempts=3, strict=True)
+            except Refused as exc:
+                print(exc, file=sys.stderr)
+                return EXIT_MISMATCH
+            except (KafkaError, OSError, TimeoutError) as exc:  # the broker never answered
+                print(f"cannot reach the broker: {s.kafka_bootstrap}: {exc!r}", file=sys.stderr)
+                return EXIT_UNREACHABLE
+        report = await check(s)
+        if args.json:
+            print(orjson.dumps(report.as_json(), option=orjson.OPT_INDENT_2).decode())
+        else:
+            print("\n".join(report.lines()))
+        return report.exit_code
+
+    return asyncio.run(main())
+
+
 def _run(args: argparse.Namespace) -> int:
     from cashpos.stack import run_stack
 
@@ -405,6 +434,17 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("redis-acl", help="print the Redis ACL rules of the service accounts").set_defaults(
         fn=_redis_acl
     )
+    tp = sub.add_parser(
+        "topics",
+        help="create the namespace's topics, or check them (exit code: 0 good, 1 mismatch, 2 no broker)",
+    )
+    tp.add_argument(
+        "action",
+        choices=("create", "check"),
+        help="create: what is missing, then check; check: read-only (docs/topics.md)",
+    )
+    tp.add_argument("--json", action="store_true", help="the findings as JSON")
+    tp.set_defaults(fn=_topics)
     args = p.parse_args(argv)
     setup_logging()
     return int(args.fn(args))

@@ -71,6 +71,20 @@ def _secret(raw: str) -> Secret | None:
     return Secret(raw) if raw else None
 
 
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+
+
+def _bool(raw: str) -> bool:
+    if raw.lower() in _TRUE + _FALSE:
+        return raw.lower() in _TRUE
+    raise ValueError(raw)
+
+
+def _auto_bool(raw: str) -> bool | None:
+    """None for ``auto`` (decided at run time), else as :func:`_bool`."""
+    return None if raw.lower() == "auto" else _bool(raw)
+
+
 _EXPECTS: dict[Callable[[str], Any], str] = {
     _int: "an integer",
     _float: "a number",
@@ -78,6 +92,8 @@ _EXPECTS: dict[Callable[[str], Any], str] = {
     _path: "a path",
     _optional: "a string",
     _secret: "a string (secret)",
+    _bool: "1 or 0",
+    _auto_bool: "auto, 1 or 0",
 }
 
 
@@ -162,7 +178,24 @@ class Settings:
         "REPLICATION_FACTOR",
         "1",
         _int,
-        "Replication factor of the topics cashpos creates (use 3 on a real cluster).",
+        "Replication factor of the topics cashpos creates (use 3 on a real cluster); `cashpos",
+        "topics check` and the worker compare the existing topics' with it.",
+    )
+    allow_replication_factor_one: bool = _setting(
+        "ALLOW_REPLICATION_FACTOR_ONE",
+        "0",
+        _bool,
+        "1: accept replication factor 1 on an external Kafka cluster; otherwise the worker and",
+        "`cashpos topics create` refuse it (the embedded broker is always allowed it).",
+    )
+    kafka_embedded: bool | None = _setting(
+        "KAFKA_EMBEDDED",
+        "auto",
+        _auto_bool,
+        "Whether the broker is the embedded development one (no replication, configs not all",
+        "reported). auto: when CASHPOS_KAFKA_BOOTSTRAP is its address (the loopback at",
+        "CASHPOS_EMBEDDED_KAFKA_PORT) or the broker's cluster id is Tansu's `tansu_cluster`;",
+        "0: an external cluster whatever it looks like; 1: the embedded broker.",
     )
     state_dir: Path = _setting(  # noqa: RUF009 - _setting returns a dataclasses.field
         "STATE_DIR", "var/state", _path, "The worker's RocksDB state directory (one per worker)."
