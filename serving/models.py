@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, RootModel
 
 from access.policy import Role
 
@@ -445,7 +445,14 @@ class StreamEvent(BaseModel):
 
     id: str = Field(description="{seq}-{ms}")
     event: Literal["positions", "snapshot", "alerts", "heartbeat", "closed"]
-    data: PositionsFrame | Alert | Heartbeat | Closed
+    data: str = Field(
+        description="JSON (one line): StreamData, by event: positions and snapshot a "
+        "PositionsFrame, alerts an Alert, heartbeat a Heartbeat, closed a Closed",
+        json_schema_extra={
+            "contentMediaType": "application/json",
+            "contentSchema": {"$ref": "#/components/schemas/StreamData"},
+        },
+    )
     retry: int | None = Field(None, description="sent once, first: reconnect delay in ms")
 
 
@@ -490,5 +497,10 @@ class Closed(BaseModel):
     server_ms: int
 
 
+class StreamData(RootModel[PositionsFrame | Alert | Heartbeat | Closed]):
+    """The JSON ``data`` of a /v1/stream event (StreamEvent)."""
+
+
 Problem.model_rebuild()
 StreamEvent.model_rebuild()
+StreamData.model_rebuild()

@@ -30,7 +30,7 @@ from fastapi.routing import APIRoute
 from pydantic.json_schema import models_json_schema
 
 from serving.history import PositionsAsOf
-from serving.models import Problem, StreamEvent
+from serving.models import Problem, StreamData, StreamEvent
 from serving.problems import PROBLEM_JSON, PROBLEM_REF
 
 COMPONENTS = "#/components/schemas/{name}"
@@ -150,7 +150,12 @@ def complete(doc: dict[str, Any], routes: list[Any]) -> dict[str, Any]:
     comps = doc.setdefault("components", {})
     schemas = comps.setdefault("schemas", {})
     _, defs = models_json_schema(
-        [(Problem, "serialization"), (StreamEvent, "serialization"), (PositionsAsOf, "serialization")],
+        [
+            (Problem, "serialization"),
+            (StreamEvent, "serialization"),
+            (StreamData, "serialization"),
+            (PositionsAsOf, "serialization"),
+        ],
         ref_template="#/components/schemas/{model}",
     )
     for name, s in defs.get("$defs", {}).items():
