@@ -199,7 +199,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # The default page holds all 243: the dashboard reads the list in one request.
         after = paging.decode(cursor, "governments")
         govs = governments()
-        if after is not None and after not in govs:
+        if after is not None and (not isinstance(after, str) or after not in govs):
             raise Problem("invalid_cursor", "cursor names no government", field="cursor")
         codes = list(govs)
         start = codes.index(after) + 1 if after is not None else 0

@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from access.policy import Role
 from access.tokens import TokenRecord
 from cashpos.refdata import governments
+from serving import paging
 from serving.app import create_app
 from serving.caching import CACHE_CONTROL, bytes_etag, figures_etag, matches
 from serving.problems import PROBLEM_JSON, TYPES
@@ -216,6 +217,10 @@ async def test_alerts_page_in_listing_order() -> None:
         ("/v1/alerts?state=all&limit=1", "/v1/alerts?state=open", "other filters"),
         ("/v1/alerts?state=all&limit=1", "/v1/deadletters", "another list"),
         (None, "/v1/governments", "not a cursor"),
+        ("forged", "/v1/governments", "a list's name with a key of the wrong type"),
+        ("forged", "/v1/tokens", "a list's name with a key of the wrong type"),
+        ("forged", "/v1/alerts", "a list's name with a key of the wrong type"),
+        ("forged", "/v1/deadletters", "a list's name with a key of the wrong type"),
     ],
 )
 async def test_a_cursor_is_refused_elsewhere(issued_by: str | None, used_on: str, why: str) -> None:
@@ -223,6 +228,10 @@ async def test_a_cursor_is_refused_elsewhere(issued_by: str | None, used_on: str
     async with httpx.AsyncClient(transport=transport, base_url="http://api") as c:
         if issued_by is None:
             cursor = "bm90LWEtY3Vyc29y"
+        elif issued_by == "forged":
+            name = used_on.split("?")[0].rsplit("/", 1)[1]
+            digest = paging.filters_digest(org=None, province=None, rule=None, state="open")
+            cursor = paging.encode(name, {"not": ["a", "key"]}, digest if name == "alerts" else "")
         else:
             cursor = (await c.get(issued_by, headers=bearer(token_for(issued_by)))).json()["next"]
             assert cursor
