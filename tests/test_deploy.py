@@ -438,6 +438,19 @@ def test_the_guide_links_resolve() -> None:
         assert (OPERATIONS.parent / link).resolve().exists(), f"broken link {link}"
 
 
+def _slug(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+
+
+def test_the_guide_anchors_resolve() -> None:
+    text = OPERATIONS.read_text()
+    slugs = {_slug(h) for h in _headings(text)}
+    anchors = re.findall(r"\]\(#([^)]+)\)", text)
+    assert anchors
+    assert not [a for a in anchors if a not in slugs], sorted(set(anchors) - slugs)
+
+
 # --- the container's health check ---
 
 
