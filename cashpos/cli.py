@@ -7,6 +7,7 @@ cashpos simulate     publish a realistic stream for all 243 governments
 cashpos publish F    publish events from a JSON-lines file
 cashpos dlq          list dead letters; re-publish selected ones
 cashpos reconcile    re-fold the raw topics independently; compare with Redis and state
+cashpos verify       re-compute a position's hash-chain head from the input topics; compare
 cashpos schema       print the event JSON Schema
 cashpos token        create, list and revoke access tokens
 cashpos audit        print the audit log
@@ -201,6 +202,34 @@ def _reconcile(args: argparse.Namespace) -> int:
         if not args.every:
             return 0 if rep.ok else 1 if rep.diff_krw or rep.differences else 3
         time.sleep(args.every)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from reconcile import verify
+
+    s = load()
+    records = asyncio.run(verify.read_partition(s, args.org))
+    want, rows = verify.expected(records, args.org, args.account, args.fy, s.max_event_bytes)
+    try:
+        if args.state_dir:
+            got = verify.state_head(Path(args.state_dir), args.org, args.account, args.fy)
+        elif not args.token:
+            print("cashpos: --token (one that reads the government) or --state-dir", file=sys.stderr)
+            return verify.UNAVAILABLE
+        else:
+            api = args.api or verify.default_api(s)
+            got = verify.api_head(api, args.token, args.org, args.account, args.fy, args.wait)
+    except (RuntimeError, OSError) as exc:
+        print(f"cashpos: no head to compare with: {exc}", file=sys.stderr)
+        return verify.UNAVAILABLE
+    code, lines = verify.judge(want, rows, got)
+    print(f"position   {args.org}/{args.account}/{args.fy}")
+    print(f"topics     {want[0] if want else None}  ({rows} rows, from {len(records)} records)")
+    print(f"reported   {got.head}  ({got.events} rows, {got.where})")
+    print("\n".join(lines))
+    return code
 
 
 def _schema(args: argparse.Namespace) -> int:
@@ -403,6 +432,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     rc.add_argument("--every", type=float, default=0, help="repeat every N seconds")
     rc.set_defaults(fn=_reconcile)
+    vf = sub.add_parser(
+        "verify",
+        help="re-compute a position's hash-chain head from the input topics alone and compare it with "
+        "the API's (or a worker state's). Exit code: 0 match, 1 mismatch, 2 nothing to compare with, "
+        "3 the reported chain is behind the topics",
+    )
+    vf.add_argument("org", help="org_code")
+    vf.add_argument("account")
+    vf.add_argument("fy", type=int, help="fiscal year")
+    vf.add_argument("--api", help="the API's base URL (default: from CASHPOS_API_HOST/PORT)")
+    vf.add_argument("--token", help="a token that reads the government (for the API)")
+    vf.add_argument(
+        "--state-dir", help="compare with this worker state directory (the owner's; opened read-only) instead"
+    )
+    vf.add_argument("--wait", type=float, default=20.0, help="seconds to wait for an owner to answer (503)")
+    vf.set_defaults(fn=_verify)
     sub.add_parser("schema", help="print the event JSON Schema").set_defaults(fn=_schema)
     sub.add_parser("run", help="start the whole embedded stack").set_defaults(fn=_run)
     tk = sub.add_parser("token", help="create, list or revoke access tokens")
