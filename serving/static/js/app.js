@@ -127,4 +127,5 @@ window.cashpos = {
   get live() { return ctx.live; },
   get view() { return current && current.mod.name; },
   get session() { return store.session; },
+  get dayCurve() { return current && current.mod.dayCurve ? current.mod.dayCurve() : null; },
 };

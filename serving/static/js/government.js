@@ -1,16 +1,29 @@
-// Government view (#/gov/{org}): every account's cash, committed and available; a live chart of
-// the day's movement; the latest updates as they arrive; open alerts; projected shortfall.
+// Government view (#/gov/{org}): every account's cash, committed and available; the day's
+// movement since 00:00 KST and the last 30 days, both from the server's history; "change today"
+// against the server's opening balance; the daily statement (tab, with CSV); the events behind
+// every figure (events.js); the latest updates as they arrive; open alerts; projected shortfall.
 
-import { big, esc, krw, krwDelta, krwExact, kstTime } from "./format.js";
+import { closePanel, openBreakdown, openEvents, relabelPanel } from "./events.js";
+import { big, esc, krw, krwDelta, krwExact, kstDay, kstTime } from "./format.js";
+import { addDays, closings, kstMidnight, opening, sampleTimes, samples, statement, statementURL } from "./history.js";
 import { getLang, t } from "./i18n.js";
 import { LiveStream } from "./live.js";
-import { changeToday, coverage, getJSON, loadGovernments, setTotals, store, toTotals } from "./store.js";
+import { coverage, getJSON, loadGovernments, setTotals, store, toTotals } from "./store.js";
 
 export const name = "government";
 
 const KPIS = ["cash", "committed", "available", "spendable", "restricted", "change"];
 const FEED_MAX = 60;
-const MIN_WINDOW_S = 30;
+const MONTH_DAYS = 30;
+const STMT_DAYS = 7;
+const RETRY_MS = 5000;
+// Statement columns in the server's order (serving/history.py), money except "events".
+const STMT_COLS = ["opening_cash", "receipts_local_tax", "receipts_non_tax", "receipts_grant", "receipts_subsidy",
+  "receipts_bond", "receipts_other", "payments", "transfers_in", "transfers_out", "carried_in", "carried_out", "other_cash",
+  "closing_cash", "opening_committed", "committed_opened", "committed_paid", "committed_cancelled", "committed_lapsed",
+  "committed_carried_in", "committed_carried_out", "other_committed", "closing_committed", "closing_available", "events"];
+// Columns that are balances at a day's start or end (their events: as of that instant).
+const AT_START = new Set(["opening_cash", "opening_committed"]);
 
 let root = null;
 let live = null;
@@ -25,6 +38,16 @@ let chart = null;
 let chartTimer = null;
 let resizeObs = null;
 let shellCtx = null;
+let tab = "overview"; // overview | statement
+let chartMode = "today"; // today | month
+// The day from the server: {day, open: {cash, committed, available, rows}, points: [{ms, cash, available}]}
+let dayHist = null;
+let dayError = false;
+let dayBusy = false;
+let month = null; // [{date, cash, available, committed}] or null
+let monthError = false;
+let stmt = { from: null, to: null, rows: null, error: false, busy: false };
+let gen = 0; // mount generation: late answers of a previous page are dropped
 
 function crumbs(ctx) {
   const g = store.govs.get(org);
@@ -62,18 +85,25 @@ function shell() {
       ${KPIS.map((k) => `
         <div class="kpi kpi-${k}" title="${esc(t(k + "Help"))}">
           <div class="kpi-label">${esc(t(k))}</div>
-          <div class="kpi-value amt" id="gov-kpi-${k}" data-krw="0">—</div>
+          <div class="kpi-value amt clickable" id="gov-kpi-${k}" data-figure="${k}" tabindex="0">—</div>
         </div>`).join("")}
       <div class="kpi kpi-coverage" title="${esc(t("legendHelp"))}">
         <div class="kpi-label">${esc(t("coverage"))} ⓘ</div>
         <div class="kpi-value" id="gov-kpi-coverage">—</div>
       </div>
     </section>
+    <nav class="tabs" role="tablist">
+      <button type="button" role="tab" class="tab" id="tab-overview" data-tab="overview">${esc(t("tabOverview"))}</button>
+      <button type="button" role="tab" class="tab" id="tab-statement" data-tab="statement">${esc(t("tabStatement"))}</button>
+    </nav>
+    <div id="pane-overview" class="pane">
     <div class="grid2">
       <section class="panel chart-panel">
-        <header><h2>${esc(t("chartTitle"))}</h2><small class="muted">${esc(t("chartNote"))} · KST</small>
-</header>
+        <header><h2 id="chart-title"></h2><small class="muted" id="chart-note"></small>
+          <span class="seg" role="group"><button type="button" class="btn" data-mode="today" id="chart-today">${esc(t("chartToday"))}</button><button type="button" class="btn" data-mode="month" id="chart-month">${esc(t("chart30"))}</button></span>
+        </header>
         <div id="gov-chart" class="chart"></div>
+        <div id="gov-day" class="day-line"></div>
       </section>
       <aside class="side">
         <section class="panel" id="gov-alerts-panel">
@@ -98,20 +128,76 @@ function shell() {
             <th class="num">${esc(t("lastEvent"))}</th>
           </tr></thead>
           <tbody></tbody>
-          <tfoot><tr><th colspan="3">${esc(lang === "en" ? "Total" : "합계")}</th>
-            <th class="num amt" data-field="cash"></th><th class="num amt" data-field="committed"></th><th class="num amt" data-field="available"></th><th></th></tr></tfoot>
+          <tfoot><tr><th colspan="3">${esc(t("total"))}</th>
+            <th class="num amt clickable" data-field="cash" data-figure="cash" tabindex="0"></th><th class="num amt clickable" data-field="committed" data-figure="committed" tabindex="0"></th><th class="num amt clickable" data-field="available" data-figure="available" tabindex="0"></th><th></th></tr></tfoot>
         </table></div>
       </section>
       <section class="panel">
         <header><h2>${esc(t("feed"))}</h2></header>
         <ol id="gov-feed" class="feed"></ol>
       </section>
+    </div>
+    </div>
+    <div id="pane-statement" class="pane">
+      <section class="panel">
+        <header><h2>${esc(t("stmtTitle"))}</h2></header>
+        <form class="toolbar stmt-bar" id="stmt-form">
+          <label class="field">${esc(t("stmtFrom"))} <input type="date" id="stmt-from" required></label>
+          <label class="field">${esc(t("stmtTo"))} <input type="date" id="stmt-to" required></label>
+          <button class="btn" type="submit">${esc(t("stmtShow"))}</button>
+          <a class="btn" id="stmt-csv" download>${esc(t("stmtCsv"))}</a>
+          <small class="muted">${esc(t("stmtNote"))}</small>
+        </form>
+        <div class="table-wrap" id="stmt-wrap"></div>
+      </section>
     </div>`;
+  root.querySelector("#gov-kpis").addEventListener("click", onFigure);
+  root.querySelector("#gov-kpis").addEventListener("keydown", (e) => { if (e.key === "Enter") onFigure(e); });
+  root.querySelector("#gov-accounts").addEventListener("click", onFigure);
+  root.querySelector("#gov-accounts").addEventListener("keydown", (e) => { if (e.key === "Enter") onFigure(e); });
+  root.querySelector("#gov-day").addEventListener("click", onFigure);
+  root.querySelector("#stmt-wrap").addEventListener("click", onStatementFigure);
+  for (const b of root.querySelectorAll(".tab")) b.addEventListener("click", () => setTab(b.dataset.tab));
+  for (const b of root.querySelectorAll(".seg .btn")) b.addEventListener("click", () => setChartMode(b.dataset.mode));
+  const form = root.querySelector("#stmt-form");
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    const from = form.querySelector("#stmt-from").value, to = form.querySelector("#stmt-to").value;
+    if (from && to && from <= to) loadStatement(from, to);
+  });
   paintKpis();
   paintAccounts();
   paintFeed();
   paintAlerts();
   paintShortfall();
+  paintTabs();
+  paintStatement();
+  makeChart();
+}
+
+function setTab(next) {
+  tab = next;
+  paintTabs();
+  if (tab === "statement" && !stmt.rows && !stmt.busy) {
+    const today = kstDay();
+    loadStatement(stmt.from || addDays(today, -(STMT_DAYS - 1)), stmt.to || today);
+  }
+  if (tab === "overview") makeChart();
+}
+
+function paintTabs() {
+  if (!root || !root.querySelector(".tabs")) return;
+  for (const b of root.querySelectorAll(".tab")) {
+    b.classList.toggle("active", b.dataset.tab === tab);
+    b.setAttribute("aria-selected", String(b.dataset.tab === tab));
+  }
+  root.querySelector("#pane-overview").hidden = tab !== "overview";
+  root.querySelector("#pane-statement").hidden = tab !== "statement";
+}
+
+function setChartMode(mode) {
+  chartMode = mode;
+  if (mode === "month" && !month) loadMonth();
   makeChart();
 }
 
@@ -123,10 +209,18 @@ function paintKpis() {
   for (const k of KPIS) {
     const el = root.querySelector(`#gov-kpi-${k}`);
     if (k === "change") {
-      const d = changeToday(org);
+      // now − the server's opening balance of today; unknown until the statement has answered
+      const d = changeToday();
+      if (d === null) {
+        el.textContent = "—";
+        delete el.dataset.krw;
+        el.title = dayError ? t("historyUnavailable") : t("changeHelp");
+        el.classList.remove("up", "down");
+        continue;
+      }
       el.textContent = krwDelta(d, lang);
       el.dataset.krw = d.toString();
-      el.title = krwExact(d, lang);
+      el.title = `${krwExact(d, lang)} · ${t("changeHelp")}`;
       el.classList.toggle("up", d > 0n);
       el.classList.toggle("down", d < 0n);
     } else money(el, tt[k], lang);
@@ -158,7 +252,7 @@ function paintAccounts(changedKeys = new Set()) {
       active += 1;
       const k = rowKey(r);
       const cls = [r.available < 0n ? "neg" : "", changedKeys.has(k) ? "flash" : ""].join(" ").trim();
-      const cell = (f) => `<td class="num amt${f === "available" && r[f] < 0n ? " neg" : ""}" data-field="${f}" data-krw="${r[f]}" title="${esc(krwExact(r[f], lang))}">${esc(krw(r[f], lang))}</td>`;
+      const cell = (f) => `<td class="num amt clickable${f === "available" && r[f] < 0n ? " neg" : ""}" data-field="${f}" data-krw="${r[f]}" data-events="${esc(r.account)}|${r.fiscal_year}" tabindex="0" title="${esc(krwExact(r[f], lang))}">${esc(krw(r[f], lang))}</td>`;
       html.push(`<tr class="${cls}" data-account="${esc(r.account)}" data-fy="${r.fiscal_year}"><td><span class="acc-name">${esc(acc.name)}</span><span class="acc-code">${esc(acc.account)}</span></td>
         <td><span class="type type-${esc(acc.type)}">${esc(types[acc.type] || acc.type)}</span></td><td class="num">${r.fiscal_year}${r.final ? ` <span class="badge final" title="${esc(t("finalTitle"))}">${esc(t("final"))}</span>` : ""}</td>
         ${cell("cash")}${cell("committed")}${cell("available")}
@@ -168,6 +262,7 @@ function paintAccounts(changedKeys = new Set()) {
   body.innerHTML = html.join("");
   const tt = store.totals.get(org);
   if (tt) for (const f of ["cash", "committed", "available"]) money(root.querySelector(`#gov-accounts tfoot [data-field="${f}"]`), tt[f], lang);
+  paintDay();
   root.querySelector("#gov-acc-count").textContent = lang === "en"
     ? `${gov.accounts.length} accounts · ${active} with activity` : `${gov.accounts.length}개 회계 · 거래 ${active}건`;
   // Two fiscal years open (1 January to the close): each year's own figure; the total row is the bank's.
@@ -234,14 +329,100 @@ function paintShortfall() {
   box.textContent = text;
 }
 
-// --- chart ---------------------------------------------------------------------------------------
+// --- the day and the last 30 days, from the server ----------------------------------------------
 
-function chartData() {
-  const h = store.history.get(org) || { t: [], available: [], cash: [] };
-  const now = Date.now() / 1000;
-  const xs = [...h.t], av = [...h.available];
-  if (xs.length) { xs.push(Math.max(now, xs[xs.length - 1] + 0.001)); av.push(av[av.length - 1]); }
-  return [xs, av];
+/** Available now − the server's opening balance of today (null until the statement answered). */
+function changeToday() {
+  const tt = store.totals.get(org);
+  if (!tt || !dayHist || dayHist.day !== kstDay()) return null;
+  return tt.available - dayHist.open.available;
+}
+
+/** The day's curve: 00:00 (the statement's opening), every SAMPLE_MIN minutes as of, now (live). */
+function dayPoints() {
+  if (!dayHist) return [];
+  const tt = store.totals.get(org);
+  const pts = [{ ms: kstMidnight(dayHist.day), cash: dayHist.open.cash, available: dayHist.open.available }, ...dayHist.points];
+  if (tt) pts.push({ ms: Math.max(Date.now(), pts[pts.length - 1].ms + 1), cash: tt.cash, available: tt.available, now: true });
+  return pts;
+}
+
+/** The curve as drawn, with exact figures (for operators' consoles and the browser tests). */
+export function dayCurve() {
+  if (!dayHist) return null;
+  return { day: dayHist.day, points: dayPoints().map((p) => ({ ms: p.ms, cash: String(p.cash), available: String(p.available), now: !!p.now })) };
+}
+
+async function loadDay() {
+  if (dayBusy) return;
+  dayBusy = true;
+  const my = gen, o = org, day = kstDay();
+  try {
+    const open = await opening(o, day);
+    const pts = await samples(o, sampleTimes(day, Date.now()));
+    if (my !== gen) return;
+    dayHist = { day, open, points: pts };
+    dayError = false;
+  } catch (e) {
+    if (my !== gen) return;
+    dayError = true;
+    setTimeout(() => { if (my === gen) loadDay(); }, RETRY_MS);
+  } finally {
+    if (my === gen) dayBusy = false;
+  }
+  if (my !== gen || !root) return;
+  paintKpis();
+  paintDay();
+  refreshChart();
+}
+
+/** A new sampling instant has passed (or the Korean day changed): fetch what is missing. */
+async function topUpDay() {
+  if (!dayHist || dayBusy) return;
+  if (dayHist.day !== kstDay()) { dayHist = null; month = null; loadDay(); if (chartMode === "month") loadMonth(); return; }
+  const have = new Set(dayHist.points.map((p) => p.ms));
+  const want = sampleTimes(dayHist.day, Date.now()).filter((ms) => !have.has(ms));
+  if (!want.length) return;
+  dayBusy = true;
+  const my = gen;
+  try {
+    const pts = await samples(org, want);
+    if (my !== gen) return;
+    dayHist.points = [...dayHist.points, ...pts].sort((x, y) => x.ms - y.ms);
+  } catch { /* retried at the next tick */ } finally {
+    if (my === gen) dayBusy = false;
+  }
+  refreshChart();
+}
+
+async function loadMonth() {
+  const my = gen, o = org, today = kstDay();
+  try {
+    const rows = await statement(o, addDays(today, -(MONTH_DAYS - 1)), today);
+    if (my !== gen) return;
+    month = closings(rows);
+    monthError = false;
+  } catch {
+    if (my !== gen) return;
+    monthError = true;
+    setTimeout(() => { if (my === gen && chartMode === "month") loadMonth(); }, RETRY_MS);
+  }
+  if (root && chartMode === "month") makeChart();
+}
+
+function paintDay() {
+  const box = root && root.querySelector("#gov-day");
+  if (!box) return;
+  const lang = getLang();
+  const tt = store.totals.get(org);
+  if (!dayHist || !tt) { box.innerHTML = dayError ? `<span class="neg">${esc(t("historyUnavailable"))}</span>` : ""; return; }
+  const fig = (id, v, figure, cls = "") => `<b class="amt clickable ${cls}" id="${id}" data-krw="${v}" data-figure="${figure}" tabindex="0" title="${esc(krwExact(v, lang))}">${esc(krw(v, lang))}</b>`;
+  const d = tt.available - dayHist.open.available;
+  box.innerHTML = `<span>${esc(t("dayOpening"))} ${esc(t("available"))} ${fig("day-open-available", dayHist.open.available, "open-available")}
+    · ${esc(t("cash"))} ${fig("day-open-cash", dayHist.open.cash, "open-cash")}</span>
+    <span>→ ${esc(t("dayNow"))} ${esc(t("available"))} ${fig("day-now-available", tt.available, "available")}
+    · ${esc(t("cash"))} ${fig("day-now-cash", tt.cash, "cash")}</span>
+    <span>(${esc(t("change"))} <b class="amt ${d > 0n ? "up" : d < 0n ? "down" : ""}" id="day-change" data-krw="${d}" title="${esc(krwExact(d, lang))}">${esc(krwDelta(d, lang))}</b>)</span>`;
 }
 
 /** Axis labels with just enough precision for the tick step: "1.25조" / "4,500억" / "1,118.5억";
@@ -270,49 +451,68 @@ function axisTime(u, splits) {
   return splits.map((s) => (fine ? kstTime(s * 1000) : kstTime(s * 1000).slice(0, 5)));
 }
 
-/** Shade the part of the window before the first value we have: no data, not "no change". */
-function shadeNoData(u) {
-  const xs = u.data[0];
-  if (!xs.length) return;
-  const left = u.bbox.left, x0 = Math.round(u.valToPos(xs[0], "x", true));
-  if (x0 - left < 4) return;
-  const ctx = u.ctx;
-  ctx.save();
-  ctx.fillStyle = "#f4f6f9";
-  ctx.fillRect(left, u.bbox.top, x0 - left, u.bbox.height);
-  ctx.fillStyle = "#9aa3b1";
-  ctx.font = `${12 * devicePixelRatio}px ${getComputedStyle(document.body).fontFamily}`;
-  ctx.textAlign = "center";
-  ctx.fillText(t("chartNoData"), left + (x0 - left) / 2, u.bbox.top + u.bbox.height / 2);
-  ctx.restore();
+function axisDay(u, splits) { return splits.map((s) => kstDay(s * 1000).slice(5).replace("-", "/")); }
+
+/** [xs (s), available, cash]: doubles for drawing only; the exact figures are in the DOM. */
+function chartData() {
+  if (chartMode === "month") {
+    const m = month || [];
+    return [m.map((d) => kstMidnight(d.date) / 1000), m.map((d) => Number(d.available)), m.map((d) => Number(d.cash))];
+  }
+  const pts = dayPoints();
+  return [pts.map((p) => p.ms / 1000), pts.map((p) => Number(p.available)), pts.map((p) => Number(p.cash))];
+}
+
+function paintChartHead() {
+  const month30 = chartMode === "month";
+  root.querySelector("#chart-title").textContent = t(month30 ? "chart30Title" : "chartTitle");
+  const err = month30 ? monthError : dayError;
+  root.querySelector("#chart-note").textContent = err ? t("historyUnavailable") : `${t(month30 ? "chart30Note" : "chartNote")} · KST`;
+  root.querySelector("#chart-note").classList.toggle("neg", err);
+  for (const b of root.querySelectorAll(".seg .btn")) b.classList.toggle("active", b.dataset.mode === chartMode);
+  root.querySelector("#gov-chart").dataset.mode = chartMode;
+  root.querySelector("#gov-day").hidden = month30;
 }
 
 function makeChart() {
-  const el = root.querySelector("#gov-chart");
-  if (!el || !window.uPlot) return;
+  const el = root && root.querySelector("#gov-chart");
+  if (!el) return;
+  paintChartHead();
+  if (!window.uPlot || tab !== "overview") return;
   if (chart) chart.destroy();
+  chart = null;
+  el.innerHTML = "";
   const U = window.uPlot;
   const width = Math.max(300, el.clientWidth);
+  const month30 = chartMode === "month";
   const stepped = U.paths && U.paths.stepped ? U.paths.stepped({ align: 1 }) : undefined;
+  const fmtMoney = (u, v) => (v == null ? "—" : krw(BigInt(Math.round(v)), getLang()));
   chart = new U({
     width, height: 260,
     tzDate: (ts) => U.tzDate(new Date(ts * 1e3), "Asia/Seoul"),
     cursor: { drag: { x: false, y: false } },
     legend: { show: true, live: true },
-    hooks: { drawClear: [shadeNoData] },
-    scales: { x: { time: true, range: (u, min, max) => {
-      // Everything since the first value we have, plus a margin on the left that grows with it
-      // (at least 30 s), so a freshly opened page already shows a readable line.
-      const span = max - (min ?? max);
-      return [max - Math.max(MIN_WINDOW_S, span * 1.25), max];
-    } }, y: { range: (u, min, max) => { const pad = Math.max(Math.abs(max - min) * 0.25, Math.abs(max) * 0.001, 1e5); return [min - pad, max + pad]; } } },
+    scales: {
+      x: { time: true, range: (u, min, max) => {
+        if (month30) {
+          // always the 30 days; a day without a statement row (no account had begun) stays empty
+          const today = kstDay();
+          return [kstMidnight(addDays(today, -(MONTH_DAYS - 1))) / 1000 - 43_200, kstMidnight(today) / 1000 + 43_200];
+        }
+        // the whole day so far, from 00:00 KST
+        const t0 = dayHist ? kstMidnight(dayHist.day) / 1000 : (min ?? 0);
+        return [t0, Math.max(max ?? t0, t0 + 60)];
+      } },
+      y: { range: (u, min, max) => { const pad = Math.max(Math.abs(max - min) * 0.15, Math.abs(max) * 0.001, 1e5); return [min - pad, max + pad]; } },
+    },
     axes: [
-      { stroke: "#5b6473", values: axisTime, space: 70, grid: { stroke: "#eef0f3" }, ticks: { stroke: "#dfe3e8" } },
-      { stroke: "#5b6473", size: 70, values: axisKrw, grid: { stroke: "#eef0f3" }, ticks: { stroke: "#dfe3e8" } },
+      { stroke: "#5b6473", values: month30 ? axisDay : axisTime, space: month30 ? 50 : 70, ...(month30 ? { incrs: [86_400, 2 * 86_400, 7 * 86_400] } : {}), grid: { stroke: "#eef0f3" }, ticks: { stroke: "#dfe3e8" } },
+      { stroke: "#5b6473", size: 84, values: axisKrw, grid: { stroke: "#eef0f3" }, ticks: { stroke: "#dfe3e8" } },
     ],
     series: [
-      { label: getLang() === "en" ? "Time (KST)" : "시각 (KST)", value: (u, v) => (v == null ? "—" : kstTime(v * 1000)) },
-      { label: t("available"), value: (u, v) => (v == null ? "—" : krw(BigInt(Math.round(v)), getLang())), stroke: "#1f5fbf", width: 2, fill: "rgba(31,95,191,0.08)", paths: stepped, points: { show: false } },
+      { label: month30 ? t("date") : getLang() === "en" ? "Time (KST)" : "시각 (KST)", value: (u, v) => (v == null ? "—" : month30 ? kstDay(v * 1000) : kstTime(v * 1000)) },
+      { label: t("available"), value: fmtMoney, stroke: "#1f5fbf", width: 2, fill: "rgba(31,95,191,0.08)", paths: month30 ? undefined : stepped, points: { show: month30 } },
+      { label: t("cash"), value: fmtMoney, stroke: "#8a94a6", width: 1.5, dash: [5, 4], paths: month30 ? undefined : stepped, points: { show: month30 } },
     ],
   }, chartData(), el);
   if (resizeObs) resizeObs.disconnect();
@@ -320,7 +520,126 @@ function makeChart() {
   resizeObs.observe(el);
 }
 
-function refreshChart() { if (chart) chart.setData(chartData()); }
+function refreshChart() { if (chart && chartMode === "today") chart.setData(chartData()); }
+
+// --- the events behind a figure -------------------------------------------------------------------
+
+const accName = (a) => { const m = gov.accounts.find((x) => x.account === a); return m ? m.name : a; };
+const accType = (a) => { const m = gov.accounts.find((x) => x.account === a); return m ? m.type : ""; };
+
+/** The positions (account × fiscal year) that make a total, with their share of it. */
+function positionsOf(figure) {
+  const out = [];
+  const byKey = (rs, f) => rs.map((r) => ({ account: r.account, name: accName(r.account), fy: r.fiscal_year, value: f(r) }));
+  if (figure === "open-available" || figure === "open-cash") {
+    const f = figure === "open-cash" ? (r) => r.opening_cash : (r) => r.opening_cash - r.opening_committed;
+    return byKey(dayHist ? dayHist.open.rows : [], f);
+  }
+  const live = [...rows.values()];
+  if (figure === "restricted") return byKey(live.filter((r) => accType(r.account) === "custody"), (r) => r.cash);
+  if (figure === "spendable") return byKey(live.filter((r) => accType(r.account) !== "custody"), (r) => r.available);
+  if (figure === "change") {
+    const open = new Map((dayHist ? dayHist.open.rows : []).map((r) => [rowKey(r), r.opening_cash - r.opening_committed]));
+    for (const r of live) out.push({ account: r.account, name: accName(r.account), fy: r.fiscal_year, value: r.available - (open.get(rowKey(r)) ?? 0n) });
+    return out.filter((p) => p.value !== 0n);
+  }
+  return byKey(live, (r) => r[figure]);
+}
+
+function onFigure(e) {
+  const el = e.target.closest("[data-events], [data-figure]");
+  if (!el || !root.contains(el)) return;
+  if (el.dataset.events) {
+    const [account, fy] = el.dataset.events.split("|");
+    openEvents({ org, account, name: accName(account), fy: Number(fy), field: el.dataset.field, figure: big(el.dataset.krw) });
+    return;
+  }
+  const figure = el.dataset.figure;
+  if (figure === "change" && !dayHist) return;
+  const atStart = figure.startsWith("open-");
+  const field = atStart ? figure.slice(5) : figure === "change" ? "available" : figure;
+  openBreakdown({
+    org,
+    label: `${atStart ? `${t("dayOpening")} ` : ""}${t(figure === "change" ? "change" : field)}`,
+    field,
+    figure: el.dataset.krw ? big(el.dataset.krw) : null,
+    positions: positionsOf(figure),
+    asOf: atStart ? kstMidnight(dayHist.day) - 1 : null,
+    // a line of "change today" is a difference, not what its events sum to
+    linesAreFigures: figure !== "change",
+  });
+}
+
+// --- the statement tab ----------------------------------------------------------------------------
+
+async function loadStatement(from, to) {
+  const my = gen;
+  stmt = { from, to, rows: stmt.rows, error: false, busy: true };
+  paintStatement();
+  try {
+    const got = await statement(org, from, to);
+    if (my !== gen) return;
+    stmt = { from, to, rows: got, error: false, busy: false };
+  } catch {
+    if (my !== gen) return;
+    stmt = { from, to, rows: null, error: true, busy: false };
+  }
+  paintStatement();
+}
+
+function paintStatement() {
+  const wrap = root && root.querySelector("#stmt-wrap");
+  if (!wrap) return;
+  const lang = getLang();
+  if (stmt.from) {
+    root.querySelector("#stmt-from").value = stmt.from;
+    root.querySelector("#stmt-to").value = stmt.to;
+    root.querySelector("#stmt-csv").href = statementURL(org, stmt.from, stmt.to, "csv").href;
+  }
+  wrap.dataset.busy = stmt.busy ? "1" : "";
+  if (stmt.error) { wrap.innerHTML = `<p class="neg">${esc(t("historyUnavailable"))}</p>`; return; }
+  if (!stmt.rows) { wrap.innerHTML = `<div class="loading">…</div>`; return; }
+  if (!stmt.rows.length) { wrap.innerHTML = `<p class="muted empty">${esc(t("stmtEmpty"))}</p>`; return; }
+  const cols = STMT_COLS.filter((c) => stmt.rows.some((r) => r[c] !== 0n));
+  const names = t("cols");
+  const cell = (r, c, total = false) => {
+    const v = r[c];
+    if (c === "events") return `<td class="num">${v}</td>`;
+    const attrs = total ? `data-total="${esc(r.date)}"` : `data-events="${esc(r.account)}|${r.fiscal_year}" data-date="${esc(r.date)}"`;
+    return `<td class="num amt clickable" data-col="${c}" data-krw="${v}" ${attrs} tabindex="0" title="${esc(krwExact(v, lang))}">${v === 0n && !c.startsWith("opening") && !c.startsWith("closing") ? "" : esc(krw(v, lang))}</td>`;
+  };
+  const byDay = new Map();
+  for (const r of stmt.rows) { if (!byDay.has(r.date)) byDay.set(r.date, []); byDay.get(r.date).push(r); }
+  const html = [];
+  for (const [date, rs] of byDay) {
+    for (const r of rs) {
+      html.push(`<tr data-date="${esc(date)}" data-account="${esc(r.account)}" data-fy="${r.fiscal_year}"><td>${esc(date)}</td><td><span class="acc-name">${esc(r.account_name || r.account)}</span><span class="acc-code">${esc(r.account)}</span></td><td class="num">${r.fiscal_year}</td>${cols.map((c) => cell(r, c)).join("")}</tr>`);
+    }
+    const tot = { date };
+    for (const c of cols) tot[c] = rs.reduce((s, r) => s + r[c], 0n);
+    html.push(`<tr class="day-total" data-date="${esc(date)}"><th>${esc(date)}</th><th colspan="2">${esc(t("dayTotal"))}</th>${cols.map((c) => cell(tot, c, true)).join("")}</tr>`);
+  }
+  wrap.innerHTML = `<table class="table stmt" id="stmt-table"><thead><tr><th>${esc(t("date"))}</th><th>${esc(t("account"))}</th><th class="num">${esc(t("fiscalYear"))}</th>${cols.map((c) => `<th class="num" data-col="${c}">${esc(names[c] || c)}</th>`).join("")}</tr></thead><tbody>${html.join("")}</tbody></table>`;
+}
+
+function onStatementFigure(e) {
+  const el = e.target.closest("td[data-col]");
+  if (!el) return;
+  const c = el.dataset.col;
+  const date = el.dataset.date || el.dataset.total;
+  // a balance at the day's start: events up to 00:00; anything else: up to the day's end
+  const asOf = AT_START.has(c) ? kstMidnight(date) - 1 : kstMidnight(addDays(date, 1)) - 1;
+  const field = c.endsWith("committed") || c.startsWith("committed") ? "committed" : c === "closing_available" ? "available" : "cash";
+  const isBalance = c.startsWith("opening") || c.startsWith("closing");
+  if (el.dataset.total) {
+    const rs = stmt.rows.filter((r) => r.date === date);
+    openBreakdown({ org, label: `${date} ${t("cols")[c] || c}`, field, figure: big(el.dataset.krw),
+      positions: rs.map((r) => ({ account: r.account, name: r.account_name || r.account, fy: r.fiscal_year, value: r[c] })), asOf });
+    return;
+  }
+  const [account, fy] = el.dataset.events.split("|");
+  openEvents({ org, account, name: accName(account), fy: Number(fy), asOf, field, figure: isBalance ? big(el.dataset.krw) : null });
+}
 
 // --- data ----------------------------------------------------------------------------------------
 
@@ -371,12 +690,21 @@ function onAlert(a) {
 }
 
 export async function mount(el, arg, ctx) {
+  gen += 1;
   root = el;
   org = arg;
   rows = new Map();
   feed = [];
   alerts = null;
   asOf = null;
+  tab = "overview";
+  chartMode = "today";
+  dayHist = null;
+  dayError = false;
+  dayBusy = false;
+  month = null;
+  monthError = false;
+  stmt = { from: null, to: null, rows: null, error: false, busy: false };
   root.className = "view government";
   root.innerHTML = `<div class="loading">…</div>`;
   try {
@@ -404,6 +732,7 @@ export async function mount(el, arg, ctx) {
   if (root !== el || org !== arg) return;
   shell();
   loadAlerts(org);
+  loadDay();
   live = new LiveStream({
     org,
     on: {
@@ -419,10 +748,16 @@ export async function mount(el, arg, ctx) {
   let snapshots = 0;
   ctx.live = live;
   live.start();
-  chartTimer = setInterval(() => { refreshChart(); }, 1000);
+  let ticks = 0;
+  chartTimer = setInterval(() => {
+    refreshChart();
+    if (++ticks % 10 === 0) topUpDay(); // a new 15-minute instant, or a new Korean day
+  }, 1000);
 }
 
 export function unmount() {
+  gen += 1;
+  closePanel();
   if (live) live.stop();
   live = null;
   clearInterval(chartTimer);
@@ -437,4 +772,5 @@ export function relabel() {
   if (!root || !gov) return;
   if (shellCtx) crumbs(shellCtx);
   shell();
+  relabelPanel();
 }

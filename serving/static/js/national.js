@@ -1,10 +1,10 @@
 // National view: 243 governments grouped by their 17 provinces, coloured by the months of
 // outflow their spendable funds cover; national and provincial totals; search; sort.
 
-import { esc, krw, krwDelta, krwExact } from "./format.js";
+import { esc, krw, krwExact } from "./format.js";
 import { getLang, t } from "./i18n.js";
 import { LiveStream } from "./live.js";
-import { changeToday, coverage, getJSON, loadGovernments, setTotals, store, sumTotals, toTotals } from "./store.js";
+import { coverage, getJSON, loadGovernments, setTotals, store, sumTotals, toTotals } from "./store.js";
 
 export const name = "national";
 
@@ -16,9 +16,11 @@ function scopeLabel() {
   return store.provinces.length === 1 ? store.provinces[0].name : t("scopeTitle", me.orgs.length);
 }
 
-const SORTS = ["code", "available", "cash", "committed", "change", "coverage"];
-const SORT_LABEL = { code: "sortCode", available: "sortAvailable", cash: "sortCash", committed: "sortCommitted", change: "sortChange", coverage: "sortCoverage" };
-const KPIS = ["cash", "committed", "available", "spendable", "change"];
+// No "change today" here: it needs each government's opening balance, one statement request per
+// government (243), and the API has no statement or as-of read for a province or the nation.
+const SORTS = ["code", "available", "cash", "committed", "coverage"];
+const SORT_LABEL = { code: "sortCode", available: "sortAvailable", cash: "sortCash", committed: "sortCommitted", coverage: "sortCoverage" };
+const KPIS = ["cash", "committed", "available", "spendable"];
 
 let root = null;
 let live = null;
@@ -30,7 +32,10 @@ const ui = loadUi();
 
 function loadUi() {
   const d = { q: "", sort: "code", dir: "desc", group: true };
-  try { return { ...d, ...JSON.parse(sessionStorage.getItem("cashpos.national") || "{}"), q: "" }; } catch { return d; }
+  try {
+    const u = { ...d, ...JSON.parse(sessionStorage.getItem("cashpos.national") || "{}"), q: "" };
+    return SORTS.includes(u.sort) ? u : { ...u, sort: "code" }; // a sort saved by an older page
+  } catch { return d; }
 }
 function saveUi() {
   try { sessionStorage.setItem("cashpos.national", JSON.stringify({ sort: ui.sort, dir: ui.dir, group: ui.group })); } catch { /* ignore */ }
@@ -38,7 +43,6 @@ function saveUi() {
 
 function metric(org, key) {
   const tt = store.totals.get(org);
-  if (key === "change") return changeToday(org);
   if (key === "coverage") {
     const c = coverage(tt);
     return c.band === "none" ? Infinity : c.band === "neg" ? -Infinity : c.months ?? Infinity;
@@ -65,14 +69,6 @@ function money(el, v, lang = getLang()) {
   el.textContent = krw(v, lang);
   el.dataset.krw = v.toString();
   el.title = krwExact(v, lang);
-}
-
-function delta(el, v, lang = getLang(), quietZero = false) {
-  el.textContent = quietZero && v === 0n ? "" : krwDelta(v, lang);
-  el.dataset.krw = v.toString();
-  el.title = `${t("change")}: ${krwExact(v, lang)}`;
-  el.classList.toggle("up", v > 0n);
-  el.classList.toggle("down", v < 0n);
 }
 
 // --- rendering -----------------------------------------------------------------------------------
@@ -138,7 +134,6 @@ function shell() {
           <div><dt>${esc(t("available"))}</dt><dd class="amt strong" data-field="available"></dd></div>
           <div><dt>${esc(t("cash"))}</dt><dd class="amt" data-field="cash"></dd></div>
           <div><dt>${esc(t("committed"))}</dt><dd class="amt" data-field="committed"></dd></div>
-          <div><dt>${esc(t("change"))}</dt><dd class="amt delta" data-field="change"></dd></div>
         </dl>
       </header>
       <div class="tiles"></div>`;
@@ -159,7 +154,7 @@ function shell() {
     a.href = `#/gov/${org}`;
     a.innerHTML = `
       <div class="gov-top"><span class="gov-name">${esc(g.name)}</span>${g.level === "metropolitan" ? `<span class="badge">${esc(t("metro"))}</span>` : ""}${g.level === "metropolitan" ? "" : `<span class="gov-prov">${esc(g.province_name)}</span>`}<span class="gov-code">${org}</span></div>
-      <div class="gov-main"><span class="gov-avail amt" data-field="available"></span><span class="gov-change amt delta" data-field="change"></span></div>
+      <div class="gov-main"><span class="gov-avail amt" data-field="available"></span></div>
       <div class="gov-sub"><span class="lbl">${esc(t("cashShort"))}</span> <span class="amt" data-field="cash"></span><span class="lbl">${esc(t("committedShort"))}</span> <span class="amt" data-field="committed"></span></div>`;
     tiles.set(org, a);
   }
@@ -190,7 +185,6 @@ function paintTile(org) {
   money(el.querySelector('[data-field="available"]'), tt.available, lang);
   money(el.querySelector('[data-field="cash"]'), tt.cash, lang);
   money(el.querySelector('[data-field="committed"]'), tt.committed, lang);
-  delta(el.querySelector('[data-field="change"]'), changeToday(org), lang, true);
   const cm = cov.months === null ? "—" : t("months", cov.months.toFixed(1));
   el.title = `${g.name} (${org}) · ${g.province_name}\n${t("available")}: ${krwExact(tt.available, lang)}\n${t("cash")}: ${krwExact(tt.cash, lang)}\n${t("committed")}: ${krwExact(tt.committed, lang)}\n${t("spendable")}: ${krwExact(tt.spendable, lang)}\n${t("coverage")}: ${cm}`;
 }
@@ -200,7 +194,7 @@ function paintTotals() {
   const n = sumTotals(store.govs.keys());
   for (const k of KPIS) {
     const el = root.querySelector(`#kpi-${k}`);
-    if (k === "change") delta(el, n.change, lang); else money(el, n[k], lang);
+    money(el, n[k], lang);
   }
   let neg = 0, short = 0;
   for (const org of store.govs.keys()) {
@@ -212,7 +206,6 @@ function paintTotals() {
     const s = sumTotals(p.orgs);
     const sec = sections.get(p.code);
     for (const k of ["available", "cash", "committed"]) money(sec.querySelector(`.prov-totals [data-field="${k}"]`), s[k], lang);
-    delta(sec.querySelector('.prov-totals [data-field="change"]'), s.change, lang);
   }
 }
 
@@ -231,7 +224,7 @@ function layout() {
       const sign = ui.dir === "asc" ? 1 : -1;
       const key = (p) => {
         if (ui.sort === "coverage") { const c = coverage(sumTotals(p.orgs)); return c.months ?? Infinity; }
-        return sumTotals(p.orgs)[ui.sort === "change" ? "change" : ui.sort];
+        return sumTotals(p.orgs)[ui.sort];
       };
       const keys = new Map(provs.map((p) => [p.code, key(p)]));
       provs.sort((a, b) => sign * cmp(keys.get(a.code), keys.get(b.code)));
