@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass, field
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import TopicAlreadyExistsError, for_code
 from aiokafka.partitioner import murmur2
 
 from cashpos.names import Topics
@@ -79,20 +79,21 @@ async def ensure_topics(settings: Settings, attempts: int = 30, *, strict: bool 
             if missing or strict:
                 await refuse_replication_factor_one(settings, admin)
             for spec in missing:  # one at a time: a concurrent creator must not skip the rest
+                new = NewTopic(
+                    spec.name, spec.partitions, settings.replication_factor, topic_configs=spec.configs
+                )
                 try:
-                    await admin.create_topics(
-                        [
-                            NewTopic(
-                                spec.name,
-                                spec.partitions,
-                                settings.replication_factor,
-                                topic_configs=spec.configs,
-                            )
-                        ]
-                    )
-                    log.info("created topic %s", spec.name)
+                    resp = await admin.create_topics([new])
                 except TopicAlreadyExistsError:
-                    pass
+                    continue
+                # aiokafka returns the broker's refusal (e.g. more replicas than brokers) unraised.
+                errors = [e for e in resp.to_object().get("topic_errors") or [] if e.get("error_code")]
+                for e in errors:
+                    if e["error_code"] != TopicAlreadyExistsError.errno:
+                        why = e.get("error_message") or for_code(e["error_code"]).__name__
+                        log.error("could not create topic %s: %s", spec.name, why)
+                if not errors:
+                    log.info("created topic %s", spec.name)
             return
         except Exception as exc:  # broker not up yet
             if attempt == attempts - 1 or _is_refusal(exc):

@@ -295,8 +295,8 @@ def test_create_then_check_a_good_namespace(infra, tmp_path) -> None:
     statuses = {(f["topic"], f["check"]): f["status"] for f in report["findings"]}
     t = Topics(s.namespace)
     assert statuses[(t.revenue, "partitions")] == OK and statuses[("", "co-partitioning")] == OK
-    # What Tansu does say of the configs cashpos set, it says right; the rest is "not reported".
-    assert statuses[(t.revenue, "retention.ms")] in (OK, NOT_REPORTED)
+    # Tansu reports the configs set at creation (only those): cashpos sets all it relies on.
+    assert statuses[(t.revenue, "retention.ms")] == OK and statuses[(t.audit, "retention.bytes")] == OK
     assert MISMATCH not in statuses.values()
     text = _cli(env, "check")
     assert text.returncode == 0 and f"ok           {t.revenue} partitions: {s.partitions}" in text.stdout
@@ -320,6 +320,10 @@ def test_check_a_broken_namespace_and_an_unreachable_broker(infra, tmp_path) -> 
     # replication factor 1 on a cluster taken for external: refused, naming the setting
     ext = _cli(s.env(CASHPOS_KAFKA_EMBEDDED="0"), "create")
     assert ext.returncode == 1 and "CASHPOS_ALLOW_REPLICATION_FACTOR_ONE" in ext.stderr, ext.stderr
+
+    # more replicas asked for than the cluster has brokers (Tansu: one)
+    rf3 = _cli(s.env(CASHPOS_REPLICATION_FACTOR="3"), "check")
+    assert rf3.returncode == 1 and "mismatch     cluster brokers: 1, expected >= " in rf3.stdout, rf3.stdout
 
     gone = _cli(s.env(CASHPOS_KAFKA_BOOTSTRAP=f"127.0.0.1:{free_port()}"), "check", "--json")
     assert gone.returncode == 2, gone.stdout + gone.stderr
