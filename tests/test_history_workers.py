@@ -61,8 +61,7 @@ class Reader:
         """The body, or None for 503 history_unavailable; anything else fails the test."""
         r = self.c.get(path, params=params)
         if r.status_code == 503:
-            body = r.json()
-            assert body["reason"] == "history_unavailable", r.text
+            assert r.json()["reason"] == "history_unavailable", r.text
             return None
         assert r.status_code == 200, r.text
         body: dict[str, Any] = r.json()
