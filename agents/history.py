@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from agents.hooks import FoldContext, HookHost
 from state import layout as L
-from state.history import Chain, DayFlows, applied_entries, batch_flows, chain_rows
+from state.history import Chain, DayFlows, batch_history
 from state.ledger import PosKey
 
 
@@ -32,15 +32,14 @@ class HistoryHook:
         changes = batch.changes
         if not changes.index:
             return
-        entries = applied_entries(changes)
+        flows, chains = batch_history(changes, self.chains)
         records: list[tuple[bytes, bytes]] = []
-        for (pk, day), f in batch_flows(entries).items():
+        for (pk, day), f in flows.items():
             key = L.flows_key(pk, day)
             stored = self._get(key)
             if stored is not None:
                 f = _sum(L.decode_flows(stored), f)
             records.append((key, L.encode_flows(f)))
-        chains = chain_rows(changes, self.chains, entries)
         self.chains.update(chains)
         records += [(L.chain_key(pk), L.encode_chain(c)) for pk, c in chains.items()]
         batch.write(records)
