@@ -29,7 +29,6 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from pydantic.json_schema import models_json_schema
 
-from serving.history import PositionsAsOf
 from serving.models import Problem, StreamData, StreamEvent
 from serving.problems import PROBLEM_JSON, PROBLEM_REF
 
@@ -154,7 +153,6 @@ def complete(doc: dict[str, Any], routes: list[Any]) -> dict[str, Any]:
             (Problem, "serialization"),
             (StreamEvent, "serialization"),
             (StreamData, "serialization"),
-            (PositionsAsOf, "serialization"),
         ],
         ref_template="#/components/schemas/{model}",
     )
