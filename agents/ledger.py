@@ -61,6 +61,7 @@ log = logging.getLogger("cashpos.ledger")
 
 _Work = list[tuple[TopicPartition, list[RawRecord]]]  # a batch: records to fold, per partition
 _Dead = list[tuple[Rejection, TopicPartition, RawRecord]]
+CATCHING_UP_RECORDS = 5_000  # a partition this far behind serves stale figures (~1 s at peak)
 UNSENT_FATES_MAX = 1_000_000  # verdicts held while Redis is down (~200 MB at most); then counted, dropped
 
 
@@ -622,6 +623,20 @@ class LedgerWorker:
         if last_ts:
             self.metrics.event_to_visible.observe(max(0.0, time.time() - last_ts / 1000))
 
+    def catching_up(self) -> dict[str, int]:
+        """Partitions whose figures are behind, with the records left: being re-folded (below what
+        the group had processed), not yet fetched since assignment (0: unknown), or more than
+        ``CATCHING_UP_RECORDS`` behind the high watermark."""
+        out: dict[str, int] = {}
+        for tp, nxt in list(self.next_offsets.items()):
+            hw = self.consumer.highwater(tp) if self.consumer is not None else None
+            replay = self.replay_until.get(tp, 0) - nxt
+            gap = max(replay, 0 if hw is None else hw - nxt)
+            if replay > 0 or hw is None or hw - nxt > CATCHING_UP_RECORDS:
+                key = str(tp.partition)
+                out[key] = max(out.get(key, 0), gap)
+        return out
+
     def serves(self, org: str) -> bool:
         """Whether this worker owns ``org`` and has caught up on it (its history is whole)."""
         return org in self.org_partition and org in self._seedable([org]) and org in self.owned_orgs
@@ -701,6 +716,7 @@ class LedgerWorker:
                                 "partitions": sorted({tp.partition for tp in self.next_offsets}),
                                 "state_dir": self._state_dir,  # lets `cashpos reconcile` find the owner
                                 "web": self.web_address,  # the API asks it for history (agents.history_web)
+                                "behind": self.catching_up(),  # the API marks these stale (serving.staleness)
                             }
                         ),
                     )

@@ -142,6 +142,11 @@ class ApiMetrics:
             ["reason"],
             registry=r,
         )
+        self.processor_workers = Gauge(
+            "cashpos_api_processor_workers",
+            "Processor workers with a heartbeat in the last 10 s, as this API process saw at /readyz",
+            registry=r,
+        )
         self.sse_connections = Gauge(
             "cashpos_api_sse_connections", "Open server-sent-event streams", registry=r
         )

@@ -38,13 +38,14 @@ from serving.live import hub_for
 from serving.live import router as live_router
 from serving.observe import ObserveMiddleware
 from serving.openapi import install as install_openapi
-from serving.positions import STALE_AFTER_MS, NotReady, PositionReader
+from serving.positions import NotReady, PositionReader
 from serving.problems import Problem, install, problem_doc, problem_response
 from serving.problems import router as problems_router
 from serving.security import AuthMiddleware, TokenCache, require
 from serving.session import router as session_router
+from serving.staleness import Heartbeats
 from serving.wire import ExactJSONResponse
-from streams.topics import ensure_topics
+from streams.topics import ensure_topics, partition_for
 
 log = logging.getLogger("cashpos.api")
 STATIC = Path(__file__).resolve().parent / "static"
@@ -155,30 +156,56 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     beats_at = 0.0
     beats: dict[bytes | str, bytes | str] = {}  # worker id -> its last heartbeat (JSON)
 
-    async def processor_status(r: aioredis.Redis) -> dict[str, object]:
+    async def heartbeats(r: aioredis.Redis) -> Heartbeats:
         # Workers beat once a second; reading their heartbeats once per 0.5 s per process keeps
         # a Redis round trip off every request.
         nonlocal beats_at, beats
         if time.monotonic() - beats_at > 0.5:
             beats = await r.hgetall(keys.freshness)
             beats_at = time.monotonic()
+        return Heartbeats.read([orjson.loads(v) for v in beats.values()], int(time.time() * 1000))
+
+    async def processor_status(r: aioredis.Redis) -> dict[str, object]:
+        hb = await heartbeats(r)
         now = int(time.time() * 1000)
-        workers = [orjson.loads(v) for v in beats.values()]
-        newest = max((w.get("heartbeat_ms", 0) for w in workers), default=0)
         return {
-            "workers": len([w for w in workers if now - w.get("heartbeat_ms", 0) < STALE_AFTER_MS]),
-            "heartbeat_age_seconds": round((now - newest) / 1000, 3) if newest else None,
-            "stale": not newest or now - newest > STALE_AFTER_MS,
+            "workers": hb.workers,
+            "heartbeat_age_seconds": round((now - hb.newest_ms) / 1000, 3) if hb.newest_ms else None,
+            "stale": not hb.workers,
         }
 
-    async def with_status(request: Request, body: dict[str, object]) -> ExactJSONResponse:
-        """Add the processor's liveness to the freshness stamp. Returns the response itself:
-        handing FastAPI a dict would run it through its generic encoder (most of a read's cost)."""
-        status = await processor_status(request.app.state.redis)
+    async def staleness(request: Request, orgs: list[str]) -> dict[str, object]:
+        """Whether the figures of ``orgs`` are current (``serving.staleness``): the freshness
+        stamp's stale, why, how far behind, and which governments."""
+        hb = await heartbeats(request.app.state.redis)
+        now = int(time.time() * 1000)
+        n = settings.partitions
+        why: dict[str, tuple[str, int | None]] = {}
+        for org in orgs:
+            reason, behind = hb.why_stale(partition_for(org, n))
+            if reason is not None:
+                why[org] = (reason, behind)
+        first = next(iter(why.values()), (None, None))
+        return {
+            "stale": bool(why),
+            "stale_reason": first[0],
+            "records_behind": max((b for _, b in why.values() if b is not None), default=None),
+            "stale_governments": sorted(why)[:20] if len(orgs) > 1 and why else None,
+            "processor_heartbeat_age_seconds": round((now - hb.newest_ms) / 1000, 3)
+            if hb.newest_ms
+            else None,
+        }
+
+    def stale_etag(etag: str, status: dict[str, object]) -> str:
+        """A stale answer is another representation: its ETag says so (no 304 across a change)."""
+        return etag[:-1] + f'-{status["stale_reason"]}"' if status["stale"] else etag
+
+    def with_status(body: dict[str, object], status: dict[str, object]) -> ExactJSONResponse:
+        """Add the staleness to the freshness stamp. Returns the response itself: handing
+        FastAPI a dict would run it through its generic encoder (most of a read's cost)."""
         fresh = body.get("freshness")
         if isinstance(fresh, dict):
-            fresh["stale"] = status["stale"]
-            fresh["processor_heartbeat_age_seconds"] = status["heartbeat_age_seconds"]
+            fresh.update({k: v for k, v in status.items() if v is not None or k != "stale_governments"})
         return ExactJSONResponse(body)
 
     @app.get("/", include_in_schema=False)
@@ -266,8 +293,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         body = await request.app.state.reader.government(org_code, fiscal_year)
         accounts = body["accounts"]
         assert isinstance(accounts, list)
-        etag = figures_etag("government", org_code, fiscal_year, rows_key(accounts))
-        return not_modified(request, etag) or tagged(await with_status(request, body), etag)
+        status = await staleness(request, [org_code])
+        etag = stale_etag(figures_etag("government", org_code, fiscal_year, rows_key(accounts)), status)
+        return not_modified(request, etag) or tagged(with_status(body, status), etag)
 
     @app.get(
         "/v1/positions/{org_code}/{account}",
@@ -286,13 +314,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(404, f"{org_code} has no account {account}")
         body = await request.app.state.reader.government(org_code, fiscal_year)
         rows = [a for a in body["accounts"] if a["account"] == account]
-        etag = figures_etag("account", org_code, account, fiscal_year, rows_key(rows))
+        status = await staleness(request, [org_code])
+        etag = stale_etag(figures_etag("account", org_code, account, fiscal_year, rows_key(rows)), status)
         unchanged = not_modified(request, etag)
         if unchanged is not None:
             return unchanged
         acc = next(a for a in g.accounts if a.code == account)
-        resp = await with_status(
-            request,
+        resp = with_status(
             {
                 "org_code": org_code,
                 "name": g.name,
@@ -304,6 +332,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "fiscal_years": rows,
                 "totals": {k: sum(r[k] for r in rows) for k in ("cash", "committed", "available")},
             },
+            status,
         )
         return tagged(resp, etag)
 
@@ -321,7 +350,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         fiscal_year: int | None = fy_param(),
     ) -> Response:
         body, etag = await request.app.state.reader.summary_tagged(fiscal_year, p.orgs)
-        return not_modified(request, etag) or tagged(await with_status(request, body), etag)
+        status = await staleness(request, sorted(p.orgs) if p.orgs is not None else list(governments()))
+        etag = stale_etag(etag, status)
+        return not_modified(request, etag) or tagged(with_status(body, status), etag)
 
     @app.get(
         "/v1/deadletters",
@@ -360,7 +391,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get(
         "/readyz",
-        summary="Redis answers and a processor worker is alive",
+        summary="This API process can serve: Redis answers (the processors' health is a field, "
+        "not a reason to leave the rotation: every replica would leave at once)",
         response_model=models.Readiness,
         responses={503: problem_doc("not ready (reason not_ready, ready false, processor)")},
     )
@@ -372,9 +404,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except aioredis.RedisError as exc:
             detail = f"Redis does not answer: {exc.__class__.__name__}"
             return problem_response("not_ready", detail, retry, root, ready=False)
-        if status["stale"]:
-            detail = "no processor worker is alive (no heartbeat within the last seconds)"
-            return problem_response("not_ready", detail, retry, root, ready=False, processor=status)
+        metrics.processor_workers.set(int(str(status["workers"])))
         return ExactJSONResponse({"ready": True, "processor": status})
 
     @app.get("/metrics", include_in_schema=False, dependencies=[require(Permission.OPERATIONS)])

@@ -109,7 +109,17 @@ class Freshness(BaseModel):
     last_event_at: Stamp | None = Field(description="occurred_at of the newest event applied (null: none)")
     last_write_at: Stamp | None = Field(description="when the processor last wrote these figures")
     write_age_seconds: float | None = Field(description="seconds since last_write_at, at answer time")
-    stale: bool = Field(description="no processor worker has beaten within the last 10 s")
+    stale: bool = Field(
+        description="the figures may be behind: no live processor owns the government's partition, "
+        "or its owner is catching up (stale_reason)"
+    )
+    stale_reason: Literal["no_processor", "no_owner", "catching_up"] | None = Field(
+        None, description="why stale: no worker alive; none owns the partition now; the owner is catching up"
+    )
+    records_behind: int | None = Field(None, description="catching_up: records the owner has yet to fold")
+    stale_governments: list[str] | None = Field(
+        None, description="of several governments (a summary): the stale ones (at most 20)"
+    )
     processor_heartbeat_age_seconds: float | None = Field(
         description="seconds since the newest worker heartbeat (null: none ever)"
     )
