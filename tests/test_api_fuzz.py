@@ -27,6 +27,7 @@ from tools.fuzz_api import (
     check_unauthenticated,
     fuzz,
     role_tokens,
+    wait_serving,
 )
 
 EXAMPLES = 6  # per operation, role and generation mode: ~1,500 requests, about a minute here
@@ -40,6 +41,7 @@ def fuzz_stack(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     s.start_worker()
     s.start_api()
     s.wait_ready()
+    wait_serving(s.api, s.token("national"))
     yield s
     s.stop_all()
 

@@ -631,6 +631,28 @@ class Fuzzer:
                 )
 
 
+def wait_serving(base_url: str, token: str, timeout: float = 90.0) -> None:
+    """Until a worker beats and the history of a government answers (its owner caught up): a
+    503 before that is the stack warming up, not a fault for the fuzzer to find."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    headers = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=base_url, timeout=10, trust_env=False) as http:
+        while time.monotonic() < deadline:
+            ready = http.get("/readyz")
+            processor = ready.json().get("processor") or {} if ready.status_code == 200 else {}
+            if processor.get("workers") and not processor.get("stale"):
+                day = dt.datetime.now(KST).date().isoformat()
+                r = http.get("/v1/statements/3090000", params={"from": day, "to": day}, headers=headers)
+                if r.status_code != 503:
+                    return
+                last = f"history: {r.status_code} {r.text[:200]}"
+            else:
+                last = f"/readyz: {ready.status_code} {ready.text[:200]}"
+            time.sleep(0.5)
+    raise TimeoutError(f"the stack did not start serving in {timeout:.0f} s: {last}")
+
+
 def role_tokens(make_token: Callable[..., str]) -> dict[str, str | None]:
     """A token per role (``make_token(role, orgs, rate_per_s=...)``, e.g. ``Stack.token``) with a
     rate limit no fuzz run reaches, and none for ANONYMOUS."""
@@ -667,6 +689,7 @@ def own_stack(root: Path) -> Iterator[tuple[str, dict[str, str | None]]]:
             stack.start_worker()
             stack.start_api()
             stack.wait_ready()
+            wait_serving(stack.api, stack.token("national"))
             yield stack.api, role_tokens(stack.token)
         finally:
             stack.stop_all()
