@@ -19,12 +19,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 
 import orjson
 
-from cashpos.logs import setup_logging
+from cashpos.logs import capture_std_streams, setup_logging
 from cashpos.settings import load
+
+log = logging.getLogger("cashpos.cli")
+# The long-running commands, whose output is a log: every line of it a JSON object
+# (cashpos.logs). The others print a result (a token, the schema, JSON lines) as it is.
+SERVICES = frozenset({"worker", "api", "simulate", "reconcile", "run"})
 
 
 def _worker(args: argparse.Namespace) -> int:
@@ -73,10 +79,13 @@ def _simulate(args: argparse.Namespace) -> int:
             sim.stage(staged)
             for ev in staged:
                 when = dt.datetime.fromtimestamp(ev.at, KST).isoformat(timespec="seconds")
-                print(
-                    f"scenario shortfall: {when} (wall +{(ev.at - sim.start.timestamp()) / args.speed:.0f}s) "
-                    f"울릉군 5260000 general: {ev.what}",
-                    flush=True,
+                wall_s = round((ev.at - sim.start.timestamp()) / args.speed)
+                log.info(
+                    "scenario shortfall: %s (wall +%ds) 울릉군 5260000 general: %s",
+                    when,
+                    wall_s,
+                    ev.what,
+                    extra={"scenario": {"name": "shortfall", "at": when, "wall_s": wall_s, "what": ev.what}},
                 )
         async with Publisher(s) as pub:
             opening = 0 if args.no_opening_balances else await pub.send_many(sim.opening_balances())
@@ -84,7 +93,7 @@ def _simulate(args: argparse.Namespace) -> int:
             return opening + await run(pub, sim, total=args.total, until=until)
 
     n = asyncio.run(main())
-    print(f"published {n} events")
+    log.info("published %d events", n, extra={"published": n})
     return 0
 
 
@@ -182,22 +191,48 @@ def _reconcile(args: argparse.Namespace) -> int:
                 )
                 return 2
         rep = asyncio.run(reconcile(s, dirs, owned=owned))
-        print(
-            f"records={rep.records_in} applied={rep.applied} duplicates={rep.duplicates} "
-            f"dead_letters={rep.dead_letters} positions={rep.positions_checked} "
-            f"lagging={rep.lagging} unseeded={rep.unseeded} diff_krw={rep.diff_krw} "
-            f"state_behind={rep.state_behind} seconds={rep.seconds}"
-        )
+        figures = {
+            "records": rep.records_in,
+            "applied": rep.applied,
+            "duplicates": rep.duplicates,
+            "dead_letters": rep.dead_letters,
+            "positions": rep.positions_checked,
+            "lagging": rep.lagging,
+            "unseeded": rep.unseeded,
+            "diff_krw": rep.diff_krw,
+            "state_behind": rep.state_behind,
+            "seconds": rep.seconds,
+        }
+        text = " ".join(f"{k}={v}" for k, v in figures.items())
+        log.info("reconcile %s", text, extra={"reconcile": {"ok": rep.ok, **figures}})
         for st in rep.states:
-            print(
-                f"  STATE {st.path} {st.mode} partitions={st.partitions} "
-                f"positions={st.positions_checked} diff_krw={st.diff_krw} behind={st.behind}"
-            )
+            state = {
+                "path": str(st.path),
+                "mode": st.mode,
+                "partitions": st.partitions,
+                "positions": st.positions_checked,
+                "diff_krw": st.diff_krw,
+                "behind": st.behind,
+            }
+            log.info("reconcile state %s diff_krw=%d", st.path, st.diff_krw, extra={"state": state})
         for d in rep.differences[:20]:
-            print(
-                f"  DIFF {d.against} {d.org_code}/{d.account}/{d.fiscal_year}: expected "
-                f"cash={d.expected_cash} committed={d.expected_committed}, got "
-                f"cash={d.actual_cash} committed={d.actual_committed}"
+            diff = {
+                "against": d.against,
+                "org_code": d.org_code,
+                "account": d.account,
+                "fiscal_year": d.fiscal_year,
+                "expected_cash": d.expected_cash,
+                "expected_committed": d.expected_committed,
+                "actual_cash": d.actual_cash,
+                "actual_committed": d.actual_committed,
+            }
+            log.warning(
+                "reconcile difference %s %s/%s/%s",
+                d.against,
+                d.org_code,
+                d.account,
+                d.fiscal_year,
+                extra={"difference": diff},
             )
         if not args.every:
             return 0 if rep.ok else 1 if rep.diff_krw or rep.differences else 3
@@ -492,6 +527,8 @@ def main(argv: list[str] | None = None) -> int:
     tp.set_defaults(fn=_topics)
     args = p.parse_args(argv)
     setup_logging()
+    if args.cmd in SERVICES:
+        capture_std_streams()  # a print of its own or of a library: a JSON line too
     return int(args.fn(args))
 
 

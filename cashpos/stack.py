@@ -132,7 +132,7 @@ class Backoff:
 
 def _event(message: str, event: str, name: str, p: subprocess.Popen[bytes], **fields: object) -> None:
     record = {"event": event, "child": name, "pid": p.pid, **fields}
-    log.warning("%s %s", message, orjson.dumps(record).decode())
+    log.warning("%s: %s", message, name, extra={"supervisor": record})
 
 
 def supervise(stack: Stack, s: Settings, stopping: Callable[[], bool]) -> None:
