@@ -215,6 +215,19 @@ async def test_day_since_midnight_equals_the_statement(stack, published, page) -
     if before_first and after_first:
         assert before_first[-1]["cash"] != after_first[0]["cash"]
     assert await page.locator("#gov-chart canvas").count() >= 1
+
+    # The opening is clickable too: its accounts, then the events up to 00:00 of one of them.
+    await page.click("#day-open-cash")
+    await page.wait_for_selector('#events-panel[data-kind="breakdown"]')
+    parts = await page.eval_on_selector_all("#breakdown tbody tr", "els => els.map(e => e.dataset.krw)")
+    assert sum(int(p) for p in parts) == opening_cash
+    gen = next(r for r in rows if r["account"] == "general")
+    await page.click(f'#breakdown tbody tr[data-account="general"][data-fy="{gen["fiscal_year"]}"]')
+    await page.wait_for_selector('#events-panel[data-kind="events"]')
+    lines = await read_events(page)
+    assert sum(int(x["cash"]) for x in lines) == gen["opening_cash"]
+    assert all(dt.datetime.fromisoformat(x["occurred"]) < midnight for x in lines)
+    await page.click("#events-close")
     ARTIFACTS.mkdir(exist_ok=True)
     await page.screenshot(path=str(ARTIFACTS / "dashboard-history-day.png"), full_page=True)
 
@@ -341,3 +354,11 @@ async def test_statement_tab_and_its_csv(stack, published, page, tmp_path) -> No
     want = [[str(r[k]) for k in CSV_HEADERS] for r in rows]
     assert table[1:] == want
     await page.screenshot(path=str(ARTIFACTS / "dashboard-history-statement.png"), full_page=True)
+
+    # English, then back: the tab stays, with its rows.
+    await page.click("#lang")
+    assert await page.inner_text("#tab-statement") == "Statement"
+    assert await page.inner_text("#stmt-csv") == "Download CSV"
+    assert await page.locator("#stmt-table tbody tr[data-account]").count() == len(rows)
+    await page.click("#lang")
+    assert await page.inner_text("#tab-statement") == "일계표"

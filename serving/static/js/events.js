@@ -121,7 +121,7 @@ function appendRows(lines) {
   const dlt = (v) => `<td class="num amt ${v > 0n ? "up" : v < 0n ? "down" : ""}" title="${esc(krwExact(v, lang))}">${v === 0n ? "" : esc(krwDelta(v, lang))}</td>`;
   body.insertAdjacentHTML("beforeend", lines.map((l) => {
     const src = l.source ? `${l.source.topic} · p${l.source.partition} · @${l.source.offset}` : "—";
-    return `<tr data-event-id="${esc(l.event_id ?? "")}" data-cash="${l.cash}" data-committed="${l.committed}" data-cash-after="${l.cash_after}" data-committed-after="${l.committed_after}"${l.source ? ` data-topic="${esc(l.source.topic)}" data-partition="${l.source.partition}" data-offset="${l.source.offset}"` : ""}>
+    return `<tr data-event-id="${esc(l.event_id ?? "")}" data-occurred="${esc(l.occurred_at)}" data-cash="${l.cash}" data-committed="${l.committed}" data-cash-after="${l.cash_after}" data-committed-after="${l.committed_after}"${l.source ? ` data-topic="${esc(l.source.topic)}" data-partition="${l.source.partition}" data-offset="${l.source.offset}"` : ""}>
       <td><time datetime="${esc(l.occurred_at)}">${kstDay(l.occurred_at)} ${kstTime(l.occurred_at)}</time></td>
       <td>${esc((l.kind && kinds[l.kind]) || l.kind || (l.event_id === null ? t("lapse") : "—"))}</td>
       <td class="mono" title="${esc(l.event_id ?? l.commitment_id ?? "")}">${esc(l.event_id ?? l.commitment_id ?? "—")}</td>

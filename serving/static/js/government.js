@@ -156,6 +156,7 @@ function shell() {
   root.querySelector("#gov-accounts").addEventListener("click", onFigure);
   root.querySelector("#gov-accounts").addEventListener("keydown", (e) => { if (e.key === "Enter") onFigure(e); });
   root.querySelector("#gov-day").addEventListener("click", onFigure);
+  root.querySelector("#gov-feed").addEventListener("click", onFigure);
   root.querySelector("#stmt-wrap").addEventListener("click", onStatementFigure);
   for (const b of root.querySelectorAll(".tab")) b.addEventListener("click", () => setTab(b.dataset.tab));
   for (const b of root.querySelectorAll(".seg .btn")) b.addEventListener("click", () => setChartMode(b.dataset.mode));
@@ -280,8 +281,9 @@ function paintFeed() {
   ol.innerHTML = feed.map((f) => {
     const parts = f.items.map((it) => {
       const bits = [];
-      if (it.dCash) bits.push(`${esc(t("cash"))} <b class="${it.dCash > 0n ? "up" : "down"}" title="${esc(krwExact(it.dCash, lang))}" data-krw="${it.dCash}">${esc(krwDelta(it.dCash, lang))}</b>`);
-      if (it.dCommitted) bits.push(`${esc(t("committed"))} <b class="${it.dCommitted > 0n ? "down" : "up"}" title="${esc(krwExact(it.dCommitted, lang))}" data-krw="${it.dCommitted}">${esc(krwDelta(it.dCommitted, lang))}</b>`);
+      const ev = `data-events="${esc(it.account)}|${it.fy}" data-delta="1" tabindex="0"`;
+      if (it.dCash) bits.push(`${esc(t("cash"))} <b class="clickable ${it.dCash > 0n ? "up" : "down"}" title="${esc(krwExact(it.dCash, lang))}" data-krw="${it.dCash}" data-field="cash" ${ev}>${esc(krwDelta(it.dCash, lang))}</b>`);
+      if (it.dCommitted) bits.push(`${esc(t("committed"))} <b class="clickable ${it.dCommitted > 0n ? "down" : "up"}" title="${esc(krwExact(it.dCommitted, lang))}" data-krw="${it.dCommitted}" data-field="committed" ${ev}>${esc(krwDelta(it.dCommitted, lang))}</b>`);
       return `<div class="feed-line" data-account="${esc(it.account)}"><span class="acc-name">${esc(names.get(it.account) || it.account)}</span> <small class="muted">${it.fy}</small> ${bits.join(" · ")}</div>`;
     }).join("");
     const sync = f.resumed ? `<div class="sync">${esc(t("feedSnapshot"))}</div>` : "";
@@ -551,7 +553,8 @@ function onFigure(e) {
   if (!el || !root.contains(el)) return;
   if (el.dataset.events) {
     const [account, fy] = el.dataset.events.split("|");
-    openEvents({ org, account, name: accName(account), fy: Number(fy), field: el.dataset.field, figure: big(el.dataset.krw) });
+    // a feed line is a change, not what the position's events sum to
+    openEvents({ org, account, name: accName(account), fy: Number(fy), field: el.dataset.field || "cash", figure: el.dataset.delta ? null : big(el.dataset.krw) });
     return;
   }
   const figure = el.dataset.figure;
