@@ -371,6 +371,11 @@ async def main() -> None:
     ap.add_argument("--clients", type=int, default=32, help="keep-alive connections")
     ap.add_argument("--grace", type=float, default=20.0, help="seconds a kind may run past its schedule")
     ap.add_argument(
+        "--kinds",
+        default="current,as_of,statement,statement_account",
+        help="which reads to load, comma-separated (in this order)",
+    )
+    ap.add_argument(
         "--without-history",
         type=Path,
         metavar="DIR",
@@ -425,7 +430,8 @@ async def main() -> None:
                     status, body = http_get(st.api + path(), {"Authorization": f"Bearer {token}"}, 60)
                     assert status == 200, (name, status, body[:300])  # warm, and answering
                 results: dict[str, dict[str, float]] = {}
-                for name, path in paths.items():
+                for name in args.kinds.split(","):
+                    path = paths[name]
                     r = await run_kind(st.api, token, path, args.rate, args.seconds, args.clients, args.grace)
                     results[name] = r
                     print(
@@ -453,9 +459,17 @@ async def main() -> None:
                         f"{st.api}/v1/positions/{org}?as_of="
                         + dt.datetime.fromtimestamp(at / 1000, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
                     ),
+                    (
+                        "statement_account",
+                        (
+                            f"http://{web}/cashpos/history/{org}/statements?from={first_day}&to={last_day}"
+                            "&account=general"
+                        ),
+                        f"{st.api}/v1/statements/{org}?{span}&account=general",
+                    ),
                     ("current", None, f"{st.api}/v1/positions/{org}"),
                 ):
-                    line = f"serial {name:10s}"
+                    line = f"serial {name:18s}"
                     if direct:
                         m, mx, b = timed_get(direct)
                         line += f" owner endpoint median {m:.1f}ms max {mx:.1f}ms ({b / 1024:.0f} KiB);"
