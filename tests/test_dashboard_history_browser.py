@@ -355,6 +355,14 @@ async def test_statement_tab_and_its_csv(stack, published, page, tmp_path) -> No
     assert table[1:] == want
     await page.screenshot(path=str(ARTIFACTS / "dashboard-history-statement.png"), full_page=True)
 
+    # A range the API refuses says why (422 invalid_request, at most 400 days).
+    await page.fill("#stmt-from", (day - dt.timedelta(days=500)).isoformat())
+    await page.click("#stmt-form button[type=submit]")
+    assert "400" in await page.inner_text("#stmt-error")
+    await page.fill("#stmt-from", first)
+    await page.click("#stmt-form button[type=submit]")
+    await page.wait_for_selector("#stmt-table")
+
     # English, then back: the tab stays, with its rows.
     await page.click("#lang")
     assert await page.inner_text("#tab-statement") == "Statement"

@@ -583,9 +583,10 @@ async function loadStatement(from, to) {
     const got = await statement(org, from, to);
     if (my !== gen) return;
     stmt = { from, to, rows: got, error: false, busy: false };
-  } catch {
+  } catch (e) {
     if (my !== gen) return;
-    stmt = { from, to, rows: null, error: true, busy: false };
+    // 503: the history is being rebuilt or moved; otherwise the server's reason (e.g. a range too long)
+    stmt = { from, to, rows: null, error: e.status === 503 ? t("historyUnavailable") : (e.body && e.body.detail) || t("loadError"), busy: false };
   }
   paintStatement();
 }
@@ -600,7 +601,7 @@ function paintStatement() {
     root.querySelector("#stmt-csv").href = statementURL(org, stmt.from, stmt.to, "csv").href;
   }
   wrap.dataset.busy = stmt.busy ? "1" : "";
-  if (stmt.error) { wrap.innerHTML = `<p class="neg">${esc(t("historyUnavailable"))}</p>`; return; }
+  if (stmt.error) { wrap.innerHTML = `<p class="neg" id="stmt-error">${esc(stmt.error)}</p>`; return; }
   if (!stmt.rows) { wrap.innerHTML = `<div class="loading">…</div>`; return; }
   if (!stmt.rows.length) { wrap.innerHTML = `<p class="muted empty">${esc(t("stmtEmpty"))}</p>`; return; }
   const cols = STMT_COLS.filter((c) => stmt.rows.some((r) => r[c] !== 0n));
