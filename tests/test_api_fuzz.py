@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import orjson
 import pytest
 
+from access.policy import Role
 from cashpos.embedded import Infra
 from tests.conftest import Stack, new_stack
 from tests.events import event
@@ -98,6 +99,10 @@ def test_a_valid_event_refused_is_a_failure() -> None:
     assert "forbidden_government" in check_event(good, 404, b"{}", True, {"6110000"})
     # a role that may not submit is refused before the contract is consulted
     assert check_event(good, 403, orjson.dumps({"reason": "forbidden"}), False, None) == ""
+
+
+def test_every_role_is_fuzzed() -> None:
+    assert set(ROLE_SCOPES) == set(Role), "give the new role a scope in tools/fuzz_api.ROLE_SCOPES"
 
 
 def test_unauthenticated_wants_the_unauthorized_problem() -> None:

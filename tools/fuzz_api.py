@@ -57,6 +57,7 @@ from schemathesis.core.errors import UnsupportedSchema
 from schemathesis.core.failures import Failure, FailureGroup
 from schemathesis.core.result import Ok
 
+from access.policy import Role, resolve_scope
 from cashpos.calendar import KST
 from cashpos.refdata import governments
 from cashpos.settings import Settings
@@ -64,7 +65,8 @@ from serving.security import is_public
 from streams.contract import REASONS, STATEFUL_REASONS, Rejection, check_message
 
 ANONYMOUS = "anonymous"
-# Each role's scope (--org): one government, a province, a few, or all (None).
+# Each role's scope (--org): one government, a province, a few, or all; every role
+# (tests/test_api_fuzz.py holds it to access.policy.Role).
 ROLE_SCOPES: dict[str, tuple[str, ...]] = {
     "finance_director": ("3090000",),
     "viewer": ("3090000",),
@@ -73,6 +75,7 @@ ROLE_SCOPES: dict[str, tuple[str, ...]] = {
     "integration": ("3090000", "6260000"),
     "source": ("3090000", "6110000", "6260000"),
     "admin": (),
+    "metrics": (),  # no government at all
 }
 CHECKS: dict[str, Callable[..., Any]] = {
     "not_a_server_error": not_a_server_error,
@@ -400,13 +403,10 @@ class Fuzzer:
                 "self_contained_document", "/openapi.json", f"$ref {ref} names no schema of the document"
             )
         self.schema = schemathesis.openapi.from_dict(doc, config=config)
-        govs = governments()
         self.scopes: dict[str, set[str] | None] = {ANONYMOUS: None}
         for role, orgs in ROLE_SCOPES.items():
-            if role == "provincial":
-                self.scopes[role] = {g.org_code for g in govs.values() if g.province_code == orgs[0]}
-            else:
-                self.scopes[role] = set(orgs) if orgs else None
+            scope = resolve_scope(Role(role), orgs)
+            self.scopes[role] = None if scope is None else set(scope)
 
     def operations(self) -> Iterator[APIOperation]:
         for result in self.schema.get_all_operations():
