@@ -140,6 +140,19 @@ def install(app: faust.App, get: Callable[[], LedgerWorker | None]) -> None:
             return answer(self, {"reason": "invalid_request", "detail": "as_of (epoch ms) is required"}, 400)
         return await guarded(self, org, lambda w: {"positions": positions_as_of(w, org, at)})
 
+    @app.page(PREFIX + "/many/positions")
+    async def as_of_many_page(self: View, request: Request) -> Response:
+        """Several governments as of one instant (a province's or the nation's summary): those
+        this worker serves; the others are listed as missing (the API asks their owners)."""
+        at = _int(request.query, "as_of")
+        orgs = [o for o in (request.query.get("orgs") or "").split(",") if o]
+        if at is None or not orgs:
+            return answer(self, {"reason": "invalid_request", "detail": "as_of and orgs are required"}, 400)
+        w = get()
+        served = [o for o in orgs if w is not None and o in w.owned_orgs and w.serves(o)]
+        body = {o: positions_as_of(w, o, at) for o in served} if w is not None else {}
+        return answer(self, {"positions": body, "missing": [o for o in orgs if o not in body]})
+
     @app.page(PREFIX + "/{org}/statements")
     async def statements_page(self: View, request: Request, org: str) -> Response:
         q = request.query

@@ -107,10 +107,16 @@ def describe_exit(returncode: int) -> str:
     return f"exit code {returncode}"
 
 
+EX_CONFIG = 78  # a refusal of the configuration (e.g. mismatched topics): a restart cannot help
+
+
 def failed(returncode: int) -> bool:
-    """Whether an exit is a failure to restart after (systemd's Restart=on-failure): not a clean
-    exit, nor the stop signals someone sends on purpose."""
-    return returncode != 0 and -returncode not in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    """Whether an exit is a failure to restart after (systemd's Restart=on-failure with
+    RestartPreventExitStatus=78): not a clean exit, not the stop signals someone sends on
+    purpose, not a refusal of the configuration."""
+    if returncode in (0, EX_CONFIG):
+        return False
+    return -returncode not in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 class Backoff:

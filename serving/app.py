@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from access.audit import AuditLog
@@ -31,7 +31,7 @@ from cashpos.settings import Settings, load
 from serving import history, models, paging
 from serving.alerts import router as alerts_router
 from serving.caching import figures_etag, not_modified, rows_key, tagged
-from serving.federation import WorkerMetricsCollector
+from serving.federation import exposition
 from serving.ingest import router as ingest_router
 from serving.limits import RequestLimits
 from serving.live import hub_for
@@ -45,6 +45,7 @@ from serving.security import AuthMiddleware, TokenCache, require
 from serving.session import router as session_router
 from serving.staleness import Heartbeats
 from serving.wire import ExactJSONResponse
+from streams.cluster_check import Refused
 from streams.topics import ensure_topics, partition_for
 
 log = logging.getLogger("cashpos.api")
@@ -70,8 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load()
     keys = RedisKeys(settings.namespace)
     registry = CollectorRegistry()
-    metrics = ApiMetrics(registry)
-    registry.register(WorkerMetricsCollector(settings.redis_url, keys))
+    metrics = ApiMetrics(registry)  # the workers' join it at each scrape (serving/federation.py)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -85,7 +85,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             timeout=5,
         )
         r = aioredis.Redis(connection_pool=pool)
-        await ensure_topics(settings)
+        try:
+            await ensure_topics(settings)
+        except Refused as exc:  # e.g. replication factor 1 on an external cluster: one line, EX_CONFIG
+            log.critical(str(exc))
+            raise SystemExit(78) from None
         producer = AIOKafkaProducer(**settings.kafka_client_args(), acks="all", linger_ms=2)
         await producer.start()
         app.state.redis = r
@@ -341,14 +345,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Totals and one row per province, over the caller's scope",
         description="Conditional: a weak ETag over the versions of the positions it adds and the "
         "caller's scope (serving/caching.py); If-None-Match with it answers 304.",
-        response_model=models.Summary,
-        responses={304: {"description": "not modified: the figures are those of the ETag sent"}},
+        response_model=models.Summary | history.SummaryAsOf,  # a union (see get_positions)
+        responses={
+            200: {"description": "the live totals; with as_of, the totals as of that instant (SummaryAsOf)"},
+            304: {"description": "not modified: the figures are those of the ETag sent"},
+            503: problem_doc(
+                "with as_of: a government's history is not available now (reason history_unavailable)"
+            ),
+        },
     )
     async def get_summary(
         request: Request,
         p: Annotated[Principal, require(Permission.READ)],
         fiscal_year: int | None = fy_param(),
+        as_of: str | None = Query(
+            None,
+            description="the totals as they stood at this instant of event time (RFC 3339), from "
+            "every worker's history (all must answer: 503 history_unavailable otherwise)",
+        ),
     ) -> Response:
+        if as_of is not None:
+            return await history.summary_as_of(request, p.orgs, as_of, fiscal_year)
         body, etag = await request.app.state.reader.summary_tagged(fiscal_year, p.orgs)
         status = await staleness(request, sorted(p.orgs) if p.orgs is not None else list(governments()))
         etag = stale_etag(etag, status)
@@ -407,9 +424,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics.processor_workers.set(int(str(status["workers"])))
         return ExactJSONResponse({"ready": True, "processor": status})
 
-    @app.get("/metrics", include_in_schema=False, dependencies=[require(Permission.OPERATIONS)])
-    async def prometheus() -> PlainTextResponse:
-        return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    # METRICS: the metrics role (what a Prometheus server holds), and national and admin
+    @app.get("/metrics", include_in_schema=False, dependencies=[require(Permission.METRICS)])
+    async def prometheus(request: Request) -> PlainTextResponse:
+        body = await exposition(registry, request.app.state.redis, keys)
+        return PlainTextResponse(body, media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(session_router)
     app.include_router(ingest_router)

@@ -10,6 +10,7 @@ answer for the instants after its own. Why routed, not projected: docs/design.md
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import datetime as dt
 import io
@@ -27,6 +28,8 @@ from access.policy import Permission
 from cashpos.calendar import date_day, day_date, korea_time, utc_stamp
 from cashpos.names import RedisKeys
 from cashpos.refdata import Government, governments
+from serving.models import GovernmentTotals, ProvinceTotals, ScopeTotals
+from serving.positions import CUSTODY, summarize
 from serving.problems import Problem, problem_doc
 from serving.security import require
 from serving.wire import ExactJSONResponse
@@ -174,6 +177,18 @@ class PositionsAsOf(BaseModel):
     totals: dict[str, int]
 
 
+class SummaryAsOf(BaseModel):
+    """The caller's governments as of an instant (event time): per province and in all."""
+
+    as_of: str
+    time_axis: Literal["event_time"]
+    scope: Literal["national", "partial"]
+    national: ScopeTotals | None = None
+    total: ScopeTotals | None = None
+    provinces: list[ProvinceTotals]
+    governments: list[GovernmentTotals]
+
+
 class Owners:
     """Which worker owns which partition, from their heartbeats (read at most every 0.5 s)."""
 
@@ -204,9 +219,7 @@ async def ask(request: Request, org: str, path: str, params: dict[str, Any]) -> 
     owners: Owners | None = getattr(st, "owners", None)
     if owners is None:
         owners = st.owners = Owners(st.redis, st.keys, st.settings.partitions)
-    client: httpx.AsyncClient | None = getattr(st, "worker_client", None)
-    if client is None:
-        client = st.worker_client = httpx.AsyncClient(timeout=5.0)
+    client = _client(request)
     web = await owners.web_of(org)
     if web is None:
         raise Problem(
@@ -226,6 +239,82 @@ async def ask(request: Request, org: str, path: str, params: dict[str, Any]) -> 
     if r.status_code != 200:
         raise Problem("invalid_request", str(body.get("detail")))
     return body
+
+
+async def summary_as_of(
+    request: Request, scope: frozenset[str] | None, at_text: str, fiscal_year: int | None
+) -> Response:
+    """``GET /v1/summary?as_of=``: the caller's governments as of an instant, per province and in
+    all, from every worker that owns some of them (all must answer: never a partial sum)."""
+    at = instant_ms(at_text, "as_of")
+    st = request.app.state
+    owners: Owners | None = getattr(st, "owners", None)
+    if owners is None:
+        owners = st.owners = Owners(st.redis, st.keys, st.settings.partitions)
+    govs = [g for g in governments().values() if scope is None or g.org_code in scope]
+    by_web: dict[str, list[str]] = {}
+    for g in govs:
+        web = await owners.web_of(g.org_code)
+        if web is None:
+            raise Problem(
+                "history_unavailable",
+                f"no live worker owns {g.org_code}'s partition now",
+                {"Retry-After": "2"},
+            )
+        by_web.setdefault(web, []).append(g.org_code)
+    client = _client(request)
+
+    async def one(web: str, orgs: list[str]) -> dict[str, Any]:
+        try:
+            r = await client.get(
+                f"http://{web}/cashpos/history/many/positions", params={"as_of": at, "orgs": ",".join(orgs)}
+            )
+        except httpx.HTTPError as exc:
+            raise Problem(
+                "history_unavailable",
+                f"a worker did not answer ({exc.__class__.__name__})",
+                {"Retry-After": "2"},
+            ) from None
+        body: dict[str, Any] = orjson.loads(r.content)
+        if r.status_code != 200 or body.get("missing"):
+            raise Problem(
+                "history_unavailable",
+                f"{len(body.get('missing') or orgs)} governments are moving between workers",
+                {"Retry-After": "2"},
+            )
+        positions: dict[str, Any] = body["positions"]
+        return positions
+
+    answers = await asyncio.gather(*(one(web, orgs) for web, orgs in by_web.items()))
+    positions = {org: rows for a in answers for org, rows in a.items()}
+    totals_of: dict[str, dict[str, int]] = {}
+    for g in govs:
+        kinds = {a.code: a.type for a in g.accounts}
+        t = dict.fromkeys(("cash", "committed", "available", "restricted", "spendable"), 0)
+        for p in positions[g.org_code]:
+            if fiscal_year is not None and p["fiscal_year"] != fiscal_year:
+                continue
+            available = p["cash"] - p["committed"]
+            t["cash"] += p["cash"]
+            t["committed"] += p["committed"]
+            t["available"] += available
+            if kinds.get(p["account"]) == CUSTODY:
+                t["restricted"] += p["cash"]
+            else:
+                t["spendable"] += available
+        totals_of[g.org_code] = t
+    body, _ = summarize(govs, totals_of, {}, scope)
+    body["as_of"] = utc_stamp(at)
+    body["time_axis"] = "event_time"
+    return ExactJSONResponse(body)
+
+
+def _client(request: Request) -> httpx.AsyncClient:
+    st = request.app.state
+    client: httpx.AsyncClient | None = getattr(st, "worker_client", None)
+    if client is None:
+        client = st.worker_client = httpx.AsyncClient(timeout=5.0)
+    return client
 
 
 def _gov(org_code: str) -> Government:

@@ -119,6 +119,21 @@ def test_history_answers_exactly_from_the_owning_worker(stack: Stack) -> None:
             for at in (t - 1, t):
                 assert _as_of(c, h, at) == _expected(raws, at), at
 
+        # the nation as of that instant: this government's row is the independent sum, and the
+        # provinces and the national total add up its governments
+        at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(last / 1000))
+        r = c.get("/v1/summary", params={"as_of": at}, headers=stack.headers)
+        assert r.status_code == 200, r.text
+        nation = r.json()
+        (row,) = [g for g in nation["governments"] if g["org_code"] == ORG]
+        want = _expected(raws, last)
+        assert (row["cash"], row["committed"]) == (
+            sum(v[0] for v in want.values()),
+            sum(v[1] for v in want.values()),
+        )
+        assert nation["national"]["cash"] == sum(g["cash"] for g in nation["governments"])
+        assert nation["national"]["cash"] == sum(p["cash"] for p in nation["provinces"])
+
         # a late event (2 March) changes the answers after its instant, not before
         late = event(
             f"h{stamp}-late", "receipt", 777, org=ORG, at="2026-03-02T08:00:00+09:00", category="bond"
