@@ -16,7 +16,11 @@ integration         the listed governments                     read
 source              the listed governments                     submit events
 admin               all (no ``--org``)                         tokens, thresholds, operations,
                                                                the audit log; no balance reads
+metrics             none (no ``--org``)                        scrape /metrics, nothing else
 ==================  =========================================  ==================================
+
+The ``metrics`` role is what a Prometheus server holds: its token (kept in a file on the
+Prometheus host) can read no balance, no government and no dead letter if it leaks.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ class Role(StrEnum):
     INTEGRATION = "integration"
     SOURCE = "source"
     ADMIN = "admin"
+    METRICS = "metrics"
 
 
 class Permission(StrEnum):
@@ -46,8 +51,9 @@ class Permission(StrEnum):
     INGEST = "ingest"  # submit events
     THRESHOLDS = "thresholds"  # read and change alert thresholds
     TOKENS = "tokens"  # create, list and revoke tokens
-    OPERATIONS = "operations"  # dead letters, reconciliation, metrics
+    OPERATIONS = "operations"  # dead letters, reconciliation (and metrics: granted with it)
     AUDIT = "audit"  # read the audit log
+    METRICS = "metrics"  # scrape /metrics (service-wide counters; no government's figures)
 
 
 P = Permission
@@ -55,10 +61,11 @@ GRANTS: dict[Role, frozenset[Permission]] = {
     Role.FINANCE_DIRECTOR: frozenset({P.REFDATA, P.READ, P.ACK}),
     Role.VIEWER: frozenset({P.REFDATA, P.READ}),
     Role.PROVINCIAL: frozenset({P.REFDATA, P.READ}),
-    Role.NATIONAL: frozenset({P.REFDATA, P.READ, P.OPERATIONS}),
+    Role.NATIONAL: frozenset({P.REFDATA, P.READ, P.OPERATIONS, P.METRICS}),
     Role.INTEGRATION: frozenset({P.REFDATA, P.READ}),
     Role.SOURCE: frozenset({P.REFDATA, P.INGEST}),
-    Role.ADMIN: frozenset({P.REFDATA, P.THRESHOLDS, P.TOKENS, P.OPERATIONS, P.AUDIT}),
+    Role.ADMIN: frozenset({P.REFDATA, P.THRESHOLDS, P.TOKENS, P.OPERATIONS, P.AUDIT, P.METRICS}),
+    Role.METRICS: frozenset({P.METRICS}),
 }
 # Reads by these roles span governments that are not their own: each one is audited.
 AUDITED_READERS = frozenset({Role.PROVINCIAL, Role.NATIONAL})
@@ -75,6 +82,10 @@ def resolve_scope(role: Role, orgs: Iterable[str]) -> frozenset[str] | None:
     unknown = [o for o in orgs if o not in govs]
     if unknown:
         raise ScopeError(f"unknown government(s): {', '.join(unknown)}")
+    if role is Role.METRICS:
+        if orgs:
+            raise ScopeError("metrics reads no government's figures: give no --org")
+        return frozenset()  # no government: any route naming one answers 404
     if role in (Role.NATIONAL, Role.ADMIN):
         if orgs:
             raise ScopeError(f"{role} covers every government: give no --org")

@@ -32,6 +32,7 @@ DEFAULT_RATE_PER_S: dict[Role, int] = {
     Role.INTEGRATION: 200,
     Role.SOURCE: 500,
     Role.ADMIN: 20,
+    Role.METRICS: 20,  # scrapes are seconds apart; room for an operator's curl too
 }
 
 

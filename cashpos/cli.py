@@ -285,6 +285,11 @@ def _admin_redis_url() -> str:
     return load().redis_url
 
 
+def _no_orgs(role: str) -> str:
+    """What a token created without --org covers: every government, or none (metrics)."""
+    return "none" if role == "metrics" else "all"
+
+
 def _token(args: argparse.Namespace) -> int:
     import time
 
@@ -310,7 +315,7 @@ def _token(args: argparse.Namespace) -> int:
                     return 2
                 print(token)
                 print(
-                    f"# id {rec.id}, role {rec.role}, orgs {','.join(rec.orgs) or 'all'}, "
+                    f"# id {rec.id}, role {rec.role}, orgs {','.join(rec.orgs) or _no_orgs(rec.role)}, "
                     f"expires {time.strftime('%Y-%m-%d', time.gmtime(rec.expires_ms / 1000)) if rec.expires_ms else 'never'}"
                     " - shown once: store it now",
                     file=sys.stderr,

@@ -1,10 +1,30 @@
 """Every Prometheus metric cashpos exports. Names follow Prometheus conventions: the
 ``cashpos_`` prefix, base units (seconds, bytes, KRW), ``_total`` for counters, and no
-per-government labels (243 x accounts would explode cardinality)."""
+per-government labels (243 x accounts would explode cardinality).
+
+Every labelled family whose label values are known in advance (dead-letter and refusal reasons,
+alert rules) starts with each value at 0: a series that appears only on its first increment
+shows as "no data" on a dashboard and defeats ``rate()`` over that first increment.
+Each process also exports ``process_*`` and ``python_info`` (prometheus_client's collectors)
+and ``cashpos_build_info``."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+import platform
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+)
+
+from alerts.model import RULES
+from cashpos import __version__
+from streams.contract import REASONS, STATEFUL_REASONS
 
 # `_created` series double the exposition for no use in dashboards or alert rules.
 disable_created_metrics()
@@ -16,10 +36,23 @@ RECONCILIATION_LAST_RUN = "cashpos_reconciliation_last_run_timestamp_seconds"
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
+def _process_and_build(r: CollectorRegistry, component: str) -> None:
+    """process_* (CPU, memory, open files, start time), python_info, and cashpos_build_info."""
+    ProcessCollector(registry=r)
+    PlatformCollector(registry=r)
+    Gauge(
+        "cashpos_build_info",
+        "Always 1; the labels say which build of cashpos this process runs",
+        ["version", "python", "component"],
+        registry=r,
+    ).labels(__version__, platform.python_version(), component).set(1)
+
+
 class ProcessorMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         r = registry or CollectorRegistry()
         self.registry = r
+        _process_and_build(r, "worker")
         self.events_applied = Counter(
             "cashpos_events_applied_total", "Events applied to positions", ["topic"], registry=r
         )
@@ -117,12 +150,21 @@ class ProcessorMetrics:
             ["outcome"],
             registry=r,
         )
+        for reason in REASONS:
+            self.events_deadlettered.labels(reason)
+        for rule in RULES:
+            self.alerts_raised.labels(rule)
+            self.alerts_resolved.labels(rule)
+            self.alerts_open.labels(rule)
+        for outcome in ("delivered", "failed", "dropped"):
+            self.alert_webhook.labels(outcome)
 
 
 class ApiMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         r = registry or CollectorRegistry()
         self.registry = r
+        _process_and_build(r, "api")
         self.requests = Counter(
             "cashpos_api_requests_total", "HTTP requests", ["route", "method", "status"], registry=r
         )
@@ -167,3 +209,5 @@ class ApiMetrics:
         self.audit_errors = Counter(
             "cashpos_api_audit_errors_total", "Audit records that could not be written", registry=r
         )
+        for reason in REASONS.keys() - STATEFUL_REASONS:  # the gateway decides the stateless ones
+            self.ingest_rejected.labels(reason)

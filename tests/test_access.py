@@ -43,6 +43,7 @@ ROLES: dict[str, tuple[tuple[str, ...], set[str]]] = {
     "integration": ((OWN,), {"own"}),
     "source": ((OWN,), {"own"}),
     "admin": ((), {"own", "sibling", "other"}),
+    "metrics": ((), set()),  # Prometheus's: /metrics and nothing else, no government in scope
 }
 READERS = {"finance_director", "viewer", "provincial", "national", "integration"}
 
@@ -156,10 +157,10 @@ GLOBAL = {  # path -> roles that get 200 (everyone else 403)
     "/v1/summary": READERS,
     "/v1/stream": READERS,
     "/v1/deadletters": {"national", "admin"},
-    "/metrics": {"national", "admin"},
+    "/metrics": {"national", "admin", "metrics"},
     "/v1/tokens": {"admin"},
-    "/v1/governments": set(ROLES),
-    "/v1/session": set(ROLES),
+    "/v1/governments": set(ROLES) - {"metrics"},
+    "/v1/session": set(ROLES) - {"metrics"},
 }
 
 
