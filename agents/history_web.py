@@ -69,7 +69,14 @@ def statements(w: LedgerWorker, org: str, first: int, last: int, account: str | 
 
 
 def events(
-    w: LedgerWorker, org: str, account: str, fy: int, at_ms: int | None, start: int, limit: int
+    w: LedgerWorker,
+    org: str,
+    account: str,
+    fy: int,
+    at_ms: int | None,
+    start: int,
+    limit: int,
+    from_ms: int | None = None,
 ) -> dict[str, Any]:
     pk = (org, account, fy)
 
@@ -78,8 +85,10 @@ def events(
         return b"" if entry is None else entry.raw
 
     lines = listing(w.store.rows_applied(pk), raw)
-    if at_ms is not None:
-        lines = [x for x in lines if x.ms <= at_ms]
+    if at_ms is not None or from_ms is not None:
+        hi = at_ms if at_ms is not None else max((x.ms for x in lines), default=0)
+        lo = from_ms if from_ms is not None else min((x.ms for x in lines), default=0)
+        lines = [x for x in lines if lo <= x.ms <= hi]
     page = lines[start : start + limit]
     chain = w.chain(pk)
     out = []
@@ -169,5 +178,5 @@ def install(app: faust.App, get: Callable[[], LedgerWorker | None]) -> None:
         q = request.query
         start = _int(q, "start", 0) or 0
         limit = min(_int(q, "limit", 100) or 100, MAX_LINES)
-        at = _int(q, "as_of")
-        return await guarded(self, org, lambda w: events(w, org, account, int(fy), at, start, limit))
+        at, since = _int(q, "as_of"), _int(q, "from")
+        return await guarded(self, org, lambda w: events(w, org, account, int(fy), at, start, limit, since))

@@ -448,6 +448,10 @@ async def get_events_behind(
     account: str,
     fiscal_year: Annotated[int, Query(ge=1990, le=2200)],
     as_of: Annotated[str | None, Query(description="only events up to this instant (RFC 3339)")] = None,
+    from_: Annotated[
+        str | None,
+        Query(alias="from", description="only events from this instant on (RFC 3339), e.g. 00:00 KST today"),
+    ] = None,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Response:
@@ -457,11 +461,14 @@ async def get_events_behind(
     if account not in g.account_codes:
         raise Problem("not_found", f"{org_code} has no account {account}")
     at = instant_ms(as_of, "as_of") if as_of else None
-    digest = paging.filters_digest(org=org_code, account=account, fy=fiscal_year, as_of=at)
+    since = instant_ms(from_, "from") if from_ else None
+    digest = paging.filters_digest(org=org_code, account=account, fy=fiscal_year, as_of=at, since=since)
     start = paging.decode(cursor, "events_behind", digest) or 0
     params: dict[str, Any] = {"start": start, "limit": limit}
     if at is not None:
         params["as_of"] = at
+    if since is not None:
+        params["from"] = since
     body = await ask(request, org_code, f"{account}/{fiscal_year}/events", params)
     lines = []
     for x in body["lines"]:

@@ -103,7 +103,8 @@ def test_history_answers_exactly_from_the_owning_worker(stack: Stack) -> None:
     stamp = str(time.time_ns())
     raws = _events(stamp)
     _publish(stack, raws)
-    h = stack.auth("viewer", [ORG])
+    # many reads in a burst: a token with room above the default 20 requests/s
+    h = {"Authorization": f"Bearer {stack.token('viewer', [ORG], name='history reader', rate_per_s=500)}"}
     with httpx.Client(base_url=stack.api, timeout=20) as c:
         deadline = time.monotonic() + 30
         last = _ms("2026-03-07T00:00:00+09:00")
@@ -121,8 +122,8 @@ def test_history_answers_exactly_from_the_owning_worker(stack: Stack) -> None:
 
         # the nation as of that instant: this government's row is the independent sum, and the
         # provinces and the national total add up its governments
-        at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(last / 1000))
-        r = c.get("/v1/summary", params={"as_of": at}, headers=stack.headers)
+        last_utc = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(last / 1000))
+        r = c.get("/v1/summary", params={"as_of": last_utc}, headers=stack.headers)
         assert r.status_code == 200, r.text
         nation = r.json()
         (row,) = [g for g in nation["governments"] if g["org_code"] == ORG]
@@ -198,4 +199,19 @@ def test_history_answers_exactly_from_the_owning_worker(stack: Stack) -> None:
         assert [x["occurred_at"] for x in lines] == sorted(x["occurred_at"] for x in lines)
         assert all(x["source"]["topic"].endswith(("revenue", "expenditure")) for x in lines)
         assert body["chain"]["head"] and len(body["chain"]["head"]) == 64
+        # from an instant on: the day's events only
+        since = "2026-03-04T00:00:00+09:00"
+        r = c.get(
+            f"/v1/positions/{ORG}/{SEWER}/events",
+            params={"fiscal_year": 2026, "from": since, "as_of": "2026-03-04T23:59:59+09:00", "limit": 1000},
+            headers=h,
+        )
+        day = r.json()["lines"]
+        assert day and all(
+            x["occurred_at"] >= "2026-03-03T15:00:00" and x["occurred_at"] < "2026-03-04T15:00:00"
+            for x in day
+        )
+        assert len(day) == sum(
+            1 for x in lines if "2026-03-03T15:00:00" <= x["occurred_at"] < "2026-03-04T15:00:00"
+        )
         assert want_committed == 0
