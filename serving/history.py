@@ -213,29 +213,20 @@ class Owners:
         return self._by_partition.get(partition_for(org, self.partitions))
 
 
+async def _web_of(request: Request, org: str) -> str:
+    web = await _owners(request).web_of(org)
+    if web is None:
+        raise unavailable(f"no live worker owns {org}'s partition now")
+    return web
+
+
 async def ask(request: Request, org: str, path: str, params: dict[str, Any]) -> Any:
     """The owner's answer (JSON), or the 503 problem that says why there is none."""
-    st = request.app.state
-    owners: Owners | None = getattr(st, "owners", None)
-    if owners is None:
-        owners = st.owners = Owners(st.redis, st.keys, st.settings.partitions)
-    client = _client(request)
-    web = await owners.web_of(org)
-    if web is None:
-        raise Problem(
-            "history_unavailable", f"no live worker owns {org}'s partition now", {"Retry-After": "2"}
-        )
-    try:
-        r = await client.get(f"http://{web}/cashpos/history/{org}/{path}", params=params)
-    except httpx.HTTPError as exc:
-        raise Problem(
-            "history_unavailable",
-            f"the worker owning {org} did not answer ({exc.__class__.__name__})",
-            {"Retry-After": "2"},
-        ) from None
+    web = await _web_of(request, org)
+    r = await _get(request, f"http://{web}/cashpos/history/{org}/{path}", params, f"the worker owning {org}")
     body = orjson.loads(r.content)
     if r.status_code == 503:
-        raise Problem("history_unavailable", f"{org}: {body.get('detail')}", {"Retry-After": "2"})
+        raise unavailable(f"{org}: {body.get('detail')}")
     if r.status_code != 200:
         raise Problem("invalid_request", str(body.get("detail")))
     return body
@@ -247,41 +238,17 @@ async def summary_as_of(
     """``GET /v1/summary?as_of=``: the caller's governments as of an instant, per province and in
     all, from every worker that owns some of them (all must answer: never a partial sum)."""
     at = instant_ms(at_text, "as_of")
-    st = request.app.state
-    owners: Owners | None = getattr(st, "owners", None)
-    if owners is None:
-        owners = st.owners = Owners(st.redis, st.keys, st.settings.partitions)
     govs = [g for g in governments().values() if scope is None or g.org_code in scope]
     by_web: dict[str, list[str]] = {}
     for g in govs:
-        web = await owners.web_of(g.org_code)
-        if web is None:
-            raise Problem(
-                "history_unavailable",
-                f"no live worker owns {g.org_code}'s partition now",
-                {"Retry-After": "2"},
-            )
-        by_web.setdefault(web, []).append(g.org_code)
-    client = _client(request)
+        by_web.setdefault(await _web_of(request, g.org_code), []).append(g.org_code)
 
     async def one(web: str, orgs: list[str]) -> dict[str, Any]:
-        try:
-            r = await client.get(
-                f"http://{web}/cashpos/history/many/positions", params={"as_of": at, "orgs": ",".join(orgs)}
-            )
-        except httpx.HTTPError as exc:
-            raise Problem(
-                "history_unavailable",
-                f"a worker did not answer ({exc.__class__.__name__})",
-                {"Retry-After": "2"},
-            ) from None
+        params = {"as_of": at, "orgs": ",".join(orgs)}
+        r = await _get(request, f"http://{web}/cashpos/history/many/positions", params, "a worker")
         body: dict[str, Any] = orjson.loads(r.content)
         if r.status_code != 200 or body.get("missing"):
-            raise Problem(
-                "history_unavailable",
-                f"{len(body.get('missing') or orgs)} governments are moving between workers",
-                {"Retry-After": "2"},
-            )
+            raise unavailable(f"{len(body.get('missing') or orgs)} governments are moving between workers")
         positions: dict[str, Any] = body["positions"]
         return positions
 
@@ -307,6 +274,26 @@ async def summary_as_of(
     body["as_of"] = utc_stamp(at)
     body["time_axis"] = "event_time"
     return ExactJSONResponse(body)
+
+
+def unavailable(detail: str) -> Problem:
+    """The 503 of a history no caught-up owner answers for now."""
+    return Problem("history_unavailable", detail, {"Retry-After": "2"})
+
+
+def _owners(request: Request) -> Owners:
+    st = request.app.state
+    owners: Owners | None = getattr(st, "owners", None)
+    if owners is None:
+        owners = st.owners = Owners(st.redis, st.keys, st.settings.partitions)
+    return owners
+
+
+async def _get(request: Request, url: str, params: dict[str, Any], who: str) -> httpx.Response:
+    try:
+        return await _client(request).get(url, params=params)
+    except httpx.HTTPError as exc:
+        raise unavailable(f"{who} did not answer ({exc.__class__.__name__})") from None
 
 
 def _client(request: Request) -> httpx.AsyncClient:
