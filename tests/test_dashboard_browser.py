@@ -48,8 +48,10 @@ pytestmark = [
 ]
 
 
-def event(org: str, account: str, kind: str, amount: int, **extra: object) -> bytes:
-    now = dt.datetime.now(KST)
+def event(
+    org: str, account: str, kind: str, amount: int, at: dt.datetime | None = None, **extra: object
+) -> bytes:
+    now = at or dt.datetime.now(KST)
     ev: dict[str, object] = {
         "event_id": f"ui-{uuid.uuid4().hex}",
         "org_code": org,
@@ -93,6 +95,16 @@ def seed_events() -> tuple[list[bytes], int, int]:
         c = int(scale * 0.55 * ratio)
         out.append(event(org, "general", "commitment", c))
         committed += c
+    # Yesterday's money for two governments, so that today's opening is not zero ("change today"
+    # must subtract it); none on 1 January (yesterday is another fiscal year).
+    midnight = dt.datetime.now(KST).replace(hour=0, minute=0, second=0, microsecond=0)
+    yesterday = midnight - dt.timedelta(hours=9)  # 15:00 KST the day before
+    if yesterday.year == midnight.year:
+        for org in (JONGNO, SEOUL):
+            out.append(event(org, "general", "receipt", 500_000_000_000, at=yesterday))
+            out.append(event(org, "general", "commitment", 200_000_000_000, at=yesterday))
+            cash += 500_000_000_000
+            committed += 200_000_000_000
     return out, cash, committed
 
 
@@ -113,6 +125,30 @@ async def wait_summary(stack, pred, timeout: float = 30) -> dict:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"summary never matched: {r.text[:300]}")
             await asyncio.sleep(0.1)
+
+
+async def opening_summary(stack, timeout: float = 30) -> tuple[str, dict]:
+    """Today's opening from the API: ``/v1/summary?as_of=`` at 00:00 KST − 1 ms (as_of is
+    inclusive; the statement's opening is every event before 00:00), retried while a worker
+    cannot answer (503). Returns (today's date, the body)."""
+    now = dt.datetime.now(KST)
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    at = (midnight - dt.timedelta(milliseconds=1)).isoformat(timespec="milliseconds")
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(timeout=10, headers=stack.headers) as c:
+        while True:
+            r = await c.get(f"{stack.api}/v1/summary", params={"as_of": at})
+            if r.status_code == 200:
+                return midnight.date().isoformat(), r.json()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no opening: {r.status_code} {r.text[:300]}")
+            await asyncio.sleep(0.5)
+
+
+def changes(live: dict, opening: dict) -> dict[str, int]:
+    """Change today per government: live available − the opening's (the API's figures)."""
+    open_of = {g["org_code"]: g["available"] for g in opening["governments"]}
+    return {g["org_code"]: g["available"] - open_of[g["org_code"]] for g in live["governments"]}
 
 
 @pytest.fixture(scope="module")
@@ -260,10 +296,71 @@ async def test_published_event_shows_within_two_seconds(stack, seeded, page, pub
     elapsed = time.monotonic() - t0
     assert elapsed < 2.0, elapsed
     assert await krw_of(page, "#kpi-cash") == national + amount
-    # no "change today" on the national view: the server has no opening balance per province or
-    # nation (tests/test_dashboard_history_browser.py checks it on the government view)
-    assert await page.locator(tile(JONGNO, "change")).count() == 0
     print(f"event -> page: {elapsed:.3f}s")
+
+    # Change today = live − today's opening, from the API's /v1/summary?as_of= (one read): per
+    # tile, per province and for the nation.
+    day, opening = await opening_summary(stack)
+    live = await get_json(stack, "/v1/summary", 10)
+    assert live["national"]["cash"] == national + amount  # nothing else moved meanwhile
+    want = changes(live, opening)
+    await page.wait_for_function(
+        "([sel, want]) => document.querySelector(sel)?.dataset.krw === want",
+        arg=[tile(JONGNO, "change"), str(want[JONGNO])],
+        timeout=10_000,
+    )
+    assert want[JONGNO] >= amount  # the event is today's: it is in the change, not the opening
+    open_jongno = next(g for g in opening["governments"] if g["org_code"] == JONGNO)["available"]
+    if not day.endswith("-01-01"):  # yesterday's seed is in the opening, so the change is not "live"
+        assert open_jongno >= 300_000_000_000
+    for org in (SEOUL, JUNGGU_SEOUL, BUSAN):
+        assert await krw_of(page, tile(org, "change")) == want[org], org
+    n_open = opening["national"]["available"]
+    assert await krw_of(page, "#kpi-change") == live["national"]["available"] - n_open
+    p_open = next(p for p in opening["provinces"] if p["province_code"] == SEOUL)["available"]
+    p_live = next(p for p in live["provinces"] if p["province_code"] == SEOUL)["available"]
+    head = f'section.prov[data-province="{SEOUL}"] .prov-totals'
+    assert await krw_of(page, f'{head} [data-field="change"]') == p_live - p_open
+    # The same opening as the government view's (its statement's): Σ opening cash − committed.
+    rows = (await get_json(stack, f"/v1/statements/{JONGNO}", 10, {"from": day, "to": day}))["rows"]
+    stmt_open = sum(r["opening_cash"] - r["opening_committed"] for r in rows)
+    assert stmt_open == open_jongno
+
+
+async def test_change_today_blank_while_the_opening_is_refused(stack, seeded, page) -> None:
+    """A refused opening read (503 history_unavailable) shows no change, not a guess; the page
+    reads it again later and then shows it."""
+    refused: list[str] = []
+
+    async def refuse(route) -> None:
+        refused.append(route.request.url)
+        await route.fulfill(
+            status=503,
+            headers={"Content-Type": "application/problem+json", "Retry-After": "2"},
+            body=orjson.dumps({"type": "about:blank", "title": "history_unavailable", "status": 503}),
+        )
+
+    as_of_reads = re.compile(r".*/v1/summary\?as_of=.*")
+    await page.route(as_of_reads, refuse)
+    await open_national(page, stack.api)
+    deadline = time.monotonic() + 10
+    while not refused:
+        assert time.monotonic() < deadline, "the page never read today's opening"
+        await asyncio.sleep(0.1)
+    await page.wait_for_timeout(200)  # the refusal reaches the page
+    assert await page.locator(f"{tile(JONGNO, 'change')}[data-krw]").count() == 0
+    assert await page.inner_text(tile(JONGNO, "change")) == ""
+    assert await page.inner_text("#kpi-change") == "—"
+    assert await page.get_attribute("#kpi-change", "data-krw") is None
+    await page.unroute(as_of_reads)
+    _, opening = await opening_summary(stack)
+    want = changes(await get_json(stack, "/v1/summary", 10), opening)
+    await page.wait_for_function(
+        "([sel, want]) => document.querySelector(sel)?.dataset.krw === want",
+        arg=[tile(JONGNO, "change"), str(want[JONGNO])],
+        timeout=10_000,
+    )
+    assert refused and all("as_of=" in u for u in refused)
 
 
 async def test_search_sort_and_drill_down(stack, seeded, page, publisher) -> None:
@@ -301,6 +398,33 @@ async def test_search_sort_and_drill_down(stack, seeded, page, publisher) -> Non
     flat = await values("section.prov.flat", "available")
     assert len(flat) == 243 and flat == sorted(flat, reverse=True)
     assert await page.get_attribute(".groups .gov[data-org]:last-child", "data-org") == JUNGGU_SEOUL
+    await page.check("#group")
+
+    # Sort by change today: the government that just received money comes first (its province
+    # first, then it). The amount is the API's largest other change (government and province)
+    # plus 1조, so that only this receipt can put it first.
+    _, opening = await opening_summary(stack)
+    change = changes(await get_json(stack, "/v1/summary", 10), opening)
+    prov_of = {o: g.province_code for o, g in governments().items()}
+    by_prov: dict[str, int] = {}
+    for org, d in change.items():
+        by_prov[prov_of[org]] = by_prov.get(prov_of[org], 0) + d
+    amount = 10**12 + max(
+        max(d for o, d in change.items() if o != BUSAN) - change[BUSAN],
+        max(d for p, d in by_prov.items() if p != prov_of[BUSAN]) - by_prov[prov_of[BUSAN]],
+        0,
+    )
+    await page.select_option("#sort", "change")
+    await publisher.send(event(BUSAN, "general", "receipt", amount))
+    await page.wait_for_function(
+        "org => document.querySelector('.groups .gov[data-org]')?.dataset.org === org",
+        arg=BUSAN,
+        timeout=5000,
+    )
+    assert await krw_of(page, tile(BUSAN, "change")) == change[BUSAN] + amount
+    await page.uncheck("#group")  # one national ranking by change: descending
+    flat = await values("section.prov.flat", "change")
+    assert len(flat) == 243 and flat == sorted(flat, reverse=True) and flat[0] == change[BUSAN] + amount
     await page.check("#group")
     await page.select_option("#sort", "code")
 

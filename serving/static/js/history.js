@@ -67,6 +67,16 @@ export async function positionsAt(org, ms) {
   return { ms, cash: big(body.totals.cash), committed: big(body.totals.committed), available: big(body.totals.available) };
 }
 
+/** The caller's governments as they stood at ms (event time), from one read of every worker:
+ *  Map org -> {cash, committed, available} (BigInt); throws (503 history_unavailable) if any
+ *  worker cannot answer (never a partial sum). */
+export async function summaryAt(ms) {
+  const body = await getJSON(`v1/summary?as_of=${encodeURIComponent(iso(ms))}`);
+  const out = new Map();
+  for (const g of body.governments) out.set(g.org_code, { cash: big(g.cash), committed: big(g.committed), available: big(g.available) });
+  return out;
+}
+
 /** The instants sampled for the day's curve: every SAMPLE_MIN minutes after 00:00, before now. */
 export function sampleTimes(day, nowMs) {
   const t0 = kstMidnight(day), step = SAMPLE_MIN * 60_000, out = [];

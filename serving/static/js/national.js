@@ -1,7 +1,8 @@
 // National view: 243 governments grouped by their 17 provinces, coloured by the months of
 // outflow their spendable funds cover; national and provincial totals; search; sort.
 
-import { esc, krw, krwExact } from "./format.js";
+import { esc, krw, krwDelta, krwExact, kstDay } from "./format.js";
+import { kstMidnight, summaryAt } from "./history.js";
 import { getLang, t } from "./i18n.js";
 import { LiveStream } from "./live.js";
 import { coverage, getJSON, loadGovernments, setTotals, store, sumTotals, toTotals } from "./store.js";
@@ -16,11 +17,11 @@ function scopeLabel() {
   return store.provinces.length === 1 ? store.provinces[0].name : t("scopeTitle", me.orgs.length);
 }
 
-// No "change today" here: it needs each government's opening balance, one statement request per
-// government (243), and the API has no statement or as-of read for a province or the nation.
-const SORTS = ["code", "available", "cash", "committed", "coverage"];
-const SORT_LABEL = { code: "sortCode", available: "sortAvailable", cash: "sortCash", committed: "sortCommitted", coverage: "sortCoverage" };
-const KPIS = ["cash", "committed", "available", "spendable"];
+const SORTS = ["code", "available", "cash", "committed", "change", "coverage"];
+const SORT_LABEL = { code: "sortCode", available: "sortAvailable", cash: "sortCash", committed: "sortCommitted", change: "sortChange", coverage: "sortCoverage" };
+const KPIS = ["cash", "committed", "available", "spendable", "change"];
+const RETRY_MS = 5000;
+const DAY_CHECK_MS = 30_000;
 
 let root = null;
 let live = null;
@@ -29,6 +30,59 @@ let sections = new Map(); // province code -> section element
 let layoutTimer = null;
 let shellCtx = null;
 const ui = loadUi();
+
+// --- change today ---------------------------------------------------------------------------------
+// Available now − the available of today's opening, the same figure as the government view (its
+// statement's opening). The openings of all the caller's governments come from ONE
+// GET /v1/summary?as_of= read at 00:00 KST − 1 ms: as_of is inclusive and the statement's opening
+// is every event before 00:00. Kept across views for the Korean day; read again when it changes.
+// A refused read (503 history_unavailable: a worker not answering) shows no change, never a guess.
+
+let openings = null; // {day, byOrg: Map org -> {cash, committed, available}} of today
+let openBusy = false;
+let openError = false;
+let openTimer = null;
+let dayTimer = null;
+
+async function loadOpenings() {
+  if (openBusy) return;
+  const day = kstDay();
+  if (openings && openings.day === day) return;
+  openBusy = true;
+  clearTimeout(openTimer);
+  openTimer = null;
+  try {
+    const byOrg = await summaryAt(kstMidnight(day) - 1);
+    openings = { day, byOrg };
+    openError = false;
+  } catch {
+    openError = true;
+    if (root) openTimer = setTimeout(loadOpenings, RETRY_MS);
+  } finally {
+    openBusy = false;
+  }
+  paintAll();
+}
+
+/** Available now − today's opening available (BigInt), or null while the opening is unknown. */
+function changeToday(org) {
+  const tt = store.totals.get(org);
+  if (!tt || !openings || openings.day !== kstDay()) return null;
+  const o = openings.byOrg.get(org);
+  return o ? tt.available - o.available : null;
+}
+
+/** Σ change today over orgs; null unless every one with a position is known (no partial sums). */
+function sumChange(orgs) {
+  let s = 0n;
+  for (const o of orgs) {
+    if (!store.totals.has(o)) continue;
+    const d = changeToday(o);
+    if (d === null) return null;
+    s += d;
+  }
+  return s;
+}
 
 function loadUi() {
   const d = { q: "", sort: "code", dir: "desc", group: true };
@@ -43,6 +97,7 @@ function saveUi() {
 
 function metric(org, key) {
   const tt = store.totals.get(org);
+  if (key === "change") return changeToday(org) ?? -Infinity; // unknown: last
   if (key === "coverage") {
     const c = coverage(tt);
     return c.band === "none" ? Infinity : c.band === "neg" ? -Infinity : c.months ?? Infinity;
@@ -69,6 +124,20 @@ function money(el, v, lang = getLang()) {
   el.textContent = krw(v, lang);
   el.dataset.krw = v.toString();
   el.title = krwExact(v, lang);
+}
+
+function delta(el, v, lang = getLang(), quietZero = false) {
+  el.classList.toggle("up", v !== null && v > 0n);
+  el.classList.toggle("down", v !== null && v < 0n);
+  if (v === null) {
+    el.textContent = quietZero ? "" : "—";
+    delete el.dataset.krw;
+    el.title = openError ? t("historyUnavailable") : t("changeHelp");
+    return;
+  }
+  el.textContent = quietZero && v === 0n ? "" : krwDelta(v, lang);
+  el.dataset.krw = v.toString();
+  el.title = `${t("change")}: ${krwExact(v, lang)} · ${t("changeHelp")}`;
 }
 
 // --- rendering -----------------------------------------------------------------------------------
@@ -134,6 +203,7 @@ function shell() {
           <div><dt>${esc(t("available"))}</dt><dd class="amt strong" data-field="available"></dd></div>
           <div><dt>${esc(t("cash"))}</dt><dd class="amt" data-field="cash"></dd></div>
           <div><dt>${esc(t("committed"))}</dt><dd class="amt" data-field="committed"></dd></div>
+          <div><dt>${esc(t("change"))}</dt><dd class="amt delta" data-field="change"></dd></div>
         </dl>
       </header>
       <div class="tiles"></div>`;
@@ -154,7 +224,7 @@ function shell() {
     a.href = `#/gov/${org}`;
     a.innerHTML = `
       <div class="gov-top"><span class="gov-name">${esc(g.name)}</span>${g.level === "metropolitan" ? `<span class="badge">${esc(t("metro"))}</span>` : ""}${g.level === "metropolitan" ? "" : `<span class="gov-prov">${esc(g.province_name)}</span>`}<span class="gov-code">${org}</span></div>
-      <div class="gov-main"><span class="gov-avail amt" data-field="available"></span></div>
+      <div class="gov-main"><span class="gov-avail amt" data-field="available"></span><span class="gov-change amt delta" data-field="change"></span></div>
       <div class="gov-sub"><span class="lbl">${esc(t("cashShort"))}</span> <span class="amt" data-field="cash"></span><span class="lbl">${esc(t("committedShort"))}</span> <span class="amt" data-field="committed"></span></div>`;
     tiles.set(org, a);
   }
@@ -185,6 +255,7 @@ function paintTile(org) {
   money(el.querySelector('[data-field="available"]'), tt.available, lang);
   money(el.querySelector('[data-field="cash"]'), tt.cash, lang);
   money(el.querySelector('[data-field="committed"]'), tt.committed, lang);
+  delta(el.querySelector('[data-field="change"]'), changeToday(org), lang, true);
   const cm = cov.months === null ? "—" : t("months", cov.months.toFixed(1));
   el.title = `${g.name} (${org}) · ${g.province_name}\n${t("available")}: ${krwExact(tt.available, lang)}\n${t("cash")}: ${krwExact(tt.cash, lang)}\n${t("committed")}: ${krwExact(tt.committed, lang)}\n${t("spendable")}: ${krwExact(tt.spendable, lang)}\n${t("coverage")}: ${cm}`;
 }
@@ -194,7 +265,7 @@ function paintTotals() {
   const n = sumTotals(store.govs.keys());
   for (const k of KPIS) {
     const el = root.querySelector(`#kpi-${k}`);
-    money(el, n[k], lang);
+    if (k === "change") delta(el, sumChange(store.govs.keys()), lang); else money(el, n[k], lang);
   }
   let neg = 0, short = 0;
   for (const org of store.govs.keys()) {
@@ -206,6 +277,7 @@ function paintTotals() {
     const s = sumTotals(p.orgs);
     const sec = sections.get(p.code);
     for (const k of ["available", "cash", "committed"]) money(sec.querySelector(`.prov-totals [data-field="${k}"]`), s[k], lang);
+    delta(sec.querySelector('.prov-totals [data-field="change"]'), sumChange(p.orgs), lang);
   }
 }
 
@@ -224,6 +296,7 @@ function layout() {
       const sign = ui.dir === "asc" ? 1 : -1;
       const key = (p) => {
         if (ui.sort === "coverage") { const c = coverage(sumTotals(p.orgs)); return c.months ?? Infinity; }
+        if (ui.sort === "change") return sumChange(p.orgs) ?? -Infinity;
         return sumTotals(p.orgs)[ui.sort];
       };
       const keys = new Map(provs.map((p) => [p.code, key(p)]));
@@ -320,6 +393,16 @@ export async function mount(el, _arg, ctx) {
   if (root !== el || !live) return;
   shell();
   live.start();
+  loadOpenings();
+  // the Korean day changed: today's openings are another read
+  dayTimer = setInterval(() => { if (openings && openings.day !== kstDay()) { paintAll(); loadOpenings(); } }, DAY_CHECK_MS);
+}
+
+function paintAll() {
+  if (!root || !tiles.size) return;
+  for (const org of tiles.keys()) paintTile(org);
+  paintTotals();
+  layout();
 }
 
 export function unmount() {
@@ -327,6 +410,10 @@ export function unmount() {
   live = null;
   clearTimeout(layoutTimer);
   layoutTimer = null;
+  clearTimeout(openTimer);
+  openTimer = null;
+  clearInterval(dayTimer);
+  dayTimer = null;
   root = null;
   tiles = new Map();
   sections = new Map();
