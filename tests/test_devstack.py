@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 
 from cashpos.embedded import Port, PortInUse, check_free, free_port, start_infra
@@ -82,5 +83,10 @@ def test_cashpos_run_names_a_taken_port_in_one_line(
     )
     assert p.returncode == 2, p.stdout + p.stderr
     assert p.stdout == ""
-    assert p.stderr == f"cashpos: port {taken} ({what}) is in use by another process; set {variable}\n"
+    # one line: a JSON log line (every process logs JSON), the message whole in msg
+    (line,) = p.stderr.splitlines()
+    assert (
+        orjson.loads(line)["msg"]
+        == f"cashpos: port {taken} ({what}) is in use by another process; set {variable}"
+    )
     assert not (tmp_path / "var").exists()  # nothing started, nothing written
