@@ -86,16 +86,10 @@ def year_of(org: str, n: int, seed: int, year: int) -> list[bytes]:
 
 def topic_counts(raws: list[bytes], topics: Topics) -> dict[str, int]:
     """Records each input topic gets (a close goes to both)."""
-    from cashpos.names import side_of_kind
-
     c: Counter[str] = Counter()
     for r in raws:
-        kind = orjson.loads(r)["kind"]
-        if kind == "fiscal_year_close":
-            c[topics.revenue] += 1
-            c[topics.expenditure] += 1
-        else:
-            c[topics.revenue if side_of_kind(kind) == "revenue" else topics.expenditure] += 1
+        for topic in topics.for_record(orjson.loads(r)["kind"]):
+            c[topic] += 1
     return dict(c)
 
 
