@@ -10,14 +10,18 @@ from __future__ import annotations
 
 from agents.hooks import FoldContext, HookHost
 from state import layout as L
-from state.history import Chain, DayFlows, batch_history
+from state.history import Chain, DayFlows, DayTotals, batch_history
 from state.ledger import PosKey
+
+MAX_TOTALS = 64  # governments whose daily totals are kept for as-of reads (least recently asked goes)
 
 
 class HistoryHook:
     def __init__(self) -> None:
         self.host: HookHost | None = None
         self.chains: dict[PosKey, Chain] = {}
+        self.totals: dict[str, DayTotals] = {}  # per government asked about (as-of reads)
+        self._pending: dict[tuple[PosKey, int], DayFlows] = {}  # the batch's, once it is written
 
     async def on_assigned(self, host: HookHost, orgs: list[str]) -> None:
         self.host = host
@@ -27,6 +31,19 @@ class HistoryHook:
     def on_revoked(self, orgs: set[str]) -> None:
         for pk in [pk for pk in self.chains if pk[0] in orgs]:
             del self.chains[pk]
+        for org in orgs:
+            self.totals.pop(org, None)
+
+    def totals_for(self, org: str) -> DayTotals:
+        """The daily totals of a government: from memory, else read from the store once."""
+        t = self.totals.pop(org, None)
+        if t is None:
+            assert self.host is not None, "assigned before any read"
+            if len(self.totals) >= MAX_TOTALS:
+                self.totals.pop(next(iter(self.totals)))
+            t = DayTotals(self.host.store.flows(org))
+        self.totals[org] = t  # the most recently asked last
+        return t
 
     def after_fold(self, batch: FoldContext) -> None:
         changes = batch.changes
@@ -43,13 +60,19 @@ class HistoryHook:
         self.chains.update(chains)
         records += [(L.chain_key(pk), L.encode_chain(c)) for pk, c in chains.items()]
         batch.write(records)
+        self._pending = flows
 
     def _get(self, key: bytes) -> bytes | None:
         assert self.host is not None, "assigned before any batch"
         return self.host.store.get(key)
 
     async def after_commit(self) -> None:
-        return None
+        # The batch is in the store now: the totals kept in memory take its flows too.
+        for (pk, day), f in self._pending.items():
+            t = self.totals.get(pk[0])
+            if t is not None:
+                t.add(pk, day, f)
+        self._pending = {}
 
     async def housekeeping(self) -> None:
         return None

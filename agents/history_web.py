@@ -19,8 +19,8 @@ from faust.web import Request, Response, View
 
 from agents.ledger import LedgerWorker
 from cashpos.calendar import kst_day
-from state.history import DayFlows, as_of, listing, side_of_sid, statement_rows
-from state.ledger import LAPSE_TAG, PosKey, unscoped_id
+from state.history import listing, side_of_sid, statement_rows
+from state.ledger import LAPSE_TAG, unscoped_id
 
 PREFIX = "/cashpos/history"
 MAX_LINES = 1000
@@ -42,14 +42,16 @@ def _owner(get: Callable[[], LedgerWorker | None], org: str) -> LedgerWorker:
 
 
 def positions_as_of(w: LedgerWorker, org: str, at_ms: int) -> list[dict[str, Any]]:
+    """Every position of ``org`` as of ``at_ms``: its days before (the daily totals kept in
+    memory) and that day's rows up to the instant."""
     day = kst_day(at_ms)
-    before: dict[PosKey, list[tuple[int, DayFlows]]] = {}
-    for pk, d, f in w.store.flows(org):
-        if d < day:
-            before.setdefault(pk, []).append((d, f))
+    totals = w.history.totals_for(org)
     out = []
     for pk in sorted(pk for pk in w.ledger.positions if pk[0] == org):
-        cash, committed, events = as_of(before.get(pk, ()), w.store.rows_of_day(pk, day), at_ms)
+        cash, committed, events = totals.before(pk, day)
+        for ms, _sid, dc, dm in w.store.rows_of_day(pk, day):
+            if ms <= at_ms:
+                cash, committed, events = cash + dc, committed + dm, events + 1
         if events:
             out.append(
                 {

@@ -16,7 +16,7 @@ from typing import Protocol
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 
-from state.history import Chain
+from state.history import Chain, DayFlows
 from state.ledger import Changes, Position, PosKey
 
 # The governments whose partition has not caught up yet, given the backlog (records left to
@@ -55,6 +55,10 @@ class HookStore(Protocol):
     def get(self, key: bytes) -> bytes | None: ...
 
     def chains(self, org: str) -> dict[PosKey, Chain]: ...
+
+    def flows(
+        self, org: str, account: str | None = None, fy: int | None = None
+    ) -> Iterator[tuple[PosKey, int, DayFlows]]: ...
 
     def write(self, records: Iterable[tuple[bytes, bytes]]) -> None: ...
 

@@ -20,6 +20,7 @@ rebuild:
 from __future__ import annotations
 
 import hashlib
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Final
@@ -369,3 +370,37 @@ def listing(rows: Iterable[tuple[int, str, int, int]], raw_of: Callable[[str], b
         committed += dm
         out.append(Line(ms, sid, dc, dm, cash, committed, lk))
     return out
+
+
+class DayTotals:
+    """One government's daily (cash, committed, events) deltas per position, with prefix sums
+    made on demand: an as-of is then one bisection per position plus that day's rows, instead of
+    every day's flows decoded (a worker keeps these for the governments asked about)."""
+
+    def __init__(self, flows: Iterable[tuple[PosKey, int, DayFlows]] = ()) -> None:
+        self.days: dict[PosKey, dict[int, list[int]]] = {}
+        self._prefix: dict[PosKey, tuple[list[int], list[tuple[int, int, int]]]] = {}
+        for pk, day, f in flows:
+            self.add(pk, day, f)
+
+    def add(self, pk: PosKey, day: int, f: DayFlows) -> None:
+        cur = self.days.setdefault(pk, {}).setdefault(day, [0, 0, 0])
+        cur[0] += f.cash_delta
+        cur[1] += f.committed_delta
+        cur[2] += f.events
+        self._prefix.pop(pk, None)
+
+    def before(self, pk: PosKey, day: int) -> tuple[int, int, int]:
+        """(cash, committed, events) of the position's days before ``day``."""
+        prefix = self._prefix.get(pk)
+        if prefix is None:
+            days = sorted(self.days.get(pk, {}).items())
+            sums: list[tuple[int, int, int]] = []
+            c = m = n = 0
+            for _, (dc, dm, dn) in days:
+                c, m, n = c + dc, m + dm, n + dn
+                sums.append((c, m, n))
+            prefix = self._prefix[pk] = ([d for d, _ in days], sums)
+        keys, sums = prefix
+        i = bisect_left(keys, day)
+        return sums[i - 1] if i else (0, 0, 0)

@@ -21,7 +21,16 @@ from agents.hooks import FoldContext, HookHost
 from cashpos.calendar import kst_day
 from cashpos.names import EXPENDITURE, REVENUE
 from state import partition
-from state.history import CATEGORIES, DayFlows, as_of, classify, listing, side_of_sid, statement_rows
+from state.history import (
+    CATEGORIES,
+    DayFlows,
+    DayTotals,
+    as_of,
+    classify,
+    listing,
+    side_of_sid,
+    statement_rows,
+)
 from state.ledger import Journal, Ledger, PosKey
 from state.store import Store
 from streams.lean_records import LeanRecord as Rec
@@ -150,6 +159,7 @@ def test_history_is_exact_and_its_chains_do_not_depend_on_how_it_was_read(
                 }
                 # as of any instant: the journal's effects up to it (independent of flows and rows)
                 entries = [e for _, e in store.journal_entries(org)]
+                totals = DayTotals(store.flows(org))
                 instants = sorted({e.occurred_ms for e in entries})
                 for at in data.draw(st.lists(st.sampled_from(instants), max_size=4)) if instants else []:
                     for delta in (-1, 0):
@@ -159,6 +169,12 @@ def test_history_is_exact_and_its_chains_do_not_depend_on_how_it_was_read(
                             before = [(d, f) for p2, d, f in store.flows(org, pk[1], pk[2]) if p2 == pk]
                             got = as_of(before, store.rows_of_day(pk, kst_day(t)), t)
                             assert got == want.get(pk, (0, 0, 0)), (pk, t)
+                            # the worker's daily totals (prefix sums) give the same days before
+                            c, m, n = totals.before(pk, kst_day(t))
+                            for ms, _sid, dc, dm in store.rows_of_day(pk, kst_day(t)):
+                                if ms <= t:
+                                    c, m, n = c + dc, m + dm, n + 1
+                            assert (c, m, n) == got
         finally:
             store.close()
             listings.append(lines)
