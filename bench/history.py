@@ -59,6 +59,7 @@ from cashpos.calendar import KST
 from cashpos.devstack import Stack, http_get, new_stack
 from cashpos.embedded import Infra, start_infra
 from cashpos.names import Topics
+from state.history import DayTotals
 from streams.publisher import Publisher
 from streams.topics import ensure_topics
 
@@ -311,7 +312,9 @@ def in_process(state: Path, org: str, year: int) -> dict[str, float]:
 
         ledger = Ledger()
         store.load(ledger, org)
-        owner = SimpleNamespace(store=store, ledger=ledger)  # what positions_as_of reads of the worker
+        totals = DayTotals(store.flows(org))  # what the worker keeps for a government asked about
+        history = SimpleNamespace(totals_for=lambda _org: totals)
+        owner = SimpleNamespace(store=store, ledger=ledger, history=history)  # what positions_as_of reads
         rnd = random.Random(1)
         lo = int(dt.datetime(year, 1, 1, tzinfo=KST).timestamp() * 1000)
         hi = int(dt.datetime(year + 1, 1, 1, tzinfo=KST).timestamp() * 1000)

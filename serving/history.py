@@ -15,6 +15,7 @@ import csv
 import datetime as dt
 import io
 import time
+from collections import OrderedDict
 from typing import Annotated, Any, Literal
 
 import httpx
@@ -28,6 +29,7 @@ from access.policy import Permission
 from cashpos.calendar import date_day, day_date, korea_time, utc_stamp
 from cashpos.names import RedisKeys
 from cashpos.refdata import Government, governments
+from serving.caching import rows_key
 from serving.models import GovernmentTotals, ProvinceTotals, ScopeTotals
 from serving.positions import CUSTODY, summarize
 from serving.problems import Problem, problem_doc
@@ -39,6 +41,7 @@ from streams.topics import partition_for
 router = APIRouter()
 
 MAX_STATEMENT_DAYS = 400
+STATEMENT_CACHE = 256  # statements kept per API process (their figures' versions checked per read)
 HEARTBEAT_FRESH_MS = 10_000
 CSV = "text/csv"
 # The statement's CSV headers, in Korean (the spreadsheet every finance office uses).
@@ -380,10 +383,44 @@ async def get_statement(
         raise Problem("invalid_request", f"to must be from..from+{MAX_STATEMENT_DAYS} days", field="to")
     if account is not None and account not in g.account_codes:
         raise Problem("not_found", f"{org_code} has no account {account}")
+    csv_wanted = format == "csv" or (format is None and CSV in request.headers.get("accept", ""))
+    # A statement changes only when one of the government's positions does (any applied event,
+    # late ones included, moves a version): answers are kept per request and figures.
+    live = await request.app.state.reader.government(org_code, None)
+    key = (org_code, from_, to, account, csv_wanted)
+    figures = orjson.dumps(rows_key(live["accounts"]))
+    cache = _statements(request)
+    hit = cache.get(key)
+    if hit is not None and hit[0] == figures:
+        cache.move_to_end(key)
+        return _again(hit[1])
     params: dict[str, Any] = {"from": date_day(from_), "to": date_day(to)}
     if account:
         params["account"] = account
     body = await ask(request, org_code, "statements", params)
+    resp = _statement_response(g, from_, to, body["rows"], csv_wanted)
+    cache[key] = (figures, resp)
+    if len(cache) > STATEMENT_CACHE:
+        cache.popitem(last=False)
+    return _again(resp)
+
+
+def _again(resp: Response) -> Response:
+    """A new response of a kept one's body and headers (a response object is sent once)."""
+    return Response(resp.body, status_code=resp.status_code, headers=dict(resp.headers))
+
+
+def _statements(request: Request) -> OrderedDict[tuple[Any, ...], tuple[bytes, Response]]:
+    st = request.app.state
+    cache: OrderedDict[tuple[Any, ...], tuple[bytes, Response]] | None = getattr(st, "statements", None)
+    if cache is None:
+        cache = st.statements = OrderedDict()
+    return cache
+
+
+def _statement_response(
+    g: Government, from_: dt.date, to: dt.date, raw_rows: list[dict[str, Any]], csv_wanted: bool
+) -> Response:
     names = {a.code: a.name for a in g.accounts}
     rows = [
         {
@@ -393,15 +430,15 @@ async def get_statement(
             "fiscal_year": r["fiscal_year"],
             **{c: r[c] for c in STATEMENT_COLUMNS},
         }
-        for r in body["rows"]
+        for r in raw_rows
     ]
-    if format == "csv" or (format is None and CSV in request.headers.get("accept", "")):
+    if csv_wanted:
         out = io.StringIO()
         w = csv.writer(out)
         w.writerow([CSV_HEADERS[k] for k in CSV_HEADERS])
         for r in rows:
             w.writerow([r[k] for k in CSV_HEADERS])
-        filename = f"statement-{org_code}-{from_.isoformat()}-{to.isoformat()}.csv"
+        filename = f"statement-{g.org_code}-{from_.isoformat()}-{to.isoformat()}.csv"
         # UTF-8 with a BOM: spreadsheets then read the Korean headers right
         return Response(
             ("\ufeff" + out.getvalue()).encode(),
@@ -410,7 +447,7 @@ async def get_statement(
         )
     return ExactJSONResponse(
         {
-            "org_code": org_code,
+            "org_code": g.org_code,
             "name": g.name,
             "time_axis": "event_time",
             "from": from_.isoformat(),

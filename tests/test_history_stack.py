@@ -172,6 +172,29 @@ def test_history_answers_exactly_from_the_owning_worker(stack: Stack) -> None:
             k: v for k, v in _expected(raws, last).items() if k[0] == SEWER
         }
         assert sum(row["receipts_bond"] for row in rows) == 777
+        # the same statement again: the same answer (kept while the figures do not move)
+        again = c.get(f"/v1/statements/{ORG}", params={"from": "2026-03-01", "to": "2026-03-07"}, headers=h)
+        assert again.json() == r.json() and again.headers["content-type"] == r.headers["content-type"]
+        # ... and a new one when an event moves a figure (here: a late receipt on 5 March)
+        later = event(
+            f"h{stamp}-later", "receipt", 555, org=ORG, at="2026-03-05T08:00:00+09:00", category="bond"
+        )
+        _publish(stack, [later])
+        raws.append(later)
+        deadline = time.monotonic() + 30
+        while (
+            sum(
+                x["receipts_bond"]
+                for x in c.get(
+                    f"/v1/statements/{ORG}", params={"from": "2026-03-01", "to": "2026-03-07"}, headers=h
+                ).json()["rows"]
+            )
+            != 777 + 555
+        ):
+            assert time.monotonic() < deadline, "the kept statement was not replaced"
+            time.sleep(0.3)
+        last_moved = _expected(raws, last)
+        assert last_moved[("general", 2026)][0] == _expected(raws[:-1], last)[("general", 2026)][0] + 555
         r = c.get(
             f"/v1/statements/{ORG}",
             params={"from": "2026-03-01", "to": "2026-03-07", "format": "csv"},
