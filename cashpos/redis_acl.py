@@ -52,7 +52,13 @@ def rules(namespace: str, role: str) -> list[str]:
     if role in ("processor", "admin"):
         keys = [f"~{k.pattern}"]
     elif role == "api":
-        keys = [f"%R~{k.pattern}", f"~{k.alerts_acks}", f"~{k.thresholds}", f"~{k.tokens}", f"~{k.fates_pattern}"]
+        keys = [
+            f"%R~{k.pattern}",
+            f"~{k.alerts_acks}",
+            f"~{k.thresholds}",
+            f"~{k.tokens}",
+            f"~{k.fates_pattern}",
+        ]
     else:
         raise ValueError(f"unknown service account {role!r}; one of {', '.join(ROLES)}")
     return ["reset", "on", "resetchannels", f"&{k.pattern}", *keys, *_COMMANDS]
