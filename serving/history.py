@@ -34,6 +34,7 @@ from serving.models import GovernmentTotals, ProvinceTotals, ScopeTotals
 from serving.positions import CUSTODY, summarize
 from serving.problems import Problem, problem_doc
 from serving.security import require
+from serving.staleness import Heartbeats
 from serving.wire import ExactJSONResponse
 from state.history import STATEMENT_COLUMNS
 from streams.topics import partition_for
@@ -42,7 +43,6 @@ router = APIRouter()
 
 MAX_STATEMENT_DAYS = 400
 STATEMENT_CACHE = 256  # statements kept per API process (their figures' versions checked per read)
-HEARTBEAT_FRESH_MS = 10_000
 CSV = "text/csv"
 # The statement's CSV headers, in Korean (the spreadsheet every finance office uses).
 CSV_HEADERS: dict[str, str] = {
@@ -205,14 +205,8 @@ class Owners:
     async def web_of(self, org: str) -> str | None:
         if time.monotonic() - self._at > 0.5:
             beats = await self.redis.hgetall(self.keys.freshness)
-            now = int(time.time() * 1000)
-            out: dict[int, str] = {}
-            for raw in beats.values():
-                b = orjson.loads(raw)
-                if b.get("web") and now - int(b.get("heartbeat_ms", 0)) < HEARTBEAT_FRESH_MS:
-                    for p in b.get("partitions", ()):
-                        out[int(p)] = str(b["web"])
-            self._by_partition, self._at = out, time.monotonic()
+            hb = Heartbeats.read([orjson.loads(raw) for raw in beats.values()], int(time.time() * 1000))
+            self._by_partition, self._at = dict(hb.web), time.monotonic()
         return self._by_partition.get(partition_for(org, self.partitions))
 
 

@@ -21,7 +21,6 @@ from serving.caching import figures_etag, rows_key
 from state.projection import decode_position, parse_field
 
 CUSTODY = "custody"  # 세입세출외현금: in the bank, not spendable
-STALE_AFTER_MS = 10_000
 
 
 class NotReady(Exception):

@@ -20,18 +20,21 @@ CATCHING_UP: Final = "catching_up"
 
 @dataclass(frozen=True, slots=True)
 class Heartbeats:
-    """What the live workers said: partitions owned, and records behind on those catching up."""
+    """What the live workers said: partitions owned (and the web address of each partition's
+    owner, where the API asks for history), and records behind on those catching up."""
 
     newest_ms: int = 0
     workers: int = 0
     owned: frozenset[int] = frozenset()
     behind: Mapping[int, int] = field(default_factory=dict)
+    web: Mapping[int, str] = field(default_factory=dict)
 
     @classmethod
     def read(cls, beats: Iterable[Mapping[str, Any]], now_ms: int) -> Heartbeats:
         newest = 0
         owned: set[int] = set()
         behind: dict[int, int] = {}
+        web: dict[int, str] = {}
         live = 0
         for b in beats:
             at = int(b.get("heartbeat_ms", 0))
@@ -39,10 +42,13 @@ class Heartbeats:
             if now_ms - at >= STALE_AFTER_MS:
                 continue
             live += 1
-            owned |= {int(p) for p in b.get("partitions", ())}
+            parts = {int(p) for p in b.get("partitions", ())}
+            owned |= parts
+            if b.get("web"):
+                web.update(dict.fromkeys(parts, str(b["web"])))
             for p, n in (b.get("behind") or {}).items():
                 behind[int(p)] = max(int(n), behind.get(int(p), 0))
-        return cls(newest, live, frozenset(owned), behind)
+        return cls(newest, live, frozenset(owned), behind, web)
 
     def why_stale(self, partition: int) -> tuple[str | None, int | None]:
         """(reason, records behind) for a government on ``partition``; (None, None): current."""

@@ -26,8 +26,12 @@ def test_why_stale_from_the_heartbeats() -> None:
     assert hb.why_stale(1) == (CATCHING_UP, 42_000)
     assert hb.why_stale(2) == (NO_OWNER, None)
     assert hb.why_stale(3) == (None, None)
+    assert dict(hb.web) == {}  # none published a web address: no history owner known
     assert Heartbeats.read(beats[1:2], NOW).why_stale(2) == (NO_PROCESSOR, None)
     assert Heartbeats.read([], NOW).why_stale(0) == (NO_PROCESSOR, None)
+    # the history's owners: the live workers' web addresses by partition (a dead one's none)
+    with_web = [{**beats[0], "web": "10.0.0.1:6066"}, {**beats[1], "web": "10.0.0.2:6066"}]
+    assert dict(Heartbeats.read(with_web, NOW).web) == {0: "10.0.0.1:6066", 1: "10.0.0.1:6066"}
 
 
 @pytest.mark.integration
