@@ -271,9 +271,10 @@ def test_schema_generated_events_pass_the_validator(object_generation: None) -> 
             seen["accepted"] += 1
 
     run()
-    refused = sum(n for reason, n in seen.items() if reason != "accepted")
-    # The fiscal-year patterns keep the gaps (mostly a date near the year's ends) a minority.
-    assert seen["accepted"] > refused, seen
+    # The fiscal-year patterns keep the gaps (mostly a date near the year's ends) from crowding
+    # out acceptance: about half are accepted (46-55 % over runs); a third is the bound that a
+    # generator drifting out of the year would break, and chance would not.
+    assert 3 * seen["accepted"] >= seen.total(), seen
 
 
 # -- b. broad candidates -----------------------------------------------------------------------------
