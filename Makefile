@@ -31,7 +31,7 @@ run: $(STAMP) deps
 ## Lint first (below), then the whole test suite against a real broker, redis-server and Chromium.
 test: $(STAMP_TEST) lint
 	@scripts/system-deps.sh test
-	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -ra --durations=25 $(PYTEST_ARGS)
 
 ## Unit and property tests only (no broker, Redis or browser).
 test-fast: $(STAMP_TEST)
