@@ -403,6 +403,8 @@ class LedgerWorker:
         m.state_write_seconds.observe(time.perf_counter() - t1)
         ledger.journal.clear()
         ledger.commitments.clear()
+        ledger.orders.clear()
+        ledger.schedules.clear()
         # 3. the serving copy, then each event's fate
         fates = self._fates(changes, work, dead, last_ts)
         await self._project(changes.index.keys(), changes.last_event_ms, last_ts, fates)
@@ -498,6 +500,8 @@ class LedgerWorker:
         ledger.take_changes()
         ledger.journal.clear()
         ledger.commitments.clear()
+        ledger.orders.clear()
+        ledger.schedules.clear()
         ledger.positions.clear()
         for closed in ledger.closed.values():
             closed.clear()

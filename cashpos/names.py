@@ -12,9 +12,9 @@ from dataclasses import dataclass
 # ``side_of_topic``, ``Topics.for_kind``; ``streams.contract`` checks every kind is on one side).
 REVENUE = "revenue"
 EXPENDITURE = "expenditure"
-REVENUE_KINDS = frozenset({"receipt"})
+REVENUE_KINDS = frozenset({"receipt", "expected_receipt"})
 EXPENDITURE_KINDS = frozenset(
-    {"commitment", "commitment_cancel", "payment", "transfer", "commitment_carry_forward"}
+    {"commitment", "commitment_cancel", "payment", "transfer", "commitment_carry_forward", "payment_order"}
 )
 # The close of a fiscal year is a control record on *both* input topics: each side closes its
 # own share, so no verdict depends on how the two topics interleave (docs/design.md).

@@ -70,7 +70,8 @@ static void put_bin(Buf *b, const char *s, Py_ssize_t n) {
  * reading the slot directly skips the attribute protocol (≈ 13 reads and 3 writes an event). -- */
 
 enum { F_ORG, F_EID, F_ACCOUNT, F_FY, F_KIND, F_AMOUNT, F_AT, F_CATEGORY, F_COMMITMENT, F_DUE,
-       F_TO_ACCOUNT, F_REVERSES, F_BASIS, N_EVENT_FIELDS };
+       F_TO_ACCOUNT, F_REVERSES, F_BASIS, F_PAY_DATE, F_ORDER, F_SCHEDULE, F_EXPECTED_DATE,
+       F_CERTAINTY, N_EVENT_FIELDS };
 enum { P_CASH, P_VERSION, P_LAST, P_RECEIVED, N_POSITION_FIELDS };
 static PyObject *event_names[N_EVENT_FIELDS], *position_names[N_POSITION_FIELDS];
 
@@ -306,6 +307,11 @@ static PyObject *fold_hot(PyObject *self, PyObject *args) {
         if (f != Py_None) STOP();
         FIELD(f, F_BASIS);
         if (f != Py_None) STOP();  /* field_not_allowed */
+        /* the known flows (a receipt realising a schedule, a payment executing an order ...) */
+        for (int k = F_PAY_DATE; k <= F_CERTAINTY; k++) {
+            FIELD(f, k);
+            if (f != Py_None) STOP();
+        }
         PyObject *owner = PyDict_GetItemWithError(org_partition, org);
         if (owner == NULL && PyErr_Occurred()) goto error;
         if (owner != NULL) {
@@ -527,7 +533,8 @@ PyMODINIT_FUNC PyInit__kernel(void) {
     INTERN(s_value, "value"); INTERN(s_key, "key"); INTERN(s_offset, "offset");
     static const char *ev_fields[N_EVENT_FIELDS] = {
         "org_code", "event_id", "account", "fiscal_year", "kind", "amount", "occurred_at",
-        "category", "commitment_id", "due_date", "to_account", "reverses", "basis"};
+        "category", "commitment_id", "due_date", "to_account", "reverses", "basis", "pay_date",
+        "order_id", "schedule_id", "expected_date", "certainty"};
     for (int k = 0; k < N_EVENT_FIELDS; k++) INTERN(event_names[k], ev_fields[k]);
     INTERN(position_names[P_CASH], "cash");
     INTERN(position_names[P_VERSION], "version");

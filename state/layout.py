@@ -9,10 +9,12 @@ values only through the functions here. The C kernel (``state/_kernel.c``) is gi
 Keys are a one byte tag and NUL-separated parts; the free-form id is always last, so keys are
 unambiguous::
 
-    p\\0{org}\\0{account}\\0{fy}                 -> [cash, committed, version, last_event_ms, received]
+    p\\0{org}\\0{account}\\0{fy}                 -> [cash, committed, version, last_event_ms, received, ordered]
     j\\0{org}\\0{r|e}:{event_id}                -> Journal (what the event did, its raw bytes)
     j\\0{org}\\0l:{len(close_id)}:{close_id}:{commitment_id} -> Journal of a lapse at a close
     c\\0{org}\\0{commitment_id}                 -> Commitment
+    w\\0{org}\\0{order_id}                      -> Order (a payment order, 지급명령)
+    s\\0{org}\\0{schedule_id}                   -> Schedule (an expected receipt, 세입 예정)
     i\\0{org}\\0{account}\\0{fy}\\0{day:06}\\0{seq:012}{run:05} -> [[occurred_ms, scoped id, cash delta, committed delta], ...]
                                              (a batch's run of rows of one event-time day, in application order)
     h\\0{org}\\0{account}\\0{fy}\\0{day:06}     -> DayFlows of that day (``state.history``)
@@ -46,13 +48,15 @@ import msgspec
 
 from alerts.model import OpenCommitment, OrgRecord, PosRecord, WorkerRecord
 from state.history import Chain, DayFlows
-from state.ledger import Commitment, Journal, Position, PosKey
+from state.ledger import Commitment, Journal, Order, Position, PosKey, Schedule
 
 LAYOUT: Final = b"3"  # 2: journal ids scoped by side, positions with `received`; 3: history
 
 POSITION_TAG: Final = b"p\0"
 JOURNAL_PREFIX: Final = b"j\0"
 COMMITMENT_TAG: Final = b"c\0"
+ORDER_TAG: Final = b"w\0"
+SCHEDULE_TAG: Final = b"s\0"
 INDEX_TAG: Final = b"i\0"
 FLOWS_TAG: Final = b"h\0"
 CHAIN_TAG: Final = b"k\0"
@@ -68,6 +72,8 @@ _enc = msgspec.msgpack.Encoder()
 encode_record = _enc.encode
 _dec_journal = msgspec.msgpack.Decoder(Journal)
 _dec_commit = msgspec.msgpack.Decoder(Commitment)
+_dec_order = msgspec.msgpack.Decoder(Order)
+_dec_schedule = msgspec.msgpack.Decoder(Schedule)
 _dec_list = msgspec.msgpack.Decoder(list[int])
 _dec_rows = msgspec.msgpack.Decoder(list[tuple[int, str, int, int]])
 _dec_day = msgspec.msgpack.Decoder(tuple[int, int])
@@ -104,6 +110,8 @@ def parse_position_key(key: bytes) -> PosKey:
 
 
 def encode_position(p: Position) -> bytes:
+    if p.ordered:
+        return _enc.encode((p.cash, p.committed, p.version, p.last_event_ms, p.received, p.ordered))
     return _enc.encode((p.cash, p.committed, p.version, p.last_event_ms, p.received))
 
 
@@ -144,6 +152,35 @@ def commitment_id(key: bytes) -> str:
 
 def decode_commitment(raw: bytes) -> Commitment:
     return _dec_commit.decode(raw)
+
+
+def order_key(org: str, oid: str) -> bytes:
+    return f"w\0{org}\0{oid}".encode()
+
+
+def orders_prefix(org: str) -> bytes:
+    return f"w\0{org}\0".encode()
+
+
+def decode_order(raw: bytes) -> Order:
+    return _dec_order.decode(raw)
+
+
+def schedule_key(org: str, sid: str) -> bytes:
+    return f"s\0{org}\0{sid}".encode()
+
+
+def schedules_prefix(org: str) -> bytes:
+    return f"s\0{org}\0".encode()
+
+
+def decode_schedule(raw: bytes) -> Schedule:
+    return _dec_schedule.decode(raw)
+
+
+def last_part(key: bytes) -> str:
+    """The free-form id that ends a key (a commitment's, an order's, a schedule's)."""
+    return key.decode().split("\0", 2)[2]
 
 
 def close_key(org: str, side: str) -> bytes:

@@ -32,7 +32,7 @@ from typing import Final
 
 import msgspec
 
-from cashpos.names import CLOSE_KIND, EXPENDITURE, REVENUE, side_of_topic
+from cashpos.names import CLOSE_KIND, EXPENDITURE, REVENUE, side_of_kind, side_of_topic
 from streams.contract import MAX_SIDE_TOTAL, Event, Record, Rejection, YearClose, decode, epoch_ms
 
 PosKey = tuple[str, str, int]  # (org_code, account, fiscal_year)
@@ -40,6 +40,8 @@ PosKey = tuple[str, str, int]  # (org_code, account, fiscal_year)
 # behind its side's tag (``scoped_id``). Index rows and the store's journal keys use it too.
 EventKey = tuple[str, str]
 CommitKey = tuple[str, str]  # (org_code, commitment_id)
+OrderKey = tuple[str, str]  # (org_code, order id = the payment_order's event_id)
+ScheduleKey = tuple[str, str]  # (org_code, schedule_id)
 Source = tuple[str, int, int]  # the record an event came from: topic, partition, offset
 
 REVENUE_TAG: Final = "r:"
@@ -49,7 +51,7 @@ LAPSE_TAG: Final = "l:"  # not a side's: a lapse is no source event, its id can 
 
 def scoped_id(kind: str, event_id: str) -> str:
     """The journal's name for an event: its id in its side's scope."""
-    return (REVENUE_TAG if kind == "receipt" else EXPENDITURE_TAG) + event_id
+    return (REVENUE_TAG if side_of_kind(kind) == REVENUE else EXPENDITURE_TAG) + event_id
 
 
 def side_scoped_id(side: str, event_id: str) -> str:
@@ -79,6 +81,9 @@ class Position:
     version: int = 0
     last_event_ms: int = 0  # occurred_at of the latest event applied, epoch ms
     received: int = 0  # the revenue side's net share of cash (receipts less their reversals)
+    # Open payment orders (part of ``committed``): not an effect of the index rows, so an as-of
+    # answer rebuilt from them has no ``ordered``; the live position does.
+    ordered: int = 0
 
     @property
     def available(self) -> int:
@@ -94,6 +99,44 @@ class Commitment(msgspec.Struct, array_like=True):
     event_id: str
     consumed: bool = False  # a payment or cancel touched it: a reversal can no longer be exact
     reversed: bool = False
+    ordered: int = 0  # its open payment orders' total, never above ``open``
+    orders: list[str] = []  # the ids of its open payment orders
+
+
+class Order(msgspec.Struct, array_like=True):
+    """A payment order (지급명령) against a commitment: the most certain outflow, due ``pay_date``.
+    Executed by payments naming it; trimmed when its commitment's open amount falls below what
+    is ordered (latest pay date first); gone when its commitment lapses."""
+
+    commitment_id: str
+    account: str
+    fiscal_year: int
+    amount: int
+    open: int
+    pay_date: str  # ISO date
+    event_id: str
+    executed: bool = False  # a payment executed part of it: its reversal would not be exact
+    reversed: bool = False
+
+
+# One revision of an expected receipt: (event_id, amount, expected_date ISO, certainty).
+Revision = tuple[str, int, str, str]
+
+
+class Schedule(msgspec.Struct, array_like=True):
+    """An expected receipt (세입 예정): its revisions, the latest last (none: withdrawn), and what
+    receipts naming it have realised so far."""
+
+    account: str
+    fiscal_year: int
+    category: str
+    revisions: list[Revision]
+    realised: int = 0
+
+    @property
+    def open(self) -> int:
+        """What is still expected: the latest amount less what arrived, never below 0."""
+        return max(0, self.revisions[-1][1] - self.realised) if self.revisions else 0
 
 
 # One position change caused by one event (a transfer has two):
@@ -116,10 +159,29 @@ class Journal(msgspec.Struct, array_like=True):
     reverses: str | None = None
     reversed_by: str | None = None
     source: tuple[str, int, int] | None = None  # topic, partition, offset
+    # The known flows (contract version 3): the order a payment executed and how much of it; the
+    # orders a payment or cancel trimmed (id, amount); the schedule a receipt realised or an
+    # expected receipt revised. A reversal gives each back.
+    order_id: str | None = None
+    order_released: int = 0
+    trimmed: list[tuple[str, int]] = []
+    schedule_id: str | None = None
 
 
 _enc = msgspec.msgpack.Encoder()
 _dec_journal = msgspec.msgpack.Decoder(Journal)
+
+
+@dataclass(slots=True)
+class Done:
+    """What an event the fold accepted does (``Ledger._apply`` journals it)."""
+
+    effects: list[Effect]
+    released: int = 0  # commitment amount released (payment, cancel) or restored
+    order_id: str | None = None
+    order_released: int = 0
+    trimmed: list[tuple[str, int]] = field(default_factory=list)
+    schedule_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -129,6 +191,8 @@ class Changes:
 
     journal: dict[EventKey, Journal | bytes] = field(default_factory=dict)
     commitments: dict[CommitKey, Commitment] = field(default_factory=dict)
+    orders: dict[OrderKey, Order] = field(default_factory=dict)
+    schedules: dict[ScheduleKey, Schedule] = field(default_factory=dict)
     # per changed position: [(occurred_ms, scoped id, cash delta, committed delta), ...]
     index: dict[PosKey, list[tuple[int, str, int, int]]] = field(default_factory=dict)
     closed: dict[tuple[str, str], int] = field(default_factory=dict)  # (org, side) -> fiscal year
@@ -147,6 +211,8 @@ class Ledger:
     # needs one) or as Journal objects; the store writes bytes as they are.
     journal: dict[EventKey, Journal | bytes] = field(default_factory=dict)
     commitments: dict[CommitKey, Commitment] = field(default_factory=dict)
+    orders: dict[OrderKey, Order] = field(default_factory=dict)
+    schedules: dict[ScheduleKey, Schedule] = field(default_factory=dict)
     # The last fiscal year each side closed, per government: side -> {org: year}.
     closed: dict[str, dict[str, int]] = field(default_factory=lambda: {REVENUE: {}, EXPENDITURE: {}})
     changes: Changes = field(default_factory=Changes)
@@ -154,6 +220,8 @@ class Ledger:
     # them the dicts hold everything. The worker clears the dicts after each batch's write.
     load_journal: Callable[[EventKey], bytes | None] | None = None
     load_commitment: Callable[[CommitKey], Commitment | None] | None = None
+    load_order: Callable[[OrderKey], Order | None] | None = None
+    load_schedule: Callable[[ScheduleKey], Schedule | None] | None = None
     # The same lookup for the C kernel (state/partition.py): the store's raw get and the
     # journal keys' prefix (key = prefix + org + NUL + scoped id, as the store lays them out).
     journal_source: tuple[Callable[[bytes], bytes | None], bytes] | None = None
@@ -175,6 +243,22 @@ class Ledger:
             if c is not None:
                 self.commitments[key] = c
         return c
+
+    def order(self, key: OrderKey) -> Order | None:
+        o = self.orders.get(key)
+        if o is None and self.load_order is not None:
+            o = self.load_order(key)
+            if o is not None:
+                self.orders[key] = o
+        return o
+
+    def schedule(self, key: ScheduleKey) -> Schedule | None:
+        s = self.schedules.get(key)
+        if s is None and self.load_schedule is not None:
+            s = self.load_schedule(key)
+            if s is not None:
+                self.schedules[key] = s
+        return s
 
     def take_changes(self) -> Changes:
         out, self.changes = self.changes, Changes()
@@ -223,7 +307,10 @@ class Ledger:
                 continue
             kind = ev.kind
             if kind == "receipt":
-                dc = ev.amount
+                dc = ev.amount if ev.schedule_id is None else 0
+                sid = REVENUE_TAG + ev.event_id
+            elif kind == "expected_receipt":
+                dc = 0
                 sid = REVENUE_TAG + ev.event_id
             else:
                 dc = -ev.amount if kind == "payment" and ev.commitment_id is None else 0
@@ -281,7 +368,7 @@ class Ledger:
 
     def _apply(self, ev: Record, raw: bytes, source: Source | None, key: EventKey) -> Outcome:
         """Every event the fast loop of ``fold`` does not take."""
-        side = REVENUE if ev.kind == "receipt" else EXPENDITURE
+        side = side_of_kind(ev.kind)
         if ev.__class__ is YearClose:  # on both topics: its side is its topic's
             if source is None:
                 return self._reject("wrong_topic", "a fiscal_year_close is read from an input topic")
@@ -306,7 +393,7 @@ class Ledger:
         if type(result) is Rejection:
             self.changes.rejected += 1
             return result
-        effects, released = result
+        assert type(result) is Done
         ms = epoch_ms(ev.occurred_at)
         entry = Journal(
             raw,
@@ -315,14 +402,18 @@ class Ledger:
             ev.fiscal_year,
             ev.amount,
             ms,
-            effects,
+            result.effects,
             ev.commitment_id,
-            released,
+            result.released,
             ev.reverses,
             None,
             source,
+            result.order_id,
+            result.order_released,
+            result.trimmed,
+            result.schedule_id,
         )
-        self._post(ev.org_code, key[1], effects, ms, entry, ev.kind == "receipt")
+        self._post(ev.org_code, key[1], result.effects, ms, entry, side == REVENUE)
         return APPLIED
 
     def _reject(self, reason: str, detail: str) -> Rejection:
@@ -344,17 +435,23 @@ class Ledger:
                 )
         return None
 
-    def _original(self, ev: Event) -> tuple[list[Effect], int] | Rejection:
+    def _original(self, ev: Event) -> Done | Rejection:
         acc, fy, amt = ev.account, ev.fiscal_year, ev.amount
         kind = ev.kind
         org = ev.org_code
         if kind == "receipt":
             effects = [(acc, fy, amt, 0)]
-            return self._out_of_range(org, True, effects) or (effects, 0)
+            if ev.schedule_id is not None:
+                return self._realise(ev, effects)
+            return self._out_of_range(org, True, effects) or Done(effects)
+        if kind == "expected_receipt":
+            return self._expect(ev)
+        if kind == "payment_order":
+            return self._order(ev)
         if kind == "transfer":
             assert ev.to_account is not None
             effects = [(acc, fy, -amt, 0), (ev.to_account, fy, amt, 0)]
-            return self._out_of_range(org, False, effects) or (effects, 0)
+            return self._out_of_range(org, False, effects) or Done(effects)
         if kind == "commitment":
             ck = (org, ev.commitment_id or "")
             if self.commitment(ck) is not None:
@@ -364,13 +461,13 @@ class Ledger:
                 return bad
             due = ev.due_date.isoformat() if ev.due_date else None
             self._put_commitment(ck, Commitment(acc, fy, amt, amt, due, ev.event_id))
-            return effects, 0
+            return Done(effects)
         if kind == "commitment_carry_forward":
             return self._carry_forward(ev)
         # payment or commitment_cancel
         if ev.commitment_id is None:  # a payment not against a commitment
             effects = [(acc, fy, -amt, 0)]
-            return self._out_of_range(org, False, effects) or (effects, 0)
+            return self._out_of_range(org, False, effects) or Done(effects)
         ck = (org, ev.commitment_id)
         c = self.commitment(ck)
         if c is None:
@@ -380,16 +477,127 @@ class Ledger:
                 "commitment_mismatch",
                 f"commitment {ev.commitment_id} is on {c.account}/{c.fiscal_year}",
             )
+        order: Order | None = None
+        if ev.order_id is not None:
+            order = self.order((org, ev.order_id))
+            if order is None:
+                return Rejection("unknown_order", f"no payment order {ev.order_id}")
+            if order.commitment_id != ev.commitment_id or order.reversed:
+                return Rejection(
+                    "order_mismatch",
+                    f"payment order {ev.order_id} is "
+                    + ("reversed" if order.reversed else f"against commitment {order.commitment_id}"),
+                )
         released = min(amt, c.open)
         effects = [(acc, fy, -amt if kind == "payment" else 0, -released)]
         if (bad := self._out_of_range(org, False, effects)) is not None:
             return bad
+        done = Done(effects, released)
         c.open -= released
         c.consumed = True
+        if order is not None and ev.order_id is not None:
+            executed = min(amt, order.open)
+            if executed:
+                self._order_open(org, c, ev.order_id, order, -executed)
+                order.executed = True
+            done.order_id, done.order_released = ev.order_id, executed
+        done.trimmed = self._trim(org, c)
         self._put_commitment(ck, c)
-        return effects, released
+        return done
 
-    def _carry_forward(self, ev: Event) -> tuple[list[Effect], int] | Rejection:
+    def _order(self, ev: Event) -> Done | Rejection:
+        """A payment order: part of its commitment's open amount, to be paid on ``pay_date``."""
+        org, acc, fy, amt = ev.org_code, ev.account, ev.fiscal_year, ev.amount
+        ck = (org, ev.commitment_id or "")
+        c = self.commitment(ck)
+        if c is None:
+            return Rejection("unknown_commitment", f"no commitment {ev.commitment_id}")
+        if c.account != acc or c.fiscal_year != fy:
+            return Rejection(
+                "commitment_mismatch", f"commitment {ev.commitment_id} is on {c.account}/{c.fiscal_year}"
+            )
+        if amt > c.open - c.ordered:
+            return Rejection(
+                "order_exceeds_commitment",
+                f"commitment {ev.commitment_id} has {c.open - c.ordered} open and not ordered",
+            )
+        assert ev.pay_date is not None
+        order = Order(ev.commitment_id or "", acc, fy, amt, 0, ev.pay_date.isoformat(), ev.event_id)
+        self._order_open(org, c, ev.event_id, order, amt)
+        self._put_commitment(ck, c)
+        return Done([(acc, fy, 0, 0)])
+
+    def _order_open(self, org: str, c: Commitment, oid: str, order: Order, delta: int) -> None:
+        """Change an order's open amount by ``delta``, and with it its commitment's ``ordered``,
+        its list of open orders and its position's ``ordered``."""
+        was_open = order.open > 0
+        order.open += delta
+        c.ordered += delta
+        if order.open > 0 and not was_open:
+            c.orders.append(oid)
+        elif order.open == 0 and was_open:
+            c.orders.remove(oid)
+        pk = (org, order.account, order.fiscal_year)
+        pos = self.positions.get(pk)
+        if pos is None:
+            pos = self.positions[pk] = Position()
+        pos.ordered += delta
+        self.orders[(org, oid)] = order
+        self.changes.orders[(org, oid)] = order
+
+    def _trim(self, org: str, c: Commitment) -> list[tuple[str, int]]:
+        """Keep what is ordered within the commitment's open amount: cut its orders, the latest
+        pay date first (then the greatest id), and say what was cut."""
+        cut: list[tuple[str, int]] = []
+        if c.ordered <= c.open:
+            return cut
+        orders = [(oid, self.order((org, oid))) for oid in c.orders]
+        for oid, o in sorted(orders, key=lambda x: (x[1].pay_date if x[1] else "", x[0]), reverse=True):
+            if c.ordered <= c.open:
+                break
+            assert o is not None  # an open order of a commitment is in state
+            n = min(o.open, c.ordered - c.open)
+            self._order_open(org, c, oid, o, -n)
+            cut.append((oid, n))
+        return cut
+
+    def _expect(self, ev: Event) -> Done | Rejection:
+        """An expected receipt opens its schedule, or revises it (same schedule_id)."""
+        org, acc, fy = ev.org_code, ev.account, ev.fiscal_year
+        sk = (org, ev.schedule_id or "")
+        sch = self.schedule(sk)
+        if sch is not None and (sch.account, sch.fiscal_year, sch.category) != (acc, fy, ev.category):
+            return Rejection(
+                "schedule_mismatch",
+                f"schedule {ev.schedule_id} is {sch.category} on {sch.account}/{sch.fiscal_year}",
+            )
+        assert ev.expected_date is not None and ev.certainty is not None and ev.category is not None
+        revision = (ev.event_id, ev.amount, ev.expected_date.isoformat(), ev.certainty)
+        if sch is None:
+            sch = Schedule(acc, fy, ev.category, [])
+        sch.revisions.append(revision)
+        self._put_schedule(sk, sch)
+        return Done([(acc, fy, 0, 0)], schedule_id=ev.schedule_id)
+
+    def _realise(self, ev: Event, effects: list[Effect]) -> Done | Rejection:
+        """A receipt naming its schedule: the cash as any receipt's; the schedule realised."""
+        org = ev.org_code
+        sk = (org, ev.schedule_id or "")
+        sch = self.schedule(sk)
+        if sch is None:
+            return Rejection("unknown_schedule", f"no expected receipt {ev.schedule_id}")
+        if (sch.account, sch.fiscal_year, sch.category) != (ev.account, ev.fiscal_year, ev.category):
+            return Rejection(
+                "schedule_mismatch",
+                f"schedule {ev.schedule_id} is {sch.category} on {sch.account}/{sch.fiscal_year}",
+            )
+        if (bad := self._out_of_range(org, True, effects)) is not None:
+            return bad
+        sch.realised += ev.amount
+        self._put_schedule(sk, sch)
+        return Done(effects, schedule_id=ev.schedule_id)
+
+    def _carry_forward(self, ev: Event) -> Done | Rejection:
         """이월: the commitment's whole open amount moves into the next fiscal year, same id."""
         org, acc, fy, amt = ev.org_code, ev.account, ev.fiscal_year, ev.amount
         ck = (org, ev.commitment_id or "")
@@ -408,10 +616,17 @@ class Ledger:
         effects = [(acc, fy, 0, -amt), (acc, fy + 1, 0, amt)]
         if (bad := self._out_of_range(org, False, effects)) is not None:
             return bad
+        for oid in list(c.orders):  # its open orders move with it
+            o = self.order((org, oid))
+            assert o is not None
+            n = o.open
+            self._order_open(org, c, oid, o, -n)
+            o.fiscal_year = fy + 1
+            self._order_open(org, c, oid, o, n)
         c.fiscal_year = fy + 1
         c.consumed = True  # the original commitment can no longer be reversed exactly
         self._put_commitment(ck, c)
-        return effects, amt
+        return Done(effects, amt)
 
     def _close(self, ev: YearClose, side: str, raw: bytes, source: Source | None, key: EventKey) -> Outcome:
         """Close fiscal year ``ev.fiscal_year`` (and any earlier one still open) for ``side``:
@@ -442,6 +657,10 @@ class Ledger:
                 b"", "lapse", c.account, c.fiscal_year, c.open, ms, [effect], cid, c.open, None, None, source
             )
             self._post(org, lapse_id(ev.event_id, cid), [effect], ms, lapse, False, count=False)
+            for oid in list(c.orders):  # its payment orders lapse with it
+                order = self.order((org, oid))
+                assert order is not None
+                self._order_open(org, c, oid, order, -order.open)
             c.open = 0
             c.consumed = True
             self._put_commitment((org, cid), c)
@@ -460,7 +679,7 @@ class Ledger:
         found.update((cid, c) for (o, cid), c in self.commitments.items() if o == org)
         return list(found.items())
 
-    def _reversal(self, ev: Event) -> tuple[list[Effect], int] | Rejection:
+    def _reversal(self, ev: Event) -> Done | Rejection:
         if ev.kind == "commitment_carry_forward":
             return Rejection(
                 "reversal_not_possible",
@@ -478,6 +697,8 @@ class Ledger:
             (orig.kind, orig.account, orig.amount) != (ev.kind, ev.account, ev.amount)
             or (ev.kind == "transfer" and orig.effects[1][0] != ev.to_account)
             or (orig.commitment_id != ev.commitment_id)
+            or (ev.order_id is not None and ev.order_id != orig.order_id)
+            or (ev.schedule_id is not None and ev.schedule_id != orig.schedule_id)
         ):
             return Rejection(
                 "reversal_mismatch",
@@ -495,24 +716,70 @@ class Ledger:
                     "reversal_not_possible",
                     f"commitment {orig.commitment_id} was paid or cancelled; cancel it instead",
                 )
-        if (bad := self._out_of_range(ev.org_code, ev.kind == "receipt", effects)) is not None:
+            if (orig.order_released or orig.trimmed or orig.kind == "payment_order") and (
+                c.fiscal_year != orig.fiscal_year
+            ):
+                return Rejection(
+                    "reversal_not_possible",
+                    f"commitment {orig.commitment_id} was carried into {c.fiscal_year} with its orders",
+                )
+        org = ev.org_code
+        order = sch = None
+        if orig.kind == "payment_order":
+            order = self.order((org, unscoped_id(ok[1])))
+            if order is None or order.executed or order.open != order.amount:
+                return Rejection(
+                    "reversal_not_possible",
+                    f"payment order {ev.reverses} was executed or trimmed in part; cancel instead",
+                )
+        if orig.schedule_id is not None:
+            sch = self.schedule((org, orig.schedule_id))
+            if sch is None:  # journal and schedules are written together; cannot happen
+                return Rejection("reversal_not_possible", f"schedule {orig.schedule_id} missing")
+            if orig.kind == "expected_receipt" and (not sch.revisions or sch.revisions[-1][0] != ev.reverses):
+                return Rejection(
+                    "reversal_not_possible",
+                    f"{ev.reverses} is not the latest revision of schedule {orig.schedule_id}",
+                )
+        if (bad := self._out_of_range(org, side_of_kind(ev.kind) == REVENUE, effects)) is not None:
             return bad
         if c is not None:
             if orig.kind == "commitment":
                 c.open = 0
                 c.reversed = True
-            else:  # payment/cancel: give back what it released
+            elif order is not None:  # a payment order: withdrawn whole
+                self._order_open(org, c, order.event_id, order, -order.open)
+                order.reversed = True
+            else:  # payment/cancel: give back what it released, and the orders it took
                 released = orig.released
                 c.open += released
-            self._put_commitment((ev.org_code, orig.commitment_id or ""), c)
+                if orig.order_id is not None and orig.order_released:
+                    executed = self.order((org, orig.order_id))
+                    assert executed is not None
+                    self._order_open(org, c, orig.order_id, executed, orig.order_released)
+                for oid, n in orig.trimmed:
+                    cut = self.order((org, oid))
+                    assert cut is not None
+                    self._order_open(org, c, oid, cut, n)
+            self._put_commitment((org, orig.commitment_id or ""), c)
+        if sch is not None:
+            if orig.kind == "expected_receipt":
+                sch.revisions.pop()
+            else:
+                sch.realised -= orig.amount
+            self._put_schedule((org, orig.schedule_id or ""), sch)
         orig.reversed_by = ev.event_id
         self.journal[ok] = orig
         self.changes.journal[ok] = orig
-        return effects, released
+        return Done(effects, released)
 
     def _put_commitment(self, ck: CommitKey, c: Commitment) -> None:
         self.commitments[ck] = c
         self.changes.commitments[ck] = c
+
+    def _put_schedule(self, sk: ScheduleKey, sch: Schedule) -> None:
+        self.schedules[sk] = sch
+        self.changes.schedules[sk] = sch
 
     def _post(
         self,

@@ -33,7 +33,20 @@ from state import layout as L
 from state.history import Chain, DayFlows
 from state.layout import LAYOUT
 from state.layout import journal_key as _journal_key  # the name the differential test uses
-from state.ledger import Changes, CommitKey, Commitment, EventKey, Journal, Ledger, Position, PosKey
+from state.ledger import (
+    Changes,
+    CommitKey,
+    Commitment,
+    EventKey,
+    Journal,
+    Ledger,
+    Order,
+    OrderKey,
+    Position,
+    PosKey,
+    Schedule,
+    ScheduleKey,
+)
 from state.native import kernel
 
 __all__ = ["LAYOUT", "Store"]
@@ -195,10 +208,32 @@ class Store:
         raw = self.db.get(_commit_key(*key))
         return None if raw is None else L.decode_commitment(raw)
 
+    def order_at(self, key: OrderKey) -> Order | None:
+        """A payment order (the fold's ``load_order``)."""
+        raw = self.db.get(L.order_key(*key))
+        return None if raw is None else L.decode_order(raw)
+
+    def schedule_at(self, key: ScheduleKey) -> Schedule | None:
+        """An expected receipt's schedule (the fold's ``load_schedule``)."""
+        raw = self.db.get(L.schedule_key(*key))
+        return None if raw is None else L.decode_schedule(raw)
+
+    def orders(self, org: str) -> Iterator[tuple[str, Order]]:
+        """Every payment order of ``org`` (open or not), by order id."""
+        for k, v in self.scan(L.orders_prefix(org)):
+            yield L.last_part(k), L.decode_order(v)
+
+    def schedules(self, org: str) -> Iterator[tuple[str, Schedule]]:
+        """Every expected receipt's schedule of ``org``, by schedule id."""
+        for k, v in self.scan(L.schedules_prefix(org)):
+            yield L.last_part(k), L.decode_schedule(v)
+
     def attach(self, ledger: Ledger) -> Ledger:
         """Let the fold look up what its dicts lack in this store."""
         ledger.load_journal = self.journal_bytes
         ledger.load_commitment = self.commitment_at
+        ledger.load_order = self.order_at
+        ledger.load_schedule = self.schedule_at
         ledger.journal_source = (self.db.get, _JOURNAL_PREFIX)
         ledger.scan_commitments = self.commitments
         return ledger
@@ -244,6 +279,10 @@ class Store:
                 put(_journal_key(org, eid), entry if entry.__class__ is bytes else enc(entry))
         for (org, cid), c in changes.commitments.items():
             put(_commit_key(org, cid), enc(c))
+        for (org, oid), o in changes.orders.items():
+            put(L.order_key(org, oid), enc(o))
+        for (org, sid), sch in changes.schedules.items():
+            put(L.schedule_key(org, sid), enc(sch))
         for (org, side), year in changes.closed.items():
             put(L.close_key(org, side), L.encode_int(year))
         for (topic, partition), nxt in offsets.items():

@@ -32,12 +32,22 @@ MAX_AMOUNT: Final = 10**15
 MAX_SIDE_TOTAL: Final = 10**18
 
 Kind = Literal[
-    "receipt", "commitment", "commitment_cancel", "payment", "transfer", "commitment_carry_forward"
+    "receipt",
+    "commitment",
+    "commitment_cancel",
+    "payment",
+    "transfer",
+    "commitment_carry_forward",
+    "payment_order",
+    "expected_receipt",
 ]
 # Why a commitment moves into the next fiscal year (이월): 명시이월 (authorised in the budget),
 # 사고이월 (committed, unpaid for a reason beyond control), 계속비이월 (multi-year works).
 CarryBasis = Literal["explicit", "accident", "continuing"]
 Category = Literal["local_tax", "non_tax", "grant", "subsidy", "bond", "other"]
+# How sure an expected receipt is: ``confirmed`` (notified: a 지방교부세 or 보조금 instalment) or
+# ``estimated`` (e.g. a tax due date's expected yield).
+Certainty = Literal["confirmed", "estimated"]
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 # org_code and account codes are checked against the reference data (unknown_government,
 # unknown_account), which implies their format; regex patterns in the decoder would cost about
@@ -63,6 +73,14 @@ class Event(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_defaul
     to_account: Code | None = None
     reverses: Id | None = None
     basis: CarryBasis | None = None  # commitment_carry_forward only
+    # Known future flows (contract version 3): a payment_order's pay date; the order a payment
+    # executes; an expected_receipt's schedule, date and certainty (a receipt may name the
+    # schedule it realises).
+    pay_date: dt.date | None = None
+    order_id: Id | None = None
+    schedule_id: Id | None = None
+    expected_date: dt.date | None = None
+    certainty: Certainty | None = None
 
 
 @final  # no subclass: ``type(x) is YearClose`` tells a close from an Event, for mypy too
@@ -111,7 +129,12 @@ REASONS: Final = {
     "close_too_early": "a fiscal_year_close is dated before the end of 20 January of the next year",
     "missing_basis": "a commitment_carry_forward needs a basis (explicit, accident or continuing)",
     "missing_category": "a receipt needs a category",
-    "missing_commitment_id": "commitment and commitment_cancel need a commitment_id",
+    "missing_commitment_id": "commitment, commitment_cancel and payment_order need a commitment_id "
+    "(and so does a payment that names an order_id)",
+    "missing_pay_date": "a payment_order needs a pay_date",
+    "missing_schedule_id": "an expected_receipt needs a schedule_id",
+    "missing_expected_date": "an expected_receipt needs an expected_date",
+    "missing_certainty": "an expected_receipt needs a certainty (confirmed or estimated)",
     "missing_to_account": "a transfer needs to_account",
     "field_not_allowed": "the field is not allowed for this kind",
     "transfer_same_account": "to_account equals account",
@@ -130,6 +153,12 @@ REASONS: Final = {
     "reversal_mismatch": "a reversal must match the original's kind, account and amount",
     "reversal_not_possible": "the original cannot be undone exactly any more",
     "position_out_of_range": "the event would take a position past the contract's bound (±10^18 per side)",
+    "unknown_order": "order_id names no payment order of this government",
+    "order_mismatch": "the payment order belongs to another commitment, or is reversed",
+    "order_exceeds_commitment": "the payment order is larger than its commitment's open amount not "
+    "already ordered",
+    "unknown_schedule": "schedule_id names no expected receipt of this government",
+    "schedule_mismatch": "the schedule belongs to another account, fiscal year or category",
     # Raised by the worker, never by a rule: deciding or folding the record failed unexpectedly.
     "internal_error": "processing this record raised an unexpected error (a defect; see detail)",
 }
@@ -146,6 +175,11 @@ STATEFUL_REASONS: Final = frozenset(
         "reversal_mismatch",
         "reversal_not_possible",
         "position_out_of_range",
+        "unknown_order",
+        "order_mismatch",
+        "order_exceeds_commitment",
+        "unknown_schedule",
+        "schedule_mismatch",
     }
 )
 
@@ -277,15 +311,20 @@ def check_stateless(ev: Event, accounts: dict[str, frozenset[str]] | None = None
             f"fiscal year {ev.fiscal_year} closed its books on 31 December: "
             f"no new commitment on {ev.occurred_at.isoformat()}",
         )
-    if kind == "receipt":
+    if kind in ("receipt", "expected_receipt"):
         if ev.category is None:
-            return Rejection("missing_category", "receipt without category")
+            return Rejection("missing_category", f"{kind} without category")
     elif ev.category is not None:
         return Rejection("field_not_allowed", f"category is only for receipts, not {kind}")
-    if kind in ("commitment", "commitment_cancel", "commitment_carry_forward") and ev.commitment_id is None:
+    if ev.commitment_id is None and (
+        kind in ("commitment", "commitment_cancel", "commitment_carry_forward", "payment_order")
+        or ev.order_id is not None
+    ):
         return Rejection("missing_commitment_id", f"{kind} without commitment_id")
-    if ev.commitment_id is not None and kind in ("receipt", "transfer"):
+    if ev.commitment_id is not None and kind in ("receipt", "transfer", "expected_receipt"):
         return Rejection("field_not_allowed", f"commitment_id is not allowed on {kind}")
+    if (bad := _known_flow_fields(ev)) is not None:
+        return bad
     if ev.due_date is not None and kind != "commitment":
         return Rejection("field_not_allowed", f"due_date is only for commitments, not {kind}")
     if kind == "commitment_carry_forward":
@@ -302,6 +341,34 @@ def check_stateless(ev: Event, accounts: dict[str, frozenset[str]] | None = None
             return Rejection("unknown_to_account", f"{ev.org_code} has no account {ev.to_account!r}")
     elif ev.to_account is not None:
         return Rejection("field_not_allowed", f"to_account is only for transfers, not {kind}")
+    return None
+
+
+def _known_flow_fields(ev: Event) -> Rejection | None:
+    """The fields of the known future flows: each on its own kinds only."""
+    kind = ev.kind
+    if kind == "payment_order":
+        if ev.pay_date is None:
+            return Rejection("missing_pay_date", "payment_order without pay_date")
+    elif ev.pay_date is not None:
+        return Rejection("field_not_allowed", f"pay_date is only for payment orders, not {kind}")
+    if ev.order_id is not None and kind != "payment":
+        return Rejection("field_not_allowed", f"order_id is only for payments, not {kind}")
+    if kind == "expected_receipt":
+        if ev.schedule_id is None:
+            return Rejection("missing_schedule_id", "expected_receipt without schedule_id")
+        if ev.expected_date is None:
+            return Rejection("missing_expected_date", "expected_receipt without expected_date")
+        if ev.certainty is None:
+            return Rejection("missing_certainty", "expected_receipt without certainty")
+        return None
+    if ev.schedule_id is not None and kind != "receipt":
+        return Rejection(
+            "field_not_allowed", f"schedule_id is only for receipts and expected receipts, not {kind}"
+        )
+    if ev.expected_date is not None or ev.certainty is not None:
+        field = "expected_date" if ev.expected_date is not None else "certainty"
+        return Rejection("field_not_allowed", f"{field} is only for expected receipts, not {kind}")
     return None
 
 
@@ -393,18 +460,31 @@ def check_decoded(
         and (topic_side is None or topic_side == _SIDE[kind])
         and ev.to_account is None
         and ev.basis is None
+        and ev.pay_date is None
+        and ev.expected_date is None
+        and ev.certainty is None
     ):
         if kind == "receipt":
-            if ev.category is not None and ev.commitment_id is None and ev.due_date is None:
+            if (
+                ev.category is not None
+                and ev.commitment_id is None
+                and ev.due_date is None
+                and ev.order_id is None
+            ):
                 return ev
-        elif ev.category is None:
+        elif ev.category is None and ev.schedule_id is None:
             if kind == "payment":
-                if ev.due_date is None:
+                if ev.due_date is None and (ev.order_id is None or ev.commitment_id is not None):
                     return ev
             elif kind == "commitment":
-                if ev.commitment_id is not None:
+                if ev.commitment_id is not None and ev.order_id is None:
                     return ev
-            elif kind == "commitment_cancel" and ev.commitment_id is not None and ev.due_date is None:
+            elif (
+                kind == "commitment_cancel"
+                and ev.commitment_id is not None
+                and ev.due_date is None
+                and ev.order_id is None
+            ):
                 return ev
             # transfers always take the full rules (to_account: 1% of the stream)
     return _full_rules(ev, key, topic_side)
@@ -465,7 +545,9 @@ def year_close(org: str, year: int) -> bytes:
 # -- The published JSON Schema (docs/event.schema.json, `cashpos schema`) --------------------------
 # Schema only: the rules above decide; tests/test_event_schema.py holds the schema equal to them.
 
-CONTRACT_VERSION: Final = 2  # docs/events.md: contract version 2 (the fiscal year, the close)
+# docs/events.md: version 2 the fiscal year and its close; 3 the known future flows (payment_order,
+# expected_receipt, a payment's order_id, a receipt's schedule_id).
+CONTRACT_VERSION: Final = 3
 SCHEMA_ID: Final = f"https://cashpos.example/schemas/event/v{CONTRACT_VERSION}.json"
 
 # What the schema cannot decide, by reason code: the one list (the schema's $comment, the test,
@@ -501,12 +583,14 @@ SCHEMA_NUMBER_NOTE: Final = (
 # Per kind: the optional fields it must carry, and those it may carry; every other optional field
 # must be absent or null (check_stateless is the rule; the test compares the two).
 _KIND_FIELDS: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
-    "receipt": (("category",), ("reverses",)),
+    "receipt": (("category",), ("reverses", "schedule_id")),
     "commitment": (("commitment_id",), ("due_date", "reverses")),
     "commitment_cancel": (("commitment_id",), ("reverses",)),
-    "payment": ((), ("commitment_id", "reverses")),
+    "payment": ((), ("commitment_id", "reverses", "order_id")),
     "transfer": (("to_account",), ("reverses",)),
     "commitment_carry_forward": (("commitment_id", "basis"), ("reverses",)),
+    "payment_order": (("commitment_id", "pay_date"), ("reverses",)),
+    "expected_receipt": (("category", "schedule_id", "expected_date", "certainty"), ("reverses",)),
 }
 _END = r"$(?!\n)"  # the end, in ECMA-262 and in Python's re too (its $ also matches before a final \n)
 _TIME = (  # as msgspec reads it: T, t or a space; seconds 00-59, any fraction; Z, z or ±hh:mm
@@ -580,7 +664,8 @@ def json_schema() -> dict[str, Any]:
         if "anyOf" in prop:
             props[name] = _nullable(prop)
     props["account"]["pattern"] = props["to_account"]["pattern"] = f"^[a-z0-9_]+{_END}"
-    props["due_date"]["pattern"] = f"^{_ALL_DATES}{_END}"
+    for name in ("due_date", "pay_date", "expected_date"):
+        props[name]["pattern"] = f"^{_ALL_DATES}{_END}"
     props["occurred_at"] = {
         "description": "RFC 3339 with an offset (T, t or a space; Z, z or ±hh:mm), its date "
         "bounded by fiscal_year ($defs/fiscal_year_rules)",
@@ -612,10 +697,15 @@ def json_schema() -> dict[str, Any]:
         }
         if required:
             then["required"] = list(required)
+        if kind == "payment":  # one that executes an order names the order's commitment
+            then["anyOf"] = [
+                {"properties": {"order_id": {"type": "null"}}},
+                {"properties": {"commitment_id": {"not": {"type": "null"}}}, "required": ["commitment_id"]},
+            ]
         kind_rules.append(when("kind", kind, then))
     defs["kind_rules"] = {
         "description": "per kind, the optional fields it must carry (not null) and those it must "
-        "not (absent or null)",
+        "not (absent or null); an order_id needs a commitment_id",
         "allOf": kind_rules,
     }
     chart_rules = []

@@ -95,6 +95,10 @@ def _variant(draw: Any, i: int, ids: list[str], values: list[bytes]) -> bytes | 
                 "duplicate_key",
                 "offset_without_colon",
                 "escaped_key",
+                "expected_receipt",
+                "receipt_on_schedule",
+                "payment_order",
+                "payment_on_order",
             ]
         )
     )
@@ -114,6 +118,27 @@ def _variant(draw: Any, i: int, ids: list[str], values: list[bytes]) -> bytes | 
         return event(eid, k, amount, commitment_id=f"c{draw(st.integers(0, 6))}", **common)
     if kind == "transfer":
         return event(eid, "transfer", amount, to_account=OTHER_ACCOUNT, **{**common, "org": SEOUL})
+    # The known flows (contract version 3): never the kernel's; a receipt naming its schedule
+    # differs from the common receipt by one field only.
+    if kind == "expected_receipt":
+        return event(
+            eid,
+            kind,
+            amount,
+            category="local_tax",
+            schedule_id=f"s{i % 3}",
+            expected_date="2026-12-10",
+            certainty=draw(st.sampled_from(["confirmed", "estimated"])),
+            **common,
+        )
+    if kind == "receipt_on_schedule":
+        return event(eid, "receipt", amount, schedule_id=f"s{draw(st.integers(0, 2))}", **common)
+    if kind == "payment_order":
+        c = f"c{draw(st.integers(0, 6))}"
+        return event(eid, kind, amount, commitment_id=c, pay_date="2026-12-01", **common)
+    if kind == "payment_on_order" and ids:
+        c = f"c{draw(st.integers(0, 6))}"
+        return event(eid, "payment", amount, commitment_id=c, order_id=draw(st.sampled_from(ids)), **common)
     if kind in ("dup", "conflict", "reversal") and ids:
         old = draw(st.sampled_from(ids))
         if kind == "dup":  # the same message again
