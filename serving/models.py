@@ -143,6 +143,9 @@ class AccountPosition(MoneyTotals):
     name: str
     type: str
     fiscal_year: int
+    ordered: int = Field(
+        0, description="KRW of open payment orders (지급명령), a part of committed (live figures only)"
+    )
     version: int = Field(description="the position's version: increases with every change of it")
     last_event_at: Stamp | None
     final: bool = Field(description="its fiscal year is closed (carried forward, lapsed): no more events")

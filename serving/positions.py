@@ -45,6 +45,7 @@ class AccountRow:
     version: int
     last_event_ms: int
     final: bool = False  # its fiscal year is closed: carried forward, lapsed, no more events
+    ordered: int = 0  # open payment orders, a part of committed
 
     @property
     def available(self) -> int:
@@ -59,6 +60,7 @@ class AccountRow:
             "cash": self.cash,
             "committed": self.committed,
             "available": self.available,
+            "ordered": self.ordered,
             "version": self.version,
             "last_event_at": iso_ms(self.last_event_ms),
             "final": self.final,
@@ -117,6 +119,7 @@ def _rows(gov: Government, raw: dict[bytes, bytes], fiscal_year: int | None) -> 
                 version,
                 d["last_event_ms"],
                 fy <= closed,
+                d.get("ordered", 0),
             )
         )
     order = {a.code: i for i, a in enumerate(gov.accounts)}

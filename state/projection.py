@@ -107,8 +107,11 @@ def value_json(raw: bytes) -> Any:
 
 
 def encode_position(p: Position) -> bytes:
-    body = orjson.dumps({"cash": p.cash, "committed": p.committed, "last_event_ms": p.last_event_ms})
-    return encode_value(p.version, body)
+    """``ordered`` (open payment orders) only when some are open: a reader takes none as 0."""
+    d = {"cash": p.cash, "committed": p.committed, "last_event_ms": p.last_event_ms}
+    if p.ordered:
+        d["ordered"] = p.ordered
+    return encode_value(p.version, orjson.dumps(d))
 
 
 def decode_position(raw: bytes) -> tuple[int, dict[str, int]]:
