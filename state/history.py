@@ -61,6 +61,9 @@ class DayFlows(msgspec.Struct, array_like=True):
     committed_carried_out: int = 0
     other_cash: int = 0  # a kind this module does not know (none today): kept, never lost
     other_committed: int = 0
+    # A memo, in no sum: of the receipts, those that realised an expected receipt (named its
+    # schedule). The forecast learns from the others only (``state.forecast_learn.day_flow``).
+    receipts_scheduled: int = 0
 
     @property
     def receipts(self) -> int:
@@ -104,6 +107,7 @@ class DayFlows(msgspec.Struct, array_like=True):
 
 class _Category(msgspec.Struct):
     category: str | None = None
+    schedule_id: str | None = None
 
 
 _category = msgspec.json.Decoder(_Category).decode
@@ -130,8 +134,11 @@ def _columns(entry: _Entry | Journal, account: str, fy: int, dc: int, dm: int) -
     """The columns one effect of an entry lands in, with their amounts (``events`` aside)."""
     kind = entry.kind
     if kind == "receipt":
-        cat = _category(entry.raw).category if entry.raw else None
-        return ((_RECEIPTS.get(cat or "", _I["receipts_other"]), dc),)
+        head = _category(entry.raw) if entry.raw else _Category()
+        col = _RECEIPTS.get(head.category or "", _I["receipts_other"])
+        if head.schedule_id is not None:
+            return ((col, dc), (_I["receipts_scheduled"], dc))
+        return ((col, dc),)
     if kind == "payment":
         return ((_I["payments"], -dc), (_I["committed_paid"], -dm))
     if kind == "transfer":  # the paying account is the entry's; the other is to_account

@@ -221,6 +221,7 @@ def test_every_kind_lands_in_exactly_one_column() -> None:
     """Each column is reached by its kind, and the deltas equal the effects (both signs)."""
     cases = [
         ("receipt", [("a", 2026, 5, 0)], b'{"category":"grant"}', "receipts_grant"),
+        ("receipt", [("a", 2026, 5, 0)], b'{"category":"grant","schedule_id":"s"}', "receipts_scheduled"),
         ("payment", [("a", 2026, -5, -3)], b"", "payments"),
         ("transfer", [("a", 2026, -5, 0), ("b", 2026, 5, 0)], b"", "transfers_out"),
         ("commitment", [("a", 2026, 0, 5)], b"", "committed_opened"),
@@ -238,6 +239,7 @@ def test_every_kind_lands_in_exactly_one_column() -> None:
             assert [(a, fy) for a, fy, _ in got] == [(a, fy) for a, fy, _, _ in eff]
             for (_, _, f), (_, _, dc, dm) in zip(got, eff, strict=True):
                 assert (f.cash_delta, f.committed_delta, f.events) == (dc, dm, 1)
+                assert f.receipts_scheduled == (dc if b"schedule_id" in raw else 0)  # a memo, in no sum
             seen |= {n for _, _, f in got for n in f.__struct_fields__ if getattr(f, n) and n != "events"}
         assert first_column in seen
     wanted = set(DayFlows.__struct_fields__) - {"events", "other_cash", "other_committed"}
