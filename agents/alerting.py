@@ -79,6 +79,11 @@ class AlertingHook:
         self._last_ack_sync = 0.0
         self._retry_at = 0.0
 
+    def floor_of(self, org: str, account: str) -> int | None:
+        """The account's floor today (its newest fiscal year's, as rule 2 judges it)."""
+        years = self.book.accounts.get((org, account))
+        return years[-1].floor if years else None
+
     def _write_direct(self, records: list[tuple[bytes, bytes]]) -> None:
         """Records produced outside a batch (load, thresholds, operational rules, acks): written
         on their own; they depend on nothing a replay could change."""

@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 
 from state.history import Chain, DayFlows
-from state.ledger import Changes, Position, PosKey
+from state.ledger import Changes, Commitment, Order, Position, PosKey, Schedule
 
 # The governments whose partition has not caught up yet, given the backlog (records left to
 # read on either input topic) a hook tolerates: see ``LedgerWorker.unsettled``.
@@ -55,6 +55,14 @@ class HookStore(Protocol):
     def get(self, key: bytes) -> bytes | None: ...
 
     def chains(self, org: str) -> dict[PosKey, Chain]: ...
+
+    def commitments(self, org: str) -> Iterator[tuple[str, Commitment]]: ...
+
+    def orders(self, org: str) -> Iterator[tuple[str, Order]]: ...
+
+    def schedules(self, org: str) -> Iterator[tuple[str, Schedule]]: ...
+
+    def closes(self, org: str) -> dict[str, int]: ...
 
     def flows(
         self, org: str, account: str | None = None, fy: int | None = None

@@ -22,6 +22,7 @@ from alerts.model import (
     ACCOUNT_RULES,
     PROJECTED,
     SEVERITY,
+    SHORTFALL,
     STALE,
     YEAR_END,
     Alert,
@@ -31,6 +32,7 @@ from alerts.model import (
 from cashpos.calendar import date_day, kst_day
 from cashpos.names import CLOSE_KIND
 from state import layout
+from state.forecast import Forecast
 from state.ledger import Changes, Journal, Position, PosKey
 
 # scan(prefix, start) -> (key, value) pairs with key >= start (or prefix) and key.startswith(prefix)
@@ -46,6 +48,10 @@ class AlertBook(Lifecycle):
     """The alerts of the governments a worker owns: loaded from their records (``load_org``),
     fed each batch (``apply``), held positions judged once settled (``release``), thresholds
     changed (``set_overrides``), the operational rules run (``check_stale``, ``check_lag``)."""
+
+    # An account's forecast (org, account) on its government's day, for rule 3: the worker's
+    # forecast hook (``agents.forecast``); None: rule 3 projects from commitments and trend.
+    forecast_of: Callable[[str, str], Forecast | None] | None = None
 
     def load_org(
         self, org: str, positions: Mapping[PosKey, Position], scan: Scan, seed: Iterable[Alert] = ()
@@ -353,7 +359,7 @@ class AlertBook(Lifecycle):
         decisions: list[rules.Decision] = []
         if rows is not None or not batch:
             decisions += rules.available(st, p, rows or ())
-        decisions += self._project(st, (st,), p, today, ms, eid, rows)
+        decisions += self._project(st, (st,), p, today, ms, eid, rows, _short(st, decisions))
         if older:
             self._account(st, older, decisions, None, ms, eid, out)
         else:
@@ -422,7 +428,7 @@ class AlertBook(Lifecycle):
         decisions: list[rules.Decision] = []
         if rows or not batch:
             decisions += rules.available(view, total, rows)
-        decisions += self._project(view, sts, total, today, ms, eid, rows or None)
+        decisions += self._project(view, sts, total, today, ms, eid, rows or None, _short(anchor, decisions))
         self._account(anchor, older, decisions, years, handover[0], handover[1], out)
 
     def _account(
@@ -475,14 +481,21 @@ class AlertBook(Lifecycle):
         ms: int,
         eid: str | None,
         rows: list[Row] | None = None,
+        short: bool = False,
     ) -> list[rules.Decision]:
-        """Rule 3 (``members``: the positions whose open commitments ``h`` reads)."""
+        """Rule 3 (``members``: the positions whose open commitments ``h`` reads). An actual
+        shortfall (``short``: open, or raised by this evaluation) inhibits it: the projection is
+        not raised, and one open is resolved (``inhibited``), as Alertmanager's inhibition rules
+        keep one condition from alerting twice."""
+        current = h.rec.open.get(PROJECTED)
+        if short:
+            return [rules.Resolve(PROJECTED, ms, eid, "inhibited", rules.balance(p))] if current else []
         end = today + h.cfg.horizon_days
         for st in members:
             if st.win_end != end:
                 st.window(end)
-        current = h.rec.open.get(PROJECTED)
-        return rules.projected(h, p, today, ms, eid, current, rows, self._journal, self._commitments)
+        fc = self.forecast_of(h.pk[0], h.pk[1]) if self.forecast_of is not None else None
+        return rules.projected(h, p, today, ms, eid, current, rows, self._journal, self._commitments, fc)
 
     def set_overrides(
         self, overrides: Mapping[tuple[str, str], Override], positions: Mapping[PosKey, Position]
@@ -553,3 +566,12 @@ class AlertBook(Lifecycle):
             self._dirty_worker = True
             self._emit("resolved" if a.state == "resolved" else "raised", a, out)
         return out
+
+
+def _short(st: PosState, decisions: Sequence[rules.Decision]) -> bool:
+    """Whether an actual shortfall stands after ``decisions`` (rules 1-2 of this evaluation)."""
+    short = SHORTFALL in st.rec.open
+    for d in decisions:
+        if d.rule == SHORTFALL and not isinstance(d, rules.Update):
+            short = isinstance(d, rules.Raise)
+    return short

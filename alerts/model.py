@@ -44,10 +44,15 @@ TOP_DRIVERS: Final = 5
 Source = tuple[str, int, int]  # the record (topic, partition, offset) of an event
 
 
-class Driver(Struct):
+class Driver(Struct, omit_defaults=True):
+    """A flow behind a projected shortfall: ``commitment_id`` names the commitment, or for
+    another ``kind`` of flow (``state.forecast.KINDS``) its reference (an order id, a schedule
+    id, a learned pattern); ``open``: KRW it takes out; ``due_date``: its day."""
+
     commitment_id: str
     open: int
     due_date: str | None
+    kind: str | None = None
 
 
 class Alert(Struct, omit_defaults=True):

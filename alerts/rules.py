@@ -25,6 +25,8 @@ from alerts.model import (
     PosRecord,
 )
 from cashpos.calendar import date_day, day_date, year_end_day
+from state.forecast import Flow, Forecast
+from state.forecast import drivers as forecast_drivers
 from state.ledger import Commitment, EventKey, Journal, Position, PosKey
 
 # An index row: (occurred ms, scoped event id, cash delta, committed delta); the event id is None
@@ -212,15 +214,23 @@ def projected(
     rows: Sequence[Row] | None = None,
     journal: Mapping[EventKey, Journal | bytes] | None = None,
     commitments: Mapping[tuple[str, str], Commitment] | None = None,
+    fc: Forecast | None = None,
 ) -> list[Decision]:
     """Rule 3 with ``today`` the government clock (``h.due_in_win`` must be up to date for
     ``today + horizon_days``). ``current``: the open alert, if any; ``rows``, ``journal`` and
     ``commitments``: the batch's, to attribute a raise to its event. While raised, the date is
-    only ever moved earlier, so a wobbling balance cannot produce a stream of updates."""
+    only ever moved earlier, so a wobbling balance cannot produce a stream of updates.
+
+    ``fc``: the account's forecast (``state.forecast``) on ``today``: the projection is then its
+    expected cash over the horizon, with its drivers, the same computation the API serves.
+    Without one (no forecast wired: the rule's own tests) the projection is the commitments due
+    and the draining trend."""
     cfg = h.cfg
+    thr = h.floor if cfg.projected_against_floor and h.floor is not None else 0
+    if fc is not None and fc.today == today:
+        return _projected_by(fc, h, p, today, ms, eid, current, thr, rows, journal, commitments)
     end = today + cfg.horizon_days
     tneg = min(h.trend, 0)
-    thr = h.floor if cfg.projected_against_floor and h.floor is not None else 0
     low = p.cash - h.due_in_win + cfg.horizon_days * tneg
     if current is None:
         if low >= thr:
@@ -249,6 +259,59 @@ def projected(
     figures = balance(p)
     figures.update(projected_date=iso, projected_cash=pc, drivers=drivers(h.commits, day))
     return [Update(PROJECTED, ms, eid, figures)]
+
+
+def _projected_by(
+    fc: Forecast,
+    h: History,
+    p: Position,
+    today: int,
+    ms: int,
+    eid: str | None,
+    current: Alert | None,
+    thr: int,
+    rows: Sequence[Row] | None,
+    journal: Mapping[EventKey, Journal | bytes] | None,
+    commitments: Mapping[tuple[str, str], Commitment] | None,
+) -> list[Decision]:
+    """Rule 3 on the forecast: the first day within the horizon its expected cash is below
+    ``thr``; resolved when the horizon's lowest expected cash is back at ``thr`` + margin."""
+    window = fc.expected.cash[: h.cfg.horizon_days + 1]
+    low = min(window)
+    if current is None and low >= thr:
+        return []
+    if current is not None and low >= thr + h.margin:
+        return [Resolve(PROJECTED, ms, eid, "recovered", balance(p))]
+    i = next(i for i, v in enumerate(window) if v < thr) if low < thr else len(window) - 1
+    day, pc = today + i, window[i]
+    iso = day_date(day).isoformat()
+    top = [
+        Driver(f.ref, -f.cash, day_date(f.day).isoformat(), f.kind)
+        for f in forecast_drivers(fc.flows, day, _cash_of)
+    ]
+    if current is None:
+        if rows:
+            due_by = _due_by(h, journal or {}, commitments or {}, today + h.cfg.horizon_days)
+            ms, eid = projected_since(rows, low, thr, due_by)
+        figures = balance(p)
+        figures.update(
+            threshold=thr,
+            floor=h.floor,
+            resolve_at=thr + h.margin,
+            projected_date=iso,
+            projected_cash=pc,
+            drivers=top,
+        )
+        return [Raise(PROJECTED, ms, eid, figures)]
+    if low >= thr or (current.projected_date is not None and iso >= current.projected_date):
+        return []
+    figures = balance(p)
+    figures.update(projected_date=iso, projected_cash=pc, drivers=top)
+    return [Update(PROJECTED, ms, eid, figures)]
+
+
+def _cash_of(f: Flow) -> int:
+    return f.cash
 
 
 def projected_since(

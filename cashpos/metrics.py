@@ -62,6 +62,18 @@ class ProcessorMetrics:
             ["reason"],
             registry=r,
         )
+        self.forecast_abs_error = Counter(
+            "cashpos_forecast_abs_error_krw_total",
+            "Absolute error of governments' expected closing cash forecasts, summed (KRW), per days ahead",
+            ["horizon_days"],
+            registry=r,
+        )
+        self.forecast_errors = Counter(
+            "cashpos_forecast_errors_total",
+            "Forecasts held against the actual closing cash, per days ahead",
+            ["horizon_days"],
+            registry=r,
+        )
         self.duplicates_dropped = Counter(
             "cashpos_duplicates_dropped_total", "Repeated events (same id and content) dropped", registry=r
         )

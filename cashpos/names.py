@@ -176,6 +176,16 @@ class RedisKeys:
         """Hash: ``{org}|{account}`` (account ``*``: all) -> JSON threshold override."""
         return f"{self.namespace}:thresholds"
 
+    def forecast(self, org_code: str) -> str:
+        """Hash: field ``{account}`` (``*``: the government) -> ``{version}|{json}``, the
+        forecast as served (``state/forecast_projection.py``)."""
+        return f"{self.namespace}:forecast:{org_code}"
+
+    @property
+    def forecast_accuracy(self) -> str:
+        """Hash: ``{org}`` -> JSON, each government's forecast against what happened."""
+        return f"{self.namespace}:forecast:accuracy"
+
 
 # Field of every positions hash that marks it as a complete serving copy. The API refuses to
 # answer (503) for a government whose hash lacks it: an empty or flushed Redis must never read

@@ -344,9 +344,15 @@ class TokenList(BaseModel):
 
 
 class Driver(BaseModel):
-    commitment_id: str
-    open: int = Field(description="KRW still to pay")
+    commitment_id: str = Field(
+        description="the commitment; for another kind of flow its reference (order, schedule, learned pattern)"
+    )
+    open: int = Field(description="KRW it takes out")
     due_date: str | None
+    kind: str | None = Field(
+        None,
+        description="the forecast flow's kind: order, commitment, receipt, recurring, baseline, new_commitments, pace",
+    )
 
 
 class Alert(BaseModel):

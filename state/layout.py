@@ -15,6 +15,8 @@ unambiguous::
     c\\0{org}\\0{commitment_id}                 -> Commitment
     w\\0{org}\\0{order_id}                      -> Order (a payment order, 지급명령)
     s\\0{org}\\0{schedule_id}                   -> Schedule (an expected receipt, 세입 예정)
+    f\\0{org}\\0s\\0{day:06}                    -> Snapshot: the forecast made on that day (``state.forecast``)
+    f\\0{org}\\0a                              -> Accuracy: the forecast against what happened
     i\\0{org}\\0{account}\\0{fy}\\0{day:06}\\0{seq:012}{run:05} -> [[occurred_ms, scoped id, cash delta, committed delta], ...]
                                              (a batch's run of rows of one event-time day, in application order)
     h\\0{org}\\0{account}\\0{fy}\\0{day:06}     -> DayFlows of that day (``state.history``)
@@ -57,6 +59,7 @@ JOURNAL_PREFIX: Final = b"j\0"
 COMMITMENT_TAG: Final = b"c\0"
 ORDER_TAG: Final = b"w\0"
 SCHEDULE_TAG: Final = b"s\0"
+FORECAST_TAG: Final = b"f\0"
 INDEX_TAG: Final = b"i\0"
 FLOWS_TAG: Final = b"h\0"
 CHAIN_TAG: Final = b"k\0"
@@ -176,6 +179,18 @@ def schedules_prefix(org: str) -> bytes:
 
 def decode_schedule(raw: bytes) -> Schedule:
     return _dec_schedule.decode(raw)
+
+
+def forecast_snapshot_key(org: str, day: int) -> bytes:
+    return f"f\0{org}\0s\0{day:06}".encode()
+
+
+def forecast_snapshots_prefix(org: str) -> bytes:
+    return f"f\0{org}\0s\0".encode()
+
+
+def forecast_accuracy_key(org: str) -> bytes:
+    return f"f\0{org}\0a".encode()
 
 
 def last_part(key: bytes) -> str:

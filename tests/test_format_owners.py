@@ -20,7 +20,7 @@ SKIP_DIRS = {"tests", "build", "dist", "node_modules", "site-packages", "__pycac
 
 # A string literal (any b/f/r prefix) that starts with a key tag and a NUL: b"p\0", "j\0",
 # f"p\0{org}", b"a\x00q\x00", ...
-ROCKSDB_TAG = re.compile(r"""(?<![\w"'])[bBfFrRuU]{0,2}(["'])[pjciomayhkws]\\(?:0|x00)""")
+ROCKSDB_TAG = re.compile(r"""(?<![\w"'])[bBfFrRuU]{0,2}(["'])[pjciomayhkwsf]\\(?:0|x00)""")
 # The serving copy's value split or built by hand, its version matched in Lua.
 REDIS_VALUE = re.compile(
     r"""partition\(\s*b["']\|["']\s*\)|split\(\s*b["']\|["']|b["']%d\|%s["']|\^\(%d\+\)\|"""
