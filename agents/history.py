@@ -77,6 +77,9 @@ class HistoryHook:
     async def housekeeping(self) -> None:
         return None
 
+    async def stop(self) -> None:
+        return None
+
 
 def _sum(a: DayFlows, b: DayFlows) -> DayFlows:
     a.add(b)

@@ -109,3 +109,7 @@ class BatchHook(Protocol):
     async def housekeeping(self) -> None:
         """Once a second, outside a batch."""
         ...
+
+    async def stop(self) -> None:
+        """The worker stops: finish what is in flight."""
+        ...

@@ -26,6 +26,7 @@ from mode import Service
 
 from agents import history_web
 from agents.alerting import AlertingHook
+from agents.derived import derived_hooks
 from agents.forecast import ForecastHook
 from agents.ledger import LedgerWorker
 from cashpos.logs import capture_std_streams, dict_config
@@ -152,11 +153,7 @@ class LedgerService(Service):
             # tell that a restart will not help.
             os._exit(78)
         metrics = ProcessorMetrics()
-        # the forecast before the alerts: rule 3 reads the forecast of the same batch
-        self.forecast = ForecastHook(settings, metrics)
-        self.alerting = AlertingHook(settings, metrics)  # alerts, in the ledger's atomic batch
-        self.alerting.book.forecast_of = self.forecast.account_forecast
-        self.forecast.floor_of = self.alerting.floor_of
+        self.forecast, self.alerting = derived_hooks(settings, metrics)
         self.worker = LedgerWorker(settings, metrics, hooks=[self.forecast, self.alerting])
         self.worker.web_address = advertised(where)
         RUNNING[LedgerWorker] = self.worker

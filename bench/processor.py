@@ -5,7 +5,7 @@ aiokafka consume of the same topics in the same run.
 
 Starts a fresh Tansu broker and redis-server, pre-produces realistic simulator events, then
 (1) consumes them with a bare aiokafka loop (the reference: decode nothing, store nothing),
-(2) runs one ledger worker over them from empty state (``--alerts``: with the alerting hook, as
+(2) runs one ledger worker over them from empty state (``--alerts``: with the forecast and alerting hooks, as
 ``cashpos worker`` runs it); both ``--rounds`` times (default 3, each
 round as the first: empty state, empty Redis, a consumer group of its own), because one 10-second
 sample on shared cores swings by ±10 %. The last line reads
@@ -30,7 +30,8 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import CollectorRegistry
 
-from agents.alerting import AlertingHook
+from agents.derived import derived_hooks
+from agents.hooks import BatchHook
 from agents.ledger import LedgerWorker
 from cashpos.embedded import start_infra
 from cashpos.metrics import ProcessorMetrics
@@ -111,7 +112,7 @@ async def processor(
     settings: Settings, n: int, round_no: int = 0, alerts: bool = False
 ) -> tuple[float, float, LedgerWorker]:
     metrics = ProcessorMetrics()
-    hooks = [AlertingHook(settings, metrics)] if alerts else []
+    hooks: list[BatchHook] = [*derived_hooks(settings, metrics)] if alerts else []
     w = LedgerWorker(settings, metrics, hooks=hooks)
     w.topics = RoundTopics(settings.namespace, round_no)
     t_start = time.perf_counter()
