@@ -40,12 +40,19 @@ Modelling choices (approximate by design; magnitudes from docs/DOMAIN.md):
   second. From 1 to 20 January 30% of receipts and direct payments carry the prior fiscal year.
 * Year close (``closes``): every government's close of each fiscal year at 00:00 KST on
   21 January, the end of its 출납정리기한.
+* Known future flows (``known``, ``known_flows=True``; off by default, and then the stream is
+  unchanged): payment orders 2-5 business days ahead of 85% of commitment payments, which then
+  name them; monthly 지방교부세 and 보조금 instalments announced as ``confirmed`` expected receipts
+  and realised by receipts naming the schedule; the local-tax due dates (지방소득세 May, 자동차세
+  June and December, 재산세 July and September) announced as ``estimated`` 10-20% off what
+  arrives, sometimes revised, realised by daily settlements up to the due date.
 
 The modules: ``budgets`` (annual budgets), ``channels`` (the event streams and their shares),
 ``rhythm`` (the hourly intensity table), ``governments`` (per-government tables and opening
 balances), ``commitments`` (commitments and their follow-ups), ``closes`` (the fiscal-year close
-schedule), ``generator`` (:class:`Simulator`), ``scenarios`` (staged events) and ``publishing``
-(``run``). ``python -m cashpos.simulator [n]`` prints the generation rate.
+schedule), ``known`` (the known future flows), ``generator`` (:class:`Simulator`), ``scenarios``
+(staged events) and ``publishing`` (``run``). ``python -m cashpos.simulator [n] [--known-flows]``
+prints the generation rate.
 """
 
 from __future__ import annotations
@@ -55,6 +62,7 @@ from cashpos.simulator.budgets import EOK, JO, annual_budgets, budget_class
 from cashpos.simulator.channels import FREQ_EXPONENT, PRIOR_YEAR_SHARE, REFERENCE_EVENTS_PER_DAY
 from cashpos.simulator.commitments import MAX_OPEN_COMMITMENTS
 from cashpos.simulator.generator import DEFAULT_START, REVERSAL_CANDIDATES, Simulator
+from cashpos.simulator.known import ORDERED_SHARE
 from cashpos.simulator.publishing import run
 from cashpos.simulator.scenarios import (
     SCENARIOS,
@@ -70,6 +78,7 @@ __all__ = [
     "FREQ_EXPONENT",
     "JO",
     "MAX_OPEN_COMMITMENTS",
+    "ORDERED_SHARE",
     "PRIOR_YEAR_SHARE",
     "REFERENCE_EVENTS_PER_DAY",
     "REVERSAL_CANDIDATES",

@@ -1,16 +1,16 @@
-"""``python -m cashpos.simulator [n]``: the generation rate."""
+"""``python -m cashpos.simulator [n] [--known-flows]``: the generation rate."""
 
 from __future__ import annotations
 
-import sys
+import argparse
 import time
 
 from cashpos.simulator.generator import Simulator
 
 
-def _measure(n: int = 1_000_000) -> None:
-    """Quick check: ``python -m cashpos.simulator [n]`` prints the generation rate."""
-    sim = Simulator(seed=1, speed=3600.0, rate=20.0)
+def _measure(n: int = 1_000_000, *, known_flows: bool = False, seed: int = 1) -> None:
+    """Quick check: prints the generation rate of ``n`` events."""
+    sim = Simulator(seed=seed, speed=3600.0, rate=20.0, known_flows=known_flows)
     t = time.perf_counter()
     size = 0
     for raw in sim.events(n):
@@ -22,5 +22,21 @@ def _measure(n: int = 1_000_000) -> None:
     )
 
 
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(
+        prog="python -m cashpos.simulator",
+        description="Generate events (speed 3600, rate 20; nothing is published) and print the rate.",
+    )
+    p.add_argument("n", nargs="?", type=int, default=1_000_000, help="events to generate (default 1,000,000)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--known-flows",
+        action="store_true",
+        help="also payment orders and expected receipts (contract version 3; cashpos.simulator.known)",
+    )
+    args = p.parse_args(argv)
+    _measure(args.n, known_flows=args.known_flows, seed=args.seed)
+
+
 if __name__ == "__main__":
-    _measure(int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000)
+    main()

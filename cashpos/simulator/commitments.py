@@ -8,7 +8,9 @@ year, fall on business hours up to the due date and never after 20 Jan of the ne
 prior-year window). Decided in December and due next year, a commitment is mostly carried
 forward (이월) and paid as next year's. Open commitments are capped (``MAX_OPEN_COMMITMENTS``);
 at the cap the generator emits a new commitment as a direct payment instead, which bounds
-memory at any rate. The follow-ups share one heap with the fiscal-year closes (``closes``).
+memory at any rate. The follow-ups share one heap with the fiscal-year closes (``closes``) and
+the schedules of expected receipts (``known``); with the known flows on, a plan's payments are
+mostly preceded by their payment orders (``known.KnownFlows._with_orders``).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class Commitments:
     _followups: list[tuple[float, int, list[Any]]]
     _orgs: list[str]
     _accounts: list[list[list[str]]]
+    known_flows: bool
 
     if TYPE_CHECKING:
 
@@ -58,6 +61,10 @@ class Commitments:
         def _amount(self, ch: int, g: int) -> int: ...
         def _next_id(self) -> str: ...
         def _close(self, g: int, year: int) -> bytes: ...
+        def _scheduled(self, t: float, rec: list[Any]) -> bytes: ...
+        def _with_orders(
+            self, cid: str, steps: list[tuple[Any, ...]], times: list[float], t: float, floor: float = 0.0
+        ) -> tuple[list[tuple[Any, ...]], list[float]]: ...
 
     def _commitment(self, g: int, t: float) -> bytes:
         ts, info = self._stamp(t)
@@ -79,12 +86,12 @@ class Commitments:
             if r < 0.60:
                 carry_at = self._plan_times(t, min(due_day, year_end), fy, 1)
                 paid_at = self._plan_times(day_start(year_end + 1) + 9 * 3600.0, due_day, fy + 1, 1)
-                steps = [("commitment_carry_forward", amount), ("payment", amount)]
+                steps: list[tuple[Any, ...]] = [("commitment_carry_forward", amount), ("payment", amount)]
+                times = carry_at + paid_at
+                if self.known_flows:  # its order is next year's: dated from 1 January
+                    steps, times = self._with_orders(cid, steps, times, t, day_start(year_end + 1))
                 self._seq += 1
-                heappush(
-                    self._followups,
-                    (carry_at[0], self._seq, [g, account, fy, cid, steps, carry_at + paid_at, 0]),
-                )
+                heappush(self._followups, (times[0], self._seq, [g, account, fy, cid, steps, times, 0]))
                 return self._commitment_record(g, account, fy, amount, ts, cid, due_day)
         # the plan: (kind, amount) steps, the amounts summing to the commitment
         r = rng.random()
@@ -102,6 +109,8 @@ class Commitments:
             cancel = max(1, min(amount - 1, int(amount * rng.uniform(0.1, 0.5))))
             steps = [("commitment_cancel", cancel), ("payment", amount - cancel)]
         times = self._plan_times(t, due_day, fy, len(steps))
+        if self.known_flows:
+            steps, times = self._with_orders(cid, steps, times, t)
         self._seq += 1
         rec = [g, account, fy, cid, steps, times, 0]
         heappush(self._followups, (times[0], self._seq, rec))
@@ -159,12 +168,16 @@ class Commitments:
     def _followup(self) -> bytes:
         fu = self._followups
         t, _seq, rec = fu[0]
-        if len(rec) == 2:  # a government's close of a fiscal year
-            heappop(fu)
-            self._t = max(t, self._t)
-            return self._close(rec[0], rec[1])
+        if len(rec) != 7:
+            if len(rec) == 2:  # a government's close of a fiscal year
+                heappop(fu)
+                self._t = max(t, self._t)
+                return self._close(rec[0], rec[1])
+            return self._scheduled(t, rec)  # an expected receipt's (``known``)
         g, account, fy, cid, steps, times, i = rec
-        kind, amount = steps[i]
+        step = steps[i]
+        kind = step[0]
+        amount = step[1]
         t = max(t, self._t)  # a no-op (times are after their commitment); keeps order anyway
         self._t = t
         ts, _info = self._stamp(t)
@@ -176,7 +189,8 @@ class Commitments:
         else:
             heappop(fu)  # closed: forget it
         body: dict[str, Any] = {
-            "event_id": self._next_id(),
+            # a payment order's id is its own (``known``): the numbered ids stay as without them
+            "event_id": step[2] if kind == "payment_order" else self._next_id(),
             "org_code": self._orgs[g],
             "account": account,
             "fiscal_year": fy,
@@ -189,4 +203,9 @@ class Commitments:
         if kind == "commitment_carry_forward":
             rec[2] = fy + 1  # paid as next year's from now on
             body["basis"] = "explicit"
+        elif len(step) > 2:  # known flows: an order, or the payment executing it
+            if kind == "payment_order":
+                body["pay_date"] = step[3]
+            else:
+                body["order_id"] = step[2]
         return orjson.dumps(body)

@@ -34,6 +34,7 @@ from cashpos.simulator.channels import (
 from cashpos.simulator.closes import YearCloses
 from cashpos.simulator.commitments import MAX_OPEN_COMMITMENTS, Commitments
 from cashpos.simulator.governments import GovernmentTables
+from cashpos.simulator.known import KnownFlows
 from cashpos.simulator.rhythm import HourInfo, HourlyIntensity
 from streams.contract import MAX_AMOUNT
 
@@ -41,14 +42,15 @@ REVERSAL_CANDIDATES: Final = 4096
 DEFAULT_START: Final = dt.datetime(2026, 1, 1, tzinfo=KST)
 
 
-class Simulator(GovernmentTables, Commitments, YearCloses):
+class Simulator(GovernmentTables, Commitments, YearCloses, KnownFlows):
     """Deterministic generator of contract-conforming events for all 243 governments.
 
     ``rate`` is the long-run number of events per wall second and ``speed`` the number of
     simulated seconds per wall second, so events arrive at ``rate / speed`` per simulated
     second on average (more in office hours, fewer at night). ``start`` defaults to
     ``DEFAULT_START`` so that a seed alone fixes the output; pass ``datetime.now(KST)`` for a
-    live stream. Naive datetimes are read as KST.
+    live stream. Naive datetimes are read as KST. ``known_flows=True`` adds the known future
+    flows (payment orders, expected receipts: ``known``); without it the stream is unchanged.
     """
 
     def __init__(
@@ -59,6 +61,7 @@ class Simulator(GovernmentTables, Commitments, YearCloses):
         rate: float = 20.0,
         *,
         id_prefix: str | None = None,
+        known_flows: bool = False,
     ) -> None:
         if not (speed > 0 and math.isfinite(speed)):
             raise ValueError("speed must be a positive number")
@@ -92,6 +95,7 @@ class Simulator(GovernmentTables, Commitments, YearCloses):
         per_sim_second = self.rate / self.speed
         self._weights = [ch[0] / norm * per_sim_second for ch in CHANNELS]
         self._t = start.timestamp()  # time of the last emitted event (epoch seconds)
+        self._setup_known_flows(known_flows)
         self._hour = -1
         self._hour_end = 0.0
         self._lam = 0.0
@@ -109,6 +113,8 @@ class Simulator(GovernmentTables, Commitments, YearCloses):
         return y
 
     def _enter_hour(self, hour: int) -> None:
+        if hour >= self._kf_plan_hour:  # known flows: a new month, plan the one after it
+            self._plan_ahead()
         info = self._hour_info(hour)
         y = self._year(info.year)
         i = hour - y.first_hour
@@ -155,7 +161,7 @@ class Simulator(GovernmentTables, Commitments, YearCloses):
 
     @property
     def open_commitments(self) -> int:
-        return len(self._followups) - self._closes_pending
+        return len(self._followups) - self._closes_pending - self._kf_pending
 
     # -- public generation -----------------------------------------------------------------
 
@@ -218,7 +224,7 @@ class Simulator(GovernmentTables, Commitments, YearCloses):
                 ch = R_TAX
             elif ch == C_TRANSFER:
                 return self._transfer(g, t)
-            elif len(fu) - self._closes_pending < MAX_OPEN_COMMITMENTS:
+            elif len(fu) - self._closes_pending - self._kf_pending < MAX_OPEN_COMMITMENTS:
                 return self._commitment(g, t)
             else:
                 ch = C_DIRECT
