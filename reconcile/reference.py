@@ -15,8 +15,8 @@ Semantics, per government (org_code), account and fiscal year:
 * an event with ``reverses`` undoes exactly the effects of an earlier accepted event with the
   same kind, account and amount (same to_account, same commitment_id); once only; a reversal
   cannot be reversed; a commitment that was ever paid or cancelled cannot be reversed.
-* an event_id already accepted for the government on the same side (revenue: receipts;
-  expenditure: every other kind): same content -> duplicate, else rejected. The two sides have
+* an event_id already accepted for the government on the same side (revenue: receipts and
+  expected receipts; expenditure: every other kind): same content -> duplicate, else rejected. The two sides have
   separate id spaces, and a reversal names an event of its own side.
 * an event that would take its side's net share of a position's cash, or the committed amount,
   past ±MAX_SIDE_TOTAL is rejected (position_out_of_range).
@@ -29,6 +29,32 @@ Semantics, per government (org_code), account and fiscal year:
   side every commitment still open in a closed year lapses (its open amount released, one
   record per commitment). Afterwards any event of the side for a closed year is refused
   (period_closed), and so is a second close of a year already closed.
+
+The known future flows (contract version 3) move neither cash nor committed; each counts as an
+event of its position (a delta of 0, 0):
+
+* payment_order: an order against an open commitment (same account and year, else
+  unknown_commitment / commitment_mismatch), at most the commitment's open amount not already
+  ordered (order_exceeds_commitment). Its event_id names the order.
+* payment with order_id (unknown: unknown_order; another commitment's or a withdrawn order:
+  order_mismatch) executes min(amount, the order's open amount) of it.
+* what is ordered never exceeds what is open: after a payment or a cancel the commitment's orders
+  are cut to its open amount, the latest pay_date first (then the greatest order id).
+* an order follows its commitment into the next year (carry-forward) and out at its lapse.
+* every amount an event took from an order (executed or cut) is recorded with the event; an
+  order's open amount is its amount less what the events not reversed took, so reversing one
+  gives back what it took. An order is withdrawn by its reversal only if no payment ever
+  executed any of it and it is whole (else reversal_not_possible); nor is an order, or an event
+  that took from one, reversed once its commitment was carried into another year.
+* a commitment with open orders cannot be reversed (reversal_not_possible): nothing would
+  remain for the orders to be a part of.
+* expected_receipt: opens or revises schedule schedule_id (same account, year and category as
+  its first, else schedule_mismatch); the revisions not reversed stack up, the latest counts.
+  Only the latest can be reversed (it restores the one before; else reversal_not_possible).
+* receipt with schedule_id (unknown: unknown_schedule; else the same match, schedule_mismatch):
+  cash as any receipt's; the schedule's open amount is the latest revision's amount less what
+  the receipts not reversed brought, never below 0.
+* a reversal must repeat the original's order_id and schedule_id when it names them.
 
 Money is integer KRW throughout; nothing here ever produces a float.
 """
@@ -62,6 +88,16 @@ class Accepted:
     released: int = 0  # commitment amount this event released (payment, cancel)
     reversed_by: str | None = None
     lapse_of: str | None = None  # a lapse at a close: the commitment it released (no event of its own)
+    # what this event took from payment orders, (order id, amount): its execution of its
+    # order_id first (``executed`` of it), then the cuts that kept the orders within what is open
+    took: list[tuple[str, int]] = field(default_factory=list)
+    executed: int = 0
+
+
+def _event(rec: Accepted) -> Event:
+    """The event of a record that is no close (an order, a payment, a receipt ...)."""
+    assert isinstance(rec.event, Event)
+    return rec.event
 
 
 @dataclass
@@ -80,6 +116,11 @@ class Reference:
     # (org, commitment_id) -> the fiscal year it was carried into; (org, commitment_id) lapsed
     carried_to: dict[tuple[str, str], int] = field(default_factory=dict)
     lapsed: set[tuple[str, str]] = field(default_factory=set)
+    # (org, order id) -> the accepted payment_order; (org, commitment_id) -> its payment orders
+    orders: dict[tuple[str, str], Accepted] = field(default_factory=dict)
+    orders_of: dict[tuple[str, str], list[Accepted]] = field(default_factory=dict)
+    # (org, schedule_id) -> every accepted expected_receipt and receipt naming it, in order
+    schedule_log: dict[tuple[str, str], list[Accepted]] = field(default_factory=dict)
     closed: dict[tuple[str, str], int] = field(default_factory=dict)  # (org, side) -> last closed year
     outcomes: list[str] = field(default_factory=list)  # "applied" | "duplicate" | reason code
     max_bytes: int = 8192  # the processor's MAX_EVENT_BYTES
@@ -145,53 +186,154 @@ class Reference:
 
         acc, fy, amount = ev.account, ev.fiscal_year, ev.amount
         here = (org, acc, fy)
-        released = 0
-        if ev.kind == "receipt":
+        released = executed = 0
+        took: list[tuple[str, int]] = []
+        kind = ev.kind
+        if kind == "receipt":
+            if ev.schedule_id is not None and (bad := self._schedule_refusal(ev)) is not None:
+                return bad
             deltas = [(here, amount, 0)]
-        elif ev.kind == "transfer":
+        elif kind == "expected_receipt":
+            assert ev.schedule_id is not None
+            if (org, ev.schedule_id) in self.schedule_log and (bad := self._schedule_refusal(ev)) is not None:
+                return bad
+            deltas = [(here, 0, 0)]
+        elif kind == "transfer":
             assert ev.to_account is not None
             deltas = [(here, -amount, 0), ((org, ev.to_account, fy), amount, 0)]
-        elif ev.kind == "commitment":
+        elif kind == "commitment":
             assert ev.commitment_id is not None
             if (org, ev.commitment_id) in self.opened_by:
                 return "commitment_id_reused"
             deltas = [(here, 0, amount)]
-        elif ev.kind == "commitment_carry_forward":
+        elif kind == "payment" and ev.commitment_id is None:  # not against a commitment
+            deltas = [(here, -amount, 0)]
+        else:  # names a commitment: carry-forward, payment order, payment, cancel
             cid = ev.commitment_id
             assert cid is not None
             if (org, cid) not in self.opened_by:
                 return "unknown_commitment"
             if (self._commitment_account(org, cid), self._commitment_year(org, cid)) != (acc, fy):
                 return "commitment_mismatch"
-            if self._open_amount(org, cid) != amount:
-                return "commitment_mismatch"
-            deltas = [(here, 0, -amount), ((org, acc, fy + 1), 0, amount)]
-        else:  # payment or commitment_cancel
-            cash = -amount if ev.kind == "payment" else 0
-            cid = ev.commitment_id
-            if cid is None:
-                assert ev.kind == "payment"
-                deltas = [(here, cash, 0)]
-            else:
-                opener = self.opened_by.get((org, cid))
-                if opener is None:
-                    return "unknown_commitment"
-                if (self._commitment_account(org, cid), self._commitment_year(org, cid)) != (acc, fy):
+            left = self._open_amount(org, cid)
+            if kind == "commitment_carry_forward":
+                if left != amount:
                     return "commitment_mismatch"
-                released = min(amount, self._open_amount(org, cid))
-                deltas = [(here, cash, -released)]
+                deltas = [(here, 0, -amount), ((org, acc, fy + 1), 0, amount)]
+            elif kind == "payment_order":
+                if amount > left - sum(self._orders_open(org, cid).values()):
+                    return "order_exceeds_commitment"
+                deltas = [(here, 0, 0)]
+            else:  # payment or commitment_cancel
+                if ev.order_id is not None:
+                    order = self.orders.get((org, ev.order_id))
+                    if order is None:
+                        return "unknown_order"
+                    if _event(order).commitment_id != cid or order.reversed_by is not None:
+                        return "order_mismatch"
+                released = min(amount, left)
+                executed, took = self._take(org, cid, ev.order_id, amount, left - released)
+                deltas = [(here, -amount if kind == "payment" else 0, -released)]
 
-        rec = Accepted(ev, deltas, released)
+        rec = Accepted(ev, deltas, released, took=took, executed=executed)
         if not self._accept(rec):
             return "position_out_of_range"
-        if ev.kind == "commitment":
+        if kind == "commitment":
             assert ev.commitment_id is not None
             self.opened_by[(org, ev.commitment_id)] = rec
+        elif kind == "payment_order":
+            assert ev.commitment_id is not None
+            self.orders[(org, ev.event_id)] = rec
+            self.orders_of.setdefault((org, ev.commitment_id), []).append(rec)
         elif ev.commitment_id is not None:
             self.consumers.setdefault((org, ev.commitment_id), []).append(rec)
-            if ev.kind == "commitment_carry_forward":
+            if kind == "commitment_carry_forward":
                 self.carried_to[(org, ev.commitment_id)] = fy + 1
+        if ev.schedule_id is not None:
+            self.schedule_log.setdefault((org, ev.schedule_id), []).append(rec)
         return "applied"
+
+    # -- the known flows: orders and schedules, recomputed from the accepted history ------------
+
+    def _order_open(self, org: str, oid: str) -> int:
+        """What is still open of a payment order: its amount less what the events not reversed
+        took from it; nothing once withdrawn or once its commitment lapsed."""
+        order = self.orders[(org, oid)]
+        cid = _event(order).commitment_id or ""
+        if order.reversed_by is not None or (org, cid) in self.lapsed:
+            return 0
+        left = _event(order).amount
+        for c in self.consumers.get((org, cid), []):
+            if c.reversed_by is None:
+                left -= sum(n for o, n in c.took if o == oid)
+        assert left >= 0, (org, oid, left)
+        return left
+
+    def _orders_open(self, org: str, cid: str) -> dict[str, int]:
+        """The open payment orders of a commitment: order id -> open amount (> 0)."""
+        out = {}
+        for order in self.orders_of.get((org, cid), []):
+            if n := self._order_open(org, order.event.event_id):
+                out[order.event.event_id] = n
+        return out
+
+    def _take(
+        self, org: str, cid: str, oid: str | None, amount: int, left: int
+    ) -> tuple[int, list[tuple[str, int]]]:
+        """What a payment or cancel takes from the commitment's orders: ``oid``'s execution (at
+        most its open amount), then cuts down to ``left``, the commitment's open amount after
+        it: the latest pay date first, then the greatest order id."""
+        open_ = self._orders_open(org, cid)
+        took: list[tuple[str, int]] = []
+        executed = 0
+        if oid is not None and (executed := min(amount, open_.get(oid, 0))):
+            took.append((oid, executed))
+            open_[oid] -= executed
+        excess = sum(open_.values()) - left
+        for _day, o in sorted(((self._pay_date(org, o), o) for o, n in open_.items() if n), reverse=True):
+            if excess <= 0:
+                break
+            n = min(open_[o], excess)
+            took.append((o, n))
+            excess -= n
+        return executed, took
+
+    def _pay_date(self, org: str, oid: str) -> str:
+        pay_date = _event(self.orders[(org, oid)]).pay_date
+        assert pay_date is not None
+        return pay_date.isoformat()
+
+    def _schedule_refusal(self, ev: Event) -> str | None:
+        """Why ``ev`` cannot name its schedule: none with that id (a receipt), or one of another
+        account, fiscal year or category."""
+        history = self.schedule_log.get((ev.org_code, ev.schedule_id or ""))
+        if not history:
+            return "unknown_schedule"
+        first = _event(history[0])  # the expected receipt that opened it
+        if (first.account, first.fiscal_year, first.category) != (ev.account, ev.fiscal_year, ev.category):
+            return "schedule_mismatch"
+        return None
+
+    def _revisions(self, org: str, sid: str) -> list[Event]:
+        """A schedule's revisions not reversed, in order (the latest last)."""
+        out = []
+        for rec in self.schedule_log.get((org, sid), []):
+            if rec.event.kind == "expected_receipt" and rec.reversed_by is None:
+                out.append(_event(rec))
+        return out
+
+    def _schedule_open(self, org: str, sid: str) -> int:
+        """What is still expected: the latest revision's amount less what the receipts not
+        reversed brought, never below 0 (0 once every revision was reversed)."""
+        revisions = self._revisions(org, sid)
+        if not revisions:
+            return 0
+        arrived = sum(
+            _event(rec).amount
+            for rec in self.schedule_log[(org, sid)]
+            if rec.event.kind == "receipt" and rec.reversed_by is None
+        )
+        return max(0, revisions[-1].amount - arrived)
 
     def _commitment_account(self, org: str, cid: str) -> str:
         opened = self.opened_by[(org, cid)].event
@@ -259,15 +401,35 @@ class Reference:
             and t.amount == ev.amount
             and t.commitment_id == ev.commitment_id
             and (t.kind != "transfer" or t.to_account == ev.to_account)
+            and (ev.order_id is None or ev.order_id == t.order_id)
+            and (ev.schedule_id is None or ev.schedule_id == t.schedule_id)
         )
         if not same:
             return "reversal_mismatch"
+        cid = t.commitment_id
+        if t.kind == "commitment" and cid is not None:
+            if self.consumers.get((org, cid)) or (org, cid) in self.lapsed:
+                return "reversal_not_possible"  # paid, cancelled (even partially), carried or lapsed
+            if self._orders_open(org, cid):
+                return "reversal_not_possible"  # its open orders would be a part of nothing
         if (
-            t.kind == "commitment"
-            and t.commitment_id is not None
-            and (self.consumers.get((org, t.commitment_id)) or (org, t.commitment_id) in self.lapsed)
+            (t.kind == "payment_order" or target.took)
+            and cid is not None
+            and self._commitment_year(org, cid) != t.fiscal_year
         ):
-            return "reversal_not_possible"  # paid, cancelled (even partially), carried or lapsed
+            return "reversal_not_possible"  # its orders were carried into the next year
+        if t.kind == "payment_order" and (
+            self._order_open(org, t.event_id) != t.amount
+            or any(
+                c.executed and _event(c).order_id == t.event_id
+                for c in self.consumers.get((org, cid or ""), [])
+            )
+        ):
+            return "reversal_not_possible"  # executed (ever) or cut: cancel the commitment instead
+        if t.kind == "expected_receipt":
+            latest = self._revisions(org, t.schedule_id or "")
+            if latest[-1].event_id != t.event_id:  # it is not reversed, so there is one
+                return "reversal_not_possible"  # an older revision: revise again instead
         undo = [(pk, -cash, -committed) for pk, cash, committed in target.deltas]
         if not self._accept(Accepted(ev, undo)):
             return "position_out_of_range"
@@ -300,6 +462,26 @@ class Reference:
                 cash[pk] = cash.get(pk, 0) + dc
                 committed[pk] = committed.get(pk, 0) + dm
         return {pk: (cash[pk], committed[pk]) for pk in cash}
+
+    def ordered(self) -> dict[PosKey, int]:
+        """Open payment orders of every position any accepted event touched (0 for most): each
+        commitment's open orders count where the commitment is now (its account, its year or
+        the one it was carried into)."""
+        out = dict.fromkeys(self.positions(), 0)
+        for (org, cid), orders in self.orders_of.items():
+            pk = (org, self._commitment_account(org, cid), self._commitment_year(org, cid))
+            out[pk] = out.get(pk, 0) + sum(self._order_open(org, o.event.event_id) for o in orders)
+        return out
+
+    def orders_open(self) -> dict[tuple[str, str], int]:
+        """(org, order id) -> what is still open of every accepted payment order."""
+        return {key: self._order_open(*key) for key in self.orders}
+
+    def schedules(self) -> dict[tuple[str, str], int]:
+        """(org, schedule_id) -> what is still expected of every schedule (0 once withdrawn or
+        over-realised). A schedule of a closed year is kept as it was, though no longer
+        expected: ``closed`` says which years are."""
+        return {key: self._schedule_open(*key) for key in self.schedule_log}
 
     def versions(self) -> dict[PosKey, int]:
         """Number of accepted events (reversals included) that touched each position."""

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cashpos.names import EXPENDITURE, REVENUE, Topics
+from cashpos.names import EXPENDITURE, REVENUE, Topics, side_of_kind
 from reconcile.reference import Reference
 from state import partition
 from state.ledger import Journal, Ledger, lapse_id
@@ -52,7 +52,8 @@ def close(year: int = 2026, org: str = SEOUL, event_id: str | None = None, at: s
 
 
 def side_of_value(value: bytes) -> str:
-    return REVENUE if b'"receipt"' in value else EXPENDITURE
+    """The side of an event's kind (a close's: expenditure; its callers name the side)."""
+    return side_of_kind(orjson.loads(value)["kind"])
 
 
 class Both:
@@ -86,6 +87,9 @@ class Both:
         got = {k: (p.cash, p.committed) for k, p in self.ledger.positions.items()}
         assert got == self.ref.positions()
         assert {k: p.version for k, p in self.ledger.positions.items()} == self.ref.versions()
+        assert {k: p.ordered for k, p in self.ledger.positions.items()} == self.ref.ordered()
+        assert {k: o.open for k, o in self.ledger.orders.items()} == self.ref.orders_open()
+        assert {k: sch.open for k, sch in self.ledger.schedules.items()} == self.ref.schedules()
 
 
 @pytest.fixture
@@ -311,10 +315,85 @@ def test_a_close_that_would_break_the_bound_is_refused_whole() -> None:
     assert not both.ledger.closed[REVENUE]
 
 
+# -- reversals across the year end: the ledger alone (found while testing the known flows) -------
+
+
+def _ledger_send(ledger: Ledger, value: bytes, side: str | None = None) -> str:
+    checked = check_message(value, None, side)
+    assert not isinstance(checked, Rejection), checked
+    out = ledger.update(checked, value, (TOPIC[side or side_of_value(value)], 0, 0))
+    return out if isinstance(out, str) else out.reason
+
+
+def _committed_where_the_commitments_are(ledger: Ledger) -> None:
+    """Each position's committed is the open amount of the commitments that belong to it now."""
+    open_by_position: dict[tuple[str, str, int], int] = {}
+    for (org, _), c in ledger.commitments.items():
+        pk = (org, c.account, c.fiscal_year)
+        open_by_position[pk] = open_by_position.get(pk, 0) + c.open
+    for pk, p in ledger.positions.items():
+        assert p.committed == open_by_position.get(pk, 0), (pk, p, open_by_position.get(pk, 0))
+
+
+def test_a_payment_made_before_the_carry_forward_is_not_given_back_to_the_old_year() -> None:
+    """A payment of 2026 released 100 of commitment k; k's remaining 700 was carried into 2027.
+    Reversing the payment now gives the 100 back to 2026's committed while k (open 800 again) is
+    2027's: 2026 shows 100 committed that nothing can pay or cancel, and paying k's 800 in 2027
+    takes 2027's committed to -100. Either refuse the reversal (its commitment was carried, as
+    the ledger already does for one that cut or executed orders) or give the 100 back where k is;
+    both keep each position's committed equal to its commitments' open amounts."""
+    ledger = Ledger()
+    assert (
+        _ledger_send(ledger, event("c", "commitment", 800, org=SEOUL, at=DEC, commitment_id="k")) == "applied"
+    )
+    assert _ledger_send(ledger, event("p", "payment", 100, org=SEOUL, at=DEC, commitment_id="k")) == "applied"
+    carry = event(
+        "f", "commitment_carry_forward", 700, org=SEOUL, at=DEC, commitment_id="k", basis="explicit"
+    )
+    assert _ledger_send(ledger, carry) == "applied"
+    _committed_where_the_commitments_are(ledger)
+    _ledger_send(ledger, event("p-rev", "payment", 100, org=SEOUL, at=DEC, commitment_id="k", reverses="p"))
+    _committed_where_the_commitments_are(ledger)
+    _ledger_send(ledger, event("q", "payment", 800, org=SEOUL, at=JAN, fiscal_year=2027, commitment_id="k"))
+    assert all(p.committed >= 0 for p in ledger.positions.values()), ledger.positions
+    _committed_where_the_commitments_are(ledger)
+
+
+def test_a_final_year_stays_final() -> None:
+    """Once both sides closed 2026 its positions are final: cash 0, committed 0. A reversal dated
+    in 2027 (fiscal year 2027, open) of a 2026 receipt or payment is applied today, in 2026 (the
+    original's year): the final position shows -800 cash and 200 committed again, and commitment
+    k, lapsed, is open again (the next close lapses it a second time). Whatever the verdict
+    (reversal_not_possible, period_closed), a closed year's positions must not move."""
+    ledger = Ledger()
+    later = "2027-02-02T10:00:00+09:00"
+    assert _ledger_send(ledger, event("r", "receipt", 800, org=SEOUL, at=DEC)) == "applied"
+    assert (
+        _ledger_send(ledger, event("c", "commitment", 500, org=SEOUL, at=DEC, commitment_id="k")) == "applied"
+    )
+    assert _ledger_send(ledger, event("p", "payment", 200, org=SEOUL, at=DEC, commitment_id="k")) == "applied"
+    for side in (REVENUE, EXPENDITURE):
+        assert _ledger_send(ledger, close(), side) == "applied"
+    final = ledger.positions[(SEOUL, "general", 2026)]
+    assert (final.cash, final.committed) == (0, 0)
+    _ledger_send(ledger, event("r-rev", "receipt", 800, org=SEOUL, at=later, fiscal_year=2027, reverses="r"))
+    _ledger_send(
+        ledger,
+        event(
+            "p-rev", "payment", 200, org=SEOUL, at=later, fiscal_year=2027, commitment_id="k", reverses="p"
+        ),
+    )
+    final = ledger.positions[(SEOUL, "general", 2026)]
+    assert (final.cash, final.committed) == (0, 0)
+    assert ledger.commitments[(SEOUL, "k")].open == 0
+
+
 # -- the worker's path: batches, crashes, both topics, kernel and pure path ---------------------
 
 
-def _record(draw: Any, i: int, sent: list[bytes], opened: list[dict[str, Any]]) -> bytes:
+def _record(
+    draw: Any, i: int, sent: list[bytes], opened: list[dict[str, Any]], orders: list[dict[str, Any]]
+) -> bytes:
     org = draw(st.sampled_from([SEOUL, SEOUL, BUSAN]))
     account = OTHER if org == SEOUL and draw(st.booleans()) else "general"
     amount = draw(st.sampled_from([1, 7, 100, 10**15, draw(st.integers(1, 10**9))]))
@@ -349,6 +428,16 @@ def _record(draw: Any, i: int, sent: list[bytes], opened: list[dict[str, Any]]) 
                 "close_2027",
                 "dup",
                 "transfer",
+                # the known flows: orders (and their reversal), payments executing them,
+                # expected receipts (revised, reversed) and receipts realising them
+                *("order",) * 3,
+                *("payment_on_order",) * 3,
+                "reverse_order",
+                "expected",
+                "expected",
+                "receipt_on_schedule",
+                "receipt_on_schedule",
+                "reverse_revision",
             ]
         )
     )
@@ -368,7 +457,10 @@ def _record(draw: Any, i: int, sent: list[bytes], opened: list[dict[str, Any]]) 
             }
         )
         return event(f"e{i}", kind, amount, commitment_id=cid, **common)
-    if kind in ("commitment_cancel", "payment_on", "carry") and opened and draw(st.booleans()):
+    linked = (
+        kind in ("commitment_cancel", "payment_on", "carry", "order") and opened and draw(st.integers(0, 3))
+    )
+    if linked:
         c = dict(draw(st.sampled_from(opened)))  # one that was opened (its year: maybe carried since)
         common.update(org=c.pop("org"), account=c.pop("account"), fiscal_year=c.pop("fiscal_year"))
         cid, amount = c["commitment_id"], draw(st.sampled_from([c["amount"], amount]))
@@ -381,6 +473,43 @@ def _record(draw: Any, i: int, sent: list[bytes], opened: list[dict[str, Any]]) 
         return event(
             f"e{i}", "commitment_carry_forward", amount, commitment_id=cid, basis="explicit", **common
         )
+    if kind == "order":  # amount at most 1,000: some fit what is open and not ordered yet
+        pay_date = draw(st.sampled_from(["2026-12-20", "2027-01-15", "2027-02-01"]))
+        amount = min(amount, draw(st.integers(1, 1_000)))
+        if linked:  # for payments to execute
+            orders.append({"event_id": f"e{i}", "commitment_id": cid, **common})
+        return event(f"e{i}", "payment_order", amount, commitment_id=cid, pay_date=pay_date, **common)
+    if kind == "payment_on_order" and orders:
+        o = dict(draw(st.sampled_from(orders)))  # its year: maybe carried since
+        oid, cid = o.pop("event_id"), o.pop("commitment_id")
+        if not draw(st.integers(0, 3)):  # in the year it may have been carried into
+            o.update(fiscal_year=2027, at=JAN)
+        return event(f"e{i}", "payment", amount, commitment_id=cid, order_id=oid, **o)
+    if kind in ("expected", "receipt_on_schedule"):
+        sid = f"s{draw(st.integers(0, 2))}"
+        category = draw(st.sampled_from(["local_tax", "local_tax", "grant"]))
+        if kind == "receipt_on_schedule":
+            expected = [orjson.loads(v) for v in sent if b'"expected_receipt"' in v]
+            if expected and draw(st.integers(0, 3)):  # most realise one expected before
+                e = draw(st.sampled_from(expected))
+                sid, category = e["schedule_id"], e["category"]
+                common.update(org=e["org_code"], account=e["account"], fiscal_year=e["fiscal_year"])
+                common["at"] = e["occurred_at"]
+            return event(f"e{i}", "receipt", amount, category=category, schedule_id=sid, **common)
+        return event(
+            f"e{i}",
+            "expected_receipt",
+            amount,
+            category=category,
+            schedule_id=sid,
+            expected_date="2027-01-05",
+            certainty=draw(st.sampled_from(["confirmed", "estimated"])),
+            **common,
+        )
+    which = b'"payment_order"' if kind == "reverse_order" else b'"expected_receipt"'
+    if kind in ("reverse_order", "reverse_revision") and (targets := [v for v in sent if which in v]):
+        t = orjson.loads(draw(st.sampled_from(targets)))
+        return orjson.dumps({**t, "event_id": f"e{i}", "reverses": t["event_id"]})
     if kind == "transfer" and org == SEOUL:
         return event(
             f"e{i}", "transfer", amount, to_account=OTHER if account == "general" else "general", **common
@@ -406,8 +535,9 @@ def two_topics(draw: Any) -> tuple[dict[str, list[RawRecord]], list[tuple[str, i
     recs: dict[str, list[RawRecord]] = {REVENUE: [], EXPENDITURE: []}
     sent: list[bytes] = []
     opened: list[dict[str, Any]] = []
+    orders: list[dict[str, Any]] = []
     for i in range(n):
-        value = _record(draw, i, sent, opened)
+        value = _record(draw, i, sent, opened, orders)
         sent.append(value)
         if b"fiscal_year_close" in value:
             sides = draw(
@@ -429,11 +559,18 @@ def two_topics(draw: Any) -> tuple[dict[str, list[RawRecord]], list[tuple[str, i
     return recs, runs, kills
 
 
+Known = tuple[dict[tuple[str, str], int], dict[tuple[str, str], int]]  # orders', schedules' open amounts
+
+
 def _worker(
     fold: partition.Fold, recs: dict[str, list[RawRecord]], runs: list[tuple[str, int]], kills: set[int]
-) -> tuple[dict[tuple[str, int], str], dict[Any, tuple[int, int, int]], set[tuple[str, str, int]]]:
+) -> tuple[
+    dict[tuple[str, int], str], dict[Any, tuple[int, int, int, int]], set[tuple[str, str, int]], Known
+]:
     """The worker's loop: fold a run of one topic, write it with its next offset; a kill loses
-    the run (not written) and a new worker resumes from the store."""
+    the run (not written) and a new worker resumes from the store. Returns the verdicts, the
+    positions (cash, committed, version, ordered), the closes and the stored orders' and
+    schedules' open amounts."""
     path = Path(tempfile.mkdtemp(prefix="cashpos-fy-"))
     store = Store(path)
     ledger = store.attach(Ledger())
@@ -465,6 +602,8 @@ def _worker(
             store.commit(ch, ledger.positions, {(topic, 0): batch[-1].offset + 1})
             ledger.journal.clear()
             ledger.commitments.clear()
+            ledger.orders.clear()
+            ledger.schedules.clear()
             verdicts.update(out)
             step += 1
         closes: set[tuple[str, str, int]] = set()
@@ -475,10 +614,12 @@ def _worker(
                 for sid, e in store.journal_entries(org)
                 if e.kind == "fiscal_year_close"
             }
-        positions = {k: (p.cash, p.committed, p.version) for k, p in ledger.positions.items()}
+        positions = {k: (p.cash, p.committed, p.version, p.ordered) for k, p in ledger.positions.items()}
+        orders = {(org, oid): o.open for org in (SEOUL, BUSAN) for oid, o in store.orders(org)}
+        schedules = {(org, sid): sch.open for org in (SEOUL, BUSAN) for sid, sch in store.schedules(org)}
     finally:
         store.close()
-    return verdicts, positions, closes
+    return verdicts, positions, closes, (orders, schedules)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -494,13 +635,15 @@ def test_the_worker_path_equals_the_reference_across_the_year_end(
             got = ref.feed_record(r.value or b"", side, r.key)
             expected[(side, r.offset)] = "ok" if got in ("applied", "duplicate") else got
     ref_positions = {
-        k: (cash, committed, ref.versions()[k]) for k, (cash, committed) in ref.positions().items()
+        k: (cash, committed, ref.versions()[k], ref.ordered()[k])
+        for k, (cash, committed) in ref.positions().items()
     }
     folds = [partition.fold_partition_py] + ([partition.fold_partition_native] if partition.fold_hot else [])
     for fold in folds:
-        verdicts, positions, closes = _worker(fold, recs, runs, kills)
+        verdicts, positions, closes, known = _worker(fold, recs, runs, kills)
         assert verdicts == expected, fold.__name__
         assert positions == ref_positions, fold.__name__
+        assert known == (ref.orders_open(), ref.schedules()), fold.__name__
         # each close applied once, as the reference applied it; the store's closed years agree
         tag = {REVENUE: "r:", EXPENDITURE: "e:"}
         want = {

@@ -1,5 +1,7 @@
 """The ledger fold (state.ledger): each semantic rule and stateful rejection, with exact integers,
-and property tests against the independent reference fold (reconcile.reference).
+and property tests against the independent reference fold (reconcile.reference), the known future
+flows (payment orders, expected receipts) included: outcomes, positions, versions, each position's
+``ordered``, each order's and each schedule's open amount.
 
 Every unit test runs the same messages through the Ledger *and* the reference fold and requires
 the same outcome from both; the expected integers are worked out by hand from the contract.
@@ -37,21 +39,35 @@ AT_JAN = "2026-01-10T10:00:00+09:00"  # fiscal years 2025 and 2026 both allowed
 
 STATEFUL = set(STATEFUL_REASONS)
 STATELESS = set(REASONS) - STATEFUL
-# Rejections that later events can never turn into "applied" on redelivery.
+# Rejections that later events can never turn into "applied" on redelivery. Not
+# reversal_not_possible any more: an order cut and given back, a schedule's later revision
+# reversed, a commitment's orders withdrawn make a refused reversal possible again.
 STABLE_REJECTIONS = STATELESS | {
     "event_id_conflict",
     "commitment_id_reused",
     "commitment_mismatch",
     "already_reversed",
     "reversal_mismatch",
+    "order_mismatch",
+    "schedule_mismatch",
+}
+# Rejected only because of what had (not) arrived yet: redelivered later, they may apply.
+TRANSIENT_REJECTIONS = {
+    "unknown_commitment",
+    "unknown_reversal_target",
+    "unknown_order",
+    "unknown_schedule",
+    "order_exceeds_commitment",
     "reversal_not_possible",
 }
 SIDE = {
     "receipt": "revenue",
+    "expected_receipt": "revenue",
     "commitment": "expenditure",
     "commitment_cancel": "expenditure",
     "payment": "expenditure",
     "transfer": "expenditure",
+    "payment_order": "expenditure",
 }
 
 
@@ -110,6 +126,7 @@ class Fold:
     def check_reference(self) -> None:
         assert snapshot(self.ledger) == self.ref.positions()
         assert versions(self.ledger) == self.ref.versions()
+        assert known_flows(self.ledger) == known_flows_of(self.ref)
 
 
 def snapshot(ledger: Ledger) -> dict[tuple[str, str, int], tuple[int, int]]:
@@ -118,6 +135,24 @@ def snapshot(ledger: Ledger) -> dict[tuple[str, str, int], tuple[int, int]]:
 
 def versions(ledger: Ledger) -> dict[tuple[str, str, int], int]:
     return {k: p.version for k, p in ledger.positions.items()}
+
+
+Known = tuple[dict[tuple[str, str, int], int], dict[tuple[str, str], int], dict[tuple[str, str], int]]
+
+
+def known_flows(ledger: Ledger) -> Known:
+    """The known flows a ledger keeps: each position's ``ordered``, each payment order's and each
+    schedule's open amount."""
+    return (
+        {k: p.ordered for k, p in ledger.positions.items()},
+        {k: o.open for k, o in ledger.orders.items()},
+        {k: sch.open for k, sch in ledger.schedules.items()},
+    )
+
+
+def known_flows_of(ref: Reference) -> Known:
+    """The same, derived from the reference fold's log."""
+    return ref.ordered(), ref.orders_open(), ref.schedules()
 
 
 @pytest.fixture
@@ -558,8 +593,42 @@ ORG_ACCOUNTS = {
 }
 assert all(set(a) <= _GOVS[o].account_codes for o, a in ORG_ACCOUNTS.items())
 CIDS = ("k0", "k1", "k2", "k3")
-KINDS = ("receipt", "commitment", "commitment_cancel", "payment", "transfer")
+SIDS = ("s0", "s1", "s2")
+PAY_DATES = ("2026-04-01", "2026-05-01", "2026-06-01")  # few: ties cut by order id
+# the kinds of new events; "payment_on_order" and "receipt_on_schedule": a payment naming an order,
+# a receipt naming a schedule
+PRELUDE = ("commitment", "commitment", "expected_receipt")  # a focused stream's first events
+FOCUS_KINDS = (
+    "commitment",
+    "commitment_cancel",
+    "commitment_cancel",
+    "payment",
+    "payment",
+    "payment_order",
+    "payment_order",
+    "payment_order",
+    "payment_on_order",
+    "payment_on_order",
+    "expected_receipt",
+    "receipt_on_schedule",
+    "receipt_on_schedule",
+)
+KINDS = (
+    "receipt",
+    "commitment",
+    "commitment",
+    "commitment_cancel",
+    "payment",
+    "transfer",
+    "payment_order",
+    "payment_order",
+    "payment_on_order",
+    "payment_on_order",
+    "expected_receipt",
+    "receipt_on_schedule",
+)
 OPS = ("new",) * 8 + ("reverse",) * 4 + ("dup",) * 2 + ("reencode", "conflict", "invalid")
+FOCUS_OPS = ("new",) * 12 + ("reverse",) * 4 + ("dup", "reencode", "conflict", "invalid")
 
 Msg = tuple[bytes, str | None, bytes | None]  # value, side, key
 
@@ -568,46 +637,103 @@ def _encode(d: dict[str, Any]) -> Msg:
     return orjson.dumps(d), SIDE.get(d["kind"]), d["org_code"].encode()
 
 
+def _link(
+    draw: st.DrawFn,
+    d: dict[str, Any],
+    bodies: list[dict[str, Any]],
+    kind: str,
+    same: tuple[str, ...],
+    **ids: str,
+) -> None:
+    """Make ``d`` name an earlier event of ``kind`` (when there is one): its government, account,
+    fiscal year and the fields ``same``; ``ids``: d's field -> that event's field."""
+    earlier = [b for b in bodies if b["kind"] == kind and "reverses" not in b]
+    if kind == "commitment":  # not one refused by construction (2025's, dated in 2026)
+        earlier = [b for b in earlier if b["fiscal_year"] == 2026]
+    if not earlier:
+        return
+    b = draw(st.sampled_from(earlier))
+    d.update({k: b[k] for k in ("org_code", "account", "fiscal_year", *same)})
+    d.update({k: b[v] for k, v in ids.items()})
+
+
 @st.composite
-def streams(draw: st.DrawFn, max_size: int = 40) -> list[Msg]:
+def streams(draw: st.DrawFn, max_size: int = 40, focus: bool | None = None) -> list[Msg]:
     """A stream over two governments, a few accounts, two fiscal years and a few commitment ids,
     with redeliveries, re-encodings, reversals (some deliberately wrong), conflicts, and events
-    that name unknown or mismatching commitments."""
+    that name unknown or mismatching commitments; payment orders (few pay dates) and payments
+    executing them (or naming an unknown order or another commitment's), expected receipts under
+    a few schedule ids (two categories) and receipts realising them."""
     out: list[Msg] = []
     bodies: list[dict[str, Any]] = []
     n = draw(st.integers(0, max_size))
+    # Focused (half the streams): most events on one position, opening with two commitments and
+    # a schedule, new events mostly of the known flows; so orders, their executions, cuts and
+    # give-backs, and revisions and realisations meet in most streams.
+    focus = draw(st.booleans()) if focus is None else focus
     for i in range(n):
-        op = draw(st.sampled_from(OPS)) if bodies else "new"
+        op = draw(st.sampled_from(FOCUS_OPS if focus else OPS)) if bodies else "new"
+        op = "new" if focus and i < len(PRELUDE) else op
         eid = f"e{i}"
         at = f"2026-01-{draw(st.integers(1, 20)):02d}T{draw(st.integers(0, 23)):02d}:00:00+09:00"
         if op == "new":
             org = draw(st.sampled_from(sorted(ORG_ACCOUNTS)))
             accounts = ORG_ACCOUNTS[org]
-            kind = draw(st.sampled_from(KINDS))
+            if focus:
+                kind = PRELUDE[i] if i < len(PRELUDE) else draw(st.sampled_from(FOCUS_KINDS))
+            else:
+                kind = draw(st.sampled_from(KINDS))
+            on_order, on_schedule = kind == "payment_on_order", kind == "receipt_on_schedule"
+            kind = "payment" if on_order else "receipt" if on_schedule else kind
             account = draw(st.sampled_from(accounts))
-            amount = draw(st.integers(1, 1_000) | st.just(10**15))
-            d = body(
-                kind, eid, amount, org=org, account=account, fy=draw(st.sampled_from((2025, 2026))), at=at
-            )
+            fy = draw(st.sampled_from((2025, 2026)))
+            if focus and (i < len(PRELUDE) or draw(st.integers(0, 5))):
+                org, account, fy = SEOUL, "general", 2026
+            amount = 10**15 if draw(st.integers(0, 7)) == 0 else draw(st.integers(1, 1_000))
+            if focus and kind == "payment_order":  # a few fit a commitment
+                amount = draw(st.integers(1, 400))
+            d = body(kind, eid, amount, org=org, account=account, fy=fy, at=at)
             if kind == "commitment":
-                d["commitment_id"] = draw(st.sampled_from(CIDS))
+                d["commitment_id"] = CIDS[i] if focus and i < len(PRELUDE) else draw(st.sampled_from(CIDS))
                 if draw(st.booleans()):
                     d["due_date"] = "2026-06-30"
-            elif kind == "commitment_cancel":
-                d["commitment_id"] = draw(st.sampled_from(CIDS))
-            elif kind == "payment":
-                cid = draw(st.none() | st.sampled_from(CIDS))
-                if cid is not None:
-                    d["commitment_id"] = cid
+                if draw(st.integers(0, 3)):  # 2025's, dated in January 2026, is period_closed
+                    d["fiscal_year"] = 2026
+            elif kind in ("commitment_cancel", "payment_order", "payment"):
+                if kind != "payment" or on_order or draw(st.booleans()):
+                    d["commitment_id"] = draw(st.sampled_from(CIDS))
             elif kind == "transfer":
                 d["to_account"] = draw(st.sampled_from([a for a in accounts if a != account]))
+            if kind == "payment_order":
+                d["pay_date"] = draw(st.sampled_from(PAY_DATES))
+            elif kind == "expected_receipt":
+                d["expected_date"] = draw(st.sampled_from(PAY_DATES))
+                d["certainty"] = draw(st.sampled_from(("confirmed", "estimated")))
+            if kind == "expected_receipt" or on_schedule:
+                d["category"] = draw(st.sampled_from(("local_tax", "grant")))
+                d["schedule_id"] = draw(st.sampled_from(SIDS))
+            # Most events naming a commitment, an order or a schedule name one an earlier event
+            # opened, with its government, account and year (else nearly all would be unknown).
+            if "commitment_id" in d and kind != "commitment" and draw(st.integers(0, 3)):
+                _link(draw, d, bodies, "commitment", ("commitment_id",))
+            if on_order:
+                if draw(st.integers(0, 5)):
+                    _link(draw, d, bodies, "payment_order", ("commitment_id",), order_id="event_id")
+                if "order_id" not in d:  # unknown, or another commitment's
+                    d["order_id"] = draw(st.sampled_from([b["event_id"] for b in bodies] + ["zz"]))
+            if "schedule_id" in d and draw(st.integers(0, 3)):
+                _link(draw, d, bodies, "expected_receipt", ("category", "schedule_id"))
             bodies.append(d)
             out.append(_encode(d))
         elif op == "reverse":
             target = draw(st.sampled_from(bodies))
             d = dict(target, event_id=eid, reverses=target["event_id"], occurred_at=at)
             d["fiscal_year"] = draw(st.sampled_from((2025, 2026)))
-            how = draw(st.sampled_from(("exact",) * 5 + ("amount", "account", "to", "cid", "target")))
+            how = draw(
+                st.sampled_from(
+                    ("exact",) * 5 + ("amount", "account", "to", "cid", "target", "order", "schedule")
+                )
+            )
             if how == "amount":
                 d["amount"] = d["amount"] % 1_000 + 1
             elif how == "account":
@@ -619,6 +745,11 @@ def streams(draw: st.DrawFn, max_size: int = 40) -> list[Msg]:
                     d["commitment_id"] = draw(st.sampled_from(CIDS))
             elif how == "target":
                 d["reverses"] = draw(st.sampled_from([b["event_id"] for b in bodies] + ["zz"]))
+            elif how in ("order", "schedule") and d["kind"] == ("payment" if how == "order" else "receipt"):
+                name = "order_id" if how == "order" else "schedule_id"
+                pool = [b["event_id"] for b in bodies] if how == "order" else list(SIDS)
+                if d.pop(name, None) is None or draw(st.booleans()):  # left out: still exact
+                    d[name] = draw(st.sampled_from(pool))
             bodies.append(d)
             out.append(_encode(d))
         elif op == "dup":
@@ -687,6 +818,9 @@ def check_invariants(ledger: Ledger, stream: list[Msg], outs: list[str]) -> None
     for pk, p in ledger.positions.items():
         assert type(p.cash) is int and type(p.committed) is int and type(p.version) is int
         assert p.committed >= 0, (pk, p)
+        assert 0 <= p.ordered <= p.committed, (pk, p)  # open orders are a part of committed
+    for ck, c in ledger.commitments.items():
+        assert 0 <= c.ordered <= c.open, (ck, c)
     for org in ORG_ACCOUNTS:
         total = sum(p.cash for k, p in ledger.positions.items() if k[0] == org)
         assert total == cash_by_org.get(org, 0), org
@@ -706,6 +840,7 @@ def test_ledger_equals_reference_fold(stream: list[Msg]) -> None:
     assert outs == ref_outs
     assert snapshot(ledger) == ref.positions()
     assert versions(ledger) == ref.versions()
+    assert known_flows(ledger) == known_flows_of(ref)
     for cash, committed in ref.positions().values():
         assert type(cash) is int and type(committed) is int
     check_invariants(ledger, stream, outs)
@@ -748,6 +883,7 @@ def test_redelivery_of_a_prefix(stream: list[Msg], data: st.DataObject) -> None:
     ref_outs = [ref.feed(*m) for m in stream + stream[:k]]
     assert outs + again == ref_outs
     assert snapshot(ledger) == ref.positions()
+    assert known_flows(ledger) == known_flows_of(ref)
     if "applied" not in again:
         assert {k: (p.cash, p.committed, p.version) for k, p in ledger.positions.items()} == before
     check_invariants(ledger, stream + stream[:k], outs + again)
@@ -761,7 +897,7 @@ def test_redelivery_of_a_prefix_without_transient_rejections(stream: list[Msg], 
     rejected again."""
     ledger = Ledger()
     outs = run(ledger, stream)
-    transient = {"unknown_commitment", "unknown_reversal_target"}
+    transient = TRANSIENT_REJECTIONS
     k = data.draw(st.integers(0, len(stream)), label="prefix")
     replay = [(m, o) for m, o in zip(stream[:k], outs) if o not in transient]
     before = {k: (p.cash, p.committed, p.version) for k, p in ledger.positions.items()}
@@ -826,4 +962,14 @@ def test_fold_in_batches_equals_the_reference_fold(stream: list[Msg], data: st.D
     assert outs == ref_outs
     assert snapshot(ledger) == ref.positions()
     assert versions(ledger) == ref.versions()
+    assert known_flows(ledger) == known_flows_of(ref)
     check_invariants(ledger, stream, outs)
+
+
+@settings(PROPS, max_examples=300)
+@given(streams(focus=True), st.data())
+def test_known_flows_equal_the_reference_fold(stream: list[Msg], data: st.DataObject) -> None:
+    """Focused streams (one position mostly: orders executed, cut and given back, schedules
+    revised and realised), folded in batches: the reference's outcomes, positions, versions,
+    ``ordered``, orders and schedules."""
+    test_fold_in_batches_equals_the_reference_fold.hypothesis.inner_test(stream, data)  # type: ignore[attr-defined]

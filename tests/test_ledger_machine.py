@@ -13,6 +13,10 @@ Invariants, after every step: the positions in memory and on disk equal the inde
 reference fold (reconcile.reference) of exactly the records the store has accepted, in the
 order they were folded; outcomes agree event by event; stored offsets are where consumption
 stands; per government, cash sums to receipts − payments; the time index sums to the positions.
+The known future flows too: payment orders (executed, cut, withdrawn) and expected receipts
+(revised, realised), each looked up in the store after the batch that wrote it (the caches are
+cleared as the worker clears them); each position's ``ordered``, in memory and on disk, and each
+stored order's and schedule's open amount equal the reference's.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from typing import Any
 import orjson
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from cashpos.refdata import governments
 from reconcile.reference import Reference
@@ -45,6 +49,8 @@ TOPIC_OF_KIND = {
     "commitment_cancel": EXPENDITURE,
     "payment": EXPENDITURE,
     "transfer": EXPENDITURE,
+    "payment_order": EXPENDITURE,
+    "expected_receipt": REVENUE,
 }
 SEOUL, JONGNO = "6110000", "3000000"
 _GOVS = governments()
@@ -53,8 +59,11 @@ ORG_ACCOUNTS = {
     JONGNO: ("general", "custody", min(_GOVS[JONGNO].account_codes - {"general", "custody"})),
 }
 assert all(set(a) <= _GOVS[o].account_codes for o, a in ORG_ACCOUNTS.items())
-KINDS = tuple(TOPIC_OF_KIND)
+# the known flows (orders, payments executing them, schedules) more often than the others
+KINDS = (*TOPIC_OF_KIND, "payment_order", "payment_order", "payment", "expected_receipt")
 CIDS = ("k0", "k1", "k2")
+SIDS = ("s0", "s1")
+DATES = ("2026-04-01", "2026-05-01")
 
 Record = tuple[bytes, bytes]  # value, key
 
@@ -95,26 +104,97 @@ class LedgerMachine(RuleBasedStateMachine):
         accounts = ORG_ACCOUNTS[org]
         kind = data.draw(st.sampled_from(KINDS))
         account = data.draw(st.sampled_from(accounts))
+        if data.draw(st.integers(0, 2)):  # most on the prelude's position, where the flows meet
+            org, accounts, account, fy = SEOUL, ORG_ACCOUNTS[SEOUL], "general", 2026
         d = {
             "event_id": eid,
             "org_code": org,
             "account": account,
             "fiscal_year": fy,
             "kind": kind,
-            "amount": data.draw(st.integers(1, 500) | st.just(10**15)),
+            "amount": 10**15 if data.draw(st.integers(0, 7)) == 0 else data.draw(st.integers(1, 500)),
             "occurred_at": at,
             "source": "machine",
         }
-        if kind == "receipt":
-            d["category"] = "grant"
-        elif kind in ("commitment", "commitment_cancel") or (kind == "payment" and data.draw(st.booleans())):
+        if kind in ("receipt", "expected_receipt"):
+            d["category"] = data.draw(st.sampled_from(("grant", "local_tax")))
+            if kind == "expected_receipt" or data.draw(st.booleans()):
+                d["schedule_id"] = data.draw(st.sampled_from(SIDS))
+            if kind == "expected_receipt":
+                d["expected_date"] = data.draw(st.sampled_from(DATES))
+                d["certainty"] = data.draw(st.sampled_from(("confirmed", "estimated")))
+        elif kind in ("commitment", "commitment_cancel", "payment_order") or (
+            kind == "payment" and data.draw(st.booleans())
+        ):
             d["commitment_id"] = data.draw(st.sampled_from(CIDS))
+            if kind == "payment_order":
+                d["pay_date"] = data.draw(st.sampled_from(DATES))
         elif kind == "transfer":
             d["to_account"] = data.draw(st.sampled_from([a for a in accounts if a != account]))
+        # Most that name a commitment, an order or a schedule name one opened before (its
+        # government, account and year), else nearly all would be unknown.
+        if "commitment_id" in d and kind != "commitment" and data.draw(st.integers(0, 3)):
+            self._link(data, d, "commitment", "commitment_id")
+        if kind == "payment" and "commitment_id" in d and data.draw(st.integers(0, 2)):
+            self._link(data, d, "payment_order", "commitment_id")  # executes it (or one unknown)
+        if "schedule_id" in d and data.draw(st.integers(0, 3)):
+            self._link(data, d, "expected_receipt", "category", "schedule_id")
         return d
+
+    def _link(self, data: st.DataObject, d: dict[str, Any], kind: str, *same: str) -> None:
+        """Make ``d`` name an earlier event of ``kind`` (an order: by its id, as order_id), most
+        often one the store applied (as a source system knows what it sent and was accepted)."""
+        earlier = [b for b in self.bodies if b["kind"] == kind and "reverses" not in b]
+        if data.draw(st.integers(0, 3)):
+            applied = {
+                (b["org_code"], b["event_id"])
+                for (v, _, _), o in zip(self.accepted, self.outcomes)
+                if o == "applied" and (b := json.loads(v))["kind"] == kind
+            }
+            earlier = [b for b in earlier if (b["org_code"], b["event_id"]) in applied] or earlier
+        if kind == "payment_order":
+            earlier.append({"event_id": "zz", **{k: d[k] for k in ("org_code", "account", "fiscal_year")}})
+        if earlier:
+            b = data.draw(st.sampled_from(earlier))
+            d.update({k: b.get(k, d.get(k)) for k in ("org_code", "account", "fiscal_year", *same)})
+            if kind == "payment_order":
+                d["order_id"] = b["event_id"]
 
     def _send(self, value: bytes, topic: str, key: bytes) -> None:
         self.logs[topic].append((value, key))
+
+    @initialize()
+    def prelude(self) -> None:
+        """Two commitments and a schedule on one position, for the orders, payments and
+        receipts that follow to name."""
+        for kind, amount, extra in (
+            ("commitment", 600, {"commitment_id": "k0"}),
+            ("commitment", 300, {"commitment_id": "k1"}),
+            (
+                "expected_receipt",
+                500,
+                {
+                    "category": "grant",
+                    "schedule_id": "s0",
+                    "expected_date": DATES[0],
+                    "certainty": "confirmed",
+                },
+            ),
+        ):
+            self.counter += 1
+            d = {
+                "event_id": f"e{self.counter}",
+                "org_code": SEOUL,
+                "account": "general",
+                "fiscal_year": 2026,
+                "kind": kind,
+                "amount": amount,
+                "occurred_at": "2026-01-02T09:00:00+09:00",
+                "source": "machine",
+                **extra,
+            }
+            self.bodies.append(d)
+            self._send(orjson.dumps(d), TOPIC_OF_KIND[kind], SEOUL.encode())
 
     @rule(data=st.data(), n=st.integers(1, 5))
     def produce(self, data: st.DataObject, n: int) -> None:
@@ -140,6 +220,8 @@ class LedgerMachine(RuleBasedStateMachine):
                 d = data.draw(st.sampled_from(self.bodies))
                 other = EXPENDITURE if TOPIC_OF_KIND[d["kind"]] == REVENUE else REVENUE
                 self._send(orjson.dumps(d), other, d["org_code"].encode())
+        if data.draw(st.booleans(), label="and consume"):  # else runs often produce only
+            self.consume(data)
 
     # -- consuming, as agents/ledger.py does --------------------------------------------------------
 
@@ -186,6 +268,8 @@ class LedgerMachine(RuleBasedStateMachine):
         self.store.commit(changes, ledger.positions, offsets)
         ledger.journal.clear()
         ledger.commitments.clear()
+        ledger.orders.clear()
+        ledger.schedules.clear()
         for (topic, _), nxt in offsets.items():
             self.next[topic] = nxt
         # the accepted input, in the order the fold saw it (stateless rejections change nothing)
@@ -251,6 +335,14 @@ class LedgerMachine(RuleBasedStateMachine):
         assert {k: p.version for k, p in self.ledger.positions.items()} == ref.versions()
         for p in disk_pos.values():
             assert type(p.cash) is int and type(p.committed) is int and p.committed >= 0
+            assert 0 <= p.ordered <= p.committed
+        # the known flows: ordered per position, each order's and each schedule's open amount
+        assert {k: p.ordered for k, p in self.ledger.positions.items()} == ref.ordered()
+        assert {k: p.ordered for k, p in disk_pos.items()} == ref.ordered()
+        orders = {(org, oid): o.open for org in ORG_ACCOUNTS for oid, o in self.store.orders(org)}
+        assert orders == ref.orders_open()
+        schedules = {(org, sid): sch.open for org in ORG_ACCOUNTS for sid, sch in self.store.schedules(org)}
+        assert schedules == ref.schedules()
 
     @invariant()
     def offsets_are_stored(self) -> None:
