@@ -406,18 +406,16 @@ class Reference:
         )
         if not same:
             return "reversal_mismatch"
+        if t.fiscal_year <= self.closed.get((org, side_of(ev.kind)), -1):
+            return "period_closed"  # a final year stays final
         cid = t.commitment_id
         if t.kind == "commitment" and cid is not None:
             if self.consumers.get((org, cid)) or (org, cid) in self.lapsed:
                 return "reversal_not_possible"  # paid, cancelled (even partially), carried or lapsed
             if self._orders_open(org, cid):
                 return "reversal_not_possible"  # its open orders would be a part of nothing
-        if (
-            (t.kind == "payment_order" or target.took)
-            and cid is not None
-            and self._commitment_year(org, cid) != t.fiscal_year
-        ):
-            return "reversal_not_possible"  # its orders were carried into the next year
+        if t.kind != "commitment" and cid is not None and self._commitment_year(org, cid) != t.fiscal_year:
+            return "reversal_not_possible"  # what it released (and its orders) moved with the commitment
         if t.kind == "payment_order" and (
             self._order_open(org, t.event_id) != t.amount
             or any(

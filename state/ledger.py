@@ -704,6 +704,9 @@ class Ledger:
                 "reversal_mismatch",
                 f"{ev.reverses} was {orig.kind} {orig.account} {orig.amount}",
             )
+        done = self.closed[side_of_kind(ev.kind)].get(ev.org_code)
+        if done is not None and orig.fiscal_year <= done:  # a final year stays final
+            return Rejection("period_closed", f"{ev.reverses} is of fiscal year {orig.fiscal_year}, closed")
         effects = [(acc, fy, -dc, -dm) for acc, fy, dc, dm in orig.effects]
         released = 0
         c = None
@@ -711,17 +714,16 @@ class Ledger:
             c = self.commitment((ev.org_code, orig.commitment_id))
             if c is None:  # journal and commitments are written together; cannot happen
                 return Rejection("reversal_not_possible", f"commitment {orig.commitment_id} missing")
-            if orig.kind == "commitment" and (c.consumed or c.reversed):
+            if orig.kind == "commitment" and (c.consumed or c.reversed or c.ordered):
                 return Rejection(
                     "reversal_not_possible",
-                    f"commitment {orig.commitment_id} was paid or cancelled; cancel it instead",
+                    f"commitment {orig.commitment_id} was paid, cancelled or ordered; cancel it instead",
                 )
-            if (orig.order_released or orig.trimmed or orig.kind == "payment_order") and (
-                c.fiscal_year != orig.fiscal_year
-            ):
+            if orig.kind != "commitment" and c.fiscal_year != orig.fiscal_year:
+                # what it released (and its orders) belong to the year the commitment moved to
                 return Rejection(
                     "reversal_not_possible",
-                    f"commitment {orig.commitment_id} was carried into {c.fiscal_year} with its orders",
+                    f"commitment {orig.commitment_id} was carried into {c.fiscal_year}",
                 )
         org = ev.org_code
         order = sch = None
