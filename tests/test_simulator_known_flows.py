@@ -443,7 +443,7 @@ def topic_checked(raw: bytes, o: dict[str, Any]) -> list[tuple[str, Event | Year
     ("day", "start"),
     [
         ("2026-07-31", dt.datetime(2026, 7, 10, tzinfo=KST)),
-        ("2026-12-03", dt.datetime(2026, 11, 20, tzinfo=KST)),
+        ("2026-12-04", dt.datetime(2026, 11, 20, tzinfo=KST)),
     ],
 )
 def test_every_event_of_a_day_passes_the_contract(day: str, start: dt.datetime) -> None:

@@ -103,6 +103,10 @@ _NEVER: Final = 1 << 62  # an hour the clock never enters
 _Planned = tuple[float, dict[str, Any]]
 
 
+def _at(p: _Planned) -> float:
+    return p[0]
+
+
 def _money(x: float, unit: int) -> int:
     """A drawn amount in whole ``unit``s, within the contract's bounds."""
     return min(MAX_AMOUNT, max(unit, int(x / unit + 0.5) * unit))
@@ -114,12 +118,29 @@ def _is_bday(day: int) -> bool:
     return is_business_day(day_of(day))
 
 
+@cache
+def _bdays_before(day: int, n: int) -> int:
+    """The ``n``-th business day before ``day``."""
+    while n:
+        day -= 1
+        if _is_bday(day):
+            n -= 1
+    return day
+
+
+@cache
+def _iso(day: int) -> str:
+    return day_of(day).isoformat()
+
+
+@cache
 def _bday_on_or_before(day: int) -> int:
     while not _is_bday(day):
         day -= 1
     return day
 
 
+@cache
 def _bday_after(day: int, n: int = 1) -> int:
     while n:
         day += 1
@@ -168,6 +189,7 @@ class KnownFlows:
         if not on:
             return
         self._kf_rng = random.Random(f"cashpos-known:{self.seed}")
+        self._t0 = self.start.timestamp()
         scale = self.rate / self.speed * 86400.0 / REFERENCE_EVENTS_PER_DAY
         parents = {g.province_code for g in governments().values() if g.level == "basic"}
         self._kf_govs: list[_Gov] = []
@@ -215,11 +237,11 @@ class KnownFlows:
         for j, step in enumerate(steps):
             at = times[j]
             if step[0] == "payment" and rnd() < ORDERED_SHARE:
-                order_at = self._order_time(prev, at, floor)
+                pay_day = int((at + KST_OFFSET_SECONDS) // 86400)
+                order_at = self._order_time(prev, at, pay_day, floor)
                 if order_at is not None:
                     oid = f"{cid}-o{j}"
-                    pay_day = int((at + KST_OFFSET_SECONDS) // 86400)
-                    out_steps.append(("payment_order", step[1], oid, day_of(pay_day).isoformat()))
+                    out_steps.append(("payment_order", step[1], oid, _iso(pay_day)))
                     out_times.append(order_at)
                     step = ("payment", step[1], oid)
             out_steps.append(step)
@@ -227,23 +249,19 @@ class KnownFlows:
             prev = at
         return out_steps, out_times
 
-    def _order_time(self, prev: float, pay_at: float, floor: float) -> float | None:
-        """2-5 business days before ``pay_at`` in office hours, else between the previous step
-        and the payment; None when under 10 minutes are left."""
-        rng = self._kf_rng
+    def _order_time(self, prev: float, pay_at: float, day: int, floor: float) -> float | None:
+        """2-5 business days before ``pay_at`` (on ``day``) in office hours, else between the
+        previous step and the payment; None when under 10 minutes are left."""
+        rnd = self._kf_rng.random
         earliest = max(prev, floor) + 60.0
-        day = int((pay_at + KST_OFFSET_SECONDS) // 86400)
-        k = rng.randint(*ORDER_LEAD_BUSINESS_DAYS)
-        while k:
-            day -= 1
-            if _is_bday(day):
-                k -= 1
-        at = day_start(day) + _OFFICE_S + _OFFICE_S * rng.random()
+        lo, hi = ORDER_LEAD_BUSINESS_DAYS
+        day = _bdays_before(day, lo + int(rnd() * (hi - lo + 1)))
+        at = day_start(day) + _OFFICE_S + _OFFICE_S * rnd()
         if at >= earliest:
             return at
         if pay_at - earliest < 600.0:
             return None
-        return earliest + (pay_at - earliest) * (0.1 + 0.4 * rng.random())
+        return earliest + (pay_at - earliest) * (0.1 + 0.4 * rnd())
 
     # -- expected receipts ---------------------------------------------------------------------
 
@@ -257,28 +275,31 @@ class KnownFlows:
     def _plan_month(self, y: int, m: int) -> None:
         """Every government's schedules expected in month ``m`` of ``y``."""
         rng = self._kf_rng
+        first = _bday_on_or_before(day_index(dt.date(y, m, 1)) - 1)  # the month before's last
         for g in range(N_GOVS):
             gov = self._kf_govs[g]
             if gov.grant_source is not None:
                 amount = _money(gov.monthly_grant * rng.uniform(0.9, 1.1), 1000)
-                self._plan_instalment(g, y, m, "grant", gov.grant_source, amount)
+                self._plan_instalment(g, y, m, first, "grant", gov.grant_source, amount)
             amount = _money(gov.monthly_subsidy * rng.uniform(0.9, 1.1), 1000)
-            self._plan_instalment(g, y, m, "subsidy", SOURCES[R_SUBSIDY], amount)
+            self._plan_instalment(g, y, m, first, "subsidy", SOURCES[R_SUBSIDY], amount)
             tax = gov.taxes.get(m)
             if tax is not None:
                 flow, yearly = tax
                 self._plan_tax(g, y, m, flow, _money(yearly * rng.uniform(0.9, 1.1), 10))
 
-    def _plan_instalment(self, g: int, y: int, m: int, category: str, source: str, amount: int) -> None:
-        """A confirmed grant or subsidy instalment early in the month."""
+    def _plan_instalment(
+        self, g: int, y: int, m: int, first: int, category: str, source: str, amount: int
+    ) -> None:
+        """A confirmed grant or subsidy instalment on one of the 5 business days after ``first``."""
         rng = self._kf_rng
-        first = _bday_on_or_before(day_index(dt.date(y, m, 1)) - 1)
-        expected = _bday_after(first, rng.randint(2 if m == 1 else 1, 5))
+        rnd = rng.random
+        expected = _bday_after(first, 2 + int(rnd() * 4) if m == 1 else 1 + int(rnd() * 5))
         if m == 1:  # announced on 2 January (the first business day): dated in its own year
-            ann = day_start(_bday_after(first)) + _OFFICE_S + 3600.0 * rng.random()
+            ann = day_start(_bday_after(first)) + _OFFICE_S + 3600.0 * rnd()
         else:
-            ann = self._office_time(_bday_on_or_before(expected - rng.randint(5, 20)))
-        r = rng.random()
+            ann = self._office_time(_bday_on_or_before(expected - 5 - int(rnd() * 16)))
+        r = rnd()
         if r < 0.85:
             parts = [(expected, amount)]
         elif r < 0.95:  # a business day late
@@ -381,20 +402,20 @@ class KnownFlows:
 
     def _push_schedule(self, g: int, planned: list[_Planned]) -> None:
         """Into the heap, in time order; left out if it would be realised before the start."""
-        start = self.start.timestamp()
-        planned.sort(key=lambda p: p[0])  # the announcement comes first: it is planned earliest
-        if min(at for at, d in planned if d["kind"] == "receipt") < start + 3600.0:
-            return
-        first_at = start + 60.0 + 1740.0 * self._kf_rng.random()
-        ann = (max(planned[0][0], first_at), planned[0][1])  # announced after the start
-        if ann[1]["expected_date"] < self._stamp(ann[0])[0][:10]:
-            return  # it would be news only after its date
-        kept = [ann]
-        kept += [p for p in planned[1:] if p[0] >= first_at]  # a revision before it: not news
+        start = self._t0
+        planned.sort(key=_at)  # the announcement comes first: it is planned earliest
+        if planned[0][0] < start:  # planned at the start: what the run can still see
+            if min(at for at, d in planned if d["kind"] == "receipt") < start + 3600.0:
+                return
+            first_at = start + 60.0 + 1740.0 * self._kf_rng.random()
+            ann = planned[0][1]
+            if ann["expected_date"] < _iso(int((first_at + KST_OFFSET_SECONDS) // 86400)):
+                return  # it would be news only after its date
+            # announced just after the start; a revision before it is no news
+            planned = [(first_at, ann)] + [p for p in planned[1:] if p[0] >= first_at]
         self._seq += 1
-        heappush(
-            self._followups, (kept[0][0], self._seq, [g, [d for _, d in kept], [at for at, _ in kept], 0])
-        )
+        times = [at for at, _ in planned]
+        heappush(self._followups, (times[0], self._seq, [g, [d for _, d in planned], times, 0]))
         self._kf_pending += 1
 
     def _scheduled(self, t: float, rec: list[Any]) -> bytes:
