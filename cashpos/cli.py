@@ -68,6 +68,7 @@ def _simulate(args: argparse.Namespace) -> int:
             rate=args.rate,
             start=start,
             id_prefix=f"sim-{args.seed}-{int(start.timestamp())}",
+            known_flows=not args.no_known_flows,
         )
         if args.scenario == "shortfall":
             from cashpos.simulator import StagedSimulator, shortfall_scenario
@@ -417,6 +418,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     sim.add_argument(
         "--no-opening-balances", action="store_true", help="do not first publish each account's opening cash"
+    )
+    sim.add_argument(
+        "--no-known-flows",
+        action="store_true",
+        help="leave out the known future flows (payment orders, expected receipts: contract version 3); "
+        "a staged scenario always does",
     )
     sim.add_argument(
         "--scenario",
