@@ -77,6 +77,9 @@ class OrgBook:
 @dataclass(slots=True)
 class ForecastBook:
     orgs: dict[str, OrgBook] = field(default_factory=dict)
+    # org -> account -> its positions' keys (built from the positions on first use, then kept
+    # from each batch's changed positions): an account's inputs without a scan of every position
+    keys: dict[str, dict[str, set[PosKey]]] = field(default_factory=dict)
 
     def load(
         self,
@@ -87,6 +90,7 @@ class ForecastBook:
     ) -> None:
         """A government's book from the store's records (on assignment)."""
         book = self.orgs[org] = OrgBook()
+        self.keys.pop(org, None)
         for cid, c in commitments:
             _put(book.commitments, cid, c.account, c.fiscal_year, commitment_view(cid, c))
         for oid, o in orders:
@@ -97,11 +101,16 @@ class ForecastBook:
     def drop(self, orgs: Iterable[str]) -> None:
         for org in orgs:
             self.orgs.pop(org, None)
+            self.keys.pop(org, None)
 
     def apply(self, changes: Changes) -> set[tuple[str, str]]:
         """Take a batch's changed commitments, orders and schedules; returns the (government,
         account) pairs whose forecast may have changed (those of the changed positions too)."""
         touched = {(org, acc) for org, acc, _fy in changes.index}
+        for pk in changes.index:
+            idx = self.keys.get(pk[0])
+            if idx is not None:
+                idx.setdefault(pk[1], set()).add(pk)
         for (org, cid), c in changes.commitments.items():
             book = self.orgs.get(org)
             if book is not None:
@@ -135,8 +144,9 @@ class ForecastBook:
         government closed) added up, with their open known flows."""
         book = self.orgs.get(org) or OrgBook()
         cash = committed = ordered = 0
-        for (o, acc, fy), p in positions.items():
-            if o == org and acc == account and fy > closed:
+        for pk in self._index(org, positions).get(account, ()):
+            p = positions.get(pk)
+            if p is not None and pk[2] > closed:
                 cash += p.cash
                 committed += p.committed
                 ordered += p.ordered
@@ -158,12 +168,30 @@ class ForecastBook:
 
     def accounts(self, org: str, positions: Iterable[PosKey], closed: int) -> list[str]:
         """The accounts of ``org`` with a position of an open year or an open known flow."""
-        out = {acc for o, acc, fy in positions if o == org and fy > closed}
+        out = {acc for acc, pks in self._index(org, positions).items() if any(pk[2] > closed for pk in pks)}
         book = self.orgs.get(org)
         if book is not None:
             for items in (book.commitments, book.orders, book.schedules):
                 out |= {acc for acc, fy, _v in items.values() if fy > closed}
         return sorted(out)
+
+    def version(self, org: str, positions: Mapping[PosKey, Position]) -> int:
+        """The sum of the government's positions' versions: grows with every change of them."""
+        return sum(
+            p.version
+            for pks in self._index(org, positions).values()
+            for pk in pks
+            if (p := positions.get(pk)) is not None
+        )
+
+    def _index(self, org: str, positions: Iterable[PosKey]) -> dict[str, set[PosKey]]:
+        idx = self.keys.get(org)
+        if idx is None:
+            idx = self.keys[org] = {}
+            for pk in positions:
+                if pk[0] == org:
+                    idx.setdefault(pk[1], set()).add(pk)
+        return idx
 
 
 def _put(items: Known, key: str, account: str, fy: int, view: View | None) -> None:
