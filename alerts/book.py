@@ -52,6 +52,7 @@ class AlertBook(Lifecycle):
     # An account's forecast (org, account) on its government's day, for rule 3: the worker's
     # forecast hook (``agents.forecast``); None: rule 3 projects from commitments and trend.
     forecast_of: Callable[[str, str], Forecast | None] | None = None
+    _changes: Changes | None = None  # the batch's (``apply``), for rule 3's attribution
 
     def load_org(
         self, org: str, positions: Mapping[PosKey, Position], scan: Scan, seed: Iterable[Alert] = ()
@@ -161,6 +162,7 @@ class AlertBook(Lifecycle):
         out: list[AlertChange] = []
         self._journal = changes.journal
         self._commitments = changes.commitments
+        self._changes = changes
         extra: set[PosKey] = set()
         for (org, cid), c in changes.commitments.items():
             pk = self._commitment(org, cid, c).pk
@@ -236,6 +238,7 @@ class AlertBook(Lifecycle):
         if not self.held:
             return out
         self._journal = {}
+        self._changes = None
         accounts: dict[tuple[str, str], dict[PosKey, Work]] = {}
         for pk in sorted(pk for pk in self.held if settled(pk[0])):
             self.held.discard(pk)
@@ -359,7 +362,7 @@ class AlertBook(Lifecycle):
         decisions: list[rules.Decision] = []
         if rows is not None or not batch:
             decisions += rules.available(st, p, rows or ())
-        decisions += self._project(st, (st,), p, today, ms, eid, rows, _short(st, decisions))
+        decisions += self._project(st, (st,), p, today, ms, eid, rows, _shortfall(st, decisions))
         if older:
             self._account(st, older, decisions, None, ms, eid, out)
         else:
@@ -428,7 +431,8 @@ class AlertBook(Lifecycle):
         decisions: list[rules.Decision] = []
         if rows or not batch:
             decisions += rules.available(view, total, rows)
-        decisions += self._project(view, sts, total, today, ms, eid, rows or None, _short(anchor, decisions))
+        sf = _shortfall(anchor, decisions)
+        decisions += self._project(view, sts, total, today, ms, eid, rows or None, sf)
         self._account(anchor, older, decisions, years, handover[0], handover[1], out)
 
     def _account(
@@ -481,21 +485,41 @@ class AlertBook(Lifecycle):
         ms: int,
         eid: str | None,
         rows: list[Row] | None = None,
-        short: bool = False,
+        shortfall: tuple[bool, rules.Decision | None] = (False, None),
     ) -> list[rules.Decision]:
         """Rule 3 (``members``: the positions whose open commitments ``h`` reads). An actual
-        shortfall (``short``: open, or raised by this evaluation) inhibits it: the projection is
-        not raised, and one open is resolved (``inhibited``), as Alertmanager's inhibition rules
-        keep one condition from alerting twice."""
+        shortfall (``shortfall``: whether one stands after rules 1-2, and their decision on it)
+        inhibits it, as Alertmanager's inhibition rules keep one condition from alerting twice:
+        the projection is not raised, and one open is resolved (``inhibited``) where the
+        shortfall was raised. Once the shortfall resolves, the projection may be raised again,
+        attributed no earlier than that resolution."""
         current = h.rec.open.get(PROJECTED)
+        short, sf = shortfall
         if short:
-            return [rules.Resolve(PROJECTED, ms, eid, "inhibited", rules.balance(p))] if current else []
+            if current is None:
+                return []
+            if isinstance(sf, rules.Raise) and sf.ms >= current.raised_ms:
+                # at the event that raised the shortfall, with the figures then
+                figures = {k: sf.fields[k] for k in ("cash", "committed", "available")}
+                return [rules.Resolve(PROJECTED, sf.ms, sf.eid, "inhibited", figures)]
+            return [rules.Resolve(PROJECTED, ms, eid, "inhibited", rules.balance(p))]
         end = today + h.cfg.horizon_days
         for st in members:
             if st.win_end != end:
                 st.window(end)
         fc = self.forecast_of(h.pk[0], h.pk[1]) if self.forecast_of is not None else None
-        return rules.projected(h, p, today, ms, eid, current, rows, self._journal, self._commitments, fc)
+        batch = None
+        if rows:
+            ch = self._changes
+            batch = rules.Batch(
+                rows,
+                self._journal,
+                self._commitments,
+                {} if ch is None else ch.orders,
+                {} if ch is None else ch.schedules,
+                (sf.ms, sf.eid) if isinstance(sf, rules.Resolve) else None,
+            )
+        return rules.projected(h, p, today, ms, eid, current, batch, fc)
 
     def set_overrides(
         self, overrides: Mapping[tuple[str, str], Override], positions: Mapping[PosKey, Position]
@@ -568,10 +592,11 @@ class AlertBook(Lifecycle):
         return out
 
 
-def _short(st: PosState, decisions: Sequence[rules.Decision]) -> bool:
-    """Whether an actual shortfall stands after ``decisions`` (rules 1-2 of this evaluation)."""
-    short = SHORTFALL in st.rec.open
+def _shortfall(st: PosState, decisions: Sequence[rules.Decision]) -> tuple[bool, rules.Decision | None]:
+    """Whether an actual shortfall stands after ``decisions`` (rules 1-2 of this evaluation),
+    and their decision on it (its raise or its resolution), if any."""
+    short, last = SHORTFALL in st.rec.open, None
     for d in decisions:
         if d.rule == SHORTFALL and not isinstance(d, rules.Update):
-            short = isinstance(d, rules.Raise)
-    return short
+            short, last = isinstance(d, rules.Raise), d
+    return short, last

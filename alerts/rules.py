@@ -6,11 +6,14 @@ decisions into alerts and records.
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import heapq
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Final, Protocol
+
+import msgspec
 
 from alerts.config import Thresholds
 from alerts.model import (
@@ -25,9 +28,26 @@ from alerts.model import (
     PosRecord,
 )
 from cashpos.calendar import date_day, day_date, year_end_day
-from state.forecast import Flow, Forecast
+from state import layout
+from state.forecast import COMMITMENT, ORDER, RECEIPT, ExpectedReceipt, Flow, Forecast, Inputs
+from state.forecast import Order as KnownOrder
 from state.forecast import drivers as forecast_drivers
-from state.ledger import Commitment, EventKey, Journal, Position, PosKey
+from state.forecast import forecast as run_forecast
+from state.ledger import (
+    CommitKey,
+    Commitment,
+    EventKey,
+    Journal,
+    Order,
+    OrderKey,
+    Position,
+    PosKey,
+    Revision,
+    Schedule,
+    ScheduleKey,
+    scoped_id,
+    unscoped_id,
+)
 
 # An index row: (occurred ms, scoped event id, cash delta, committed delta); the event id is None
 # for "the position as it is" (a release, a change of thresholds).
@@ -204,6 +224,21 @@ def since(
 # -- 3. projected_shortfall ----------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """The batch a raise of rule 3 is attributed within (``state.ledger.Changes``): the
+    account's index rows, the journal, the changed commitments, orders and schedules; and
+    ``free_from``, the event (ms, scoped id) an actual shortfall resolved at in this batch:
+    until then the shortfall inhibited the projection, so no earlier event raised it."""
+
+    rows: Sequence[Row]
+    journal: Mapping[EventKey, Journal | bytes] = field(default_factory=dict)
+    commitments: Mapping[CommitKey, Commitment] = field(default_factory=dict)
+    orders: Mapping[OrderKey, Order] = field(default_factory=dict)
+    schedules: Mapping[ScheduleKey, Schedule] = field(default_factory=dict)
+    free_from: tuple[int, str | None] | None = None
+
+
 def projected(
     h: History,
     p: Position,
@@ -211,14 +246,12 @@ def projected(
     ms: int,
     eid: str | None,
     current: Alert | None,
-    rows: Sequence[Row] | None = None,
-    journal: Mapping[EventKey, Journal | bytes] | None = None,
-    commitments: Mapping[tuple[str, str], Commitment] | None = None,
+    batch: Batch | None = None,
     fc: Forecast | None = None,
 ) -> list[Decision]:
     """Rule 3 with ``today`` the government clock (``h.due_in_win`` must be up to date for
-    ``today + horizon_days``). ``current``: the open alert, if any; ``rows``, ``journal`` and
-    ``commitments``: the batch's, to attribute a raise to its event. While raised, the date is
+    ``today + horizon_days``). ``current``: the open alert, if any; ``batch``: the batch, to
+    attribute a raise to its event (None: the position as it is). While raised, the date is
     only ever moved earlier, so a wobbling balance cannot produce a stream of updates.
 
     ``fc``: the account's forecast (``state.forecast``) on ``today``: the projection is then its
@@ -228,16 +261,16 @@ def projected(
     cfg = h.cfg
     thr = h.floor if cfg.projected_against_floor and h.floor is not None else 0
     if fc is not None and fc.today == today:
-        return _projected_by(fc, h, p, today, ms, eid, current, thr, rows, journal, commitments)
+        return _projected_by(fc, h, p, today, ms, eid, current, thr, batch)
     end = today + cfg.horizon_days
     tneg = min(h.trend, 0)
     low = p.cash - h.due_in_win + cfg.horizon_days * tneg
     if current is None:
         if low >= thr:
             return []
-        if rows:
-            due_by = _due_by(h, journal or {}, commitments or {}, end)
-            ms, eid = projected_since(rows, low, thr, due_by)
+        if batch is not None and batch.rows:
+            due_by = _due_by(h, batch.journal, batch.commitments, end)
+            ms, eid = projected_since(batch.rows, low, thr, due_by, p.cash - p.committed, batch.free_from)
         day, pc = first_crossing(h.due, p.cash, today, end, thr, tneg)
         figures = balance(p)
         figures.update(
@@ -270,44 +303,43 @@ def _projected_by(
     eid: str | None,
     current: Alert | None,
     thr: int,
-    rows: Sequence[Row] | None,
-    journal: Mapping[EventKey, Journal | bytes] | None,
-    commitments: Mapping[tuple[str, str], Commitment] | None,
+    batch: Batch | None,
 ) -> list[Decision]:
-    """Rule 3 on the forecast: the first day within the horizon its expected cash is below
-    ``thr``; resolved when the horizon's lowest expected cash is back at ``thr`` + margin."""
+    """Rule 3 on the forecast: the first day within the horizon (and the forecast's) its
+    expected cash is below ``thr``; resolved when the horizon's lowest expected cash is back at
+    ``thr`` + margin."""
     window = fc.expected.cash[: h.cfg.horizon_days + 1]
     low = min(window)
     if current is None and low >= thr:
         return []
     if current is not None and low >= thr + h.margin:
         return [Resolve(PROJECTED, ms, eid, "recovered", balance(p))]
-    i = next(i for i, v in enumerate(window) if v < thr) if low < thr else len(window) - 1
+    if low >= thr:  # raised, within the margin: nothing moves
+        return []
+    i = next(i for i, v in enumerate(window) if v < thr)
     day, pc = today + i, window[i]
     iso = day_date(day).isoformat()
+    if current is not None and current.projected_date is not None and iso >= current.projected_date:
+        return []
     top = [
         Driver(f.ref, -f.cash, day_date(f.day).isoformat(), f.kind)
         for f in forecast_drivers(fc.flows, day, _cash_of)
     ]
-    if current is None:
-        if rows:
-            due_by = _due_by(h, journal or {}, commitments or {}, today + h.cfg.horizon_days)
-            ms, eid = projected_since(rows, low, thr, due_by)
-        figures = balance(p)
-        figures.update(
-            threshold=thr,
-            floor=h.floor,
-            resolve_at=thr + h.margin,
-            projected_date=iso,
-            projected_cash=pc,
-            drivers=top,
-        )
-        return [Raise(PROJECTED, ms, eid, figures)]
-    if low >= thr or (current.projected_date is not None and iso >= current.projected_date):
-        return []
     figures = balance(p)
-    figures.update(projected_date=iso, projected_cash=pc, drivers=top)
-    return [Update(PROJECTED, ms, eid, figures)]
+    if current is not None:
+        figures.update(projected_date=iso, projected_cash=pc, drivers=top)
+        return [Update(PROJECTED, ms, eid, figures)]
+    if batch is not None and batch.rows:
+        ms, eid = _forecast_since(fc, len(window), thr, h.pk[0], p.cash - p.committed, batch)
+    figures.update(
+        threshold=thr,
+        floor=h.floor,
+        resolve_at=thr + h.margin,
+        projected_date=iso,
+        projected_cash=pc,
+        drivers=top,
+    )
+    return [Raise(PROJECTED, ms, eid, figures)]
 
 
 def _cash_of(f: Flow) -> int:
@@ -315,21 +347,30 @@ def _cash_of(f: Flow) -> int:
 
 
 def projected_since(
-    rows: Sequence[Row], low: int, thr: int, due_by: Callable[[str | None], bool]
+    rows: Sequence[Row],
+    low: int,
+    thr: int,
+    due_by: Callable[[str | None], bool],
+    avail: int,
+    free_from: tuple[int, str | None] | None = None,
 ) -> tuple[int, str | None]:
-    """The batch's event (in occurred_at order) from which the projection stayed below ``thr``
-    to the end of the batch. Walking back, an event's cash change and its change to the open
-    commitments due inside the window are undone; the day and the trend are the batch's."""
+    """The batch's event (in occurred_at order) from which the projection stayed below ``thr``,
+    and no actual shortfall stood (available, ``avail`` after the batch, >= 0), to the end of
+    the batch; never before ``free_from`` (``Batch``). Walking back, an event's cash change and
+    its change to the open commitments due inside the window are undone; the day and the trend
+    are the batch's."""
     ordered = sorted(rows, key=_row_ms) if len(rows) > 1 else rows
     at = len(ordered) - 1
-    i = at
-    while i >= 0 and low < thr:
-        at = i
-        _ms, eid, dc, dm = ordered[i]
+    start = _start(ordered, free_from)
+    while at > start:
+        _ms, eid, dc, dm = ordered[at]
         low -= dc
         if dm and due_by(eid):
             low += dm
-        i -= 1
+        avail -= dc - dm
+        if low >= thr or avail < 0:
+            break
+        at -= 1
     return ordered[at][0], ordered[at][1]
 
 
@@ -357,6 +398,235 @@ def _due_by(
         return due <= end
 
     return due_by
+
+
+def _start(ordered: Sequence[Row], free_from: tuple[int, str | None] | None) -> int:
+    """The index of ``free_from``'s row in ``ordered`` (0: none)."""
+    if free_from is None:
+        return 0
+    for i, r in enumerate(ordered):
+        if r[0] == free_from[0] and r[1] == free_from[1]:
+            return i
+    return bisect.bisect_left(ordered, free_from[0], key=_row_ms)
+
+
+def _forecast_since(
+    fc: Forecast, n: int, thr: int, org: str, avail: int, batch: Batch
+) -> tuple[int, str | None]:
+    """``projected_since`` on the forecast: the batch's event from which the lowest expected
+    cash of the first ``n`` days stayed below ``thr`` (and no actual shortfall stood) to the
+    end of the batch. Walking back, an event's cash change moves the whole curve; an event that
+    changed known flows (an order, a commitment, an expected receipt: none of them moves cash
+    on its own) is undone on the batch's copies of them and the forecast is run again, its
+    learned flows as learned today. The walk does not pass an event whose effect on them is
+    not known here (a close), nor, if the copies do not give the forecast back, the latest
+    event that changed one."""
+    ordered = sorted(batch.rows, key=_row_ms) if len(batch.rows) > 1 else list(batch.rows)
+    stop = _start(ordered, batch.free_from)
+    known = _Known(org, batch)
+    entries: dict[int, tuple[Journal, str]] = {}  # the rows of events that changed known flows
+    for i in range(len(ordered) - 1, stop, -1):
+        sid = ordered[i][1]
+        j = known.entry(sid) if sid is not None else None
+        refs = known.take(j, sid) if j is not None and sid is not None else None
+        if refs is None or sid is None or j is None:
+            stop = i
+            break
+        if refs:
+            entries[i] = (j, sid)
+    cash = fc.cash
+    whole = fc.expected.cash[:n]
+    if entries and known.curve(cash, fc, n) != whole:
+        stop = max(stop, *entries)
+        entries = {}
+    low = min(whole)
+    at = len(ordered) - 1
+    done: set[str] = set()
+    while at > stop:
+        _ms, _sid, dc, dm = ordered[at]
+        cash -= dc
+        avail -= dc - dm
+        e = entries.get(at)
+        if e is not None and e[1] not in done:
+            done.add(e[1])
+            known.undo(*e)
+            low = min(known.curve(cash, fc, n))
+        else:
+            low -= dc
+        if low >= thr or avail < 0:
+            break
+        at -= 1
+    return ordered[at][0], ordered[at][1]
+
+
+class _Revision(msgspec.Struct):
+    """What an expected receipt's raw event says of its revision besides the amount."""
+
+    expected_date: str
+    certainty: str
+
+
+_revision = msgspec.json.Decoder(_Revision).decode
+
+
+@dataclass(slots=True)
+class _Commitment:
+    open: int
+    ordered: int
+    due: int | None  # None: its fiscal year's last day
+    fiscal_year: int
+
+
+@dataclass(slots=True)
+class _Schedule:
+    revisions: list[Revision]
+    realised: int
+
+
+class _Known:
+    """One account's known flows that a batch changed, as the batch left them (its changed
+    commitments, orders and schedules), then walked back event by event: an event's effect is
+    exactly what its journal entry says it did (``state.ledger``), a reversal's the opposite of
+    what it reversed. The rest of the account's known flows are the forecast's own."""
+
+    def __init__(self, org: str, batch: Batch) -> None:
+        self.org = org
+        self.batch = batch
+        self.commitments: dict[str, _Commitment] = {}
+        self.orders: dict[str, list[int]] = {}  # id -> [open, pay day]
+        self.schedules: dict[str, _Schedule] = {}
+
+    def entry(self, sid: str) -> Journal | None:
+        j = self.batch.journal.get((self.org, sid))
+        return layout.decode_journal(j) if isinstance(j, bytes) else j
+
+    def _original(self, j: Journal, sid: str) -> tuple[Journal, str] | None:
+        """The entry an event (``j``, scoped id ``sid``) applies, a reversal's the one it
+        reverses, with that event's id."""
+        if j.reverses is None:
+            return j, unscoped_id(sid)
+        orig = self.entry(scoped_id(j.kind, j.reverses))
+        return None if orig is None else (orig, j.reverses)
+
+    def take(self, j: Journal, sid: str) -> list[str] | None:
+        """The known flows the event of entry ``j`` (scoped id ``sid``) changed, taken as the
+        batch left them; None if its effect on them is not known here (or one is missing)."""
+        found = self._original(j, sid)
+        if found is None:
+            return None
+        o, eid = found
+        kind, cid, b = o.kind, o.commitment_id, self.batch
+        refs: list[str] = []
+        if kind in ("receipt", "expected_receipt"):
+            if o.schedule_id is not None:
+                s = b.schedules.get((self.org, o.schedule_id))
+                if s is None:
+                    return None
+                self.schedules.setdefault(o.schedule_id, _Schedule(list(s.revisions), s.realised))
+                refs.append(o.schedule_id)
+            elif kind == "expected_receipt":
+                return None
+            return refs
+        if kind == "transfer" or (kind == "payment" and cid is None):
+            return refs
+        if cid is None or kind not in _COMMITTED_KINDS:
+            return None  # a close, a lapse: not undone here
+        c = b.commitments.get((self.org, cid))
+        if c is None:
+            return None
+        due = None if c.due_date is None else date_day(dt.date.fromisoformat(c.due_date))
+        self.commitments.setdefault(cid, _Commitment(c.open, c.ordered, due, c.fiscal_year))
+        refs.append(cid)
+        oids = [oid for oid, _n in o.trimmed]
+        if kind == "payment_order":
+            oids.append(eid)
+        elif o.order_id is not None:
+            oids.append(o.order_id)
+        for oid in oids:
+            x = b.orders.get((self.org, oid))
+            if x is None:
+                return None
+            self.orders.setdefault(oid, [x.open, date_day(dt.date.fromisoformat(x.pay_date))])
+        return refs + oids
+
+    def undo(self, j: Journal, sid: str) -> None:
+        """Take back the event of entry ``j`` (its scoped id ``sid``) from the copies."""
+        found = self._original(j, sid)
+        assert found is not None  # ``take`` found it
+        self._effect(found[0], found[1], 1 if j.reverses is not None else -1)
+
+    def _effect(self, o: Journal, eid: str, sign: int) -> None:
+        """Apply (``sign`` 1) or take back (-1) what original entry ``o`` did to its flows."""
+        kind, cid = o.kind, o.commitment_id
+        if o.schedule_id is not None:
+            s = self.schedules[o.schedule_id]
+            if kind == "receipt":
+                s.realised += sign * o.amount
+            elif sign > 0:
+                r = _revision(o.raw)
+                s.revisions.append((eid, o.amount, r.expected_date, r.certainty))
+            else:
+                s.revisions = [x for x in s.revisions if x[0] != eid]
+            return
+        if cid is None:
+            return
+        c = self.commitments[cid]
+        if kind == "commitment":
+            c.open += sign * o.amount
+        elif kind == "commitment_carry_forward":
+            c.fiscal_year += sign
+        elif kind == "payment_order":
+            self.orders[eid][0] += sign * o.amount
+            c.ordered += sign * o.amount
+        else:  # a payment or cancel: what it released, executed and cut
+            c.open -= sign * o.released
+            cut = list(o.trimmed)
+            if o.order_id is not None:
+                cut.append((o.order_id, o.order_released))
+            for oid, amount in cut:
+                self.orders[oid][0] -= sign * amount
+                c.ordered -= sign * amount
+
+    def curve(self, cash: int, fc: Forecast, n: int) -> tuple[int, ...]:
+        """The first ``n`` days of expected cash from ``cash`` with the copies' flows and the
+        forecast's other known flows (added up per day) and its learned flows."""
+        out: dict[int, int] = {}
+        inn: dict[int, int] = {}
+        for f in fc.flows:
+            if f.kind == RECEIPT and f.ref not in self.schedules:
+                inn[f.day] = inn.get(f.day, 0) + f.cash
+            elif (f.kind == ORDER and f.ref not in self.orders) or (
+                f.kind == COMMITMENT and f.ref not in self.commitments
+            ):
+                out[f.day] = out.get(f.day, 0) - f.cash
+        for c in self.commitments.values():
+            if c.open > c.ordered:
+                d = year_end_day(c.fiscal_year) if c.due is None else c.due
+                out[d] = out.get(d, 0) + c.open - c.ordered
+        for amount, d in self.orders.values():
+            if amount > 0:
+                out[d] = out.get(d, 0) + amount
+        for s in self.schedules.values():
+            if s.revisions and s.revisions[-1][1] > s.realised:
+                d = date_day(dt.date.fromisoformat(s.revisions[-1][2]))
+                inn[d] = inn.get(d, 0) + s.revisions[-1][1] - s.realised
+        inputs = Inputs(
+            cash,
+            0,
+            orders=tuple(KnownOrder(str(d), a, d) for d, a in sorted(out.items()) if a > 0),
+            receipts=tuple(ExpectedReceipt(str(d), a, d) for d, a in sorted(inn.items()) if a > 0),
+            learned=fc.learned,
+        )
+        return run_forecast(inputs, fc.today, fc.horizon).expected.cash[:n]
+
+
+_COMMITTED_KINDS: Final = (
+    "commitment",
+    "commitment_cancel",
+    "commitment_carry_forward",
+    "payment",
+    "payment_order",
+)
 
 
 def first_crossing(

@@ -4,7 +4,7 @@ An event that causes a shortfall must show up at GET /v1/alerts and on the Redis
 within 2 s of being published; acknowledging works and survives resolution; a kill -9 of the
 worker neither repeats nor loses an alert (the alerts topic and Redis are compared before and
 after); a changed threshold takes effect without a restart; and the simulator's staged scenario
-raises its alert.
+raises its alert (the shortfall, whose projection it inhibits).
 """
 
 from __future__ import annotations
@@ -262,15 +262,13 @@ async def test_kill9_and_restart_neither_repeats_nor_loses_alerts(infra: Infra, 
     before, after = Counter(map(key, before_topic)), Counter(map(key, after_topic))
     assert all(n == 1 for n in after.values()), after
     assert before.keys() <= after.keys()
-    assert [(c["org_code"], c["rule"], c["change"]) for c in before_topic] == [
-        (ORG, "shortfall", "raised"),
-        (ORG, "projected_shortfall", "raised"),
-    ]
+    # (cash below zero is projected below zero too: the shortfall inhibits that projection)
+    assert [(c["org_code"], c["rule"], c["change"]) for c in before_topic] == [(ORG, "shortfall", "raised")]
     new = sorted((c["org_code"], c["rule"], c["change"]) for c in after_topic if key(c) not in before)
-    assert new == [(OTHER, "projected_shortfall", "raised"), (OTHER, "shortfall", "raised")]
+    assert new == [(OTHER, "shortfall", "raised")]
     assert before_open <= after_open  # the open alert is still open, under the same id
     assert first[0]["id"].encode() in before_open and other[0]["id"].encode() in after_open
-    assert len(after_open) == len(before_open) + 2  # other's shortfall and projected shortfall
+    assert len(after_open) == len(before_open) + 1  # other's shortfall
 
 
 async def test_thresholds_put_takes_effect_without_restart(astack: Stack) -> None:
@@ -346,13 +344,12 @@ def test_simulator_scenario_raises_the_staged_shortfall(astack: Stack) -> None:
     said = [orjson.loads(ln)["msg"] for ln in (out.stdout + out.stderr).splitlines() if ln.startswith("{")]
     assert any("scenario shortfall" in m and "울릉군 5260000 general" in m for m in said), said[-5:]
     cid = next(m for m in said if "commitment" in m).split("commitment ")[1].split()[0]
-    got = wait_alerts(
-        s, lambda a: a["rule"] == "projected_shortfall" and a["account"] == "general", 30, org=ORG
-    )
-    assert [d["commitment_id"] for d in got[0]["drivers"]] == [cid]
-    assert got[0]["raised_event"] == f"{cid}-c"
-    short = wait_alerts(s, lambda a: a["rule"] == "shortfall" and a["account"] == "general", 5, org=ORG)
-    assert short[0]["available"] < 0
+    # the commitment is larger than the cash: a shortfall at its event, which inhibits the
+    # projection of its due date (one condition, one alert)
+    short = wait_alerts(s, lambda a: a["rule"] == "shortfall" and a["account"] == "general", 30, org=ORG)
+    assert short[0]["raised_event"] == f"{cid}-c" and short[0]["available"] < 0
+    mine = alerts(s, org=ORG, state="all")
+    assert not [a for a in mine if a["rule"] == "projected_shortfall" and a["account"] == "general"]
 
 
 async def test_kill9_mid_stream_raises_the_staged_alerts_exactly_once(infra: Infra, tmp_path: Path) -> None:
@@ -414,7 +411,8 @@ async def test_kill9_mid_stream_raises_the_staged_alerts_exactly_once(infra: Inf
         and c["change"] == "raised"
         and c["rule"] != "year_end"
     }
-    assert sorted(rule for _, rule in mine) == ["projected_shortfall", "shortfall"], (
+    # (the projection of the scenario's payment day is inhibited by the shortfall)
+    assert sorted(rule for _, rule in mine) == ["shortfall"], (
         mine,
         len(changes),
         [(c["org_code"], c["account"], c["rule"], c["change"]) for c in changes][:20],
