@@ -45,7 +45,7 @@ from state.forecast import (
 )
 from state.forecast_book import ForecastBook, rebase
 from state.forecast_learn import WINDOW_DAYS, Learned, day_flow, learn
-from state.forecast_projection import GOVERNMENT, ForecastProjection, body, encode
+from state.forecast_projection import GOVERNMENT, ForecastProjection, body, encode, summary
 from state.history import DayFlows
 from state.ledger import Position, PosKey
 
@@ -99,6 +99,10 @@ class ForecastHook:
         self.accuracy: dict[str, Accuracy] = {}
         self._accuracy_dirty: set[str] = set()
         self._last_publish = 0.0
+        # (government, account or GOVERNMENT) whose forecast is in Redis: a first one is written
+        # at once (an account the API shows must not wait for the throttle), and a government
+        # whose forecasts vanished from Redis (a flush, a restart) is written again
+        self.written: set[Account] = set()
 
     # -- assignment ---------------------------------------------------------------------------
 
@@ -134,6 +138,7 @@ class ForecastHook:
             self.government.pop(org, None)
             self.snapshots.pop(org, None)
             self.accuracy.pop(org, None)
+        self.written = {a for a in self.written if a[0] not in orgs}
         self.stamp = {k: v for k, v in self.stamp.items() if k[0] not in orgs}
         self.cache = {k: v for k, v in self.cache.items() if k[0] not in orgs}
         self.learned = {k: v for k, v in self.learned.items() if k[0] not in orgs}
@@ -202,11 +207,36 @@ class ForecastHook:
         return out
 
     async def after_commit(self) -> None:
-        if time.monotonic() - self._last_publish >= PUBLISH_EVERY_S:
+        first = any(a not in self.written for a in self.dirty)
+        if first or time.monotonic() - self._last_publish >= PUBLISH_EVERY_S:
             await self.publish()
 
     async def housekeeping(self) -> None:
+        await self._rewrite_lost()
         await self.publish()
+
+    async def _rewrite_lost(self) -> None:
+        """Governments whose forecasts Redis no longer holds (their summary is the marker: it is
+        written with them, in one script) are forecast again."""
+        if self.host is None or not self.written:
+            return
+        try:
+            have = {
+                k.decode() if isinstance(k, bytes) else k
+                for k in await self.host.redis.hkeys(self.keys.forecast_summary)
+            }
+        except Exception as exc:  # noqa: BLE001 - Redis down: checked again at the next housekeeping
+            log.debug("forecast check skipped: %r", exc)
+            return
+        lost = {org for org, field in self.written if field == GOVERNMENT and org not in have}
+        if lost:
+            log.info("forecasts of %d governments missing from Redis: writing them again", len(lost))
+            self.written = {a for a in self.written if a[0] not in lost}
+            self._accuracy_dirty |= lost & set(self.accuracy)
+            for org in lost:
+                self.dirty |= {
+                    (org, acc) for acc in self.book.accounts(org, self.host.positions, self._closed(org))
+                }
 
     async def stop(self) -> None:
         return None
@@ -224,15 +254,16 @@ class ForecastHook:
         closed = self._closed(org)
         cached = self.cache.get(key)
         inputs = self.book.inputs(org, account, positions, closed)
-        if cached is not None and cached[0] == today and cached[1] == stamp:
+        floor = self.floor_of(org, account)
+        # the floor is an input too: a threshold override (or a new day's floor) must not be
+        # served with the crossings of the old one
+        if cached is not None and cached[0] == today and cached[1] == stamp and cached[2].floor == floor:
             f = rebase(cached[2], inputs.cash, inputs.committed)
         else:
             lr = self.learned.get(key)
             if lr is None or lr.today != today:
                 lr = self.learned[key] = self._learn(org, account, today)
-            f = forecast(
-                msgspec.structs.replace(inputs, learned=lr), today, HORIZON_DAYS, self.floor_of(org, account)
-            )
+            f = forecast(msgspec.structs.replace(inputs, learned=lr), today, HORIZON_DAYS, floor)
         self.cache[key] = (today, stamp, f)
         return f
 
@@ -267,6 +298,7 @@ class ForecastHook:
         positions = self.host.positions
         dirty, self.dirty = self.dirty, set()
         docs: dict[str, dict[str, bytes]] = {}
+        summaries: dict[str, bytes] = {}
         orgs = sorted({org for org, _acc in dirty})
         for org in orgs:
             if org not in self.book.orgs or org not in self.clock:
@@ -287,10 +319,13 @@ class ForecastHook:
             if parts:
                 floor = sum(p.floor or 0 for p in parts)
                 g = self.government[org] = combine(parts, floor or None)
-                fields[GOVERNMENT] = encode(version, body(org, g, idle_cash(g, floor)))
+                idle = idle_cash(g, floor)
+                fields[GOVERNMENT] = encode(version, body(org, g, idle))
+                summaries[org] = encode(version, summary(org, g, idle))
             docs[org] = fields
         try:
-            await self.projection.send(docs)
+            await self.projection.send(docs, summaries)
+            self.written |= {(org, field) for org, fields in docs.items() for field in fields}
             if self._accuracy_dirty:
                 scores = {
                     org: self.accuracy[org].body() for org in self._accuracy_dirty if org in self.accuracy
@@ -303,4 +338,4 @@ class ForecastHook:
 
     def _version(self, org: str, positions: Mapping[PosKey, Position]) -> int:
         """Grows with the government's day and with every change of its positions."""
-        return self.clock[org] * 10**12 + sum(p.version for (o, _a, _f), p in positions.items() if o == org)
+        return self.clock[org] * 10**12 + self.book.version(org, positions)

@@ -182,6 +182,12 @@ class RedisKeys:
         return f"{self.namespace}:forecast:{org_code}"
 
     @property
+    def forecast_summary(self) -> str:
+        """Hash: ``{org}`` -> ``{version}|{json}``, each government's forecast in brief (first
+        crossings, lowest cash; ``state/forecast_projection.py``)."""
+        return f"{self.namespace}:forecast:summary"
+
+    @property
     def forecast_accuracy(self) -> str:
         """Hash: ``{org}`` -> JSON, each government's forecast against what happened."""
         return f"{self.namespace}:forecast:accuracy"

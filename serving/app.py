@@ -28,7 +28,7 @@ from cashpos.metrics import ApiMetrics
 from cashpos.names import RedisKeys, Topics
 from cashpos.refdata import Government, governments
 from cashpos.settings import Settings, load
-from serving import history, models, paging
+from serving import forecast, history, models, paging
 from serving.alerts import router as alerts_router
 from serving.caching import figures_etag, not_modified, rows_key, tagged
 from serving.federation import exposition
@@ -436,6 +436,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(live_router)
     app.include_router(problems_router)
     app.include_router(history.router)
+    app.include_router(forecast.router)
     app.mount("/dashboard", StaticFiles(directory=STATIC, html=True), name="dashboard")
     install_openapi(app)
     return app

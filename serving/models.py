@@ -454,6 +454,162 @@ class ThresholdsView(BaseModel):
     override: ThresholdOverride | None = Field(description="null: none set through the API")
 
 
+# -- the forecast (state/forecast.py; served by serving/forecast.py) ------------------------------
+
+IsoDate = str  # a Korean calendar date, YYYY-MM-DD
+
+
+class ForecastFlow(BaseModel):
+    """One flow behind the forecast: on ``date``, ``cash`` and ``committed`` change by these
+    amounts (``available`` by ``cash - committed``)."""
+
+    date: IsoDate
+    cash: int
+    committed: int
+    available: int
+    kind: str = Field(
+        description="order (지급명령, on its pay date) | commitment (the open part not ordered, on its due "
+        "date; without one, 31 December of its fiscal year) | receipt (세입 예정, on its expected date) | "
+        "recurring | baseline | new_commitments | pace (learned from the account's own history)"
+    )
+    certainty: str = Field(description="confirmed | estimated | learned")
+    ref: str = Field(
+        description="the order's, commitment's or schedule's id; for a learned flow what it was learned as"
+    )
+    account: str | None = Field(
+        description="its account (null: a government's learned flows summed over its accounts)"
+    )
+
+
+class ForecastBand(BaseModel):
+    """Projected closing figures, one per day from ``today`` (``horizon_days`` of them)."""
+
+    cash: list[int]
+    available: list[int]
+
+
+class ForecastBands(BaseModel):
+    confirmed: ForecastBand = Field(description="the position and the confirmed flows only")
+    expected: ForecastBand = Field(description="every flow: also estimated receipts and learned flows")
+
+
+class ForecastCrossing(BaseModel):
+    """The first day the expected figure is below ``threshold``, its value then, and the flows
+    on or before that day that lower it most (at most 5, largest first)."""
+
+    date: IsoDate
+    days: int = Field(description="days from today")
+    value: int
+    threshold: int
+    drivers: list[ForecastFlow]
+
+
+class ForecastCrossings(BaseModel):
+    cash_below_zero: ForecastCrossing | None
+    cash_below_floor: ForecastCrossing | None = Field(description="null also without a floor")
+    available_below_zero: ForecastCrossing | None
+    available_below_floor: ForecastCrossing | None = Field(description="null also without a floor")
+
+
+class IdleTerm(BaseModel):
+    term_days: int
+    amount: int = Field(description="KRW above the floor on every one of the first term_days days")
+
+
+class IdleCash(BaseModel):
+    """Cash the forecast says is not needed over the whole (90-day) horizon, whatever
+    ``horizon_days`` was asked: information, with its assumptions (state/forecast.py idle_cash)."""
+
+    floor: int
+    amount: int = Field(
+        description="the lowest expected closing cash over the horizon less the floor, at least 0"
+    )
+    days: int = Field(description="days from today on which some cash stays above the floor")
+    ladder: list[IdleTerm]
+
+
+class RecurringFlow(BaseModel):
+    series: str = Field(description="in | out")
+    day_of_month: int = Field(description="31: the month's last business day")
+    amount: int
+    ref: str
+
+
+class LearnedFlows(BaseModel):
+    observed_days: int = Field(
+        description="days of the account's history learned from (fewer than 7: nothing)"
+    )
+    recurring: list[RecurringFlow]
+
+
+class Forecast(BaseModel):
+    """A government's (``account`` null: the sum of its accounts) or an account's cash forecast
+    from its ``today``: the government's clock, the Korean day of its latest event."""
+
+    org_code: str
+    account: str | None
+    today: IsoDate
+    horizon_days: int
+    position: MoneyTotals = Field(description="the position now (every open fiscal year)")
+    floor: int | None = Field(description="the floor the alert rules use (a government: its accounts' sum)")
+    bands: ForecastBands
+    crossings: ForecastCrossings
+    flows: list[ForecastFlow] = Field(
+        description="every flow within the horizon, by date (a government's learned flows summed per day)"
+    )
+    idle_cash: IdleCash | None
+    learned: LearnedFlows | None = Field(description="an account only")
+
+
+class ForecastMark(BaseModel):
+    date: IsoDate
+    days: int = Field(description="days from the government's today")
+    value: int = Field(description="the expected closing cash that day")
+
+
+class ForecastSummary(BaseModel):
+    """One government's forecast in brief (its whole forecast: GET /v1/forecast/{org_code})."""
+
+    org_code: str
+    today: IsoDate
+    horizon_days: int
+    cash: int
+    available: int
+    floor: int | None
+    cash_below_zero: ForecastMark | None = Field(
+        description="the projected shortfall: null, none within the horizon"
+    )
+    cash_below_floor: ForecastMark | None
+    lowest_cash: ForecastMark = Field(description="the lowest expected closing cash (its first day)")
+    idle_cash: int | None
+
+
+class ForecastSummaryList(BaseModel):
+    governments: list[ForecastSummary] = Field(
+        description="the caller's governments that have a forecast, in reference-data order"
+    )
+
+
+class HorizonAccuracy(BaseModel):
+    days_ahead: int = Field(description="how far ahead the forecast was made (1, 7, 30)")
+    days: int = Field(description="days scored")
+    mean_abs_error: int = Field(description="KRW, floored")
+    mean_error: int = Field(
+        description="forecast minus actual closing cash, KRW, floored (positive: too high)"
+    )
+
+
+class GovernmentAccuracy(BaseModel):
+    org_code: str
+    horizons: list[HorizonAccuracy]
+
+
+class ForecastAccuracyList(BaseModel):
+    governments: list[GovernmentAccuracy] = Field(
+        description="the caller's governments with a scored day, in reference-data order"
+    )
+
+
 # -- the live stream -----------------------------------------------------------------------------
 
 

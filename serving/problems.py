@@ -242,6 +242,16 @@ TYPES: dict[str, ProblemType] = {
             "Retry-After seconds; live positions (without as_of) are served meanwhile.",
         ),
         ProblemType(
+            "forecast_unavailable",
+            503,
+            "No forecast yet",
+            "GET /v1/forecast/{org_code}[/{account}]: the government (or the account) has figures but "
+            "the worker that owns it has not written their forecast yet (it does at once after its "
+            "first event, then within a second of each change; after Redis lost it, within a "
+            "second or two). Retry after Retry-After seconds. (Nothing to forecast is no error: an "
+            "account or a government without a position answers its zero forecast.)",
+        ),
+        ProblemType(
             "invalid_batch",
             422,
             "Batch body refused",

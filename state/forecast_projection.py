@@ -1,9 +1,11 @@
 """The forecast's serving copy in Redis: its JSON body and the version-guarded write.
 
 This module owns the format: per government a hash (``RedisKeys.forecast``), field the account
-(``*``: the government), value ``{version}|{json}`` (``state.projection.encode_value``); and the
-accuracy hash (``RedisKeys.forecast_accuracy``), field the government, value JSON. The API
-(``serving/forecast.py``) reads through ``decode`` and ``cut``.
+(``*``: the government), value ``{version}|{json}`` (``state.projection.encode_value``); the
+summary hash (``RedisKeys.forecast_summary``), field the government, value ``{version}|{json}``
+of ``summary`` (the national view's sort, without reading 243 full forecasts); and the accuracy
+hash (``RedisKeys.forecast_accuracy``), field the government, value JSON. The API
+(``serving/forecast.py``) reads through ``decode``, ``cut`` and ``decode_accuracy``.
 """
 
 from __future__ import annotations
@@ -60,11 +62,12 @@ def flow_body(f: Flow) -> dict[str, Any]:
     }
 
 
-def _crossing(c: Crossing | None) -> dict[str, Any] | None:
+def _crossing(c: Crossing | None, today: int) -> dict[str, Any] | None:
     if c is None:
         return None
     return {
         "date": _date(c.day),
+        "days": c.day - today,
         "value": c.value,
         "threshold": c.threshold,
         "drivers": [flow_body(f) for f in c.drivers],
@@ -101,7 +104,7 @@ def body(org: str, f: Forecast, idle: Idle | None) -> dict[str, Any]:
             name: {"cash": list(b.cash), "available": list(b.available)}
             for name, b in (("confirmed", f.confirmed), ("expected", f.expected))
         },
-        "crossings": {name: _crossing(getattr(f, name)) for name in CROSSINGS},
+        "crossings": {name: _crossing(getattr(f, name), f.today) for name in CROSSINGS},
         "flows": [flow_body(x) for x in (_grouped(f.flows) if not f.account else f.flows)],
         "idle_cash": None
         if idle is None
@@ -123,6 +126,31 @@ def body(org: str, f: Forecast, idle: Idle | None) -> dict[str, Any]:
     }
 
 
+def _mark(day: int, today: int, value: int) -> dict[str, Any]:
+    return {"date": _date(day), "days": day - today, "value": value}
+
+
+def summary(org: str, f: Forecast, idle: Idle | None) -> dict[str, Any]:
+    """A government's forecast in brief: its first crossings of zero and of the floor by the
+    expected cash (date, days from its today, value then), the lowest expected cash (its first
+    day) and the idle cash."""
+    cash = f.expected.cash
+    low = min(range(len(cash)), key=cash.__getitem__)
+    zero, floor = f.cash_below_zero, f.cash_below_floor
+    return {
+        "org_code": org,
+        "today": _date(f.today),
+        "horizon_days": f.horizon,
+        "cash": f.cash,
+        "available": f.cash - f.committed,
+        "floor": f.floor,
+        "cash_below_zero": None if zero is None else _mark(zero.day, f.today, zero.value),
+        "cash_below_floor": None if floor is None else _mark(floor.day, f.today, floor.value),
+        "lowest_cash": _mark(f.today + low, f.today, cash[low]),
+        "idle_cash": None if idle is None else idle.amount,
+    }
+
+
 def encode(version: int, doc: Mapping[str, Any]) -> bytes:
     return encode_value(version, orjson.dumps(doc))
 
@@ -130,6 +158,12 @@ def encode(version: int, doc: Mapping[str, Any]) -> bytes:
 def decode(raw: bytes) -> tuple[int, dict[str, Any]]:
     version, doc = decode_value(raw)
     return version, doc
+
+
+def decode_accuracy(raw: bytes) -> dict[int, dict[str, int]]:
+    """A government's accuracy: per horizon (days ahead) its days scored, mean absolute error
+    and mean error (forecast minus actual closing cash, KRW)."""
+    return {int(h): v for h, v in orjson.loads(raw).items()}
 
 
 def cut(doc: dict[str, Any], horizon_days: int) -> dict[str, Any]:
@@ -163,9 +197,12 @@ class ForecastProjection:
         self.keys = keys
         self._script = redis.register_script(_LUA)
 
-    async def send(self, docs: Mapping[str, Mapping[str, bytes]]) -> None:
-        """``docs``: per government, field -> encoded value."""
-        if not docs:
+    async def send(
+        self, docs: Mapping[str, Mapping[str, bytes]], summaries: Mapping[str, bytes] | None = None
+    ) -> None:
+        """``docs``: per government, field -> encoded value; ``summaries``: per government, its
+        encoded ``summary`` (in the same script: the summary never runs ahead of the forecast)."""
+        if not docs and not summaries:
             return
         keys: list[str] = []
         argv: list[bytes | str | int] = []
@@ -174,6 +211,11 @@ class ForecastProjection:
             argv.append(len(fields))
             for field, value in fields.items():
                 argv += [field, value]
+        if summaries:
+            keys.append(self.keys.forecast_summary)
+            argv.append(len(summaries))
+            for org, value in summaries.items():
+                argv += [org, value]
         await self._script(keys=keys, args=argv)
 
     async def send_accuracy(self, accuracy: Mapping[str, Mapping[str, Any]]) -> None:

@@ -128,4 +128,5 @@ window.cashpos = {
   get view() { return current && current.mod.name; },
   get session() { return store.session; },
   get dayCurve() { return current && current.mod.dayCurve ? current.mod.dayCurve() : null; },
+  get forecast() { return current && current.mod.forecastCurve ? current.mod.forecastCurve() : null; },
 };

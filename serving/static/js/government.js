@@ -1,7 +1,10 @@
 // Government view (#/gov/{org}): every account's cash, committed and available; the day's
 // movement since 00:00 KST and the last 30 days, both from the server's history; "change today"
 // against the server's opening balance; the daily statement (tab, with CSV); the events behind
-// every figure (events.js); the latest updates as they arrive; open alerts; projected shortfall.
+// every figure (events.js); the latest updates as they arrive; open alerts; and, after the day's
+// chart, the server's 90-day forecast (GET /v1/forecast/{org}: the expected cash curve with the
+// confirmed band, the projected shortfall and its drivers, idle cash). Every forecast figure is the
+// server's: the page draws and labels them, it computes none.
 
 import { closePanel, openBreakdown, openEvents, relabelPanel } from "./events.js";
 import { big, esc, krw, krwDelta, krwExact, kstDay, kstTime } from "./format.js";
@@ -17,6 +20,8 @@ const FEED_MAX = 60;
 const MONTH_DAYS = 30;
 const STMT_DAYS = 7;
 const RETRY_MS = 5000;
+const FORECAST_POLL_S = 5; // besides a reload shortly after each update of this government
+const FORECAST_AFTER_UPDATE_MS = 800; // the worker writes forecasts at most every 0.5 s after a batch
 // Statement columns in the server's order (serving/history.py), money except "events".
 const STMT_COLS = ["opening_cash", "receipts_local_tax", "receipts_non_tax", "receipts_grant", "receipts_subsidy",
   "receipts_bond", "receipts_other", "payments", "transfers_in", "transfers_out", "carried_in", "carried_out", "other_cash",
@@ -48,6 +53,13 @@ let month = null; // [{date, cash, available, committed}] or null
 let monthError = false;
 let stmt = { from: null, to: null, rows: null, error: false, busy: false };
 let gen = 0; // mount generation: late answers of a previous page are dropped
+// The server's forecast of the government: {doc} (the API's body), {unavailable: true} (503: not
+// computed yet) or {error: true}; null before the first answer.
+let fc = null;
+let fcChart = null;
+let fcResizeObs = null;
+let fcTimer = null;
+let fcBusy = false;
 
 function crumbs(ctx) {
   const g = store.govs.get(org);
@@ -98,6 +110,7 @@ function shell() {
     </nav>
     <div id="pane-overview" class="pane">
     <div class="grid2">
+      <div class="main-col">
       <section class="panel chart-panel">
         <header><h2 id="chart-title"></h2><small class="muted" id="chart-note"></small>
           <span class="seg" role="group"><button type="button" class="btn" data-mode="today" id="chart-today">${esc(t("chartToday"))}</button><button type="button" class="btn" data-mode="month" id="chart-month">${esc(t("chart30"))}</button></span>
@@ -105,15 +118,21 @@ function shell() {
         <div id="gov-chart" class="chart"></div>
         <div id="gov-day" class="day-line"></div>
       </section>
+      <section class="panel forecast-panel" id="gov-forecast">
+        <header><h2>${esc(t("fcTitle"))}</h2><small class="muted" id="fc-note"></small></header>
+        <div id="fc-chart" class="chart fc-chart"></div>
+        <div id="gov-shortfall-panel" class="fc-facts">
+          <div class="fc-block"><h3>${esc(t("shortfall"))}</h3><div id="gov-shortfall" class="shortfall"></div></div>
+          <div class="fc-block"><h3>${esc(t("fcFloorTitle"))}</h3><div id="fc-floor"></div></div>
+          <div class="fc-block"><h3>${esc(t("idleCash"))}</h3><div id="fc-idle"></div></div>
+        </div>
+        <small class="muted fc-assume">${esc(t("fcAssumptions"))}</small>
+      </section>
+      </div>
       <aside class="side">
         <section class="panel" id="gov-alerts-panel">
           <header><h2>${esc(t("alerts"))}</h2><span class="count" id="gov-alert-count"></span></header>
           <div id="gov-alerts" class="alerts"></div>
-        </section>
-        <section class="panel" id="gov-shortfall-panel">
-          <header><h2>${esc(t("shortfall"))}</h2></header>
-          <div id="gov-shortfall" class="shortfall"></div>
-          <small class="muted">${esc(t("shortfallNote"))}</small>
         </section>
       </aside>
     </div>
@@ -170,10 +189,10 @@ function shell() {
   paintAccounts();
   paintFeed();
   paintAlerts();
-  paintShortfall();
   paintTabs();
   paintStatement();
   makeChart();
+  paintForecast();
 }
 
 function setTab(next) {
@@ -183,7 +202,7 @@ function setTab(next) {
     const today = kstDay();
     loadStatement(stmt.from || addDays(today, -(STMT_DAYS - 1)), stmt.to || today);
   }
-  if (tab === "overview") makeChart();
+  if (tab === "overview") { makeChart(); makeForecastChart(); }
 }
 
 function paintTabs() {
@@ -308,27 +327,183 @@ function paintAlerts() {
   }).join("")}</ul>`;
 }
 
-function paintShortfall() {
-  // The server's projection, not the browser's: the projected_shortfall alert rule (open
-  // commitments by due date and the account's recent outflow, docs/alerts.md) judges every
-  // account; this panel shows the earliest date it found, or that it found none.
+// --- the forecast, from the server ---------------------------------------------------------------
+
+async function loadForecast() {
+  if (fcBusy || !org) return;
+  fcBusy = true;
+  const my = gen, o = org;
+  let next;
+  try {
+    // The browser revalidates with the ETag (Cache-Control: no-cache): a 304 while unchanged.
+    next = { doc: await getJSON(`v1/forecast/${o}`) };
+  } catch (e) {
+    next = e.status === 503 ? { unavailable: true } : { error: true };
+    if (fc && fc.doc && !next.unavailable) next = { doc: fc.doc, error: true }; // keep the last one shown
+  } finally {
+    if (my === gen) fcBusy = false;
+  }
+  if (my !== gen) return;
+  const same = fc && fc.doc && next.doc && JSON.stringify(fc.doc, bigText) === JSON.stringify(next.doc, bigText);
+  fc = next;
+  if (!same) paintForecast();
+}
+
+function bigText(_k, v) { return typeof v === "bigint" ? v.toString() : v; }
+
+function soonForecast() {
+  clearTimeout(fcTimer);
+  fcTimer = setTimeout(loadForecast, FORECAST_AFTER_UPDATE_MS);
+}
+
+/** The Korean dates of the bands' days (the server's today, then one a day). */
+function forecastDates(doc) {
+  return Array.from({ length: doc.bands.expected.cash.length }, (_, i) => addDays(doc.today, i));
+}
+
+/** The forecast as drawn, with the server's exact figures (for operators' consoles and the tests). */
+export function forecastCurve() {
+  if (!fc || !fc.doc) return null;
+  const d = fc.doc;
+  const text = (xs) => xs.map((v) => big(v).toString());
+  return {
+    today: d.today,
+    dates: forecastDates(d),
+    expected: text(d.bands.expected.cash),
+    confirmed: text(d.bands.confirmed.cash),
+    floor: d.floor === null ? null : big(d.floor).toString(),
+  };
+}
+
+function fcMessage() {
+  return fc === null ? t("fcLoading") : fc.unavailable ? t("fcUnavailable") : t("loadError");
+}
+
+function paintForecast() {
+  const panel = root && root.querySelector("#gov-forecast");
+  if (!panel) return;
+  const doc = fc && fc.doc;
+  root.querySelector("#fc-note").textContent = doc ? t("fcNote", doc.today, doc.horizon_days) : "";
+  panel.dataset.today = doc ? doc.today : "";
+  panel.dataset.state = doc ? (fc.error ? "stale" : "ready") : fc === null ? "loading" : fc.unavailable ? "unavailable" : "error";
+  makeForecastChart();
+  paintForecastFacts();
+}
+
+function makeForecastChart() {
+  const el = root && root.querySelector("#fc-chart");
+  if (!el) return;
+  const doc = fc && fc.doc;
+  if (fcChart) fcChart.destroy();
+  fcChart = null;
+  if (!doc) {
+    el.innerHTML = `<div class="loading">${esc(fcMessage())}</div>`;
+    return;
+  }
+  el.innerHTML = "";
+  if (!window.uPlot || tab !== "overview") return;
+  const U = window.uPlot;
+  const stepped = U.paths && U.paths.stepped ? U.paths.stepped({ align: 1 }) : undefined;
+  const money = (u, v) => (v == null ? "—" : krw(BigInt(Math.round(v)), getLang()));
+  const xs = forecastDates(doc).map((d) => kstMidnight(d) / 1000);
+  const doubles = (a) => a.map((v) => Number(v)); // for drawing only: the exact figures are in the DOM
+  const series = [
+    { label: t("date"), value: (u, v) => (v == null ? "—" : kstDay(v * 1000)) },
+    { label: t("fcExpected"), value: money, stroke: "#1f5fbf", width: 2, fill: "rgba(31,95,191,0.08)", paths: stepped, points: { show: false } },
+    { label: t("fcConfirmed"), value: money, stroke: "#8a94a6", width: 1.5, dash: [5, 4], paths: stepped, points: { show: false } },
+  ];
+  const data = [xs, doubles(doc.bands.expected.cash), doubles(doc.bands.confirmed.cash)];
+  if (doc.floor !== null) {
+    series.push({ label: t("fcFloor"), value: money, stroke: "#d32f2f", width: 1, dash: [2, 3], points: { show: false } });
+    data.push(xs.map(() => Number(doc.floor)));
+  }
+  fcChart = new U({
+    width: Math.max(300, el.clientWidth), height: 220,
+    tzDate: (ts) => U.tzDate(new Date(ts * 1e3), "Asia/Seoul"),
+    cursor: { drag: { x: false, y: false } },
+    legend: { show: true, live: true },
+    scales: {
+      x: { time: true },
+      // zero in view: how far the curve is from running out is the point of the chart
+      y: { range: (u, min, max) => { const lo = Math.min(min, 0), hi = Math.max(max, 0), pad = Math.max((hi - lo) * 0.08, 1e5); return [lo - (lo < 0 ? pad : 0), hi + pad]; } },
+    },
+    axes: [
+      { stroke: "#5b6473", values: axisDay, space: 60, incrs: [86_400, 7 * 86_400, 14 * 86_400, 28 * 86_400], grid: { stroke: "#eef0f3" }, ticks: { stroke: "#dfe3e8" } },
+      { stroke: "#5b6473", size: 84, values: axisKrw, grid: { stroke: "#eef0f3" }, ticks: { stroke: "#dfe3e8" } },
+    ],
+    series,
+  }, data, el);
+  if (fcResizeObs) fcResizeObs.disconnect();
+  fcResizeObs = new ResizeObserver(() => { if (fcChart) fcChart.setSize({ width: Math.max(300, el.clientWidth), height: 220 }); });
+  fcResizeObs.observe(el);
+}
+
+/** A crossing (the server's first day below a threshold) with the flows that drive it. */
+function crossingHtml(name, c, head, lang) {
+  const drivers = c.drivers.map((f) => {
+    const v = big(f.cash);
+    return `<li data-ref="${esc(f.ref)}" data-date="${esc(f.date)}" data-kind="${esc(f.kind)}" data-krw="${v}">
+      <time>${esc(f.date)}</time> <span class="fc-kind">${esc(t("fcKinds")[f.kind] || f.kind)}</span> <span class="mono">${esc(f.ref)}</span>${f.account ? ` <span class="acc-code">${esc(f.account)}</span>` : ""}
+      <b class="amt ${v < 0n ? "down" : ""}" title="${esc(krwExact(v, lang))}">${esc(krwDelta(v, lang))}</b> <small class="muted">${esc(t("fcCertainty")[f.certainty] || f.certainty)}</small></li>`;
+  }).join("");
+  return `<div class="fc-crossing" data-crossing="${name}" data-date="${esc(c.date)}" data-days="${c.days}" data-krw="${big(c.value)}" data-threshold="${big(c.threshold)}">
+    <p class="fc-head" title="${esc(krwExact(big(c.value), lang))}">${esc(head)}</p>
+    ${drivers ? `<div class="muted fc-sub">${esc(t("fcDrivers"))}</div><ol class="fc-drivers">${drivers}</ol>` : ""}</div>`;
+}
+
+function paintForecastFacts() {
   const box = root && root.querySelector("#gov-shortfall");
   if (!box) return;
-  const tt = store.totals.get(org);
-  let text, cls = "";
-  if (tt && tt.available < 0n) { text = t("shortfallNow"); cls = "bad"; } else if (alerts === null) {
-    text = t("alertsUnavailable");
-  } else {
-    const ahead = [...alerts.values()].filter((a) => a.rule === "projected_shortfall" && a.projected_date)
-      .sort((a, b) => String(a.projected_date).localeCompare(String(b.projected_date)));
-    if (ahead.length) {
-      const a = ahead[0];
-      text = t("shortfallOn", a.projected_date, `${a.account} ${(a.fiscal_years || [a.fiscal_year]).join("+")}`);
-      cls = "bad";
-    } else { text = t("shortfallNone"); cls = "ok"; }
+  const lang = getLang();
+  const floorBox = root.querySelector("#fc-floor");
+  const idleBox = root.querySelector("#fc-idle");
+  const doc = fc && fc.doc;
+  const money = (v) => krw(big(v), lang);
+  // The projected-shortfall alerts: the same engine, judged per account (docs/alerts.md).
+  const projected = alerts ? [...alerts.values()].filter((a) => a.rule === "projected_shortfall" && a.projected_date)
+    .sort((a, b) => String(a.projected_date).localeCompare(String(b.projected_date))) : [];
+  const alertLines = projected.length ? `<div class="muted fc-sub">${esc(t("fcAlerts"))}</div><ul class="fc-alerts" id="fc-alerts">${projected.map((a) =>
+    `<li data-date="${esc(a.projected_date)}" data-account="${esc(a.account || "")}">${esc(t("fcAlertOn", a.projected_date, `${a.account} ${(a.fiscal_years || [a.fiscal_year]).join("+")}`))}</li>`).join("")}</ul>` : "";
+  if (!doc) {
+    box.className = "shortfall";
+    delete box.dataset.date;
+    box.innerHTML = `<p class="muted">${esc(fcMessage())}</p>${alertLines}`;
+    floorBox.innerHTML = "";
+    idleBox.innerHTML = "";
+    return;
   }
-  box.className = `shortfall ${cls}`;
-  box.textContent = text;
+  const zero = doc.crossings.cash_below_zero;
+  let head;
+  if (big(doc.position.available) < 0n) {
+    head = `${t("shortfallNow")}${zero ? ` · ${t("shortfallOn", zero.date, zero.days, null)}` : ""}`;
+  } else if (zero) {
+    head = t("shortfallOn", zero.date, zero.days, money(zero.value));
+  } else {
+    head = t("shortfallNone", doc.horizon_days);
+  }
+  box.className = `shortfall ${zero || big(doc.position.available) < 0n ? "bad" : "ok"}`;
+  box.dataset.date = zero ? zero.date : "";
+  box.innerHTML = (zero ? crossingHtml("cash_below_zero", zero, head, lang) : `<p class="fc-head">${esc(head)}</p>`) + alertLines;
+
+  const below = doc.crossings.cash_below_floor;
+  floorBox.className = doc.floor === null ? "" : below ? "shortfall warn" : "shortfall ok";
+  if (doc.floor === null) {
+    floorBox.innerHTML = `<p class="muted">${esc(t("floorUnset"))}</p>`;
+  } else if (below) {
+    floorBox.innerHTML = crossingHtml("cash_below_floor", below, t("floorOn", below.date, below.days, money(doc.floor), money(below.value)), lang);
+  } else {
+    floorBox.innerHTML = `<p class="fc-head">${esc(t("floorNone", money(doc.floor), doc.horizon_days))}</p>`;
+  }
+
+  const idle = doc.idle_cash;
+  if (!idle) {
+    idleBox.innerHTML = "";
+    return;
+  }
+  const ladder = idle.ladder.map((x) => `<span data-term="${x.term_days}" data-krw="${big(x.amount)}">${esc(t("idleTerm", x.term_days))} ${esc(money(x.amount))}</span>`).join(" · ");
+  idleBox.innerHTML = `<p class="fc-head"><b class="amt" id="fc-idle-amount" data-krw="${big(idle.amount)}" data-days="${idle.days}" title="${esc(krwExact(big(idle.amount), lang))}">${esc(money(idle.amount))}</b>
+    <small class="muted">${esc(t("idleLine", money(idle.floor), idle.days))}</small></p>
+    <div class="fc-ladder muted">${ladder}</div>`;
 }
 
 // --- the day and the last 30 days, from the server ----------------------------------------------
@@ -667,7 +842,6 @@ function applyBody(body, ms, isSnapshot, resumed = false) {
   paintKpis();
   paintAccounts(new Set(items.map((i) => i.key)));
   paintFeed();
-  paintShortfall();
   refreshChart();
 }
 
@@ -680,7 +854,7 @@ async function loadAlerts(o) {
     alerts = null; // 404 until the alert service exists; any other error: show none as well
   }
   paintAlerts();
-  paintShortfall();
+  paintForecastFacts();
 }
 
 function onAlert(a) {
@@ -690,7 +864,7 @@ function onAlert(a) {
   const state = String(a.state || a.status || "open").toLowerCase();
   if (["closed", "resolved", "cleared"].includes(state)) alerts.delete(id); else alerts.set(id, a);
   paintAlerts();
-  paintShortfall();
+  paintForecastFacts();
 }
 
 export async function mount(el, arg, ctx) {
@@ -702,6 +876,8 @@ export async function mount(el, arg, ctx) {
   alerts = null;
   asOf = null;
   tab = "overview";
+  fc = null;
+  fcBusy = false;
   chartMode = "today";
   dayHist = null;
   dayError = false;
@@ -737,6 +913,7 @@ export async function mount(el, arg, ctx) {
   shell();
   loadAlerts(org);
   loadDay();
+  loadForecast();
   live = new LiveStream({
     org,
     on: {
@@ -745,7 +922,12 @@ export async function mount(el, arg, ctx) {
         if (b) applyBody(b, Date.now(), true, snapshots > 0);
         snapshots += 1;
       },
-      positions(d) { const b = d.governments && d.governments[org]; if (b) applyBody(b, d.written_ms || Date.now(), false); },
+      positions(d) {
+        const b = d.governments && d.governments[org];
+        if (!b) return;
+        applyBody(b, d.written_ms || Date.now(), false);
+        soonForecast(); // its forecast follows the batch within about half a second
+      },
       alerts: onAlert,
     },
   });
@@ -756,6 +938,7 @@ export async function mount(el, arg, ctx) {
   chartTimer = setInterval(() => {
     refreshChart();
     if (++ticks % 10 === 0) topUpDay(); // a new 15-minute instant, or a new Korean day
+    if (ticks % FORECAST_POLL_S === 0) loadForecast(); // a 304 while it is unchanged
   }, 1000);
 }
 
@@ -765,10 +948,16 @@ export function unmount() {
   if (live) live.stop();
   live = null;
   clearInterval(chartTimer);
+  clearTimeout(fcTimer);
+  fcTimer = null;
   if (resizeObs) resizeObs.disconnect();
   resizeObs = null;
+  if (fcResizeObs) fcResizeObs.disconnect();
+  fcResizeObs = null;
   if (chart) chart.destroy();
   chart = null;
+  if (fcChart) fcChart.destroy();
+  fcChart = null;
   root = null;
 }
 

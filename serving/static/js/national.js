@@ -1,5 +1,6 @@
 // National view: 243 governments grouped by their 17 provinces, coloured by the months of
-// outflow their spendable funds cover; national and provincial totals; search; sort.
+// outflow their spendable funds cover; national and provincial totals; search; sort (also by the
+// days until the server's forecast projects a shortfall: GET /v1/forecast).
 
 import { esc, krw, krwDelta, krwExact, kstDay } from "./format.js";
 import { kstMidnight, summaryAt } from "./history.js";
@@ -17,8 +18,10 @@ function scopeLabel() {
   return store.provinces.length === 1 ? store.provinces[0].name : t("scopeTitle", me.orgs.length);
 }
 
-const SORTS = ["code", "available", "cash", "committed", "change", "coverage"];
-const SORT_LABEL = { code: "sortCode", available: "sortAvailable", cash: "sortCash", committed: "sortCommitted", change: "sortChange", coverage: "sortCoverage" };
+const SORTS = ["code", "available", "cash", "committed", "change", "coverage", "shortfall"];
+const SORT_LABEL = { code: "sortCode", available: "sortAvailable", cash: "sortCash", committed: "sortCommitted", change: "sortChange", coverage: "sortCoverage", shortfall: "sortShortfall" };
+const ASCENDING = new Set(["coverage", "shortfall"]); // the most urgent first
+const FORECAST_POLL_MS = 10_000;
 const KPIS = ["cash", "committed", "available", "spendable", "change"];
 const RETRY_MS = 5000;
 const DAY_CHECK_MS = 30_000;
@@ -37,6 +40,51 @@ const ui = loadUi();
 // GET /v1/summary?as_of= read at 00:00 KST − 1 ms: as_of is inclusive and the statement's opening
 // is every event before 00:00. Kept across views for the Korean day; read again when it changes.
 // A refused read (503 history_unavailable: a worker not answering) shows no change, never a guess.
+
+// --- the forecast in brief -------------------------------------------------------------------------
+// Per government the server's forecast summary (GET /v1/forecast: the first day its expected cash
+// is below zero and below its floor, with the days until then). Read on mount and every 10 s (a
+// 304 while unchanged); a government without one sorts last.
+
+let forecasts = new Map(); // org -> summary
+let forecastTimer = null;
+
+async function loadForecasts() {
+  try {
+    const body = await getJSON("v1/forecast");
+    forecasts = new Map(body.governments.map((g) => [g.org_code, g]));
+  } catch { return; /* kept as they were; read again at the next tick */ }
+  if (!root || !tiles.size) return;
+  for (const org of tiles.keys()) paintForecastMark(org);
+  if (ui.sort === "shortfall") scheduleLayout();
+}
+
+/** The sort key "days until projected shortfall": below zero first (by its days), then below
+ * the floor only (by its days), then none; the server's days, compared, never computed here. */
+function shortfallKey(org) {
+  const s = forecasts.get(org);
+  if (!s) return [2, 0];
+  if (s.cash_below_zero) return [0, s.cash_below_zero.days];
+  if (s.cash_below_floor) return [1, s.cash_below_floor.days];
+  return [2, 0];
+}
+
+function cmpKeys(a, b) { return cmp(a[0], b[0]) || cmp(a[1], b[1]); }
+
+function paintForecastMark(org) {
+  const el = tiles.get(org);
+  const mark = el && el.querySelector('[data-field="shortfall"]');
+  if (!mark) return;
+  const s = forecasts.get(org);
+  const zero = s && s.cash_below_zero, floor = s && s.cash_below_floor;
+  const c = zero || floor;
+  mark.textContent = zero ? t("tileShort", zero.days) : floor ? t("tileFloor", floor.days) : "";
+  mark.className = `gov-fc${zero ? " fc-zero" : floor ? " fc-floor" : ""}`;
+  mark.dataset.kind = zero ? "zero" : floor ? "floor" : "";
+  mark.dataset.days = c ? String(c.days) : "";
+  mark.dataset.date = c ? c.date : "";
+  mark.title = c ? `${c.date} (${t(zero ? "shortfall" : "fcFloorTitle")})` : "";
+}
 
 let openings = null; // {day, byOrg: Map org -> {cash, committed, available}} of today
 let openBusy = false;
@@ -110,6 +158,9 @@ function cmp(a, b) { return a < b ? -1 : a > b ? 1 : 0; }
 function orderOrgs(orgs) {
   if (ui.sort === "code") return [...orgs].sort((a, b) => store.govs.get(a).order - store.govs.get(b).order);
   const sign = ui.dir === "asc" ? 1 : -1;
+  if (ui.sort === "shortfall") {
+    return [...orgs].sort((a, b) => sign * cmpKeys(shortfallKey(a), shortfallKey(b)) || store.govs.get(a).order - store.govs.get(b).order);
+  }
   return [...orgs].sort((a, b) => sign * cmp(metric(a, ui.sort), metric(b, ui.sort)) || store.govs.get(a).order - store.govs.get(b).order);
 }
 
@@ -178,7 +229,7 @@ function shell() {
   root.querySelector("#search").addEventListener("input", (e) => { ui.q = e.target.value.trim(); layout(); });
   root.querySelector("#sort").addEventListener("change", (e) => {
     ui.sort = e.target.value;
-    ui.dir = ui.sort === "coverage" ? "asc" : "desc";
+    ui.dir = ASCENDING.has(ui.sort) ? "asc" : "desc";
     saveUi(); relabelToolbar(); layout();
   });
   root.querySelector("#sort-dir").addEventListener("click", () => {
@@ -225,10 +276,11 @@ function shell() {
     a.innerHTML = `
       <div class="gov-top"><span class="gov-name">${esc(g.name)}</span>${g.level === "metropolitan" ? `<span class="badge">${esc(t("metro"))}</span>` : ""}${g.level === "metropolitan" ? "" : `<span class="gov-prov">${esc(g.province_name)}</span>`}<span class="gov-code">${org}</span></div>
       <div class="gov-main"><span class="gov-avail amt" data-field="available"></span><span class="gov-change amt delta" data-field="change"></span></div>
-      <div class="gov-sub"><span class="lbl">${esc(t("cashShort"))}</span> <span class="amt" data-field="cash"></span><span class="lbl">${esc(t("committedShort"))}</span> <span class="amt" data-field="committed"></span></div>`;
+      <div class="gov-sub"><span class="lbl">${esc(t("cashShort"))}</span> <span class="amt" data-field="cash"></span><span class="lbl">${esc(t("committedShort"))}</span> <span class="amt" data-field="committed"></span></div>
+      <div class="gov-fc" data-field="shortfall"></div>`;
     tiles.set(org, a);
   }
-  for (const org of tiles.keys()) paintTile(org);
+  for (const org of tiles.keys()) { paintTile(org); paintForecastMark(org); }
   paintTotals();
   layout();
 }
@@ -295,12 +347,14 @@ function layout() {
     if (ui.sort !== "code") {
       const sign = ui.dir === "asc" ? 1 : -1;
       const key = (p) => {
+        if (ui.sort === "shortfall") return p.orgs.map(shortfallKey).reduce((m, k) => (cmpKeys(k, m) < 0 ? k : m), [2, 0]);
         if (ui.sort === "coverage") { const c = coverage(sumTotals(p.orgs)); return c.months ?? Infinity; }
         if (ui.sort === "change") return sumChange(p.orgs) ?? -Infinity;
         return sumTotals(p.orgs)[ui.sort];
       };
       const keys = new Map(provs.map((p) => [p.code, key(p)]));
-      provs.sort((a, b) => sign * cmp(keys.get(a.code), keys.get(b.code)));
+      const order = ui.sort === "shortfall" ? cmpKeys : cmp;
+      provs.sort((a, b) => sign * order(keys.get(a.code), keys.get(b.code)));
     }
     const groups = root.querySelector("#nat-groups");
     for (const p of provs) {
@@ -394,6 +448,8 @@ export async function mount(el, _arg, ctx) {
   shell();
   live.start();
   loadOpenings();
+  loadForecasts();
+  forecastTimer = setInterval(loadForecasts, FORECAST_POLL_MS);
   // the Korean day changed: today's openings are another read
   dayTimer = setInterval(() => { if (openings && openings.day !== kstDay()) { paintAll(); loadOpenings(); } }, DAY_CHECK_MS);
 }
@@ -414,6 +470,8 @@ export function unmount() {
   openTimer = null;
   clearInterval(dayTimer);
   dayTimer = null;
+  clearInterval(forecastTimer);
+  forecastTimer = null;
   root = null;
   tiles = new Map();
   sections = new Map();
