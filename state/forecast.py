@@ -18,8 +18,11 @@ or before its day, to the won.
   or ``estimated`` (a tax's expected yield).
 
 Assumption for all three: a flow whose day is past and that is still open happens **today**
-(an overdue order or commitment is paid, a late receipt arrives, today). A flow after the
-horizon is not listed.
+(an overdue order or commitment is paid, a late receipt arrives, today), with one exception:
+an ``estimated`` receipt still open more than ``ESTIMATE_GRACE_DAYS`` after its day is no
+longer expected (a tax's yield estimated 10-20 % high would otherwise "arrive today" every day
+until the year's close; late payments are not forecast). A flow after the horizon is not
+listed.
 
 **Learned flows** (``state.forecast_learn``, certainty ``learned``), from tomorrow on (today is
 under way: what it still brings is unknown, and a forecast made at its close must not count it
@@ -31,12 +34,17 @@ twice):
 * ``recurring``: a monthly flow found on its last three occurrences (the payroll on the 20th);
 * ``new_commitments``: commitments not yet made, at the usual pace of a day of that class
   (committed up, so available down; no cash);
-* ``pace``: commitments are paid before their due day, and commitments not yet made are paid
-  within the horizon too, so by day ``d`` at least the usual pace of committed payments ``R(d)``
-  (the account's mean per day class, summed from tomorrow) is expected to leave, of which the
-  known orders and commitments cover ``K(d)`` (those on or before ``d``). The pace flows add up
-  to ``max(0, R(d) - K(d))`` on each day ``d`` (cash and committed down); a day on which a known
-  flow catches up with the pace has a pace flow back (positive).
+* ``pace`` of committed payments (``committed_payments``): commitments are paid before their
+  due day, and commitments not yet made are paid within the horizon too, so by day ``d`` at
+  least the usual pace of committed payments ``R(d)`` (the account's mean per day class, summed
+  from tomorrow) is expected to leave, of which the known orders and commitments cover ``K(d)``
+  (those on or before ``d``, today's included). The pace flows add up to ``max(0, R(d) -
+  K(d))`` by each day ``d`` (cash and committed down); a day on which a known flow catches up
+  with the pace has a pace flow back (positive);
+* ``pace`` of scheduled receipts (``scheduled_receipts``): the same for receipts that realise
+  a schedule (monthly grant instalments are announced only early in their month or the month
+  before): by day ``d`` at least their usual pace is expected in, of which the listed expected
+  receipts cover what they do (cash and available up).
 
 **Bands**: ``confirmed`` adds the orders, commitments and confirmed receipts to the position;
 ``expected`` adds every flow (also estimated receipts and learned flows). So ``expected -
@@ -87,6 +95,8 @@ PACE: Final = "pace"
 KINDS: Final = (ORDER, COMMITMENT, RECEIPT, RECURRING, BASELINE, NEW_COMMITMENTS, PACE)
 _RANK: Final = {k: i for i, k in enumerate(KINDS)}
 PACE_REF: Final = "committed_payments"
+SCHEDULED_REF: Final = "scheduled_receipts"
+ESTIMATE_GRACE_DAYS: Final = 7  # an estimate still open a week after its day is not expected
 
 
 # -- inputs ---------------------------------------------------------------------------------------
@@ -233,7 +243,8 @@ def forecast(
         if r.certainty not in (CONFIRMED, ESTIMATED):
             raise ValueError(f"expected receipt {r.id}: certainty {r.certainty!r}")
         d = max(r.expected_day, today)
-        if r.amount > 0 and d <= last:
+        stale = r.certainty == ESTIMATED and today - r.expected_day > ESTIMATE_GRACE_DAYS
+        if r.amount > 0 and d <= last and not stale:
             add(Flow(d, r.amount, 0, RECEIPT, r.certainty, r.id, acc))
     lr = inputs.learned
     if lr is None or lr.today != today:
@@ -250,12 +261,16 @@ def _learned_flows(lr: Learned, flows: list[Flow], today: int, last: int, acc: s
     """Append the learned flows of days ``today + 1 .. last`` (the pace needs the known
     flows, already in ``flows``)."""
     known_out = [0] * (last - today + 1)  # known commitment and order cash out, per day
+    known_in = [0] * (last - today + 1)  # known expected receipts, per day
     for f in flows:
         if f.kind in (ORDER, COMMITMENT):
             known_out[f.day - today] -= f.cash
+        elif f.kind == RECEIPT:
+            known_in[f.day - today] += f.cash
     add = flows.append
-    net, opened, paid = lr.net, lr.opened, lr.paid
+    net, opened, paid, scheduled = lr.net, lr.opened, lr.paid, lr.scheduled
     pace_r, pace_k, pace_prev = 0, known_out[0], 0  # R(d), K(d) (see above) and the pace so far
+    sched_r, sched_k, sched_prev = 0, known_in[0], 0  # the same for scheduled receipts
     for d in range(today + 1, last + 1):
         c = day_class(d)
         name = CLASS_NAMES[c]
@@ -270,6 +285,12 @@ def _learned_flows(lr: Learned, flows: list[Flow], today: int, last: int, acc: s
             x = pace - pace_prev
             add(Flow(d, -x, -x, PACE, LEARNED, PACE_REF, acc))
             pace_prev = pace
+        sched_r += scheduled[c]
+        sched_k += known_in[d - today]
+        sched = max(0, sched_r - sched_k)
+        if sched != sched_prev:
+            add(Flow(d, sched - sched_prev, 0, PACE, LEARNED, SCHEDULED_REF, acc))
+            sched_prev = sched
     for r in lr.recurring:
         sign = 1 if r.series == IN else -1
         for d in recurring_days(r, today + 1, last):

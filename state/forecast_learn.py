@@ -8,9 +8,13 @@ paid, which give the usual pace of spending decisions and of their payment. Seri
 
 * ``in``: unscheduled receipts + transfers in; ``out``: uncommitted payments + transfers out;
   ``net`` = ``in`` - ``out``;
-* ``opened``: commitments opened less cancelled; ``paid``: payments against a commitment.
+* ``opened``: commitments opened less cancelled; ``paid``: payments against a commitment;
+  ``scheduled``: receipts that realised an expected receipt (the forecast's paces: what known
+  flows will not yet show; see ``state.forecast``).
 
-Learned over the last ``WINDOW_DAYS`` observed days before ``today``:
+Learned over the last ``WINDOW_DAYS`` observed days before ``today`` (a year: each season,
+month end and year end weighs once; a half-year window over-weighs the tax months it holds,
+a shorter one chases noise, backtested):
 
 1. **Day classes.** A day is ``off`` (weekend or public holiday), ``year_end`` (a business day
    from 20 December: the year-end rush), ``month_end`` (one of the last ``MONTH_END_DAYS``
@@ -28,9 +32,9 @@ Learned over the last ``WINDOW_DAYS`` observed days before ``today``:
    three excesses over the class's mean. A day claimed by one recurring flow is not claimed by
    another of the series (anchors 19, 20 and 21 can land on the same Friday), and recurring
    days do not count in the class means.
-3. **Per class means** of ``net``, ``opened`` and ``paid``, each **discounted by its own
-   uncertainty** (``shrunk_mean``: a mean within two standard errors of zero counts as zero,
-   a larger one is shrunk by ``(2 se / mean)**2`` of itself). An account's net flow is the
+3. **Per class means** of ``net``, ``opened``, ``paid`` and ``scheduled``, each **discounted
+   by its own uncertainty** (``shrunk_mean``: a mean within two standard errors of zero counts
+   as zero, a larger one is shrunk by ``(2 se / mean)**2`` of itself). An account's net flow is the
    small difference of large, lumpy receipts and payments: an undiscounted mean of a few lumps
    extrapolated for 30 days errs more than holding the balance flat (backtested on the
    simulator against that and a linear trend). A class seen on fewer than ``MIN_CLASS_DAYS``
@@ -54,7 +58,7 @@ import msgspec
 from cashpos.calendar import date_day, day_date, is_business_day
 from state.history import DayFlows
 
-WINDOW_DAYS: Final = 182  # the window: half a year (a shorter one chases noise; backtested)
+WINDOW_DAYS: Final = 365  # a year: every season, month end and year end counted once (backtested)
 MIN_DAYS: Final = 7  # observed days before anything is learned (as the alert rules' history)
 MIN_CLASS_DAYS: Final = 3  # a class seen less often borrows the business days' mean
 MONTH_END_DAYS: Final = 3  # the last business days of a month that make its month end
@@ -83,6 +87,7 @@ class DayFlow(msgspec.Struct, frozen=True, array_like=True):
     transfers_out: int = 0
     committed_opened: int = 0  # commitments opened less cancelled (the pace of decisions)
     committed_paid: int = 0  # payments against a commitment (the pace of their payment)
+    receipts_scheduled: int = 0  # receipts that realised a schedule (the pace of scheduled ones)
 
 
 def day_flow(day: int, f: DayFlows, scheduled_receipts: int | None = None) -> DayFlow:
@@ -100,6 +105,7 @@ def day_flow(day: int, f: DayFlows, scheduled_receipts: int | None = None) -> Da
         transfers_out=f.transfers_out,
         committed_opened=f.committed_opened - f.committed_cancelled,
         committed_paid=f.committed_paid,
+        receipts_scheduled=scheduled,
     )
 
 
@@ -131,6 +137,7 @@ class Learned(msgspec.Struct, frozen=True):
     net: tuple[int, ...] = ZERO
     opened: tuple[int, ...] = ZERO
     paid: tuple[int, ...] = ZERO
+    scheduled: tuple[int, ...] = ZERO
     recurring: tuple[Recurring, ...] = ()
 
 
@@ -306,18 +313,19 @@ def learn(history: Iterable[DayFlow], today: int, history_from: int | None = Non
             continue
         c = cols.get(f.day)
         if c is None:
-            c = cols[f.day] = [0, 0, 0, 0]
+            c = cols[f.day] = [0, 0, 0, 0, 0]
         c[0] += f.receipts + f.transfers_in
         c[1] += f.payments + f.transfers_out
         c[2] += f.committed_opened
         c[3] += f.committed_paid
+        c[4] += f.receipts_scheduled
     if history_from is None:
         history_from = min(cols) + 1 if cols else today
     start = max(history_from, today - WINDOW_DAYS)
     n = today - start
     if n < MIN_DAYS:
         return Learned(today, max(n, 0))
-    zero = [0, 0, 0, 0]
+    zero = [0, 0, 0, 0, 0]
     rows = [cols.get(d, zero) for d in range(start, today)]
     classes = [day_class(d) for d in range(start, today)]
     inflow = [r[0] for r in rows]
@@ -350,6 +358,7 @@ def learn(history: Iterable[DayFlow], today: int, history_from: int | None = Non
         net=_class_means(net, classes, claimed, shrink=True),
         opened=_class_means([r[2] for r in rows], classes, set(), shrink=True),
         paid=_class_means([r[3] for r in rows], classes, set(), shrink=True),
+        scheduled=_class_means([r[4] for r in rows], classes, set(), shrink=True),
         recurring=tuple(recurring),
     )
 
