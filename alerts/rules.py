@@ -417,14 +417,15 @@ def _forecast_since(
     cash of the first ``n`` days stayed below ``thr`` (and no actual shortfall stood) to the
     end of the batch. Walking back, an event's cash change moves the whole curve; an event that
     changed known flows (an order, a commitment, an expected receipt: none of them moves cash
-    on its own) is undone on the batch's copies of them and the forecast is run again, its
-    learned flows as learned today. The walk does not pass an event whose effect on them is
-    not known here (a close), nor, if the copies do not give the forecast back, the latest
-    event that changed one."""
+    on its own) is undone on the batch's copies of them, and the forecast is run again (its
+    learned flows as learned today) when the curve may be back at the threshold. The walk does
+    not pass an event whose effect on them is not known here (a close), nor, if the copies do
+    not give the forecast back, the latest event that changed one."""
     ordered = sorted(batch.rows, key=_row_ms) if len(batch.rows) > 1 else list(batch.rows)
     stop = _start(ordered, batch.free_from)
     known = _Known(org, batch)
-    entries: dict[int, tuple[Journal, str]] = {}  # the rows of events that changed known flows
+    # the rows of events that changed known flows: (entry, scoped id, the flows it changed)
+    entries: dict[int, tuple[Journal, str, list[Ref]]] = {}
     for i in range(len(ordered) - 1, stop, -1):
         sid = ordered[i][1]
         j = known.entry(sid) if sid is not None else None
@@ -433,26 +434,30 @@ def _forecast_since(
             stop = i
             break
         if refs:
-            entries[i] = (j, sid)
+            entries[i] = (j, sid, refs)
     cash = fc.cash
     whole = fc.expected.cash[:n]
     if entries and known.curve(cash, fc, n) != whole:
         stop = max(stop, *entries)
         entries = {}
-    low = min(whole)
+    # the lowest expected cash, or (not ``exact``) a bound it is at most: an event's known flows
+    # move a day's cash by at most the sum of their changes, and the pace by as much again; the
+    # forecast is run again only when that bound reaches the threshold
+    low, exact = min(whole), True
     at = len(ordered) - 1
     done: set[str] = set()
     while at > stop:
         _ms, _sid, dc, dm = ordered[at]
         cash -= dc
         avail -= dc - dm
+        low -= dc
         e = entries.get(at)
         if e is not None and e[1] not in done:
             done.add(e[1])
-            known.undo(*e)
-            low = min(known.curve(cash, fc, n))
-        else:
-            low -= dc
+            low += 2 * known.undo(*e)
+            exact = False
+        if low >= thr and not exact:
+            low, exact = min(known.curve(cash, fc, n)), True
         if low >= thr or avail < 0:
             break
         at -= 1
@@ -469,6 +474,9 @@ class _Revision(msgspec.Struct):
 _revision = msgspec.json.Decoder(_Revision).decode
 
 
+Ref = tuple[str, str]  # one of a batch's known flows: (COMMITMENT, ORDER or RECEIPT, its id)
+
+
 @dataclass(slots=True)
 class _Commitment:
     open: int
@@ -481,6 +489,15 @@ class _Commitment:
 class _Schedule:
     revisions: list[Revision]
     realised: int
+
+
+_COMMITTED_KINDS: Final = (
+    "commitment",
+    "commitment_cancel",
+    "commitment_carry_forward",
+    "payment",
+    "payment_order",
+)
 
 
 class _Known:
@@ -508,7 +525,7 @@ class _Known:
         orig = self.entry(scoped_id(j.kind, j.reverses))
         return None if orig is None else (orig, j.reverses)
 
-    def take(self, j: Journal, sid: str) -> list[str] | None:
+    def take(self, j: Journal, sid: str) -> list[Ref] | None:
         """The known flows the event of entry ``j`` (scoped id ``sid``) changed, taken as the
         batch left them; None if its effect on them is not known here (or one is missing)."""
         found = self._original(j, sid)
@@ -516,14 +533,14 @@ class _Known:
             return None
         o, eid = found
         kind, cid, b = o.kind, o.commitment_id, self.batch
-        refs: list[str] = []
+        refs: list[Ref] = []
         if kind in ("receipt", "expected_receipt"):
             if o.schedule_id is not None:
                 s = b.schedules.get((self.org, o.schedule_id))
                 if s is None:
                     return None
                 self.schedules.setdefault(o.schedule_id, _Schedule(list(s.revisions), s.realised))
-                refs.append(o.schedule_id)
+                refs.append((RECEIPT, o.schedule_id))
             elif kind == "expected_receipt":
                 return None
             return refs
@@ -536,7 +553,7 @@ class _Known:
             return None
         due = None if c.due_date is None else date_day(dt.date.fromisoformat(c.due_date))
         self.commitments.setdefault(cid, _Commitment(c.open, c.ordered, due, c.fiscal_year))
-        refs.append(cid)
+        refs.append((COMMITMENT, cid))
         oids = [oid for oid, _n in o.trimmed]
         if kind == "payment_order":
             oids.append(eid)
@@ -547,13 +564,33 @@ class _Known:
             if x is None:
                 return None
             self.orders.setdefault(oid, [x.open, date_day(dt.date.fromisoformat(x.pay_date))])
-        return refs + oids
+        return refs + [(ORDER, oid) for oid in oids]
 
-    def undo(self, j: Journal, sid: str) -> None:
-        """Take back the event of entry ``j`` (its scoped id ``sid``) from the copies."""
+    def undo(self, j: Journal, sid: str, refs: list[Ref]) -> int:
+        """Take back the event of entry ``j`` (its scoped id ``sid``) from the copies of the
+        flows ``refs`` it changed; returns by how much at most that moves a day's cash."""
+        before = [self.flow(r) for r in refs]
         found = self._original(j, sid)
         assert found is not None  # ``take`` found it
         self._effect(found[0], found[1], 1 if j.reverses is not None else -1)
+        moved = 0
+        for (d0, a0), (d1, a1) in zip(before, map(self.flow, refs), strict=True):
+            moved += abs(a1 - a0) if d0 == d1 else a0 + a1
+        return moved
+
+    def flow(self, ref: Ref) -> tuple[int, int]:
+        """The day and amount (0: none) of one copy's flow, as the forecast book views it."""
+        kind, key = ref
+        if kind == COMMITMENT:
+            c = self.commitments[key]
+            return (year_end_day(c.fiscal_year) if c.due is None else c.due), max(0, c.open - c.ordered)
+        if kind == ORDER:
+            amount, day = self.orders[key]
+            return day, max(0, amount)
+        s = self.schedules[key]
+        if not s.revisions:
+            return 0, 0
+        return date_day(dt.date.fromisoformat(s.revisions[-1][2])), max(0, s.revisions[-1][1] - s.realised)
 
     def _effect(self, o: Journal, eid: str, sign: int) -> None:
         """Apply (``sign`` 1) or take back (-1) what original entry ``o`` did to its flows."""
@@ -599,17 +636,11 @@ class _Known:
                 f.kind == COMMITMENT and f.ref not in self.commitments
             ):
                 out[f.day] = out.get(f.day, 0) - f.cash
-        for c in self.commitments.values():
-            if c.open > c.ordered:
-                d = year_end_day(c.fiscal_year) if c.due is None else c.due
-                out[d] = out.get(d, 0) + c.open - c.ordered
-        for amount, d in self.orders.values():
-            if amount > 0:
-                out[d] = out.get(d, 0) + amount
-        for s in self.schedules.values():
-            if s.revisions and s.revisions[-1][1] > s.realised:
-                d = date_day(dt.date.fromisoformat(s.revisions[-1][2]))
-                inn[d] = inn.get(d, 0) + s.revisions[-1][1] - s.realised
+        copies = [(COMMITMENT, k) for k in self.commitments] + [(ORDER, k) for k in self.orders]
+        for ref in copies + [(RECEIPT, k) for k in self.schedules]:
+            d, amount = self.flow(ref)
+            into = inn if ref[0] == RECEIPT else out
+            into[d] = into.get(d, 0) + amount
         inputs = Inputs(
             cash,
             0,
@@ -618,15 +649,6 @@ class _Known:
             learned=fc.learned,
         )
         return run_forecast(inputs, fc.today, fc.horizon).expected.cash[:n]
-
-
-_COMMITTED_KINDS: Final = (
-    "commitment",
-    "commitment_cancel",
-    "commitment_carry_forward",
-    "payment",
-    "payment_order",
-)
 
 
 def first_crossing(
