@@ -29,7 +29,17 @@ from alerts.model import (
 )
 from cashpos.calendar import date_day, day_date, year_end_day
 from state import layout
-from state.forecast import COMMITMENT, ORDER, RECEIPT, ExpectedReceipt, Flow, Forecast, Inputs
+from state.forecast import (
+    COMMITMENT,
+    ESTIMATE_GRACE_DAYS,
+    ESTIMATED,
+    ORDER,
+    RECEIPT,
+    ExpectedReceipt,
+    Flow,
+    Forecast,
+    Inputs,
+)
 from state.forecast import Order as KnownOrder
 from state.forecast import drivers as forecast_drivers
 from state.forecast import forecast as run_forecast
@@ -423,7 +433,7 @@ def _forecast_since(
     not give the forecast back, the latest event that changed one."""
     ordered = sorted(batch.rows, key=_row_ms) if len(batch.rows) > 1 else list(batch.rows)
     stop = _start(ordered, batch.free_from)
-    known = _Known(org, batch)
+    known = _Known(org, batch, fc.today)
     # the rows of events that changed known flows: (entry, scoped id, the flows it changed)
     entries: dict[int, tuple[Journal, str, list[Ref]]] = {}
     for i in range(len(ordered) - 1, stop, -1):
@@ -506,9 +516,10 @@ class _Known:
     exactly what its journal entry says it did (``state.ledger``), a reversal's the opposite of
     what it reversed. The rest of the account's known flows are the forecast's own."""
 
-    def __init__(self, org: str, batch: Batch) -> None:
+    def __init__(self, org: str, batch: Batch, today: int) -> None:
         self.org = org
         self.batch = batch
+        self.today = today
         self.commitments: dict[str, _Commitment] = {}
         self.orders: dict[str, list[int]] = {}  # id -> [open, pay day]
         self.schedules: dict[str, _Schedule] = {}
@@ -579,18 +590,23 @@ class _Known:
         return moved
 
     def flow(self, ref: Ref) -> tuple[int, int]:
-        """The day and amount (0: none) of one copy's flow, as the forecast book views it."""
+        """The day and amount (0: none) of one copy's flow, as the forecast takes it: a day past
+        is today; an estimate open a week after its day is no longer expected."""
         kind, key = ref
         if kind == COMMITMENT:
             c = self.commitments[key]
-            return (year_end_day(c.fiscal_year) if c.due is None else c.due), max(0, c.open - c.ordered)
-        if kind == ORDER:
+            day, amount = year_end_day(c.fiscal_year) if c.due is None else c.due, c.open - c.ordered
+        elif kind == ORDER:
             amount, day = self.orders[key]
-            return day, max(0, amount)
-        s = self.schedules[key]
-        if not s.revisions:
-            return 0, 0
-        return date_day(dt.date.fromisoformat(s.revisions[-1][2])), max(0, s.revisions[-1][1] - s.realised)
+        else:
+            s = self.schedules[key]
+            if not s.revisions:
+                return self.today, 0
+            _eid, expected, date, certainty = s.revisions[-1]
+            day, amount = date_day(dt.date.fromisoformat(date)), expected - s.realised
+            if certainty == ESTIMATED and self.today - day > ESTIMATE_GRACE_DAYS:
+                amount = 0
+        return max(day, self.today), max(0, amount)
 
     def _effect(self, o: Journal, eid: str, sign: int) -> None:
         """Apply (``sign`` 1) or take back (-1) what original entry ``o`` did to its flows."""

@@ -780,7 +780,12 @@ def known_flow_streams(draw: Any) -> list[bytes]:
         eid, when = f"e{i}", at(DAY, f"09:{i:02d}")
         c, s = f"C{draw(st.integers(0, 1))}", f"S{draw(st.integers(0, 1))}"
         amt = draw(st.sampled_from([50, 100, 200, 400, 800])) * 1_000_000
-        day = draw(st.sampled_from(["2026-06-01", "2026-06-05", "2026-06-12", "2026-06-26", "2026-07-20"]))
+        # a day past (overdue: today; an estimate a week late: no longer expected) to beyond
+        day = draw(
+            st.sampled_from(
+                ["2026-05-20", "2026-06-01", "2026-06-05", "2026-06-12", "2026-06-26", "2026-07-20"]
+            )
+        )
         kind = draw(
             st.sampled_from(
                 ["receipt", "payment", "commitment", "cancel", "order", "pay", "expect", "realise", "reverse"]
