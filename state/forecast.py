@@ -132,10 +132,11 @@ class ExpectedReceipt(msgspec.Struct, frozen=True):
 
 
 class Inputs(msgspec.Struct, frozen=True):
-    """One account's position now (``ordered``: the open orders' total, ``<= committed``),
-    its known future flows and its past (``history``, ``history_from``: see
-    ``forecast_learn.learn``). ``learned``: what was learned on ``today`` already (the history
-    only changes with the day, so a caller may keep it); ignored if learned on another day."""
+    """One account's position now (``ordered``: the open orders' total, ``<= committed``; for
+    the caller's figures: the curve uses the orders listed), its known future flows and its past
+    (``history``, ``history_from``: see ``forecast_learn.learn``). ``learned``: what was learned
+    on ``today`` already (the past only changes with the day, so a caller may keep it; a late
+    event for a past day is then taken in the next day); ignored if learned on another day."""
 
     cash: int
     committed: int
@@ -155,7 +156,8 @@ class Inputs(msgspec.Struct, frozen=True):
 class Flow(msgspec.Struct, frozen=True):
     """One flow behind the curve: on ``day``, ``cash`` and ``committed`` change by these
     amounts (so ``available`` by ``cash - committed``). ``ref``: the order, commitment or
-    schedule id; for a learned flow what it was learned as (``out:business``, ``out:day20``)."""
+    schedule id; for a learned flow what it was learned as (``net:business``, ``out:day20``,
+    ``committed_payments``)."""
 
     day: int
     cash: int
@@ -187,6 +189,9 @@ class Crossing(msgspec.Struct, frozen=True):
 
 
 class Forecast(msgspec.Struct, frozen=True):
+    """An account's (or, ``combine``d, a government's: ``account`` "") forecast made on
+    ``today``: both bands, every flow, the crossings of the expected band, what was learned."""
+
     today: int
     horizon: int
     account: str
