@@ -213,6 +213,8 @@ class ForecastHook:
 
     async def housekeeping(self) -> None:
         await self._rewrite_lost()
+        # a floor moved without an event nor an alert evaluation: its crossings are forecast again
+        self.dirty |= {k for k, (_d, _s, f) in self.cache.items() if f.floor != self.floor_of(*k)}
         await self.publish()
 
     async def _rewrite_lost(self) -> None:
@@ -260,6 +262,8 @@ class ForecastHook:
         if cached is not None and cached[0] == today and cached[1] == stamp and cached[2].floor == floor:
             f = rebase(cached[2], inputs.cash, inputs.committed)
         else:
+            if cached is not None and cached[2].floor != floor:
+                self.dirty.add(key)  # asked by the alert rules (a new threshold): served too
             lr = self.learned.get(key)
             if lr is None or lr.today != today:
                 lr = self.learned[key] = self._learn(org, account, today)

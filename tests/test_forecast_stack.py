@@ -456,3 +456,26 @@ def test_a_lost_forecast_is_unavailable_then_written_again(fstack: Stack, story:
     assert time.monotonic() - t0 < 5
     back = httpx.get(f"{url}/general", headers=h, timeout=10).json()
     assert back["today"] == day(2) and back["crossings"]["cash_below_floor"]["date"] == day(10)
+
+
+def test_a_new_floor_is_forecast_without_an_event(fstack: Stack, story: Story) -> None:
+    """A threshold override moves the floor: the served crossings follow within seconds, with
+    no event (the curve is where it was: 10.3억 now, its low 4.8억 on T0+10, above 4억)."""
+    r = httpx.put(
+        f"{fstack.api}/v1/thresholds/{ORG}/general",
+        json={"floor_krw": 400_000_000, "projected_against_floor": True},
+        headers=fstack.admin_headers,
+        timeout=10,
+    )
+    assert r.status_code == 200, r.text
+    url = f"{fstack.api}/v1/forecast/{ORG}/general"
+    got = wait_for(
+        lambda: httpx.get(url, headers=fstack.headers, timeout=10),
+        lambda r: r.status_code == 200 and r.json()["floor"] == 400_000_000,
+        "the new floor",
+        timeout=10,
+    ).json()
+    assert got["crossings"]["cash_below_floor"] is None
+    assert min(got["bands"]["expected"]["cash"]) == 480_000_000
+    summary = httpx.get(f"{fstack.api}/v1/forecast", params={"org": ORG}, headers=fstack.headers, timeout=10)
+    assert summary.json()["governments"][0]["floor"] == 400_000_000
