@@ -291,8 +291,9 @@ class ForecastHook:
                 else:
                     d = days[day] = msgspec.structs.replace(d)
                     d.add(f)
-        history = [day_flow(day, f, f.receipts_scheduled) for day, f in sorted(days.items())]
-        return learn(tuple(history), today, first)
+        history = [day_flow(day, f) for day, f in sorted(days.items())]
+        # the account's first day is partial (its opening balance): learned from the day after
+        return learn(tuple(history), today, None if first is None else first + 1)
 
     async def publish(self) -> None:
         """Recompute the changed accounts' forecasts and their governments', and write them."""
