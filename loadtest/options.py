@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from loadtest.days import DAY_TYPES, DEFAULT_DAY
+from loadtest.days import DAY_TYPES, DEFAULT_DAY, HOUR
 from loadtest.plan import Plan
 
 
@@ -47,7 +47,13 @@ def parse_args(argv: list[str] | None, description: str | None) -> argparse.Name
     ap.add_argument(
         "--smoke",
         action="store_true",
-        help="60 s: 09-10h at 60x (or a 60 s heavy plateau), small, CI thresholds",
+        help="60 s (--smoke-seconds): 09-10h at 60x (or a 10 s ramp and a plateau), small, CI thresholds",
+    )
+    ap.add_argument(
+        "--smoke-seconds",
+        type=float,
+        default=60.0,
+        help="--smoke: the run's length (the same intensity, only shorter or longer) [60]",
     )
     ap.add_argument(
         "--locust-processes",
@@ -88,7 +94,8 @@ def parse_args(argv: list[str] | None, description: str | None) -> argparse.Name
 
 def build_plan(args: argparse.Namespace) -> Plan:
     """The plan the options ask for; fills in the defaults of ``--probe-every`` and
-    ``--spawn-login``. ``--smoke`` changes the defaults to a 60 s run at a small scale."""
+    ``--spawn-login``. ``--smoke`` changes the defaults to a short run (``--smoke-seconds``,
+    60 s) at a small scale."""
     us = args.user_scale if args.user_scale is not None else args.scale
     ts = args.tx_scale if args.tx_scale is not None else args.scale
     smoke = args.smoke
@@ -103,21 +110,26 @@ def build_plan(args: argparse.Namespace) -> Plan:
         args.probe_every = 10 if smoke else 50
     if args.spawn_login is None:
         args.spawn_login = 1.0 if smoke else 0.0
-    if args.heavy:  # 10x the busiest hour; smoke: scaled to ~50 users and ~9 tx/s, 60 s
+    if args.smoke_seconds <= 0:
+        raise SystemExit("--smoke-seconds must be > 0")
+    smoke_s = args.smoke_seconds
+    if args.heavy:  # 10x the busiest hour; smoke: scaled to ~50 users and ~9 tx/s, 10 s ramp + the rest
+        ramp_s = given(args.ramp, 60.0, min(10.0, smoke_s / 2))
         return Plan(
             day_type=args.day_type,
             mode="heavy",
             heavy_factor=args.heavy_factor,
             user_scale=given(us, 1.0, 0.002),
             tx_scale=given(ts, 1.0, 0.05),
-            ramp_s=given(args.ramp, 60.0, 10.0),
-            hold_s=given(args.hold, 900.0, 50.0),
+            ramp_s=ramp_s,
+            hold_s=given(args.hold, 900.0, smoke_s - ramp_s),
         )
-    # the day's window; smoke: the morning peak (09-10 KST) at 60x: ~50 users and ~6-8 tx/s for 60 s
+    # the day's window; smoke: the morning peak (09-10 KST) in --smoke-seconds (60: at 60x): ~50
+    # users and ~6-8 tx/s (the compression changes the length, not the intensity)
     start, _, end = (args.window or ("9-10" if smoke else "0-24")).partition("-")
     return Plan(
         day_type=args.day_type,
-        compress=60.0 * (float(end) - float(start)) if smoke else args.compress,
+        compress=HOUR * (float(end) - float(start)) / smoke_s if smoke else args.compress,
         start_h=float(start),
         end_h=float(end),
         user_scale=given(us, 1.0, 0.02),

@@ -2,7 +2,9 @@
 
 The unit tests integrate the shapes (``loadtest.profile``, ``loadtest.plan``; no Locust import:
 Locust's gevent monkey-patching must not leak into the test process). The integration test runs
-``python -m loadtest.run --smoke`` (a fresh stack, 60 s of Locust) as a subprocess.
+``python -m loadtest.run --smoke --smoke-seconds 30`` (a fresh stack, 30 s of Locust: the smoke's
+users and tx/s, only for half as long; it checks the pipeline and the reports, not capacity) as a
+subprocess.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ from pathlib import Path
 import pytest
 
 from loadtest.days import DAY, DAY_TYPES, SESSION_CLASSES
+from loadtest.options import build_plan, parse_args
 from loadtest.plan import Plan
 from loadtest.profile import concurrent, sessions_between, tx_between, tx_rate
 
 ROOT = Path(__file__).resolve().parent.parent
+SMOKE_SECONDS = 30  # the CI smoke's length (make loadtest-smoke: 60)
 
 
 def _integrate(f, t0: float, t1: float, step: float = 10.0) -> float:
@@ -79,11 +83,36 @@ def test_every_day_type_adds_up(name: str) -> None:
     assert sum(day.tx_hours) == pytest.approx(1.0, abs=0.01)
 
 
+@pytest.mark.parametrize("heavy", [False, True])
+def test_a_shorter_smoke_is_the_same_load_for_less_time(heavy: bool) -> None:
+    """--smoke-seconds shortens the smoke run without changing what it asks at each moment."""
+    extra = ["--heavy"] if heavy else []
+    full = build_plan(parse_args(["--smoke", *extra], None))
+    short = build_plan(parse_args(["--smoke", "--smoke-seconds", str(SMOKE_SECONDS), *extra], None))
+    assert full.duration_s == pytest.approx(60) and short.duration_s == pytest.approx(SMOKE_SECONDS)
+    assert short.peak_users() == pytest.approx(full.peak_users(), rel=0.02)
+    assert short.peak_tps() == pytest.approx(full.peak_tps(), rel=1e-6)
+    if heavy:  # the same 10 s ramp, then the same plateau
+        assert short.ramp_s == full.ramp_s == 10
+        assert short.tps(SMOKE_SECONDS - 1) == pytest.approx(full.tps(59), rel=1e-6)
+    else:  # the same hour, each moment of it shown for half as long: the same mean tx/s
+        assert short.expected_tx() / SMOKE_SECONDS == pytest.approx(full.expected_tx() / 60, rel=1e-6)
+
+
 @pytest.mark.integration
 def test_smoke_run_passes_and_writes_reports(tmp_path: Path) -> None:
     out = tmp_path / "report"
     p = subprocess.run(
-        [sys.executable, "-m", "loadtest.run", "--smoke", "--out", str(out)],
+        [
+            sys.executable,
+            "-m",
+            "loadtest.run",
+            "--smoke",
+            "--smoke-seconds",
+            str(SMOKE_SECONDS),
+            "--out",
+            str(out),
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
