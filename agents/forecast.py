@@ -14,8 +14,9 @@ change or its day does; a batch that moved only cash shifts the curve it has (``
 Forecast against actual: when a government's clock leaves day D, the government's forecast of D
 (its last one on that day) is kept as that day's snapshot and D's closing cash (the position
 then) is the actual of every earlier snapshot that forecast D (``state.forecast.HORIZONS`` days
-ahead). Both are stored in the batch's write. A snapshot is taken at a batch boundary: when one
-batch holds the last events of D and the first of D + 1, D's snapshot is the one before it.
+ahead). Both are stored in the batch's write. They are taken when the batch that moves the clock
+past D is folded, moved back by that batch's cash and committed: the close is exact; the known
+flows that batch changed (an order of D + 1, say) already count in D's snapshot.
 """
 
 from __future__ import annotations
@@ -163,10 +164,15 @@ class ForecastHook:
             self.stamp[a] = self.stamp.get(a, 0) + 1
         self.dirty |= touched
         latest: dict[str, int] = {}
+        moved: dict[str, list[int]] = {}  # the batch's cash and committed change, per government
         for (org, _acc, _fy), rows in changes.index.items():
             ms = max(r[0] for r in rows)
             if ms > latest.get(org, -1):
                 latest[org] = ms
+            m = moved.setdefault(org, [0, 0])
+            for r in rows:
+                m[0] += r[2]
+                m[1] += r[3]
         records: list[tuple[bytes, bytes]] = []
         for org, ms in latest.items():
             if org not in self.book.orgs:
@@ -175,17 +181,18 @@ class ForecastHook:
             before = self.clock.get(org)
             if before is not None and day <= before:
                 continue
+            if before is not None:  # the forecast of the day it leaves, as it stood before the batch
+                g = self._government_forecast(org, batch.positions)
+                if g is not None:
+                    dc, dm = moved[org]
+                    records += self._day_closed(org, before, rebase(g, g.cash - dc, g.committed - dm))
             self.clock[org] = day
-            if before is not None:
-                records += self._day_closed(org, before)
             self.dirty |= {(org, acc) for acc in self.book.accounts(org, batch.positions, self._closed(org))}
         batch.write(records)
 
-    def _day_closed(self, org: str, day: int) -> list[tuple[bytes, bytes]]:
-        """The government's clock left ``day``: keep its forecast of it, score earlier ones."""
-        f = self.government.get(org)
-        if f is None or f.today != day:
-            return []
+    def _day_closed(self, org: str, day: int, f: Forecast) -> list[tuple[bytes, bytes]]:
+        """The government's clock left ``day``: keep its forecast of it (``f``), score earlier
+        ones against its cash now."""
         snaps = self.snapshots.setdefault(org, {})
         snaps[day] = snapshot(f)
         acc = self.accuracy.setdefault(org, Accuracy())
@@ -316,15 +323,9 @@ class ForecastHook:
                 f = self.forecast_of(org, acc, positions)
                 if f is not None:
                     fields[acc] = encode(version, body(org, f, idle_cash(f, f.floor or 0)))
-            parts = [
-                f
-                for acc in self.book.accounts(org, positions, self._closed(org))
-                if (f := self.forecast_of(org, acc, positions)) is not None
-            ]
-            if parts:
-                floor = sum(p.floor or 0 for p in parts)
-                g = self.government[org] = combine(parts, floor or None)
-                idle = idle_cash(g, floor)
+            g = self._government_forecast(org, positions)
+            if g is not None:
+                idle = idle_cash(g, g.floor or 0)
                 fields[GOVERNMENT] = encode(version, body(org, g, idle))
                 summaries[org] = encode(version, summary(org, g, idle))
             docs[org] = fields
@@ -340,6 +341,19 @@ class ForecastHook:
         except Exception as exc:  # noqa: BLE001 - Redis down: computed again at the next publish
             log.warning("forecast publish failed: %s", exc)
             self.dirty |= dirty
+
+    def _government_forecast(self, org: str, positions: Mapping[PosKey, Position]) -> Forecast | None:
+        """The government's forecast: its accounts' added up (floor: theirs added up)."""
+        parts = [
+            f
+            for acc in self.book.accounts(org, positions, self._closed(org))
+            if (f := self.forecast_of(org, acc, positions)) is not None
+        ]
+        if not parts:
+            return None
+        floor = sum(p.floor or 0 for p in parts)
+        g = self.government[org] = combine(parts, floor or None)
+        return g
 
     def _version(self, org: str, positions: Mapping[PosKey, Position]) -> int:
         """Grows with the government's day and with every change of its positions."""
