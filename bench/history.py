@@ -20,7 +20,9 @@ other:
 * ``current``: ``GET /v1/positions/{org}`` (Redis only: the reference figure);
 * ``as_of``: ``GET /v1/positions/{org}?as_of=<a random instant of the year>`` (API -> owner);
 * ``statement``: ``GET /v1/statements/{org}?from=<1 January>&to=<31 December>`` (every account);
-* ``statement_account``: the same for one account (``general``).
+* ``statement_account``: the same for one account (``general``);
+* ``forecast``, ``forecast_account`` (``--kinds``): ``GET /v1/forecast/{org}`` and
+  ``GET /v1/forecast/{org}/general`` (Redis: what the worker's forecast hook wrote).
 
 A kind whose requests cannot keep up is stopped ``--grace`` seconds after its schedule ends: the
 requests still waiting then count with their age so far (a lower bound), and the report says so.
@@ -422,6 +424,9 @@ async def main() -> None:
                     "as_of": as_of,
                     "statement": lambda: f"/v1/statements/{org}?{span}",
                     "statement_account": lambda: f"/v1/statements/{org}?{span}&account=general",
+                    # the forecast (issue #18): the government's 90 days, and one account's
+                    "forecast": lambda: f"/v1/forecast/{org}",
+                    "forecast_account": lambda: f"/v1/forecast/{org}/general",
                 }
                 for name, path in paths.items():
                     status, body = http_get(st.api + path(), {"Authorization": f"Bearer {token}"}, 60)
