@@ -28,13 +28,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, TypeVar
 
 import msgspec
 
 from cashpos.names import CLOSE_KIND, EXPENDITURE, REVENUE, side_of_kind, side_of_topic
 from streams.contract import MAX_SIDE_TOTAL, Event, Record, Rejection, YearClose, decode, epoch_ms
 
+K = TypeVar("K")
+V = TypeVar("V")
 PosKey = tuple[str, str, int]  # (org_code, account, fiscal_year)
 # (org_code, scoped id): ids are unique per government and side, the scoped id is the event_id
 # behind its side's tag (``scoped_id``). Index rows and the store's journal keys use it too.
@@ -237,28 +239,13 @@ class Ledger:
         return v
 
     def commitment(self, key: CommitKey) -> Commitment | None:
-        c = self.commitments.get(key)
-        if c is None and self.load_commitment is not None:
-            c = self.load_commitment(key)
-            if c is not None:
-                self.commitments[key] = c
-        return c
+        return _lookup(self.commitments, key, self.load_commitment)
 
     def order(self, key: OrderKey) -> Order | None:
-        o = self.orders.get(key)
-        if o is None and self.load_order is not None:
-            o = self.load_order(key)
-            if o is not None:
-                self.orders[key] = o
-        return o
+        return _lookup(self.orders, key, self.load_order)
 
     def schedule(self, key: ScheduleKey) -> Schedule | None:
-        s = self.schedules.get(key)
-        if s is None and self.load_schedule is not None:
-            s = self.load_schedule(key)
-            if s is not None:
-                self.schedules[key] = s
-        return s
+        return _lookup(self.schedules, key, self.load_schedule)
 
     def take_changes(self) -> Changes:
         out, self.changes = self.changes, Changes()
@@ -817,3 +804,13 @@ class Ledger:
         ch.journal[key] = entry
         ch.applied += count
         ch.last_event_ms = max(ch.last_event_ms, ms)
+
+
+def _lookup(cache: dict[K, V], key: K, load: Callable[[K], V | None] | None) -> V | None:
+    """``key`` from the batch's dict, else from the store (kept in the dict once read)."""
+    v = cache.get(key)
+    if v is None and load is not None:
+        v = load(key)
+        if v is not None:
+            cache[key] = v
+    return v
