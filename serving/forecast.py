@@ -39,7 +39,7 @@ from serving.problems import Problem, problem_doc
 from serving.security import require
 from serving.wire import ExactJSONResponse
 from state.forecast import HORIZON_DAYS, Inputs, combine, forecast, idle_cash
-from state.forecast_projection import GOVERNMENT, body, cut, decode, decode_accuracy
+from state.forecast_projection import GOVERNMENT, body, body_bytes, cut, decode, decode_accuracy
 
 router = APIRouter(tags=["forecast"])
 
@@ -104,6 +104,8 @@ async def _forecast(request: Request, org: str, field: str, what: str, horizon_d
     unchanged = not_modified(request, etag)
     if unchanged is not None:
         return unchanged
+    if horizon_days >= HORIZON_DAYS:  # the whole body, as the worker wrote it: no decoding
+        return tagged(Response(body_bytes(raw), media_type="application/json"), etag)
     _version, doc = decode(raw)
     return tagged(ExactJSONResponse(cut(doc, horizon_days)), etag)
 

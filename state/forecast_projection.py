@@ -155,6 +155,11 @@ def encode(version: int, doc: Mapping[str, Any]) -> bytes:
     return encode_value(version, orjson.dumps(doc))
 
 
+def body_bytes(raw: bytes) -> bytes:
+    """The stored JSON body as it is (the whole horizon: served without decoding it)."""
+    return raw.partition(b"|")[2]
+
+
 def decode(raw: bytes) -> tuple[int, dict[str, Any]]:
     version, doc = decode_value(raw)
     return version, doc
