@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 from cashpos.calendar import day_date
 from cashpos.names import RedisKeys
 from state.forecast import LEARNED, Crossing, Flow, Forecast, Idle
-from state.projection import decode_value, encode_value, lua_version
+from state.projection import decode_value, encode_value, lua_version, value_body
 
 GOVERNMENT = "*"  # the field of a government's own forecast (the sum of its accounts')
 CROSSINGS = ("cash_below_zero", "cash_below_floor", "available_below_zero", "available_below_floor")
@@ -157,7 +157,7 @@ def encode(version: int, doc: Mapping[str, Any]) -> bytes:
 
 def body_bytes(raw: bytes) -> bytes:
     """The stored JSON body as it is (the whole horizon: served without decoding it)."""
-    return raw.partition(b"|")[2]
+    return value_body(raw)
 
 
 def decode(raw: bytes) -> tuple[int, dict[str, Any]]:

@@ -101,6 +101,11 @@ def value_version(raw: bytes) -> int:
     return int(raw.partition(b"|")[0])
 
 
+def value_body(raw: bytes) -> bytes:
+    """The JSON of a serving-copy value, as stored (not decoded)."""
+    return raw.partition(b"|")[2]
+
+
 def value_json(raw: bytes) -> Any:
     """The decoded JSON of a serving-copy value (its version not read)."""
     return orjson.loads(raw.partition(b"|")[2])

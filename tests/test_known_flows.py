@@ -508,8 +508,8 @@ def test_the_next_batch_reads_orders_and_schedules_back_from_the_store(tmp_path:
     try:
         ledger, outs = _fold_batches(batches, store)
         # the second batch found the orders and the schedule in the store only
-        ledger.load_order = lambda key: reads.append(f"w:{key[1]}") or load_order(key)  # type: ignore[func-returns-value]
-        ledger.load_schedule = lambda key: reads.append(f"s:{key[1]}") or load_schedule(key)  # type: ignore[func-returns-value]
+        ledger.load_order = lambda key: reads.append(f"w:{key[1]}") or load_order(key)  # type: ignore[func-returns-value]  # append() is None: the or reads on
+        ledger.load_schedule = lambda key: reads.append(f"s:{key[1]}") or load_schedule(key)  # type: ignore[func-returns-value]  # append() is None: the or reads on
         memory, mem_outs = _fold_batches(batches, None)
         assert outs == mem_outs
         assert outs[len(first) :] == [

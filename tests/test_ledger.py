@@ -972,4 +972,4 @@ def test_known_flows_equal_the_reference_fold(stream: list[Msg], data: st.DataOb
     """Focused streams (one position mostly: orders executed, cut and given back, schedules
     revised and realised), folded in batches: the reference's outcomes, positions, versions,
     ``ordered``, orders and schedules."""
-    test_fold_in_batches_equals_the_reference_fold.hypothesis.inner_test(stream, data)  # type: ignore[attr-defined]
+    test_fold_in_batches_equals_the_reference_fold.hypothesis.inner_test(stream, data)  # type: ignore[attr-defined]  # hypothesis adds .hypothesis at run time
