@@ -492,17 +492,26 @@ class Ledger:
         self._put_commitment(ck, c)
         return done
 
-    def _order(self, ev: Event) -> Done | Rejection:
-        """A payment order: part of its commitment's open amount, to be paid on ``pay_date``."""
-        org, acc, fy, amt = ev.org_code, ev.account, ev.fiscal_year, ev.amount
-        ck = (org, ev.commitment_id or "")
+    def _named_commitment(self, ev: Event) -> tuple[CommitKey, Commitment] | Rejection:
+        """The commitment ``ev`` names, on the event's own account and fiscal year."""
+        ck = (ev.org_code, ev.commitment_id or "")
         c = self.commitment(ck)
         if c is None:
             return Rejection("unknown_commitment", f"no commitment {ev.commitment_id}")
-        if c.account != acc or c.fiscal_year != fy:
+        if c.account != ev.account or c.fiscal_year != ev.fiscal_year:
             return Rejection(
                 "commitment_mismatch", f"commitment {ev.commitment_id} is on {c.account}/{c.fiscal_year}"
             )
+        return ck, c
+
+    def _order(self, ev: Event) -> Done | Rejection:
+        """A payment order: part of its commitment's open amount, to be paid on ``pay_date``."""
+        org, acc, fy, amt = ev.org_code, ev.account, ev.fiscal_year, ev.amount
+        found = self._named_commitment(ev)
+        if type(found) is Rejection:
+            return found
+        assert type(found) is tuple
+        ck, c = found
         if amt > c.open - c.ordered:
             return Rejection(
                 "order_exceeds_commitment",
@@ -587,14 +596,11 @@ class Ledger:
     def _carry_forward(self, ev: Event) -> Done | Rejection:
         """이월: the commitment's whole open amount moves into the next fiscal year, same id."""
         org, acc, fy, amt = ev.org_code, ev.account, ev.fiscal_year, ev.amount
-        ck = (org, ev.commitment_id or "")
-        c = self.commitment(ck)
-        if c is None:
-            return Rejection("unknown_commitment", f"no commitment {ev.commitment_id}")
-        if c.account != acc or c.fiscal_year != fy:
-            return Rejection(
-                "commitment_mismatch", f"commitment {ev.commitment_id} is on {c.account}/{c.fiscal_year}"
-            )
+        found = self._named_commitment(ev)
+        if type(found) is Rejection:
+            return found
+        assert type(found) is tuple
+        ck, c = found
         if c.open != amt:
             return Rejection(
                 "commitment_mismatch",
