@@ -141,6 +141,9 @@ class Stack:
     def start_api(self, timeout: float = 60, **env: str) -> subprocess.Popen[bytes]:
         """The API (as the ``api`` account), once it accepts connections."""
         check_free(Port(self.api_port, "API", "CASHPOS_API_PORT", self.api_host))
+        # One API process unless ``env`` asks for more: a test counts one hub's subscription,
+        # streams and metrics (``cashpos run`` passes its CASHPOS_API_PROCESSES).
+        env = {"CASHPOS_API_PROCESSES": "1", **env}
         p = self.start("api", "api", CASHPOS_REDIS_URL=self.redis_urls["api"], **env)
         wait_port(self.api_port, timeout, p, self.api_connect_host, f"api (see {self.root / 'api.log'})")
         return p

@@ -361,6 +361,13 @@ class Settings:
         _int,
         "Open connections (streams included) per API process; beyond it new requests get 503.",
     )
+    api_processes: int = _setting(
+        "API_PROCESSES",
+        "0",
+        _int,
+        "API processes `cashpos api` runs on CASHPOS_API_PORT (SO_REUSEPORT), each with its own "
+        "live hub; 0: one per core.",
+    )
 
     def kafka_client_args(self) -> dict[str, object]:
         """Connection arguments shared by every aiokafka client."""

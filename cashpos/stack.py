@@ -242,7 +242,7 @@ def run_stack() -> int:
         tokens = _demo_tokens(stack)
         try:
             stack.start("worker", "worker")
-            stack.start_api()
+            stack.start_api(CASHPOS_API_PROCESSES=str(s.api_processes))  # default: one per core
             stack.wait_ready(READY_TIMEOUT_S, token=tokens["national"])
         except (RuntimeError, TimeoutError) as exc:  # a child that died, or never got ready
             print(exc if isinstance(exc, PortInUse) else f"cashpos: {exc}", file=sys.stderr)

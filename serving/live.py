@@ -54,6 +54,7 @@ The frames start with ``retry: 1000`` so browsers reconnect one second after a d
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import enum
 import logging
@@ -77,6 +78,7 @@ from cashpos.names import META_FIELD, RedisKeys
 from cashpos.refdata import governments
 from cashpos.settings import Settings
 from serving import wire
+from serving.direct import DIRECT, DirectSink, chunk
 from serving.openapi import COMPONENTS
 from serving.positions import Body, _rows, by_fiscal_year, iso_ms, totals
 from serving.problems import problem_doc, problem_response
@@ -90,6 +92,12 @@ HEARTBEAT_S = 2.0
 # an event within about a second.
 BROADCAST_INTERVALS = ((1000, 1.0), (100, 0.25), (0, 0.0))
 QUEUE_FRAMES = 256  # per client; a positions frame is one batch, a few KB at most
+# A stream written directly (serving.direct) whose socket holds more than this unsent is behind:
+# it is skipped until the socket drains, then sent a snapshot (as a full queue is, above).
+BEHIND_BYTES = 512 * 1024
+# Streams written per turn of the event loop: a broadcast to 5,000 streams is spread over 20
+# turns, so a read that arrives meanwhile waits for one slice (~1 ms), not for all of them.
+FANOUT_SLICE = 250
 RETRY_MS = 1000
 VERIFY_S = 1.0  # how often the in-memory copy is checked against Redis for dropped governments
 
@@ -123,8 +131,16 @@ class Client:
     token: str = ""  # the hash of the token the stream was opened with ("": not checked)
     queue: asyncio.Queue[Item] = field(default_factory=lambda: asyncio.Queue(QUEUE_FRAMES))
     wants_snapshot: bool = False  # still owed a snapshot (the hub was not loaded when it came)
-    resync_pending: bool = False
+    resync_pending: bool = False  # (direct: behind, waiting for its socket to drain)
     sent_at: float = 0.0  # monotonic time of the last frame queued (heartbeats go to idle streams)
+    # Written directly (serving.direct): the socket, what the stream's coroutine is to do next
+    # (a snapshot after a drain, or the end), the future it waits on, frames skipped while behind
+    # and the seq of its last snapshot (older frames still on their way are not sent after it).
+    sink: DirectSink | None = None
+    signal: _Marker | None = None
+    wake: asyncio.Future[None] | None = None
+    skipped: int = 0
+    synced_seq: int = -1
 
 
 def _frame(event: str, ident: str, data: bytes) -> bytes:
@@ -160,6 +176,11 @@ class Hub:
         self.tokens = TokenStore(redis, keys)
         self.held: dict[str, int] = {}  # token id -> streams open (or being opened) with it
         self.token_cache: TokenCache | None = None  # the app's: told what the re-checks find
+        # Deliveries not done yet, in order: (frame or marker, its HTTP chunk, seq, targets);
+        # the first has been delivered up to _work_at. Done a slice per loop turn (_pump).
+        self._work: collections.deque[tuple[Item, bytes | None, int, list[Client]]] = collections.deque()
+        self._work_at = 0
+        self._pumping = False
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -233,6 +254,9 @@ class Hub:
         """Queue one frame for a client without ever waiting. On overflow the backlog is replaced
         by a resync marker (a snapshot supersedes it); a second overflow disconnects. ``force``
         (with ``_CLOSE``) ends the stream even when the queue is full."""
+        if c.sink is not None:
+            self._write(c, c.sink, item, chunk(item) if isinstance(item, bytes) else None, self.seq, force)
+            return
         try:
             c.queue.put_nowait(item)
             c.sent_at = time.monotonic()
@@ -252,8 +276,99 @@ class Hub:
             c.resync_pending = True
             c.queue.put_nowait(_RESYNC)
 
+    # -- streams written directly (serving.direct) ----------------------------------------------
+
+    def _write(
+        self, c: Client, sink: DirectSink, item: Item, data: bytes | None, seq: int, force: bool = False
+    ) -> None:
+        """``_offer`` for a stream written directly: the frame goes to its socket now (``data``:
+        the frame as an HTTP chunk). A socket with more than BEHIND_BYTES unsent is behind: its
+        coroutine waits for it to drain, then it gets a snapshot; frames meanwhile are skipped,
+        and a stream that stays behind for QUEUE_FRAMES of them is ended (as a full queue is)."""
+        if item is _CLOSE:
+            self.unregister(c)
+            self._signal(c, _CLOSE)
+            return
+        if not sink.writable:  # gone: its coroutine has been woken by the lost connection
+            self.unregister(c)
+            self._signal(c, _CLOSE)
+            return
+        if c.resync_pending:
+            c.skipped += 1
+            if c.skipped > QUEUE_FRAMES or force:
+                log.info("sse client too slow, disconnecting (org=%s)", c.org)
+                self.unregister(c)
+                self._signal(c, _CLOSE)
+            return
+        if item is _RESYNC:
+            if self.loaded:
+                sink.write(chunk(self.snapshot_frame(c)))
+                c.synced_seq = self.seq
+                c.sent_at = time.monotonic()
+            return
+        if seq <= c.synced_seq:  # sent before its snapshot was taken: the snapshot has it
+            return
+        if sink.buffered() > BEHIND_BYTES:
+            c.resync_pending = True
+            c.skipped = 0
+            self._signal(c, _RESYNC)
+            return
+        sink.write(data if data is not None else chunk(item))
+        c.sent_at = time.monotonic()
+
+    @staticmethod
+    def _signal(c: Client, what: _Marker) -> None:
+        """Tell a direct stream's coroutine to resync or to end (ending wins)."""
+        if what is _CLOSE or c.signal is None:
+            c.signal = what
+        if c.wake is not None and not c.wake.done():
+            c.wake.set_result(None)
+
+    def attach(self, c: Client, sink: DirectSink) -> None:
+        """From now on write ``c``'s frames to ``sink`` (its response's head and first frame are
+        out): what was queued meanwhile first, in order, in the same step."""
+        sink.on_lost(lambda: self._signal(c, _CLOSE))
+        seq = self.seq
+        c.sink = sink
+        while not c.queue.empty():
+            item = c.queue.get_nowait()
+            self._write(c, sink, item, None, seq)
+
+    def resume(self, c: Client) -> None:
+        """``c``'s socket has drained after it fell behind: a fresh snapshot, then frames again."""
+        c.resync_pending = False
+        c.skipped = 0
+        if c in self.clients and c.sink is not None and c.sink.writable and self.loaded:
+            c.sink.write(chunk(self.snapshot_frame(c)))
+            c.synced_seq = self.seq
+            c.sent_at = time.monotonic()
+
+    async def serve_direct(self, c: Client, sink: DirectSink, send: Any) -> None:
+        """The coroutine of a stream written directly, after its first frame: it only waits, and
+        wakes to send a snapshot once a slow socket has drained, or to end the response."""
+        loop = asyncio.get_running_loop()
+        self.attach(c, sink)
+        while True:
+            if c.signal is None:
+                c.wake = loop.create_future()
+                await c.wake
+            what, c.signal = c.signal, None
+            if what is _CLOSE:
+                break
+            if what is _RESYNC:
+                # uvicorn's send waits until the socket has drained (below its low-water mark)
+                await send({"type": "http.response.body", "body": b"", "more_body": True})
+                self.resume(c)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
     def end(self, c: Client, frame: bytes) -> None:
         """End a stream now: whatever is queued for it is dropped, ``frame`` is its last."""
+        if c.sink is not None:
+            if c.sink.writable:
+                c.sink.write(chunk(frame))
+            self.unregister(c)
+            self._signal(c, _CLOSE)
+            return
         while not c.queue.empty():
             c.queue.get_nowait()
         c.queue.put_nowait(frame)
@@ -295,8 +410,41 @@ class Hub:
             targets = list(self.clients)
         else:
             targets = [c for g in groups for c in self.by_org.get(g, ())]
-        for c in targets:
-            self._offer(c, item)
+        self._deliver(item, targets)
+
+    def _deliver(self, item: Item, targets: list[Client]) -> None:
+        """Offer ``item`` to ``targets``, after every delivery before it: FANOUT_SLICE streams
+        now, the rest a slice per turn of the event loop (each stream's frames stay in order)."""
+        if not targets:
+            return
+        self._work.append((item, chunk(item) if isinstance(item, bytes) else None, self.seq, targets))
+        if not self._pumping:
+            self._pump()
+
+    def _pump(self) -> None:
+        self._pumping = False
+        budget = FANOUT_SLICE
+        clients = self.clients
+        while self._work and budget > 0:
+            item, data, seq, targets = self._work[0]
+            start = self._work_at
+            stop = min(len(targets), start + budget)
+            for c in targets[start:stop]:
+                if c not in clients:  # gone since (or ended): nothing more for it
+                    continue
+                if c.sink is not None:
+                    self._write(c, c.sink, item, data, seq)
+                else:
+                    self._offer(c, item)
+            budget -= stop - start
+            if stop < len(targets):
+                self._work_at = stop
+            else:
+                self._work.popleft()
+                self._work_at = 0
+        if self._work:
+            self._pumping = True
+            asyncio.get_running_loop().call_soon(self._pump)
 
     # -- frames ---------------------------------------------------------------------------------
 
@@ -496,10 +644,7 @@ class Hub:
                 await self._load_all()
                 self.live = self.loaded = True
                 backoff = 0.2
-                for c in list(self.clients):
-                    if first and not c.wants_snapshot:
-                        continue
-                    self._offer(c, _RESYNC)
+                self._deliver(_RESYNC, [c for c in self.clients if not first or c.wants_snapshot])
                 first = False
                 log.info("live hub subscribed to %s", self.keys.updates_channel)
                 await self._consume(pubsub)
@@ -605,8 +750,7 @@ class Hub:
             # Only streams without another frame lately, unless ``live`` is news to them.
             everyone = not self.live or self.live != self._heartbeat_live
             self._heartbeat_live = self.live
-            for c in [c for c in self.clients if everyone or c.sent_at <= quiet_since]:
-                self._offer(c, frame)
+            self._deliver(frame, [c for c in self.clients if everyone or c.sent_at <= quiet_since])
 
 
 def _end_streams_on_exit_signal(app: FastAPI) -> Callable[[], None]:
@@ -682,6 +826,54 @@ class _HeldStream(StreamingResponse):
             self._release()
 
 
+class _DirectStream(StreamingResponse):
+    """A stream whose frames the hub writes to its socket (``serving.direct``): the head and
+    the first frame go through ASGI as any response's; then its coroutine only waits
+    (:meth:`Hub.serve_direct`). Gives its token's slot back however it ends."""
+
+    def __init__(
+        self,
+        hub: Hub,
+        view: View,
+        snapshot: bool,
+        token: str,
+        metrics: ApiMetrics,
+        release: Callable[[], None],
+        *,
+        media_type: str,
+        headers: Mapping[str, str],
+    ) -> None:
+        super().__init__(_nothing(), media_type=media_type, headers=headers)
+        self.hub, self.view, self.snapshot, self.token = hub, view, snapshot, token
+        self.metrics = metrics
+        self._release = release
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            sink: DirectSink = scope["extensions"][DIRECT]
+            hub = self.hub
+            # Registered when the response starts, the snapshot taken in the same step.
+            client, first = hub.register(self.view, self.snapshot, self.token)
+            self.metrics.sse_connections.inc()
+            try:
+                await send(
+                    {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+                )
+                body = b"retry: %d\n\n" % RETRY_MS + (first or b"")
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+                await hub.serve_direct(client, sink, send)
+            finally:
+                hub.unregister(client)
+                self.metrics.sse_connections.dec()
+        finally:
+            self._release()
+
+
+async def _nothing() -> AsyncIterator[bytes]:
+    return
+    yield b""  # an async generator that yields nothing
+
+
 async def hub_for(app: FastAPI) -> Hub:
     hub: Hub | None = getattr(app.state, "live_hub", None)
     if hub is None:
@@ -738,6 +930,17 @@ async def stream(
             released = True
             hub.release(p.token_id)
 
+    headers = {
+        "Cache-Control": "no-cache, no-transform",
+        "X-Accel-Buffering": "no",
+        "Connection": "keep-alive",
+    }
+    if DIRECT in request.scope.get("extensions", {}):  # the API's own server: written directly
+        want = snapshot or resume
+        return _DirectStream(
+            hub, view, want, token, metrics, release, media_type="text/event-stream", headers=headers
+        )
+
     async def frames() -> AsyncIterator[bytes]:
         # Registered here, when the response starts, so a client gone before it is never leaked;
         # the snapshot is taken in the same step (no await) as the registration.
@@ -758,13 +961,4 @@ async def stream(
             hub.unregister(client)
             metrics.sse_connections.dec()
 
-    return _HeldStream(
-        frames(),
-        release,
-        media_type="text/event-stream",
-        headers={
-            "Cache-Control": "no-cache, no-transform",
-            "X-Accel-Buffering": "no",
-            "Connection": "keep-alive",
-        },
-    )
+    return _HeldStream(frames(), release, media_type="text/event-stream", headers=headers)

@@ -21,14 +21,25 @@ answer is a problem (``unavailable``, :func:`over_capacity`) like every other er
 
 Limits on a body's size and the per-token stream cap are the app's (``serving.limits``,
 ``serving.live``). :func:`uvicorn_config` builds the server's configuration from
-:class:`~cashpos.settings.Settings`; :func:`serve` runs it (``cashpos api``).
+:class:`~cashpos.settings.Settings`; :func:`serve` runs it (``cashpos api``): one process, or
+``CASHPOS_API_PROCESSES`` of them (default one per core) on the one address, each on a socket of
+its own bound with SO_REUSEPORT (:class:`Processes`). Every response names the process that
+answered (``x-cashpos-process``: its pid). For ``GET /v1/stream`` the protocol hands the live hub
+the connection's socket (``serving.direct``), so frames do not go through ASGI one by one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import logging
+import os
+import signal
+import socket
+import subprocess
 import sys
-from typing import Any
+import time
+from typing import Any, cast
 
 import uvicorn
 from uvicorn.protocols.http import httptools_impl
@@ -36,9 +47,16 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from cashpos.logs import capture_std_streams
 from cashpos.settings import Settings, load
+from serving.direct import DIRECT, STREAM_PATH, DirectSink
 from serving.problems import PROBLEM_JSON, problem_bytes, send_problem
 
+log = logging.getLogger("cashpos.api")
 BODY_GRACE_S = 2.0  # the app's own 408 (serving.limits) comes first
+PROCESS_HEADER = "x-cashpos-process"  # the answering API process's pid, on every response
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+EX_CONFIG = 78  # the configuration was refused: starting again cannot help
+RESET_AFTER_S = 60.0  # a process that ran this long is started again after 1 s again
+STOP_TIMEOUT_S = 25.0  # within systemd's TimeoutStopSec=30
 
 
 class _Refused(Exception):
@@ -60,6 +78,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._begun = False  # a request has begun and is not complete yet
         self._deadline: asyncio.TimerHandle | None = None
         self._refusal: tuple[str, str] | None = None  # (reason, detail) of an answer to send
+        self._sink: DirectSink | None = None  # a live stream's socket (serving.direct)
 
     # -- timers ---------------------------------------------------------------------------------
 
@@ -120,6 +139,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
+        if self._sink is not None:
+            self._sink.connection_lost()
 
     def data_received(self, data: bytes) -> None:
         if self._in_head:
@@ -152,6 +173,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             raise _Refused
         self._arm(self.body_timeout + BODY_GRACE_S, self._body_expired)
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle.scope is self.scope and self.scope["path"].endswith(STREAM_PATH):
+            # The live hub may write this stream's frames to the socket itself (serving.direct).
+            self._sink = DirectSink(self.transport, cycle)
+            extensions = cast("dict[str, Any]", self.scope.setdefault("extensions", {}))
+            extensions[DIRECT] = self._sink
 
     def on_message_complete(self) -> None:
         self._begun = False
@@ -202,17 +229,133 @@ def uvicorn_config(settings: Settings, app: Any = None, **overrides: Any) -> uvi
         "http": guarded_protocol(settings),
         "timeout_keep_alive": settings.keep_alive_seconds,
         "limit_concurrency": settings.api_max_connections,
+        # Which of several processes on the port answered (tests, and an operator's curl -i).
+        "headers": [(PROCESS_HEADER, str(os.getpid()))],
     }
     return uvicorn.Config(app, **{**kw, **overrides})
 
 
-def serve(settings: Settings | None = None) -> None:
-    """Run the API until SIGINT/SIGTERM (what ``cashpos api`` does)."""
+def processes(settings: Settings) -> int:
+    """How many API processes ``cashpos api`` runs: the setting, or one per core it may use."""
+    return settings.api_processes or len(os.sched_getaffinity(0))
+
+
+def serve(settings: Settings | None = None, fd: int | None = None) -> None:
+    """Run the API until SIGINT/SIGTERM (what ``cashpos api`` does): one process, or (with
+    ``api_processes`` > 1) a supervisor of that many (:class:`Processes`). ``fd``: serve on this
+    inherited listening socket (a supervised process)."""
+    settings = settings or load()
     capture_std_streams()  # a stray print or traceback: a JSON line too
-    server = uvicorn.Server(uvicorn_config(settings or load()))
+    if fd is None and processes(settings) > 1:
+        sys.exit(Processes(settings, processes(settings)).run())
+    server = uvicorn.Server(uvicorn_config(settings))
+    sockets = [socket.socket(fileno=fd)] if fd is not None else None
     try:
-        server.run()
+        server.run(sockets=sockets)
     except KeyboardInterrupt:
         pass
     if not server.started:
         sys.exit(3)  # uvicorn's STARTUP_FAILURE, as uvicorn.run exits
+
+
+def _reuseport_socket(host: str, port: int, reuse_port: bool = True) -> socket.socket:
+    family, kind, proto, _, addr = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind(addr)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _die_with_parent() -> None:
+    """In a child between fork and exec: SIGTERM when the supervisor dies (even by SIGKILL)."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class Processes:
+    """``n`` API processes on one address: each has a socket of its own bound to the address
+    with SO_REUSEPORT (the kernel spreads new connections over them evenly), its own app, live
+    hub and Redis subscription; an API process is stateless, so any of them answers any request
+    alike. A process that dies is started again (1 s, doubling to 10 s); one that exits 78 (its
+    configuration refused) stops them all with 78. SIGTERM/SIGINT: each process is told SIGTERM
+    (it ends its streams and finishes its requests), then this one exits."""
+
+    def __init__(self, settings: Settings, n: int) -> None:
+        self.settings = settings
+        self.n = n
+        self.procs: list[subprocess.Popen[bytes] | None] = [None] * n
+        self.started = [0.0] * n
+        self.due = [0.0] * n  # when a dead one is started again
+        self.delay = [1.0] * n
+        self.stopping = False
+
+    def _start(self, i: int) -> None:
+        sock = _reuseport_socket(self.settings.api_host, self.settings.api_port)
+        try:
+            fd = sock.fileno()
+            self.procs[i] = subprocess.Popen(
+                [sys.executable, "-m", "cashpos.cli", "api", "--fd", str(fd)],
+                pass_fds=(fd,),
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 this process has no threads
+            )
+        finally:
+            sock.close()  # the child holds it; gone with the child, so no connection waits on it
+        self.started[i] = time.monotonic()
+        log.info("API process %d of %d started: pid %d", i + 1, self.n, self.procs[i].pid)  # type: ignore[union-attr]  # just set
+
+    def _stop(self, *_: object) -> None:
+        self.stopping = True
+
+    def run(self) -> int:
+        host, port = self.settings.api_host, self.settings.api_port
+        try:  # a plain bind fails if anything holds the port (SO_REUSEPORT binds would share it)
+            _reuseport_socket(host, port, reuse_port=False).close()
+        except OSError as exc:
+            log.error("cannot listen on %s:%d: %s", host, port, exc)
+            return 1
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+        code = 0
+        for i in range(self.n):
+            self._start(i)
+        while not self.stopping:
+            time.sleep(0.2)
+            now = time.monotonic()
+            for i, p in enumerate(self.procs):
+                if p is None:
+                    if now >= self.due[i] and not self.stopping:
+                        self._start(i)
+                    continue
+                rc = p.poll()
+                if rc is None:
+                    continue
+                if rc == EX_CONFIG:
+                    code = rc
+                    self.stopping = True
+                    break
+                if now - self.started[i] > RESET_AFTER_S:
+                    self.delay[i] = 1.0
+                log.warning(
+                    "API process pid %d exited with %d; starting it again in %g s", p.pid, rc, self.delay[i]
+                )
+                self.procs[i] = None
+                self.due[i] = now + self.delay[i]
+                self.delay[i] = min(self.delay[i] * 2, 10.0)
+        live = [p for p in self.procs if p is not None and p.poll() is None]
+        for p in live:
+            p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for p in live:
+            try:
+                p.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        return code
