@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from agents.hooks import FoldContext, HookHost
 from state import layout as L
-from state.history import Chain, DayFlows, DayTotals, batch_history
+from state.history import Chain, DayFlows, DayTotals, KnownRow, batch_history, known_sums
 from state.ledger import PosKey
 from state.statement import GovernmentDays
 
@@ -22,6 +22,8 @@ class HistoryHook:
         self.host: HookHost | None = None
         self.chains: dict[PosKey, Chain] = {}
         self.totals: dict[str, DayTotals] = {}  # per government asked about (as-of reads)
+        self.known: dict[str, DayTotals] = {}  # the same on the known-at axis (record-time days)
+        self._known_pending: dict[tuple[PosKey, int], tuple[int, int, int]] = {}
         self._pending: dict[tuple[PosKey, int], DayFlows] = {}  # the batch's, once it is written
         self.statements: dict[str, GovernmentDays] = {}  # per government asked about (its summed days)
 
@@ -35,17 +37,36 @@ class HistoryHook:
             del self.chains[pk]
         for org in orgs:
             self.totals.pop(org, None)
+            self.known.pop(org, None)
             self.statements.pop(org, None)
 
     def totals_for(self, org: str) -> DayTotals:
-        """The daily totals of a government: from memory, else read from the store once."""
+        """The daily totals of a government: from memory, else read from the store once (not
+        kept when read while a batch is between its fold and its ``after_commit``: the store may
+        hold that batch already, and ``after_commit`` would add it again)."""
         t = self.totals.pop(org, None)
         if t is None:
             assert self.host is not None, "assigned before any read"
+            t = DayTotals(self.host.store.flows(org))
+            if self._pending:
+                return t
             if len(self.totals) >= MAX_TOTALS:
                 self.totals.pop(next(iter(self.totals)))
-            t = DayTotals(self.host.store.flows(org))
         self.totals[org] = t  # the most recently asked last
+        return t
+
+    def known_totals_for(self, org: str) -> DayTotals:
+        """The known-at axis's daily totals of a government, as ``totals_for`` (not kept when read
+        while a batch is between its fold and its ``after_commit``, as ``government_days``)."""
+        t = self.known.pop(org, None)
+        if t is None:
+            assert self.host is not None, "assigned before any read"
+            t = DayTotals.of_sums(self.host.store.known_days(org))
+            if self._known_pending:
+                return t
+            if len(self.known) >= MAX_TOTALS:
+                self.known.pop(next(iter(self.known)))
+        self.known[org] = t
         return t
 
     def government_days(self, org: str) -> GovernmentDays:
@@ -67,7 +88,8 @@ class HistoryHook:
         changes = batch.changes
         if not changes.index:
             return
-        flows, chains = batch_history(changes, self.chains)
+        known: dict[tuple[PosKey, int], list[KnownRow]] = {}
+        flows, chains = batch_history(changes, self.chains, known)
         records: list[tuple[bytes, bytes]] = []
         for (pk, day), f in flows.items():
             key = L.flows_key(pk, day)
@@ -75,6 +97,18 @@ class HistoryHook:
             if stored is not None:
                 f = _sum(L.decode_flows(stored), f)
             records.append((key, L.encode_flows(f)))
+        assert self.host is not None, "assigned before any batch"
+        seq = self.host.store.seq + 1  # the batch's, as Store.commit numbers it
+        sums_of: dict[tuple[PosKey, int], tuple[int, int, int]] = {}
+        for (pk, day), rows in known.items():
+            records.append((L.known_key(pk, day, seq), L.encode_known(rows)))
+            sums = sums_of[(pk, day)] = known_sums(rows)
+            key = L.known_day_key(pk, day)
+            stored = self._get(key)
+            if stored is not None:
+                sums = _add3(L.decode_sums(stored), sums)
+            records.append((key, L.encode_sums(sums)))
+        self._known_pending = sums_of
         self.chains.update(chains)
         records += [(L.chain_key(pk), L.encode_chain(c)) for pk, c in chains.items()]
         batch.write(records)
@@ -94,12 +128,21 @@ class HistoryHook:
             if g is not None:
                 g.add(pk, day, f)
         self._pending = {}
+        for (pk, day), (dc, dm, n) in self._known_pending.items():
+            t = self.known.get(pk[0])
+            if t is not None:
+                t.add_sums(pk, day, dc, dm, n)
+        self._known_pending = {}
 
     async def housekeeping(self) -> None:
         return None
 
     async def stop(self) -> None:
         return None
+
+
+def _add3(a: tuple[int, int, int], b: tuple[int, int, int]) -> tuple[int, int, int]:
+    return a[0] + b[0], a[1] + b[1], a[2] + b[2]
 
 
 def _sum(a: DayFlows, b: DayFlows) -> DayFlows:

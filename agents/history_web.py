@@ -41,17 +41,23 @@ def _owner(get: Callable[[], LedgerWorker | None], org: str) -> LedgerWorker:
     return w
 
 
-def positions_as_of(w: LedgerWorker, org: str, at_ms: int) -> list[dict[str, Any]]:
-    """Every position of ``org`` as of ``at_ms``: its days before (the daily totals kept in
-    memory) and that day's rows up to the instant."""
+KNOWN = "known"  # the ``axis`` of the known-at reads (record time); otherwise event time
+
+
+def positions_as_of(w: LedgerWorker, org: str, at_ms: int, axis: str | None = None) -> list[dict[str, Any]]:
+    """Every position of ``org`` as of ``at_ms`` (event time), or as known at it (``axis`` =
+    ``KNOWN``: record time): its days before (the daily totals kept in memory) and that day's
+    rows up to the instant."""
     day = kst_day(at_ms)
-    totals = w.history.totals_for(org)
+    known = axis == KNOWN
+    totals = w.history.known_totals_for(org) if known else w.history.totals_for(org)
     out = []
     for pk in sorted(pk for pk in w.ledger.positions if pk[0] == org):
         cash, committed, events = totals.before(pk, day)
-        for ms, _sid, dc, dm in w.store.rows_of_day(pk, day):
-            if ms <= at_ms:
-                cash, committed, events = cash + dc, committed + dm, events + 1
+        rows = w.store.known_rows_of_day(pk, day) if known else w.store.rows_of_day(pk, day)
+        for row in rows:
+            if row[0] <= at_ms:
+                cash, committed, events = cash + row[-2], committed + row[-1], events + 1
         if events:
             out.append(
                 {
@@ -111,7 +117,9 @@ def events(
         if lapse and entry is not None:
             item["commitment_id"] = entry.commitment_id
         if entry is not None and entry.source is not None:
-            item["source"] = dict(zip(("topic", "partition", "offset"), entry.source, strict=True))
+            item["source"] = dict(
+                zip(("topic", "partition", "offset", "recorded_ms"), entry.source, strict=True)
+            )
         out.append(item)
     nxt = start + limit if start + limit < len(lines) else None
     return {
@@ -146,22 +154,22 @@ def install(app: faust.App, get: Callable[[], LedgerWorker | None]) -> None:
 
     @app.page(PREFIX + "/{org}/positions")
     async def as_of_page(self: View, request: Request, org: str) -> Response:
-        at = _int(request.query, "as_of")
+        at, axis = _int(request.query, "as_of"), request.query.get("axis")
         if at is None:
             return answer(self, {"reason": "invalid_request", "detail": "as_of (epoch ms) is required"}, 400)
-        return await guarded(self, org, lambda w: {"positions": positions_as_of(w, org, at)})
+        return await guarded(self, org, lambda w: {"positions": positions_as_of(w, org, at, axis)})
 
     @app.page(PREFIX + "/many/positions")
     async def as_of_many_page(self: View, request: Request) -> Response:
         """Several governments as of one instant (a province's or the nation's summary): those
         this worker serves; the others are listed as missing (the API asks their owners)."""
-        at = _int(request.query, "as_of")
+        at, axis = _int(request.query, "as_of"), request.query.get("axis")
         orgs = [o for o in (request.query.get("orgs") or "").split(",") if o]
         if at is None or not orgs:
             return answer(self, {"reason": "invalid_request", "detail": "as_of and orgs are required"}, 400)
         w = get()
         served = [o for o in orgs if w is not None and o in w.owned_orgs and w.serves(o)]
-        body = {o: positions_as_of(w, o, at) for o in served} if w is not None else {}
+        body = {o: positions_as_of(w, o, at, axis) for o in served} if w is not None else {}
         return answer(self, {"positions": body, "missing": [o for o in orgs if o not in body]})
 
     @app.page(PREFIX + "/{org}/statements")

@@ -50,6 +50,8 @@ class FoldContext:
 class HookStore(Protocol):
     """The worker's store as a hook may use it (``state.store.Store``)."""
 
+    seq: int  # the last batch written (the batch in ``after_fold`` will be ``seq + 1``)
+
     def scan(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]: ...
 
     def get(self, key: bytes) -> bytes | None: ...
@@ -67,6 +69,8 @@ class HookStore(Protocol):
     def flows(
         self, org: str, account: str | None = None, fy: int | None = None
     ) -> Iterator[tuple[PosKey, int, DayFlows]]: ...
+
+    def known_days(self, org: str) -> Iterator[tuple[PosKey, int, tuple[int, int, int]]]: ...
 
     def write(self, records: Iterable[tuple[bytes, bytes]]) -> None: ...
 

@@ -352,4 +352,4 @@ def _source(journal: Mapping[EventKey, Journal | bytes], org: str, eid: str) -> 
     j = journal.get((org, eid))
     if isinstance(j, bytes):
         j = layout.decode_journal(j)
-    return j.source if j is not None else None
+    return j.source[:3] if j is not None and j.source is not None else None

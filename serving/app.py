@@ -261,6 +261,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def fy_param() -> Any:
         return Query(None, description="only this fiscal year (default: every open and recent one)")
 
+    def as_of_param() -> Any:
+        return Query(
+            None,
+            description="the figures as they stood at this instant of event time (RFC 3339; naive: "
+            "Korea time): every event that had occurred by then, late arrivals included; from the "
+            "history of the worker that owns the government",
+        )
+
+    def as_known_at_param() -> Any:
+        return Query(
+            None,
+            description="the figures as cashpos knew them at this instant (RFC 3339; naive: Korea "
+            "time): every event whose record was on its topic by then, whatever its event time; an "
+            "event arriving later never changes the answer. Not with as_of",
+        )
+
     @app.get(
         "/v1/positions/{org_code}",
         summary="Every account's cash, committed and available",
@@ -285,15 +301,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         request: Request,
         org_code: str,
         fiscal_year: int | None = fy_param(),
-        as_of: str | None = Query(
-            None,
-            description="the positions as they stood at this instant of event time (RFC 3339; naive: "
-            "Korea time), from the history of the worker that owns the government",
-        ),
+        as_of: str | None = as_of_param(),
+        as_known_at: str | None = as_known_at_param(),
     ) -> Response:
         g = gov_or_404(org_code)
-        if as_of is not None:
-            return await history.positions_as_of(request, g, as_of, fiscal_year)
+        if as_of is not None or as_known_at is not None:
+            at, axis = history.instant_of(as_of, as_known_at)
+            return await history.positions_as_of(request, g, at, axis, fiscal_year)
         body = await request.app.state.reader.government(org_code, fiscal_year)
         accounts = body["accounts"]
         assert isinstance(accounts, list)
@@ -306,16 +320,34 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="One account's position per fiscal year",
         description="Conditional: a weak ETag over the positions' versions (serving/caching.py); "
         "If-None-Match with it answers 304.",
-        response_model=models.AccountPositions,
-        responses={304: {"description": "not modified: the figures are those of the ETag sent"}},
+        response_model=models.AccountPositions | history.PositionsAsOf,  # a union (see get_positions)
+        responses={
+            200: {
+                "description": "the live position; with as_of or as_known_at, the account at that "
+                "instant (PositionsAsOf, from the owning worker's history)",
+            },
+            304: {"description": "not modified: the figures are those of the ETag sent"},
+            503: problem_doc(
+                "with as_of or as_known_at: the government's history is not available now "
+                "(reason history_unavailable)"
+            ),
+        },
         dependencies=[require(Permission.READ)],
     )
     async def get_account(
-        request: Request, org_code: str, account: str, fiscal_year: int | None = fy_param()
+        request: Request,
+        org_code: str,
+        account: str,
+        fiscal_year: int | None = fy_param(),
+        as_of: str | None = as_of_param(),
+        as_known_at: str | None = as_known_at_param(),
     ) -> Response:
         g = gov_or_404(org_code)
         if account not in g.account_codes:
             raise HTTPException(404, f"{org_code} has no account {account}")
+        if as_of is not None or as_known_at is not None:
+            at, axis = history.instant_of(as_of, as_known_at)
+            return await history.positions_as_of(request, g, at, axis, fiscal_year, account)
         body = await request.app.state.reader.government(org_code, fiscal_year)
         rows = [a for a in body["accounts"] if a["account"] == account]
         status = await staleness(request, [org_code])
@@ -358,14 +390,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         request: Request,
         p: Annotated[Principal, require(Permission.READ)],
         fiscal_year: int | None = fy_param(),
-        as_of: str | None = Query(
-            None,
-            description="the totals as they stood at this instant of event time (RFC 3339), from "
-            "every worker's history (all must answer: 503 history_unavailable otherwise)",
-        ),
+        as_of: str | None = as_of_param(),
+        as_known_at: str | None = as_known_at_param(),
     ) -> Response:
-        if as_of is not None:
-            return await history.summary_as_of(request, p.orgs, as_of, fiscal_year)
+        if as_of is not None or as_known_at is not None:
+            # from every worker's history: all must answer (503 history_unavailable otherwise)
+            at, axis = history.instant_of(as_of, as_known_at)
+            return await history.summary_as_of(request, p.orgs, at, axis, fiscal_year)
         body, etag = await request.app.state.reader.summary_tagged(fiscal_year, p.orgs)
         status = await staleness(request, sorted(p.orgs) if p.orgs is not None else list(governments()))
         etag = stale_etag(etag, status)

@@ -16,7 +16,7 @@ import datetime as dt
 import io
 import time
 from collections import OrderedDict
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 import httpx
 import orjson
@@ -125,6 +125,9 @@ class Source(BaseModel):
     topic: str
     partition: int
     offset: int
+    recorded_at: str = Field(
+        description="its record timestamp on the topic: when cashpos could first know it"
+    )
 
 
 class HistoryLine(BaseModel):
@@ -171,20 +174,32 @@ class HistoryAccount(BaseModel):
     events: int = Field(description="events that built this figure")
 
 
+EVENT_TIME: Final = "event_time"  # as_of: every event that had occurred by the instant
+KNOWN_TIME: Final = "known_time"  # as_known_at: every event cashpos had received by the instant
+TimeAxis = Literal["event_time", "known_time"]
+AXIS_DOC: Final = (
+    "event_time: as_of, the events that had occurred by the instant (a late event changes it); "
+    "known_time: as_known_at, the events whose record was on their topic by the instant (what "
+    "cashpos could show then; a later arrival never changes it)"
+)
+
+
 class PositionsAsOf(BaseModel):
     org_code: str
     name: str
-    time_axis: Literal["event_time"]
-    as_of: str
+    time_axis: TimeAxis = Field(description=AXIS_DOC)
+    as_of: str | None = Field(description="the instant, on the event-time axis")
+    as_known_at: str | None = Field(default=None, description="the instant, on the known-time axis")
     accounts: list[HistoryAccount]
     totals: dict[str, int]
 
 
 class SummaryAsOf(BaseModel):
-    """The caller's governments as of an instant (event time): per province and in all."""
+    """The caller's governments at an instant of either axis: per province and in all."""
 
-    as_of: str
-    time_axis: Literal["event_time"]
+    as_of: str | None
+    as_known_at: str | None = None
+    time_axis: TimeAxis = Field(description=AXIS_DOC)
     scope: Literal["national", "partial"]
     national: ScopeTotals | None = None
     total: ScopeTotals | None = None
@@ -229,19 +244,47 @@ async def ask(request: Request, org: str, path: str, params: dict[str, Any]) -> 
     return body
 
 
+def instant_of(as_of: str | None, as_known_at: str | None) -> tuple[int, str]:
+    """The instant asked and its axis (``EVENT_TIME`` or ``KNOWN_TIME``): one of the two only."""
+    if as_of is not None and as_known_at is not None:
+        raise Problem(
+            "invalid_request",
+            "as_of (event time) and as_known_at (known time) are two time axes: ask for one",
+            field="as_known_at",
+        )
+    if as_known_at is not None:
+        return instant_ms(as_known_at, "as_known_at"), KNOWN_TIME
+    assert as_of is not None
+    return instant_ms(as_of, "as_of"), EVENT_TIME
+
+
+def _instant_fields(at: int, axis: str) -> dict[str, Any]:
+    stamp = utc_stamp(at)
+    return {
+        "time_axis": axis,
+        "as_of": stamp if axis == EVENT_TIME else None,
+        "as_known_at": stamp if axis == KNOWN_TIME else None,
+    }
+
+
+def _owner_params(at: int, axis: str) -> dict[str, Any]:
+    """The owner's query (agents/history_web.py): epoch ms, and the axis when not event time."""
+    return {"as_of": at} if axis == EVENT_TIME else {"as_of": at, "axis": "known"}
+
+
 async def summary_as_of(
-    request: Request, scope: frozenset[str] | None, at_text: str, fiscal_year: int | None
+    request: Request, scope: frozenset[str] | None, at: int, axis: str, fiscal_year: int | None
 ) -> Response:
-    """``GET /v1/summary?as_of=``: the caller's governments as of an instant, per province and in
-    all, from every worker that owns some of them (all must answer: never a partial sum)."""
-    at = instant_ms(at_text, "as_of")
+    """``GET /v1/summary?as_of=|as_known_at=``: the caller's governments at an instant, per
+    province and in all, from every worker that owns some of them (all must answer: never a
+    partial sum)."""
     govs = [g for g in governments().values() if scope is None or g.org_code in scope]
     by_web: dict[str, list[str]] = {}
     for g in govs:
         by_web.setdefault(await _web_of(request, g.org_code), []).append(g.org_code)
 
     async def one(web: str, orgs: list[str]) -> dict[str, Any]:
-        params = {"as_of": at, "orgs": ",".join(orgs)}
+        params = _owner_params(at, axis) | {"orgs": ",".join(orgs)}
         r = await _get(request, f"http://{web}/cashpos/history/many/positions", params, "a worker")
         body: dict[str, Any] = orjson.loads(r.content)
         if r.status_code != 200 or body.get("missing"):
@@ -268,8 +311,7 @@ async def summary_as_of(
                 t["spendable"] += available
         totals_of[g.org_code] = t
     body, _ = summarize(govs, totals_of, {}, scope)
-    body["as_of"] = utc_stamp(at)
-    body["time_axis"] = "event_time"
+    body |= _instant_fields(at, axis)
     return ExactJSONResponse(body)
 
 
@@ -316,14 +358,18 @@ def instant_ms(text: str, name: str) -> int:
         raise Problem("invalid_request", f"{name}: {text!r} is not an RFC 3339 instant", field=name) from None
 
 
-async def positions_as_of(request: Request, g: Government, at_text: str, fiscal_year: int | None) -> Response:
-    """``GET /v1/positions/{org}?as_of=``: every account as it stood at that instant."""
-    at = instant_ms(at_text, "as_of")
-    body = await ask(request, g.org_code, "positions", {"as_of": at})
+async def positions_as_of(
+    request: Request, g: Government, at: int, axis: str, fiscal_year: int | None, account: str | None = None
+) -> Response:
+    """``GET /v1/positions/{org}[/{account}]?as_of=|as_known_at=``: every account (or one) as it
+    stood at that instant of event time, or as cashpos knew it then."""
+    body = await ask(request, g.org_code, "positions", _owner_params(at, axis))
     meta = {a.code: a for a in g.accounts}
     rows = []
     for p in body["positions"]:
         if fiscal_year is not None and p["fiscal_year"] != fiscal_year:
+            continue
+        if account is not None and p["account"] != account:
             continue
         a = meta.get(p["account"])
         rows.append(
@@ -343,8 +389,7 @@ async def positions_as_of(request: Request, g: Government, at_text: str, fiscal_
         {
             "org_code": g.org_code,
             "name": g.name,
-            "time_axis": "event_time",
-            "as_of": utc_stamp(at),
+            **_instant_fields(at, axis),
             "accounts": rows,
             "totals": totals,
         }
@@ -491,6 +536,8 @@ async def get_events_behind(
     lines = []
     for x in body["lines"]:
         x["occurred_at"] = utc_stamp(x.pop("occurred_ms"))
+        if x.get("source") is not None:
+            x["source"]["recorded_at"] = utc_stamp(x["source"].pop("recorded_ms"))
         lines.append(x)
     nxt = paging.encode("events_behind", body["next"], digest) if body["next"] is not None else None
     return ExactJSONResponse(

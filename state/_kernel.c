@@ -18,7 +18,7 @@
 #include <structmember.h>
 #include <string.h>
 
-static PyObject *s_value, *s_key, *s_offset;  /* the record's attributes */
+static PyObject *s_value, *s_key, *s_offset, *s_timestamp;  /* the record's attributes */
 static PyObject *s_revenue_tag, *s_expenditure_tag;  /* state.ledger's side tags of event ids */
 
 /* -- msgpack, the subset a journal entry needs ------------------------------------------------ */
@@ -215,16 +215,17 @@ static PyObject *fold_hot(PyObject *self, PyObject *args) {
 
     /* Owned references of one iteration, released at its end (or on the way out). The event's
      * fields are borrowed from ``ev``. */
-    PyObject *value = NULL, *rkey = NULL, *offset = NULL, *ev = NULL, *jkey = NULL, *dbkey = NULL;
+    PyObject *value = NULL, *rkey = NULL, *offset = NULL, *timestamp = NULL, *ev = NULL, *jkey = NULL;
+    PyObject *dbkey = NULL;
     PyObject *stored = NULL, *dc = NULL, *pk = NULL, *row = NULL, *entry = NULL, *tmp = NULL;
     PyObject *ms_obj = NULL, *sid = NULL;
     PyObject *org, *eid, *account, *fy, *kind, *amount, *at, *f;
     PyObject *stopped = NULL;  /* the decoded event of the record stopped at, for the Python path */
 #define RELEASE()                                                                             \
     do {                                                                                      \
-        Py_CLEAR(value); Py_CLEAR(rkey); Py_CLEAR(offset); Py_CLEAR(ev); Py_CLEAR(jkey);      \
-        Py_CLEAR(dbkey); Py_CLEAR(stored); Py_CLEAR(dc); Py_CLEAR(pk); Py_CLEAR(row);         \
-        Py_CLEAR(entry); Py_CLEAR(tmp); Py_CLEAR(ms_obj); Py_CLEAR(sid);                      \
+        Py_CLEAR(value); Py_CLEAR(rkey); Py_CLEAR(offset); Py_CLEAR(timestamp); Py_CLEAR(ev);  \
+        Py_CLEAR(jkey); Py_CLEAR(dbkey); Py_CLEAR(stored); Py_CLEAR(dc); Py_CLEAR(pk);        \
+        Py_CLEAR(row); Py_CLEAR(entry); Py_CLEAR(tmp); Py_CLEAR(ms_obj); Py_CLEAR(sid);       \
     } while (0)
 #define GET(var, obj, name) if (((var) = PyObject_GetAttr((obj), (name))) == NULL) goto error
 #define FIELD(var, k) if (((var) = SLOT(ev, event_layout.off[k])) == NULL) STOP()
@@ -346,6 +347,9 @@ static PyObject *fold_hot(PyObject *self, PyObject *args) {
         GET(offset, r, s_offset);
         const long long offset_v = PyLong_AsLongLong(offset);
         if (offset_v == -1 && PyErr_Occurred()) goto error;
+        GET(timestamp, r, s_timestamp);  /* the record's: the history's known-at axis */
+        const long long timestamp_v = PyLong_AsLongLong(timestamp);
+        if (timestamp_v == -1 && PyErr_Occurred()) goto error;
 
         /* epoch milliseconds of occurred_at (KST = UTC+9), as streams.contract.epoch_ms */
         const long long ms = days_from_civil(PyDateTime_GET_YEAR(at), PyDateTime_GET_MONTH(at),
@@ -420,13 +424,13 @@ static PyObject *fold_hot(PyObject *self, PyObject *args) {
         if (PyList_Append(rows, row) < 0) goto error;
 
         /* the journal entry: [raw, kind, account, fy, amount, ms, [[account, fy, dc, 0]],
-         *                     nil, 0, nil, nil, [topic, partition, offset]] */
+         *                     nil, 0, nil, nil, [topic, partition, offset, timestamp]] */
         Py_ssize_t kind_len, acc_len;
         const char *kind_s = PyUnicode_AsUTF8AndSize(kind, &kind_len);
         if (kind_s == NULL) goto error;
         const char *acc_s = PyUnicode_AsUTF8AndSize(account, &acc_len);
         if (acc_s == NULL) goto error;
-        const Py_ssize_t need = 64 + vlen + kind_len + 2 * acc_len + topic_len + 9 * 6;
+        const Py_ssize_t need = 64 + vlen + kind_len + 2 * acc_len + topic_len + 9 * 7;
         if (need > buf_cap) {
             PyMem_Free(buf);
             buf_cap = need * 2;
@@ -451,10 +455,11 @@ static PyObject *fold_hot(PyObject *self, PyObject *args) {
         put_u8(&b, 0x00);
         put_u8(&b, 0xc0);
         put_u8(&b, 0xc0);
-        put_u8(&b, 0x93);
+        put_u8(&b, 0x94);
         put_str(&b, topic_s, topic_len);
         put_int(&b, part);
         put_int(&b, offset_v);
+        put_int(&b, timestamp_v);
         entry = PyBytes_FromStringAndSize(buf, b.p - buf);
         if (entry == NULL) goto error;
         if (PyDict_SetItem(journal, jkey, entry) < 0 || PyDict_SetItem(ch_journal, jkey, entry) < 0)
@@ -531,6 +536,7 @@ PyMODINIT_FUNC PyInit__kernel(void) {
     if (PyDateTimeAPI == NULL) return NULL;
 #define INTERN(var, s) if (((var) = PyUnicode_InternFromString(s)) == NULL) return NULL
     INTERN(s_value, "value"); INTERN(s_key, "key"); INTERN(s_offset, "offset");
+    INTERN(s_timestamp, "timestamp");
     static const char *ev_fields[N_EVENT_FIELDS] = {
         "org_code", "event_id", "account", "fiscal_year", "kind", "amount", "occurred_at",
         "category", "commitment_id", "due_date", "to_account", "reverses", "basis", "pay_date",

@@ -179,7 +179,7 @@ def batch_fates(
         out.add(org, PUT, sid, verdict)
     for org, sid, source in changes.copies:
         if org not in skipped and source is not None and (asked is None or (org, sid) in asked):
-            out.add(org, COPY, sid, duplicate_verdict(*source, now_ms))
+            out.add(org, COPY, sid, duplicate_verdict(*source[:3], now_ms))
     return out
 
 

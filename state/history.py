@@ -15,6 +15,11 @@ rebuild:
   ``BLAKE2b-256("cashpos-chain-v1" ‖ revenue link ‖ expenditure link)``. A lapse (the close's
   entry for a commitment) belongs to the expenditure side and has no raw bytes.
 * **As of an instant**: the days before it from the daily flows, the day itself from its rows.
+* **As known at an instant** (the second time axis): what cashpos knew then — every row whose
+  event's *record timestamp* (when its topic accepted it, part of the log, so the same on every
+  replay) is at or before the instant, whatever its event time. Kept per position and Korean day
+  of record time (``KnownRow`` rows, ``DayTotals`` of them): a late event changes as-of answers
+  for the instants after its event time, and known-at answers only from its arrival on.
 """
 
 from __future__ import annotations
@@ -115,12 +120,33 @@ _enc = msgspec.msgpack.Encoder().encode
 
 
 class _Entry(msgspec.Struct, array_like=True, forbid_unknown_fields=False):
-    """The leading fields of a stored ``Journal`` (what the history needs; decoded alone)."""
+    """The leading fields of a stored ``Journal`` up to its source (what the history needs;
+    decoded alone, the fields it does not read left raw)."""
 
     raw: bytes
     kind: str
     account: str
     fiscal_year: int
+    amount: msgspec.Raw = msgspec.Raw(b"\x00")
+    occurred_ms: msgspec.Raw = msgspec.Raw(b"\x00")
+    effects: msgspec.Raw = msgspec.Raw(b"\x90")
+    commitment_id: msgspec.Raw = msgspec.Raw(b"\xc0")
+    released: msgspec.Raw = msgspec.Raw(b"\x00")
+    reverses: msgspec.Raw = msgspec.Raw(b"\xc0")
+    reversed_by: msgspec.Raw = msgspec.Raw(b"\xc0")
+    source: tuple[str, int, int, int] | None = None
+
+
+# One row of the known-at axis: (record timestamp ms, cash delta, committed delta).
+KnownRow = tuple[int, int, int]
+
+
+def recorded_ms(source: tuple[str, int, int, int] | None, occurred_ms: int) -> int:
+    """When cashpos could first know an event: its record's timestamp; without one (an event
+    folded outside a topic, or a record with none, -1), its event time."""
+    if source is None or source[3] < 0:
+        return occurred_ms
+    return source[3]
 
 
 _entry = msgspec.msgpack.Decoder(_Entry).decode
@@ -202,12 +228,15 @@ class Chain(msgspec.Struct, array_like=True):
 
 
 def batch_history(
-    changes: Changes, chains: Mapping[PosKey, Chain]
+    changes: Changes,
+    chains: Mapping[PosKey, Chain],
+    known: dict[tuple[PosKey, int], list[KnownRow]] | None = None,
 ) -> tuple[dict[tuple[PosKey, int], DayFlows], dict[PosKey, Chain]]:
     """What a batch adds to the history, in one pass over its index rows (one row per effect, a
     position's rows in the order applied): the flows per (position, event-time day), and the
     chains of the positions it changed, after it. Each entry is decoded once (its leading
-    fields); a row's day is its event's."""
+    fields); a row's day is its event's. With ``known``, also each row on the known-at axis,
+    per (position, Korean day of its record timestamp)."""
     entries: dict[EventKey, _Entry | Journal] = {}
     journal = changes.journal
     n = len(_FIELDS)
@@ -227,6 +256,13 @@ def batch_history(
             if entry is None:
                 stored = journal[key]
                 entry = entries[key] = _entry(stored) if isinstance(stored, bytes) else stored
+            if known is not None:
+                src = entry.source
+                rec = ms if src is None or src[3] < 0 else src[3]  # recorded_ms, inlined
+                kd = known.get((pk, (rec + KST_OFFSET_MS) // DAY_MS))
+                if kd is None:
+                    kd = known[(pk, (rec + KST_OFFSET_MS) // DAY_MS)] = []
+                kd.append((rec, dc, dm))
             day = (ms + KST_OFFSET_MS) // DAY_MS  # kst_day, inlined
             if day != cols_day:  # a position's rows are nearly always one day's
                 cols_day = day
@@ -252,6 +288,31 @@ def batch_history(
 
 
 # -- reading the history back -------------------------------------------------------------------
+
+
+def known_at(
+    days: Iterable[tuple[int, tuple[int, int, int]]], rows_of_day: Iterable[KnownRow], at_ms: int
+) -> tuple[int, int, int]:
+    """``(cash, committed, events)`` of a position as known at ``at_ms`` (record time,
+    inclusive): ``days`` its (cash, committed, events) per record day, ``rows_of_day`` the known
+    rows of ``kst_day(at_ms)``. The reference the worker's ``DayTotals`` path is tested against."""
+    day = kst_day(at_ms)
+    cash = committed = events = 0
+    for d, (dc, dm, n) in days:
+        if d < day:
+            cash, committed, events = cash + dc, committed + dm, events + n
+    for rec, dc, dm in rows_of_day:
+        if rec <= at_ms:
+            cash, committed, events = cash + dc, committed + dm, events + 1
+    return cash, committed, events
+
+
+def known_sums(rows: Iterable[KnownRow]) -> tuple[int, int, int]:
+    """A day's known rows summed: (cash, committed, events)."""
+    cash = committed = events = 0
+    for _rec, dc, dm in rows:
+        cash, committed, events = cash + dc, committed + dm, events + 1
+    return cash, committed, events
 
 
 def as_of(
@@ -390,11 +451,22 @@ class DayTotals:
         for pk, day, f in flows:
             self.add(pk, day, f)
 
+    @classmethod
+    def of_sums(cls, sums: Iterable[tuple[PosKey, int, tuple[int, int, int]]]) -> DayTotals:
+        """From (cash, committed, events) per position and day (the known-at axis's days)."""
+        t = cls()
+        for pk, day, (dc, dm, n) in sums:
+            t.add_sums(pk, day, dc, dm, n)
+        return t
+
     def add(self, pk: PosKey, day: int, f: DayFlows) -> None:
+        self.add_sums(pk, day, f.cash_delta, f.committed_delta, f.events)
+
+    def add_sums(self, pk: PosKey, day: int, dc: int, dm: int, n: int) -> None:
         cur = self.days.setdefault(pk, {}).setdefault(day, [0, 0, 0])
-        cur[0] += f.cash_delta
-        cur[1] += f.committed_delta
-        cur[2] += f.events
+        cur[0] += dc
+        cur[1] += dm
+        cur[2] += n
         self._prefix.pop(pk, None)
 
     def before(self, pk: PosKey, day: int) -> tuple[int, int, int]:

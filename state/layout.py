@@ -52,7 +52,9 @@ from alerts.model import OpenCommitment, OrgRecord, PosRecord, WorkerRecord
 from state.history import Chain, DayFlows
 from state.ledger import Commitment, Journal, Order, Position, PosKey, Schedule
 
-LAYOUT: Final = b"3"  # 2: journal ids scoped by side, positions with `received`; 3: history
+# 2: journal ids scoped by side, positions with `received`; 3: history; 4: the record timestamp in a
+# journal entry's source and the known-at rows (`n`, `q`)
+LAYOUT: Final = b"4"
 
 POSITION_TAG: Final = b"p\0"
 JOURNAL_PREFIX: Final = b"j\0"
@@ -63,6 +65,8 @@ FORECAST_TAG: Final = b"f\0"
 INDEX_TAG: Final = b"i\0"
 FLOWS_TAG: Final = b"h\0"
 CHAIN_TAG: Final = b"k\0"
+KNOWN_TAG: Final = b"n\0"  # the known-at axis: rows per position, record-time day and batch
+KNOWN_DAYS_TAG: Final = b"q\0"  # the known-at axis: (cash, committed, events) per position and day
 OFFSET_TAG: Final = b"o\0"
 CLOSE_TAG: Final = b"y\0"
 SEQ_KEY: Final = b"m\0seq"
@@ -80,6 +84,8 @@ _dec_schedule = msgspec.msgpack.Decoder(Schedule)
 _dec_list = msgspec.msgpack.Decoder(list[int])
 _dec_rows = msgspec.msgpack.Decoder(list[tuple[int, str, int, int]])
 _dec_day = msgspec.msgpack.Decoder(tuple[int, int])
+_dec_known = msgspec.msgpack.Decoder(list[tuple[int, int, int]])
+_dec_sums = msgspec.msgpack.Decoder(tuple[int, int, int])
 _dec_flows = msgspec.msgpack.Decoder(DayFlows)
 _dec_chain = msgspec.msgpack.Decoder(Chain)
 _dec_alert_pos = msgspec.msgpack.Decoder(PosRecord)
@@ -279,6 +285,45 @@ def decode_chain(raw: bytes) -> Chain:
 
 def decode_index(raw: bytes) -> list[tuple[int, str, int, int]]:
     return _dec_rows.decode(raw)
+
+
+def known_key(pk: PosKey, day: int, seq: int) -> bytes:
+    """A batch's known-at rows of a position on one Korean day of record time."""
+    return f"n\0{pk[0]}\0{pk[1]}\0{pk[2]}\0{day:06d}\0{seq:012d}".encode()
+
+
+def known_prefix(pk: PosKey, day: int) -> bytes:
+    return f"n\0{pk[0]}\0{pk[1]}\0{pk[2]}\0{day:06d}\0".encode()
+
+
+def encode_known(rows: list[tuple[int, int, int]]) -> bytes:
+    return _enc.encode(rows)
+
+
+def decode_known(raw: bytes) -> list[tuple[int, int, int]]:
+    return _dec_known.decode(raw)
+
+
+def known_day_key(pk: PosKey, day: int) -> bytes:
+    return f"q\0{pk[0]}\0{pk[1]}\0{pk[2]}\0{day:06d}".encode()
+
+
+def known_days_prefix(org: str) -> bytes:
+    return f"q\0{org}\0".encode()
+
+
+def parse_known_day_key(key: bytes) -> tuple[PosKey, int]:
+    _, org, account, fy, day = key.decode().split("\0")
+    return (org, account, int(fy)), int(day)
+
+
+def encode_sums(sums: tuple[int, int, int]) -> bytes:
+    """(cash, committed, events) of a position's known rows of one day."""
+    return _enc.encode(sums)
+
+
+def decode_sums(raw: bytes) -> tuple[int, int, int]:
+    return _dec_sums.decode(raw)
 
 
 def offset_key(topic: str, partition: int) -> bytes:

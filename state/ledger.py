@@ -44,7 +44,9 @@ EventKey = tuple[str, str]
 CommitKey = tuple[str, str]  # (org_code, commitment_id)
 OrderKey = tuple[str, str]  # (org_code, order id = the payment_order's event_id)
 ScheduleKey = tuple[str, str]  # (org_code, schedule_id)
-Source = tuple[str, int, int]  # the record an event came from: topic, partition, offset
+# The record an event came from: topic, partition, offset, and its record timestamp (epoch ms: the
+# known-at axis of the history, state/history.py).
+Source = tuple[str, int, int, int]
 
 REVENUE_TAG: Final = "r:"
 EXPENDITURE_TAG: Final = "e:"
@@ -160,7 +162,7 @@ class Journal(msgspec.Struct, array_like=True):
     released: int = 0  # commitment amount this event released (payment, cancel) or restored
     reverses: str | None = None
     reversed_by: str | None = None
-    source: tuple[str, int, int] | None = None  # topic, partition, offset
+    source: tuple[str, int, int, int] | None = None  # topic, partition, offset, record timestamp ms
     # The known flows (contract version 3): the order a payment executed and how much of it; the
     # orders a payment or cancel trimmed (id, amount); the schedule a receipt realised or an
     # expected receipt revised. A reversal gives each back.

@@ -67,7 +67,7 @@ def _classify(
     owner = org_partition.get(ev.org_code, partition)
     if owner != partition:
         return Rejection("wrong_partition", f"{ev.org_code} belongs on partition {owner}, not {partition}")
-    return ev, value, (topic, partition, r.offset)
+    return ev, value, (topic, partition, r.offset, r.timestamp)
 
 
 def _by_offset(dead: Dead) -> Dead:

@@ -189,6 +189,19 @@ class Store:
             pk, day = L.parse_flows_key(k)
             yield pk, day, L.decode_flows(v)
 
+    def known_days(self, org: str) -> Iterator[tuple[PosKey, int, tuple[int, int, int]]]:
+        """The known-at axis's (cash, committed, events) per position and record-time day."""
+        for k, v in self.scan(L.known_days_prefix(org)):
+            pk, day = L.parse_known_day_key(k)
+            yield pk, day, L.decode_sums(v)
+
+    def known_rows_of_day(self, pk: PosKey, day: int) -> list[tuple[int, int, int]]:
+        """One position's known-at rows of one record-time day: (recorded ms, cash, committed)."""
+        rows: list[tuple[int, int, int]] = []
+        for _, v in self.scan(L.known_prefix(pk, day)):
+            rows += L.decode_known(v)
+        return rows
+
     def chains(self, org: str) -> dict[PosKey, Chain]:
         return {L.parse_chain_key(k): L.decode_chain(v) for k, v in self.scan(L.chains_prefix(org))}
 

@@ -173,7 +173,7 @@ class Harness:
             raw, topic = item if isinstance(item, tuple) else (item, "t")
             e = check_message(raw, None, None)
             assert not isinstance(e, Rejection), e
-            assert self.ledger.update(e, raw, (topic, 0, self.offset)) == APPLIED, raw
+            assert self.ledger.update(e, raw, (topic, 0, self.offset, 0)) == APPLIED, raw
             self.offset += 1
         return self.ledger.take_changes()
 
@@ -839,7 +839,7 @@ def test_a_raise_on_the_forecast_is_attributed_as_a_replay_event_by_event_finds_
     fcs.load(ORG)
     for i, raw in enumerate(stream):
         e = check_message(raw, None, None)
-        assert not isinstance(e, Rejection) and led.update(e, raw, ("t", 0, i)) == APPLIED
+        assert not isinstance(e, Rejection) and led.update(e, raw, ("t", 0, i, 0)) == APPLIED
         fcs.apply(led.take_changes())
         f = fcs(ORG, "general")
         assert f is not None

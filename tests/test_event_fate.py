@@ -33,7 +33,7 @@ def _fold(ledger: Ledger, raws: list[bytes]) -> None:
     for offset, raw in enumerate(raws):
         ev = check_message(raw, ORG.encode(), None, 8192)
         assert not hasattr(ev, "reason"), ev
-        ledger.update(ev, raw, ("t.expenditure" if b'"receipt"' not in raw else "t.revenue", 0, offset))
+        ledger.update(ev, raw, ("t.expenditure" if b'"receipt"' not in raw else "t.revenue", 0, offset, 0))
 
 
 def test_applied_verdicts_name_each_effect_and_the_version_it_produced() -> None:

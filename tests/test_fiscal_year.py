@@ -71,7 +71,7 @@ class Both:
             got = ev.reason
         else:
             self.offset += 1
-            out = self.ledger.update(ev, value, (TOPIC[side], 0, self.offset))
+            out = self.ledger.update(ev, value, (TOPIC[side], 0, self.offset, 0))
             got = out if isinstance(out, str) else out.reason
         assert self.ref.feed(value, side) == got, (self.ref.outcomes[-1], got)
         return got
@@ -309,7 +309,7 @@ def test_a_close_that_would_break_the_bound_is_refused_whole() -> None:
     both.ledger.positions[(SEOUL, "general", 2026)] = partition.Position(cash=5, received=5)
     ev = check_message(close(), None, REVENUE)
     assert isinstance(ev, YearClose)
-    out = both.ledger.update(ev, close(), (TOPICS.revenue, 0, 1))
+    out = both.ledger.update(ev, close(), (TOPICS.revenue, 0, 1, 0))
     assert isinstance(out, Rejection) and out.reason == "position_out_of_range"
     assert both.ledger.positions[(SEOUL, "general", 2026)].cash == 5
     assert not both.ledger.closed[REVENUE]
@@ -321,7 +321,7 @@ def test_a_close_that_would_break_the_bound_is_refused_whole() -> None:
 def _ledger_send(ledger: Ledger, value: bytes, side: str | None = None) -> str:
     checked = check_message(value, None, side)
     assert not isinstance(checked, Rejection), checked
-    out = ledger.update(checked, value, (TOPIC[side or side_of_value(value)], 0, 0))
+    out = ledger.update(checked, value, (TOPIC[side or side_of_value(value)], 0, 0, 0))
     return out if isinstance(out, str) else out.reason
 
 

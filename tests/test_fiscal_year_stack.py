@@ -134,7 +134,7 @@ class Fold:
                 ev = check_message(raw, key, side)
                 assert not isinstance(ev, Rejection), (ev, raw)
                 part = partition_for(ev.org_code, 4)
-                out = self.ledger.update(ev, raw, (topic, part, self.offsets[topic]))
+                out = self.ledger.update(ev, raw, (topic, part, self.offsets[topic], 0))
                 assert out == APPLIED, (out, raw)
                 self.offsets[topic] += 1
                 self.per_topic[side].append((raw, key))

@@ -8,11 +8,13 @@ Streams come from the fiscal-year test's generator (both topics, every kind, the
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -27,6 +29,7 @@ from state.history import (
     DayTotals,
     as_of,
     classify,
+    known_at,
     listing,
     side_of_sid,
     statement_rows,
@@ -245,3 +248,122 @@ def test_every_kind_lands_in_exactly_one_column() -> None:
     wanted = set(DayFlows.__struct_fields__) - {"events", "other_cash", "other_committed"}
     wanted -= {f"receipts_{c}" for c in CATEGORIES if c != "grant"}
     assert wanted <= seen
+
+
+# -- the known-at axis --------------------------------------------------------------------------
+
+_DELAYS = (
+    -2 * 3_600_000,
+    0,
+    0,
+    60_000,
+    3 * 86_400_000,
+)  # early (future-dated), on time, a minute, 3 days late
+
+
+@st.composite
+def stamped(draw: Any) -> tuple[Recs, list[tuple[str, int]], set[int]]:
+    """``two_topics`` with record timestamps as a broker appends them: non-decreasing along each
+    topic, each its event's time plus a delay (some events arrive days late, some early)."""
+    recs, runs, kills = draw(two_topics())
+    out: Recs = {}
+    for side, rs in recs.items():
+        ts = 0
+        out[side] = []
+        for r in rs:
+            assert r.value is not None
+            occurred = orjson.loads(r.value).get("occurred_at")
+            base = _ms(occurred) if occurred else ts
+            ts = max(ts, base + draw(st.sampled_from(_DELAYS)))
+            out[side].append(Rec(r.offset, ts, r.key, r.value))
+    return out, runs, kills
+
+
+def _ms(text: str) -> int:
+    from streams.contract import epoch_ms
+
+    return epoch_ms(dt.datetime.fromisoformat(text))
+
+
+def _known_answer(store: Store, org: str, totals: DayTotals, pk: PosKey, t: int) -> tuple[int, int, int]:
+    """The worker's known-at path (agents/history_web.py): record-day totals, then that day's rows."""
+    c, m, n = totals.before(pk, kst_day(t))
+    for rec, dc, dm in store.known_rows_of_day(pk, kst_day(t)):
+        if rec <= t:
+            c, m, n = c + dc, m + dm, n + 1
+    return c, m, n
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(stamped(), st.data())
+def test_known_at_is_what_had_arrived_by_then_and_later_arrivals_never_change_it(
+    stream: tuple[Recs, list[tuple[str, int]], set[int]], data: Any
+) -> None:
+    """As known at T = the journal's effects of the events whose record was on its topic by T
+    (lapses with their close), through the worker's path (record-day totals, that day's rows),
+    whatever the batching, crashes or fold path; and the store of only the records that had
+    arrived by T (each topic's prefix) answers the same: what arrives later never changes a
+    known-at answer, while the event-time answer for T may change."""
+    recs, runs, kills = stream
+    fold = partition.fold_partition
+    store = _run(fold, recs, runs, kills, Path(tempfile.mkdtemp(prefix="cashpos-known-")))
+    try:
+        stamps = sorted({r.timestamp for rs in recs.values() for r in rs})
+        for t in data.draw(st.lists(st.sampled_from(stamps), min_size=1, max_size=3)):
+            for at in (t - 1, t):
+                prefix = {s: [r for r in rs if r.timestamp <= at] for s, rs in recs.items()}
+                plan = [(s, len(rs)) for s, rs in prefix.items() if rs]
+                early = _run(fold, prefix, plan, set(), Path(tempfile.mkdtemp(prefix="cashpos-known-")))
+                try:
+                    for org in ORGS:
+                        want: dict[PosKey, tuple[int, int, int]] = {}
+                        for _, e in store.journal_entries(org):
+                            rec = e.source[3] if e.source is not None else e.occurred_ms
+                            if rec <= at:
+                                for account, fy, dc, dm in e.effects:
+                                    c, m, n = want.get((org, account, fy), (0, 0, 0))
+                                    want[(org, account, fy)] = (c + dc, m + dm, n + 1)
+                        totals = DayTotals.of_sums(store.known_days(org))
+                        early_totals = DayTotals.of_sums(early.known_days(org))
+                        for pk in store.positions(org):
+                            got = _known_answer(store, org, totals, pk, at)
+                            assert got == want.get(pk, (0, 0, 0)), (pk, at)
+                            assert _known_answer(early, org, early_totals, pk, at) == got, (pk, at)
+                            rows = store.known_rows_of_day(pk, kst_day(at))
+                            days = [(d, s) for p2, d, s in store.known_days(org) if p2 == pk]
+                            assert known_at(days, rows, at) == got  # the pure reference
+                finally:
+                    early.close()
+    finally:
+        store.close()
+
+
+def test_a_late_event_changes_the_past_on_the_event_axis_only() -> None:
+    """A receipt that occurred at 09:00 but arrived at 15:00: as of 10:00 (event time) it counts;
+    as known at 10:00 it does not; as known at 15:00 it does."""
+    from tests.events import event
+
+    nine = _ms("2026-03-02T09:00:00+09:00")
+    values = [
+        event("a", "receipt", 100, org=SEOUL, at="2026-03-02T08:00:00+09:00"),
+        event("late", "receipt", 7, org=SEOUL, at="2026-03-02T09:00:00+09:00"),
+    ]
+    stamps = [nine - 3_600_000, nine + 6 * 3_600_000]
+    recs: Recs = {
+        REVENUE: [
+            Rec(i, ts, SEOUL.encode(), v) for i, (ts, v) in enumerate(zip(stamps, values, strict=True))
+        ],
+        EXPENDITURE: [],
+    }
+    store = _run(partition.fold_partition, recs, [(REVENUE, 2)], set(), Path(tempfile.mkdtemp()))
+    try:
+        (pk,) = store.positions(SEOUL)
+        totals = DayTotals.of_sums(store.known_days(SEOUL))
+        ten = nine + 3_600_000
+        before = [(d, f) for p2, d, f in store.flows(SEOUL) if p2 == pk]
+        assert as_of(before, store.rows_of_day(pk, kst_day(ten)), ten)[0] == 107
+        assert _known_answer(store, SEOUL, totals, pk, ten)[0] == 100
+        assert _known_answer(store, SEOUL, totals, pk, stamps[1])[0] == 107
+        assert _known_answer(store, SEOUL, totals, pk, stamps[1] - 1)[0] == 100
+    finally:
+        store.close()

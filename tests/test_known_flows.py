@@ -90,7 +90,7 @@ class Flows:
         assert isinstance(checked, (Event, YearClose)), checked
         side = side or side_of_kind(checked.kind)
         self.offset += 1
-        out = self.ledger.update(checked, value, (TOPIC[side], 0, self.offset))
+        out = self.ledger.update(checked, value, (TOPIC[side], 0, self.offset, 0))
         got = out if isinstance(out, str) else out.reason
         assert self.ref.feed(value, side) == got, f"reference {self.ref.outcomes[-1]}, ledger {got}"
         return got
@@ -439,7 +439,7 @@ def _fold_batches(batches: list[list[Msg]], store: Store | None) -> tuple[Ledger
             checked = check_message(value, key, side)
             verdicts.append(checked.reason if isinstance(checked, Rejection) else "applied")
             if not isinstance(checked, Rejection):
-                good.append((len(verdicts) - 1, (checked, value, (TOPIC[side or REVENUE], 0, offset))))
+                good.append((len(verdicts) - 1, (checked, value, (TOPIC[side or REVENUE], 0, offset, 0))))
             offset += 1
         for i, out in ledger.fold([item for _, item in good]):
             verdicts[good[i][0]] = out if isinstance(out, str) else out.reason

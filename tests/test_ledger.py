@@ -932,7 +932,7 @@ def test_fold_in_batches_equals_the_reference_fold(stream: list[Msg], data: st.D
         n = data.draw(st.integers(1, 12), label="batch")
         chunk = checked[i : i + n]
         good = [
-            (ev, value, ("t", 0, i + j))
+            (ev, value, ("t", 0, i + j, 0))
             for j, (ev, value) in enumerate(chunk)
             if not isinstance(ev, Rejection)
         ]

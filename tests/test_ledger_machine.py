@@ -258,7 +258,7 @@ class LedgerMachine(RuleBasedStateMachine):
                 offsets[(topic, 0)] = max(start, records[-1][0] + 1)
         ledger = self.ledger
         outs = ["applied"] * len(good)
-        for i, o in ledger.fold([(ev, value, (topic, 0, offset)) for ev, value, topic, offset in good]):
+        for i, o in ledger.fold([(ev, value, (topic, 0, offset, 0)) for ev, value, topic, offset in good]):
             outs[i] = o if isinstance(o, str) else o.reason
         changes = ledger.take_changes()
         assert changes.applied == outs.count("applied")

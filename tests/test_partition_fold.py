@@ -186,7 +186,12 @@ def streams(draw: Any) -> tuple[list[RawRecord], list[int], dict[str, int], int 
             if b'"receipt"' in value and b'"reverses"' not in value:
                 ids.append(orjson.loads(value)["event_id"])
                 values.append(value)
-        recs.append(Rec(1_000 + i, 0, key, value))
+        # the record timestamp lands in the journal's source (the known-at axis): any int64 Kafka
+        # may carry, -1 (none) included
+        ts = draw(
+            st.one_of(st.integers(1_600_000_000_000, 1_900_000_000_000), st.sampled_from([-1, 0, 2**63 - 1]))
+        )
+        recs.append(Rec(1_000 + i, ts, key, value))
     cuts = sorted(draw(st.lists(st.integers(0, n), max_size=4)))
     owner = draw(st.sampled_from([{}, {BUSAN: 1}]))  # Busan's events are on the wrong partition
     # Seoul's general account may start within a few events of the bound, either side
@@ -297,7 +302,7 @@ def test_the_kernel_takes_the_common_events_and_stops_at_the_rest() -> None:
     stored = ledger.journal[(SEOUL, "r:a")]
     assert isinstance(stored, bytes)  # the kernel keeps the encoded entry
     entry = msgspec.msgpack.decode(stored, type=Journal)
-    assert entry.raw == recs[0].value and entry.source == ("t", 0, 0)
+    assert entry.raw == recs[0].value and entry.source == ("t", 0, 0, recs[0].timestamp)
     assert entry.occurred_ms == epoch_ms(decode(recs[0].value).occurred_at)
 
 
