@@ -7,6 +7,7 @@ cashpos simulate     publish a realistic stream for all 243 governments
 cashpos publish F    publish events from a JSON-lines file
 cashpos dlq          list dead letters; re-publish selected ones
 cashpos reconcile    re-fold the raw topics independently; compare with Redis and state
+                     (--continuous: every interval, only what is new past its checkpoint)
 cashpos verify       re-compute a position's hash-chain head from the input topics; compare
 cashpos schema       print the event JSON Schema
 cashpos token        create, list and revoke access tokens
@@ -25,7 +26,7 @@ import sys
 import orjson
 
 from cashpos.logs import capture_std_streams, setup_logging
-from cashpos.settings import load
+from cashpos.settings import Settings, load
 
 log = logging.getLogger("cashpos.cli")
 # The long-running commands, whose output is a log: every line of it a JSON object
@@ -181,6 +182,11 @@ def _reconcile(args: argparse.Namespace) -> int:
     from reconcile.run import owned_from_heartbeats, reconcile
 
     s = load()
+    if args.continuous:
+        if args.state or args.every:
+            print("cashpos: --continuous compares with Redis only (no --state, no --every)", file=sys.stderr)
+            return 2
+        return _reconcile_continuous(s, args.interval or s.reconcile_interval_seconds)
     dirs = [Path(d) for d in args.state]
     while True:
         owned = None  # --owned stored
@@ -243,6 +249,24 @@ def _reconcile(args: argparse.Namespace) -> int:
         if not args.every:
             return 0 if rep.ok else 1 if rep.diff_krw or rep.differences else 3
         time.sleep(args.every)
+
+
+def _reconcile_continuous(s: Settings, interval: float) -> int:
+    """Until SIGTERM or Ctrl-C: an incremental reconciliation every ``interval`` seconds."""
+    import signal
+
+    from reconcile.continuous import run_continuous
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        log.info("reconcile: continuous, every %ss, checkpoint in %s", interval, s.reconcile_checkpoint_dir)
+        await run_continuous(s, interval, stop)
+
+    asyncio.run(main())
+    return 0
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -489,7 +513,20 @@ def main(argv: list[str] | None = None) -> int:
         "stored offsets (cannot tell a stuck state from a current one). "
         "Exit code: 0 exact, 1 difference, 3 no difference but a state behind",
     )
-    rc.add_argument("--every", type=float, default=0, help="repeat every N seconds")
+    rc.add_argument("--every", type=float, default=0, help="repeat the full re-fold every N seconds")
+    rc.add_argument(
+        "--continuous",
+        action="store_true",
+        help="run until stopped: every --interval seconds read only the records past its checkpoint "
+        "(CASHPOS_RECONCILE_CHECKPOINT_DIR), fold them and compare with Redis; publishes each result",
+    )
+    rc.add_argument(
+        "--interval",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="with --continuous (default CASHPOS_RECONCILE_INTERVAL_SECONDS)",
+    )
     rc.set_defaults(fn=_reconcile)
     vf = sub.add_parser(
         "verify",

@@ -223,3 +223,44 @@ class ApiMetrics:
         )
         for reason in REASONS.keys() - STATEFUL_REASONS:  # the gateway decides the stateless ones
             self.ingest_rejected.labels(reason)
+
+
+class ReconcilerMetrics:
+    """`cashpos reconcile --continuous`: published to Redis with the worker expositions (the API
+    re-emits them, labelled worker="reconcile"); the result itself is the report's gauges."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = registry or CollectorRegistry()
+        self.registry = r
+        _process_and_build(r, "reconcile")
+        self.runs = Counter(
+            "cashpos_reconcile_runs_total",
+            "Incremental reconciliations by result (exact, difference, failed)",
+            ["result"],
+            registry=r,
+        )
+        self.records_read = Counter(
+            "cashpos_reconcile_records_read_total",
+            "Input records read and folded past the checkpoint",
+            registry=r,
+        )
+        self.records_folded = Gauge(
+            "cashpos_reconcile_records_folded",
+            "Input records the reference fold holds, since offset 0 (the checkpoint's history)",
+            registry=r,
+        )
+        self.run_seconds = Gauge(
+            "cashpos_reconcile_last_run_duration_seconds",
+            "Time of the last incremental reconciliation (read, fold, compare, checkpoint)",
+            registry=r,
+        )
+        self.checkpoint_bytes = Gauge(
+            "cashpos_reconcile_checkpoint_bytes", "Size of the last checkpoint written", registry=r
+        )
+        self.full_refolds = Counter(
+            "cashpos_reconcile_full_refolds_total",
+            "Folds from offset 0: no checkpoint, or one discarded (other version, topics behind it)",
+            registry=r,
+        )
+        for result in ("exact", "difference", "failed"):
+            self.runs.labels(result)

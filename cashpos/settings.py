@@ -200,6 +200,20 @@ class Settings:
     state_dir: Path = _setting(  # noqa: RUF009 - _setting returns a dataclasses.field
         "STATE_DIR", "var/state", _path, "The worker's RocksDB state directory (one per worker)."
     )
+    reconcile_interval_seconds: float = _setting(
+        "RECONCILE_INTERVAL_SECONDS",
+        "300",
+        _float,
+        "`cashpos reconcile --continuous`: seconds from the end of one incremental reconciliation",
+        "to the start of the next (each reads only the records past its checkpoint).",
+    )
+    reconcile_checkpoint_dir: Path = _setting(  # noqa: RUF009 - _setting returns a dataclasses.field
+        "RECONCILE_CHECKPOINT_DIR",
+        "var/reconcile",
+        _path,
+        "`cashpos reconcile --continuous`: the directory of its checkpoint (the reference fold's",
+        "state and the offsets read, one file replaced atomically). Local disk, one per reconciler.",
+    )
     worker_id: str = _setting(
         "WORKER_ID",
         "worker-1",

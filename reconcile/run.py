@@ -78,6 +78,11 @@ class Report(msgspec.Struct):
     differences: list[Difference]
     state_behind: int = 0  # records of owned partitions the compared states have not folded
     states: list[StateCheck] = []
+    # "full": a re-fold from offset 0; "incremental": `cashpos reconcile --continuous`, which
+    # read ``records_read`` records past its checkpoint (``records_in`` etc. count since offset 0)
+    mode: str = "full"
+    records_read: int = 0
+    checkpoint_bytes: int = 0
 
     @property
     def ok(self) -> bool:
@@ -294,6 +299,7 @@ async def reconcile(
             differences=diffs[:100],
             state_behind=sum(sc.behind or 0 for sc in states),
             states=states,
+            records_read=len(records),
         )
         if publish:
             await r.set(keys.reconciliation, msgspec.json.encode(report))
