@@ -71,9 +71,23 @@ def positions_as_of(w: LedgerWorker, org: str, at_ms: int, axis: str | None = No
     return out
 
 
-def statements(w: LedgerWorker, org: str, first: int, last: int, account: str | None) -> list[dict[str, Any]]:
+def statements(
+    w: LedgerWorker, org: str, first: int, last: int, account: str | None, fy: int | None = None
+) -> list[dict[str, Any]]:
     rows = statement_rows(w.store.flows(org, account), first, last)
-    return [{"day": day, "account": pk[1], "fiscal_year": pk[2], **cols} for day, pk, cols in rows]
+    return [
+        {"day": day, "account": pk[1], "fiscal_year": pk[2], **cols}
+        for day, pk, cols in rows
+        if fy is None or pk[2] == fy
+    ]
+
+
+def government_statement(
+    w: LedgerWorker, org: str, first: int, last: int, fy: int | None
+) -> list[dict[str, Any]]:
+    """One row per day, the government's accounts (of ``fy``, else of every year) summed: from
+    the sums the history hook keeps per government and day (``state.statement``)."""
+    return [{"day": day, **cols} for day, cols in w.history.government_days(org).rows(first, last, fy)]
 
 
 def events(
@@ -181,7 +195,10 @@ def install(app: faust.App, get: Callable[[], LedgerWorker | None]) -> None:
                 self, {"reason": "invalid_request", "detail": "from <= to (days) are required"}, 400
             )
         account = q.get("account") or None
-        return await guarded(self, org, lambda w: {"rows": statements(w, org, first, last, account)})
+        fy = _int(q, "fiscal_year")
+        if q.get("by") == "government":
+            return await guarded(self, org, lambda w: {"rows": government_statement(w, org, first, last, fy)})
+        return await guarded(self, org, lambda w: {"rows": statements(w, org, first, last, account, fy)})
 
     @app.page(PREFIX + "/{org}/{account}/{fy}/events")
     async def events_page(self: View, request: Request, org: str, account: str, fy: str) -> Response:

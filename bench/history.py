@@ -21,11 +21,18 @@ other:
 * ``as_of``: ``GET /v1/positions/{org}?as_of=<a random instant of the year>`` (API -> owner);
 * ``statement``: ``GET /v1/statements/{org}?from=<1 January>&to=<31 December>`` (every account);
 * ``statement_account``: the same for one account (``general``);
+* ``statement_government``: the same with ``by=government`` (one row per day, the accounts
+  summed: the owner's kept sums, ``state/statement.py``);
 * ``forecast``, ``forecast_account`` (``--kinds``): ``GET /v1/forecast/{org}`` and
   ``GET /v1/forecast/{org}/general`` (Redis: what the worker's forecast hook wrote).
 
 A kind whose requests cannot keep up is stopped ``--grace`` seconds after its schedule ends: the
 requests still waiting then count with their age so far (a lower bound), and the report says so.
+With ``--live RATE``, receipts of the government are published at RATE a second while the kinds
+load (a share ``--late-share`` of them on an earlier day of the year: late events; the others on
+its last day, "today"), so every batch moves the figures and the kept answers; and then, one at a
+time, the first read after a batch (one event published and applied) against the read again.
+
 Then single requests, one at a time, split where the time goes (the owner's endpoint directly
 vs. through the API; response bytes), and after the worker stopped, the store's pieces in this
 process (flows scan, statement rows, JSON encoding).
@@ -62,6 +69,7 @@ from cashpos.devstack import Stack, http_get, new_stack
 from cashpos.embedded import Infra, start_infra
 from cashpos.names import Topics
 from state.history import DayTotals
+from state.statement import GovernmentDays
 from streams.publisher import Publisher
 from streams.topics import ensure_topics
 
@@ -282,6 +290,72 @@ async def run_kind(
     }
 
 
+def live_event(org: str, year: int, i: int, rnd: random.Random, late_share: float) -> bytes:
+    """A receipt of ``org`` into its general account: on the year's last day ("today"), or (a
+    share ``late_share``) on an earlier day of the year, a late event that moves every later
+    day's opening."""
+    day = dt.date(year, 12, 31)
+    if rnd.random() < late_share:
+        day = dt.date(year, 1, 1) + dt.timedelta(days=rnd.randrange(364))
+    at = dt.datetime.combine(day, dt.time(12), KST) + dt.timedelta(milliseconds=i % 3_600_000)
+    return orjson.dumps(
+        {
+            "event_id": f"bench-live-{time.time_ns()}-{i}",
+            "org_code": org,
+            "account": "general",
+            "fiscal_year": year,
+            "kind": "receipt",
+            "amount": rnd.randrange(1, 10**6),
+            "occurred_at": at.isoformat(timespec="milliseconds"),
+            "source": "bench-history-live",
+            "category": "local_tax",
+        }
+    )
+
+
+async def live_stream(st: Stack, make: Callable[[], bytes], rate: float, stop: asyncio.Event) -> int:
+    """Publish ``rate`` events a second (a tenth every 0.1 s) until ``stop``; how many were sent."""
+    n = 0
+    async with Publisher(st.settings, linger_ms=5) as pub:
+        t0 = time.perf_counter()
+        while not stop.is_set():
+            due = int((time.perf_counter() - t0) * rate)
+            if due > n:
+                await pub.send_many([make() for _ in range(due - n)])
+                n = due
+            await asyncio.sleep(0.1)
+    return n
+
+
+def _versions(api: str, org: str, auth: dict[str, str]) -> list[tuple[str, int, int]]:
+    status, body = http_get(f"{api}/v1/positions/{org}", auth, 60)
+    assert status == 200, body[:300]
+    return [(a["account"], a["fiscal_year"], a["version"]) for a in orjson.loads(body)["accounts"]]
+
+
+async def first_reads(
+    st: Stack, org: str, auth: dict[str, str], url: str, make: Callable[[], bytes], n: int = 10
+) -> tuple[list[float], list[float]]:
+    """(ms of the first read after a batch, ms of the same read again) ``n`` times: one event
+    published, applied (a position's version moved), then the read twice, one at a time."""
+    first: list[float] = []
+    again: list[float] = []
+    async with Publisher(st.settings, linger_ms=0) as pub:
+        for _ in range(n):
+            before = _versions(st.api, org, auth)
+            await pub.send(make())
+            deadline = time.monotonic() + 30
+            while _versions(st.api, org, auth) == before:
+                assert time.monotonic() < deadline, "the event was not applied in 30 s"
+                await asyncio.sleep(0.02)
+            for out in (first, again):
+                t = time.perf_counter()
+                status, body = http_get(url, auth, 60)
+                out.append((time.perf_counter() - t) * 1000)
+                assert status == 200, body[:300]
+    return first, again
+
+
 def timed_get(url: str, headers: dict[str, str] | None = None, n: int = 20) -> tuple[float, float, int]:
     """(median ms, max ms, body bytes) of ``n`` GETs one after the other."""
     ts = []
@@ -323,6 +397,18 @@ def in_process(state: Path, org: str, year: int) -> dict[str, float]:
         body: list[dict[str, object]] = []
         for _ in range(10):
             t = time.perf_counter()
+            kept = GovernmentDays(store.flows(org))
+            clock("government statement: sums from the store (once per government)", t)
+            t = time.perf_counter()
+            summed = kept.rows(first, last)
+            clock("government statement: rows, made", t)
+            t = time.perf_counter()
+            summed = kept.rows(first, last)
+            clock("government statement: rows, kept", t)
+            t = time.perf_counter()
+            orjson.dumps({"rows": [{"day": d, **c} for d, c in summed]})
+            clock("government statement: to JSON", t)
+            t = time.perf_counter()
             flows = list(store.flows(org))
             clock("statement: scan the flows", t)
             t = time.perf_counter()
@@ -337,6 +423,7 @@ def in_process(state: Path, org: str, year: int) -> dict[str, float]:
             clock("as_of: whole answer", t)
         stats = {k: statistics.median(v) for k, v in out.items()}
         stats["statement rows"] = len(body)
+        stats["government statement rows"] = len(kept.rows(first, last))
         stats["positions"] = len({pk for pk in ledger.positions if pk[0] == org})
         return stats
     finally:
@@ -374,6 +461,8 @@ async def main() -> None:
         default="current,as_of,statement,statement_account",
         help="which reads to load, comma-separated (in this order)",
     )
+    ap.add_argument("--live", type=float, default=0.0, help="events/s of the government published meanwhile")
+    ap.add_argument("--late-share", type=float, default=0.1, help="of the live events, on an earlier day")
     ap.add_argument(
         "--without-history",
         type=Path,
@@ -424,6 +513,7 @@ async def main() -> None:
                     "as_of": as_of,
                     "statement": lambda: f"/v1/statements/{org}?{span}",
                     "statement_account": lambda: f"/v1/statements/{org}?{span}&account=general",
+                    "statement_government": lambda: f"/v1/statements/{org}?{span}&by=government",
                     # the forecast (issue #18): the government's 90 days, and one account's
                     "forecast": lambda: f"/v1/forecast/{org}",
                     "forecast_account": lambda: f"/v1/forecast/{org}/general",
@@ -432,23 +522,48 @@ async def main() -> None:
                     status, body = http_get(st.api + path(), {"Authorization": f"Bearer {token}"}, 60)
                     assert status == 200, (name, status, body[:300])  # warm, and answering
                 results: dict[str, dict[str, float]] = {}
+                live_rnd = random.Random(args.seed + 1)
+                sent = 0
+
+                def make() -> bytes:
+                    nonlocal sent
+                    sent += 1
+                    return live_event(org, year, sent, live_rnd, args.late_share)
+
                 for name in args.kinds.split(","):
                     path = paths[name]
+                    stop = asyncio.Event()
+                    live = asyncio.create_task(live_stream(st, make, args.live, stop)) if args.live else None
                     r = await run_kind(st.api, token, path, args.rate, args.seconds, args.clients, args.grace)
+                    stop.set()
+                    if live is not None:
+                        r["live_events"] = await live
                     results[name] = r
                     print(
                         f"{name:18s} {r['completed']:.0f}/{r['requests']:.0f} done in {r['seconds']:.0f}s "
                         f"(unfinished {r['unfinished']:.0f}, errors {r['errors']:.0f} {r['statuses'] or ''}); "
                         f"p50={r['p50']:.1f}ms p99={r['p99']:.1f}ms max={r['max']:.1f}ms; "
                         f"body {r['bytes'] / 1024:.0f} KiB"
+                        + (f"; {r['live_events']:.0f} live events meanwhile" if args.live else "")
                     )
+                auth = {"Authorization": f"Bearer {token}"}
+                if args.live:
+                    for name in ("statement_government", "statement_account", "statement"):
+                        if name in args.kinds.split(","):
+                            first_ms, again_ms = await first_reads(
+                                st, org, auth, st.api + paths[name](), make
+                            )
+                            print(
+                                f"first read after a batch {name:20s} median {statistics.median(first_ms):.1f}ms "
+                                f"max {max(first_ms):.1f}ms; the same read again median "
+                                f"{statistics.median(again_ms):.1f}ms (10 events, one at a time)"
+                            )
                 # one request at a time: the owner directly vs. through the API
                 web = _owner_web(st)
                 from cashpos.calendar import date_day
 
                 first_day, last_day = date_day(dt.date(year, 1, 1)), date_day(dt.date(year, 12, 31))
                 at = (lo + hi) // 2
-                auth = {"Authorization": f"Bearer {token}"}
                 for name, direct, through in (
                     (
                         "statement",
@@ -468,6 +583,14 @@ async def main() -> None:
                             "&account=general"
                         ),
                         f"{st.api}/v1/statements/{org}?{span}&account=general",
+                    ),
+                    (
+                        "statement_government",
+                        (
+                            f"http://{web}/cashpos/history/{org}/statements?from={first_day}&to={last_day}"
+                            "&by=government"
+                        ),
+                        f"{st.api}/v1/statements/{org}?{span}&by=government",
                     ),
                     ("current", None, f"{st.api}/v1/positions/{org}"),
                 ):

@@ -76,6 +76,7 @@ CSV_HEADERS: dict[str, str] = {
     "closing_available": "가용자금",
     "events": "건수",
 }
+BY_ACCOUNT, BY_GOVERNMENT = "account", "government"
 
 
 class StatementRow(BaseModel):
@@ -119,6 +120,53 @@ class Statement(BaseModel):
     from_date: dt.date = Field(alias="from")
     to_date: dt.date = Field(alias="to")
     rows: list[StatementRow]
+
+
+class GovernmentStatementRow(BaseModel):
+    """The government's day, its accounts summed (of one fiscal year, or of every fiscal year
+    open that day): opening, every flow, closing (integer KRW; opening + flows = closing)."""
+
+    date: dt.date
+    opening_cash: int
+    receipts_local_tax: int
+    receipts_non_tax: int
+    receipts_grant: int
+    receipts_subsidy: int
+    receipts_bond: int
+    receipts_other: int
+    payments: int
+    transfers_in: int = Field(description="between the government's own accounts too (gross, as per account)")
+    transfers_out: int
+    carried_in: int = Field(description="cash carried from the previous fiscal year at its close")
+    carried_out: int = Field(description="cash carried into the next fiscal year at this year's close")
+    other_cash: int
+    closing_cash: int
+    opening_committed: int
+    committed_opened: int
+    committed_paid: int
+    committed_cancelled: int
+    committed_lapsed: int
+    committed_carried_in: int
+    committed_carried_out: int
+    other_committed: int
+    closing_committed: int
+    closing_available: int
+    events: int
+
+
+class GovernmentStatement(BaseModel):
+    """``by=government``: one row per day, the sum of the account rows of that day."""
+
+    org_code: str
+    name: str
+    time_axis: Literal["event_time"]
+    by: Literal["government"]
+    fiscal_year: int | None = Field(
+        description="the fiscal year summed; null: every fiscal year open that day"
+    )
+    from_date: dt.date = Field(alias="from")
+    to_date: dt.date = Field(alias="to")
+    rows: list[GovernmentStatementRow]
 
 
 class Source(BaseModel):
@@ -398,9 +446,9 @@ async def positions_as_of(
 
 @router.get(
     "/v1/statements/{org_code}",
-    summary="Daily statement: per day and account, opening, receipts by category, payments, transfers, "
-    "commitments, closing (JSON, or CSV with Korean headers)",
-    response_model=Statement,
+    summary="Daily statement: per day and account (or per day for the government, by=government), "
+    "opening, receipts by category, payments, transfers, commitments, closing (JSON, or CSV with Korean headers)",
+    response_model=Statement | GovernmentStatement,
     responses={
         200: {"content": {CSV: {"schema": {"type": "string"}}}, "description": "JSON, or CSV when asked"},
         503: problem_doc("the government's history is not available now (reason history_unavailable)"),
@@ -416,17 +464,31 @@ async def get_statement(
     format: Annotated[
         Literal["json", "csv"] | None, Query(description="csv: as text/csv (or Accept: text/csv)")
     ] = None,
+    by: Annotated[
+        Literal["account", "government"],
+        Query(
+            description="account: a row per day and account; government: a row per day, the accounts summed"
+        ),
+    ] = "account",
+    fiscal_year: Annotated[
+        int | None,
+        Query(ge=1990, le=2200, description="only this fiscal year's accounts (default: every one)"),
+    ] = None,
 ) -> Response:
     g = _gov(org_code)
     if to < from_ or (to - from_).days > MAX_STATEMENT_DAYS:
         raise Problem("invalid_request", f"to must be from..from+{MAX_STATEMENT_DAYS} days", field="to")
     if account is not None and account not in g.account_codes:
         raise Problem("not_found", f"{org_code} has no account {account}")
+    if account is not None and by == BY_GOVERNMENT:
+        raise Problem(
+            "invalid_request", "by=government sums every account: ask without account", field="account"
+        )
     csv_wanted = format == "csv" or (format is None and CSV in request.headers.get("accept", ""))
     # A statement changes only when one of the government's positions does (any applied event,
     # late ones included, moves a version): answers are kept per request and figures.
     live = await request.app.state.reader.government(org_code, None)
-    key = (org_code, from_, to, account, csv_wanted)
+    key = (org_code, from_, to, account, csv_wanted, by, fiscal_year)
     figures = orjson.dumps(rows_key(live["accounts"]))
     cache = _statements(request)
     hit = cache.get(key)
@@ -436,8 +498,15 @@ async def get_statement(
     params: dict[str, Any] = {"from": date_day(from_), "to": date_day(to)}
     if account:
         params["account"] = account
+    if by == BY_GOVERNMENT:
+        params["by"] = by
+    if fiscal_year is not None:
+        params["fiscal_year"] = fiscal_year
     body = await ask(request, org_code, "statements", params)
-    resp = _statement_response(g, from_, to, body["rows"], csv_wanted)
+    if by == BY_GOVERNMENT:
+        resp = _government_statement_response(g, from_, to, fiscal_year, body["rows"], csv_wanted)
+    else:
+        resp = _statement_response(g, from_, to, body["rows"], csv_wanted)
     cache[key] = (figures, resp)
     if len(cache) > STATEMENT_CACHE:
         cache.popitem(last=False)
@@ -489,6 +558,44 @@ def _statement_response(
             "org_code": g.org_code,
             "name": g.name,
             "time_axis": "event_time",
+            "from": from_.isoformat(),
+            "to": to.isoformat(),
+            "rows": rows,
+        }
+    )
+
+
+def _government_statement_response(
+    g: Government,
+    from_: dt.date,
+    to: dt.date,
+    fy: int | None,
+    raw_rows: list[dict[str, Any]],
+    csv_wanted: bool,
+) -> Response:
+    """``by=government``: the owner's rows (a Korean day and the summed columns) as dated rows."""
+    rows = [{"date": day_date(r.pop("day")).isoformat(), **r} for r in raw_rows]
+    if csv_wanted:
+        out = io.StringIO()
+        w = csv.writer(out)
+        heads = ["date", *STATEMENT_COLUMNS]
+        w.writerow([CSV_HEADERS[k] for k in heads])
+        for r in rows:
+            w.writerow([r[k] for k in heads])
+        year = "" if fy is None else f"-{fy}"
+        filename = f"statement-{g.org_code}-government{year}-{from_.isoformat()}-{to.isoformat()}.csv"
+        return Response(
+            ("\ufeff" + out.getvalue()).encode(),
+            media_type=f"{CSV}; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+        )
+    return ExactJSONResponse(
+        {
+            "org_code": g.org_code,
+            "name": g.name,
+            "time_axis": "event_time",
+            "by": BY_GOVERNMENT,
+            "fiscal_year": fy,
             "from": from_.isoformat(),
             "to": to.isoformat(),
             "rows": rows,

@@ -189,3 +189,12 @@ def test_the_hooks_kept_statement_equals_the_stores_after_every_batch(
                     assert got[-1][1]["closing_committed"] == sum(p.committed for p in pos)
     finally:
         store.close()
+
+
+def test_the_response_model_and_the_csv_name_every_column() -> None:
+    from serving.history import CSV_HEADERS, GovernmentStatementRow
+
+    assert list(GovernmentStatementRow.model_fields) == ["date", *STATEMENT_COLUMNS]
+    assert {"date", *STATEMENT_COLUMNS} <= set(CSV_HEADERS)
+    money = {n: f.annotation for n, f in GovernmentStatementRow.model_fields.items() if n != "date"}
+    assert set(money.values()) == {int}  # integer KRW, never a float
