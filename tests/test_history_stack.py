@@ -1,6 +1,6 @@
 """History on the real stack (issue #16): the API asks the owning worker; as-of answers equal an
 independent sum of the published events up to each instant, a late event changes the answers
-after its own instant only, the statement balances (JSON and CSV), the events behind a figure
+after its own instant only and never what was known before it arrived (as_known_at), the statement balances (JSON and CSV), the events behind a figure
 sum to it and page with a cursor."""
 
 from __future__ import annotations
@@ -90,13 +90,20 @@ def _expected(raws: list[bytes], at_ms: int) -> dict[tuple[str, int], tuple[int,
     return {k: (v[0], v[1]) for k, v in out.items()}
 
 
-def _as_of(c: httpx.Client, h: dict[str, str], at_ms: int) -> dict[tuple[str, int], tuple[int, int]]:
+def _as_of(
+    c: httpx.Client, h: dict[str, str], at_ms: int, axis: str = "as_of"
+) -> dict[tuple[str, int], tuple[int, int]]:
     at = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at_ms / 1000)) + f".{at_ms % 1000:03d}Z"
-    r = c.get(f"/v1/positions/{ORG}", params={"as_of": at}, headers=h)
+    r = c.get(f"/v1/positions/{ORG}", params={axis: at}, headers=h)
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["time_axis"] == "event_time"
+    assert body["time_axis"] == ("event_time" if axis == "as_of" else "known_time")
+    assert body[axis] is not None
     return {(a["account"], a["fiscal_year"]): (a["cash"], a["committed"]) for a in body["accounts"]}
+
+
+def _known_at(c: httpx.Client, h: dict[str, str], at_ms: int) -> dict[tuple[str, int], tuple[int, int]]:
+    return _as_of(c, h, at_ms, "as_known_at")
 
 
 def test_history_answers_exactly_from_the_owning_worker(stack: Stack) -> None:
@@ -140,6 +147,12 @@ def test_history_answers_exactly_from_the_owning_worker(stack: Stack) -> None:
             f"h{stamp}-late", "receipt", 777, org=ORG, at="2026-03-02T08:00:00+09:00", category="bond"
         )
         before = _as_of(c, h, _ms("2026-03-02T07:59:59+09:00"))
+        # the known-at axis: everything published so far had its record on the topics before
+        # ``known`` (the producer's record timestamps: this machine's clock), whatever its event time
+        known = int(time.time() * 1000)
+        time.sleep(0.05)
+        assert _known_at(c, h, known) == _expected(raws, 2**62)
+        assert _known_at(c, h, 0) == {}  # nothing had arrived in 1970
         _publish(stack, [late])
         raws.append(late)
         deadline = time.monotonic() + 30
@@ -147,6 +160,31 @@ def test_history_answers_exactly_from_the_owning_worker(stack: Stack) -> None:
             assert time.monotonic() < deadline
             time.sleep(0.3)
         assert _as_of(c, h, _ms("2026-03-02T07:59:59+09:00")) == before
+        # the late event changed the event-time past (2 March on) but not what was known before it came
+        assert _as_of(c, h, _ms("2026-03-02T08:00:00+09:00")) != _expected(
+            raws[:-1], _ms("2026-03-02T08:00:00+09:00")
+        )
+        assert _known_at(c, h, known) == _expected(raws[:-1], 2**62)
+        assert _known_at(c, h, int(time.time() * 1000)) == _expected(raws, 2**62)
+        # the two axes are two questions: asking both at once is refused with the reason code
+        r = c.get(
+            f"/v1/positions/{ORG}",
+            params={"as_of": "2026-03-02T08:00:00Z", "as_known_at": "2026-03-02T08:00:00Z"},
+            headers=h,
+        )
+        assert r.status_code == 422 and r.json()["reason"] == "invalid_request", r.text
+        # one account, and the nation, on the known-at axis
+        known_utc = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(known / 1000)) + f".{known % 1000:03d}Z"
+        r = c.get(f"/v1/positions/{ORG}/{SEWER}", params={"as_known_at": known_utc}, headers=h)
+        assert r.status_code == 200, r.text
+        want_known = _expected(raws[:-1], 2**62)
+        assert {
+            (a["account"], a["fiscal_year"]): (a["cash"], a["committed"]) for a in r.json()["accounts"]
+        } == {k: v for k, v in want_known.items() if k[0] == SEWER}
+        r = c.get("/v1/summary", params={"as_known_at": known_utc}, headers=stack.headers)
+        assert r.status_code == 200 and r.json()["time_axis"] == "known_time", r.text
+        (row,) = [g for g in r.json()["governments"] if g["org_code"] == ORG]
+        assert row["cash"] == sum(v[0] for v in want_known.values())
 
         # the statement: JSON balances row by row and day to day; CSV says the same in Korean
         r = c.get(f"/v1/statements/{ORG}", params={"from": "2026-03-01", "to": "2026-03-07"}, headers=h)
