@@ -2,18 +2,23 @@
 
 Thin wiring of ``state.history`` (pure) to the worker: the positions' chains are kept in memory
 for the governments this worker owns (loaded on assignment), the daily flows read from the store
-where a batch adds to a day that already has some. Both land in the same atomic write as the
-balances they derive from (``FoldContext.write``), so a crash neither loses nor repeats them.
+where a batch adds to a day that already has some; the known-at axis's rows and day sums (per
+record-time day) the same way. All land in the same atomic write as the balances they derive
+from (``FoldContext.write``), so a crash neither loses nor repeats them.
 """
 
 from __future__ import annotations
 
-from agents.hooks import FoldContext, HookHost
+from collections.abc import Callable
+from typing import TypeVar
+
+from agents.hooks import FoldContext, HookHost, HookStore
 from state import layout as L
 from state.history import Chain, DayFlows, DayTotals, KnownRow, batch_history, known_sums
 from state.ledger import PosKey
 from state.statement import GovernmentDays
 
+T = TypeVar("T")
 MAX_TOTALS = 64  # governments whose daily totals are kept for as-of reads (least recently asked goes)
 
 
@@ -41,48 +46,32 @@ class HistoryHook:
             self.statements.pop(org, None)
 
     def totals_for(self, org: str) -> DayTotals:
-        """The daily totals of a government: from memory, else read from the store once (not
-        kept when read while a batch is between its fold and its ``after_commit``: the store may
-        hold that batch already, and ``after_commit`` would add it again)."""
-        t = self.totals.pop(org, None)
-        if t is None:
-            assert self.host is not None, "assigned before any read"
-            t = DayTotals(self.host.store.flows(org))
-            if self._pending:
-                return t
-            if len(self.totals) >= MAX_TOTALS:
-                self.totals.pop(next(iter(self.totals)))
-        self.totals[org] = t  # the most recently asked last
-        return t
+        """The daily totals of a government (as-of reads)."""
+        return self._kept(self.totals, org, lambda store: DayTotals(store.flows(org)))
 
     def known_totals_for(self, org: str) -> DayTotals:
-        """The known-at axis's daily totals of a government, as ``totals_for`` (not kept when read
-        while a batch is between its fold and its ``after_commit``, as ``government_days``)."""
-        t = self.known.pop(org, None)
-        if t is None:
-            assert self.host is not None, "assigned before any read"
-            t = DayTotals.of_sums(self.host.store.known_days(org))
-            if self._known_pending:
-                return t
-            if len(self.known) >= MAX_TOTALS:
-                self.known.pop(next(iter(self.known)))
-        self.known[org] = t
-        return t
+        """The same on the known-at axis: per record-time day."""
+        return self._kept(self.known, org, lambda store: DayTotals.of_sums(store.known_days(org)))
 
     def government_days(self, org: str) -> GovernmentDays:
-        """A government's flows summed per day (``state.statement``): from memory, else read from
-        the store. One read while a batch is between its fold and its ``after_commit`` is not
-        kept: the store may hold that batch already, and ``after_commit`` would add it again."""
-        g = self.statements.pop(org, None)
-        if g is None:
+        """A government's flows summed per day (``state.statement``)."""
+        return self._kept(self.statements, org, lambda store: GovernmentDays(store.flows(org)))
+
+    def _kept(self, kept: dict[str, T], org: str, load: Callable[[HookStore], T]) -> T:
+        """A government's sums from memory, else read from the store and kept (the most recently
+        asked last; the least recently asked goes). One read while a batch is between its fold
+        and its ``after_commit`` is not kept: the store may hold that batch already, and
+        ``after_commit`` would add it again."""
+        t = kept.pop(org, None)
+        if t is None:
             assert self.host is not None, "assigned before any read"
-            g = GovernmentDays(self.host.store.flows(org))
-            if self._pending:
-                return g
-            if len(self.statements) >= MAX_TOTALS:
-                self.statements.pop(next(iter(self.statements)))
-        self.statements[org] = g  # the most recently asked last
-        return g
+            t = load(self.host.store)
+            if self._pending or self._known_pending:
+                return t
+            if len(kept) >= MAX_TOTALS:
+                kept.pop(next(iter(kept)))
+        kept[org] = t
+        return t
 
     def after_fold(self, batch: FoldContext) -> None:
         changes = batch.changes
