@@ -96,7 +96,6 @@ def test_the_expected_units_are_shipped() -> None:
         "cashpos-worker@.service",
         "cashpos-api@.service",
         "cashpos-reconcile.service",
-        "cashpos-reconcile.timer",
     } <= names
 
 
@@ -138,13 +137,19 @@ def test_each_api_instance_listens_on_its_own_port() -> None:
     assert env.get("CASHPOS_API_PORT") == "%i"
 
 
-def test_the_timer_starts_the_reconciliation() -> None:
-    timer = UNITS / "cashpos-reconcile.timer"
-    (unit,) = values(timer, "Timer", "Unit")
-    assert (UNITS / unit).is_file()
-    assert values(UNITS / unit, "Service", "ExecStart")[0].split()[1] == "reconcile"
-    assert values(timer, "Timer", "OnCalendar"), "a schedule"
-    assert values(timer, "Install", "WantedBy") == ["timers.target"]
+def test_the_reconciliation_runs_continuously_from_its_checkpoint() -> None:
+    """A long-running incremental reconciler (issue #19, item 4), not a timer's full re-fold."""
+    unit = UNITS / "cashpos-reconcile.service"
+    assert values(unit, "Service", "ExecStart")[0].split()[1:] == ["reconcile", "--continuous"]
+    assert values(unit, "Service", "Restart") == ["always"]
+    assert values(unit, "Install", "WantedBy") == ["multi-user.target"]
+    (state_dir,) = values(unit, "Service", "StateDirectory")
+    env = _environment(unit)
+    assert env["CASHPOS_RECONCILE_CHECKPOINT_DIR"] == f"%S/{state_dir}", (
+        "the checkpoint in its StateDirectory"
+    )
+    assert set(env) <= KNOWN_VARIABLES
+    assert not (UNITS / "cashpos-reconcile.timer").exists()
 
 
 def _verify(units_dir: Path, names: list[str]) -> str:
