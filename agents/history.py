@@ -13,9 +13,11 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from agents.hooks import FoldContext, HookHost, HookStore
+from agents.retention import Retirer
 from state import layout as L
 from state.history import Chain, DayFlows, DayTotals, KnownRow, batch_history, known_sums
 from state.ledger import PosKey
+from state.retention import DEFAULT_ONLINE_YEARS
 from state.statement import GovernmentDays
 
 T = TypeVar("T")
@@ -23,8 +25,9 @@ MAX_TOTALS = 64  # governments whose daily totals are kept for as-of reads (leas
 
 
 class HistoryHook:
-    def __init__(self) -> None:
+    def __init__(self, online_years: int = DEFAULT_ONLINE_YEARS) -> None:
         self.host: HookHost | None = None
+        self.retirer = Retirer(online_years)  # compacts retired fiscal years, a step a second
         self.chains: dict[PosKey, Chain] = {}
         self.totals: dict[str, DayTotals] = {}  # per government asked about (as-of reads)
         self.known: dict[str, DayTotals] = {}  # the same on the known-at axis (record-time days)
@@ -36,10 +39,12 @@ class HistoryHook:
         self.host = host
         for org in orgs:
             self.chains.update(host.store.chains(org))
+        self.retirer.mark(orgs)
 
     def on_revoked(self, orgs: set[str]) -> None:
         for pk in [pk for pk in self.chains if pk[0] in orgs]:
             del self.chains[pk]
+        self.retirer.forget(orgs)
         for org in orgs:
             self.totals.pop(org, None)
             self.known.pop(org, None)
@@ -102,6 +107,8 @@ class HistoryHook:
         records += [(L.chain_key(pk), L.encode_chain(c)) for pk, c in chains.items()]
         batch.write(records)
         self._pending = flows
+        if changes.closed:  # a close may retire older years
+            self.retirer.mark([org for org, _side in changes.closed])
 
     def _get(self, key: bytes) -> bytes | None:
         assert self.host is not None, "assigned before any batch"
@@ -124,7 +131,8 @@ class HistoryHook:
         self._known_pending = {}
 
     async def housekeeping(self) -> None:
-        return None
+        if self.host is not None and self.retirer.due:
+            await self.retirer.step(self.host)
 
     async def stop(self) -> None:
         return None

@@ -21,6 +21,7 @@ from agents.ledger import LedgerWorker
 from cashpos.calendar import kst_day
 from state.history import listing, side_of_sid, statement_rows
 from state.ledger import LAPSE_TAG, unscoped_id
+from state.retention import answerable, is_retired, retired_through
 
 PREFIX = "/cashpos/history"
 MAX_LINES = 1000
@@ -42,6 +43,19 @@ def _owner(get: Callable[[], LedgerWorker | None], org: str) -> LedgerWorker:
 
 
 KNOWN = "known"  # the ``axis`` of the known-at reads (record time); otherwise event time
+RETIRED = "history_retired"  # the reason (and the API's problem type) of a retired year's refusal
+
+
+def _retired_through(w: LedgerWorker, org: str) -> int | None:
+    return retired_through(w.ledger.closed, org, w.history.retirer.online_years)
+
+
+def _retired_detail(org: str, fy: int, w: LedgerWorker) -> str:
+    return (
+        f"{org}'s fiscal year {fy} is retired (the {w.history.retirer.online_years} latest fiscal "
+        "years stay online in full): its daily closings remain — ask at a day's end "
+        "(23:59:59.999 Korea time) or for its statement"
+    )
 
 
 def positions_as_of(w: LedgerWorker, org: str, at_ms: int, axis: str | None = None) -> list[dict[str, Any]]:
@@ -51,13 +65,19 @@ def positions_as_of(w: LedgerWorker, org: str, at_ms: int, axis: str | None = No
     day = kst_day(at_ms)
     known = axis == KNOWN
     totals = w.history.known_totals_for(org) if known else w.history.totals_for(org)
+    through = _retired_through(w, org)
     out = []
     for pk in sorted(pk for pk in w.ledger.positions if pk[0] == org):
-        cash, committed, events = totals.before(pk, day)
-        rows = w.store.known_rows_of_day(pk, day) if known else w.store.rows_of_day(pk, day)
-        for row in rows:
-            if row[0] <= at_ms:
-                cash, committed, events = cash + row[-2], committed + row[-1], events + 1
+        if is_retired(pk[2], through):  # its daily sums only (state/retention.py)
+            if not answerable(at_ms, day in totals.days.get(pk, {})):
+                raise Refused(RETIRED, _retired_detail(org, pk[2], w))
+            cash, committed, events = totals.before(pk, day + 1)
+        else:
+            cash, committed, events = totals.before(pk, day)
+            rows = w.store.known_rows_of_day(pk, day) if known else w.store.rows_of_day(pk, day)
+            for row in rows:
+                if row[0] <= at_ms:
+                    cash, committed, events = cash + row[-2], committed + row[-1], events + 1
         if events:
             out.append(
                 {
@@ -101,6 +121,8 @@ def events(
     from_ms: int | None = None,
 ) -> dict[str, Any]:
     pk = (org, account, fy)
+    if is_retired(fy, _retired_through(w, org)):
+        raise Refused(RETIRED, _retired_detail(org, fy, w))
 
     def raw(sid: str) -> bytes:
         entry = w.store.journal(org, sid)
@@ -162,7 +184,9 @@ def install(app: faust.App, get: Callable[[], LedgerWorker | None]) -> None:
             w = _owner(get, org)
             return answer(view, fn(w))
         except Refused as exc:
-            return answer(view, {"reason": exc.reason, "detail": str(exc)}, 503)
+            return answer(
+                view, {"reason": exc.reason, "detail": str(exc)}, 410 if exc.reason == RETIRED else 503
+            )
         except ValueError as exc:
             return answer(view, {"reason": "invalid_request", "detail": str(exc)}, 400)
 
@@ -183,7 +207,10 @@ def install(app: faust.App, get: Callable[[], LedgerWorker | None]) -> None:
             return answer(self, {"reason": "invalid_request", "detail": "as_of and orgs are required"}, 400)
         w = get()
         served = [o for o in orgs if w is not None and o in w.owned_orgs and w.serves(o)]
-        body = {o: positions_as_of(w, o, at, axis) for o in served} if w is not None else {}
+        try:
+            body = {o: positions_as_of(w, o, at, axis) for o in served} if w is not None else {}
+        except Refused as exc:
+            return answer(self, {"reason": exc.reason, "detail": str(exc)}, 410)
         return answer(self, {"positions": body, "missing": [o for o in orgs if o not in body]})
 
     @app.page(PREFIX + "/{org}/statements")

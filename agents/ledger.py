@@ -88,7 +88,7 @@ class LedgerWorker:
         self, settings: Settings, metrics: ProcessorMetrics | None = None, hooks: Sequence[BatchHook] = ()
     ) -> None:
         self.settings = settings
-        self.history = HistoryHook()  # part of every worker's state (its web server answers from it)
+        self.history = HistoryHook(settings.history_online_years)  # its web server answers from it
         self.hooks: list[BatchHook] = [self.history, *hooks]
         self.web_address: str | None = None  # where its web server answers (published in its heartbeat)
         self.topics = Topics(settings.namespace)

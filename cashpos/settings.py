@@ -55,6 +55,13 @@ def _int(raw: str) -> int:
     return int(raw)
 
 
+def _positive(raw: str) -> int:
+    n = int(raw)
+    if n < 1:
+        raise ValueError(raw)
+    return n
+
+
 def _float(raw: str) -> float:
     return float(raw)
 
@@ -87,6 +94,7 @@ def _auto_bool(raw: str) -> bool | None:
 
 _EXPECTS: dict[Callable[[str], Any], str] = {
     _int: "an integer",
+    _positive: "an integer of 1 or more",
     _float: "a number",
     _str: "a string",
     _path: "a path",
@@ -232,6 +240,15 @@ class Settings:
         "127.0.0.1",
         _str,
         "The interface the worker's (Faust) web server binds to: the loopback unless asked.",
+    )
+    history_online_years: int = _setting(
+        "HISTORY_ONLINE_YEARS",
+        "2",
+        _positive,
+        "Fiscal years of a government kept online in full (every event's bytes and index rows): 2 =",
+        "the current and the previous. Once both sides closed a year, the older ones are compacted",
+        "to their daily closings (statements stay whole; an instant inside one of their days and",
+        "the events behind their figures answer 410 history_retired). The same on every worker.",
     )
     rejoin_after_seconds: float = _setting(
         "REJOIN_AFTER_SECONDS",

@@ -291,6 +291,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "(PositionsAsOf, event time, from the owning worker's history)",
             },
             304: {"description": "not modified: the figures are those of the ETag sent"},
+            410: problem_doc(history.RETIRED_DOC),
             503: problem_doc(
                 "with as_of: the government's history is not available now (reason history_unavailable)"
             ),
@@ -327,6 +328,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "instant (PositionsAsOf, from the owning worker's history)",
             },
             304: {"description": "not modified: the figures are those of the ETag sent"},
+            410: problem_doc(history.RETIRED_DOC),
             503: problem_doc(
                 "with as_of or as_known_at: the government's history is not available now "
                 "(reason history_unavailable)"
@@ -381,6 +383,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         responses={
             200: {"description": "the live totals; with as_of, the totals as of that instant (SummaryAsOf)"},
             304: {"description": "not modified: the figures are those of the ETag sent"},
+            410: problem_doc(history.RETIRED_DOC),
             503: problem_doc(
                 "with as_of: a government's history is not available now (reason history_unavailable)"
             ),

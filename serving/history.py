@@ -287,6 +287,8 @@ async def ask(request: Request, org: str, path: str, params: dict[str, Any]) -> 
     body = orjson.loads(r.content)
     if r.status_code == 503:
         raise unavailable(f"{org}: {body.get('detail')}")
+    if r.status_code == 410:
+        raise Problem("history_retired", str(body.get("detail")))
     if r.status_code != 200:
         raise Problem("invalid_request", str(body.get("detail")))
     return body
@@ -335,6 +337,8 @@ async def summary_as_of(
         params = _owner_params(at, axis) | {"orgs": ",".join(orgs)}
         r = await _get(request, f"http://{web}/cashpos/history/many/positions", params, "a worker")
         body: dict[str, Any] = orjson.loads(r.content)
+        if r.status_code == 410:
+            raise Problem("history_retired", str(body.get("detail")))
         if r.status_code != 200 or body.get("missing"):
             raise unavailable(f"{len(body.get('missing') or orgs)} governments are moving between workers")
         positions: dict[str, Any] = body["positions"]
@@ -361,6 +365,12 @@ async def summary_as_of(
     body, _ = summarize(govs, totals_of, {}, scope)
     body |= _instant_fields(at, axis)
     return ExactJSONResponse(body)
+
+
+RETIRED_DOC: Final = (
+    "the fiscal year asked about is retired to its daily closings (reason history_retired): an "
+    "instant inside one of its days, or the events behind its figures"
+)
 
 
 def unavailable(detail: str) -> Problem:
@@ -608,7 +618,8 @@ def _government_statement_response(
     summary="The events behind a figure, in event-time order, with running balance and running hash",
     response_model=EventsBehind,
     responses={
-        503: problem_doc("the government's history is not available now (reason history_unavailable)")
+        410: problem_doc(RETIRED_DOC),
+        503: problem_doc("the government's history is not available now (reason history_unavailable)"),
     },
     dependencies=[require(Permission.READ)],
 )

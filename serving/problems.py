@@ -234,6 +234,15 @@ TYPES: dict[str, ProblemType] = {
             "(each side has its own ids). Ask again with side=revenue or side=expenditure.",
         ),
         ProblemType(
+            "history_retired",
+            410,
+            "History retired to daily closings",
+            "The fiscal year asked about is older than the years kept online in full "
+            "(CASHPOS_HISTORY_ONLINE_YEARS; default the current and the previous): its daily "
+            "closings remain, so ask at a day's end (23:59:59.999 Korea time) or for its "
+            "statement; the events behind its figures are not kept. Do not retry as is.",
+        ),
+        ProblemType(
             "history_unavailable",
             503,
             "History not available now",

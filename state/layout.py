@@ -67,6 +67,7 @@ FLOWS_TAG: Final = b"h\0"
 CHAIN_TAG: Final = b"k\0"
 KNOWN_TAG: Final = b"n\0"  # the known-at axis: rows per position, record-time day and batch
 KNOWN_DAYS_TAG: Final = b"q\0"  # the known-at axis: (cash, committed, events) per position and day
+RETIRED_TAG: Final = b"r\0"  # per government: the last fiscal year whose history is compacted
 OFFSET_TAG: Final = b"o\0"
 CLOSE_TAG: Final = b"y\0"
 SEQ_KEY: Final = b"m\0seq"
@@ -324,6 +325,15 @@ def encode_sums(sums: tuple[int, int, int]) -> bytes:
 
 def decode_sums(raw: bytes) -> tuple[int, int, int]:
     return _dec_sums.decode(raw)
+
+
+def retired_key(org: str) -> bytes:
+    return f"r\0{org}".encode()
+
+
+def known_rows_prefix(pk: PosKey) -> bytes:
+    """Every known-at row block of a position (all record-time days)."""
+    return f"n\0{pk[0]}\0{pk[1]}\0{pk[2]}\0".encode()
 
 
 def offset_key(topic: str, partition: int) -> bytes:
