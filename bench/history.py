@@ -28,8 +28,8 @@ other:
 
 A kind whose requests cannot keep up is stopped ``--grace`` seconds after its schedule ends: the
 requests still waiting then count with their age so far (a lower bound), and the report says so.
-With ``--live RATE``, receipts of the government are published at RATE a second while the kinds
-load (a share ``--late-share`` of them on an earlier day of the year: late events; the others on
+With ``--live RATE``, each kind is then loaded again while receipts of the government are
+published at RATE a second (a share ``--late-share`` of them on an earlier day of the year: late events; the others on
 its last day, "today"), so every batch moves the figures and the kept answers; and then, one at a
 time, the first read after a batch (one event published and applied) against the read again.
 
@@ -531,22 +531,26 @@ async def main() -> None:
                     sent += 1
                     return live_event(org, year, sent, live_rnd, args.late_share)
 
-                for name in args.kinds.split(","):
-                    path = paths[name]
-                    stop = asyncio.Event()
-                    live = asyncio.create_task(live_stream(st, make, args.live, stop)) if args.live else None
-                    r = await run_kind(st.api, token, path, args.rate, args.seconds, args.clients, args.grace)
-                    stop.set()
-                    if live is not None:
-                        r["live_events"] = await live
-                    results[name] = r
-                    print(
-                        f"{name:18s} {r['completed']:.0f}/{r['requests']:.0f} done in {r['seconds']:.0f}s "
-                        f"(unfinished {r['unfinished']:.0f}, errors {r['errors']:.0f} {r['statuses'] or ''}); "
-                        f"p50={r['p50']:.1f}ms p99={r['p99']:.1f}ms max={r['max']:.1f}ms; "
-                        f"body {r['bytes'] / 1024:.0f} KiB"
-                        + (f"; {r['live_events']:.0f} live events meanwhile" if args.live else "")
-                    )
+                # each kind without a stream, then (--live) each again while the stream flows
+                for rate in [0.0] + ([args.live] if args.live else []):
+                    for kind in args.kinds.split(","):
+                        name = f"{kind}+live" if rate else kind
+                        stop = asyncio.Event()
+                        live = asyncio.create_task(live_stream(st, make, rate, stop)) if rate else None
+                        r = await run_kind(
+                            st.api, token, paths[kind], args.rate, args.seconds, args.clients, args.grace
+                        )
+                        stop.set()
+                        if live is not None:
+                            r["live_events"] = await live
+                        results[name] = r
+                        print(
+                            f"{name:18s} {r['completed']:.0f}/{r['requests']:.0f} done in {r['seconds']:.0f}s "
+                            f"(unfinished {r['unfinished']:.0f}, errors {r['errors']:.0f} {r['statuses'] or ''}); "
+                            f"p50={r['p50']:.1f}ms p99={r['p99']:.1f}ms max={r['max']:.1f}ms; "
+                            f"body {r['bytes'] / 1024:.0f} KiB"
+                            + (f"; {r['live_events']:.0f} live events meanwhile" if rate else "")
+                        )
                 auth = {"Authorization": f"Bearer {token}"}
                 if args.live:
                     for name in ("statement_government", "statement_account", "statement"):
