@@ -11,9 +11,10 @@ of recent ones the API shows.
 
 Exactly-once effect under at-least-once delivery: the state stores the next offset of each
 partition in the same write as the balances; on assignment the worker seeks to it, and records
-below it are skipped. A worker taking over a partition it has no state for re-folds it from the
-start (the input topics are the book of record); dead letters are not re-sent for records the
-group had already committed.
+below it are skipped. A worker taking over a partition resumes from the offsets its store holds:
+those of its standby replica (``agents.standby``: the partitions it would get if another worker
+died, kept warm), or, with no state for it, from the start (the input topics are the book of
+record); dead letters are not re-sent for records the group had already committed.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from prometheus_client import generate_latest
 
 from agents.history import HistoryHook
 from agents.hooks import BatchHook, FoldContext, HookHost
+from agents.standby import Standby, standby_hooks
 from cashpos.metrics import ProcessorMetrics
 from cashpos.names import FATE_HEADER, RedisKeys, Topics, side_of_topic
 from cashpos.refdata import governments
@@ -121,6 +123,7 @@ class LedgerWorker:
         self.processed_batches = 0
         self._projecting: asyncio.Future[None] | None = None  # the Redis write in flight
         self._committing: asyncio.Future[None] | None = None  # the Kafka offset commit in flight
+        self.standby: Standby | None = None  # the partitions kept warm for a takeover (agents.standby)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -169,8 +172,17 @@ class LedgerWorker:
                 s.session_timeout_ms,
             ),
         )
+        if s.standby_replicas > 0:  # before the first assignment: it claims what it is given
+            self.standby = Standby(
+                s, self.store, self.metrics, self.redis, self.producer, standby_hooks(s, self.hooks)
+            )
         await self._remove_previous_incarnation()
         await self.watched.start()  # returns once assigned (a new member after each stuck bound)
+        if self.standby is not None:
+            assert self.consumer is not None
+            self.standby.start(
+                len(self.consumer.partitions_for_topic(self.topics.revenue) or ()) or s.partitions
+            )
         # The batch path allocates millions of short-lived, acyclic objects; the default cyclic
         # GC thresholds make it rescan the long-lived heap constantly (measured ~2x slower).
         gc.freeze()
@@ -201,6 +213,8 @@ class LedgerWorker:
         async with self._lock:
             await self.projection_done()
             await self.offsets_committed()
+            if self.standby is not None:
+                await self.standby.stop()
             if self.watched is not None:
                 await self.watched.stop()
             elif self.consumer is not None:
@@ -244,6 +258,8 @@ class LedgerWorker:
             for hook in self.hooks:
                 hook.on_revoked(dropped)
             self._refresh_owned()
+            if self.standby is not None:  # this worker's stored state of them may be warmed again
+                await self.standby.unclaim(gone - still)
             log.info("revoked %s", sorted(f"{tp.topic}:{tp.partition}" for tp in revoked))
 
     async def on_assigned(self, assigned: list[TopicPartition]) -> None:
@@ -251,12 +267,16 @@ class LedgerWorker:
         async with self._lock:
             n = len(self.consumer.partitions_for_topic(self.topics.revenue) or ()) or self.settings.partitions
             self.org_partition = {org: partition_for(org, n) for org in governments()}
+            # a partition this worker stood by for: the standby lets go (after its batch in
+            # flight) before its offsets are read: one writer per partition
+            warm = await self.standby.claim({tp.partition for tp in assigned}) if self.standby else {}
             for tp in assigned:
                 nxt = self.store.next_offset(tp.topic, tp.partition)
                 self.consumer.seek(tp, nxt or 0)
                 self.next_offsets[tp] = nxt or 0
                 committed = await self.consumer.committed(tp)
                 self.replay_until[tp] = committed or 0
+                self.metrics.takeover_records.inc(max(0, (committed or 0) - (nxt or 0)))
             before = set(self.owned_orgs)
             self._refresh_owned()
             new = [org for org in self.owned_orgs if org not in before]
@@ -268,9 +288,11 @@ class LedgerWorker:
             self.pending_seed |= set(self.owned_orgs) - before
             self.metrics.assigned_partitions.set(len(self.next_offsets))
             log.info(
-                "assigned %s resuming at %s",
+                "assigned %s resuming at %s (group committed %s; warm standby of partitions %s)",
                 sorted(f"{tp.topic}:{tp.partition}" for tp in assigned),
                 {f"{tp.topic}:{tp.partition}": self.next_offsets[tp] for tp in assigned},
+                {f"{tp.topic}:{tp.partition}": self.replay_until[tp] for tp in assigned},
+                sorted(warm),
             )
 
     def _refresh_owned(self) -> None:
@@ -690,7 +712,9 @@ class LedgerWorker:
             await self.projection_done()
             try:
                 missing = await self.projection.unseeded(self.owned_orgs)
-                if missing or not self.redis_ok:
+                # pending seeds too, batch or not: a partition taken over from a warm standby
+                # may hold events its previous owner never published, and no new ones may come
+                if missing or not self.redis_ok or self._seedable(self.pending_seed):
                     wanted = set(missing) | (set(self.owned_orgs) if not self.redis_ok else set())
                     wanted |= self.pending_seed
                     seeds = self._seedable(wanted)

@@ -134,6 +134,27 @@ class ProcessorMetrics:
         self.assigned_partitions = Gauge(
             "cashpos_assigned_partitions", "Source partitions this worker owns", registry=r
         )
+        self.standby_partitions = Gauge(
+            "cashpos_standby_partitions",
+            "Source partitions this worker keeps warm as a standby (agents.standby)",
+            registry=r,
+        )
+        self.standby_records = Counter(
+            "cashpos_standby_records_folded_total",
+            "Records folded into this worker's state for partitions it stands by for",
+            registry=r,
+        )
+        self.standby_lag = Gauge(
+            "cashpos_standby_lag_records",
+            "Records the standby partitions are behind their high watermarks",
+            registry=r,
+        )
+        self.takeover_records = Counter(
+            "cashpos_takeover_refold_records_total",
+            "Records a newly assigned partition had to fold past its stored offsets to reach the "
+            "group's committed offset, counted at assignment (0 when a warm standby took over)",
+            registry=r,
+        )
         self.rebuild_records = Counter(
             "cashpos_rebuild_records_total",
             "Records re-folded while catching up to the group's committed offset",

@@ -257,6 +257,15 @@ class Settings:
         "A worker that has had no partition assignment for this long while its topics have",
         "partitions leaves the group and joins again as a new member (the assignment watchdog).",
     )
+    standby_replicas: int = _setting(
+        "STANDBY_REPLICAS",
+        "1",
+        _int,
+        "1: each worker also folds, into its own state, the partitions the group's assignor would",
+        "give it if any one other worker left (a warm standby of every partition; a takeover then",
+        "catches up from the standby's offsets, not from offset 0); 0: none. A single worker has",
+        "no standby. Larger values act as 1 (one standby copy).",
+    )
     restart_delay_seconds: float = _setting(
         "RESTART_DELAY_SECONDS",
         "1",
