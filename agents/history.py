@@ -34,6 +34,10 @@ class HistoryHook:
         self._known_pending: dict[tuple[PosKey, int], tuple[int, int, int]] = {}
         self._pending: dict[tuple[PosKey, int], DayFlows] = {}  # the batch's, once it is written
         self.statements: dict[str, GovernmentDays] = {}  # per government asked about (its summed days)
+        # the batch's flows not yet in the kept statements, and the store's sequence number once
+        # it is written (a read after the write adds them: the serving copy may show the batch)
+        self._statements_todo: dict[tuple[PosKey, int], DayFlows] = {}
+        self._statements_seq = 0
 
     async def on_assigned(self, host: HookHost, orgs: list[str]) -> None:
         self.host = host
@@ -59,7 +63,12 @@ class HistoryHook:
         return self._kept(self.known, org, lambda store: DayTotals.of_sums(store.known_days(org)))
 
     def government_days(self, org: str) -> GovernmentDays:
-        """A government's flows summed per day (``state.statement``)."""
+        """A government's flows summed per day (``state.statement``). A batch already written
+        whose ``after_commit`` has not run yet is added first: its figures may be in the serving
+        copy already, and the API keeps an answer by the figures it was asked with."""
+        assert self.host is not None, "assigned before any read"
+        if self._statements_todo and self.host.store.seq >= self._statements_seq:
+            self._add_statements_todo()
         return self._kept(self.statements, org, lambda store: GovernmentDays(store.flows(org)))
 
     def _kept(self, kept: dict[str, T], org: str, load: Callable[[HookStore], T]) -> T:
@@ -107,8 +116,16 @@ class HistoryHook:
         records += [(L.chain_key(pk), L.encode_chain(c)) for pk, c in chains.items()]
         batch.write(records)
         self._pending = flows
+        self._statements_todo, self._statements_seq = flows, self.host.store.seq + 1
         if changes.closed:  # a close may retire older years
             self.retirer.mark([org for org, _side in changes.closed])
+
+    def _add_statements_todo(self) -> None:
+        for (pk, day), f in self._statements_todo.items():
+            g = self.statements.get(pk[0])
+            if g is not None:
+                g.add(pk, day, f)
+        self._statements_todo = {}
 
     def _get(self, key: bytes) -> bytes | None:
         assert self.host is not None, "assigned before any batch"
@@ -120,10 +137,8 @@ class HistoryHook:
             t = self.totals.get(pk[0])
             if t is not None:
                 t.add(pk, day, f)
-            g = self.statements.get(pk[0])
-            if g is not None:
-                g.add(pk, day, f)
         self._pending = {}
+        self._add_statements_todo()
         for (pk, day), (dc, dm, n) in self._known_pending.items():
             t = self.known.get(pk[0])
             if t is not None:
