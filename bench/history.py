@@ -23,6 +23,7 @@ other:
 * ``statement_account``: the same for one account (``general``);
 * ``statement_government``: the same with ``by=government`` (one row per day, the accounts
   summed: the owner's kept sums, ``state/statement.py``);
+* ``statement_government_owner``: the same asked of the owning worker's endpoint directly;
 * ``forecast``, ``forecast_account`` (``--kinds``): ``GET /v1/forecast/{org}`` and
   ``GET /v1/forecast/{org}/general`` (Redis: what the worker's forecast hook wrote).
 
@@ -64,7 +65,7 @@ from urllib.parse import urlparse
 import orjson
 
 from bench.common import BENCH_RATE_PER_S, percentile
-from cashpos.calendar import KST
+from cashpos.calendar import KST, date_day
 from cashpos.devstack import Stack, http_get, new_stack
 from cashpos.embedded import Infra, start_infra
 from cashpos.names import Topics
@@ -518,9 +519,17 @@ async def main() -> None:
                     # the forecast (issue #18): the government's 90 days, and one account's
                     "forecast": lambda: f"/v1/forecast/{org}",
                     "forecast_account": lambda: f"/v1/forecast/{org}/general",
+                    # the owner's endpoint itself, the API bypassed (where a tail comes from)
+                    "statement_government_owner": lambda: (
+                        f"/cashpos/history/{org}/statements?from={days[0]}&to={days[1]}&by=government"
+                    ),
                 }
+                days = (date_day(dt.date(year, 1, 1)), date_day(dt.date(year, 12, 31)))
+                base = {"statement_government_owner": f"http://{_owner_web(st)}"}
                 for name, path in paths.items():
-                    status, body = http_get(st.api + path(), {"Authorization": f"Bearer {token}"}, 60)
+                    status, body = http_get(
+                        base.get(name, st.api) + path(), {"Authorization": f"Bearer {token}"}, 60
+                    )
                     assert status == 200, (name, status, body[:300])  # warm, and answering
                 results: dict[str, dict[str, float]] = {}
                 live_rnd = random.Random(args.seed + 1)
@@ -538,7 +547,13 @@ async def main() -> None:
                         stop = asyncio.Event()
                         live = asyncio.create_task(live_stream(st, make, rate, stop)) if rate else None
                         r = await run_kind(
-                            st.api, token, paths[kind], args.rate, args.seconds, args.clients, args.grace
+                            base.get(kind, st.api),
+                            token,
+                            paths[kind],
+                            args.rate,
+                            args.seconds,
+                            args.clients,
+                            args.grace,
                         )
                         stop.set()
                         if live is not None:
@@ -565,8 +580,6 @@ async def main() -> None:
                             )
                 # one request at a time: the owner directly vs. through the API
                 web = _owner_web(st)
-                from cashpos.calendar import date_day
-
                 first_day, last_day = date_day(dt.date(year, 1, 1)), date_day(dt.date(year, 12, 31))
                 at = (lo + hi) // 2
                 for name, direct, through in (
