@@ -5,10 +5,12 @@ checks its ports, starts (unless CASHPOS_KAFKA_BOOTSTRAP / CASHPOS_REDIS_URL poi
 CASHPOS_EMBEDDED) a Tansu broker on CASHPOS_EMBEDDED_KAFKA_PORT and a redis-server on
 CASHPOS_EMBEDDED_REDIS_PORT, gives that Redis its service accounts (default user off) and the
 demo tokens, then a ledger worker and the API, waits until they are ready, and starts the
-simulator (CASHPOS_SIMULATOR=off to skip it). Logs go to var/log/, credentials to var/secrets/.
+continuous reconciler (every 30 s unless CASHPOS_RECONCILE_INTERVAL_SECONDS says otherwise, so the
+reconciliation's result and gauges exist from the start) and the simulator (CASHPOS_SIMULATOR=off
+to skip it). Logs go to var/log/, credentials to var/secrets/.
 
-It supervises the worker and the API like systemd's ``Restart=on-failure``: one that dies (a
-crash, ``kill -9``, the OOM killer) is started again after a delay that doubles with each restart
+It supervises the worker, the API and the reconciler like systemd's ``Restart=on-failure``: one
+that dies (a crash, ``kill -9``, the OOM killer) is started again after a delay that doubles with each restart
 (CASHPOS_RESTART_DELAY_SECONDS .. CASHPOS_RESTART_DELAY_MAX_SECONDS, back to the first once it ran
 CASHPOS_RESTART_RESET_SECONDS), and the embedded broker and Redis, which hold everything in
 memory, are never stopped because a child died. Ctrl-C or SIGTERM stops every child, then the
@@ -36,7 +38,8 @@ from cashpos.redis_acl import ROLES, create_accounts
 from cashpos.settings import Settings, load
 
 log = logging.getLogger("cashpos.run")
-SUPERVISED = ("worker", "api")  # restarted when they die; the simulator is not (it may finish)
+SUPERVISED = ("worker", "api", "reconcile")  # restarted when they die; not the simulator (it may finish)
+RECONCILE_INTERVAL_S = "30"  # the embedded stack's: its gauges soon after the start
 READY_TIMEOUT_S = 120
 
 LOGS = Path("var/log")
@@ -230,6 +233,7 @@ def run_stack() -> int:
         if kafka:
             print(f"broker    kafka://{infra.bootstrap} (embedded Tansu, in memory)")
             shutil.rmtree(s.state_dir, ignore_errors=True)  # a fresh broker: so must the state be
+            shutil.rmtree(s.reconcile_checkpoint_dir, ignore_errors=True)  # and the reconciler's
         if redis:
             urls = _service_accounts(infra.redis_url, s.namespace)
             print(
@@ -247,6 +251,8 @@ def run_stack() -> int:
         except (RuntimeError, TimeoutError) as exc:  # a child that died, or never got ready
             print(exc if isinstance(exc, PortInUse) else f"cashpos: {exc}", file=sys.stderr)
             return 1
+        interval = os.environ.get("CASHPOS_RECONCILE_INTERVAL_SECONDS", RECONCILE_INTERVAL_S)
+        stack.start("reconcile", "reconcile", "--continuous", "--interval", interval)
         if os.environ.get("CASHPOS_SIMULATOR", "on").lower() not in ("off", "0", "false", "no"):
             stack.start(
                 "simulator",
