@@ -17,12 +17,13 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import PlainTextResponse, RedirectResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from access.audit import AuditLog
-from access.policy import Permission, Principal
+from access.policy import Permission, Principal, decide
 from access.tokens import TokenStore
 from cashpos.metrics import ApiMetrics
 from cashpos.names import RedisKeys, Topics
@@ -31,6 +32,7 @@ from cashpos.settings import Settings, load
 from serving import forecast, history, models, paging
 from serving.alerts import router as alerts_router
 from serving.caching import figures_etag, not_modified, rows_key, tagged
+from serving.fastpath import FastReads, FastRoutes
 from serving.federation import exposition
 from serving.ingest import router as ingest_router
 from serving.limits import RequestLimits
@@ -122,6 +124,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Added first = inner: every request is counted, refused ones (401/403/413/429/431) included;
     # size limits come before authentication (an anonymous 64 MB body is never read).
     app.state.token_cache = TokenCache(settings.token_cache_seconds)  # shared with the live hub
+    # Innermost: the plain hot reads answered without routing and dependency solving
+    # (serving.fastpath); its handlers are set below, once the routes exist.
+    fast = FastRoutes()
+    app.add_middleware(FastReads, fast=fast)
     app.add_middleware(AuthMiddleware, cache=app.state.token_cache)
     app.add_middleware(RequestLimits, settings=settings)
     app.add_middleware(ObserveMiddleware, metrics=metrics)  # and Cache-Control on every read
@@ -309,6 +315,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if as_of is not None or as_known_at is not None:
             at, axis = history.instant_of(as_of, as_known_at)
             return await history.positions_as_of(request, g, at, axis, fiscal_year)
+        return await positions_response(request, org_code, fiscal_year)
+
+    async def positions_response(request: Request, org_code: str, fiscal_year: int | None) -> Response:
+        """The live positions of a known government (the route's and the fast path's)."""
         body = await request.app.state.reader.government(org_code, fiscal_year)
         accounts = body["accounts"]
         assert isinstance(accounts, list)
@@ -400,10 +410,41 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # from every worker's history: all must answer (503 history_unavailable otherwise)
             at, axis = history.instant_of(as_of, as_known_at)
             return await history.summary_as_of(request, p.orgs, at, axis, fiscal_year)
-        body, etag = await request.app.state.reader.summary_tagged(fiscal_year, p.orgs)
-        status = await staleness(request, sorted(p.orgs) if p.orgs is not None else list(governments()))
+        return await summary_response(request, p.orgs, fiscal_year)
+
+    async def summary_response(
+        request: Request, orgs: frozenset[str] | None, fiscal_year: int | None
+    ) -> Response:
+        """The live summary over ``orgs`` (the route's and the fast path's)."""
+        body, etag = await request.app.state.reader.summary_tagged(fiscal_year, orgs)
+        status = await staleness(request, sorted(orgs) if orgs is not None else list(governments()))
         etag = stale_etag(etag, status)
         return not_modified(request, etag) or tagged(with_status(body, status), etag)
+
+    def plain_reader(request: Request, org: str | None) -> Principal | None:
+        """The caller, if ``require(Permission.READ)`` lets it read ``org`` without an audit
+        record; else None (the ordinary path refuses or audits it)."""
+        p: Principal | None = request.scope.get("state", {}).get("principal")
+        if p is None or p.audited_reads or decide(p, Permission.READ, org).status != 200:
+            return None
+        return p
+
+    async def fast_positions(request: Request, org_code: str) -> Response | None:
+        if org_code not in governments() or plain_reader(request, org_code) is None:
+            return None
+        try:
+            return await positions_response(request, org_code, None)
+        except (NotReady, aioredis.RedisError):  # the ordinary path answers the problem
+            return None
+
+    async def fast_summary(request: Request, _: str) -> Response | None:
+        p = plain_reader(request, None)
+        if p is None:
+            return None
+        try:
+            return await summary_response(request, p.orgs, None)
+        except (NotReady, aioredis.RedisError):
+            return None
 
     @app.get(
         "/v1/deadletters",
@@ -472,6 +513,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(history.router)
     app.include_router(forecast.router)
     app.mount("/dashboard", StaticFiles(directory=STATIC, html=True), name="dashboard")
+    fast.positions, fast.summary = fast_positions, fast_summary
+    fast.routes = {
+        r.path: r
+        for r in app.routes
+        if isinstance(r, APIRoute) and r.path in ("/v1/positions/{org_code}", "/v1/summary")
+    }
     install_openapi(app)
     return app
 
