@@ -48,6 +48,7 @@ from streams.reader import Record
 log = logging.getLogger("cashpos.reconcile")
 
 PAGE_RECORDS = 20_000
+SAVE_EVERY_S = 60.0  # during a long read (the first fold of a long history): a checkpoint this often
 METRICS_ID = "reconcile"  # its exposition's name among the workers' (the API's label worker=)
 
 
@@ -149,6 +150,7 @@ class Reconciler:
         self.topics = list(Topics(settings.namespace).sources)
         self.checkpoint_bytes = 0
         self.resumed = False  # from a checkpoint (else from offset 0)
+        self.unsaved = 0  # records folded since the last checkpoint
         self.ref, self.offsets = self._resume()
 
     def _fresh(self, why: str) -> tuple[Incremental, Offsets]:
@@ -187,16 +189,25 @@ class Reconciler:
         self.checkpoint_bytes = checkpoint.write(
             self.directory, checkpoint.encode(self.ref, self.offsets, header)
         )
+        self.unsaved = 0
         return self.checkpoint_bytes
 
     async def _read(self) -> int:
-        """Fold every record past the offsets; the state stays consistent with the offsets after
-        each page, so a failure part-way loses nothing already folded."""
+        """Fold every record past the offsets. The state is consistent with the offsets after each
+        page (a page is folded without a pause), so a failure or a cancellation part-way loses
+        nothing already folded, and a long read writes a checkpoint every SAVE_EVERY_S."""
         n = 0
+        saved_at = time.monotonic()
         pages = read_pages(self.settings, self.topics, dict(self.offsets), self.page_records)
         async with contextlib.aclosing(pages):
             async for page in pages:
-                n += fold_page(self.ref, self.offsets, page)
+                folded = fold_page(self.ref, self.offsets, page)
+                n += folded
+                self.unsaved += folded
+                if time.monotonic() - saved_at > SAVE_EVERY_S:
+                    self.save()
+                    saved_at = time.monotonic()
+                    log.info("reconcile: %d records read so far (checkpoint written)", n)
         return n
 
     async def run_once(self, publish: bool = True) -> Report:
@@ -212,7 +223,7 @@ class Reconciler:
                 read = await self._read()
             expected, versions = self.ref.positions(), self.ref.versions()
             diffs, lagging, krw = _compare(expected, versions, redis_view, "redis", lag_ok=True)
-            if read or not self.checkpoint_bytes:
+            if self.unsaved or not self.checkpoint_bytes:
                 self.save()
             counts = self.ref.counts()
             report = Report(
@@ -283,11 +294,25 @@ async def run_continuous(settings: Settings, interval: float, stop: asyncio.Even
     A failed interval (broker or Redis away) is logged and counted; the next one carries on
     from what was folded."""
     rec = Reconciler(settings)
-    while not stop.is_set():
-        try:
-            log_report(await rec.run_once())
-        except Exception:  # any failure of one interval: logged, the next one retries
-            log.exception("reconcile: the interval failed; retrying in %ss", interval)
-            rec.metrics.runs.labels("failed").inc()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=interval)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        while not stop.is_set():
+            run = asyncio.ensure_future(rec.run_once())
+            await asyncio.wait({run, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not run.done():  # stopped during an interval (a long first fold): keep what was read
+                run.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await run
+                if rec.unsaved:
+                    rec.save()
+                    log.info("reconcile: stopped during an interval; what it had read is checkpointed")
+                return
+            try:
+                log_report(run.result())
+            except Exception:  # any failure of one interval: logged, the next one retries
+                log.exception("reconcile: the interval failed; retrying in %ss", interval)
+                rec.metrics.runs.labels("failed").inc()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(stopping), timeout=interval)
+    finally:
+        stopping.cancel()

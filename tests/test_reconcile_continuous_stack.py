@@ -16,7 +16,7 @@ import redis
 
 from cashpos.names import META_FIELD, RedisKeys
 from cashpos.refdata import governments
-from faults.common import Feeder, expected_view, redis_view, wait_until, workload
+from faults.common import Feeder, expected_view, publish, redis_view, wait_until, workload
 from reconcile.continuous import METRICS_ID, Reconciler
 from state.projection import decode_value, encode_value
 from streams.topics import ensure_topics
@@ -28,8 +28,9 @@ def test_two_live_intervals_then_a_tampered_figure(infra, tmp_path):
     s = new_stack(infra, tmp_path)
     settings = dataclasses.replace(s.settings, reconcile_checkpoint_dir=tmp_path / "checkpoint")
     keys = RedisKeys(s.namespace)
-    raws = workload(11, 9_000)
-    feeder = Feeder(s.settings, raws, rate=1_500)  # 6 s of stream
+    raws = workload(11, 11_000)
+    first = 5_000  # every account's opening balance (4,866) and a few more, before the stream
+    feeder = Feeder(s.settings, raws[first:], rate=1_500)  # 4 s of live stream
     r = redis.Redis.from_url(s.infra.redis_url)
 
     def get(key: str) -> bytes:
@@ -44,21 +45,23 @@ def test_two_live_intervals_then_a_tampered_figure(infra, tmp_path):
 
     try:
         asyncio.run(ensure_topics(s.settings))
+        publish(s.settings, raws[:first])
         s.start_worker("w1")
-        feeder.start()
         wait_until(lambda: len(redis_view(s)) > 100, 60, 0.2, "the worker to serve positions")
+        feeder.start()
+        wait_until(lambda: feeder.sent > 0, 30, 0.05, "the stream to start")
 
-        first = asyncio.run(Reconciler(settings).run_once())
+        before = asyncio.run(Reconciler(settings).run_once())
         # A restart between the intervals: it resumes from the checkpoint, never from offset 0.
         again = Reconciler(settings)
         assert again.resumed and again.offsets
         second = asyncio.run(again.run_once())
         assert not feeder.done, "the stream was over before the second interval: not a live test"
-        for rep in (first, second):
+        for rep in (before, second):
             assert rep.diff_krw == 0 and rep.differences == [], rep.differences[:3]
             assert rep.mode == "incremental" and rep.positions_checked > rep.lagging  # some compared exactly
-        assert first.records_read == first.records_in > 0
-        assert 0 < second.records_read == second.records_in - first.records_in
+        assert before.records_read == before.records_in >= first
+        assert 0 < second.records_read == second.records_in - before.records_in
 
         feeder.wait(60)
         want = expected_view(raws)
