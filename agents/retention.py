@@ -78,7 +78,9 @@ class Retirer:
                         continue
                     entry = L.decode_journal(stored)
                     if entry.raw and all(fy <= through for _a, fy, _c, _m in entry.effects):
-                        tomb = msgspec.structs.replace(entry, raw=b"", digest=raw_digest(entry.raw))
+                        tomb = msgspec.structs.replace(
+                            entry, raw=b"", digest=raw_digest(entry.raw), source=None
+                        )
                         puts[jkey] = L.encode_record(tomb)
                 deletes.append(key)
                 budget -= len(rows)
