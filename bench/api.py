@@ -9,6 +9,8 @@ government, with its director's token) at a fixed ``--rate`` over keep-alive con
 is measured from each request's *scheduled* send time, so a stalled server cannot hide behind a
 slowed-down client (no coordinated omission). Target: p99 < 20 ms at 2,000 req/s with 5,000
 streams. The API runs ``--processes`` processes on its one port (``cashpos api --processes``).
+Two phases in one run: the reads with no stream open (the reference), then with the streams.
+The API's garbage-collection pauses over 50 ms (its log) are counted.
 
 The load generator runs on the same machine: it drains the streams with a bare asyncio protocol
 (no task or buffer per stream, it only counts bytes) and prints the CPU it used, next to the API
@@ -22,6 +24,7 @@ import asyncio
 import os
 import platform
 import random
+import re
 import resource
 import shutil
 import tempfile
@@ -190,11 +193,73 @@ def self_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
+async def measure(
+    host: str,
+    port: int,
+    args: argparse.Namespace,
+    directors: dict[str, str],
+    procs: dict[str, list[psutil.Process]],
+    counts: list[int],
+) -> dict[str, object]:
+    """One phase: ``--rate`` reads a second for ``--seconds`` over ``--clients`` connections."""
+    schedule: asyncio.Queue[float | None] = asyncio.Queue()
+    lat: list[float] = []
+    errors = [0]
+    clients = [
+        asyncio.create_task(reader_client(host, port, directors, schedule, lat, errors))
+        for _ in range(args.clients)
+    ]
+    lags: list[float] = []
+    lag_stop = asyncio.Event()
+    lag_task = asyncio.create_task(loop_lag(lags, lag_stop))
+    cpu0, self0, bytes0 = cpu_seconds(procs), self_cpu(), counts[3]
+    t0 = time.perf_counter()
+    n = int(args.rate * args.seconds)
+    for i in range(n):
+        due = t0 + i / args.rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        schedule.put_nowait(due)
+    for _ in clients:
+        schedule.put_nowait(None)
+    await asyncio.gather(*clients)
+    elapsed = time.perf_counter() - t0
+    cpu1, self1, bytes1 = cpu_seconds(procs), self_cpu(), counts[3]
+    lag_stop.set()
+    await lag_task
+    ms = [x * 1000 for x in lat]
+    lag_ms = [x * 1000 for x in lags]
+    cpu = {k: (cpu1[k] - cpu0[k]) / elapsed for k in cpu0} | {"load generator": (self1 - self0) / elapsed}
+    return {
+        "reads": len(ms),
+        "rate": len(ms) / elapsed,
+        "errors": errors[0],
+        "p50": percentile(ms, 0.5),
+        "p99": percentile(ms, 0.99),
+        "p999": percentile(ms, 0.999),
+        "max": max(ms, default=float("nan")),
+        "cpu": ", ".join(f"{k} {v:.2f}" for k, v in cpu.items()),
+        "lag": f"p99 {percentile(lag_ms, 0.99):.1f} ms, max {max(lag_ms, default=float('nan')):.1f} ms",
+        "stream_mb_s": (bytes1 - bytes0) / elapsed / 1e6,
+    }
+
+
+def report(label: str, r: dict[str, object]) -> None:
+    print(
+        f"[{label}] reads={r['reads']} ({r['rate']:,.0f}/s) errors={r['errors']} "
+        f"api_p50_ms={r['p50']:.1f} api_p99_ms={r['p99']:.1f} api_p999_ms={r['p999']:.1f} "
+        f"api_max_ms={r['max']:.1f}"
+    )
+    print(f"[{label}] cpu (cores busy): {r['cpu']}; load generator loop lag {r['lag']}")
+    print(f"[{label}] stream bytes received {r['stream_mb_s']:.1f} MB/s")
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--streams", type=int, default=5000)
     ap.add_argument("--rate", type=int, default=2000)
-    ap.add_argument("--seconds", type=float, default=30)
+    ap.add_argument("--seconds", type=float, default=30, help="of each phase (0 streams, then --streams)")
     ap.add_argument("--clients", type=int, default=64, help="keep-alive connections for the reads")
     ap.add_argument("--events-per-s", type=int, default=200, help="background event rate")
     ap.add_argument("--processes", type=int, default=1, help="API processes on the API's port")
@@ -207,76 +272,43 @@ async def main() -> None:
         directors = director_tokens(st)
         national = st.token("national")
         api = psutil.Process(st.procs["api"].pid)
-        api_procs = [api, *api.children()]
         procs = {
-            "api": api_procs,
+            "api": [api, *api.children()],
             "worker": [psutil.Process(p.pid) for n, p in st.procs.items() if n.startswith("worker")],
             "redis": [psutil.Process(infra.redis.proc.pid)] if infra.redis else [],
             "broker": [psutil.Process(infra.kafka.proc.pid)] if infra.kafka else [],
         }
-        transports = []
-        for i in range(args.streams):
-            org = orgs[i % len(orgs)]
-            path, token = ("/v1/stream", national) if i % 2 else (f"/v1/stream?org={org}", directors[org])
-            transports.append(await open_stream(host, port, path, token, counts))
-            if i % 200 == 199:
-                await asyncio.sleep(0.05)
-        await asyncio.sleep(3)
         async with Publisher(st.settings) as pub:
             bg_stop = asyncio.Event()
             bg = asyncio.create_task(background(pub, args.events_per_s, bg_stop))
-            schedule: asyncio.Queue[float | None] = asyncio.Queue()
-            lat: list[float] = []
-            errors = [0]
-            clients = [
-                asyncio.create_task(reader_client(host, port, directors, schedule, lat, errors))
-                for _ in range(args.clients)
-            ]
-            lags: list[float] = []
-            lag_stop = asyncio.Event()
-            lag_task = asyncio.create_task(loop_lag(lags, lag_stop))
-            cpu0, self0, bytes0 = cpu_seconds(procs), self_cpu(), counts[3]
-            t0 = time.perf_counter()
-            n = int(args.rate * args.seconds)
-            for i in range(n):
-                due = t0 + i / args.rate
-                delay = due - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                schedule.put_nowait(due)
-            for _ in clients:
-                schedule.put_nowait(None)
-            await asyncio.gather(*clients)
-            elapsed = time.perf_counter() - t0
-            cpu1, self1, bytes1 = cpu_seconds(procs), self_cpu(), counts[3]
-            lag_stop.set()
-            await lag_task
+            await asyncio.sleep(2)
+            # The reference, in the same run: the same reads with no stream open.
+            reference = await measure(host, port, args, directors, procs, counts)
+            transports = []
+            for i in range(args.streams):
+                org = orgs[i % len(orgs)]
+                path, token = ("/v1/stream", national) if i % 2 else (f"/v1/stream?org={org}", directors[org])
+                transports.append(await open_stream(host, port, path, token, counts))
+                if i % 200 == 199:
+                    await asyncio.sleep(0.05)
+            await asyncio.sleep(3)
+            loaded = await measure(host, port, args, directors, procs, counts)
             bg_stop.set()
             events = await bg
         for t in transports:
             if t is not None:
                 t.close()
-        ms = [x * 1000 for x in lat]
-        cpu = {k: (cpu1[k] - cpu0[k]) / elapsed for k in cpu0} | {"load generator": (self1 - self0) / elapsed}
+        pauses = [float(m) for m in re.findall(r"gc pause (\d+) ms", st.log("api"))]
         print(
             f"machine: {platform.machine()}, {os.cpu_count()} cores shared by broker, redis, worker, "
-            f"{args.processes} API process(es) and this load generator"
+            f"{args.processes} API process(es) and this load generator; background events={events}"
         )
+        report("0 streams", reference)
+        print(f"streams opened={counts[0]} failed={counts[1]} dropped={counts[2]}")
+        report(f"{args.streams} streams", loaded)
         print(
-            f"streams opened={counts[0]} failed={counts[1]} dropped={counts[2]}; "
-            f"stream bytes received {(bytes1 - bytes0) / elapsed / 1e6:.1f} MB/s; background events={events}"
-        )
-        print("cpu (cores busy over the run): " + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items()))
-        lag_ms = [x * 1000 for x in lags]
-        print(
-            f"load generator loop lag: p99 {percentile(lag_ms, 0.99):.1f} ms, "
-            f"max {max(lag_ms, default=float('nan')):.1f} ms"
-        )
-        print(f"reads={len(ms)} in {elapsed:.1f}s ({len(ms) / elapsed:,.0f}/s) errors={errors[0]}")
-        print(
-            f"api_p50_ms={percentile(ms, 0.5):.1f} api_p99_ms={percentile(ms, 0.99):.1f} "
-            f"api_p999_ms={percentile(ms, 0.999):.1f} api_max_ms={max(ms, default=float('nan')):.1f} "
-            f"target_p99_ms=20 at {args.rate}/s with {args.streams} streams"
+            f"API gc pauses over 50 ms (whole run): {len(pauses)}, longest {max(pauses, default=0):.0f} ms; "
+            f"target: p99 < 20 ms at {args.rate}/s with {args.streams} streams"
         )
 
 

@@ -5,6 +5,7 @@ Run: ``cashpos api`` (uvicorn on CASHPOS_API_HOST:CASHPOS_API_PORT, default 127.
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -102,6 +103,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.reader = PositionReader(r, keys, hub)
         app.state.tokens = TokenStore(r, keys)
         app.state.audit = AuditLog(producer, app.state.topics.audit)
+        # What exists now (modules, the app, its routes and models) lives as long as the
+        # process: out of the collector's reach, a full collection scans only what came after
+        # (with thousands of open streams each one stalls every request in the process).
+        gc.collect()
+        gc.freeze()
         yield
         await producer.stop()
         await r.aclose()

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import gc
 import logging
 import os
 import signal
@@ -250,12 +251,36 @@ def serve(settings: Settings | None = None, fd: int | None = None) -> None:
         sys.exit(Processes(settings, processes(settings)).run())
     server = uvicorn.Server(uvicorn_config(settings))
     sockets = [socket.socket(fileno=fd)] if fd is not None else None
+    watch_gc_pauses()
     try:
         server.run(sockets=sockets)
     except KeyboardInterrupt:
         pass
     if not server.started:
         sys.exit(3)  # uvicorn's STARTUP_FAILURE, as uvicorn.run exits
+
+
+GC_PAUSE_LOG_S = 0.05  # a collection longer than this is logged (every request waits for it)
+
+
+def watch_gc_pauses() -> None:
+    """Log each garbage collection that holds the process longer than GC_PAUSE_LOG_S."""
+    started = [0.0]
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+            return
+        took = time.perf_counter() - started[0]
+        if took > GC_PAUSE_LOG_S:
+            log.warning(
+                "gc pause %.0f ms (generation %d, %d collected)",
+                took * 1000,
+                info["generation"],
+                info["collected"],
+            )
+
+    gc.callbacks.append(callback)
 
 
 def _reuseport_socket(host: str, port: int, reuse_port: bool = True) -> socket.socket:
