@@ -505,6 +505,38 @@ async def get_statement(
     if hit is not None and hit[0] == figures:
         cache.move_to_end(key)
         return _again(hit[1])
+    # One request to the owner per statement and figures: the reads that miss meanwhile (a live
+    # stream moves the figures several times a second) wait for its answer, not ask again. The
+    # request is a task of its own: a caller that goes away does not cancel the others' answer.
+    flights = _statement_flights(request)
+    flight = flights.get(key)
+    if flight is None or flight[0] != figures:
+        task = asyncio.create_task(
+            _statement_from_owner(request, g, from_, to, account, by, fiscal_year, csv_wanted)
+        )
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # waited for or not
+        flight = flights[key] = (figures, task)
+    try:
+        resp = await asyncio.shield(flight[1])
+    finally:
+        if flights.get(key) is flight and flight[1].done():
+            del flights[key]  # answered (kept below) or failed (the next read asks again)
+    cache[key] = (figures, resp)
+    if len(cache) > STATEMENT_CACHE:
+        cache.popitem(last=False)
+    return _again(resp)
+
+
+async def _statement_from_owner(
+    request: Request,
+    g: Government,
+    from_: dt.date,
+    to: dt.date,
+    account: str | None,
+    by: str,
+    fiscal_year: int | None,
+    csv_wanted: bool,
+) -> Response:
     params: dict[str, Any] = {"from": date_day(from_), "to": date_day(to)}
     if account:
         params["account"] = account
@@ -512,15 +544,20 @@ async def get_statement(
         params["by"] = by
     if fiscal_year is not None:
         params["fiscal_year"] = fiscal_year
-    body = await ask(request, org_code, "statements", params)
+    body = await ask(request, g.org_code, "statements", params)
     if by == BY_GOVERNMENT:
-        resp = _government_statement_response(g, from_, to, fiscal_year, body["rows"], csv_wanted)
-    else:
-        resp = _statement_response(g, from_, to, body["rows"], csv_wanted)
-    cache[key] = (figures, resp)
-    if len(cache) > STATEMENT_CACHE:
-        cache.popitem(last=False)
-    return _again(resp)
+        return _government_statement_response(g, from_, to, fiscal_year, body["rows"], csv_wanted)
+    return _statement_response(g, from_, to, body["rows"], csv_wanted)
+
+
+def _statement_flights(request: Request) -> dict[tuple[Any, ...], tuple[bytes, asyncio.Task[Response]]]:
+    st = request.app.state
+    flights: dict[tuple[Any, ...], tuple[bytes, asyncio.Task[Response]]] | None = getattr(
+        st, "statement_flights", None
+    )
+    if flights is None:
+        flights = st.statement_flights = {}
+    return flights
 
 
 def _again(resp: Response) -> Response:
