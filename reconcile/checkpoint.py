@@ -18,6 +18,7 @@ strictly again on load. A field added to :class:`Reference` fails
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,6 +116,7 @@ class Discarded(Exception):
 
 
 _json = msgspec.json.Encoder()
+_enc = msgspec.msgpack.Encoder().encode
 _event = msgspec.json.Decoder(Event)
 _close = msgspec.json.Decoder(YearClose)
 _header = msgspec.msgpack.Decoder(Header)
@@ -125,16 +127,32 @@ def _pk(t: tuple[str, str, int, int, int] | tuple[str, str, int, int]) -> PosKey
     return (t[0], t[1], t[2])
 
 
-def encode(ref: Incremental, offsets: Offsets, header: Header) -> bytes:
-    """The file's bytes for ``ref`` (compacted first) read up to ``offsets``."""
+def _array(n: int) -> bytes:
+    """A msgpack array's header (an array_like Struct is an array of its fields)."""
+    if n < 16:
+        return bytes([0x90 | n])
+    if n < 1 << 16:
+        return b"\xdc" + n.to_bytes(2, "big")
+    return b"\xdd" + n.to_bytes(4, "big")
+
+
+def encode_chunks(ref: Incremental, offsets: Offsets, header: Header) -> Iterator[bytes]:
+    """The file's bytes for ``ref`` (compacted first) read up to ``offsets``, in pieces: exactly
+    msgspec's encoding of the header and of a :class:`Body`, but each accepted record's row is
+    encoded on its own as it is written, so writing a checkpoint holds no second copy of the
+    state (built whole, the rows and the file's bytes took 1.4 KB per event more)."""
     ref.compact()
+    head = _enc(header)
+    yield MAGIC + len(head).to_bytes(4, "big") + head
     index: dict[int, int] = {}  # id(record) -> row
-    rows: list[Row] = []
-    for (_org, side, _id), rec in ref.by_id.items():
-        assert rec.lapse_of is None, "a lapse is never accepted by id"
-        index[id(rec)] = len(rows)
-        rows.append(
-            Row(
+
+    def rows() -> Iterator[bytes]:
+        yield _array(len(ref.by_id))
+        out = []
+        for i, ((_org, side, _id), rec) in enumerate(ref.by_id.items()):
+            assert rec.lapse_of is None, "a lapse is never accepted by id"
+            index[id(rec)] = i
+            row = Row(
                 side,
                 isinstance(rec.event, YearClose),
                 _json.encode(rec.event),
@@ -144,32 +162,48 @@ def encode(ref: Incremental, offsets: Offsets, header: Header) -> bytes:
                 list(rec.took),
                 rec.executed,
             )
-        )
+            out.append(_enc(row))
+            if len(out) == 10_000:
+                yield b"".join(out)
+                out = []
+        yield b"".join(out)
 
     def many(d: dict[tuple[str, str], list[Accepted]]) -> list[tuple[str, str, list[int]]]:
         return [(a, b, [index[id(r)] for r in recs]) for (a, b), recs in d.items()]
 
-    body = Body(
-        offsets=[(t, p, o) for (t, p), o in offsets.items()],
-        max_bytes=ref.max_bytes,
-        rows=rows,
-        share=[(*pk, side, n) for (pk, side), n in ref.share.items()],
-        open_total=[(*pk, n) for pk, n in ref.open_total.items()],
-        opened_by=[(o, c, index[id(r)]) for (o, c), r in ref.opened_by.items()],
-        consumers=many(ref.consumers),
-        carried_to=[(o, c, fy) for (o, c), fy in ref.carried_to.items()],
-        lapsed=sorted(ref.lapsed),
-        orders=[(o, c, index[id(r)]) for (o, c), r in ref.orders.items()],
-        orders_of=many(ref.orders_of),
-        schedule_log=many(ref.schedule_log),
-        closed=[(o, s, y) for (o, s), y in ref.closed.items()],
-        positions=[(*pk, c, ref.committed[pk], ref.version.get(pk, 0)) for pk, c in ref.cash.items()],
-        applied=ref.applied,
-        duplicate=ref.duplicate,
-        rejected=dict(ref.rejected),
-    )
-    head = msgspec.msgpack.encode(header)
-    return MAGIC + len(head).to_bytes(4, "big") + head + msgspec.msgpack.encode(body)
+    # Body's fields in its order (rows first of those naming rows: they fill ``index``)
+    fields: dict[str, Callable[[], object]] = {
+        "offsets": lambda: [(t, p, o) for (t, p), o in offsets.items()],
+        "max_bytes": lambda: ref.max_bytes,
+        "share": lambda: [(*pk, side, n) for (pk, side), n in ref.share.items()],
+        "open_total": lambda: [(*pk, n) for pk, n in ref.open_total.items()],
+        "opened_by": lambda: [(o, c, index[id(r)]) for (o, c), r in ref.opened_by.items()],
+        "consumers": lambda: many(ref.consumers),
+        "carried_to": lambda: [(o, c, fy) for (o, c), fy in ref.carried_to.items()],
+        "lapsed": lambda: sorted(ref.lapsed),
+        "orders": lambda: [(o, c, index[id(r)]) for (o, c), r in ref.orders.items()],
+        "orders_of": lambda: many(ref.orders_of),
+        "schedule_log": lambda: many(ref.schedule_log),
+        "closed": lambda: [(o, s, y) for (o, s), y in ref.closed.items()],
+        "positions": lambda: [
+            (*pk, c, ref.committed[pk], ref.version.get(pk, 0)) for pk, c in ref.cash.items()
+        ],
+        "applied": lambda: ref.applied,
+        "duplicate": lambda: ref.duplicate,
+        "rejected": lambda: dict(ref.rejected),
+    }
+    assert set(fields) | {"rows"} == set(Body.__struct_fields__)
+    yield _array(len(Body.__struct_fields__))
+    for name in Body.__struct_fields__:
+        if name == "rows":
+            yield from rows()
+        else:
+            yield _enc(fields[name]())
+
+
+def encode(ref: Incremental, offsets: Offsets, header: Header) -> bytes:
+    """The whole file's bytes (:func:`encode_chunks` joined)."""
+    return b"".join(encode_chunks(ref, offsets, header))
 
 
 def read_header(data: bytes) -> tuple[Header, int]:
@@ -233,13 +267,15 @@ def decode(data: bytes, namespace: str, partitions: int) -> Checkpoint:
     return Checkpoint(header, ref, {(t, p): o for t, p, o in body.offsets})
 
 
-def write(directory: Path, data: bytes) -> int:
-    """Replace ``directory``'s checkpoint with ``data`` atomically; returns its size."""
+def write(directory: Path, data: bytes | Iterable[bytes]) -> int:
+    """Replace ``directory``'s checkpoint with ``data`` (or its pieces) atomically; returns its size."""
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / FILE_NAME
     tmp = directory / f".{FILE_NAME}.{os.getpid()}.tmp"
+    size = 0
     with open(tmp, "wb") as f:
-        f.write(data)
+        for chunk in [data] if isinstance(data, bytes) else data:
+            size += f.write(chunk)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, final)
@@ -248,7 +284,7 @@ def write(directory: Path, data: bytes) -> int:
         os.fsync(fd)  # the rename itself survives a crash
     finally:
         os.close(fd)
-    return len(data)
+    return size
 
 
 def read(directory: Path) -> bytes | None:

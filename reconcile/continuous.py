@@ -187,7 +187,7 @@ class Reconciler:
             records=self.ref.records,
         )
         self.checkpoint_bytes = checkpoint.write(
-            self.directory, checkpoint.encode(self.ref, self.offsets, header)
+            self.directory, checkpoint.encode_chunks(self.ref, self.offsets, header)
         )
         self.unsaved = 0
         return self.checkpoint_bytes
