@@ -19,6 +19,7 @@ from faust.web import Request, Response, View
 
 from agents.ledger import LedgerWorker
 from cashpos.calendar import kst_day
+from state import layout as L
 from state.history import listing, side_of_sid, statement_rows
 from state.ledger import LAPSE_TAG, unscoped_id
 from state.retention import answerable, is_retired, retired_through
@@ -47,7 +48,12 @@ RETIRED = "history_retired"  # the reason (and the API's problem type) of a reti
 
 
 def _retired_through(w: LedgerWorker, org: str) -> int | None:
-    return retired_through(w.ledger.closed, org, w.history.retirer.online_years)
+    """The policy's, or what this store has already compacted if more (the setting was lowered
+    once, then raised: those rows are gone, so their years stay answered as retired)."""
+    through = retired_through(w.ledger.closed, org, w.history.retirer.online_years)
+    marker = w.store.get(L.retired_key(org))
+    done = None if marker is None else L.decode_int(marker)
+    return max((y for y in (through, done) if y is not None), default=None)
 
 
 def _retired_detail(org: str, fy: int, w: LedgerWorker) -> str:

@@ -255,6 +255,12 @@ def test_the_owner_answers_a_retired_year_at_day_ends_and_refuses_inside_its_day
             assert exc.value.reason == RETIRED
             with pytest.raises(Refused):
                 events(w, SEOUL, "general", 2026, None, 0, 10)
+            if compacted:  # the setting raised after compacting: the rows are gone, so still refused
+                hook2 = HistoryHook(online_years=2)
+                asyncio.run(hook2.on_assigned(_host(store), [SEOUL]))
+                raised: Any = SimpleNamespace(history=hook2, ledger=ledger, store=store)
+                with pytest.raises(Refused):
+                    positions_as_of(raised, SEOUL, _ms("2026-11-20T12:00:00+09:00"))
             # the online year is answered in full, inside its days too
             march = [
                 p
