@@ -174,7 +174,13 @@ class LedgerWorker:
         )
         if s.standby_replicas > 0:  # before the first assignment: it claims what it is given
             self.standby = Standby(
-                s, self.store, self.metrics, self.redis, self.producer, standby_hooks(s, self.hooks)
+                s,
+                self.store,
+                self.metrics,
+                self.redis,
+                self.producer,
+                standby_hooks(s, self.hooks),
+                owner_busy=lambda: bool(self.catching_up()),
             )
         await self._remove_previous_incarnation()
         await self.watched.start()  # returns once assigned (a new member after each stuck bound)

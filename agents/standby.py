@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -57,8 +57,10 @@ class Standby:
         redis: aioredis.Redis,
         producer: AIOKafkaProducer,
         hooks: Sequence[BatchHook],
+        owner_busy: Callable[[], bool] = lambda: False,
     ) -> None:
         self.settings = settings
+        self.owner_busy = owner_busy  # the worker's own partitions are catching up: they go first
         self.store = store
         self.metrics = metrics
         self.redis = redis
@@ -147,7 +149,9 @@ class Standby:
                     self._refreshed = time.monotonic()
                     await self._refresh()
                 consumer = self.consumer
-                if consumer is None or not self.next_offsets:
+                # a takeover's catch-up comes first: a new standby set after a rebalance may
+                # start from offset 0 (O(history)) and would take the cores from it
+                if consumer is None or not self.next_offsets or self.owner_busy():
                     await asyncio.sleep(IDLE_S)
                     continue
                 batch = await consumer.getmany(timeout_ms=200, max_records=s.batch_max_records)
