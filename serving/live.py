@@ -135,12 +135,12 @@ class Client:
     sent_at: float = 0.0  # monotonic time of the last frame queued (heartbeats go to idle streams)
     # Written directly (serving.direct): the socket, what the stream's coroutine is to do next
     # (a snapshot after a drain, or the end), the future it waits on, frames skipped while behind
-    # and the seq of its last snapshot (older frames still on their way are not sent after it).
+    # and _made at its last snapshot (deliveries made before it are not sent after it).
     sink: DirectSink | None = None
     signal: _Marker | None = None
     wake: asyncio.Future[None] | None = None
     skipped: int = 0
-    synced_seq: int = -1
+    synced_at: int = -1  # Hub._made when its last snapshot was taken
 
 
 def _frame(event: str, ident: str, data: bytes) -> bytes:
@@ -176,8 +176,10 @@ class Hub:
         self.tokens = TokenStore(redis, keys)
         self.held: dict[str, int] = {}  # token id -> streams open (or being opened) with it
         self.token_cache: TokenCache | None = None  # the app's: told what the re-checks find
-        # Deliveries not done yet, in order: (frame or marker, its HTTP chunk, seq, targets);
-        # the first has been delivered up to _work_at. Done a slice per loop turn (_pump).
+        # Deliveries not done yet, in order: (frame or marker, its HTTP chunk, its number,
+        # targets); the first has been delivered up to _work_at. Done a slice per loop turn
+        # (_pump). _made numbers them: a stream skips those made before its last snapshot.
+        self._made = 0
         self._work: collections.deque[tuple[Item, bytes | None, int, list[Client]]] = collections.deque()
         self._work_at = 0
         self._pumping = False
@@ -255,7 +257,8 @@ class Hub:
         by a resync marker (a snapshot supersedes it); a second overflow disconnects. ``force``
         (with ``_CLOSE``) ends the stream even when the queue is full."""
         if c.sink is not None:
-            self._write(c, c.sink, item, chunk(item) if isinstance(item, bytes) else None, self.seq, force)
+            data = chunk(item) if isinstance(item, bytes) else None
+            self._write(c, c.sink, item, data, self._made + 1, force)
             return
         try:
             c.queue.put_nowait(item)
@@ -279,7 +282,7 @@ class Hub:
     # -- streams written directly (serving.direct) ----------------------------------------------
 
     def _write(
-        self, c: Client, sink: DirectSink, item: Item, data: bytes | None, seq: int, force: bool = False
+        self, c: Client, sink: DirectSink, item: Item, data: bytes | None, made: int, force: bool = False
     ) -> None:
         """``_offer`` for a stream written directly: the frame goes to its socket now (``data``:
         the frame as an HTTP chunk). A socket with more than BEHIND_BYTES unsent is behind: its
@@ -303,10 +306,10 @@ class Hub:
         if item is _RESYNC:
             if self.loaded:
                 sink.write(chunk(self.snapshot_frame(c)))
-                c.synced_seq = self.seq
+                c.synced_at = self._made
                 c.sent_at = time.monotonic()
             return
-        if seq <= c.synced_seq:  # sent before its snapshot was taken: the snapshot has it
+        if made <= c.synced_at:  # made before its snapshot was taken: the snapshot has it
             return
         if sink.buffered() > BEHIND_BYTES:
             c.resync_pending = True
@@ -328,11 +331,10 @@ class Hub:
         """From now on write ``c``'s frames to ``sink`` (its response's head and first frame are
         out): what was queued meanwhile first, in order, in the same step."""
         sink.on_lost(lambda: self._signal(c, _CLOSE))
-        seq = self.seq
         c.sink = sink
         while not c.queue.empty():
             item = c.queue.get_nowait()
-            self._write(c, sink, item, None, seq)
+            self._write(c, sink, item, None, self._made + 1)
 
     def resume(self, c: Client) -> None:
         """``c``'s socket has drained after it fell behind: a fresh snapshot, then frames again."""
@@ -340,7 +342,7 @@ class Hub:
         c.skipped = 0
         if c in self.clients and c.sink is not None and c.sink.writable and self.loaded:
             c.sink.write(chunk(self.snapshot_frame(c)))
-            c.synced_seq = self.seq
+            c.synced_at = self._made
             c.sent_at = time.monotonic()
 
     async def serve_direct(self, c: Client, sink: DirectSink, send: Any) -> None:
@@ -417,7 +419,8 @@ class Hub:
         now, the rest a slice per turn of the event loop (each stream's frames stay in order)."""
         if not targets:
             return
-        self._work.append((item, chunk(item) if isinstance(item, bytes) else None, self.seq, targets))
+        self._made += 1
+        self._work.append((item, chunk(item) if isinstance(item, bytes) else None, self._made, targets))
         if not self._pumping:
             self._pump()
 
@@ -426,14 +429,14 @@ class Hub:
         budget = FANOUT_SLICE
         clients = self.clients
         while self._work and budget > 0:
-            item, data, seq, targets = self._work[0]
+            item, data, made, targets = self._work[0]
             start = self._work_at
             stop = min(len(targets), start + budget)
             for c in targets[start:stop]:
                 if c not in clients:  # gone since (or ended): nothing more for it
                     continue
                 if c.sink is not None:
-                    self._write(c, c.sink, item, data, seq)
+                    self._write(c, c.sink, item, data, made)
                 else:
                     self._offer(c, item)
             budget -= stop - start
