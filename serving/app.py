@@ -5,7 +5,6 @@ Run: ``cashpos api`` (uvicorn on CASHPOS_API_HOST:CASHPOS_API_PORT, default 127.
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import logging
 import time
@@ -109,9 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # (with thousands of open streams each one stalls every request in the process).
         gc.collect()
         gc.freeze()
-        freezer = asyncio.create_task(_freeze_long_lived(), name="gc-freeze")
         yield
-        freezer.cancel()
         await producer.stop()
         await r.aclose()
 
@@ -530,23 +527,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     }
     install_openapi(app)
     return app
-
-
-GC_FREEZE_S = 10.0
-
-
-async def _freeze_long_lived() -> None:
-    """Every GC_FREEZE_S, after a collection of the young generations, move what is alive out of
-    the collector's full scans (gc.freeze). Open streams are long-lived objects (~100 each: the
-    suspended coroutines, uvicorn's protocol, the scope): left in the oldest generation, every
-    full collection scans them all, and at 5,000 streams it held the process 0.3-1.1 s (measured:
-    benchmarks.md). Frozen objects are still freed by reference counting when a stream ends; only
-    garbage in reference cycles that survived into the oldest generation stays (the young
-    collection before each freeze takes what was younger)."""
-    while True:
-        await asyncio.sleep(GC_FREEZE_S)
-        gc.collect(1)
-        gc.freeze()
 
 
 def _letter_id(raw: bytes | str) -> str:
