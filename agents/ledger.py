@@ -270,6 +270,7 @@ class LedgerWorker:
 
     async def on_assigned(self, assigned: list[TopicPartition]) -> None:
         assert self.consumer is not None
+        began = time.monotonic()
         async with self._lock:
             n = len(self.consumer.partitions_for_topic(self.topics.revenue) or ()) or self.settings.partitions
             self.org_partition = {org: partition_for(org, n) for org in governments()}
@@ -294,11 +295,13 @@ class LedgerWorker:
             self.pending_seed |= set(self.owned_orgs) - before
             self.metrics.assigned_partitions.set(len(self.next_offsets))
             log.info(
-                "assigned %s resuming at %s (group committed %s; warm standby of partitions %s)",
+                "assigned %s resuming at %s (group committed %s; warm standby of partitions %s) "
+                "after %.2f s of loading",
                 sorted(f"{tp.topic}:{tp.partition}" for tp in assigned),
                 {f"{tp.topic}:{tp.partition}": self.next_offsets[tp] for tp in assigned},
                 {f"{tp.topic}:{tp.partition}": self.replay_until[tp] for tp in assigned},
                 sorted(warm),
+                time.monotonic() - began,
             )
 
     def _refresh_owned(self) -> None:

@@ -51,7 +51,9 @@ from streams.topics import ensure_topics, partition_for
 PARTITIONS = 12
 WORKERS = ("w1", "w2", "w3")
 VICTIM = "w2"
-_ASSIGNED = re.compile(r'"ts":"([^"]+)".*assigned \[(.*?)\] resuming at')
+_ASSIGNED = re.compile(
+    r'"ts":"([^"]+)".*assigned \[(.*?)\] resuming at[^\n]*?(?:after ([\d.]+) s of loading)?"'
+)
 View = dict[tuple[str, str, int], tuple[int, int, int]]
 
 
@@ -141,10 +143,12 @@ def _ts(iso: str) -> float:
 
 
 def assignments_after(st: Stack, worker: str, since: float) -> list[tuple[float, set[int]]]:
-    """(wall time, partitions) of each assignment of ``worker`` logged after ``since``."""
+    """(wall time, partitions) of each assignment of ``worker`` logged after ``since``: when the
+    assignment reached the worker (the line is logged once its state is loaded, and says how
+    long that took)."""
     out = []
     for m in _ASSIGNED.finditer(st.log(f"worker-{worker}")):
-        t = _ts(m.group(1))
+        t = _ts(m.group(1)) - float(m.group(3) or 0)
         if t >= since:
             parts = {int(x.rsplit(":", 1)[1].strip("'")) for x in m.group(2).split(", ") if x}
             out.append((t, parts))
