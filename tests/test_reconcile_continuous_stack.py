@@ -103,6 +103,15 @@ def test_two_live_intervals_then_a_tampered_figure(infra, tmp_path):
         assert "resuming from the checkpoint" in s.log("reconcile")
         p.send_signal(signal.SIGTERM)
         assert p.wait(30) == 0
+
+        # A checkpoint past the topics' ends (topics recreated): discarded, folded from offset 0.
+        ahead = Reconciler(settings)
+        ahead.offsets = {tp: n + 1_000 for tp, n in ahead.offsets.items()}
+        ahead.save()
+        again = Reconciler(settings)
+        refold = asyncio.run(again.run_once(publish=False))
+        assert refold.records_read == refold.records_in == len(raws) and refold.diff_krw == 777
+        assert again.metrics.registry.get_sample_value("cashpos_reconcile_full_refolds_total") == 1
     finally:
         r.close()
         s.stop_all()
