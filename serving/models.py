@@ -281,6 +281,13 @@ class ReconciliationReport(BaseModel):
     differences: list[Difference]
     state_behind: int
     states: list[StateCheck]
+    mode: Literal["full", "incremental"] = Field(
+        "full",
+        description="full: a re-fold from offset 0 (cashpos reconcile); incremental: one interval of "
+        "cashpos reconcile --continuous, from its checkpoint",
+    )
+    records_read: int = Field(0, description="records this run read (incremental: past its checkpoint)")
+    checkpoint_bytes: int = Field(0, description="the size of the checkpoint it wrote (incremental)")
 
 
 class Health(BaseModel):
