@@ -351,7 +351,7 @@ def standby_hooks(settings: Settings, owner_hooks: Sequence[BatchHook]) -> list[
     from agents.forecast import ForecastHook
     from agents.history import HistoryHook
 
-    hooks: list[BatchHook] = [HistoryHook()]
+    hooks: list[BatchHook] = [HistoryHook(settings.history_online_years)]
     if any(isinstance(h, ForecastHook) for h in owner_hooks):
         hooks.append(ForecastHook(settings))
     return hooks
