@@ -297,17 +297,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # A union: FastAPI writes anyOf of the two. (A response_model plus a hand-written schema
         # would be merged into {$ref, anyOf}: both at once in JSON Schema, which no body is.)
         response_model=models.GovernmentPositions | history.PositionsAsOf,
-        responses={
-            200: {
-                "description": "the live positions; with as_of, the positions as of that instant "
-                "(PositionsAsOf, event time, from the owning worker's history)",
-            },
-            304: {"description": "not modified: the figures are those of the ETag sent"},
-            410: problem_doc(history.RETIRED_DOC),
-            503: problem_doc(
-                "with as_of: the government's history is not available now (reason history_unavailable)"
-            ),
-        },
+        responses=history.at_instant_responses("the live positions", "the positions (PositionsAsOf)"),
         dependencies=[require(Permission.READ)],
     )
     async def get_positions(
@@ -338,18 +328,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Conditional: a weak ETag over the positions' versions (serving/caching.py); "
         "If-None-Match with it answers 304.",
         response_model=models.AccountPositions | history.PositionsAsOf,  # a union (see get_positions)
-        responses={
-            200: {
-                "description": "the live position; with as_of or as_known_at, the account at that "
-                "instant (PositionsAsOf, from the owning worker's history)",
-            },
-            304: {"description": "not modified: the figures are those of the ETag sent"},
-            410: problem_doc(history.RETIRED_DOC),
-            503: problem_doc(
-                "with as_of or as_known_at: the government's history is not available now "
-                "(reason history_unavailable)"
-            ),
-        },
+        responses=history.at_instant_responses("the live position", "the account (PositionsAsOf)"),
         dependencies=[require(Permission.READ)],
     )
     async def get_account(
@@ -396,14 +375,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Conditional: a weak ETag over the versions of the positions it adds and the "
         "caller's scope (serving/caching.py); If-None-Match with it answers 304.",
         response_model=models.Summary | history.SummaryAsOf,  # a union (see get_positions)
-        responses={
-            200: {"description": "the live totals; with as_of, the totals as of that instant (SummaryAsOf)"},
-            304: {"description": "not modified: the figures are those of the ETag sent"},
-            410: problem_doc(history.RETIRED_DOC),
-            503: problem_doc(
-                "with as_of: a government's history is not available now (reason history_unavailable)"
-            ),
-        },
+        responses=history.at_instant_responses("the live totals", "the totals (SummaryAsOf)"),
     )
     async def get_summary(
         request: Request,

@@ -373,6 +373,22 @@ RETIRED_DOC: Final = (
 )
 
 
+def at_instant_responses(live: str, at: str) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI responses of a live read that also answers ``as_of`` / ``as_known_at``."""
+    return {
+        200: {
+            "description": f"{live}; with as_of or as_known_at, {at} at that instant, from the "
+            "history of the worker that owns each government"
+        },
+        304: {"description": "not modified: the figures are those of the ETag sent"},
+        410: problem_doc(RETIRED_DOC),
+        503: problem_doc(
+            "with as_of or as_known_at: a government's history is not available now "
+            "(reason history_unavailable)"
+        ),
+    }
+
+
 def unavailable(detail: str) -> Problem:
     """The 503 of a history no caught-up owner answers for now."""
     return Problem("history_unavailable", detail, {"Retry-After": "2"})
