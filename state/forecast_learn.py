@@ -202,7 +202,8 @@ def months_between(first: int, last: int) -> list[tuple[int, int]]:
     return out
 
 
-def occurrences_before(anchor: int, today: int, start: int, k: int = OCCURRENCES) -> list[int]:
+@lru_cache(maxsize=65_536)  # a function of the calendar only: every account of a day asks the same
+def occurrences_before(anchor: int, today: int, start: int, k: int = OCCURRENCES) -> tuple[int, ...]:
     """The last ``k`` days (ascending) in ``[start, today)`` on which ``anchor`` fell; fewer
     when the window holds fewer."""
     out: list[int] = []
@@ -214,7 +215,7 @@ def occurrences_before(anchor: int, today: int, start: int, k: int = OCCURRENCES
             out.append(o)
             if len(out) == k:
                 break
-    return sorted(out)
+    return tuple(sorted(out))
 
 
 # -- learning -------------------------------------------------------------------------------------
