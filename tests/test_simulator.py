@@ -85,7 +85,7 @@ def test_the_ledger_fold_applies_every_event(year_end: tuple[list[bytes], list[d
         for topic in TOPICS.for_record(o["kind"]):  # a close: once per topic
             ev = check_message(raw, o["org_code"].encode(), side_of_topic(topic))
             assert not isinstance(ev, Rejection)
-            out = ledger.update(ev, raw, (topic, 0, i))
+            out = ledger.update(ev, raw, (topic, 0, i, 0))
             outcomes[out if isinstance(out, str) else out.reason] += 1
     assert outcomes == {APPLIED: N + len(governments())}
 

@@ -493,7 +493,7 @@ def test_the_ledger_folds_weeks_without_a_rejection(stretch: str, request: pytes
     for i, raw in enumerate(raws):
         o = orjson.loads(raw)
         for topic, ev in topic_checked(raw, o):
-            out = ledger.update(ev, raw, (topic, 0, i))
+            out = ledger.update(ev, raw, (topic, 0, i, 0))
             outcomes[out if isinstance(out, str) else out.reason] += 1
             n += 1
     assert outcomes == {APPLIED: n}
